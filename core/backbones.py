@@ -1,0 +1,99 @@
+"""ImageNet backbones, built from local weight files only (never downloaded), and the classifier graph."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from core.preprocess import arch_spec
+
+WEIGHTS_ENV = "MPOX_TRIAGE_WEIGHTS_DIR"
+
+# Accepted file names per architecture: the names in ../shared/weights, then the official Keras ones.
+WEIGHT_FILE_NAMES: dict[str, tuple[str, ...]] = {
+    "mobilenetv2": (
+        "mobilenet_v2_1.0_224_imagenet_notop.weights.h5",
+        "mobilenet_v2_weights_tf_dim_ordering_tf_kernels_1.0_224_no_top.h5",
+    ),
+    "xception": (
+        "xception_imagenet_notop.weights.h5",
+        "xception_weights_tf_dim_ordering_tf_kernels_notop.h5",
+    ),
+}
+
+
+class WeightsNotFoundError(FileNotFoundError):
+    """No local ImageNet weight file was found for an architecture."""
+
+
+def weights_search_dirs(weights_dir: str | os.PathLike | None = None) -> list[Path]:
+    """Where weight files are looked for, in order: the explicit setting, the environment, Keras' cache."""
+    dirs: list[Path] = []
+    if weights_dir:
+        dirs.append(Path(weights_dir).expanduser())
+    env = os.environ.get(WEIGHTS_ENV)
+    if env:
+        dirs.append(Path(env).expanduser())
+    dirs.append(Path(os.environ.get("KERAS_HOME", Path.home() / ".keras")) / "models")
+    return dirs
+
+
+def resolve_weights(arch: str, weights_dir: str | os.PathLike | None = None) -> Path:
+    """Path of the local ImageNet notop weight file for `arch`, or a WeightsNotFoundError saying what to do."""
+    spec = arch_spec(arch)
+    names = WEIGHT_FILE_NAMES[spec.name]
+    searched = weights_search_dirs(weights_dir)
+    for directory in searched:
+        for name in names:
+            candidate = directory / name
+            if candidate.is_file():
+                return candidate
+    raise WeightsNotFoundError(
+        f"No ImageNet weights for {spec.display_name} found (looked for {' or '.join(names)} in "
+        f"{', '.join(str(d) for d in searched)}). Set {WEIGHTS_ENV} (or the app's weights folder setting) "
+        "to the folder holding the official Keras notop weight file. Nothing is downloaded."
+    )
+
+
+def build_backbone(arch: str, weights: str | None = "imagenet-local", input_size: int | None = None,
+                   weights_dir: str | os.PathLike | None = None):
+    """Keras notop backbone; `weights` is "imagenet-local" (resolved file), None (random), or a file path."""
+    import keras
+
+    spec = arch_spec(arch)
+    size = input_size or spec.input_size
+    if weights == "imagenet-local":
+        weights_path: str | None = str(resolve_weights(spec.name, weights_dir))
+    elif weights is None:
+        weights_path = None
+    else:
+        weights_path = str(weights)
+        if not Path(weights_path).is_file():
+            raise WeightsNotFoundError(f"Weights file not found: {weights_path}")
+    shape = (size, size, 3)
+    if spec.name == "mobilenetv2":
+        return keras.applications.MobileNetV2(input_shape=shape, alpha=1.0, include_top=False, weights=weights_path)
+    return keras.applications.Xception(input_shape=shape, include_top=False, weights=weights_path)
+
+
+def build_classifier(arch: str, backbone=None, dropout: float = 0.2, weights: str | None = "imagenet-local",
+                     input_size: int | None = None, weights_dir: str | os.PathLike | None = None):
+    """The study's head on a backbone: in-model scaling, backbone (inference-mode BN), GAP, dropout, one logit.
+
+    The model maps raw 0..255 RGB to {"logit": (N, 1), "embedding": (N, D)}; the embedding feeds the
+    out-of-scope score.
+    """
+    import keras
+
+    spec = arch_spec(arch)
+    if backbone is None:
+        backbone = build_backbone(spec.name, weights=weights, input_size=input_size, weights_dir=weights_dir)
+    size = backbone.input_shape[1]
+    inputs = keras.Input(shape=(size, size, 3), name="image")
+    x = keras.layers.Rescaling(spec.scale, offset=spec.offset, name="scale")(inputs)
+    # BatchNorm stays in inference mode even while fine-tuning (see ../shared/weights/PROVENANCE.md).
+    x = backbone(x, training=False)
+    embedding = keras.layers.GlobalAveragePooling2D(name="embedding")(x)
+    x = keras.layers.Dropout(dropout, name="dropout")(embedding)
+    logit = keras.layers.Dense(1, name="logit")(x)
+    return keras.Model(inputs, {"logit": logit, "embedding": embedding}, name=f"mpox_{spec.name}")

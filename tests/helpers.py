@@ -1,0 +1,63 @@
+"""Builders for test fixtures: tiny model bundles and generated photo folders."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+
+def make_tiny_model(input_size: int = 32, seed: int = 0):
+    """A few-kilobyte classifier with the same inputs/outputs as the real ones."""
+    import keras
+
+    keras.utils.set_random_seed(seed)
+    inputs = keras.Input(shape=(input_size, input_size, 3), name="image")
+    x = keras.layers.Rescaling(1 / 127.5, offset=-1.0, name="scale")(inputs)
+    x = keras.layers.Conv2D(8, 3, strides=2, activation="relu")(x)
+    x = keras.layers.Conv2D(16, 3, strides=2, activation="relu")(x)
+    emb = keras.layers.GlobalAveragePooling2D(name="embedding")(x)
+    logit = keras.layers.Dense(1, name="logit")(emb)
+    return keras.Model(inputs, {"logit": logit, "embedding": emb}, name="tiny")
+
+
+def make_tiny_bundle(out_dir: Path, name: str = "tiny", input_size: int = 32, threshold: float = 0.5,
+                     version: str = "0.0.1", with_ood: bool = True, seed: int = 0) -> Path:
+    from core.bundle import ModelCard, save_bundle
+    from core.ood import fit_ood
+
+    model = make_tiny_model(input_size, seed)
+    ood = None
+    if with_ood:
+        rng = np.random.default_rng(seed)
+        x = rng.integers(0, 256, size=(40, input_size, input_size, 3)).astype("float32")
+        ood = fit_ood(np.asarray(model(x)["embedding"]), n_components=4)
+    card = ModelCard(name=name, version=version, architecture="mobilenetv2", input_size=input_size,
+                     threshold=threshold, uncertain_band=[0.45, 0.55], ood_threshold=50.0,
+                     training_data={"note": "untrained test fixture"})
+    return save_bundle(model, card, out_dir, ood=ood)
+
+
+def make_photo(size=(64, 48), seed: int = 0, mode: str = "RGB") -> Image.Image:
+    rng = np.random.default_rng(seed)
+    w, h = size
+    arr = rng.integers(0, 256, size=(h, w, 3), dtype=np.uint8)
+    # Smooth blobs so JPEG compression behaves like on photos.
+    yy, xx = np.mgrid[0:h, 0:w]
+    cx, cy = rng.integers(0, w), rng.integers(0, h)
+    blob = np.exp(-((xx - cx) ** 2 + (yy - cy) ** 2) / (2 * (min(w, h) / 4) ** 2))
+    arr = (arr * 0.3 + blob[..., None] * np.array([200, 80, 60]) * 0.7).astype(np.uint8)
+    return Image.fromarray(arr, "RGB").convert(mode)
+
+
+def make_image_folder(root: Path, n_per_class: int = 4, classes=("mpox", "other"), size=(64, 48),
+                      ext: str = ".jpg") -> Path:
+    root.mkdir(parents=True, exist_ok=True)
+    seed = 0
+    for cls in classes:
+        (root / cls).mkdir(exist_ok=True)
+        for i in range(n_per_class):
+            make_photo(size, seed).save(root / cls / f"{cls}_{i:02d}{ext}")
+            seed += 1
+    return root
