@@ -1,0 +1,482 @@
+"""Session store: every result, review and action of a triage session, kept in one SQLite file.
+
+A session is a folder (`<session_dir>/session.sqlite` plus caches such as thumbnails, which never
+live beside the original photos). Each finished result and each review is committed as it arrives,
+so a crash or `kill -9` loses nothing that was reported as done; reopening shows all of it and a
+resumed run asks `done_paths()` what is left to score.
+
+The `audit` table is append-only (SQLite triggers refuse UPDATE and DELETE): who did what, when,
+with which model. The schema carries a format version in `PRAGMA user_version`; older files are
+migrated in place on open, newer ones are refused with a clear message.
+"""
+
+from __future__ import annotations
+
+import getpass
+import json
+import os
+import sqlite3
+import tempfile
+import threading
+import uuid
+from pathlib import Path
+from typing import Any, Iterable
+
+from core import __version__
+from core.records import ResultRecord, utc_now
+
+FORMAT_VERSION = 2
+SESSION_FILE = "session.sqlite"
+CACHE_DIR = "cache"
+
+REVIEW_LABELS = ("mpox", "not_mpox", "unsure")
+
+# Audit actions written by the app; other modules may log their own action names too.
+ACTION_RUN_STARTED = "run_started"
+ACTION_PREDICTION = "prediction"
+ACTION_REVIEW = "review"
+ACTION_RUN_FINISHED = "run_finished"
+ACTION_RETRAIN = "retrain"
+ACTION_REPORT_EXPORTED = "report_exported"
+
+RUN_RUNNING = "running"
+
+# Columns of `results` that mirror ResultRecord fields (run_id and id are extra).
+_RECORD_FIELDS = list(ResultRecord.__dataclass_fields__)
+
+# Current schema. Format 1 (pre-release) lacked results.flag, results.ood_score, reviews.reviewer
+# and the audit guard triggers; _migrate() adds them.
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS runs (
+    run_id        TEXT PRIMARY KEY,
+    model         TEXT NOT NULL,
+    model_version TEXT NOT NULL,
+    model_sha256  TEXT NOT NULL,
+    threshold     REAL,
+    app_version   TEXT NOT NULL,
+    folder        TEXT NOT NULL,
+    started       TEXT NOT NULL,
+    finished      TEXT,
+    status        TEXT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS results (
+    id            INTEGER PRIMARY KEY AUTOINCREMENT,
+    run_id        TEXT NOT NULL REFERENCES runs(run_id),
+    path          TEXT NOT NULL,
+    status        TEXT NOT NULL,
+    p_mpox        REAL,
+    prediction    TEXT,
+    flag          TEXT NOT NULL DEFAULT '',
+    ood_score     REAL,
+    model         TEXT NOT NULL DEFAULT '',
+    model_version TEXT NOT NULL DEFAULT '',
+    model_sha256  TEXT NOT NULL DEFAULT '',
+    threshold     REAL,
+    file_sha256   TEXT,
+    error         TEXT NOT NULL DEFAULT '',
+    timestamp     TEXT NOT NULL,
+    UNIQUE (model_sha256, path)
+);
+CREATE INDEX IF NOT EXISTS results_run ON results(run_id);
+CREATE TABLE IF NOT EXISTS reviews (
+    id       INTEGER PRIMARY KEY AUTOINCREMENT,
+    path     TEXT NOT NULL,
+    label    TEXT NOT NULL CHECK (label IN ('mpox', 'not_mpox', 'unsure')),
+    reviewer TEXT NOT NULL DEFAULT '',
+    time     TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS reviews_path ON reviews(path);
+CREATE TABLE IF NOT EXISTS audit (
+    id      INTEGER PRIMARY KEY AUTOINCREMENT,
+    time    TEXT NOT NULL,
+    actor   TEXT NOT NULL,
+    action  TEXT NOT NULL,
+    details TEXT NOT NULL DEFAULT '{}'
+);
+"""
+
+_AUDIT_GUARDS = """
+CREATE TRIGGER IF NOT EXISTS audit_no_update BEFORE UPDATE ON audit
+BEGIN SELECT RAISE(ABORT, 'audit log is append-only: UPDATE refused'); END;
+CREATE TRIGGER IF NOT EXISTS audit_no_delete BEFORE DELETE ON audit
+BEGIN SELECT RAISE(ABORT, 'audit log is append-only: DELETE refused'); END;
+"""
+
+
+class SessionError(Exception):
+    """A session file is unreadable, too new or otherwise unusable; the message says what to do."""
+
+
+def default_actor() -> str:
+    """The operating-system user name, used as reviewer/actor when none is given."""
+    try:
+        return getpass.getuser() or "unknown"
+    except Exception:  # no login name in some containers and services
+        return "unknown"
+
+
+def _card_value(card: Any, name: str, default: Any = "") -> Any:
+    if card is None:
+        return default
+    if isinstance(card, dict):
+        return card.get(name, default)
+    return getattr(card, name, default)
+
+
+class SessionStore:
+    """One session's SQLite database. Thread-safe: all calls are serialised by a lock."""
+
+    def __init__(self, db_path: Path, conn: sqlite3.Connection):
+        self.db_path = db_path
+        self._conn = conn
+        self._lock = threading.RLock()
+        self.journal_mode = ""
+
+    # --- opening and closing -------------------------------------------------------------
+    @classmethod
+    def open(cls, path: str | os.PathLike) -> "SessionStore":
+        """Open or create a session: `path` is a session folder or a `.sqlite`/`.db` file in one."""
+        p = Path(path).expanduser()
+        if p.suffix.lower() in (".sqlite", ".db", ".sqlite3") or p.is_file():
+            db_path = p
+        else:
+            db_path = p / SESSION_FILE
+        try:
+            db_path.parent.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise SessionError(
+                f"{db_path.parent}: cannot create the session folder ({exc.strerror or exc}); choose a writable folder"
+            ) from None
+        try:
+            # isolation_level=None: we issue BEGIN/COMMIT ourselves so each write is one explicit transaction.
+            conn = sqlite3.connect(str(db_path), timeout=30.0, isolation_level=None, check_same_thread=False)
+            conn.row_factory = sqlite3.Row
+            conn.execute("PRAGMA busy_timeout = 30000")
+            mode = conn.execute("PRAGMA journal_mode = WAL").fetchone()[0]
+            # FULL: a commit is on disk when it returns, so a finished result survives even a power cut.
+            conn.execute("PRAGMA synchronous = FULL")
+            conn.execute("PRAGMA foreign_keys = ON")
+        except sqlite3.DatabaseError as exc:
+            raise SessionError(
+                f"{db_path}: not a usable session database ({exc}); open another session folder or move this file away"
+            ) from None
+        store = cls(db_path, conn)
+        store.journal_mode = str(mode).lower()  # not "wal" on some network file systems; still correct
+        try:
+            store._init_schema()
+        except sqlite3.DatabaseError as exc:
+            conn.close()
+            raise SessionError(f"{db_path}: cannot read or upgrade the session database ({exc})") from None
+        except SessionError:
+            conn.close()
+            raise
+        return store
+
+    def close(self) -> None:
+        with self._lock:
+            if self._conn is not None:
+                self._conn.close()
+                self._conn = None  # type: ignore[assignment]
+
+    def __enter__(self) -> "SessionStore":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    @property
+    def session_dir(self) -> Path:
+        return self.db_path.parent
+
+    def cache_dir(self, name: str = "thumbnails") -> Path:
+        """A folder for derived files (thumbnails, caches) inside the session folder, created on demand."""
+        d = self.session_dir / CACHE_DIR / name
+        d.mkdir(parents=True, exist_ok=True)
+        return d
+
+    @property
+    def format_version(self) -> int:
+        with self._lock:
+            return int(self._conn.execute("PRAGMA user_version").fetchone()[0])
+
+    # --- schema --------------------------------------------------------------------------
+    def _init_schema(self) -> None:
+        with self._lock:
+            version = int(self._conn.execute("PRAGMA user_version").fetchone()[0])
+            if version > FORMAT_VERSION:
+                raise SessionError(
+                    f"{self.db_path}: session format {version} is newer than this app understands "
+                    f"({FORMAT_VERSION}); update mpox-triage to open it"
+                )
+            has_tables = self._conn.execute(
+                "SELECT count(*) FROM sqlite_master WHERE type='table' AND name='runs'"
+            ).fetchone()[0]
+            self._conn.execute("BEGIN IMMEDIATE")
+            try:
+                if version == 0 and not has_tables:
+                    # Statements one by one: executescript() would commit behind our transaction's back.
+                    for stmt in _split_sql(_SCHEMA + _AUDIT_GUARDS):
+                        self._conn.execute(stmt)
+                else:
+                    self._migrate(version)
+                self._conn.execute(f"PRAGMA user_version = {FORMAT_VERSION}")
+                self._conn.execute("COMMIT")
+            except BaseException:
+                self._conn.execute("ROLLBACK")
+                raise
+
+    def _migrate(self, version: int) -> None:
+        """Upgrade an older file in place (inside the caller's transaction)."""
+        if version < 1:
+            raise SessionError(f"{self.db_path}: has tables but no session format version; not a session database")
+        if version == 1:
+            cols = {r["name"] for r in self._conn.execute("PRAGMA table_info(results)")}
+            if "flag" not in cols:
+                self._conn.execute("ALTER TABLE results ADD COLUMN flag TEXT NOT NULL DEFAULT ''")
+            if "ood_score" not in cols:
+                self._conn.execute("ALTER TABLE results ADD COLUMN ood_score REAL")
+            rcols = {r["name"] for r in self._conn.execute("PRAGMA table_info(reviews)")}
+            if "reviewer" not in rcols:
+                self._conn.execute("ALTER TABLE reviews ADD COLUMN reviewer TEXT NOT NULL DEFAULT ''")
+            for stmt in _split_sql(_SCHEMA + _AUDIT_GUARDS):  # IF NOT EXISTS: adds only what is missing
+                self._conn.execute(stmt)
+            self._append_audit(
+                "migrated", {"from_format": 1, "to_format": FORMAT_VERSION, "app_version": __version__}, "mpox-triage"
+            )
+
+    # --- audit ---------------------------------------------------------------------------
+    def _append_audit(self, action: str, details: dict[str, Any], actor: str | None) -> None:
+        self._conn.execute(
+            "INSERT INTO audit (time, actor, action, details) VALUES (?, ?, ?, ?)",
+            (utc_now(), actor or default_actor(), action, json.dumps(details, sort_keys=True, default=str)),
+        )
+
+    def log(self, action: str, details: dict[str, Any] | None = None, actor: str | None = None) -> None:
+        """Append one entry to the audit log (committed before returning)."""
+        if not action:
+            raise ValueError("audit action must be a non-empty string")
+        with self._transaction():
+            self._append_audit(action, dict(details or {}), actor)
+
+    def audit(self, action: str | None = None) -> list[dict[str, Any]]:
+        """The audit log in order, each entry {id, time, actor, action, details (dict)}."""
+        sql = "SELECT id, time, actor, action, details FROM audit"
+        args: tuple = ()
+        if action:
+            sql += " WHERE action = ?"
+            args = (action,)
+        with self._lock:
+            rows = self._conn.execute(sql + " ORDER BY id", args).fetchall()
+        return [
+            {"id": r["id"], "time": r["time"], "actor": r["actor"], "action": r["action"],
+             "details": json.loads(r["details"] or "{}")}
+            for r in rows
+        ]
+
+    def export_audit_jsonl(self, path: str | os.PathLike) -> Path:
+        """Write the audit log as JSON Lines (one entry per line), atomically; returns the path."""
+        out = Path(path)
+        entries = self.audit()
+        out.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f".{out.name}.", suffix=".tmp", dir=out.parent)
+        try:
+            with os.fdopen(fd, "w", encoding="utf-8") as fh:
+                for entry in entries:
+                    fh.write(json.dumps(entry, ensure_ascii=False, sort_keys=True) + "\n")
+                fh.flush()
+                os.fsync(fh.fileno())
+            os.replace(tmp, out)
+        except BaseException:
+            Path(tmp).unlink(missing_ok=True)
+            raise
+        return out
+
+    # --- runs and results ----------------------------------------------------------------
+    def start_run(self, card: Any, folder: str | os.PathLike, threshold: float | None = None,
+                  actor: str | None = None) -> str:
+        """Record the start of a run of the model described by `card` (ModelCard or dict); returns run_id."""
+        run_id = uuid.uuid4().hex
+        thr = float(threshold) if threshold is not None else _card_value(card, "threshold", None)
+        model_sha = _card_value(card, "model_sha256", "")
+        info = {
+            "run_id": run_id,
+            "model": _card_value(card, "name", ""),
+            "model_version": _card_value(card, "version", ""),
+            "model_sha256": model_sha,
+            "threshold": thr,
+            "app_version": __version__,
+            "folder": str(folder),
+        }
+        with self._transaction():
+            self._conn.execute(
+                "INSERT INTO runs (run_id, model, model_version, model_sha256, threshold, app_version, folder,"
+                " started, finished, status) VALUES (?, ?, ?, ?, ?, ?, ?, ?, NULL, ?)",
+                (run_id, info["model"], info["model_version"], model_sha, thr, __version__, str(folder),
+                 utc_now(), RUN_RUNNING),
+            )
+            self._append_audit(ACTION_RUN_STARTED, info, actor)
+        return run_id
+
+    def add_result(self, run_id: str, record: ResultRecord) -> None:
+        """Store one finished result and its audit entry in one transaction, durable on return.
+
+        A second result for the same (model SHA-256, path) replaces the first; the audit log keeps both.
+        """
+        self.add_results(run_id, [record])
+
+    def add_results(self, run_id: str, records: Iterable[ResultRecord]) -> int:
+        """Store several results in one transaction (all or none); returns how many were stored."""
+        records = list(records)
+        if not records:
+            return 0
+        cols = ", ".join(["run_id"] + _RECORD_FIELDS)
+        marks = ", ".join("?" * (len(_RECORD_FIELDS) + 1))
+        updates = ", ".join(f"{c} = excluded.{c}" for c in ["run_id"] + _RECORD_FIELDS if c not in ("path", "model_sha256"))
+        sql = (f"INSERT INTO results ({cols}) VALUES ({marks}) "
+               f"ON CONFLICT (model_sha256, path) DO UPDATE SET {updates}")
+        with self._transaction():
+            for rec in records:
+                values = [run_id] + [_db_value(getattr(rec, f)) for f in _RECORD_FIELDS]
+                self._conn.execute(sql, values)
+                self._append_audit(ACTION_PREDICTION, {
+                    "run_id": run_id, "path": str(rec.path), "file_sha256": rec.file_sha256, "status": rec.status,
+                    "p_mpox": rec.p_mpox, "prediction": rec.prediction, "flag": rec.flag,
+                    "model_sha256": rec.model_sha256, "error": rec.error,
+                }, "mpox-triage")
+        return len(records)
+
+    def finish_run(self, run_id: str, status: str = "finished", actor: str | None = None) -> None:
+        """Mark a run finished (status e.g. 'finished', 'cancelled', 'failed') and log it."""
+        with self._transaction():
+            cur = self._conn.execute(
+                "UPDATE runs SET finished = ?, status = ? WHERE run_id = ?", (utc_now(), status, run_id)
+            )
+            if cur.rowcount == 0:
+                raise SessionError(f"{self.db_path}: no run with id {run_id!r}")
+            n = self._conn.execute("SELECT count(*) FROM results WHERE run_id = ?", (run_id,)).fetchone()[0]
+            self._append_audit(ACTION_RUN_FINISHED, {"run_id": run_id, "status": status, "results": n}, actor)
+
+    def runs(self) -> list[dict[str, Any]]:
+        """All runs, oldest first; a run left 'running' by a crash stays so (its results are kept)."""
+        with self._lock:
+            rows = self._conn.execute("SELECT * FROM runs ORDER BY started, rowid").fetchall()
+        return [dict(r) for r in rows]
+
+    def results(self, model_sha256: str | None = None, run_id: str | None = None) -> list[ResultRecord]:
+        """Stored results in the order they were first stored, optionally for one model or one run."""
+        sql = f"SELECT {', '.join(_RECORD_FIELDS)} FROM results"
+        where, args = [], []
+        if model_sha256 is not None:
+            where.append("model_sha256 = ?")
+            args.append(model_sha256)
+        if run_id is not None:
+            where.append("run_id = ?")
+            args.append(run_id)
+        if where:
+            sql += " WHERE " + " AND ".join(where)
+        with self._lock:
+            rows = self._conn.execute(sql + " ORDER BY id", args).fetchall()
+        return [ResultRecord(**dict(r)) for r in rows]
+
+    def done_paths(self, model_sha256: str, include_errors: bool = True) -> set[str]:
+        """Paths this model already has a stored result for: what a resumed run must skip."""
+        sql = "SELECT path FROM results WHERE model_sha256 = ?"
+        if not include_errors:
+            sql += " AND status = 'ok'"
+        with self._lock:
+            return {r[0] for r in self._conn.execute(sql, (model_sha256,))}
+
+    # --- reviews -------------------------------------------------------------------------
+    def set_review(self, path: str | os.PathLike, label: str, reviewer: str | None = None) -> None:
+        """Record a human label for a file; the newest review wins, older ones stay as history."""
+        if label not in REVIEW_LABELS:
+            raise ValueError(f"review label must be one of {', '.join(REVIEW_LABELS)}, not {label!r}")
+        who = reviewer or default_actor()
+        key = str(path)
+        with self._transaction():
+            prev = self._conn.execute(
+                "SELECT label FROM reviews WHERE path = ? ORDER BY id DESC LIMIT 1", (key,)
+            ).fetchone()
+            now = utc_now()
+            self._conn.execute(
+                "INSERT INTO reviews (path, label, reviewer, time) VALUES (?, ?, ?, ?)", (key, label, who, now)
+            )
+            self._append_audit(ACTION_REVIEW, {
+                "path": key, "old_label": prev[0] if prev else None, "new_label": label, "reviewer": who,
+            }, who)
+
+    def reviews(self) -> dict[str, dict[str, Any]]:
+        """Latest review per path: {path: {label, reviewer, time}}."""
+        with self._lock:
+            rows = self._conn.execute(
+                "SELECT r.path, r.label, r.reviewer, r.time FROM reviews r "
+                "JOIN (SELECT path, max(id) AS id FROM reviews GROUP BY path) last ON last.id = r.id "
+                "ORDER BY r.id"
+            ).fetchall()
+        return {r["path"]: {"label": r["label"], "reviewer": r["reviewer"], "time": r["time"]} for r in rows}
+
+    def review_history(self, path: str | os.PathLike | None = None) -> list[dict[str, Any]]:
+        """Every review, oldest first, optionally of one file."""
+        sql = "SELECT path, label, reviewer, time FROM reviews"
+        args: tuple = ()
+        if path is not None:
+            sql += " WHERE path = ?"
+            args = (str(path),)
+        with self._lock:
+            return [dict(r) for r in self._conn.execute(sql + " ORDER BY id", args)]
+
+    # --- internals -----------------------------------------------------------------------
+    def _transaction(self) -> "_Transaction":
+        if self._conn is None:
+            raise SessionError(f"{self.db_path}: session is closed")
+        return _Transaction(self)
+
+
+class _Transaction:
+    """BEGIN IMMEDIATE ... COMMIT under the store's lock; ROLLBACK on any error."""
+
+    def __init__(self, store: SessionStore):
+        self.store = store
+
+    def __enter__(self) -> None:
+        self.store._lock.acquire()
+        try:
+            self.store._conn.execute("BEGIN IMMEDIATE")
+        except BaseException:
+            self.store._lock.release()
+            raise
+
+    def __exit__(self, exc_type, exc, tb) -> None:
+        try:
+            if exc_type is None:
+                self.store._conn.execute("COMMIT")
+            else:
+                self.store._conn.execute("ROLLBACK")
+        finally:
+            self.store._lock.release()
+
+
+def _db_value(value: Any) -> Any:
+    if value is None or isinstance(value, (int, float, str)):
+        return value
+    try:
+        return float(value)  # numpy scalars
+    except (TypeError, ValueError):
+        return str(value)
+
+
+def _split_sql(script: str) -> list[str]:
+    """Split a schema script into statements, keeping trigger bodies (BEGIN ... END;) whole."""
+    statements, current = [], []
+    for line in script.strip().splitlines():
+        if not line.strip():
+            continue
+        current.append(line)
+        text = "\n".join(current)
+        in_trigger = text.lstrip().upper().startswith("CREATE TRIGGER")
+        if text.rstrip().endswith(";") and (not in_trigger or text.rstrip().upper().endswith("END;")):
+            statements.append(text)
+            current = []
+    if current:
+        statements.append("\n".join(current))
+    return statements
