@@ -1,0 +1,117 @@
+"""Grad-CAM heat maps: which regions of a photo raised the model's mpox logit.
+
+Works for any bundle built by core.backbones.build_classifier (the backbone is a nested Keras model
+whose 4-D output is the last convolutional feature map) and for flat test models (the last layer
+with a 4-D output is used). Call it from the thread that owns the bundle: Keras models are not
+thread-safe. A heat map explains the model, not the lesion; it is not a diagnosis.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from core.preprocess import to_model_input
+
+
+class ExplainError(ValueError):
+    """The model's graph has no usable 4-D feature map or is not a simple chain of layers."""
+
+
+def _is_4d(shape) -> bool:
+    return shape is not None and len(shape) == 4
+
+
+def _layer_output_shape(layer):
+    try:
+        shape = layer.output.shape
+    except (AttributeError, ValueError):
+        return None
+    return tuple(shape) if shape is not None else None
+
+
+def _chain_layers(model) -> list:
+    """The model's layers after the input, checked to form a single chain (each feeds the next)."""
+    import keras
+
+    layers = [layer for layer in model.layers if not isinstance(layer, keras.layers.InputLayer)]
+    for prev, layer in zip(layers, layers[1:]):
+        inbound = getattr(layer, "_inbound_nodes", None) or []
+        parents = {id(t._keras_history[0]) for node in inbound for t in node.input_tensors
+                   if hasattr(t, "_keras_history")}
+        if parents and id(prev) not in parents:
+            raise ExplainError(
+                f"Grad-CAM needs a model that is a single chain of layers; {layer.name!r} does not take "
+                f"{prev.name!r} as input. Retrain the model with core.backbones.build_classifier."
+            )
+    return layers
+
+
+def _split_at_last_feature_map(model) -> tuple[list, list]:
+    """(layers up to and including the last 4-D output, layers after it)."""
+    layers = _chain_layers(model)
+    target = None
+    for i, layer in enumerate(layers):
+        if _is_4d(_layer_output_shape(layer)):
+            target = i
+    if target is None:
+        raise ExplainError(f"Model {model.name!r} has no layer with a 4-D (convolutional) output for Grad-CAM")
+    return layers[: target + 1], layers[target + 1:]
+
+
+def _logit(out):
+    if isinstance(out, dict):
+        return out["logit"]
+    return out
+
+
+def gradcam(bundle, rgb_uint8: np.ndarray) -> np.ndarray:
+    """Grad-CAM of the mpox logit for one (H, W, 3) uint8 photo: float32 (H, W) in [0, 1].
+
+    The feature map is the last 4-D output in the model (for a nested backbone, the backbone's
+    output). Regions with high values raised p(mpox); an all-zero map means nothing did.
+    """
+    import cv2
+    import tensorflow as tf
+
+    rgb = np.asarray(rgb_uint8)
+    if rgb.ndim != 3 or rgb.shape[2] != 3:
+        raise ValueError(f"gradcam expects an (H, W, 3) RGB image, got shape {rgb.shape}")
+    model = bundle.model
+    before, after = _split_at_last_feature_map(model)
+    x = tf.convert_to_tensor(to_model_input(rgb, bundle.input_size)[None].astype("float32"))
+    with tf.GradientTape() as tape:
+        h = x
+        for layer in before:
+            h = layer(h, training=False)
+        features = h
+        tape.watch(features)
+        for layer in after:
+            h = layer(h, training=False)
+        # The head is a chain ending in the logit; embedding-only chains have no Dense at the end.
+        logit = tf.reshape(_logit(h), [-1])[0]
+    grads = tape.gradient(logit, features)
+    if grads is None:
+        raise ExplainError(f"Model {model.name!r}: the logit does not depend on the last feature map")
+    fmap = np.asarray(features[0], dtype=np.float32)
+    weights = np.asarray(tf.reduce_mean(grads, axis=(0, 1, 2)), dtype=np.float32)
+    cam = np.maximum(np.tensordot(fmap, weights, axes=([2], [0])), 0.0)
+    peak = float(cam.max())
+    cam = cam / peak if peak > 0 else np.zeros_like(cam)
+    heat = cv2.resize(cam.astype(np.float32), (rgb.shape[1], rgb.shape[0]), interpolation=cv2.INTER_LINEAR)
+    return np.clip(heat, 0.0, 1.0).astype(np.float32)
+
+
+def colorize(heatmap: np.ndarray) -> np.ndarray:
+    """A [0, 1] heat map as a (H, W, 3) uint8 RGB 'jet' image (blue = low, red = high)."""
+    import cv2
+
+    scaled = np.clip(np.asarray(heatmap, dtype=np.float32), 0.0, 1.0)
+    bgr = cv2.applyColorMap((scaled * 255).astype(np.uint8), cv2.COLORMAP_JET)
+    return np.ascontiguousarray(bgr[..., ::-1])
+
+
+def overlay(rgb_uint8: np.ndarray, heatmap: np.ndarray, alpha: float = 0.45) -> np.ndarray:
+    """Blend the colorized heat map over the photo; alpha 0 = photo only, 1 = heat map only."""
+    colored = colorize(heatmap).astype(np.float32)
+    blended = (1.0 - alpha) * np.asarray(rgb_uint8, dtype=np.float32) + alpha * colored
+    return np.clip(blended, 0, 255).astype(np.uint8)
