@@ -58,8 +58,9 @@ def resolve_weights(arch: str, weights_dir: str | os.PathLike | None = None) -> 
 def build_backbone(arch: str, weights: str | None = "imagenet-local", input_size: int | None = None,
                    weights_dir: str | os.PathLike | None = None):
     """Keras notop backbone; `weights` is "imagenet-local" (resolved file), None (random), or a file path."""
-    import keras
+    from core.tf_runtime import load_tensorflow
 
+    _, keras = load_tensorflow()
     spec = arch_spec(arch)
     size = input_size or spec.input_size
     if weights == "imagenet-local":
@@ -83,8 +84,9 @@ def build_classifier(arch: str, backbone=None, dropout: float = 0.2, weights: st
     The model maps raw 0..255 RGB to {"logit": (N, 1), "embedding": (N, D)}; the embedding feeds the
     out-of-scope score.
     """
-    import keras
+    from core.tf_runtime import load_tensorflow
 
+    _, keras = load_tensorflow()
     spec = arch_spec(arch)
     if backbone is None:
         backbone = build_backbone(spec.name, weights=weights, input_size=input_size, weights_dir=weights_dir)

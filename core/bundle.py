@@ -218,7 +218,9 @@ class Bundle:
     def forward(self, batch: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Raw logits (N,) and embeddings (N, D) for a uint8 or float batch (N, S, S, 3) of 0..255 RGB."""
         if self._predict is None:
-            import tensorflow as tf
+            from core.tf_runtime import load_tensorflow
+
+            tf, _ = load_tensorflow()
 
             model = self.model
 
@@ -259,7 +261,9 @@ def load_bundle(name_or_path: str | os.PathLike, models_dir: str | os.PathLike |
     """Find, verify and load a bundle (Keras safe mode on)."""
     bundle_dir = resolve_bundle_dir(name_or_path, models_dir)
     card = verify_bundle(bundle_dir)
-    import keras
+    from core.tf_runtime import load_tensorflow
+
+    _, keras = load_tensorflow()
 
     try:
         model = keras.saving.load_model(bundle_dir / MODEL_FILE, compile=False, safe_mode=True)

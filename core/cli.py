@@ -1,0 +1,64 @@
+"""Command line: `mpox-triage classify|models|train|evaluate|export`. Sub-commands live in core/commands/."""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import os
+import sys
+
+from core import DISCLAIMER, __version__
+from core.commands import CliError
+
+# Sub-command modules, imported only when their name is used so `--help` and `models` start fast.
+COMMANDS = {
+    "classify": "core.commands.classify",
+    "models": "core.commands.models",
+    "train": "core.commands.train",
+    "evaluate": "core.commands.evaluate",
+    "export": "core.commands.export",
+}
+
+
+def build_parser(only: str | None = None) -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="mpox-triage",
+        description=f"Offline triage of skin-lesion photos for mpox. {DISCLAIMER}",
+    )
+    parser.add_argument("--version", action="version", version=f"mpox-triage {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    for name, module_name in COMMANDS.items():
+        if only is not None and name != only:
+            sub.add_parser(name, help=f"see `mpox-triage {name} --help`", add_help=False)
+            continue
+        try:
+            module = importlib.import_module(module_name)
+        except ModuleNotFoundError as exc:
+            if exc.name != module_name:
+                raise
+            continue
+        module.add_parser(sub)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    command = next((a for a in argv if not a.startswith("-")), None)
+    parser = build_parser(only=command if command in COMMANDS else None)
+    args = parser.parse_args(argv)
+    if not getattr(args, "command", None):
+        parser.print_help()
+        return 2
+    try:
+        return int(args.run(args) or 0)
+    except CliError as exc:
+        print(f"mpox-triage {args.command}: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print(f"mpox-triage {args.command}: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())
