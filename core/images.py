@@ -169,7 +169,10 @@ def decode_rgb(data: bytes, name: str | os.PathLike = "<bytes>", max_side: int |
     except UnidentifiedImageError:
         raise ImageDecodeError(f"{name}: not a readable image (unknown or corrupt format)") from None
     except Image.DecompressionBombError as exc:
-        raise ImageDecodeError(f"{name}: refused as a possible decompression bomb ({exc})") from None
+        raise ImageDecodeError(
+            f"{name}: refused before decoding: above the {MAX_PIXELS / 1e6:.0f} MP safety limit "
+            f"(possible decompression bomb; {exc})"
+        ) from None
     except (OSError, SyntaxError, ValueError, EOFError, IndexError, MemoryError) as exc:
         text = str(exc) or type(exc).__name__
         if "truncated" in text.lower():
