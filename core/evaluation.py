@@ -1,0 +1,464 @@
+"""Metrics from probabilities (scikit-learn), bootstrap intervals, threshold choice, and PNG plots.
+
+Ranking metrics (ROC-AUC, PR-AUC) are computed from p(mpox), not from thresholded labels; the
+threshold only affects accuracy, precision, sensitivity, specificity, F1 and the confusion matrix.
+ECE here is the calibration error of p(mpox) itself: 15 equal-width bins over [0, 1], weighted
+mean of |fraction of mpox in the bin - mean p(mpox) in the bin|.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections import Counter
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+
+from core.progress import CancelToken, ProgressFn
+from core.records import LABEL_MPOX
+
+ECE_BINS = 15
+POINT_METRICS = ("accuracy", "precision", "sensitivity", "specificity", "f1", "roc_auc", "pr_auc", "brier", "ece")
+
+
+def as_binary(y: Sequence) -> np.ndarray:
+    """0/1 targets from 0/1 numbers, booleans or labels (`mpox` is 1, anything else 0)."""
+    arr = np.asarray(y)
+    if arr.dtype.kind in "USO":  # strings or objects: label names
+        return np.array([1 if str(v) == LABEL_MPOX else 0 for v in arr], dtype=np.int64)
+    return arr.astype(np.int64).reshape(-1)
+
+
+def expected_calibration_error(y_true: Sequence, p: Sequence, n_bins: int = ECE_BINS) -> float:
+    """ECE of p(mpox) over `n_bins` equal-width bins (the last bin includes 1.0)."""
+    y = as_binary(y_true).astype(np.float64)
+    p = np.asarray(p, dtype=np.float64).reshape(-1)
+    if len(p) == 0:
+        return float("nan")
+    idx = np.minimum((p * n_bins).astype(int), n_bins - 1)
+    count = np.bincount(idx, minlength=n_bins)
+    gap = np.abs(np.bincount(idx, weights=y, minlength=n_bins) - np.bincount(idx, weights=p, minlength=n_bins))
+    # sum over bins of |B|/n * |mean y - mean p| = sum |sum y - sum p| / n
+    return float(gap[count > 0].sum() / len(p))
+
+
+def reliability_table(y_true: Sequence, p: Sequence, n_bins: int = ECE_BINS) -> list[dict[str, float]]:
+    """Per-bin count, mean p and observed mpox fraction (the reliability diagram's data)."""
+    y = as_binary(y_true).astype(np.float64)
+    p = np.asarray(p, dtype=np.float64).reshape(-1)
+    idx = np.minimum((p * n_bins).astype(int), n_bins - 1)
+    rows = []
+    for b in range(n_bins):
+        m = idx == b
+        rows.append({"lo": b / n_bins, "hi": (b + 1) / n_bins, "n": int(m.sum()),
+                     "mean_p": float(p[m].mean()) if m.any() else float("nan"),
+                     "frac_mpox": float(y[m].mean()) if m.any() else float("nan")})
+    return rows
+
+
+def _point_metrics(y: np.ndarray, p: np.ndarray, threshold: float) -> dict[str, float]:
+    from sklearn.metrics import (accuracy_score, average_precision_score, brier_score_loss, f1_score,
+                                 precision_score, recall_score, roc_auc_score)
+
+    pred = (p >= threshold).astype(np.int64)
+    both = len(np.unique(y)) == 2
+    out = {
+        "accuracy": float(accuracy_score(y, pred)),
+        "precision": float(precision_score(y, pred, zero_division=0)),
+        "sensitivity": float(recall_score(y, pred, zero_division=0)),
+        "specificity": float(recall_score(1 - y, 1 - pred, zero_division=0)),
+        "f1": float(f1_score(y, pred, zero_division=0)),
+        "roc_auc": float(roc_auc_score(y, p)) if both else float("nan"),
+        "pr_auc": float(average_precision_score(y, p)) if both else float("nan"),
+        "brier": float(brier_score_loss(y, p, labels=[0, 1])),
+        "ece": expected_calibration_error(y, p),
+    }
+    return out
+
+
+def evaluate_probabilities(y_true: Sequence, p_mpox: Sequence, threshold: float = 0.5, n_bootstrap: int = 1000,
+                           seed: int = 0) -> dict[str, Any]:
+    """All metrics at `threshold`, the confusion matrix and bootstrap 95% intervals.
+
+    Returns {accuracy, precision, sensitivity, recall (= sensitivity), specificity, f1, roc_auc, pr_auc,
+    brier, ece, n, n_mpox, threshold, confusion: {tn, fp, fn, tp, matrix}, ci95: {metric: [lo, hi]}}.
+    """
+    from sklearn.metrics import confusion_matrix
+
+    y = as_binary(y_true)
+    p = np.asarray(p_mpox, dtype=np.float64).reshape(-1)
+    if len(y) != len(p):
+        raise ValueError(f"{len(y)} labels but {len(p)} probabilities")
+    if len(y) == 0:
+        raise ValueError("nothing to evaluate: no samples")
+    out: dict[str, Any] = _point_metrics(y, p, threshold)
+    out["recall"] = out["sensitivity"]
+    tn, fp, fn, tp = (int(v) for v in confusion_matrix(y, (p >= threshold).astype(int), labels=[0, 1]).ravel())
+    out.update(n=int(len(y)), n_mpox=int(y.sum()), threshold=float(threshold),
+               confusion={"tn": tn, "fp": fp, "fn": fn, "tp": tp, "matrix": [[tn, fp], [fn, tp]],
+                          "rows": "true not_mpox, true mpox", "cols": "predicted not_mpox, predicted mpox"})
+    out["ci95"] = bootstrap_ci(y, p, threshold, n_bootstrap, seed) if n_bootstrap else {}
+    return out
+
+
+def fast_metrics(y: np.ndarray, p: np.ndarray, threshold: float) -> dict[str, float]:
+    """The same metrics as scikit-learn gives, in plain numpy (the bootstrap calls this thousands of times;
+    tests check it against scikit-learn)."""
+    from scipy.stats import rankdata
+
+    y = y.astype(np.int64)
+    pred = p >= threshold
+    pos, neg = y == 1, y == 0
+    n_pos, n_neg = int(pos.sum()), int(neg.sum())
+    tp = int(np.sum(pred & pos))
+    fp = int(np.sum(pred & neg))
+    fn = n_pos - tp
+    out = {
+        "accuracy": float(np.mean(pred == pos)),
+        "precision": tp / (tp + fp) if tp + fp else 0.0,
+        "sensitivity": tp / n_pos if n_pos else 0.0,
+        "specificity": (n_neg - fp) / n_neg if n_neg else 0.0,
+        "f1": 2 * tp / (2 * tp + fp + fn) if tp + fp + fn else 0.0,
+        "brier": float(np.mean((p - y) ** 2)),
+        "ece": expected_calibration_error(y, p),
+        "roc_auc": float("nan"),
+        "pr_auc": float("nan"),
+    }
+    if n_pos and n_neg:
+        ranks = rankdata(p)  # average ranks handle ties as the Mann-Whitney statistic does
+        out["roc_auc"] = float((ranks[pos].sum() - n_pos * (n_pos + 1) / 2) / (n_pos * n_neg))
+        order = np.argsort(-p, kind="mergesort")
+        ps, ys = p[order], y[order]
+        last = np.r_[np.nonzero(np.diff(ps))[0], len(ps) - 1]  # last index of each distinct score
+        tps = np.cumsum(ys)[last]
+        precision = tps / (last + 1)
+        recall = tps / n_pos
+        out["pr_auc"] = float(np.sum(np.diff(np.r_[0.0, recall]) * precision))
+    return out
+
+
+def bootstrap_ci(y: np.ndarray, p: np.ndarray, threshold: float, n_bootstrap: int = 1000,
+                 seed: int = 0) -> dict[str, list[float]]:
+    """Percentile 95% intervals from resampling images with replacement (resamples with one class are
+    skipped for the ranking metrics)."""
+    rng = np.random.default_rng(seed)
+    y = np.asarray(y, dtype=np.int64)
+    p = np.asarray(p, dtype=np.float64)
+    n = len(y)
+    draws: dict[str, list[float]] = {k: [] for k in POINT_METRICS}
+    for _ in range(int(n_bootstrap)):
+        idx = rng.integers(0, n, n)
+        for k, v in fast_metrics(y[idx], p[idx], threshold).items():
+            if not np.isnan(v):
+                draws[k].append(v)
+    return {k: [float(np.percentile(v, 2.5)), float(np.percentile(v, 97.5))] if v else [float("nan")] * 2
+            for k, v in draws.items()}
+
+
+def choose_threshold(y_true: Sequence, p: Sequence, min_sensitivity: float = 0.90) -> tuple[float, str]:
+    """The highest threshold whose sensitivity on these (validation) images is >= `min_sensitivity`.
+
+    Highest keeps specificity as good as the sensitivity target allows. The value sits halfway between
+    the score of the last mpox image it must keep and the next lower score, so tiny calibration noise
+    does not flip that image. Returns (threshold, reason for the model card).
+    """
+    y = as_binary(y_true)
+    p = np.asarray(p, dtype=np.float64).reshape(-1)
+    pos = np.sort(p[y == 1])[::-1]
+    if len(pos) == 0:
+        return 0.5, "no mpox images to choose a threshold on; default 0.5"
+    k = int(np.ceil(min_sensitivity * len(pos) - 1e-9))  # mpox images that must score >= threshold
+    k = min(max(k, 1), len(pos))
+    edge = pos[k - 1]
+    lower = p[p < edge]
+    thr = float((edge + lower.max()) / 2) if len(lower) else float(edge)
+    sens = float(np.mean(pos >= thr))
+    spec = float(np.mean(p[y == 0] < thr)) if (y == 0).any() else float("nan")
+    reason = (f"highest threshold with sensitivity >= {min_sensitivity:.2f} on the validation split "
+              f"(there: sensitivity {sens:.3f}, specificity {spec:.3f}; {len(pos)} mpox, {int((y == 0).sum())} "
+              "non-mpox images); triage must not miss cases, so false alarms are preferred to misses")
+    return thr, reason
+
+
+# ---------------------------------------------------------------------------------------------
+# Bundles
+
+
+def evaluate_bundle(bundle, dataset, progress: ProgressFn | None = None, cancel: CancelToken | None = None,
+                    n_bootstrap: int = 1000, threshold: float | None = None, batch_size: int = 32) -> dict[str, Any]:
+    """Run a bundle on every sample of `dataset` (as the app would) and measure it.
+
+    Returns the metrics of evaluate_probabilities plus model identity, flag counts, metrics per
+    source and per fine label (sensitivity for mpox groups, specificity for the others), and one
+    prediction per image.
+    """
+    from core.inference import InferenceEngine
+
+    samples = list(dataset.samples)
+    engine = InferenceEngine(bundle, batch_size=batch_size, threshold=threshold)
+    records = []
+    for rec in engine.run([s.path for s in samples], progress=progress, cancel=cancel):
+        records.append(rec)
+    if cancel is not None:
+        cancel.raise_if_cancelled()
+    errors = [(s, r) for s, r in zip(samples, records) if not r.ok]
+    pairs = [(s, r) for s, r in zip(samples, records) if r.ok]
+    if not pairs:
+        raise ValueError("no image could be scored: " + "; ".join(r.error for _, r in errors[:3]))
+    y = np.array([s.y for s, _ in pairs])
+    p = np.array([r.p_mpox for _, r in pairs], dtype=np.float64)
+    thr = engine.threshold
+    out = evaluate_probabilities(y, p, thr, n_bootstrap=n_bootstrap)
+    card = bundle.card
+    out["model"] = {"name": card.name, "version": card.version, "sha256": card.model_sha256,
+                    "architecture": card.architecture, "temperature": card.temperature,
+                    "uncertain_band": list(card.uncertain_band), "ood_threshold": card.ood_threshold}
+    flags = Counter(r.flag for _, r in pairs)
+    out["flags"] = {"uncertain": flags.get("uncertain", 0), "out_of_scope": flags.get("out_of_scope", 0),
+                    "none": flags.get("", 0)}
+    unflagged = np.array([r.flag == "" for _, r in pairs])
+    if unflagged.any() and len(np.unique(y[unflagged])) == 2:
+        out["unflagged"] = {k: v for k, v in evaluate_probabilities(y[unflagged], p[unflagged], thr,
+                                                                     n_bootstrap=0).items()
+                            if k in POINT_METRICS or k == "n"}
+    out["per_source"] = _grouped(pairs, y, p, thr, key=lambda s: s.source)
+    out["per_fine_label"] = _grouped(pairs, y, p, thr, key=lambda s: s.fine_label)
+    out["errors"] = [{"path": str(s.path), "error": r.error} for s, r in errors]
+    out["predictions"] = [{"path": str(s.path), "label": s.label, "fine_label": s.fine_label, "source": s.source,
+                           "split": s.split, "p_mpox": r.p_mpox, "prediction": r.prediction, "flag": r.flag,
+                           "ood_score": r.ood_score} for s, r in pairs]
+    return out
+
+
+def _grouped(pairs, y: np.ndarray, p: np.ndarray, thr: float, key) -> dict[str, dict[str, float]]:
+    keys = np.array([key(s) for s, _ in pairs])
+    out = {}
+    for k in sorted(set(keys)):
+        m = keys == k
+        pred = p[m] >= thr
+        row: dict[str, float] = {"n": int(m.sum()), "n_mpox": int(y[m].sum())}
+        if y[m].any():
+            row["sensitivity"] = float(pred[y[m] == 1].mean())
+        if (y[m] == 0).any():
+            row["specificity"] = float((~pred[y[m] == 0]).mean())
+        row["accuracy"] = float((pred == (y[m] == 1)).mean())
+        if len(np.unique(y[m])) == 2:
+            from sklearn.metrics import roc_auc_score
+            row["roc_auc"] = float(roc_auc_score(y[m], p[m]))
+        out[str(k)] = row
+    return out
+
+
+def save_json(data: dict, path: str | os.PathLike) -> Path:
+    """Write metrics as JSON (NaN becomes null so any JSON reader accepts it)."""
+    def clean(v):
+        if isinstance(v, float) and not np.isfinite(v):
+            return None
+        if isinstance(v, dict):
+            return {str(k): clean(x) for k, x in v.items()}
+        if isinstance(v, (list, tuple)):
+            return [clean(x) for x in v]
+        if isinstance(v, np.generic):
+            return clean(v.item())
+        return v
+
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(clean(data), indent=2), encoding="utf-8")
+    return path
+
+
+# ---------------------------------------------------------------------------------------------
+# Plots (matplotlib when installed, else simple PIL drawings)
+
+
+def _mpl():
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")  # files only; never a window, never Qt
+        import matplotlib.pyplot as plt
+
+        return plt
+    except ImportError:
+        return None
+
+
+def save_plots(y_true: Sequence, p: Sequence, threshold: float, out_dir: str | os.PathLike,
+               history: Sequence | None = None, title: str = "") -> dict[str, Path]:
+    """Write roc.png, confusion.png, reliability.png (and training_curves.png with a history)."""
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    y = as_binary(y_true)
+    p = np.asarray(p, dtype=np.float64)
+    plt = _mpl()
+    files = {}
+    files["roc"] = plot_roc(y, p, out_dir / "roc.png", threshold, title, plt)
+    files["confusion"] = plot_confusion(y, p, threshold, out_dir / "confusion.png", title, plt)
+    files["reliability"] = plot_reliability(y, p, out_dir / "reliability.png", title, plt)
+    if history:
+        files["training_curves"] = plot_history(history, out_dir / "training_curves.png", title, plt)
+    return files
+
+
+def plot_roc(y: np.ndarray, p: np.ndarray, path: Path, threshold: float | None = None, title: str = "",
+             plt=None) -> Path:
+    from sklearn.metrics import roc_auc_score, roc_curve
+
+    fpr, tpr, thr = roc_curve(y, p)
+    auc = roc_auc_score(y, p)
+    label = f"ROC-AUC {auc:.3f}"
+    if plt is None:
+        return _pil_lines(path, [(fpr, tpr, label)], f"ROC {title}".strip(), "1 - specificity", "sensitivity",
+                          diagonal=True)
+    fig, ax = plt.subplots(figsize=(4.5, 4.5), dpi=120)
+    ax.plot(fpr, tpr, lw=2, label=label)
+    ax.plot([0, 1], [0, 1], ls="--", c="grey", lw=1)
+    if threshold is not None:
+        pred = p >= threshold
+        sens = pred[y == 1].mean() if (y == 1).any() else np.nan
+        fp = pred[y == 0].mean() if (y == 0).any() else np.nan
+        ax.plot([fp], [sens], "o", c="C3", label=f"threshold {threshold:.3f}")
+    ax.set(xlabel="1 - specificity", ylabel="sensitivity", title=f"ROC {title}".strip(), xlim=(0, 1), ylim=(0, 1.01))
+    ax.legend(loc="lower right")
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
+    return path
+
+
+def plot_confusion(y: np.ndarray, p: np.ndarray, threshold: float, path: Path, title: str = "", plt=None) -> Path:
+    pred = (p >= threshold).astype(int)
+    m = np.array([[np.sum((y == i) & (pred == j)) for j in (0, 1)] for i in (0, 1)])
+    names = ["not_mpox", "mpox"]
+    if plt is None:
+        return _pil_confusion(path, m, names, f"Confusion (t={threshold:.3f}) {title}".strip())
+    fig, ax = plt.subplots(figsize=(4, 3.6), dpi=120)
+    ax.imshow(m, cmap="Blues")
+    for i in range(2):
+        for j in range(2):
+            ax.text(j, i, str(m[i, j]), ha="center", va="center",
+                    color="white" if m[i, j] > m.max() / 2 else "black", fontsize=14)
+    ax.set_xticks([0, 1], names)
+    ax.set_yticks([0, 1], names)
+    ax.set(xlabel="predicted", ylabel="true", title=f"Confusion (t={threshold:.3f}) {title}".strip())
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
+    return path
+
+
+def plot_reliability(y: np.ndarray, p: np.ndarray, path: Path, title: str = "", plt=None) -> Path:
+    rows = [r for r in reliability_table(y, p) if r["n"] > 0]
+    ece = expected_calibration_error(y, p)
+    xs = np.array([r["mean_p"] for r in rows])
+    ys = np.array([r["frac_mpox"] for r in rows])
+    if plt is None:
+        return _pil_lines(path, [(xs, ys, f"ECE {ece:.3f}")], f"Reliability {title}".strip(), "mean p(mpox)",
+                          "fraction mpox", diagonal=True, markers=True)
+    fig, ax = plt.subplots(figsize=(4.5, 4.5), dpi=120)
+    ax.plot([0, 1], [0, 1], ls="--", c="grey", lw=1, label="perfect calibration")
+    ax.plot(xs, ys, "o-", c="C0", label=f"model (ECE {ece:.3f}, {ECE_BINS} bins)")
+    for r in rows:
+        ax.annotate(str(r["n"]), (r["mean_p"], r["frac_mpox"]), fontsize=7, xytext=(3, -9),
+                    textcoords="offset points")
+    ax.set(xlabel="mean predicted p(mpox)", ylabel="observed fraction mpox", xlim=(0, 1), ylim=(0, 1.01),
+           title=f"Reliability {title}".strip())
+    ax.legend(loc="upper left")
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
+    return path
+
+
+def _history_rows(history: Sequence) -> list[dict]:
+    return [h if isinstance(h, dict) else vars(h) for h in history]
+
+
+def plot_history(history: Sequence, path: Path, title: str = "", plt=None) -> Path:
+    """Loss and accuracy per epoch (train and val), one colour per training phase."""
+    rows = _history_rows(history)
+    step = np.arange(1, len(rows) + 1)
+    series = {k: np.array([np.nan if r.get(k) is None else r[k] for r in rows], dtype=float)
+              for k in ("loss", "val_loss", "accuracy", "val_accuracy")}
+    if plt is None:
+        return _pil_lines(path, [(step, series[k], k) for k in series if np.isfinite(series[k]).any()],
+                          f"Training {title}".strip(), "epoch", "value")
+    fig, axes = plt.subplots(1, 2, figsize=(8, 3.4), dpi=120)
+    for ax, (a, b, name) in zip(axes, (("loss", "val_loss", "loss"), ("accuracy", "val_accuracy", "accuracy"))):
+        ax.plot(step, series[a], "-", label=f"train {name}")
+        if np.isfinite(series[b]).any():
+            ax.plot(step, series[b], "-", label=f"val {name}")
+        phases = [r.get("phase", "") for r in rows]
+        for i in range(1, len(phases)):
+            if phases[i] != phases[i - 1]:
+                ax.axvline(i + 0.5, c="grey", ls=":", lw=1)
+        ax.set(xlabel="epoch (all phases)", title=name)
+        ax.legend()
+    fig.suptitle(f"Training {title}".strip())
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
+    return path
+
+
+def _pil_lines(path: Path, series, title: str, xlabel: str, ylabel: str, diagonal: bool = False,
+               markers: bool = False) -> Path:
+    from PIL import Image, ImageDraw
+
+    w, h, m = 520, 480, 56
+    im = Image.new("RGB", (w, h), "white")
+    d = ImageDraw.Draw(im)
+    xs = np.concatenate([np.asarray(s[0], float) for s in series]) if series else np.array([0.0, 1.0])
+    ys = np.concatenate([np.asarray(s[1], float) for s in series]) if series else np.array([0.0, 1.0])
+    xs, ys = xs[np.isfinite(xs)], ys[np.isfinite(ys)]
+    x0, x1 = (0.0, 1.0) if diagonal else (float(xs.min(initial=0)), float(xs.max(initial=1)))
+    y0, y1 = (0.0, 1.0) if diagonal else (float(ys.min(initial=0)), float(ys.max(initial=1)))
+    x1, y1 = (x1 if x1 > x0 else x0 + 1), (y1 if y1 > y0 else y0 + 1)
+
+    def to_px(x, y):
+        return m + (x - x0) / (x1 - x0) * (w - 2 * m), h - m - (y - y0) / (y1 - y0) * (h - 2 * m)
+
+    d.rectangle([m, m, w - m, h - m], outline="black")
+    if diagonal:
+        d.line([to_px(0, 0), to_px(1, 1)], fill=(160, 160, 160))
+    colours = [(31, 119, 180), (255, 127, 14), (44, 160, 44), (214, 39, 40)]
+    for k, (sx, sy, label) in enumerate(series):
+        pts = [to_px(a, b) for a, b in zip(np.asarray(sx, float), np.asarray(sy, float)) if np.isfinite(a + b)]
+        c = colours[k % len(colours)]
+        if len(pts) > 1:
+            d.line(pts, fill=c, width=2)
+        if markers:
+            for x, y in pts:
+                d.ellipse([x - 3, y - 3, x + 3, y + 3], fill=c)
+        d.text((m + 8, m + 8 + 14 * k), label, fill=c)
+    d.text((m, 16), title, fill="black")
+    d.text((w // 2 - 40, h - m + 20), xlabel, fill="black")
+    d.text((4, m - 20), ylabel, fill="black")
+    d.text((m - 10, h - m + 4), f"{x0:g}", fill="black")
+    d.text((w - m - 10, h - m + 4), f"{x1:g}", fill="black")
+    d.text((m - 40, m - 6), f"{y1:.3g}", fill="black")
+    im.save(path)
+    return path
+
+
+def _pil_confusion(path: Path, mat: np.ndarray, names: list[str], title: str) -> Path:
+    from PIL import Image, ImageDraw
+
+    im = Image.new("RGB", (420, 380), "white")
+    d = ImageDraw.Draw(im)
+    d.text((20, 12), title, fill="black")
+    top = max(int(mat.max()), 1)
+    for i in range(2):
+        for j in range(2):
+            shade = int(255 - 180 * mat[i, j] / top)
+            x, y = 120 + j * 130, 70 + i * 130
+            d.rectangle([x, y, x + 128, y + 128], fill=(shade, shade, 255), outline="black")
+            d.text((x + 55, y + 58), str(int(mat[i, j])), fill="black")
+    for k, n in enumerate(names):
+        d.text((130 + k * 130, 50), f"pred {n}", fill="black")
+        d.text((10, 130 + k * 130), f"true {n}", fill="black")
+    im.save(path)
+    return path
