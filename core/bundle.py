@@ -300,7 +300,12 @@ def save_bundle(model, card: ModelCard, out_dir: str | os.PathLike, ood: OODStat
             if old.exists():
                 shutil.rmtree(old)
             os.replace(out_dir, old)
-        os.replace(tmp, out_dir)
+        try:
+            os.replace(tmp, out_dir)
+        except BaseException:
+            if old is not None and not out_dir.exists():
+                os.replace(old, out_dir)  # put the previous bundle back: never leave no current model
+            raise
         if old is not None:
             shutil.rmtree(old, ignore_errors=True)
     except BaseException:
