@@ -1,0 +1,133 @@
+"""Crash safety: a classify run killed with SIGKILL mid-way resumes and scores only what is missing."""
+
+from __future__ import annotations
+
+import csv
+import os
+import signal
+import sqlite3
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from PIL import Image
+
+from core.session import SESSION_FILE, SessionStore
+from tests.conftest import REPO
+
+N_IMAGES = 200
+N_BROKEN = 5  # zero-byte files: error rows are finished results too and must not be retried
+KILL_AFTER = 20  # results stored before the kill
+POLL_LIMIT_S = 300  # generous bound for a slow, shared CI machine; the loop normally ends in seconds
+
+
+def _make_folder(root: Path) -> Path:
+    root.mkdir(parents=True)
+    for i in range(N_IMAGES - N_BROKEN):
+        sub = root / f"group_{i % 4}"
+        sub.mkdir(exist_ok=True)
+        Image.new("RGB", (24, 24), (i % 256, (7 * i) % 256, (13 * i) % 256)).save(sub / f"img_{i:03d}.png")
+    for i in range(N_BROKEN):
+        (root / f"broken_{i}.jpg").touch()
+    return root
+
+
+def _cli_cmd(*args: str) -> list[str]:
+    return [sys.executable, "-m", "core.cli", *args]
+
+
+def _env() -> dict[str, str]:
+    return dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2", PYTHONPATH=str(REPO))
+
+
+def _count_results(db: Path) -> int:
+    if not db.exists():
+        return 0
+    conn = sqlite3.connect(db, timeout=5)
+    try:
+        return conn.execute("SELECT count(*) FROM results").fetchone()[0]
+    except sqlite3.OperationalError:  # tables not created yet
+        return 0
+    finally:
+        conn.close()
+
+
+def test_sigkilled_run_resumes_scoring_only_missing_files(tmp_path, tiny_bundle):
+    folder = _make_folder(tmp_path / "photos")
+    session = tmp_path / "session"
+    db = session / SESSION_FILE
+    bundle = tiny_bundle()
+
+    proc = subprocess.Popen(_cli_cmd("classify", str(folder), "--model", str(bundle), "--session", str(session),
+                                     "--batch-size", "2", "--quiet"),
+                            cwd=REPO, env=_env(), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    blocker = None
+    try:
+        deadline = time.monotonic() + POLL_LIMIT_S
+        while _count_results(db) < KILL_AFTER:
+            if proc.poll() is not None:
+                pytest.fail(f"classify ended before it could be killed (status {proc.returncode}): "
+                            f"{proc.stderr.read()[-2000:]}")
+            if time.monotonic() > deadline:
+                pytest.fail(f"no {KILL_AFTER} results in the session after {POLL_LIMIT_S}s")
+            time.sleep(0.02)
+        # Take the database's write lock so the run blocks on its next commit: the kill then lands
+        # at a known point, however fast the machine is.
+        blocker = sqlite3.connect(db, timeout=60, isolation_level=None)
+        blocker.execute("BEGIN IMMEDIATE")
+        stored_at_kill = blocker.execute("SELECT count(*) FROM results").fetchone()[0]
+        proc.send_signal(signal.SIGKILL)
+        proc.wait(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+        if blocker is not None:
+            blocker.execute("ROLLBACK")
+            blocker.close()
+    assert proc.returncode == -signal.SIGKILL
+    assert KILL_AFTER <= stored_at_kill < N_IMAGES
+
+    with SessionStore.open(session) as store:
+        before = {r.path: r.to_dict() for r in store.results()}
+        (first_run,) = store.runs()
+    assert len(before) == stored_at_kill
+    assert first_run["status"] == "running"  # killed: never marked finished, results kept anyway
+
+    out = tmp_path / "all.csv"
+    resumed = subprocess.run(_cli_cmd("classify", str(folder), "--model", str(bundle), "--session", str(session),
+                                      "--resume", "--csv", str(out), "--quiet"),
+                             cwd=REPO, env=_env(), capture_output=True, text=True, timeout=600)
+    assert resumed.returncode == 0, resumed.stderr
+    assert "Traceback" not in resumed.stderr
+    assert f"{stored_at_kill} already scored, {N_IMAGES - stored_at_kill} to go" in resumed.stderr
+
+    discovered = sorted(str(p) for p in folder.rglob("*") if p.is_file())
+    with open(out, newline="", encoding="utf-8") as fh:
+        rows = list(csv.DictReader(fh))
+    assert sorted(r["path"] for r in rows) == discovered  # every file exactly once in the output
+    assert sum(r["status"] == "error" for r in rows) == N_BROKEN
+
+    with SessionStore.open(session) as store:
+        after = {r.path: r.to_dict() for r in store.results()}
+        runs = store.runs()
+        predictions = store.audit("prediction")
+    assert sorted(after) == discovered  # every file exactly once in the session
+    for path, row in before.items():
+        assert after[path] == row  # earlier results untouched, timestamps included
+    assert [r["status"] for r in runs] == ["running", "finished"]
+    # Each file was scored exactly once across both runs: the resumed run skipped what was stored.
+    scored = [p["details"]["path"] for p in predictions]
+    assert sorted(scored) == discovered
+    second = [p for p in predictions if p["details"]["run_id"] == runs[1]["run_id"]]
+    assert len(second) == N_IMAGES - stored_at_kill
+
+
+def test_resume_without_session_is_a_clear_error(tmp_path):
+    folder = _make_folder(tmp_path / "photos")
+    proc = subprocess.run(_cli_cmd("classify", str(folder), "--resume"), cwd=REPO, env=_env(),
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 2
+    assert "--resume needs --session" in proc.stderr and "Traceback" not in proc.stderr
