@@ -134,8 +134,16 @@ class SessionStore:
 
     # --- opening and closing -------------------------------------------------------------
     @classmethod
-    def open(cls, path: str | os.PathLike) -> "SessionStore":
-        """Open or create a session: `path` is a session folder or a `.sqlite`/`.db` file in one."""
+    def open(cls, path: str | os.PathLike, synchronous: str = "FULL") -> "SessionStore":
+        """Open or create a session: `path` is a session folder or a `.sqlite`/`.db` file in one.
+
+        `synchronous="FULL"` (default) makes every commit survive a power cut (about 4 ms per commit
+        on an SSD); "NORMAL" survives a crash or kill -9 of the app but may lose the last commits on a
+        power cut (about 0.2 ms). Batch results with `batched()` to have both speed and FULL safety.
+        """
+        synchronous = synchronous.upper()
+        if synchronous not in ("FULL", "NORMAL"):
+            raise ValueError(f"synchronous must be FULL or NORMAL, not {synchronous!r}")
         p = Path(path).expanduser()
         if p.suffix.lower() in (".sqlite", ".db", ".sqlite3") or p.is_file():
             db_path = p
@@ -153,8 +161,8 @@ class SessionStore:
             conn.row_factory = sqlite3.Row
             conn.execute("PRAGMA busy_timeout = 30000")
             mode = conn.execute("PRAGMA journal_mode = WAL").fetchone()[0]
-            # FULL: a commit is on disk when it returns, so a finished result survives even a power cut.
-            conn.execute("PRAGMA synchronous = FULL")
+            # WAL + FULL: a commit is on disk when it returns; WAL + NORMAL: it survives the app dying.
+            conn.execute(f"PRAGMA synchronous = {synchronous}")
             conn.execute("PRAGMA foreign_keys = ON")
         except sqlite3.DatabaseError as exc:
             raise SessionError(
@@ -345,6 +353,14 @@ class SessionStore:
                 }, "mpox-triage")
         return len(records)
 
+    def batched(self, run_id: str, size: int = 32) -> "ResultBatcher":
+        """A sink that stores results `size` at a time (one transaction each) and the rest on close.
+
+        Use it with the engine's batch size: the engine yields a whole batch at once, so nothing waits
+        in the buffer, and a kill loses at most the batch being written (a resume re-scores it).
+        """
+        return ResultBatcher(self, run_id, size)
+
     def finish_run(self, run_id: str, status: str = "finished", actor: str | None = None) -> None:
         """Mark a run finished (status e.g. 'finished', 'cancelled', 'failed') and log it."""
         with self._transaction():
@@ -430,6 +446,33 @@ class SessionStore:
         if self._conn is None:
             raise SessionError(f"{self.db_path}: session is closed")
         return _Transaction(self)
+
+
+class ResultBatcher:
+    """Buffers results and stores them with SessionStore.add_results; a context manager that flushes on exit."""
+
+    def __init__(self, store: SessionStore, run_id: str, size: int = 32):
+        self.store = store
+        self.run_id = run_id
+        self.size = max(1, int(size))
+        self._buffer: list[ResultRecord] = []
+        self.stored = 0
+
+    def add(self, record: ResultRecord) -> None:
+        self._buffer.append(record)
+        if len(self._buffer) >= self.size:
+            self.flush()
+
+    def flush(self) -> None:
+        if self._buffer:
+            self.stored += self.store.add_results(self.run_id, self._buffer)
+            self._buffer = []
+
+    def __enter__(self) -> "ResultBatcher":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.flush()  # results already computed are finished results, even if the run stopped early
 
 
 class _Transaction:

@@ -214,3 +214,25 @@ def test_results_written_are_visible_to_a_second_connection_before_close(tmp_pat
     finally:
         other.close()
         store.close()
+
+
+def test_batched_sink_stores_full_batches_at_once_and_the_rest_on_exit(tmp_path):
+    with SessionStore.open(tmp_path) as store:
+        run = store.start_run(_card(), "/photos")
+        with store.batched(run, size=3) as sink:
+            for i in range(7):
+                sink.add(_record(f"/photos/{i}.jpg"))
+                # Visible in the database after each full batch, not before.
+                assert len(store.results()) == (i + 1) // 3 * 3
+        assert [r.path for r in store.results()] == [f"/photos/{i}.jpg" for i in range(7)]
+        assert sink.stored == 7
+
+
+def test_batched_sink_keeps_finished_results_when_the_run_fails(tmp_path):
+    with SessionStore.open(tmp_path, synchronous="normal") as store:
+        run = store.start_run(_card(), "/photos")
+        with pytest.raises(RuntimeError):
+            with store.batched(run, size=32) as sink:
+                sink.add(_record("/photos/a.jpg"))
+                raise RuntimeError("model crashed")
+        assert store.done_paths("a" * 64) == {"/photos/a.jpg"}
