@@ -1,0 +1,208 @@
+"""Frozen-backbone embeddings of dataset images and their augmented views, cached on disk.
+
+The embedding of an image is what core.backbones.build_classifier computes before its head:
+in-model scaling, the backbone in inference mode, global average pooling. With the backbone frozen
+it never changes, so it is computed once per (backbone weights, input size, image content, view)
+and stored as a small .npz per image under the cache folder ($MPOX_TRIAGE_CACHE, default
+~/.cache/mpox-triage). Head-only training then takes seconds instead of hours.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import re
+import tempfile
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+
+from core.augment import apply_view, parse_view
+from core.images import ImageDecodeError
+from core.preprocess import arch_spec, load_model_input
+from core.progress import CancelToken, ProgressFn, report
+
+CACHE_ENV = "MPOX_TRIAGE_CACHE"
+TINY_PREFIX = "tiny:"
+
+
+def default_cache_dir() -> Path:
+    env = os.environ.get(CACHE_ENV)
+    return Path(env).expanduser() if env else Path.home() / ".cache" / "mpox-triage"
+
+
+def build_tiny_backbone(input_size: int = 32, seed: int = 0, width: int = 16):
+    """A small random conv net with a backbone's interface (image in, feature map out), for tests and demos."""
+    import keras
+
+    keras.utils.set_random_seed(seed)
+    inputs = keras.Input(shape=(input_size, input_size, 3))
+    x = keras.layers.Conv2D(width, 3, strides=2, padding="same", activation="relu", name="tiny_conv1")(inputs)
+    x = keras.layers.BatchNormalization(name="tiny_bn1")(x)
+    x = keras.layers.Conv2D(width * 2, 3, strides=2, padding="same", activation="relu", name="tiny_conv2")(x)
+    x = keras.layers.Conv2D(width * 2, 3, padding="same", activation="relu", name="tiny_conv3")(x)
+    return keras.Model(inputs, x, name="tiny_backbone")
+
+
+def make_backbone(arch: str, input_size: int | None = None, weights: str | None = "imagenet-local",
+                  weights_dir: str | os.PathLike | None = None, base_model: str | None = None, seed: int = 0):
+    """The backbone for training: an ImageNet backbone from local weights, or `tiny:<size>` for tests."""
+    if base_model and base_model.startswith(TINY_PREFIX):
+        size = int(base_model[len(TINY_PREFIX):] or input_size or 32)
+        return build_tiny_backbone(size, seed)
+    from core.backbones import build_backbone
+
+    return build_backbone(arch, weights=weights, input_size=input_size, weights_dir=weights_dir)
+
+
+def weights_fingerprint(model) -> str:
+    """SHA-256 over a model's weight values: identifies the backbone whatever file it came from."""
+    h = hashlib.sha256()
+    for w in model.weights:
+        arr = np.asarray(w.numpy() if hasattr(w, "numpy") else w)
+        h.update(str(arr.shape).encode())
+        h.update(np.ascontiguousarray(arr).tobytes())
+    return h.hexdigest()
+
+
+def _key(view_id: str) -> str:
+    return re.sub(r"[^A-Za-z0-9_]", lambda m: {"@": "_at_", "#": "_n", ".": "p"}.get(m.group(0), "_"), view_id)
+
+
+class FeatureExtractor:
+    """Computes (and caches) GAP embeddings of a frozen backbone for images and their views."""
+
+    def __init__(self, arch: str, backbone=None, input_size: int | None = None, weights_dir: str | None = None,
+                 base_model: str | None = None, cache_dir: str | os.PathLike | None = None, batch_size: int = 32,
+                 seed: int = 0, use_cache: bool = True):
+        import keras
+
+        self.spec = arch_spec(arch)
+        self.backbone = backbone if backbone is not None else make_backbone(
+            arch, input_size, weights_dir=weights_dir, base_model=base_model, seed=seed)
+        self.input_size = int(self.backbone.input_shape[1])
+        inputs = keras.Input(shape=(self.input_size, self.input_size, 3))
+        x = keras.layers.Rescaling(self.spec.scale, offset=self.spec.offset)(inputs)
+        x = self.backbone(x, training=False)
+        self.model = keras.Model(inputs, keras.layers.GlobalAveragePooling2D()(x))
+        self.dim = int(self.model.output_shape[-1])
+        self.batch_size = max(1, int(batch_size))
+        self.fingerprint = weights_fingerprint(self.backbone)
+        self.use_cache = use_cache
+        base = Path(cache_dir).expanduser() if cache_dir else default_cache_dir()
+        self.cache_dir = base / f"{self.spec.name}-{self.input_size}-{self.fingerprint[:16]}"
+        self._fn = None
+
+    # -- cache -----------------------------------------------------------------------------------
+
+    def _cache_path(self, sha: str) -> Path:
+        return self.cache_dir / sha[:2] / f"{sha}.npz"
+
+    def _read(self, sha: str) -> dict[str, np.ndarray]:
+        path = self._cache_path(sha)
+        if not self.use_cache or not path.is_file():
+            return {}
+        try:
+            with np.load(path, allow_pickle=False) as data:
+                return {k: data[k] for k in data.files}
+        except Exception:  # a truncated or foreign cache file is simply recomputed
+            return {}
+
+    def _write(self, sha: str, entries: dict[str, np.ndarray]) -> None:
+        if not self.use_cache:
+            return
+        path = self._cache_path(sha)
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            merged = {**self._read(sha), **entries}
+            fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=".npz", dir=path.parent)
+            with os.fdopen(fd, "wb") as fh:
+                np.savez(fh, **merged)
+            os.replace(tmp, path)  # atomic: readers never see half a file
+        except OSError:
+            pass  # a read-only or full cache only costs speed
+
+    # -- compute ---------------------------------------------------------------------------------
+
+    def forward(self, batch: np.ndarray) -> np.ndarray:
+        """Embeddings (N, D) of a batch of uint8 model inputs."""
+        if self._fn is None:
+            import tensorflow as tf
+
+            model = self.model
+
+            @tf.function(reduce_retracing=True)
+            def fn(x):
+                return model(tf.cast(x, tf.float32), training=False)
+
+            self._fn = fn
+        return np.asarray(self._fn(np.asarray(batch)), dtype=np.float32)
+
+    def embed(self, items, views: Sequence[str] = ("identity",), progress: ProgressFn | None = None,
+              cancel: CancelToken | None = None, errors: list[str] | None = None) -> np.ndarray:
+        """Embeddings (N, V, D) of N samples (a Dataset, Samples or paths) under V views.
+
+        An unreadable image raises ImageDecodeError, or, when `errors` is given, leaves a NaN row
+        and appends its message there.
+        """
+        from core.images import file_sha256
+
+        views = [parse_view(v).id for v in views]
+        samples = list(items.samples if hasattr(items, "samples") else items)
+        paths = [Path(getattr(s, "path", s)) for s in samples]
+        n, nv = len(paths), len(views)
+        out = np.full((n, nv, self.dim), np.nan, dtype=np.float32)
+        todo: list[tuple[int, str, list[int]]] = []
+        for i, (s, path) in enumerate(zip(samples, paths)):
+            sha = s.file_hash() if hasattr(s, "file_hash") else file_sha256(path)
+            cached = self._read(sha)
+            missing = []
+            for j, v in enumerate(views):
+                vec = cached.get(_key(v))
+                if vec is not None and vec.shape == (self.dim,):
+                    out[i, j] = vec
+                else:
+                    missing.append(j)
+            if missing:
+                todo.append((i, sha, missing))
+        total = sum(len(m) for _, _, m in todo)
+        report(progress, 0, total, f"computing {total} embeddings ({n - len(todo)} of {n} images cached)",
+               "features")
+        buf: list[np.ndarray] = []
+        where: list[tuple[int, int, str]] = []
+        done = 0
+
+        def flush() -> None:
+            nonlocal done
+            if not buf:
+                return
+            emb = self.forward(np.stack(buf))
+            per_image: dict[str, dict[str, np.ndarray]] = {}
+            for (i, j, sha), vec in zip(where, emb):
+                out[i, j] = vec
+                per_image.setdefault(sha, {})[_key(views[j])] = vec
+            for sha, entries in per_image.items():
+                self._write(sha, entries)
+            done += len(buf)
+            buf.clear()
+            where.clear()
+            report(progress, done, total, "computing embeddings", "features")
+
+        for i, sha, missing in todo:
+            if cancel is not None:
+                cancel.raise_if_cancelled()
+            try:
+                img = load_model_input(paths[i], self.input_size)
+            except ImageDecodeError as exc:
+                if errors is None:
+                    raise
+                errors.append(str(exc))
+                continue
+            for j in missing:
+                buf.append(apply_view(img, views[j], sha))
+                where.append((i, j, sha))
+                if len(buf) >= self.batch_size:
+                    flush()
+        flush()
+        return out
