@@ -1,0 +1,162 @@
+"""`mpox-triage train DATA --arch mobilenetv2|xception`: train, calibrate and save a model bundle.
+
+DATA is a folder of class subfolders or a manifest CSV. A manifest's own split is kept unless
+`--protocol` asks for a new one; a folder without a split is split group-aware (seeded).
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+
+from core import DISCLAIMER
+
+
+def add_parser(sub) -> None:
+    p = sub.add_parser("train", help="train a model bundle from labelled photos",
+                       description=f"Train, calibrate on val and save a model bundle. {DISCLAIMER}")
+    p.add_argument("data", help="folder of class subfolders (mpox/, other classes...) or a manifest CSV")
+    p.add_argument("--arch", required=True, choices=["mobilenetv2", "xception"])
+    p.add_argument("--out", help="bundle folder to write (default: models/<name> beside the shipped models)")
+    p.add_argument("--name", help="model name in the card (default: the architecture)")
+    p.add_argument("--version", help="model version (default: UTC date and time)")
+    p.add_argument("--preset", choices=["quick", "full", "study"], default="quick",
+                   help="quick: head on cached features (minutes); full: + fine-tune top blocks with augmentation; "
+                        "study: the original study's two-phase recipe (default: quick)")
+    p.add_argument("--protocol", choices=["group", "study"],
+                   help="make a new split: group (group-aware, stratified 70/15/15) or study (image-level random "
+                        "60/10/30, for comparison only). Default: keep a manifest's split, else group")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--epochs", type=int, help="maximum head / phase-1 epochs (early stopping decides)")
+    p.add_argument("--fine-tune-epochs", type=int, help="maximum fine-tuning epochs (full / study presets)")
+    p.add_argument("--batch-size", type=int, default=32)
+    p.add_argument("--input-size", type=int, help="input size in pixels (default: 224 MobileNetV2, 299 Xception)")
+    p.add_argument("--views", help="comma-separated augmentation views for head training, e.g. "
+                                   "identity,hflip,aug#0,aug#1 (default: identity,hflip,aug#0..aug#7)")
+    p.add_argument("--n-aug", type=int, help="use identity, hflip and this many aug#k views")
+    p.add_argument("--label-smoothing", type=float, default=0.0)
+    p.add_argument("--no-class-weight", action="store_true", help="do not weight classes by inverse frequency")
+    p.add_argument("--lr", type=float, help="head learning rate (default 1e-3; study preset 1e-4)")
+    p.add_argument("--min-sensitivity", type=float, default=0.90,
+                   help="the threshold is the highest with at least this sensitivity on val (default 0.90)")
+    p.add_argument("--parent", help="bundle this model derives from (recorded in the card)")
+    p.add_argument("--weights-dir", help="folder with the ImageNet notop weight files")
+    p.add_argument("--cache-dir", help="feature cache folder (default: $MPOX_TRIAGE_CACHE or ~/.cache/mpox-triage)")
+    p.add_argument("--no-test", action="store_true", help="do not score the test split after training")
+    p.add_argument("--plots", help="folder for val (and test) plots: ROC, confusion, reliability, training curves")
+    p.add_argument("--json", dest="json_path", help="write val/test metrics as JSON here")
+    p.add_argument("--quiet", action="store_true")
+    p.set_defaults(run=run)
+
+
+def _printer(quiet: bool):
+    last = [0.0, ""]
+
+    def show(p) -> None:
+        if quiet:
+            return
+        now = time.monotonic()
+        # One line per stage change or every 5 s: readable in logs and on a terminal.
+        if p.stage != last[1] or now - last[0] > 5 or p.done == p.total:
+            if p.total:
+                print(f"[{p.stage}] {p.done}/{p.total} {p.message}", file=sys.stderr)
+            last[0], last[1] = now, p.stage
+
+    return show
+
+
+def run(args: argparse.Namespace) -> int:
+    from core.bundle import BundleError, Bundle, default_models_dir, load_bundle
+    from core.commands import CliError
+    from core.datasets import DatasetError, load_dataset, split_dataset
+    from core.evaluation import evaluate_bundle, save_json, save_plots
+    from core.augment import default_views
+    from core.backbones import WeightsNotFoundError
+    from core.training import TrainConfig, save_trained, train_model
+
+    if args.batch_size < 1:
+        raise CliError("--batch-size must be at least 1")
+    if not 0.0 < args.min_sensitivity <= 1.0:
+        raise CliError("--min-sensitivity must be in (0, 1]")
+    views = None
+    if args.views:
+        views = [v.strip() for v in args.views.split(",") if v.strip()]
+    elif args.n_aug is not None:
+        views = default_views(args.n_aug)
+    try:
+        ds = load_dataset(args.data)
+        if args.protocol or not ds.has_splits():
+            ds = split_dataset(ds, args.protocol or "group", seed=args.seed, progress=_printer(args.quiet))
+    except DatasetError as exc:
+        raise CliError(str(exc)) from None
+    parent = None
+    if args.parent:
+        try:
+            parent = load_bundle(args.parent).card
+        except BundleError as exc:
+            raise CliError(f"--parent: {exc}") from None
+    try:
+        config = TrainConfig(args.arch, preset=args.preset, epochs=args.epochs, batch_size=args.batch_size,
+                             seed=args.seed, input_size=args.input_size, weights_dir=args.weights_dir,
+                             name=args.name, version=args.version, views=views, head_lr=args.lr,
+                             label_smoothing=args.label_smoothing, class_weight=not args.no_class_weight,
+                             fine_tune_epochs=args.fine_tune_epochs, min_sensitivity=args.min_sensitivity,
+                             cache_dir=args.cache_dir)
+    except ValueError as exc:
+        raise CliError(str(exc)) from None
+    name = args.name or args.arch
+    out = Path(args.out).expanduser() if args.out else default_models_dir() / name
+    counts = ds.counts()
+    print(f"Training {args.arch} ({args.preset}) on {len(ds)} images; split {ds.split_info.get('protocol', '?')}: "
+          + ", ".join(f"{k} {v.get('mpox', 0)} mpox / {v.get('not_mpox', 0)} other" for k, v in sorted(counts.items())),
+          file=sys.stderr)
+
+    def on_epoch(e) -> None:
+        if not args.quiet:
+            val = f" val_loss {e.val_loss:.4f} val_acc {e.val_accuracy:.3f}" if e.val_loss is not None else ""
+            print(f"  {e.phase} epoch {e.epoch}: loss {e.loss:.4f} acc {e.accuracy:.3f}{val}", file=sys.stderr)
+
+    started = time.monotonic()
+    try:
+        result = train_model(ds, config, progress=_printer(args.quiet), on_epoch=on_epoch, parent=parent)
+    except (DatasetError, WeightsNotFoundError) as exc:
+        raise CliError(str(exc)) from None
+    card = result.card
+    report = {"val": result.val_metrics}
+    test = ds.subset("test")
+    if not args.no_test and len(test) and len({s.label for s in test}) == 2:
+        # Test is scored once, after every choice was made on val; it is reported, never used.
+        bundle = Bundle(card, result.model, result.ood)
+        report["test"] = evaluate_bundle(bundle, test, progress=_printer(args.quiet), n_bootstrap=config.n_bootstrap)
+        card.metrics["test"] = {k: v for k, v in report["test"].items() if k not in ("predictions", "errors")}
+    path = save_trained(result, out)
+    elapsed = time.monotonic() - started
+    vm = result.val_metrics
+    print(f"Saved {card.name} {card.version} to {path} ({elapsed:.0f} s). Threshold {card.threshold:.3f} "
+          f"(val sensitivity {vm['sensitivity']:.3f}, specificity {vm['specificity']:.3f}), temperature "
+          f"{card.temperature:.2f}, val ROC-AUC {vm['roc_auc']:.3f}, val ECE {vm['ece']:.3f}", file=sys.stderr)
+    if "test" in report:
+        tm = report["test"]
+        print(f"Test: accuracy {tm['accuracy']:.3f} [{tm['ci95']['accuracy'][0]:.3f}, {tm['ci95']['accuracy'][1]:.3f}], "
+              f"ROC-AUC {tm['roc_auc']:.3f}, sensitivity {tm['sensitivity']:.3f}, specificity "
+              f"{tm['specificity']:.3f}, ECE {tm['ece']:.3f}", file=sys.stderr)
+    if args.json_path:
+        save_json({"model": {"name": card.name, "version": card.version, "sha256": card.model_sha256,
+                             "path": str(path)}, **report, "history": card.training["history"]}, args.json_path)
+    if args.plots:
+        history = card.training["history"]
+        save_plots(result.val_labels, _calibrated(result), card.threshold, Path(args.plots) / "val",
+                   history=history, title=f"{card.name} val")
+        if "test" in report:
+            preds = report["test"]["predictions"]
+            save_plots([p["label"] for p in preds], [p["p_mpox"] for p in preds], card.threshold,
+                       Path(args.plots) / "test", title=f"{card.name} test")
+    return 0
+
+
+def _calibrated(result):
+    from core.calibration import apply_temperature
+
+    return apply_temperature(result.val_logits, result.card.temperature)
