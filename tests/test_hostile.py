@@ -331,3 +331,20 @@ def test_cli_bad_arguments_give_one_clear_line_and_status_2(tmp_path, case, word
     assert "Traceback" not in proc.stderr
     for word in words:
         assert word in proc.stderr.lower(), proc.stderr
+
+
+def test_cli_train_without_weights_says_where_it_looked_and_what_to_set(tmp_path):
+    from tests.helpers import make_image_folder
+
+    data = make_image_folder(tmp_path / "data", n_per_class=10, size=(32, 32))
+    env = {k: v for k, v in os.environ.items() if k != "MPOX_TRIAGE_WEIGHTS_DIR"}
+    env.update(KERAS_HOME=str(tmp_path / "keras_home"), TF_CPP_MIN_LOG_LEVEL="2", PYTHONPATH=str(REPO))
+    proc = subprocess.run([sys.executable, "-m", "core.cli", "train", str(data), "--arch", "mobilenetv2",
+                           "--weights-dir", str(tmp_path / "no_weights_here"), "--out", str(tmp_path / "m"),
+                           "--cache-dir", str(tmp_path / "cache"), "--quiet"],
+                          cwd=REPO, env=env, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 2, proc.stderr
+    assert "Traceback" not in proc.stderr
+    assert "No ImageNet weights" in proc.stderr and "no_weights_here" in proc.stderr
+    assert "MPOX_TRIAGE_WEIGHTS_DIR" in proc.stderr
+    assert not (tmp_path / "m").exists()
