@@ -1,0 +1,1 @@
+"""detail feature of the desktop app."""

@@ -1,0 +1,199 @@
+"""Detail pane: the photo large, a Grad-CAM overlay (toggle, opacity, model), and every model's scores."""
+
+from __future__ import annotations
+
+import html
+
+import numpy as np
+from PySide6.QtCore import QRectF, Qt, Signal
+from PySide6.QtGui import QColor, QImage, QPainter, QPixmap
+from PySide6.QtWidgets import (QCheckBox, QComboBox, QHBoxLayout, QLabel, QSizePolicy, QSlider, QVBoxLayout,
+                               QWidget)
+
+from desktop_app.results.model import FLAG_TEXT, PRED_TEXT, REVIEW_TEXT, FileRow, model_key
+
+DISPLAY_SIDE = 1024
+
+
+def rgb_to_qimage(rgb: np.ndarray) -> QImage:
+    """A deep copy, so the QImage does not point into a NumPy buffer that may be freed."""
+    rgb = np.ascontiguousarray(rgb, dtype=np.uint8)
+    h, w = rgb.shape[:2]
+    return QImage(rgb.data, w, h, 3 * w, QImage.Format.Format_RGB888).copy()
+
+
+class PhotoView(QWidget):
+    """Paints the photo scaled to fit, and the heat map over it at the chosen opacity."""
+
+    def __init__(self, parent: QWidget | None = None):
+        super().__init__(parent)
+        self.photo = QPixmap()
+        self.heat = QPixmap()
+        self.opacity = 0.45
+        self.show_heat = True
+        self.message = "Select a photo"
+        self.setMinimumSize(240, 200)
+        self.setSizePolicy(QSizePolicy.Policy.Expanding, QSizePolicy.Policy.Expanding)
+
+    def paintEvent(self, _event) -> None:
+        p = QPainter(self)
+        p.fillRect(self.rect(), QColor(38, 41, 46))
+        if self.photo.isNull():
+            p.setPen(QColor(200, 200, 200))
+            p.drawText(self.rect(), Qt.AlignmentFlag.AlignCenter, self.message)
+            return
+        size = self.photo.size().scaled(self.size(), Qt.AspectRatioMode.KeepAspectRatio)
+        target = QRectF((self.width() - size.width()) / 2, (self.height() - size.height()) / 2,
+                        size.width(), size.height())
+        p.setRenderHint(QPainter.RenderHint.SmoothPixmapTransform)
+        p.drawPixmap(target, self.photo, QRectF(self.photo.rect()))
+        if self.show_heat and not self.heat.isNull():
+            p.setOpacity(self.opacity)
+            p.drawPixmap(target, self.heat, QRectF(self.heat.rect()))
+
+
+class DetailPane(QWidget):
+    """Shows one FileRow. Asks for the display image and Grad-CAM through signals; the window serves them."""
+
+    gradcam_requested = Signal(str, str)   # path, model key
+
+    def __init__(self, parent: QWidget | None = None):
+        super().__init__(parent)
+        self.row: FileRow | None = None
+        self._heat_cache: dict[tuple[str, str], QPixmap] = {}
+        self.title = QLabel("No photo selected")
+        self.title.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
+        self.title.setStyleSheet("font-weight: 600; font-size: 13px;")
+        self.view = PhotoView()
+        self.gradcam_box = QCheckBox("Grad-CAM")
+        self.gradcam_box.setChecked(True)
+        self.gradcam_box.setToolTip("Regions that raised the model's mpox score (explains the model, not the lesion)")
+        self.model_combo = QComboBox()
+        self.model_combo.setToolTip("Which model's Grad-CAM to show")
+        self.opacity = QSlider(Qt.Orientation.Horizontal)
+        self.opacity.setRange(0, 100)
+        self.opacity.setValue(45)
+        self.opacity.setToolTip("Heat-map opacity")
+        self.status = QLabel("")
+        self.status.setStyleSheet("color: #666;")
+        self.scores = QLabel()
+        self.scores.setTextFormat(Qt.TextFormat.RichText)
+        self.scores.setWordWrap(True)
+        self.scores.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
+
+        controls = QHBoxLayout()
+        controls.addWidget(self.gradcam_box)
+        controls.addWidget(self.model_combo)
+        controls.addWidget(QLabel("Opacity"))
+        controls.addWidget(self.opacity, 1)
+        layout = QVBoxLayout(self)
+        layout.addWidget(self.title)
+        layout.addWidget(self.view, 1)
+        layout.addLayout(controls)
+        layout.addWidget(self.status)
+        layout.addWidget(self.scores)
+
+        self.gradcam_box.toggled.connect(self._on_toggle)
+        self.opacity.valueChanged.connect(self._on_opacity)
+        self.model_combo.currentIndexChanged.connect(lambda _i: self._show_heat())
+
+    # --- called by the window ------------------------------------------------------------------
+    def clear_cache(self) -> None:
+        self._heat_cache.clear()
+
+    def show_row(self, row: FileRow | None, photo: QPixmap | None = None) -> None:
+        self.row = row
+        self.view.heat = QPixmap()
+        if row is None:
+            self.title.setText("No photo selected")
+            self.view.photo = QPixmap()
+            self.scores.setText("")
+            self.status.setText("")
+            self.view.update()
+            return
+        self.title.setText(row.name)
+        self.title.setToolTip(row.path)
+        self.view.photo = photo if photo is not None else QPixmap()
+        self.view.message = "Loading…"
+        self.model_combo.blockSignals(True)
+        self.model_combo.clear()
+        for key, rec in row.records.items():
+            if rec.ok:
+                self.model_combo.addItem(f"{rec.model} {rec.model_version}".strip(), key)
+        self.model_combo.blockSignals(False)
+        self.model_combo.setVisible(self.model_combo.count() > 1)
+        self.update_scores()
+        self._show_heat()
+        self.view.update()
+
+    def set_photo(self, path: str, pixmap: QPixmap) -> None:
+        if self.row is not None and self.row.path == path:
+            self.view.photo = pixmap
+            self.view.message = "Cannot display this file" if pixmap.isNull() else ""
+            self.view.update()
+
+    def set_heatmap(self, path: str, key: str, heat_rgb: np.ndarray) -> None:
+        self._heat_cache[(path, key)] = QPixmap.fromImage(rgb_to_qimage(heat_rgb))
+        if self.row is not None and self.row.path == path and self.current_model_key() == key:
+            self._show_heat()
+
+    def set_heatmap_error(self, path: str, key: str, message: str) -> None:
+        if self.row is not None and self.row.path == path:
+            self.status.setText(message)
+
+    def current_model_key(self) -> str | None:
+        return self.model_combo.currentData()
+
+    def has_heatmap(self) -> bool:
+        return not self.view.heat.isNull()
+
+    def update_scores(self) -> None:
+        row = self.row
+        if row is None:
+            return
+        lines = []
+        for rec in row.records.values():
+            name = html.escape(f"{rec.model} {rec.model_version}".strip())
+            if not rec.ok:
+                lines.append(f"<b>{name}</b>: <span style='color:#b02020'>error — {html.escape(rec.error)}</span>")
+                continue
+            pred = PRED_TEXT.get(rec.prediction or "", rec.prediction or "")
+            flag = f" · <i>{html.escape(FLAG_TEXT.get(rec.flag, rec.flag))}</i>" if rec.flag else ""
+            ood = f" · out-of-scope score {rec.ood_score:.2f}" if rec.ood_score is not None else ""
+            thr = f" (threshold {rec.threshold:.2f})" if rec.threshold is not None else ""
+            lines.append(f"<b>{name}</b>: p(mpox) = <b>{rec.p_mpox:.3f}</b> → {pred}{thr}{flag}{ood}")
+        if row.review_label:
+            lines.append(f"Reviewer label: <b>{REVIEW_TEXT.get(row.review_label, row.review_label)}</b> "
+                         f"by {html.escape(row.reviewer)} at {html.escape(row.review_time)}")
+        else:
+            lines.append("<span style='color:#666'>Not reviewed — press M (mpox), N (not mpox) or U (unsure)</span>")
+        self.scores.setText("<br>".join(lines))
+
+    # --- internals -----------------------------------------------------------------------------
+    def _on_toggle(self, checked: bool) -> None:
+        self.view.show_heat = checked
+        self.opacity.setEnabled(checked)
+        self._show_heat()
+
+    def _on_opacity(self, value: int) -> None:
+        self.view.opacity = value / 100.0
+        self.view.update()
+
+    def _show_heat(self) -> None:
+        row, key = self.row, self.current_model_key()
+        if row is None or key is None:
+            self.view.heat = QPixmap()
+            self.status.setText("" if row is None or not row.errors() else "No scores: the file could not be read")
+            self.view.update()
+            return
+        cached = self._heat_cache.get((row.path, key))
+        self.view.heat = cached if cached is not None else QPixmap()
+        if cached is None and self.gradcam_box.isChecked():
+            self.status.setText("Computing Grad-CAM… (queued behind any running batch)")
+            self.gradcam_requested.emit(row.path, key)
+        elif cached is not None:
+            self.status.setText("Grad-CAM: red = regions that raised p(mpox); it explains the model, not the lesion")
+        self.view.update()
+
+
+__all__ = ["DetailPane", "PhotoView", "rgb_to_qimage", "model_key"]

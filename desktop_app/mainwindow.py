@@ -1,0 +1,681 @@
+"""The main window: open a folder, pick a model, run, review, export, retrain.
+
+Presentation and scheduling only: every ML step is a core call made in a worker thread. The window
+never imports TensorFlow; the model workers do, in their own threads.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import time
+from pathlib import Path
+
+from PySide6.QtCore import QStandardPaths, Qt, QTimer, Signal, Slot
+from PySide6.QtGui import QAction, QActionGroup, QDragEnterEvent, QDropEvent, QIcon, QKeySequence, QPixmap
+from PySide6.QtWidgets import (QComboBox, QFileDialog, QLabel, QMainWindow, QMessageBox, QProgressBar, QSplitter,
+                               QToolBar, QWidget)
+
+from desktop_app.about import ModelCardDialog, show_about
+from desktop_app.detail.pane import DISPLAY_SIDE, DetailPane
+from desktop_app.notices import APP_NAME, RESEARCH_NOTICE, STATUS_NOTICE
+from desktop_app.results.model import ResultsModel
+from desktop_app.results.view import ResultsPanel
+from desktop_app.settings.store import AppSettings
+from desktop_app.workers.images import THUMB_SIZE, ImageLoader, run_in_background
+from desktop_app.workers.model_worker import ModelHandle
+from desktop_app.workers.run_controller import RunController
+
+ICON_PATH = Path(__file__).resolve().parent.parent / "resources" / "mpox-triage.svg"
+
+
+def format_eta(seconds: float) -> str:
+    seconds = max(0, int(round(seconds)))
+    return f"{seconds // 3600}:{seconds % 3600 // 60:02d}:{seconds % 60:02d}" if seconds >= 3600 \
+        else f"{seconds // 60}:{seconds % 60:02d}"
+
+
+def scan_bundles(models_dir: str | os.PathLike | None) -> list[tuple[Path, object]]:
+    """(bundle folder, ModelCard) for every readable bundle; reads JSON only, no TensorFlow."""
+    from core.bundle import CARD_FILE, BundleError, default_models_dir, read_card
+
+    base = Path(models_dir) if models_dir else default_models_dir()
+    out = []
+    if base.is_dir():
+        for sub in sorted(base.iterdir()):
+            if (sub / CARD_FILE).is_file():
+                try:
+                    out.append((sub, read_card(sub)))
+                except BundleError:
+                    continue
+    return out
+
+
+def model_choices(bundles: list[tuple[Path, object]]) -> list[tuple[str, list[str], list]]:
+    """Picker entries (label, bundle folders, cards): each bundle, then 'Both' with one per architecture."""
+    from core.preprocess import ARCHITECTURES
+
+    choices = []
+    first_per_arch: dict[str, tuple[Path, object]] = {}
+    for path, card in bundles:
+        arch = ARCHITECTURES.get(card.architecture.lower())
+        arch_name = arch.display_name if arch else card.architecture
+        choices.append((f"{arch_name} · {card.name} {card.version} · threshold {card.threshold:.2f}",
+                        [str(path)], [card]))
+        first_per_arch.setdefault(card.architecture.lower(), (path, card))
+    if len(first_per_arch) >= 2:
+        pairs = list(first_per_arch.values())
+        names = " + ".join(ARCHITECTURES[a].display_name if a in ARCHITECTURES else a for a in first_per_arch)
+        choices.append((f"Both · {names}", [str(p) for p, _ in pairs], [c for _, c in pairs]))
+    return choices
+
+
+class MainWindow(QMainWindow):
+    """Signals for tests and scripting: run_finished(summary dict), folder_opened(n files)."""
+
+    run_finished = Signal(object)
+    folder_opened = Signal(int)
+    export_finished = Signal(str)
+
+    def __init__(self, settings: AppSettings | None = None, models_dir: str | os.PathLike | None = None,
+                 sessions_dir: str | os.PathLike | None = None):
+        super().__init__()
+        self.settings = settings or AppSettings()
+        self._models_dir = str(models_dir) if models_dir else (self.settings.models_dir or None)
+        self.sessions_dir = Path(sessions_dir) if sessions_dir else Path(
+            QStandardPaths.writableLocation(QStandardPaths.StandardLocation.AppDataLocation)) / "sessions"
+        self.folder: str = ""
+        self.paths: list[str] = []
+        self.session = None
+        self.handles: dict[str, ModelHandle] = {}      # bundle folder -> handle
+        self._key_of_handle: dict[str, str] = {}        # bundle folder -> model key (weights SHA-256)
+        self._handle_of_key: dict[str, ModelHandle] = {}
+        self.bundles: list = []
+        self.choices: list = []
+        self._background: list = []
+        self.last_summary: dict | None = None
+
+        self.setWindowTitle(APP_NAME)
+        if ICON_PATH.is_file():
+            self.setWindowIcon(QIcon(str(ICON_PATH)))
+        self.setAcceptDrops(True)
+        self.resize(1320, 820)
+
+        self.images = ImageLoader(self)
+        self.model = ResultsModel(self)
+        self.model.thumbnails = self.images
+        self.results = ResultsPanel(self.model)
+        self.detail = DetailPane()
+        splitter = QSplitter()
+        splitter.addWidget(self.results)
+        splitter.addWidget(self.detail)
+        splitter.setStretchFactor(0, 3)
+        splitter.setStretchFactor(1, 2)
+        splitter.setSizes([800, 500])
+        self.setCentralWidget(splitter)
+        self.controller = RunController(self)
+
+        self._build_actions()
+        self._build_menus()
+        self._build_toolbar()
+        self._build_status_bar()
+        self._connect()
+        self.refresh_models()
+        self._update_actions()
+        self._set_message("Open a folder of photos (File > Open folder, or drop it here)")
+
+    # --- construction --------------------------------------------------------------------------
+    def _build_actions(self) -> None:
+        style = self.style()
+        from PySide6.QtWidgets import QStyle
+
+        self.act_open = QAction(style.standardIcon(QStyle.StandardPixmap.SP_DirOpenIcon), "&Open folder…", self)
+        self.act_open.setShortcut(QKeySequence.StandardKey.Open)
+        self.act_export_pdf = QAction("Export report (&PDF)…", self)
+        self.act_export_csv = QAction("Export &CSV…", self)
+        self.act_quit = QAction("&Quit", self)
+        self.act_quit.setShortcut(QKeySequence.StandardKey.Quit)
+        self.act_run = QAction(style.standardIcon(QStyle.StandardPixmap.SP_MediaPlay), "&Run", self)
+        self.act_run.setShortcut(QKeySequence("Ctrl+R"))
+        self.act_run.setToolTip("Score every photo in the folder with the selected model(s) (Ctrl+R)")
+        self.act_cancel = QAction(style.standardIcon(QStyle.StandardPixmap.SP_MediaStop), "&Cancel", self)
+        self.act_cancel.setShortcut(QKeySequence("Esc"))
+        self.act_cancel.setToolTip("Stop after the current batch; results so far are kept")
+        self.act_model_card = QAction("&About this model…", self)
+        self.act_retrain = QAction("&Retrain wizard…", self)
+        self.act_settings = QAction("&Settings…", self)
+        self.act_about = QAction(f"&About {APP_NAME}", self)
+
+    def _build_menus(self) -> None:
+        bar = self.menuBar()
+        m_file = bar.addMenu("&File")
+        m_file.addAction(self.act_open)
+        self.menu_recent = m_file.addMenu("Recent folders")
+        self.menu_recent.aboutToShow.connect(self._fill_recent)
+        m_file.addSeparator()
+        m_file.addAction(self.act_export_pdf)
+        m_file.addAction(self.act_export_csv)
+        m_file.addSeparator()
+        m_file.addAction(self.act_quit)
+        self.menu_model = bar.addMenu("&Model")
+        self.model_group = QActionGroup(self)
+        self.model_group.setExclusive(True)
+        m_run = bar.addMenu("&Run")
+        m_run.addAction(self.act_run)
+        m_run.addAction(self.act_cancel)
+        m_tools = bar.addMenu("&Tools")
+        m_tools.addAction(self.act_retrain)
+        m_tools.addAction(self.act_settings)
+        m_help = bar.addMenu("&Help")
+        m_help.addAction(self.act_about)
+
+    def _build_toolbar(self) -> None:
+        tb = QToolBar("Main")
+        tb.setObjectName("main_toolbar")
+        tb.setMovable(False)
+        tb.setToolButtonStyle(Qt.ToolButtonStyle.ToolButtonTextBesideIcon)
+        tb.addAction(self.act_open)
+        tb.addSeparator()
+        tb.addWidget(QLabel(" Model: "))
+        self.model_combo = QComboBox()
+        self.model_combo.setMinimumContentsLength(36)
+        self.model_combo.setSizeAdjustPolicy(QComboBox.SizeAdjustPolicy.AdjustToContents)
+        tb.addWidget(self.model_combo)
+        tb.addSeparator()
+        tb.addAction(self.act_run)
+        tb.addAction(self.act_cancel)
+        self.addToolBar(tb)
+
+    def _build_status_bar(self) -> None:
+        sb = self.statusBar()
+        self.message = QLabel()
+        self.progress = QProgressBar()
+        self.progress.setMaximumWidth(220)
+        self.progress.setTextVisible(True)
+        self.progress.hide()
+        self.eta = QLabel()
+        self.showing = QLabel()
+        notice = QLabel(STATUS_NOTICE)
+        notice.setToolTip(RESEARCH_NOTICE)
+        notice.setStyleSheet("color: #a0301c; font-weight: 600; padding: 0 6px;")
+        sb.addWidget(self.message, 1)
+        sb.addPermanentWidget(self.showing)
+        sb.addPermanentWidget(self.progress)
+        sb.addPermanentWidget(self.eta)
+        sb.addPermanentWidget(notice)
+        self.notice_label = notice
+
+    def _connect(self) -> None:
+        self.act_open.triggered.connect(lambda: self.choose_folder())
+        self.act_export_csv.triggered.connect(lambda: self.export_csv())
+        self.act_export_pdf.triggered.connect(lambda: self.export_pdf())
+        self.act_quit.triggered.connect(self.close)
+        self.act_run.triggered.connect(self.run)
+        self.act_cancel.triggered.connect(self.cancel_run)
+        self.act_model_card.triggered.connect(self.show_model_card)
+        self.act_retrain.triggered.connect(lambda: self.open_retrain_wizard())
+        self.act_settings.triggered.connect(self.open_settings)
+        self.act_about.triggered.connect(lambda: show_about(self))
+        self.model_combo.currentIndexChanged.connect(self._on_choice_changed)
+        self.controller.started.connect(self._on_run_started)
+        self.controller.progress.connect(self._on_progress)
+        self.controller.result.connect(self._on_result)
+        self.controller.finished.connect(self._on_run_finished)
+        self.controller.failed.connect(self._on_run_failed)
+        self.results.counts_changed.connect(self._on_counts)
+        self.results.current_changed.connect(self._on_current_row)
+        self.results.table.review_requested.connect(self.review)
+        self.images.loaded.connect(self._on_image_loaded)
+        self.detail.gradcam_requested.connect(self._on_gradcam_requested)
+
+    # --- models --------------------------------------------------------------------------------
+    def refresh_models(self) -> None:
+        """Rescan the models folder and rebuild the picker (combo and Model menu)."""
+        self.bundles = scan_bundles(self._models_dir)
+        self.choices = model_choices(self.bundles)
+        self.model_combo.blockSignals(True)
+        self.model_combo.clear()
+        for label, dirs, cards in self.choices:
+            self.model_combo.addItem(label, dirs)
+            self.model_combo.setItemData(self.model_combo.count() - 1, self._choice_tooltip(cards),
+                                         Qt.ItemDataRole.ToolTipRole)
+        self.model_combo.blockSignals(False)
+        self.menu_model.clear()
+        for action in self.model_group.actions():
+            self.model_group.removeAction(action)
+        for i, (label, _dirs, _cards) in enumerate(self.choices):
+            act = QAction(label, self, checkable=True)
+            act.triggered.connect(lambda _checked=False, i=i: self.model_combo.setCurrentIndex(i))
+            self.model_group.addAction(act)
+            self.menu_model.addAction(act)
+        if not self.choices:
+            none = self.menu_model.addAction("No model bundles found — see Tools > Settings")
+            none.setEnabled(False)
+        self.menu_model.addSeparator()
+        self.menu_model.addAction(self.act_model_card)
+        default = self.settings.default_model
+        index = next((i for i, (_l, dirs, _c) in enumerate(self.choices) if dirs == [default]), 0)
+        if self.choices:
+            self.model_combo.setCurrentIndex(index)
+            self._on_choice_changed(index)
+
+    @staticmethod
+    def _choice_tooltip(cards: list) -> str:
+        return "\n".join(f"{c.name} {c.version} ({c.architecture}, {c.input_size}px) — threshold {c.threshold:.3f}, "
+                         f"weights {c.short_sha}" for c in cards)
+
+    def selected_cards(self) -> list:
+        i = self.model_combo.currentIndex()
+        return self.choices[i][2] if 0 <= i < len(self.choices) else []
+
+    def selected_dirs(self) -> list[str]:
+        i = self.model_combo.currentIndex()
+        return self.choices[i][1] if 0 <= i < len(self.choices) else []
+
+    def select_model(self, label_contains: str) -> None:
+        for i, (label, _d, _c) in enumerate(self.choices):
+            if label_contains.lower() in label.lower():
+                self.model_combo.setCurrentIndex(i)
+                return
+        raise KeyError(f"No model choice matching {label_contains!r}")
+
+    @Slot(int)
+    def _on_choice_changed(self, index: int) -> None:
+        if not 0 <= index < len(self.choices):
+            return
+        actions = self.model_group.actions()
+        if index < len(actions):
+            actions[index].setChecked(True)
+        self.model_combo.setToolTip(self._choice_tooltip(self.choices[index][2]))
+        # Load in the background now so the first Run does not wait for TensorFlow.
+        for path, card in zip(self.choices[index][1], self.choices[index][2]):
+            self.handle_for(path, card).load()
+        self._update_actions()
+
+    def handle_for(self, bundle_dir: str, card=None) -> ModelHandle:
+        """The long-lived worker of a bundle, created on first use."""
+        handle = self.handles.get(bundle_dir)
+        if handle is None:
+            handle = ModelHandle(bundle_dir, batch_size=self.settings.batch_size, parent=self)
+            handle.worker.load_failed.connect(self._on_load_failed)
+            handle.worker.loaded.connect(self._on_model_loaded)
+            handle.worker.explained.connect(self._on_explained)
+            handle.worker.explain_failed.connect(self._on_explain_failed)
+            self.handles[bundle_dir] = handle
+        if card is not None:
+            key = card.model_sha256 or f"{card.name} {card.version}"
+            self._key_of_handle[bundle_dir] = key
+            self._handle_of_key[key] = handle
+        return handle
+
+    @Slot(object)
+    def _on_model_loaded(self, card) -> None:
+        if not self.controller.running:
+            self._set_message(f"Model ready: {card.name} {card.version} (threshold {card.threshold:.2f})")
+
+    @Slot(str)
+    def _on_load_failed(self, message: str) -> None:
+        self._set_message(message, error=True)
+
+    def show_model_card(self) -> ModelCardDialog:
+        dialog = ModelCardDialog(self.selected_cards(), self)
+        dialog.open()
+        return dialog
+
+    # --- folders -------------------------------------------------------------------------------
+    def choose_folder(self) -> None:
+        folder = QFileDialog.getExistingDirectory(self, "Open a folder of photos", self.settings.last_folder)
+        if folder:
+            self.open_folder(folder)
+
+    def _fill_recent(self) -> None:
+        self.menu_recent.clear()
+        for folder in self.settings.recent_folders:
+            act = self.menu_recent.addAction(folder)
+            act.triggered.connect(lambda _c=False, f=folder: self.open_folder(f))
+        if not self.settings.recent_folders:
+            self.menu_recent.addAction("(none)").setEnabled(False)
+
+    def session_dir_for(self, folder: str) -> Path:
+        """Sessions live in the app's data folder, never beside the photos."""
+        digest = hashlib.sha1(str(Path(folder).resolve()).encode()).hexdigest()[:10]
+        return self.sessions_dir / f"{Path(folder).name or 'root'}-{digest}"
+
+    def open_folder(self, folder: str | os.PathLike) -> bool:
+        """Show a folder's photos: discover them, open (or resume) its session, restore stored results."""
+        from core.images import discover_images
+
+        if self.controller.running:
+            self._set_message("A run is in progress: cancel it before opening another folder", error=True)
+            return False
+        folder = str(Path(folder).expanduser())
+        errors: list[str] = []
+        try:
+            paths = discover_images(folder, errors=errors)
+        except OSError as exc:
+            QMessageBox.warning(self, APP_NAME, f"Cannot open {folder}: {exc}")
+            return False
+        self._close_session()
+        self.folder, self.paths = folder, [str(p) for p in paths]
+        self.model.clear()
+        self.images.clear()
+        self.detail.clear_cache()
+        self.detail.show_row(None)
+        self._open_session(folder)
+        self.settings.add_recent(folder)
+        self.setWindowTitle(f"{APP_NAME} — {folder}")
+        msg = f"{len(self.paths)} photos in {folder}"
+        if self.model.rowCount():
+            msg += f" — {self.model.rowCount()} restored from the last session"
+        if errors:
+            msg += f" ({len(errors)} folders unreadable)"
+        self._set_message(msg + (" — press Run" if self.paths else ""))
+        self._update_actions()
+        self.folder_opened.emit(len(self.paths))
+        return True
+
+    def _open_session(self, folder: str) -> None:
+        try:
+            from core.session import SessionStore
+        except ImportError:
+            return
+        try:
+            self.session = SessionStore.open(self.session_dir_for(folder))
+            self.images.cache_dir = self.session.cache_dir("thumbnails")
+            wanted = set(self.paths)
+            for record in self.session.results():
+                if record.path in wanted:
+                    self.model.add_record(record)
+            self.model.apply_reviews(self.session.reviews())
+        except Exception as exc:  # the app works without a session; say so
+            self.session = None
+            self._set_message(f"Session not available ({exc}); reviews will not be saved", error=True)
+
+    def _close_session(self) -> None:
+        if self.session is not None:
+            self.session.close()
+            self.session = None
+        self.images.cache_dir = None
+
+    def dragEnterEvent(self, event: QDragEnterEvent) -> None:
+        urls = event.mimeData().urls()
+        if urls and any(Path(u.toLocalFile()).is_dir() for u in urls):
+            event.acceptProposedAction()
+
+    def dropEvent(self, event: QDropEvent) -> None:
+        for url in event.mimeData().urls():
+            if Path(url.toLocalFile()).is_dir():
+                self.open_folder(url.toLocalFile())
+                event.acceptProposedAction()
+                return
+
+    # --- running -------------------------------------------------------------------------------
+    def run(self) -> bool:
+        if self.controller.running or not self.paths:
+            return False
+        dirs, cards = self.selected_dirs(), self.selected_cards()
+        if not dirs:
+            QMessageBox.warning(self, APP_NAME, "No model bundle selected. Put bundles in the models folder "
+                                "(Tools > Settings) or train one with Tools > Retrain wizard.")
+            return False
+        handles = []
+        for path, card in zip(dirs, cards):
+            handle = self.handle_for(path, card)
+            self.model.ensure_model(self._key_of_handle[path], f"{card.name} {card.version}")
+            handles.append(handle)
+        self.controller.start(handles, self.paths, self.folder, self.session)
+        return True
+
+    def cancel_run(self) -> None:
+        if self.controller.running:
+            self.controller.cancel()
+            self.act_cancel.setEnabled(False)
+            self._set_message("Cancelling… (finishing the current batch)")
+
+    @Slot(int)
+    def _on_run_started(self, total: int) -> None:
+        self.progress.setRange(0, max(1, total))
+        self.progress.setValue(0)
+        self.progress.show()
+        self.eta.setText("ETA …")
+        names = ", ".join(f"{c.name} {c.version}" for c in self.selected_cards())
+        self._set_message(f"Scoring {len(self.paths)} photos with {names}…")
+        self._update_actions()
+
+    @Slot(int, int)
+    def _on_progress(self, done: int, total: int) -> None:
+        self.progress.setRange(0, max(1, total))
+        self.progress.setValue(done)
+        elapsed = time.monotonic() - self.controller.started_at
+        if done > 0 and total > done:
+            self.eta.setText(f"ETA {format_eta(elapsed / done * (total - done))}")
+        if self.controller.token is not None and self.controller.token.cancelled:
+            return
+        self._set_message(f"Scored {done} of {total}")
+
+    @Slot(object)
+    def _on_result(self, record) -> None:
+        row = self.model.add_record(record)
+        if self.detail.row is not None and self.detail.row.path == record.path:
+            self.detail.show_row(self.model.row_at(row), self.detail.view.photo)
+        if self.results.table.currentIndex().row() < 0 and self.results.proxy.rowCount() == 1:
+            self.results.table.selectRow(0)
+
+    @Slot(object)
+    def _on_run_finished(self, summary: dict) -> None:
+        self.last_summary = summary
+        self.progress.hide()
+        self.eta.setText("")
+        if summary["cancelled"]:
+            text = f"Cancelled — {summary['kept']} of {summary['total']} kept"
+        else:
+            text = f"Done — {summary['kept']} results in {summary['elapsed_s']:.1f} s"
+            if summary["errors"]:
+                text += f", {summary['errors']} files could not be read (see the 'errors' filter)"
+        if summary["failures"]:
+            text += " — " + "; ".join(summary["failures"])
+        self._set_message(text, error=bool(summary["failures"]))
+        self._update_actions()
+        self.run_finished.emit(summary)
+
+    @Slot(str)
+    def _on_run_failed(self, message: str) -> None:
+        QMessageBox.warning(self, APP_NAME, f"The run failed: {message}")
+
+    # --- review --------------------------------------------------------------------------------
+    @Slot(int, str)
+    def review(self, source_row: int, label: str) -> None:
+        """Record a reviewer label for a photo (never touches the model's prediction), then move on."""
+        from core.records import utc_now
+
+        row = self.model.row_at(source_row)
+        reviewer = self.settings.reviewer
+        next_row = self.results.next_source_row(source_row)
+        if self.session is not None:
+            try:
+                self.session.set_review(row.path, label, reviewer)
+            except Exception as exc:  # keep the label on screen, but say it was not saved
+                self._set_message(f"Review not saved to the session: {exc}", error=True)
+        self.model.set_review(source_row, label, reviewer, utc_now())
+        if self.detail.row is row:
+            self.detail.update_scores()
+        if next_row is not None:
+            self.results.select_source_row(next_row)
+        elif self.results.proxy.mapFromSource(self.model.index(source_row, 1)).isValid():
+            self.results.select_source_row(source_row)
+
+    # --- detail pane ---------------------------------------------------------------------------
+    @Slot(object)
+    def _on_current_row(self, row) -> None:
+        if row is None:
+            self.detail.show_row(None)
+            return
+        self.detail.show_row(row, self.images.cached(row.path, THUMB_SIZE))
+        self.images.request(row.path, DISPLAY_SIDE)
+
+    @Slot(str, int, QPixmap)
+    def _on_image_loaded(self, path: str, max_side: int, pixmap: QPixmap) -> None:
+        if max_side == THUMB_SIZE:
+            self.model.thumbnail_ready(path)
+        else:
+            self.detail.set_photo(path, pixmap)
+
+    @Slot(str, str)
+    def _on_gradcam_requested(self, path: str, key: str) -> None:
+        handle = self._handle_of_key.get(key)
+        if handle is None:
+            for bundle_dir, card in self.bundles:
+                if (card.model_sha256 or f"{card.name} {card.version}") == key:
+                    handle = self.handle_for(str(bundle_dir), card)
+                    break
+        if handle is None:
+            self.detail.set_heatmap_error(path, key, "Grad-CAM unavailable: that model's bundle is not in the "
+                                                      "models folder any more")
+            return
+        handle.explain(path)
+
+    @Slot(str, str, object)
+    def _on_explained(self, path: str, bundle_ref: str, heat) -> None:
+        self.detail.set_heatmap(path, self._key_of_handle.get(bundle_ref, bundle_ref), heat)
+
+    @Slot(str, str, str)
+    def _on_explain_failed(self, path: str, bundle_ref: str, message: str) -> None:
+        self.detail.set_heatmap_error(path, self._key_of_handle.get(bundle_ref, bundle_ref), message)
+
+    # --- exports -------------------------------------------------------------------------------
+    def export_csv(self, out_path: str | None = None) -> str | None:
+        if not self.model.records():
+            self._set_message("Nothing to export yet: run a model first", error=True)
+            return None
+        if out_path is None:
+            out_path, _ = QFileDialog.getSaveFileName(self, "Export CSV", str(Path(self.folder) / "results.csv"),
+                                                      "CSV files (*.csv)")
+            if not out_path:
+                return None
+        try:
+            from core.csvio import write_results_csv
+
+            write_results_csv(self.model.records(), out_path, reviews=self.model.reviews())
+        except Exception as exc:
+            QMessageBox.warning(self, APP_NAME, f"Could not write {out_path}: {exc}")
+            return None
+        self._log_export(out_path, "csv")
+        self._set_message(f"Exported {len(self.model.records())} results to {out_path}")
+        self.export_finished.emit(out_path)
+        return out_path
+
+    def export_pdf(self, out_path: str | None = None) -> bool:
+        try:
+            from core.reports import write_pdf_report
+        except ImportError:
+            QMessageBox.information(self, APP_NAME, "PDF reports are not available in this build.")
+            return False
+        if not self.model.records():
+            self._set_message("Nothing to export yet: run a model first", error=True)
+            return False
+        if out_path is None:
+            out_path, _ = QFileDialog.getSaveFileName(self, "Export report (PDF)",
+                                                      str(Path(self.folder) / "triage_report.pdf"),
+                                                      "PDF files (*.pdf)")
+            if not out_path:
+                return False
+        records, reviews = list(self.model.records()), self.model.reviews()
+        cards = [c for _p, c in self.bundles if (c.model_sha256 or f"{c.name} {c.version}") in dict(self.model.models)]
+        folder = self.folder
+
+        def work(progress):
+            return write_pdf_report(records, out_path, folder=folder, cards=cards, reviews=reviews, progress=progress)
+
+        self._set_message("Writing the PDF report…")
+        self.progress.setRange(0, 0)
+        self.progress.show()
+        task = run_in_background(work, lambda _r: self._pdf_done(out_path), self._pdf_failed,
+                                 lambda d, t: (self.progress.setRange(0, max(1, t)), self.progress.setValue(d)))
+        self._background.append(task)
+        return True
+
+    def _pdf_done(self, out_path: str) -> None:
+        self.progress.hide()
+        self._log_export(out_path, "pdf")
+        self._set_message(f"Report written to {out_path}")
+        self.export_finished.emit(out_path)
+
+    def _pdf_failed(self, message: str) -> None:
+        self.progress.hide()
+        QMessageBox.warning(self, APP_NAME, f"Could not write the report: {message}")
+
+    def _log_export(self, out_path: str, kind: str) -> None:
+        if self.session is not None:
+            try:
+                from core.session import ACTION_REPORT_EXPORTED
+
+                self.session.log(ACTION_REPORT_EXPORTED, {"path": str(out_path), "kind": kind,
+                                                          "records": len(self.model.records())},
+                                 self.settings.reviewer)
+            except Exception:  # noqa: BLE001 - the export itself succeeded
+                pass
+
+    # --- tools ---------------------------------------------------------------------------------
+    def open_settings(self):
+        from desktop_app.settings.dialog import SettingsDialog
+
+        dialog = SettingsDialog(self.settings, self.bundles, self)
+        dialog.accepted.connect(self._on_settings_saved)
+        dialog.open()
+        return dialog
+
+    def _on_settings_saved(self) -> None:
+        if self.settings.weights_dir:
+            os.environ["MPOX_TRIAGE_WEIGHTS_DIR"] = self.settings.weights_dir
+        if self.settings.models_dir and self.settings.models_dir != self._models_dir:
+            self._models_dir = self.settings.models_dir
+            self.refresh_models()
+
+    @property
+    def models_dir(self) -> Path:
+        from core.bundle import default_models_dir
+
+        return Path(self._models_dir) if self._models_dir else default_models_dir()
+
+    def open_retrain_wizard(self):
+        from desktop_app.retrain.wizard import RetrainWizard
+
+        wizard = RetrainWizard(self)
+        wizard.bundle_saved.connect(lambda _p: self.refresh_models())
+        wizard.open()
+        return wizard
+
+    def reviewed_items(self) -> list[tuple[str, str]]:
+        """(path, label) for photos reviewed as mpox / not mpox: the wizard's 'session labels' source."""
+        return [(r.path, r.review_label) for r in self.model.rows if r.review_label in ("mpox", "not_mpox")]
+
+    # --- status --------------------------------------------------------------------------------
+    def _set_message(self, text: str, error: bool = False) -> None:
+        self.message.setText(text)
+        self.message.setStyleSheet("color: #b02020;" if error else "")
+
+    @Slot(int, int)
+    def _on_counts(self, shown: int, total: int) -> None:
+        self.showing.setText(f"showing {shown} of {total}")
+
+    def _update_actions(self) -> None:
+        running = self.controller.running
+        self.act_run.setEnabled(bool(self.paths) and bool(self.choices) and not running)
+        self.act_cancel.setEnabled(running and not (self.controller.token and self.controller.token.cancelled))
+        self.act_open.setEnabled(not running)
+        self.model_combo.setEnabled(not running)
+        has = self.model.rowCount() > 0
+        self.act_export_csv.setEnabled(has)
+        self.act_export_pdf.setEnabled(has)
+
+    def closeEvent(self, event) -> None:
+        self.controller.cancel()
+        for handle in self.handles.values():
+            handle.shutdown()
+        self.images.shutdown()
+        self._close_session()
+        self.settings.sync()
+        super().closeEvent(event)
+
+
+__all__ = ["MainWindow", "QWidget"]

@@ -1,0 +1,1 @@
+"""results feature of the desktop app."""

@@ -1,0 +1,281 @@
+"""The results table: one row per photo over core ResultRecords, reviewer labels kept beside them.
+
+Why one row per file (not per file+model): a reviewer labels a photo, not a model output, so a
+review belongs on one line; with both models each gets its own sortable p(mpox) column and the
+prediction column says "disagree" when they differ, which is itself a reason to look.
+Predictions and reviews live in separate fields and never overwrite each other.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from PySide6.QtCore import QAbstractTableModel, QModelIndex, QPersistentModelIndex, Qt
+from PySide6.QtGui import QBrush, QColor, QPixmap
+
+SORT_ROLE = Qt.ItemDataRole.UserRole + 1
+ROW_ROLE = Qt.ItemDataRole.UserRole + 2
+KIND_ROLE = Qt.ItemDataRole.UserRole + 3
+
+REVIEW_TEXT = {"mpox": "mpox", "not_mpox": "not mpox", "unsure": "unsure"}
+PRED_TEXT = {"mpox": "mpox", "not_mpox": "not mpox"}
+FLAG_TEXT = {"uncertain": "uncertain", "out_of_scope": "out of scope", "disagree": "models disagree"}
+
+MPOX_BG = QColor(253, 226, 222)
+FLAG_BG = QColor(255, 241, 204)
+ERROR_FG = QColor(176, 32, 32)
+REVIEW_BG = QColor(225, 239, 252)
+
+
+@dataclass
+class FileRow:
+    """Everything shown for one photo: each model's record plus the human review."""
+
+    path: str
+    records: dict[str, Any] = field(default_factory=dict)   # model key -> ResultRecord
+    review_label: str = ""
+    reviewer: str = ""
+    review_time: str = ""
+
+    @property
+    def name(self) -> str:
+        return Path(self.path).name
+
+    def ok_records(self) -> list:
+        return [r for r in self.records.values() if r.ok]
+
+    def errors(self) -> list[str]:
+        return [r.error for r in self.records.values() if not r.ok]
+
+    def predictions(self) -> set[str]:
+        return {r.prediction for r in self.ok_records() if r.prediction}
+
+    def flags(self) -> list[str]:
+        flags = [r.flag for r in self.ok_records() if r.flag]
+        if len(self.predictions()) > 1:
+            flags.append("disagree")
+        return flags
+
+    def combined_prediction(self) -> str:
+        preds = self.predictions()
+        if not preds:
+            return ""
+        return "disagree" if len(preds) > 1 else next(iter(preds))
+
+
+def model_key(record) -> str:
+    """Rows group a model's records by weights hash (names and versions can repeat across bundles)."""
+    return record.model_sha256 or f"{record.model} {record.model_version}"
+
+
+class ResultsModel(QAbstractTableModel):
+    """Columns: thumbnail, file, p(mpox) per model, prediction, flag, model + version, review fields."""
+
+    def __init__(self, parent=None):
+        super().__init__(parent)
+        self.rows: list[FileRow] = []
+        self._index: dict[str, int] = {}
+        self.models: list[tuple[str, str]] = []   # (model key, display name) in column order
+        self.thumbnails = None                    # an ImageLoader, set by the window
+        self._columns: list[tuple[str, str]] = []
+        self._rebuild_columns()
+
+    # --- columns -------------------------------------------------------------------------------
+    def _rebuild_columns(self) -> None:
+        cols: list[tuple[str, str]] = [("thumb", ""), ("file", "")]
+        cols += [("p", key) for key, _ in self.models] or [("p", "")]
+        cols += [("prediction", ""), ("flag", ""), ("model", ""), ("review", ""), ("reviewer", ""),
+                 ("review_time", "")]
+        self._columns = cols
+
+    def column_of(self, kind: str, key: str | None = None) -> int:
+        """Index of a column by kind ('thumb', 'file', 'p', 'prediction', ...); 'p' takes a model key."""
+        for i, (k, mk) in enumerate(self._columns):
+            if k == kind and (key is None or mk == key):
+                return i
+        raise KeyError(kind)
+
+    def column_kind(self, column: int) -> tuple[str, str]:
+        return self._columns[column]
+
+    def _model_name(self, key: str) -> str:
+        return dict(self.models).get(key, key[:12])
+
+    def ensure_model(self, key: str, display: str) -> None:
+        if key in dict(self.models):
+            return
+        self.beginResetModel()
+        self.models.append((key, display))
+        self._rebuild_columns()
+        self.endResetModel()
+
+    # --- rows ----------------------------------------------------------------------------------
+    def clear(self) -> None:
+        self.beginResetModel()
+        self.rows, self._index, self.models = [], {}, []
+        self._rebuild_columns()
+        self.endResetModel()
+
+    def row_of(self, path: str) -> int | None:
+        return self._index.get(str(path))
+
+    def row_at(self, row: int) -> FileRow:
+        return self.rows[row]
+
+    def add_record(self, record) -> int:
+        """Add or update the row for record.path with this model's record; returns the row."""
+        key = model_key(record)
+        if key not in dict(self.models):
+            self.ensure_model(key, f"{record.model} {record.model_version}".strip())
+        path = str(record.path)
+        row = self._index.get(path)
+        if row is None:
+            row = len(self.rows)
+            self.beginInsertRows(QModelIndex(), row, row)
+            self.rows.append(FileRow(path, {key: record}))
+            self._index[path] = row
+            self.endInsertRows()
+            if self.thumbnails is not None:
+                self.thumbnails.request(path)
+        else:
+            self.rows[row].records[key] = record
+            self.dataChanged.emit(self.index(row, 0), self.index(row, self.columnCount() - 1))
+        return row
+
+    def set_review(self, row: int, label: str, reviewer: str, time: str) -> None:
+        r = self.rows[row]
+        r.review_label, r.reviewer, r.review_time = label, reviewer, time
+        first = self.column_of("review")
+        self.dataChanged.emit(self.index(row, first), self.index(row, self.columnCount() - 1))
+
+    def apply_reviews(self, reviews: dict[str, dict]) -> None:
+        """Load stored reviews ({path: {label, reviewer, time}}) onto existing rows."""
+        for path, rev in reviews.items():
+            row = self._index.get(str(path))
+            if row is not None:
+                self.set_review(row, rev.get("label", ""), rev.get("reviewer", ""), rev.get("time", ""))
+
+    def records(self) -> list:
+        """All records, row order then model order (what exports write)."""
+        out = []
+        for r in self.rows:
+            for key, _ in self.models:
+                if key in r.records:
+                    out.append(r.records[key])
+        return out
+
+    def reviews(self) -> dict[str, dict]:
+        return {r.path: {"label": r.review_label, "reviewer": r.reviewer, "time": r.review_time}
+                for r in self.rows if r.review_label}
+
+    def thumbnail_ready(self, path: str) -> None:
+        row = self._index.get(path)
+        if row is not None:
+            idx = self.index(row, 0)
+            self.dataChanged.emit(idx, idx, [Qt.ItemDataRole.DecorationRole])
+
+    # --- Qt model API --------------------------------------------------------------------------
+    def rowCount(self, parent: QModelIndex | QPersistentModelIndex = QModelIndex()) -> int:
+        return 0 if parent.isValid() else len(self.rows)
+
+    def columnCount(self, parent: QModelIndex | QPersistentModelIndex = QModelIndex()) -> int:
+        return 0 if parent.isValid() else len(self._columns)
+
+    def headerData(self, section: int, orientation, role: int = Qt.ItemDataRole.DisplayRole):
+        if orientation != Qt.Orientation.Horizontal:
+            return None
+        kind, key = self._columns[section]
+        if role == Qt.ItemDataRole.DisplayRole:
+            if kind == "p":
+                return "p(mpox)" if len(self.models) <= 1 else f"p(mpox) {self._model_name(key)}"
+            return {"thumb": "", "file": "File", "prediction": "Prediction", "flag": "Flag",
+                    "model": "Model", "review": "Reviewer label", "reviewer": "Reviewer",
+                    "review_time": "Review time"}[kind]
+        if role == Qt.ItemDataRole.ToolTipRole:
+            return {"p": "Calibrated probability of mpox from the model (not a diagnosis)",
+                    "prediction": "Model prediction at the model card's threshold",
+                    "review": "Your label: M = mpox, N = not mpox, U = unsure"}.get(kind)
+        return None
+
+    def flags(self, index):
+        if not index.isValid():
+            return Qt.ItemFlag.NoItemFlags
+        return Qt.ItemFlag.ItemIsEnabled | Qt.ItemFlag.ItemIsSelectable
+
+    def data(self, index: QModelIndex | QPersistentModelIndex, role: int = Qt.ItemDataRole.DisplayRole) -> Any:
+        if not index.isValid() or index.row() >= len(self.rows):
+            return None
+        row = self.rows[index.row()]
+        kind, key = self._columns[index.column()]
+        if role == ROW_ROLE:
+            return row
+        if role == KIND_ROLE:
+            return kind
+        if role == SORT_ROLE:
+            return self._sort_value(row, kind, key)
+        if role == Qt.ItemDataRole.DisplayRole:
+            return self._display(row, kind, key)
+        if role == Qt.ItemDataRole.DecorationRole and kind == "thumb":
+            if self.thumbnails is not None:
+                pix = self.thumbnails.cached(row.path)
+                if pix is not None and not pix.isNull():
+                    return pix
+            return None
+        if role == Qt.ItemDataRole.ToolTipRole:
+            errors = row.errors()
+            if errors:
+                return "\n".join(errors)
+            if kind in ("file", "thumb"):
+                return row.path
+            return None
+        if role == Qt.ItemDataRole.ForegroundRole and row.errors() and kind in ("file", "prediction", "flag"):
+            return QBrush(ERROR_FG)
+        if role == Qt.ItemDataRole.BackgroundRole:
+            if kind == "prediction" and row.combined_prediction() == "mpox":
+                return QBrush(MPOX_BG)
+            if kind == "flag" and row.flags():
+                return QBrush(FLAG_BG)
+            if kind == "review" and row.review_label:
+                return QBrush(REVIEW_BG)
+        if role == Qt.ItemDataRole.TextAlignmentRole and kind == "p":
+            return int(Qt.AlignmentFlag.AlignRight | Qt.AlignmentFlag.AlignVCenter)
+        return None
+
+    def _display(self, row: FileRow, kind: str, key: str):
+        if kind == "file":
+            return row.name
+        if kind == "p":
+            rec = row.records.get(key) if key else (row.ok_records() or [None])[0]
+            if rec is None:
+                return ""
+            return f"{rec.p_mpox:.3f}" if rec.ok and rec.p_mpox is not None else "—"
+        if kind == "prediction":
+            errors = row.errors()
+            if errors and not row.ok_records():
+                return "error: " + errors[0]
+            pred = row.combined_prediction()
+            return {"disagree": "disagree"}.get(pred, PRED_TEXT.get(pred, pred))
+        if kind == "flag":
+            return ", ".join(FLAG_TEXT.get(f, f) for f in row.flags())
+        if kind == "model":
+            return " + ".join(f"{r.model} {r.model_version}".strip() for r in row.records.values())
+        if kind == "review":
+            return REVIEW_TEXT.get(row.review_label, row.review_label)
+        if kind == "reviewer":
+            return row.reviewer
+        if kind == "review_time":
+            return row.review_time.replace("T", " ").replace("+00:00", " UTC")
+        return None
+
+    def _sort_value(self, row: FileRow, kind: str, key: str):
+        if kind == "p":
+            rec = row.records.get(key) if key else (row.ok_records() or [None])[0]
+            # Errors sort below every probability, so "highest first" keeps scored photos on top.
+            return float(rec.p_mpox) if rec is not None and rec.ok and rec.p_mpox is not None else -1.0
+        value = self._display(row, kind, key)
+        return (value or "").lower() if isinstance(value, str) else ""
+
+    def pixmap_for(self, path: str) -> QPixmap | None:
+        return self.thumbnails.cached(path) if self.thumbnails is not None else None

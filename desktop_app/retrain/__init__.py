@@ -1,0 +1,1 @@
+"""retrain feature of the desktop app."""

@@ -1,0 +1,1 @@
+"""settings feature of the desktop app."""

@@ -1,0 +1,1 @@
+"""workers feature of the desktop app."""

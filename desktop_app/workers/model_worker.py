@@ -1,0 +1,178 @@
+"""One long-lived worker thread per loaded model, and the Qt adapter that turns core calls into signals.
+
+Keras models are not thread-safe, so every call that touches a bundle (load, inference, Grad-CAM)
+runs in the one QThread that owns it; requests arrive as queued signals and are served in order.
+TensorFlow is imported here, inside the worker thread, never on the GUI thread.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from PySide6.QtCore import QObject, QThread, Signal, Slot
+
+
+@dataclass
+class RunJob:
+    """One inference request for one model: what to score and where to record it."""
+
+    paths: list[str]
+    cancel: Any                      # core.progress.CancelToken
+    folder: str = ""
+    session: Any = None              # core.session.SessionStore or None
+    job_id: int = 0
+
+
+@dataclass
+class RunSummary:
+    """How a run of one model ended."""
+
+    model_key: str
+    total: int
+    done: int = 0
+    errors: int = 0
+    cancelled: bool = False
+    failed: str = ""
+    elapsed_s: float = 0.0
+    card: Any = None
+    extra: dict = field(default_factory=dict)
+
+
+class ModelWorker(QObject):
+    """Lives in its own QThread; owns one core.bundle.Bundle."""
+
+    loaded = Signal(object)              # ModelCard
+    load_failed = Signal(str)
+    run_started = Signal(int)            # total files
+    progress = Signal(int, int)          # done, total
+    result = Signal(object)              # core.records.ResultRecord
+    run_finished = Signal(object)        # RunSummary
+    explained = Signal(str, str, object)    # path, model key, (H, W, 3) uint8 colorized heat map
+    explain_failed = Signal(str, str, str)  # path, model key, message
+
+    def __init__(self, bundle_ref: str, batch_size: int = 32):
+        super().__init__()
+        self.bundle_ref = str(bundle_ref)
+        self.batch_size = batch_size
+        self.bundle = None
+
+    def _ensure_loaded(self):
+        if self.bundle is None:
+            from core.tf_runtime import load_tensorflow
+
+            load_tensorflow()
+            from core.bundle import load_bundle
+
+            self.bundle = load_bundle(self.bundle_ref)
+            self.loaded.emit(self.bundle.card)
+        return self.bundle
+
+    @Slot()
+    def load(self) -> None:
+        """Load the bundle if needed; emits `loaded` every time, so a caller can wait for 'ready'."""
+        try:
+            was_loaded = self.bundle is not None
+            self._ensure_loaded()
+            if was_loaded:
+                self.loaded.emit(self.bundle.card)
+        except Exception as exc:  # surfaced to the user as a message, never a crash
+            self.load_failed.emit(f"Cannot load model {self.bundle_ref}: {exc}")
+
+    @Slot(object)
+    def run(self, job: RunJob) -> None:
+        summary = RunSummary(self.bundle_ref, total=len(job.paths))
+        start = time.monotonic()
+        self.run_started.emit(len(job.paths))
+        run_id = None
+        try:
+            bundle = self._ensure_loaded()
+            summary.card = bundle.card
+            from core.inference import InferenceEngine
+            from core.progress import Cancelled
+
+            if job.session is not None:
+                run_id = job.session.start_run(bundle.card, job.folder)
+            engine = InferenceEngine(bundle, batch_size=self.batch_size)
+
+            def on_progress(p) -> None:
+                self.progress.emit(int(p.done), int(p.total))
+
+            try:
+                for record in engine.run(job.paths, progress=on_progress, cancel=job.cancel):
+                    summary.done += 1
+                    if not record.ok:
+                        summary.errors += 1
+                    if job.session is not None and run_id is not None:
+                        # Stored here, off the GUI thread: each result is committed durably (fsync).
+                        job.session.add_result(run_id, record)
+                    self.result.emit(record)
+            except Cancelled:
+                pass
+            summary.cancelled = bool(job.cancel is not None and job.cancel.cancelled and summary.done < summary.total)
+        except Exception as exc:  # a failed run reports why and keeps the partial results
+            summary.failed = str(exc) or type(exc).__name__
+        finally:
+            summary.elapsed_s = time.monotonic() - start
+            if job.session is not None and run_id is not None:
+                status = "failed" if summary.failed else ("cancelled" if summary.cancelled else "finished")
+                try:
+                    job.session.finish_run(run_id, status)
+                except Exception:  # noqa: BLE001 - the run's results are already stored
+                    pass
+            self.run_finished.emit(summary)
+
+    @Slot(str)
+    def explain(self, path: str) -> None:
+        try:
+            bundle = self._ensure_loaded()
+            from core.explain import colorize, gradcam
+            from core.images import load_rgb
+
+            rgb = load_rgb(path, max_side=768)
+            heat = gradcam(bundle, rgb)
+            self.explained.emit(path, self.bundle_ref, colorize(heat))
+        except Exception as exc:
+            self.explain_failed.emit(path, self.bundle_ref, f"Grad-CAM failed for {Path(path).name}: {exc}")
+
+
+class ModelHandle(QObject):
+    """GUI-side handle of a ModelWorker and its thread; requests are queued to the worker in order."""
+
+    _load_requested = Signal()
+    _run_requested = Signal(object)
+    _explain_requested = Signal(str)
+
+    def __init__(self, bundle_ref: str, batch_size: int = 32, parent: QObject | None = None):
+        super().__init__(parent)
+        self.key = str(bundle_ref)
+        self.card = None
+        self.thread = QThread()
+        self.thread.setObjectName(f"model:{Path(self.key).name}")
+        self.worker = ModelWorker(self.key, batch_size)
+        self.worker.moveToThread(self.thread)
+        self._load_requested.connect(self.worker.load)
+        self._run_requested.connect(self.worker.run)
+        self._explain_requested.connect(self.worker.explain)
+        self.worker.loaded.connect(self._remember_card)
+        self.thread.start()
+
+    @Slot(object)
+    def _remember_card(self, card) -> None:
+        self.card = card
+
+    def load(self) -> None:
+        self._load_requested.emit()
+
+    def run(self, job: RunJob) -> None:
+        self._run_requested.emit(job)
+
+    def explain(self, path: str) -> None:
+        self._explain_requested.emit(str(path))
+
+    def shutdown(self, wait_ms: int = 30000) -> None:
+        """Stop the thread after its current request (cancel a run first so that is short)."""
+        self.thread.quit()
+        self.thread.wait(wait_ms)

@@ -1,0 +1,112 @@
+"""Runs one folder through one or more model workers and merges their signals for the window."""
+
+from __future__ import annotations
+
+import time
+from typing import Iterable
+
+from PySide6.QtCore import QObject, Signal, Slot
+
+from desktop_app.workers.model_worker import ModelHandle, RunJob, RunSummary
+
+
+class RunController(QObject):
+    """Starts a run on each selected model (each in its own worker thread) and reports them as one.
+
+    Signals: started(total), progress(done, total), result(record), finished(summary dict),
+    failed(message). `total` counts (file, model) pairs.
+    """
+
+    started = Signal(int)
+    progress = Signal(int, int)
+    result = Signal(object)
+    finished = Signal(object)
+    failed = Signal(str)
+
+    def __init__(self, parent: QObject | None = None):
+        super().__init__(parent)
+        self.token = None
+        self._handles: list[ModelHandle] = []
+        self._done: dict[str, int] = {}
+        self._totals: dict[str, int] = {}
+        self._summaries: dict[str, RunSummary] = {}
+        self._job_id = 0
+        self.started_at = 0.0
+        self.running = False
+
+    def start(self, handles: Iterable[ModelHandle], paths: list[str], folder: str = "", session=None) -> None:
+        from core.progress import CancelToken  # pure Python, no TensorFlow
+
+        if self.running:
+            raise RuntimeError("A run is already in progress; cancel it or wait for it to finish")
+        self._disconnect()
+        self._handles = list(handles)
+        self._job_id += 1
+        self.token = CancelToken()
+        self._done = {h.key: 0 for h in self._handles}
+        self._totals = {h.key: len(paths) for h in self._handles}
+        self._summaries = {}
+        self.started_at = time.monotonic()
+        self.running = True
+        for handle in self._handles:
+            w = handle.worker
+            w.progress.connect(self._on_progress)
+            w.result.connect(self.result)
+            w.run_finished.connect(self._on_finished)
+        self.started.emit(self.total)
+        for handle in self._handles:
+            handle.run(RunJob(list(paths), self.token, folder, session, self._job_id))
+
+    @property
+    def total(self) -> int:
+        return sum(self._totals.values())
+
+    @property
+    def done(self) -> int:
+        return sum(self._done.values())
+
+    def cancel(self) -> None:
+        if self.token is not None:
+            self.token.cancel()
+
+    def _disconnect(self) -> None:
+        for handle in self._handles:
+            w = handle.worker
+            for signal, slot in ((w.progress, self._on_progress), (w.result, self.result),
+                                 (w.run_finished, self._on_finished)):
+                try:
+                    signal.disconnect(slot)
+                except (RuntimeError, TypeError):
+                    pass
+
+    @Slot(int, int)
+    def _on_progress(self, done: int, total: int) -> None:
+        sender = self.sender()
+        key = getattr(sender, "bundle_ref", None)
+        if key in self._done:
+            self._done[key] = done
+            self._totals[key] = total
+        self.progress.emit(self.done, self.total)
+
+    @Slot(object)
+    def _on_finished(self, summary: RunSummary) -> None:
+        self._summaries[summary.model_key] = summary
+        self._done[summary.model_key] = summary.done
+        if len(self._summaries) < len(self._handles):
+            return
+        self.running = False
+        self._disconnect()
+        summaries = list(self._summaries.values())
+        failures = [s.failed for s in summaries if s.failed]
+        out = {
+            "total": sum(s.total for s in summaries),
+            "kept": sum(s.done for s in summaries),
+            "errors": sum(s.errors for s in summaries),
+            "cancelled": bool(self.token is not None and self.token.cancelled),
+            "elapsed_s": time.monotonic() - self.started_at,
+            "failures": failures,
+            "models": [s.model_key for s in summaries],
+        }
+        if failures and len(failures) == len(summaries) and out["kept"] == 0:
+            self.failed.emit("; ".join(failures))
+        self.finished.emit(out)

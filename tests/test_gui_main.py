@@ -1,0 +1,295 @@
+"""The real main window, offscreen: open a folder, run a tiny model, sort, filter, review, cancel, Grad-CAM."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+pytest.importorskip("pytestqt")
+
+from PySide6.QtCore import QSettings, Qt, QTimer  # noqa: E402
+
+from desktop_app.mainwindow import MainWindow  # noqa: E402
+from desktop_app.results.model import ROW_ROLE, SORT_ROLE  # noqa: E402
+from desktop_app.settings.store import AppSettings  # noqa: E402
+
+RUN_TIMEOUT_MS = 120_000
+
+
+@pytest.fixture
+def make_window(qtbot, tmp_path):
+    windows = []
+
+    def factory(batch_size: int = 4) -> MainWindow:
+        settings = AppSettings(QSettings(str(tmp_path / "settings.ini"), QSettings.Format.IniFormat))
+        settings.batch_size = batch_size
+        settings.reviewer = "tester"
+        window = MainWindow(settings, models_dir=tmp_path / "models", sessions_dir=tmp_path / "sessions")
+        qtbot.addWidget(window)
+        window.show()
+        windows.append(window)
+        return window
+
+    yield factory
+    for w in windows:
+        w.close()
+
+
+@pytest.fixture
+def photos(image_folder):
+    folder = image_folder(n_per_class=4)
+    (folder / "other" / "broken.jpg").write_bytes(b"this is not a jpeg")
+    return folder
+
+
+def run_and_wait(qtbot, window: MainWindow) -> dict:
+    with qtbot.waitSignal(window.run_finished, timeout=RUN_TIMEOUT_MS) as blocker:
+        assert window.run()
+    return blocker.args[0]
+
+
+def test_run_streams_every_file_into_the_table_with_error_rows(qtbot, make_window, tiny_bundle, photos):
+    tiny_bundle("tiny")
+    window = make_window()
+    streamed = []
+    window.controller.result.connect(lambda rec: streamed.append(rec.path))
+    assert window.open_folder(photos)
+    assert len(window.paths) == 9
+    summary = run_and_wait(qtbot, window)
+
+    assert summary["kept"] == 9 and summary["errors"] == 1 and not summary["cancelled"]
+    assert window.model.rowCount() == 9
+    assert streamed == window.paths  # streamed one by one, in input order
+    assert window.message.text().startswith("Done — 9 results")
+    broken = window.model.row_at(window.model.row_of(str(photos / "other" / "broken.jpg")))
+    assert broken.errors() and "broken.jpg" in broken.errors()[0]
+    pred_col = window.model.column_of("prediction")
+    row = window.model.row_of(broken.path)
+    assert window.model.index(row, pred_col).data().startswith("error:")
+    # Every result was stored in the session, off the GUI thread.
+    assert len(window.session.results()) == 9
+    assert window.showing.text() == "showing 9 of 9"
+    ok = window.model.row_at(0)
+    rec = next(iter(ok.records.values()))
+    assert rec.model == "tiny" and rec.model_version == "0.0.1" and 0.0 <= rec.p_mpox <= 1.0
+
+
+def test_sort_by_p_mpox_is_numeric_and_filters_are_explicit(qtbot, make_window, tiny_bundle, photos):
+    tiny_bundle("tiny")
+    window = make_window()
+    window.open_folder(photos)
+    run_and_wait(qtbot, window)
+    proxy, table = window.results.proxy, window.results.table
+    p_col = window.model.column_of("p")
+
+    table.sortByColumn(p_col, Qt.SortOrder.DescendingOrder)
+    values = [proxy.index(r, p_col).data(SORT_ROLE) for r in range(proxy.rowCount())]
+    assert values == sorted(values, reverse=True)
+    assert values[-1] == -1.0  # the unreadable file sorts below every probability
+    texts = [proxy.index(r, p_col).data() for r in range(proxy.rowCount() - 1)]
+    assert [float(t) for t in texts] == sorted((float(t) for t in texts), reverse=True)
+
+    window.results.set_filter("errors")
+    assert proxy.rowCount() == 1
+    assert window.showing.text() == "showing 1 of 9"
+    window.results.set_filter("all")
+    assert proxy.rowCount() == 9
+
+    n_mpox = sum(1 for r in window.model.rows if "mpox" in r.predictions())
+    window.results.set_filter("mpox")
+    assert proxy.rowCount() == n_mpox
+    window.results.set_filter("not_mpox")
+    assert proxy.rowCount() == 8 - n_mpox
+
+    window.results.set_filter("all")
+    window.results.search.setText("mpox_0")
+    assert {proxy.index(r, 0).data(ROW_ROLE).name for r in range(proxy.rowCount())} == {
+        f"mpox_{i:02d}.jpg" for i in range(4)}
+    assert window.showing.text() == "showing 4 of 9"
+
+
+def test_keyboard_review_labels_rows_without_touching_predictions(qtbot, make_window, tiny_bundle, photos):
+    tiny_bundle("tiny")
+    window = make_window()
+    window.open_folder(photos)
+    run_and_wait(qtbot, window)
+    table = window.results.table
+    table.setFocus()
+    window.results.select_source_row(0)
+    first = window.model.row_at(0)
+    before = {k: (r.p_mpox, r.prediction) for k, r in first.records.items()}
+
+    qtbot.keyClick(table, Qt.Key.Key_M)
+    assert first.review_label == "mpox" and first.reviewer == "tester" and first.review_time
+    assert {k: (r.p_mpox, r.prediction) for k, r in first.records.items()} == before
+    assert window.results.current_source_row() == 1  # moved on to the next photo
+
+    qtbot.keyClick(table, Qt.Key.Key_N)
+    assert window.model.row_at(1).review_label == "not_mpox"
+    qtbot.keyClick(table, Qt.Key.Key_Down)
+    qtbot.keyClick(table, Qt.Key.Key_U)
+    assert window.model.row_at(3).review_label == "unsure"
+    assert window.model.row_at(2).review_label == ""
+
+    stored = window.session.reviews()
+    assert stored[first.path]["label"] == "mpox" and stored[first.path]["reviewer"] == "tester"
+    assert stored[window.model.row_at(1).path]["label"] == "not_mpox"
+
+    review_col = window.model.column_of("review")
+    assert window.model.index(0, review_col).data() == "mpox"
+    window.results.set_filter("unreviewed")
+    assert window.results.proxy.rowCount() == 6
+
+    # Reopening the folder restores results and reviews from the session.
+    window.open_folder(photos)
+    assert window.model.rowCount() == 9
+    assert window.model.row_at(window.model.row_of(first.path)).review_label == "mpox"
+
+
+def test_cancel_mid_run_keeps_partial_results(qtbot, make_window, tiny_bundle, image_folder):
+    tiny_bundle("tiny")
+    folder = image_folder(n_per_class=10)
+    window = make_window(batch_size=2)
+    window.open_folder(folder)
+    cancelled_at = []
+
+    def cancel_in_worker(_record) -> None:
+        # Runs in the worker thread (direct connection), so the cancel lands during the run, deterministically.
+        if not cancelled_at:
+            cancelled_at.append(1)
+            window.controller.token.cancel()
+
+    handle = window.handle_for(window.selected_dirs()[0])
+    handle.worker.result.connect(cancel_in_worker, Qt.ConnectionType.DirectConnection)
+    # The GUI side presses Cancel as soon as the first result shows up.
+    window.controller.result.connect(lambda _r: window.cancel_run())
+    summary = run_and_wait(qtbot, window)
+
+    assert summary["cancelled"]
+    assert 1 <= summary["kept"] < summary["total"] == 20
+    assert summary["kept"] <= 4  # stops after the current batch (batch size 2), not at the end
+    assert window.model.rowCount() == summary["kept"]
+    assert window.message.text() == f"Cancelled — {summary['kept']} of 20 kept"
+    assert window.act_run.isEnabled() and not window.act_cancel.isEnabled()
+    statuses = [r["status"] for r in window.session.runs()]
+    assert statuses == ["cancelled"]
+
+
+def test_cancel_shows_cancelling_while_the_batch_finishes(qtbot, make_window, tiny_bundle, image_folder):
+    tiny_bundle("tiny")
+    window = make_window(batch_size=2)
+    window.open_folder(image_folder(n_per_class=6))
+    messages = []
+    window.controller.started.connect(lambda _t: (window.cancel_run(), messages.append(window.message.text())))
+    summary = run_and_wait(qtbot, window)
+    assert messages == ["Cancelling… (finishing the current batch)"]
+    assert summary["cancelled"] and window.message.text().startswith("Cancelled — ")
+
+
+def test_detail_pane_shows_photo_and_gradcam_overlay(qtbot, make_window, tiny_bundle, photos):
+    tiny_bundle("tiny")
+    window = make_window()
+    window.open_folder(photos)
+    run_and_wait(qtbot, window)
+    handle = window.handle_for(window.selected_dirs()[0])
+    window.results.set_filter("all")
+    row = [i for i, r in enumerate(window.model.rows) if not r.errors()][-1]
+    assert window.results.current_source_row() != row  # a fresh selection, so a fresh request
+    wanted = window.model.row_at(row).path
+    with qtbot.waitSignal(handle.worker.explained, timeout=RUN_TIMEOUT_MS,
+                          check_params_cb=lambda p, _k, _h: p == wanted) as blocker, \
+            qtbot.waitSignal(window.images.loaded, timeout=RUN_TIMEOUT_MS,
+                             check_params_cb=lambda p, side, _pix: p == wanted and side > 64):
+        window.results.select_source_row(row)
+    path, _ref, heat = blocker.args
+    assert path == window.model.row_at(row).path
+    assert heat.ndim == 3 and heat.shape[2] == 3 and heat.dtype.name == "uint8"
+    assert window.detail.title.text() == Path(path).name
+    assert window.detail.has_heatmap()
+    assert not window.detail.view.photo.isNull()
+    assert "p(mpox) = " in window.detail.scores.text()
+
+    window.detail.opacity.setValue(80)
+    assert window.detail.view.opacity == pytest.approx(0.8)
+    window.detail.gradcam_box.setChecked(False)
+    assert not window.detail.view.show_heat and not window.detail.opacity.isEnabled()
+    window.detail.gradcam_box.setChecked(True)
+    assert window.detail.view.show_heat
+    image = window.detail.view.grab().toImage()
+    assert image.width() > 0
+
+
+def test_both_models_give_one_row_per_file_with_both_scores(qtbot, make_window, tiny_bundle, photos):
+    tiny_bundle("tiny_a", seed=0)
+    other = tiny_bundle("tiny_b", seed=1)
+    card_path = other / "model_card.json"
+    card = json.loads(card_path.read_text())
+    card["architecture"] = "xception"  # the card's text is not hashed; the weights are
+    card_path.write_text(json.dumps(card))
+    window = make_window()
+    labels = [c[0] for c in window.choices]
+    assert any(label.startswith("Both") for label in labels)
+    window.select_model("Both")
+    window.open_folder(photos)
+    summary = run_and_wait(qtbot, window)
+    assert summary["total"] == 18 and summary["kept"] == 18
+    assert window.model.rowCount() == 9
+    p_cols = [c for c in range(window.model.columnCount()) if window.model.column_kind(c)[0] == "p"]
+    assert len(p_cols) == 2
+    headers = {window.model.headerData(c, Qt.Orientation.Horizontal) for c in p_cols}
+    assert headers == {"p(mpox) tiny_a 0.0.1", "p(mpox) tiny_b 0.0.1"}
+    good = [r for r in window.model.rows if not r.errors()]
+    assert all(len(r.records) == 2 for r in good)
+    window.results.select_source_row(window.model.row_of(good[0].path))
+    assert window.detail.scores.text().count("p(mpox) = ") == 2
+    assert window.detail.model_combo.count() == 2
+
+
+def test_event_loop_stays_responsive_while_inference_runs(qtbot, make_window, tiny_bundle, image_folder, capsys):
+    tiny_bundle("tiny")
+    window = make_window(batch_size=8)
+    window.open_folder(image_folder(n_per_class=40, size=(320, 240)))
+    # Load the model first: this test measures inference, not TensorFlow's import.
+    handle = window.handle_for(window.selected_dirs()[0])
+    with qtbot.waitSignal(handle.worker.loaded, timeout=RUN_TIMEOUT_MS):
+        handle.load()
+    gaps: list[float] = []
+    last = [time.perf_counter()]
+
+    def tick() -> None:
+        now = time.perf_counter()
+        gaps.append(now - last[0])
+        last[0] = now
+
+    timer = QTimer()
+    timer.setInterval(10)
+    timer.timeout.connect(tick)
+    window.controller.started.connect(lambda _t: (last.__setitem__(0, time.perf_counter()), timer.start()))
+    summary = run_and_wait(qtbot, window)
+    timer.stop()
+    assert summary["kept"] == 80
+    worst = max(gaps) if gaps else 0.0
+    with capsys.disabled():
+        print(f"\nevent-loop latency during inference: max gap {worst * 1000:.0f} ms over {len(gaps)} ticks, "
+              f"run {summary['elapsed_s']:.2f} s")
+    assert len(gaps) >= 3
+    # The goal is < 100 ms; 250 ms keeps this meaningful (a blocked loop shows seconds) on a loaded 2-core CI box.
+    assert worst < 0.25
+
+
+def test_window_opens_without_importing_tensorflow(tmp_path):
+    code = (
+        "import os, sys, time; os.environ['QT_QPA_PLATFORM']='offscreen'; t=time.perf_counter();"
+        "from PySide6.QtWidgets import QApplication; app=QApplication([]);"
+        "from desktop_app.mainwindow import MainWindow; w=MainWindow(models_dir=sys.argv[1]); w.show();"
+        "app.processEvents(); print('tf' if 'tensorflow' in sys.modules else 'no-tf', time.perf_counter()-t)"
+    )
+    out = subprocess.run([sys.executable, "-c", code, str(tmp_path)], capture_output=True, text=True, timeout=120,
+                         env={**__import__("os").environ, "HOME": str(tmp_path)})
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.split()[0] == "no-tf"
