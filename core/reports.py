@@ -167,6 +167,7 @@ class Agreement:
     ci: dict[str, tuple[float, float]] = field(default_factory=dict)
     roc: tuple[np.ndarray, np.ndarray] | None = None   # fpr, tpr
     resamples: int = BOOTSTRAP_RESAMPLES
+    engine: str = "core.reports"                       # which code computed the intervals
 
 
 def _reference_labels(records: Sequence[ResultRecord], reviews: dict[str, dict] | None,
@@ -199,6 +200,35 @@ def _rank_auc(y: np.ndarray, scores: np.ndarray) -> np.ndarray:
     return u / (pos[keep] * neg[keep])
 
 
+def _agreement_from_evaluation(ag: Agreement, y: np.ndarray, p: np.ndarray, threshold: float,
+                               resamples: int, seed: int) -> bool:
+    """Fill point values and intervals from core.evaluation; False when that module is unavailable."""
+    try:
+        from core.evaluation import evaluate_probabilities
+    except ImportError:
+        return False
+    ev = evaluate_probabilities(y.astype(np.int64), p, threshold=float(threshold), n_bootstrap=resamples, seed=seed)
+    cm = ev["confusion"]
+    ag.confusion = {k: int(cm[k]) for k in ("tp", "fn", "fp", "tn")}
+    tp, fn, fp, tn = (ag.confusion[k] for k in ("tp", "fn", "fp", "tn"))
+    # evaluation reports 0.0 for a rate whose denominator is empty; the report says "n/a" instead.
+    ag.sensitivity = float(ev["sensitivity"]) if tp + fn else None
+    ag.specificity = float(ev["specificity"]) if tn + fp else None
+    ag.ppv = float(ev["precision"]) if tp + fp else None
+    ag.npv = _ratio(tn, tn + fn)
+    ag.accuracy = float(ev["accuracy"])
+    auc = float(ev.get("roc_auc", float("nan")))
+    ag.auc = auc if math.isfinite(auc) else None
+    ag.ci = {}
+    for ours, theirs, present in (("sensitivity", "sensitivity", ag.sensitivity), ("specificity", "specificity",
+                                  ag.specificity), ("auc", "roc_auc", ag.auc)):
+        lo, hi = (ev.get("ci95") or {}).get(theirs, [float("nan")] * 2)
+        if present is not None and math.isfinite(lo) and math.isfinite(hi):
+            ag.ci[ours] = (float(lo), float(hi))
+    ag.engine = "core.evaluation"
+    return True
+
+
 def _ratio(a: float, b: float) -> float | None:
     return a / b if b else None
 
@@ -206,7 +236,12 @@ def _ratio(a: float, b: float) -> float | None:
 def compute_agreement(records: Sequence[ResultRecord], reviews: dict[str, dict] | None = None,
                       truth: dict[str, str] | None = None, resamples: int = BOOTSTRAP_RESAMPLES,
                       seed: int = BOOTSTRAP_SEED) -> Agreement | None:
-    """Confusion matrix at each record's own threshold, ROC, and bootstrap 95% intervals; None without labels."""
+    """Confusion matrix at each record's own threshold, ROC, and bootstrap 95% intervals; None without labels.
+
+    When every record used the same threshold (one model), the numbers come from
+    core.evaluation.evaluate_probabilities, so the report agrees with training and evaluation; otherwise
+    (several models) they are computed here from each record's own prediction.
+    """
     from sklearn.metrics import roc_auc_score, roc_curve
 
     refs = _reference_labels(records, reviews, truth)
@@ -236,6 +271,11 @@ def compute_agreement(records: Sequence[ResultRecord], reviews: dict[str, dict] 
         ag.auc = float(roc_auc_score(y, p))
         fpr, tpr, _ = roc_curve(y, p)
         ag.roc = (fpr, tpr)
+
+    thresholds = {records[i].threshold for i in idx}
+    if len(thresholds) == 1 and None not in thresholds and _agreement_from_evaluation(ag, y, p, thresholds.pop(),
+                                                                                        resamples, seed):
+        return ag
 
     # Percentile bootstrap over images. Resampling in blocks keeps memory small for large folders.
     rng = np.random.default_rng(seed)
