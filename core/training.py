@@ -78,6 +78,7 @@ class TrainConfig:
     fine_tune_from: int | None = None    # default: the architecture's (120 / 100)
     fine_tune_patience: int | None = None  # study: 1; full: 3
     min_sensitivity: float = 0.90
+    sensitivity_margin: float = 0.0      # aim for min_sensitivity + margin on val, so test/new data keep >= target
     uncertain_logit_width: float = 1.0   # uncertain band: calibrated logit within +-width of the threshold's
     ood_components: int = 32
     ood_percentile: float = 99.0
@@ -404,7 +405,8 @@ def train_model(dataset: Dataset, config: TrainConfig, progress: ProgressFn | No
     y_va_i = np.asarray(y_va_f, dtype=np.int64)
     temperature = fit_temperature(val_logits, y_va_i)
     p_val = apply_temperature(val_logits, temperature)
-    threshold, reason = choose_threshold(y_va_i, p_val, config.min_sensitivity)
+    target = min(1.0, config.min_sensitivity + config.sensitivity_margin)
+    threshold, reason = choose_threshold(y_va_i, p_val, target)
     centre = float(logit(threshold))
     band = [float(sigmoid(centre - config.uncertain_logit_width)), float(sigmoid(centre + config.uncertain_logit_width))]
     ood = fit_ood(train_emb, n_components=config.ood_components)

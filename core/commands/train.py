@@ -48,6 +48,9 @@ def add_parser(sub) -> None:
     p.add_argument("--plots", help="folder for val (and test) plots: ROC, confusion, reliability, training curves")
     p.add_argument("--json", dest="json_path", help="write val/test metrics as JSON here")
     p.add_argument("--quiet", action="store_true")
+    # Tests and demos: a tiny random backbone ("tiny:32") instead of ImageNet weights.
+    p.add_argument("--base-model", help=argparse.SUPPRESS)
+    p.add_argument("--bootstrap", type=int, default=1000, help="bootstrap resamples for 95%% intervals")
     p.set_defaults(run=run)
 
 
@@ -103,7 +106,7 @@ def run(args: argparse.Namespace) -> int:
                              name=args.name, version=args.version, views=views, head_lr=args.lr,
                              label_smoothing=args.label_smoothing, class_weight=not args.no_class_weight,
                              fine_tune_epochs=args.fine_tune_epochs, min_sensitivity=args.min_sensitivity,
-                             cache_dir=args.cache_dir)
+                             cache_dir=args.cache_dir, base_model=args.base_model, n_bootstrap=args.bootstrap)
     except ValueError as exc:
         raise CliError(str(exc)) from None
     name = args.name or args.arch

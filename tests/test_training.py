@@ -1,0 +1,164 @@
+"""Training end to end on a tiny generated dataset with a tiny backbone: bundle, inference, cancel, CLI."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from core.bundle import load_bundle
+from core.datasets import load_folder_dataset, split_dataset
+from core.inference import classify_paths
+from core.progress import CancelToken, Cancelled
+from core.training import TrainConfig, save_trained, train_model
+
+TINY = "tiny:32"
+
+
+def _lesion_photo(mpox: bool, seed: int, size: int = 40) -> Image.Image:
+    """Two visibly different classes: reddish skin with dark pocks vs smooth bluish-grey skin."""
+    rng = np.random.default_rng(seed)
+    base = np.array([200, 120, 110] if mpox else [120, 140, 170], dtype=np.float64)
+    img = np.ones((size, size, 3)) * base + rng.normal(0, 12, (size, size, 3))
+    if mpox:
+        yy, xx = np.mgrid[0:size, 0:size]
+        for _ in range(4):
+            cx, cy = rng.integers(4, size - 4, 2)
+            img[(xx - cx) ** 2 + (yy - cy) ** 2 < 9] = [60, 30, 30]
+    return Image.fromarray(np.clip(img, 0, 255).astype(np.uint8))
+
+
+@pytest.fixture(scope="module")
+def lesion_folder(tmp_path_factory) -> Path:
+    root = tmp_path_factory.mktemp("lesions")
+    seed = 0
+    for cls, prefix, mpox in (("Monkey_Pox", "M", True), ("chickenpox", "NM", False)):
+        (root / cls).mkdir()
+        for patient in range(12):
+            for k in range(2):  # two photos per patient: the split must keep them together
+                _lesion_photo(mpox, seed).save(root / cls / f"{prefix}{patient:02d}_{k + 1:02d}.png")
+                seed += 1
+    return root
+
+
+@pytest.fixture(scope="module")
+def cache_dir(tmp_path_factory) -> Path:
+    """One feature cache for the module: later tests reuse the embeddings of earlier ones, as users do."""
+    return tmp_path_factory.mktemp("feature-cache")
+
+
+@pytest.fixture(scope="module")
+def split(lesion_folder):
+    return split_dataset(load_folder_dataset(lesion_folder), "group", seed=0, fractions=(0.5, 0.25, 0.25))
+
+
+def _config(cache: Path, **kw) -> TrainConfig:
+    base = dict(arch="mobilenetv2", preset="quick", base_model=TINY, batch_size=32, n_bootstrap=50,
+                views=["identity", "hflip", "aug#0"], cache_dir=str(cache), name="tiny-mpox",
+                version="0.0.1", head_lr=2e-2, epochs=25)
+    base.update(kw)
+    return TrainConfig(**base)
+
+
+def _digest_tree(folder: Path) -> dict[str, str]:
+    return {str(p.relative_to(folder)): hashlib.sha256(p.read_bytes()).hexdigest()
+            for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+def test_quick_training_saves_a_bundle_that_loads_and_classifies(split, tmp_path, cache_dir, tiny_bundle):
+    parent = load_bundle(tiny_bundle("parent"))
+    epochs = []
+    result = train_model(split, _config(cache_dir), on_epoch=epochs.append, parent=parent.card)
+    assert epochs and epochs == result.history and all(e.phase == "head" for e in epochs)
+    assert result.val_metrics["roc_auc"] >= 0.9  # the classes are easy; a broken pipeline would be near 0.5
+    card = result.card
+    assert 0 < card.threshold < 1 and card.uncertain_band[0] < card.threshold < card.uncertain_band[1]
+    assert card.temperature > 0 and card.ood_threshold is not None
+    assert "sensitivity" in card.threshold_reason
+    assert result.val_metrics["sensitivity"] >= 0.9
+    assert card.training_data["counts"]["train"] == split.counts()["train"]
+    assert card.training_data["split"]["protocol"] == "group"
+    assert card.training["hyperparameters"]["head"]["views"] == ["identity", "hflip", "aug#0"]
+    assert any("skin" in t.lower() for t in card.limitations) and any("cowpox" in t.lower() for t in card.limitations)
+    assert card.parent == {"name": "parent", "version": parent.card.version, "sha256": parent.card.model_sha256}
+
+    out = save_trained(result, tmp_path / "models" / "tiny-mpox")
+    bundle = load_bundle(out)
+    val = split.subset("val")
+    records = classify_paths([s.path for s in val.samples], bundle)
+    assert all(r.ok for r in records)
+    # The saved end-to-end model reproduces the calibrated validation probabilities of training.
+    p_saved = np.array([r.p_mpox for r in records])
+    p_train = 1 / (1 + np.exp(-result.val_logits / card.temperature))
+    np.testing.assert_allclose(p_saved, p_train, atol=1e-4)
+    assert all(r.prediction == ("mpox" if r.p_mpox >= card.threshold else "not_mpox") for r in records)
+
+
+def test_feature_cache_is_reused_and_matches_the_model_input(split, tmp_path):
+    from core.features import FeatureExtractor
+    from core.preprocess import load_model_input
+
+    fx = FeatureExtractor("mobilenetv2", base_model=TINY, cache_dir=tmp_path / "c")
+    train = split.subset("train")
+    first = fx.embed(train, ["identity", "aug#1"])
+    fx.forward = lambda batch: pytest.fail("cached embeddings were recomputed")
+    np.testing.assert_array_equal(fx.embed(train, ["identity", "aug#1"]), first)
+    fresh = FeatureExtractor("mobilenetv2", base_model=TINY, cache_dir=tmp_path / "c2", use_cache=False)
+    direct = fresh.forward(np.stack([load_model_input(s.path, 32) for s in train.samples[:3]]))
+    np.testing.assert_allclose(first[:3, 0], direct, rtol=1e-5, atol=1e-5)
+    assert not np.allclose(first[:, 0], first[:, 1])  # the augmented view really differs
+
+
+def test_study_preset_runs_both_phases(split, tmp_path, cache_dir):
+    result = train_model(split, _config(cache_dir, preset="study", epochs=3, fine_tune_epochs=2, head_lr=1e-3))
+    phases = [e.phase for e in result.history]
+    assert phases[0] == "phase1" and "phase2" in phases
+    ft = result.card.training["hyperparameters"]["fine_tune"]
+    assert ft["optimizer"] == "RMSprop" and ft["lr"] == 1e-5 and ft["patience"] == 1
+    assert ft["batchnorm"] == "inference mode"
+    out = save_trained(result, tmp_path / "study")
+    assert load_bundle(out).card.training["preset"] == "study"
+
+
+def test_cancel_mid_training_leaves_the_existing_bundle_byte_identical(split, cache_dir, tiny_bundle):
+    existing = tiny_bundle("tiny-mpox")
+    before = _digest_tree(existing.parent)
+    token = CancelToken()
+
+    def cancel_after_first_epoch(entry):
+        token.cancel()
+
+    with pytest.raises(Cancelled):
+        result = train_model(split, _config(cache_dir), cancel=token, on_epoch=cancel_after_first_epoch)
+        save_trained(result, existing)  # never reached
+    assert _digest_tree(existing.parent) == before  # same files, same bytes, no temporary folders left
+
+
+def test_cli_train_then_evaluate(lesion_folder, tmp_path, cache_dir, capsys):
+    from core.cli import main
+
+    out = tmp_path / "models" / "cli-tiny"
+    metrics = tmp_path / "train.json"
+    code = main(["train", str(lesion_folder), "--arch", "mobilenetv2", "--base-model", TINY, "--out", str(out),
+                 "--views", "identity,hflip", "--epochs", "20", "--lr", "0.02", "--bootstrap", "20",
+                 "--cache-dir", str(cache_dir), "--json", str(metrics), "--plots", str(tmp_path / "plots"),
+                 "--quiet"])
+    assert code == 0
+    card = json.loads((out / "model_card.json").read_text())
+    assert card["training_data"]["split"]["protocol"] == "group" and "test" in card["metrics"]
+    assert (tmp_path / "plots" / "val" / "training_curves.png").is_file()
+    assert json.loads(metrics.read_text())["val"]["n"] == card["metrics"]["val"]["n"]
+    report = tmp_path / "eval.json"
+    code = main(["evaluate", str(lesion_folder), "--model", str(out), "--json", str(report), "--bootstrap", "20",
+                 "--plots", str(tmp_path / "eplots"), "--quiet"])
+    assert code == 0
+    data = json.loads(report.read_text())
+    assert data["n"] == 48 and len(data["predictions"]) == 48  # a folder without a split: every image
+    assert data["model"]["sha256"] == card["model_sha256"]
+    assert {"roc_auc", "ece", "ci95", "confusion", "per_fine_label"} <= set(data)
+    assert (tmp_path / "eplots" / "reliability.png").is_file()
+    assert "roc_auc" in capsys.readouterr().out
