@@ -407,6 +407,28 @@ def _display_name(path: str, folder: str) -> str:
     return os.path.basename(path) or str(path)
 
 
+def _model_groups(records: Sequence[ResultRecord]) -> list[tuple[tuple[str, str, str], list[int]]]:
+    """Record indices per model (name, version, SHA-256), in order of first appearance.
+
+    The desktop app can run several models over one folder; their results must not be pooled.
+    """
+    groups: dict[tuple[str, str, str], list[int]] = {}
+    for i, r in enumerate(records):
+        groups.setdefault((r.model, r.model_version, r.model_sha256), []).append(i)
+    return list(groups.items())
+
+
+def _card_for(key: tuple[str, str, str], cards: Sequence[Any]) -> Any | None:
+    name, version, sha = key
+    for c in cards:
+        if sha and c.model_sha256 == sha:
+            return c
+    for c in cards:
+        if not sha and (c.name, c.version) == (name, version):
+            return c
+    return None
+
+
 def _row_order(records: Sequence[ResultRecord]) -> list[int]:
     """mpox and uncertain first (highest p first), then other scored images, then errors."""
 
@@ -485,6 +507,8 @@ def _histogram_drawing(records: Sequence[ResultRecord], refs: dict[int, str], th
              ("no reference label" if refs else "all images", _C_GREY)]
     if not refs:
         items = [items[2]]
+    elif not groups["none"].any():
+        items = items[:2]
     if band:
         items.append(("uncertain band", "#fdf2e0"))
     for text, col in items:
@@ -660,8 +684,15 @@ def write_pdf_report(
 
     report(progress, 0, max(n, 1), "Computing summary", "summary")
     counts = count_records(records, reviews)
-    refs = _reference_labels(records, reviews, truth)
-    agreement = compute_agreement(records, reviews, truth) if refs else None
+    groups = _model_groups(records)
+    multi = len(groups) > 1
+    has_refs = bool(_reference_labels(records, reviews, truth))
+    sections = []  # per model: (title suffix, its records, its card, its agreement)
+    for key, idx in groups:
+        subset = [records[i] for i in idx]
+        label = f"{key[0] or '?'} {key[1]}".strip()
+        sections.append((label, subset, _card_for(key, cards),
+                         compute_agreement(subset, reviews, truth) if has_refs else None))
     if cancel is not None:
         cancel.raise_if_cancelled()
 
@@ -683,8 +714,9 @@ def write_pdf_report(
     def row(label: str, value: int, base: int) -> list[str]:
         return [label, f"{value:,}", _pct(value, base)]
 
-    count_rows = [["", "images", "share"],
-                  row("Images in report", counts.total, counts.total),
+    first = ("Results (image × model)" if multi else "Images in report")
+    count_rows = [["", "results" if multi else "images", "share"],
+                  row(first, counts.total, counts.total),
                   row("Scored (ok)", counts.ok, counts.total),
                   row("Errors (not scored)", counts.errors, counts.total),
                   row("Predicted mpox", counts.mpox, counts.ok),
@@ -698,6 +730,9 @@ def write_pdf_report(
         for lab, text in ((LABEL_MPOX, "  reviewer: mpox"), (LABEL_NOT_MPOX, "  reviewer: not mpox"),
                           (REVIEW_UNSURE, "  reviewer: unsure")):
             count_rows.append(row(text, labels.get(lab, 0), counts.reviewed))
+    if multi:
+        distinct = len({_norm(r.path) for r in records})
+        count_rows.insert(2, [f"Distinct images ({len(groups)} models)", f"{distinct:,}", ""])
     tint = []
     for k, r_ in enumerate(count_rows):
         if r_[0].startswith("Predicted mpox"):
@@ -706,7 +741,8 @@ def write_pdf_report(
             tint.append(("TEXTCOLOR", (0, k), (-1, k), colors.HexColor("#7f8c8d")))
     count_table = Table(count_rows, colWidths=[120, 55, 50], hAlign="LEFT")
     count_table.setStyle(_grid_style([("ALIGN", (1, 0), (-1, -1), "RIGHT"),
-                                      ("LINEBELOW", (0, 3), (-1, 3), 0.6, colors.HexColor("#8a99a8"))] + tint))
+                                      ("LINEBELOW", (0, 3 + multi), (-1, 3 + multi), 0.6,
+                                       colors.HexColor("#8a99a8"))] + tint))
     note = Paragraph("Shares of predictions and flags are of scored images; status shares are of all images; "
                      "reviewer shares are of reviewed images. Flags: <i>uncertain</i> = p(mpox) inside the "
                      "model's uncertain band; <i>out of scope</i> = photo unlike the training data, so the "
@@ -736,21 +772,35 @@ def write_pdf_report(
     story.append(Paragraph(f"App version {escape(__version__)}. Each row of the image table was produced by the "
                            "model whose SHA-256 is recorded in the CSV export; thresholds are the models' own.",
                            st["small"]))
+    if multi:
+        per = [["Model", "scored", "errors", "mpox", "not mpox", "uncertain", "out of scope"]]
+        for label, subset, _card, _ag in sections:
+            c = count_records(subset)
+            per.append([label, f"{c.ok:,}", f"{c.errors:,}", f"{c.mpox:,} ({_pct(c.mpox, c.ok)})",
+                        f"{c.not_mpox:,}", f"{c.uncertain:,}", f"{c.out_of_scope:,}"])
+        pt = Table(per, colWidths=[140, 50, 45, 75, 55, 55, 60], hAlign="LEFT")
+        pt.setStyle(_grid_style([("ALIGN", (1, 0), (-1, -1), "RIGHT")]))
+        story += [Spacer(1, 6), pt]
 
     # ---- distribution chart
-    threshold = cards[0].threshold if cards else next((r.threshold for r in records if r.threshold is not None), None)
-    band = cards[0].uncertain_band if cards else None
-    story.append(CondPageBreak(230))
-    story.append(Paragraph("Distribution of p(mpox)", st["h2"]))
-    if counts.ok:
-        story.append(_histogram_drawing(records, refs, threshold, band, frame_w))
-    else:
-        story.append(Paragraph("No image could be scored, so there is no distribution to show.", st["body"]))
+    for label, subset, card, _ag in sections:
+        threshold = card.threshold if card else next((r.threshold for r in subset if r.threshold is not None), None)
+        band = card.uncertain_band if card else None
+        story.append(CondPageBreak(230))
+        story.append(Paragraph("Distribution of p(mpox)" + (f": {escape(label)}" if multi else ""), st["h2"]))
+        if any(r.ok for r in subset):
+            refs = _reference_labels(subset, reviews, truth)
+            story.append(_histogram_drawing(subset, refs, threshold, band, frame_w))
+        else:
+            story.append(Paragraph("No image could be scored, so there is no distribution to show.", st["body"]))
 
-    # ---- agreement
-    if agreement is not None:
-        story.append(PageBreak())
-        story.append(Paragraph("Agreement with reference labels", st["h1"]))
+    # ---- agreement, one section per model
+    for k_section, (label, _subset, _card, agreement) in enumerate(sections):
+        if agreement is None:
+            continue
+        story.append(PageBreak() if k_section == 0 or not multi else CondPageBreak(330))
+        story.append(Paragraph("Agreement with reference labels" + (f": {escape(label)}" if multi else ""),
+                               st["h1"]))
         srcs = []
         if agreement.from_truth:
             srcs.append(f"{agreement.from_truth:,} from ground-truth folders")
@@ -874,6 +924,8 @@ def write_pdf_report(
         name = _display_name(path, folder)
         font = _font_for(name)
         lines = [_truncate_middle(name, text_w, font, 7.5)]
+        if multi:
+            lines.append(_truncate_middle(f"model: {r.model} {r.model_version}", text_w, font, 7.5))
         if not r.ok:
             err = r.error or "unknown error"
             if err.startswith(f"{path}: "):  # the file name is already on the line above

@@ -314,3 +314,20 @@ def test_two_thousand_rows_build_within_bounded_memory(tmp_path):
     assert DISCLAIMER in last and f"Page {n_pages} of {n_pages}" in last
     assert re.search(r"Images in report 2,000 100\.0%", re.sub(r"\s+", " ", reader.pages[0].extract_text()))
     assert "2000" in " ".join(re.sub(r"\s+", " ", pg.extract_text()) for pg in reader.pages[-20:])  # last row
+
+
+def test_two_models_are_reported_separately_not_pooled(tmp_path, photos):
+    first = mixed_records(photos)
+    second = [ResultRecord(**{**r.to_dict(), "model": "other-model", "model_version": "9.9",
+                              "model_sha256": "cd34" * 16}) for r in first]
+    truth = {str(p): "mpox" for p in photos}
+    cards = [make_card(), make_card(name="other-model", version="9.9", model_sha256="cd34" * 16, threshold=0.3)]
+    out = write_pdf_report(first + second, tmp_path / "two.pdf", folder=str(photos[0].parent), cards=cards,
+                           truth=truth)
+    text = " ".join(pdf_pages(out))
+    assert re.search(r"Distinct images \(2 models\) 6", text)
+    assert "Agreement with reference labels: mpox-test 1.2.3" in text
+    assert "Agreement with reference labels: other-model 9.9" in text
+    assert "cd34" * 16 in text.replace(" ", "") and SHA in text.replace(" ", "")
+    # each model's own 5 scored images, not 10 pooled ones
+    assert text.count("5 scored images have a reference label") == 2
