@@ -1,0 +1,71 @@
+"""`mpox-triage export --model NAME --format tflite|onnx OUT`: a model file for phones and other apps.
+
+The export is kept only if its probabilities agree with the Keras model's within 1e-4 on check images
+(a folder of real photos with --check-images, else generated images).
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from core import DISCLAIMER
+
+
+def add_parser(sub) -> None:
+    p = sub.add_parser("export", help="export a model as LiteRT (.tflite) or ONNX for other apps",
+                       description="Export a model bundle as a LiteRT (.tflite) or ONNX file, checked against the "
+                                   f"Keras model. {DISCLAIMER}")
+    p.add_argument("out", metavar="OUT", help="file to write, e.g. mobilenetv2.tflite (a OUT.json sidecar is written too)")
+    p.add_argument("--model", default="mobilenetv2",
+                   help="bundle name in models/ or a bundle folder (default: mobilenetv2)")
+    p.add_argument("--format", dest="fmt", choices=["tflite", "onnx"], default=None,
+                   help="tflite (LiteRT, for Android/iOS) or onnx (default: from OUT's suffix)")
+    p.add_argument("--check-images", metavar="FOLDER",
+                   help="folder of real photos for the agreement check (default: generated images)")
+    p.add_argument("--tolerance", type=float, default=1e-4,
+                   help="largest allowed p(mpox) difference from the Keras model (default 1e-4)")
+    p.set_defaults(run=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from core.commands import CliError
+    from core.export import FORMATS, ExportError
+
+    out = Path(args.out).expanduser()
+    fmt = args.fmt
+    if fmt is None:
+        fmt = next((f for f, suffix in FORMATS.items() if out.suffix.lower() == suffix), None)
+        if fmt is None:
+            raise CliError(f"cannot tell the format from {out.name!r}; add --format tflite or --format onnx")
+    if out.is_dir():
+        raise CliError(f"{out} is a folder; give a file name such as model{FORMATS[fmt]}")
+    if not out.parent.is_dir():
+        raise CliError(f"cannot write {out}: folder {out.parent} does not exist")
+    if not 0.0 < args.tolerance < 1.0:
+        raise CliError(f"--tolerance must be between 0 and 1, got {args.tolerance}")
+    if args.check_images and not Path(args.check_images).is_dir():
+        raise CliError(f"--check-images {args.check_images}: no such folder")
+
+    from core.bundle import BundleError, load_bundle
+    from core.export import export_model
+
+    try:
+        bundle = load_bundle(args.model)
+    except BundleError as exc:
+        raise CliError(str(exc)) from None
+    print(f"Exporting {bundle.card.display_name} (sha256 {bundle.card.short_sha}) to {fmt}: {out}", file=sys.stderr)
+    try:
+        result = export_model(bundle, fmt, out, check_images=args.check_images, tolerance=args.tolerance)
+    except ExportError as exc:
+        raise CliError(str(exc)) from None
+    agree = result["agreement"]
+    print(f"Wrote {result['path']} ({result['bytes'] / 2**20:.1f} MiB, sha256 {result['sha256'][:12]}) and "
+          f"{result['sidecar']}", file=sys.stderr)
+    print(f"Agreement with the Keras model on {result['check_images']}: max |dp| = {agree['max_abs_diff_p']:.2e} "
+          f"(tolerance {agree['tolerance']:.0e})", file=sys.stderr)
+    print(f"Input: float32 RGB 0..255, {bundle.input_size}x{bundle.input_size}; p(mpox) = sigmoid(logit / "
+          f"{bundle.card.temperature:g}); threshold {bundle.card.threshold:.3f}", file=sys.stderr)
+    return 0
