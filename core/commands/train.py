@@ -61,8 +61,8 @@ def _printer(quiet: bool):
         if quiet:
             return
         now = time.monotonic()
-        # One line per stage change or every 5 s: readable in logs and on a terminal.
-        if p.stage != last[1] or now - last[0] > 5 or p.done == p.total:
+        # One line per stage change or every 5 s (epochs are printed by on_epoch): readable in logs.
+        if p.stage != last[1] or now - last[0] > 5:
             if p.total:
                 print(f"[{p.stage}] {p.done}/{p.total} {p.message}", file=sys.stderr)
             last[0], last[1] = now, p.stage
