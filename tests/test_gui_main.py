@@ -201,15 +201,16 @@ def test_detail_pane_shows_photo_and_gradcam_overlay(qtbot, make_window, tiny_bu
     row = [i for i, r in enumerate(window.model.rows) if not r.errors()][-1]
     assert window.results.current_source_row() != row  # a fresh selection, so a fresh request
     wanted = window.model.row_at(row).path
-    with qtbot.waitSignal(handle.worker.explained, timeout=RUN_TIMEOUT_MS,
-                          check_params_cb=lambda p, _k, _h: p == wanted) as blocker, \
-            qtbot.waitSignal(window.images.loaded, timeout=RUN_TIMEOUT_MS,
-                             check_params_cb=lambda p, side, _pix: p == wanted and side > 64):
+    heats = []
+    handle.worker.explained.connect(lambda p, _k, h: heats.append((p, h)), Qt.ConnectionType.DirectConnection)
+    with qtbot.waitSignal(window.detail.heatmap_ready, timeout=RUN_TIMEOUT_MS,
+                          check_params_cb=lambda p, _k: p == wanted), \
+            qtbot.waitSignal(window.detail.photo_ready, timeout=RUN_TIMEOUT_MS,
+                             check_params_cb=lambda p: p == wanted):
         window.results.select_source_row(row)
-    path, _ref, heat = blocker.args
-    assert path == window.model.row_at(row).path
+    heat = dict(heats)[wanted]
     assert heat.ndim == 3 and heat.shape[2] == 3 and heat.dtype.name == "uint8"
-    assert window.detail.title.text() == Path(path).name
+    assert window.detail.title.text() == Path(wanted).name
     assert window.detail.has_heatmap()
     assert not window.detail.view.photo.isNull()
     assert "p(mpox) = " in window.detail.scores.text()
@@ -256,7 +257,7 @@ def test_event_loop_stays_responsive_while_inference_runs(qtbot, make_window, ti
     window.open_folder(image_folder(n_per_class=40, size=(320, 240)))
     # Load the model first: this test measures inference, not TensorFlow's import.
     handle = window.handle_for(window.selected_dirs()[0])
-    with qtbot.waitSignal(handle.worker.loaded, timeout=RUN_TIMEOUT_MS):
+    with qtbot.waitSignal(handle.ready, timeout=RUN_TIMEOUT_MS):
         handle.load()
     gaps: list[float] = []
     last = [time.perf_counter()]

@@ -56,6 +56,8 @@ class DetailPane(QWidget):
     """Shows one FileRow. Asks for the display image and Grad-CAM through signals; the window serves them."""
 
     gradcam_requested = Signal(str, str)   # path, model key
+    heatmap_ready = Signal(str, str)       # path, model key: a heat map arrived (GUI thread)
+    photo_ready = Signal(str)              # path: the display image arrived (GUI thread)
 
     def __init__(self, parent: QWidget | None = None):
         super().__init__(parent)
@@ -131,11 +133,13 @@ class DetailPane(QWidget):
             self.view.photo = pixmap
             self.view.message = "Cannot display this file" if pixmap.isNull() else ""
             self.view.update()
+            self.photo_ready.emit(path)
 
     def set_heatmap(self, path: str, key: str, heat_rgb: np.ndarray) -> None:
         self._heat_cache[(path, key)] = QPixmap.fromImage(rgb_to_qimage(heat_rgb))
         if self.row is not None and self.row.path == path and self.current_model_key() == key:
             self._show_heat()
+        self.heatmap_ready.emit(path, key)
 
     def set_heatmap_error(self, path: str, key: str, message: str) -> None:
         if self.row is not None and self.row.path == path:

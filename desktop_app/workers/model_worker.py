@@ -144,6 +144,7 @@ class ModelHandle(QObject):
     _load_requested = Signal()
     _run_requested = Signal(object)
     _explain_requested = Signal(str)
+    ready = Signal(object)   # ModelCard, emitted on the GUI thread once the worker has the model loaded
 
     def __init__(self, bundle_ref: str, batch_size: int = 32, parent: QObject | None = None):
         super().__init__(parent)
@@ -162,6 +163,7 @@ class ModelHandle(QObject):
     @Slot(object)
     def _remember_card(self, card) -> None:
         self.card = card
+        self.ready.emit(card)
 
     def load(self) -> None:
         self._load_requested.emit()

@@ -1,0 +1,443 @@
+"""Retrain wizard: data -> architecture and preset -> live training -> new vs current -> save or discard.
+
+Every step is a core call (core.datasets, core.training, core.evaluation) made in the wizard's own
+worker thread; the pages only present and schedule.
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import Any
+
+from PySide6.QtCore import Qt, Signal
+from PySide6.QtWidgets import (QButtonGroup, QComboBox, QFileDialog, QFormLayout, QGridLayout, QHBoxLayout,
+                               QHeaderView, QLabel, QLineEdit, QProgressBar, QPushButton, QRadioButton,
+                               QTableWidget, QTableWidgetItem, QVBoxLayout, QWidget, QWizard, QWizardPage)
+
+from desktop_app.notices import RESEARCH_NOTICE
+from desktop_app.retrain.chart import LineChart
+from desktop_app.retrain.worker import RetrainHost
+
+COMPARE_METRICS = [("sensitivity", "Sensitivity"), ("specificity", "Specificity"), ("accuracy", "Accuracy"),
+                   ("precision", "Precision"), ("f1", "F1"), ("roc_auc", "ROC AUC"), ("pr_auc", "PR AUC"),
+                   ("brier", "Brier score (lower is better)"), ("ece", "Calibration error (lower is better)")]
+
+
+def next_version(version: str) -> str:
+    """Bump the last number of a version ('1.2.0' -> '1.2.1'); otherwise append '.1'."""
+    m = re.match(r"^(.*?)(\d+)$", version or "")
+    return f"{m.group(1)}{int(m.group(2)) + 1}" if m else f"{version or '0'}.1"
+
+
+class DataPage(QWizardPage):
+    """Choose class folders or the session's reviewed labels; shows counts per split and class."""
+
+    def __init__(self, wizard: "RetrainWizard"):
+        super().__init__()
+        self.w = wizard
+        self.setTitle("Training data")
+        self.setSubTitle("Class folders (e.g. mpox/ and other/) or the labels you gave in this session. "
+                         "Photos of one patient (or duplicates) always stay in the same split.")
+        self.dataset = None
+        self.from_folder = QRadioButton("Class folders:")
+        self.from_session = QRadioButton("This session's reviewed labels")
+        group = QButtonGroup(self)
+        group.addButton(self.from_folder)
+        group.addButton(self.from_session)
+        self.folder = QLineEdit()
+        self.folder.setPlaceholderText("folder with one subfolder per class")
+        browse = QPushButton("Browse…")
+        browse.clicked.connect(self._browse)
+        load = QPushButton("Load and split")
+        load.clicked.connect(self.load)
+        self.status = QLabel()
+        self.status.setWordWrap(True)
+        self.counts = QTableWidget(0, 4)
+        self.counts.setHorizontalHeaderLabels(["Split", "mpox", "not mpox", "total"])
+        self.counts.horizontalHeader().setSectionResizeMode(QHeaderView.ResizeMode.Stretch)
+        self.counts.setEditTriggers(QTableWidget.EditTrigger.NoEditTriggers)
+        self.counts.verticalHeader().hide()
+        n_reviewed = len(wizard.session_items)
+        self.from_session.setText(f"This session's reviewed labels ({n_reviewed} photos labelled mpox / not mpox)")
+        self.from_session.setEnabled(n_reviewed > 0)
+        self.from_folder.setChecked(True)
+
+        row = QHBoxLayout()
+        row.addWidget(self.from_folder)
+        row.addWidget(self.folder, 1)
+        row.addWidget(browse)
+        layout = QVBoxLayout(self)
+        layout.addLayout(row)
+        layout.addWidget(self.from_session)
+        layout.addWidget(load, 0, Qt.AlignmentFlag.AlignLeft)
+        layout.addWidget(self.status)
+        layout.addWidget(self.counts)
+        wizard.host.worker.prepared.connect(self._on_prepared)
+
+    def _browse(self) -> None:
+        folder = QFileDialog.getExistingDirectory(self, "Folder with one subfolder per class", self.folder.text())
+        if folder:
+            self.folder.setText(folder)
+            self.from_folder.setChecked(True)
+
+    def use_folder(self, folder: str) -> None:
+        self.folder.setText(str(folder))
+        self.from_folder.setChecked(True)
+        self.load()
+
+    def use_session(self) -> None:
+        self.from_session.setChecked(True)
+        self.load()
+
+    def load(self) -> None:
+        self.dataset = None
+        self.completeChanged.emit()
+        if self.from_folder.isChecked():
+            if not self.folder.text().strip():
+                self.status.setText("Choose a folder first.")
+                return
+            source: dict[str, Any] = {"folder": self.folder.text().strip()}
+        else:
+            source = {"items": list(self.w.session_items)}
+        self.status.setText("Reading the photos and splitting by patient/group…")
+        self.w.host.prepare(source)
+
+    def _on_prepared(self, ds) -> None:
+        self.dataset = ds
+        counts = ds.counts()
+        splits = [s for s in ("train", "val", "test", "") if s in counts]
+        self.counts.setRowCount(len(splits))
+        for i, split in enumerate(splits):
+            c = counts[split]
+            values = [split or "(unsplit)", c.get("mpox", 0), c.get("not_mpox", 0), sum(c.values())]
+            for j, v in enumerate(values):
+                self.counts.setItem(i, j, QTableWidgetItem(str(v)))
+        groups = ds.split_info.get("n_groups", "?") if hasattr(ds, "split_info") else "?"
+        problem = self.problem()
+        self.status.setText(f"{len(ds)} photos in {groups} groups, split {ds.split_info.get('protocol', 'group')}-"
+                            f"aware." + (f" <b>{problem}</b>" if problem else ""))
+        self.completeChanged.emit()
+        self.w.data_ready.emit(ds)
+
+    def problem(self) -> str:
+        if self.dataset is None:
+            return "no data"
+        counts = self.dataset.counts()
+        for split in ("train", "val"):
+            c = counts.get(split, {})
+            if not c.get("mpox") or not c.get("not_mpox"):
+                return f"The {split} split needs photos of both classes; add more photos or patients."
+        return ""
+
+    def isComplete(self) -> bool:
+        return self.dataset is not None and not self.problem()
+
+
+class ModelPage(QWizardPage):
+    def __init__(self, wizard: "RetrainWizard"):
+        super().__init__()
+        self.w = wizard
+        self.setTitle("Architecture and preset")
+        self.setSubTitle("Quick trains only the head on cached features (minutes). Full also fine-tunes the top "
+                         "blocks of the backbone (much longer).")
+        from core.preprocess import ARCHITECTURES
+
+        self.arch = QComboBox()
+        for key, spec in ARCHITECTURES.items():
+            self.arch.addItem(spec.display_name, key)
+        self.preset = QComboBox()
+        self.preset.addItem("Quick — head only, cached features", "quick")
+        self.preset.addItem("Full — fine-tune the top blocks", "full")
+        self.name = QLineEdit()
+        self.version = QLineEdit()
+        self.parent_label = QLabel()
+        self.parent_label.setWordWrap(True)
+        form = QFormLayout(self)
+        form.addRow("Architecture", self.arch)
+        form.addRow("Preset", self.preset)
+        form.addRow("Name", self.name)
+        form.addRow("Version", self.version)
+        form.addRow("Current model (parent)", self.parent_label)
+        self.arch.currentIndexChanged.connect(lambda _i: self._fill_defaults())
+        self._fill_defaults()
+
+    def parent_bundle(self) -> tuple[str | None, Any]:
+        """The current model of the chosen architecture: recorded as parent and compared against."""
+        arch = self.arch.currentData()
+        for path, card in self.w.current:
+            if card.architecture.lower() == arch:
+                return str(path), card
+        return None, None
+
+    def _fill_defaults(self) -> None:
+        path, card = self.parent_bundle()
+        if card is not None:
+            self.name.setText(card.name)
+            self.version.setText(next_version(card.version))
+            self.parent_label.setText(f"{card.name} {card.version} (threshold {card.threshold:.2f}); the new "
+                                      "model records it as its parent and is compared against it")
+        else:
+            self.name.setText(f"mpox-{self.arch.currentData()}")
+            self.version.setText("1.0.0")
+            self.parent_label.setText("none loaded for this architecture: the new model is compared with nothing")
+
+    def validatePage(self) -> bool:
+        return bool(self.name.text().strip() and self.version.text().strip())
+
+
+class TrainPage(QWizardPage):
+    def __init__(self, wizard: "RetrainWizard"):
+        super().__init__()
+        self.w = wizard
+        self.setTitle("Training")
+        self.setSubTitle("Loss and accuracy per epoch; Cancel stops at the next batch and saves nothing.")
+        self.loss = LineChart("Loss")
+        self.acc = LineChart("Accuracy")
+        self.progress = QProgressBar()
+        self.message = QLabel("Waiting…")
+        self.message.setWordWrap(True)
+        self.cancel_button = QPushButton("Cancel training")
+        self.cancel_button.clicked.connect(self.cancel)
+        self.done = False
+        charts = QGridLayout()
+        charts.addWidget(self.loss, 0, 0)
+        charts.addWidget(self.acc, 0, 1)
+        bottom = QHBoxLayout()
+        bottom.addWidget(self.progress, 1)
+        bottom.addWidget(self.cancel_button)
+        layout = QVBoxLayout(self)
+        layout.addLayout(charts, 1)
+        layout.addLayout(bottom)
+        layout.addWidget(self.message)
+        worker = wizard.host.worker
+        worker.epoch.connect(self._on_epoch)
+        worker.trained.connect(self._on_trained)
+        worker.cancelled.connect(self._on_cancelled)
+        worker.progress.connect(self._on_progress)
+
+    def initializePage(self) -> None:
+        self.done = False
+        self.loss.clear()
+        self.acc.clear()
+        self.cancel_button.setEnabled(True)
+        self.message.setText("Starting (loading TensorFlow and the backbone)…")
+        self.w.start_training()
+
+    def cancel(self) -> None:
+        self.w.host.cancel()
+        self.cancel_button.setEnabled(False)
+        self.message.setText("Cancelling… (stops after the current batch)")
+
+    def _on_progress(self, done: int, total: int, message: str) -> None:
+        if self.w.currentPage() is not self:
+            return
+        self.progress.setRange(0, max(1, total))
+        self.progress.setValue(done)
+        if self.cancel_button.isEnabled():
+            self.message.setText(message)
+
+    def _on_epoch(self, log) -> None:
+        tag = "" if log.phase in ("head", "") else f" ({log.phase})"
+        self.loss.add_point("train" + tag, log.loss)
+        self.loss.add_point("validation" + tag, log.val_loss, dashed=True)
+        self.acc.add_point("train" + tag, log.accuracy)
+        self.acc.add_point("validation" + tag, log.val_accuracy, dashed=True)
+
+    def _on_trained(self, result) -> None:
+        self.done = True
+        self.cancel_button.setEnabled(False)
+        m = result.val_metrics or {}
+        sens, spec = m.get("sensitivity"), m.get("specificity")
+        extra = f" Validation sensitivity {sens:.2f}, specificity {spec:.2f}." if sens is not None and spec is not None \
+            else ""
+        self.message.setText(f"Trained {result.card.name} {result.card.version} — threshold "
+                             f"{result.card.threshold:.2f}.{extra}")
+        self.completeChanged.emit()
+        self.w.training_finished.emit("trained")
+
+    def _on_cancelled(self, _stage: str) -> None:
+        self.message.setText("Training cancelled — nothing was saved. Go Back to change settings or Cancel to close.")
+        self.w.training_finished.emit("cancelled")
+
+    def isComplete(self) -> bool:
+        return self.done
+
+
+class ComparePage(QWizardPage):
+    def __init__(self, wizard: "RetrainWizard"):
+        super().__init__()
+        self.w = wizard
+        self.setTitle("New model vs current model")
+        self.setSubTitle("Both evaluated on the same validation photos (never seen in training).")
+        self.table = QTableWidget(len(COMPARE_METRICS), 2)
+        self.table.setHorizontalHeaderLabels(["New model", "Current model"])
+        self.table.setVerticalHeaderLabels([label for _k, label in COMPARE_METRICS])
+        self.table.horizontalHeader().setSectionResizeMode(QHeaderView.ResizeMode.Stretch)
+        self.table.setEditTriggers(QTableWidget.EditTrigger.NoEditTriggers)
+        self.message = QLabel()
+        self.message.setWordWrap(True)
+        self.metrics: tuple[Any, Any] | None = None
+        layout = QVBoxLayout(self)
+        layout.addWidget(self.table)
+        layout.addWidget(self.message)
+        wizard.host.worker.compared.connect(self._on_compared)
+
+    def initializePage(self) -> None:
+        self.metrics = None
+        self.message.setText("Evaluating on the validation split…")
+        self.w.start_comparison()
+
+    def _on_compared(self, new: dict, current: dict | None) -> None:
+        self.metrics = (new, current)
+        for i, (key, _label) in enumerate(COMPARE_METRICS):
+            for j, m in enumerate((new, current)):
+                value = None if m is None else m.get(key)
+                text = "—" if value is None else f"{value:.3f}"
+                ci = (m or {}).get("ci95", {}).get(key) if m else None
+                if ci and isinstance(ci, (list, tuple)) and len(ci) == 2:
+                    text += f"  ({ci[0]:.2f}–{ci[1]:.2f})"
+                self.table.setItem(i, j, QTableWidgetItem(text))
+        n = new.get("n", "?")
+        self.message.setText(f"{n} validation photos. Thresholds: new {new['model'].get('name')} "
+                             + (f"vs current {current['model'].get('name')} {current['model'].get('version')}."
+                                if current else "(no current model of this architecture to compare with).")
+                             + f" {RESEARCH_NOTICE}")
+        self.completeChanged.emit()
+        self.w.comparison_ready.emit(new, current)
+
+    def isComplete(self) -> bool:
+        return self.metrics is not None
+
+
+class SavePage(QWizardPage):
+    def __init__(self, wizard: "RetrainWizard"):
+        super().__init__()
+        self.w = wizard
+        self.setTitle("Keep or discard")
+        self.setSubTitle("Saving writes a new bundle version next to the current one; nothing is replaced.")
+        self.save_choice = QRadioButton("Save as a new bundle version")
+        self.discard_choice = QRadioButton("Discard this model")
+        self.save_choice.setChecked(True)
+        self.target = QLabel()
+        self.target.setWordWrap(True)
+        self.save_button = QPushButton("Save bundle")
+        self.save_button.clicked.connect(self.save)
+        self.message = QLabel()
+        self.message.setWordWrap(True)
+        self.saved_path: str | None = None
+        layout = QVBoxLayout(self)
+        layout.addWidget(self.save_choice)
+        layout.addWidget(self.target)
+        layout.addWidget(self.save_button, 0, Qt.AlignmentFlag.AlignLeft)
+        layout.addWidget(self.discard_choice)
+        layout.addWidget(self.message)
+        layout.addStretch(1)
+        self.save_choice.toggled.connect(lambda _c: self.completeChanged.emit())
+        wizard.host.worker.saved.connect(self._on_saved)
+
+    def initializePage(self) -> None:
+        self.saved_path = None
+        self.target.setText(f"Folder: {self.w.target_dir()}")
+        self.save_button.setEnabled(True)
+        self.message.setText("")
+
+    def save(self) -> None:
+        self.save_button.setEnabled(False)
+        self.message.setText("Saving…")
+        self.w.host.save(str(self.w.target_dir()))
+
+    def _on_saved(self, path: str) -> None:
+        self.saved_path = path
+        self.message.setText(f"Saved to {path}. It is now in the model picker.")
+        self.completeChanged.emit()
+        self.w.bundle_saved.emit(path)
+
+    def isComplete(self) -> bool:
+        return self.discard_choice.isChecked() or self.saved_path is not None
+
+
+class RetrainWizard(QWizard):
+    """Signals: bundle_saved(path). `config_overrides` adds TrainConfig fields (tests use a tiny backbone)."""
+
+    # Emitted on the GUI thread after the pages have updated (tests and callers wait on these).
+    bundle_saved = Signal(str)
+    failed = Signal(str, str)
+    data_ready = Signal(object)
+    training_finished = Signal(str)          # "trained" | "cancelled" | "failed"
+    comparison_ready = Signal(object, object)
+
+    def __init__(self, window=None, models_dir: str | Path | None = None, current: list | None = None,
+                 session_items: list | None = None, weights_dir: str | None = None):
+        super().__init__(window)
+        self.setWindowTitle("Retrain a model")
+        self.setWizardStyle(QWizard.WizardStyle.ClassicStyle)
+        self.models_dir = Path(models_dir) if models_dir else (window.models_dir if window is not None else Path("models"))
+        self.current = current if current is not None else (
+            list(zip(window.selected_dirs(), window.selected_cards())) if window is not None else [])
+        self.session_items = session_items if session_items is not None else (
+            window.reviewed_items() if window is not None else [])
+        self.weights_dir = weights_dir if weights_dir is not None else (
+            window.settings.weights_dir if window is not None else None)
+        self.config_overrides: dict[str, Any] = {}
+        self.n_bootstrap = 200
+        self.host = RetrainHost(self)
+        self.host.worker.failed.connect(self._on_failed)
+        self.data_page = DataPage(self)
+        self.model_page = ModelPage(self)
+        self.train_page = TrainPage(self)
+        self.compare_page = ComparePage(self)
+        self.save_page = SavePage(self)
+        for page in (self.data_page, self.model_page, self.train_page, self.compare_page, self.save_page):
+            self.addPage(page)
+        self.resize(860, 600)
+        self.finished.connect(lambda _r: self.host.shutdown())
+
+    def train_config(self):
+        from core.training import TrainConfig
+
+        page = self.model_page
+        fields = dict(arch=page.arch.currentData(), preset=page.preset.currentData(), name=page.name.text().strip(),
+                      version=page.version.text().strip(), weights_dir=self.weights_dir or None,
+                      n_bootstrap=self.n_bootstrap)
+        fields.update(self.config_overrides)
+        return TrainConfig(**fields)
+
+    def start_training(self) -> None:
+        _path, parent_card = self.model_page.parent_bundle()
+        try:
+            config = self.train_config()
+        except Exception as exc:
+            self._on_failed("train", str(exc))
+            return
+        self.host.train(self.data_page.dataset, config, parent_card)
+
+    def start_comparison(self) -> None:
+        path, _card = self.model_page.parent_bundle()
+        self.host.compare(self.data_page.dataset.subset("val"), path, self.n_bootstrap)
+
+    def target_dir(self) -> Path:
+        page = self.model_page
+        safe = re.sub(r"[^A-Za-z0-9._-]+", "-", f"{page.name.text().strip()}-{page.version.text().strip()}")
+        return self.models_dir / safe
+
+    def _on_failed(self, stage: str, message: str) -> None:
+        page = {"data": self.data_page, "train": self.train_page, "compare": self.compare_page,
+                "save": self.save_page}.get(stage)
+        label = getattr(page, "status", None) or getattr(page, "message", None)
+        if label is not None:
+            label.setText(f"<span style='color:#b02020'>Failed ({stage}): {message}</span>")
+        if stage == "save" and page is not None:
+            self.save_page.save_button.setEnabled(True)
+        if stage == "train":
+            self.training_finished.emit("failed")
+        if stage == "data":
+            self.data_ready.emit(None)
+        self.failed.emit(stage, message)
+
+    def reject(self) -> None:
+        self.host.cancel()
+        super().reject()
+
+
+__all__ = ["RetrainWizard", "next_version", "QWidget"]

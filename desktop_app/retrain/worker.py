@@ -1,0 +1,140 @@
+"""The retrain wizard's worker: prepares data, trains, compares and saves in one thread it owns.
+
+The new model is created in this thread and only ever used here (Keras models are not thread-safe).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from PySide6.QtCore import QObject, QThread, Signal, Slot
+
+
+class RetrainWorker(QObject):
+    prepared = Signal(object)            # core.datasets.Dataset with splits
+    progress = Signal(int, int, str)     # done, total, message
+    epoch = Signal(object)               # core.training.EpochLog
+    trained = Signal(object)             # core.training.TrainResult
+    compared = Signal(object, object)    # metrics of the new model, of the current one (or None)
+    saved = Signal(str)                  # bundle folder
+    failed = Signal(str, str)            # stage, message
+    cancelled = Signal(str)              # stage
+
+    def __init__(self):
+        super().__init__()
+        self.result = None
+        self.cancel = None
+
+    def _progress(self, p) -> None:
+        self.progress.emit(int(p.done), int(p.total), p.message or p.stage)
+
+    @Slot(object)
+    def prepare(self, source: dict) -> None:
+        """source: {"folder": path} or {"items": [(path, label)]}; then a group-aware split."""
+        try:
+            from core.datasets import dataset_from_labels, load_folder_dataset, split_dataset
+
+            if "folder" in source:
+                ds = load_folder_dataset(source["folder"])
+            else:
+                ds = dataset_from_labels(source["items"])
+            if not ds.has_splits():
+                ds = split_dataset(ds, "group", seed=int(source.get("seed", 0)), progress=self._progress)
+            self.prepared.emit(ds)
+        except Exception as exc:
+            self.failed.emit("data", str(exc) or type(exc).__name__)
+
+    @Slot(object, object, object)
+    def train(self, dataset, config, parent_card) -> None:
+        from core.progress import CancelToken, Cancelled
+
+        self.cancel = CancelToken()
+        self.result = None
+        try:
+            from core.tf_runtime import load_tensorflow
+
+            load_tensorflow()
+            from core.training import train_model
+
+            result = train_model(dataset, config, progress=self._progress, cancel=self.cancel,
+                                 on_epoch=self.epoch.emit, parent=parent_card)
+        except Cancelled:
+            self.cancelled.emit("train")
+            return
+        except Exception as exc:
+            self.failed.emit("train", str(exc) or type(exc).__name__)
+            return
+        self.result = result
+        self.trained.emit(result)
+
+    @Slot(object, object, int)
+    def compare(self, val_dataset, current_bundle_dir, n_bootstrap: int) -> None:
+        """Evaluate the new model and the current one on the same validation images."""
+        try:
+            from core.bundle import Bundle, load_bundle
+            from core.evaluation import evaluate_bundle
+
+            new = Bundle(self.result.card, self.result.model, self.result.ood)
+            new_metrics = evaluate_bundle(new, val_dataset, progress=self._progress, n_bootstrap=n_bootstrap)
+            current_metrics: Any = None
+            if current_bundle_dir:
+                current = load_bundle(current_bundle_dir)
+                current_metrics = evaluate_bundle(current, val_dataset, progress=self._progress,
+                                                  n_bootstrap=n_bootstrap)
+            self.compared.emit(new_metrics, current_metrics)
+        except Exception as exc:
+            self.failed.emit("compare", str(exc) or type(exc).__name__)
+
+    @Slot(str)
+    def save(self, out_dir: str) -> None:
+        try:
+            from core.training import save_trained
+
+            if Path(out_dir).exists():
+                raise FileExistsError(f"{out_dir} already exists; choose another version so no bundle is replaced")
+            self.saved.emit(str(save_trained(self.result, out_dir)))
+        except Exception as exc:
+            self.failed.emit("save", str(exc) or type(exc).__name__)
+
+
+class RetrainHost(QObject):
+    """GUI-side handle: owns the thread and forwards requests as queued signals."""
+
+    _prepare = Signal(object)
+    _train = Signal(object, object, object)
+    _compare = Signal(object, object, int)
+    _save = Signal(str)
+
+    def __init__(self, parent: QObject | None = None):
+        super().__init__(parent)
+        self.thread = QThread()
+        self.thread.setObjectName("retrain")
+        self.worker = RetrainWorker()
+        self.worker.moveToThread(self.thread)
+        self._prepare.connect(self.worker.prepare)
+        self._train.connect(self.worker.train)
+        self._compare.connect(self.worker.compare)
+        self._save.connect(self.worker.save)
+        self.thread.start()
+
+    def prepare(self, source: dict) -> None:
+        self._prepare.emit(source)
+
+    def train(self, dataset, config, parent_card) -> None:
+        self._train.emit(dataset, config, parent_card)
+
+    def compare(self, val_dataset, current_bundle_dir: str | None, n_bootstrap: int) -> None:
+        self._compare.emit(val_dataset, current_bundle_dir, n_bootstrap)
+
+    def save(self, out_dir: str) -> None:
+        self._save.emit(str(out_dir))
+
+    def cancel(self) -> None:
+        if self.worker.cancel is not None:
+            self.worker.cancel.cancel()
+
+    def shutdown(self) -> None:
+        self.cancel()
+        self.thread.quit()
+        self.thread.wait(60000)

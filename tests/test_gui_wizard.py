@@ -1,0 +1,116 @@
+"""Retrain wizard, offscreen: tiny dataset -> split -> live curves -> new vs current -> saved bundle."""
+
+from __future__ import annotations
+
+import pytest
+
+pytest.importorskip("pytestqt")
+pytest.importorskip("core.training", reason="core.training (the training engine) is not built yet")
+
+from desktop_app.retrain.chart import LineChart  # noqa: E402
+from desktop_app.retrain.wizard import RetrainWizard, next_version  # noqa: E402
+
+TIMEOUT_MS = 240_000
+
+
+@pytest.fixture
+def wizard(qtbot, tmp_path, tiny_bundle):
+    from core.bundle import read_card
+
+    current_dir = tiny_bundle("tiny")
+    w = RetrainWizard(None, models_dir=tmp_path / "models", current=[(current_dir, read_card(current_dir))],
+                      session_items=[])
+    w.config_overrides = dict(base_model="tiny:32", epochs=3, batch_size=8, views=["identity"],
+                              cache_dir=str(tmp_path / "cache"))
+    w.n_bootstrap = 20
+    qtbot.addWidget(w)
+    w.show()
+    yield w
+    w.host.shutdown()
+
+
+def test_wizard_trains_compares_and_saves_a_new_bundle_version(qtbot, wizard, image_folder):
+    from core.bundle import load_bundle, read_card
+
+    folder = image_folder(n_per_class=12)
+    worker = wizard.host.worker
+    with qtbot.waitSignal(wizard.data_ready, timeout=TIMEOUT_MS):
+        wizard.data_page.use_folder(str(folder))
+    assert wizard.data_page.isComplete()
+    counts = wizard.data_page.dataset.counts()
+    assert sum(sum(c.values()) for c in counts.values()) == 24
+    assert wizard.data_page.counts.rowCount() == len(counts)
+
+    wizard.next()
+    assert wizard.currentPage() is wizard.model_page
+    assert wizard.model_page.name.text() == "tiny"
+    assert wizard.model_page.version.text() == "0.0.2"  # a new version of the current model
+
+    epochs = []
+    worker.epoch.connect(epochs.append)
+    with qtbot.waitSignal(wizard.training_finished, timeout=TIMEOUT_MS,
+                          check_params_cb=lambda outcome: outcome == "trained"):
+        wizard.next()
+    assert wizard.train_page.isComplete()
+    assert epochs, "live curves need at least one epoch log"
+    assert len(wizard.train_page.loss.series["train"]) == len([e for e in epochs if e.phase == epochs[0].phase])
+
+    with qtbot.waitSignal(wizard.comparison_ready, timeout=TIMEOUT_MS) as blocker:
+        wizard.next()
+    new, current = blocker.args
+    assert new["n"] == current["n"]  # the same validation photos for both
+    assert new["model"]["version"] == "0.0.2" and current["model"]["version"] == "0.0.1"
+    assert wizard.compare_page.table.item(0, 0).text() != "—"
+    assert wizard.compare_page.table.item(0, 1).text() != "—"
+
+    wizard.next()
+    assert wizard.currentPage() is wizard.save_page and not wizard.save_page.isComplete()
+    with qtbot.waitSignal(wizard.bundle_saved, timeout=TIMEOUT_MS) as saved:
+        wizard.save_page.save()
+    path = saved.args[0]
+    card = read_card(path)
+    assert card.name == "tiny" and card.version == "0.0.2"
+    assert card.parent["name"] == "tiny" and card.parent["version"] == "0.0.1"
+    assert load_bundle(path).card.model_sha256 == card.model_sha256
+    assert wizard.save_page.isComplete()
+
+
+def test_wizard_training_can_be_cancelled_and_saves_nothing(qtbot, wizard, image_folder, tmp_path):
+    folder = image_folder(n_per_class=12)
+    worker = wizard.host.worker
+    with qtbot.waitSignal(wizard.data_ready, timeout=TIMEOUT_MS):
+        wizard.data_page.use_folder(str(folder))
+    wizard.next()
+    # Cancel from the first progress report onwards: deterministic, whatever the machine's speed.
+    worker.progress.connect(lambda *_: wizard.train_page.cancel())
+    with qtbot.waitSignal(wizard.training_finished, timeout=TIMEOUT_MS) as outcome:
+        wizard.next()
+    assert outcome.args == ["cancelled"]
+    assert not wizard.train_page.isComplete()
+    assert "cancelled" in wizard.train_page.message.text().lower()
+    assert not (tmp_path / "models" / "tiny-0.0.2").exists()
+
+
+def test_data_page_refuses_a_split_without_both_classes(qtbot, wizard, image_folder):
+    folder = image_folder(n_per_class=3, classes=("mpox",))
+    with qtbot.waitSignal(wizard.data_ready, timeout=TIMEOUT_MS):
+        wizard.data_page.use_folder(str(folder))
+    assert not wizard.data_page.isComplete()
+    assert "Failed (data)" in wizard.data_page.status.text() and "mpox" in wizard.data_page.status.text()
+
+
+def test_line_chart_keeps_epochs_aligned(qtbot):
+    chart = LineChart("Loss")
+    qtbot.addWidget(chart)
+    chart.add_point("train", 1.0)
+    chart.add_point("validation", None)
+    chart.add_point("train", 0.5)
+    chart.add_point("validation", 0.7)
+    assert chart.series["validation"][0] != chart.series["validation"][0]  # NaN gap
+    assert chart.grab().width() > 0
+
+
+def test_next_version_bumps_the_last_number():
+    assert next_version("1.2.0") == "1.2.1"
+    assert next_version("2026.11.25-1710") == "2026.11.25-1711"
+    assert next_version("beta") == "beta.1"
