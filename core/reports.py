@@ -43,7 +43,6 @@ ROWS_PER_TABLE = 40        # table chunks keep ReportLab's page splitting linear
 # Colours: red for mpox, amber for uncertain, blue for not mpox, grey for errors / unlabelled.
 _C_MPOX = "#c0392b"
 _C_NOT = "#2e86c1"
-_C_UNCERTAIN = "#f5b041"
 _C_GREY = "#95a5a6"
 
 
@@ -227,6 +226,29 @@ def _agreement_from_evaluation(ag: Agreement, y: np.ndarray, p: np.ndarray, thre
             ag.ci[ours] = (float(lo), float(hi))
     ag.engine = "core.evaluation"
     return True
+
+
+def truth_from_class_folders(paths: Sequence[str | os.PathLike], folder: str | os.PathLike) -> dict[str, str] | None:
+    """path -> "mpox"/"not_mpox" from each file's first sub-folder under `folder`, when the folder is laid out
+    as a labelled set (a class folder named mpox/monkeypox/... and at least one other class); else None.
+
+    Meant for an explicit option (a clinic's own "mpox" folder is not ground truth by itself).
+    """
+    from core.datasets import binary_label
+
+    root = Path(folder)
+    classes: dict[str, str] = {}
+    for p in paths:
+        try:
+            parts = Path(p).relative_to(root).parts
+        except ValueError:
+            continue
+        if len(parts) >= 2:
+            classes[str(p)] = parts[0]
+    labels = {name: binary_label(name) for name in set(classes.values())}
+    if LABEL_MPOX not in labels.values() or len(labels) < 2:
+        return None
+    return {path: labels[name] for path, name in classes.items()}
 
 
 def _ratio(a: float, b: float) -> float | None:
@@ -589,7 +611,7 @@ def _numbered_canvas_class(footer_left: str, header: str):
             self.setFont("Helvetica", 7.5)
             self.drawRightString(w - 36, 24, f"Page {self._pageNumber} of {total}")
             if self._pageNumber > 1:
-                self.setFont("Helvetica", 7)
+                self.setFont(_font_for(header), 7)
                 self.setFillColor(colors.HexColor("#777777"))
                 self.drawString(36, self._pagesize[1] - 26, header)
             self.restoreState()
@@ -702,7 +724,7 @@ def write_pdf_report(
     story: list[Any] = []
 
     # ---- cover
-    story.append(Paragraph(escape(title), st["title"]))
+    story.append(Paragraph(f"<font name='{_font_for(title, 'Helvetica-Bold')}'>{escape(title)}</font>", st["title"]))
     story.append(Paragraph(f"Generated {escape(when)} · mpox-triage {escape(__version__)}", st["body"]))
     story.append(Paragraph(escape(DISCLAIMER) + " A clinician must review every image; the model ranks photos "
                            "for attention and can be wrong, especially on skin tones, body sites, cameras and "
@@ -996,10 +1018,11 @@ def write_pdf_report(
         block: list[Any] = [Paragraph(f"{escape(c.name)} {escape(c.version)}", st["h2"])]
         facts = [["Architecture", f"{c.architecture}, input {c.input_size}×{c.input_size} px"],
                  ["Model SHA-256", Paragraph(escape(c.model_sha256 or "(not recorded)"), st["mono"])],
-                 ["Threshold", f"{float(c.threshold):.3f}" + (f" — {c.threshold_reason}" if c.threshold_reason else "")],
+                 ["Threshold", f"{float(c.threshold):.3f}"
+                  + (f" — {c.threshold_reason}" if c.threshold_reason else "")],
                  ["Calibration", f"temperature {float(c.temperature):.3f}"],
-                 ["Uncertain band", f"{c.uncertain_band[0]:.2f} to {c.uncertain_band[1]:.2f} (p inside is flagged uncertain)"
-                  if c.uncertain_band else "none"],
+                 ["Uncertain band", f"{c.uncertain_band[0]:.2f} to {c.uncertain_band[1]:.2f} "
+                  "(p inside is flagged uncertain)" if c.uncertain_band else "none"],
                  ["Out-of-scope limit", f"{c.ood_threshold:.3g}" if c.ood_threshold is not None else "none"],
                  ["Created", f"{c.created} with app {c.app_version}"]]
         if c.parent:

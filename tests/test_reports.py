@@ -331,3 +331,14 @@ def test_two_models_are_reported_separately_not_pooled(tmp_path, photos):
     assert "cd34" * 16 in text.replace(" ", "") and SHA in text.replace(" ", "")
     # each model's own 5 scored images, not 10 pooled ones
     assert text.count("5 scored images have a reference label") == 2
+
+
+def test_truth_from_class_folders_only_for_labelled_layouts(tmp_path):
+    from core.reports import truth_from_class_folders
+
+    root = tmp_path / "set"
+    paths = [root / "Monkeypox" / "a.jpg", root / "chickenpox" / "b.jpg", root / "loose.jpg"]
+    truth = truth_from_class_folders(paths, root)
+    assert truth == {str(paths[0]): "mpox", str(paths[1]): "not_mpox"}
+    assert truth_from_class_folders([root / "visit1" / "a.jpg", root / "visit2" / "b.jpg"], root) is None
+    assert truth_from_class_folders([root / "mpox" / "a.jpg"], root) is None  # one class is no ground truth
