@@ -195,21 +195,21 @@ def test_detail_pane_shows_photo_and_gradcam_overlay(qtbot, make_window, tiny_bu
     tiny_bundle("tiny")
     window = make_window()
     window.open_folder(photos)
+    requested = []
+    window.detail.gradcam_requested.connect(lambda p, _k: requested.append(p))
     run_and_wait(qtbot, window)
-    handle = window.handle_for(window.selected_dirs()[0])
-    window.results.set_filter("all")
     row = [i for i, r in enumerate(window.model.rows) if not r.errors()][-1]
     assert window.results.current_source_row() != row  # a fresh selection, so a fresh request
     wanted = window.model.row_at(row).path
-    heats = []
-    handle.worker.explained.connect(lambda p, _k, h: heats.append((p, h)), Qt.ConnectionType.DirectConnection)
+    assert wanted not in requested
     with qtbot.waitSignal(window.detail.heatmap_ready, timeout=RUN_TIMEOUT_MS,
                           check_params_cb=lambda p, _k: p == wanted), \
             qtbot.waitSignal(window.detail.photo_ready, timeout=RUN_TIMEOUT_MS,
                              check_params_cb=lambda p: p == wanted):
         window.results.select_source_row(row)
-    heat = dict(heats)[wanted]
-    assert heat.ndim == 3 and heat.shape[2] == 3 and heat.dtype.name == "uint8"
+    assert requested.count(wanted) == 1  # asked once, computed by the model's own worker
+    heat = window.detail.view.heat
+    assert (heat.width(), heat.height()) == (64, 48)  # the photo's own size, ready to overlay
     assert window.detail.title.text() == Path(wanted).name
     assert window.detail.has_heatmap()
     assert not window.detail.view.photo.isNull()

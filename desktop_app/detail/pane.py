@@ -63,6 +63,7 @@ class DetailPane(QWidget):
         super().__init__(parent)
         self.row: FileRow | None = None
         self._heat_cache: dict[tuple[str, str], QPixmap] = {}
+        self._requested: set[tuple[str, str]] = set()   # asked for once; the worker answers in order
         self.title = QLabel("No photo selected")
         self.title.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
         self.title.setStyleSheet("font-weight: 600; font-size: 13px;")
@@ -102,6 +103,7 @@ class DetailPane(QWidget):
     # --- called by the window ------------------------------------------------------------------
     def clear_cache(self) -> None:
         self._heat_cache.clear()
+        self._requested.clear()
 
     def show_row(self, row: FileRow | None, photo: QPixmap | None = None) -> None:
         self.row = row
@@ -144,6 +146,7 @@ class DetailPane(QWidget):
     def set_heatmap_error(self, path: str, key: str, message: str) -> None:
         if self.row is not None and self.row.path == path:
             self.status.setText(message)
+        self._requested.discard((path, key))
 
     def current_model_key(self) -> str | None:
         return self.model_combo.currentData()
@@ -194,7 +197,9 @@ class DetailPane(QWidget):
         self.view.heat = cached if cached is not None else QPixmap()
         if cached is None and self.gradcam_box.isChecked():
             self.status.setText("Computing Grad-CAM… (queued behind any running batch)")
-            self.gradcam_requested.emit(row.path, key)
+            if (row.path, key) not in self._requested:
+                self._requested.add((row.path, key))
+                self.gradcam_requested.emit(row.path, key)
         elif cached is not None:
             self.status.setText("Grad-CAM: red = regions that raised p(mpox); it explains the model, not the lesion")
         self.view.update()
