@@ -71,6 +71,8 @@ class ModelCard:
     parent: dict[str, str] | None = None
     app_version: str = __version__
     extra: dict[str, Any] = field(default_factory=dict)
+    # SHA-256 of the card's own canonical JSON without this field: a hand-edited threshold is noticed.
+    card_sha256: str = ""
 
     @property
     def display_name(self) -> str:
@@ -82,6 +84,11 @@ class ModelCard:
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
+
+    def content_digest(self) -> str:
+        data = self.to_dict()
+        data.pop("card_sha256", None)
+        return hashlib.sha256(json.dumps(data, sort_keys=True, default=str).encode("utf-8")).hexdigest()
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> "ModelCard":
@@ -139,12 +146,26 @@ def resolve_bundle_dir(name_or_path: str | os.PathLike, models_dir: str | os.Pat
         return candidate
     base = Path(models_dir) if models_dir else default_models_dir()
     named = base / str(name_or_path)
+    if not named.exists():
+        _recover_interrupted_swap(named)
     if (named / CARD_FILE).is_file():
         return named
     available = ", ".join(c.name for c in list_bundles(base)) or "none"
     raise BundleError(
         f"No model bundle {str(name_or_path)!r} (looked in {candidate} and {named}); available in {base}: {available}"
     )
+
+
+def _recover_interrupted_swap(bundle_dir: Path) -> None:
+    """Put back a previous bundle that save_bundle moved aside just before being killed."""
+    leftovers = sorted(bundle_dir.parent.glob(f".{bundle_dir.name}.old-*")) if bundle_dir.parent.is_dir() else []
+    for old in leftovers:
+        if (old / CARD_FILE).is_file():
+            try:
+                os.replace(old, bundle_dir)
+            except OSError:
+                continue
+            return
 
 
 def read_card(bundle_dir: str | os.PathLike) -> ModelCard:
@@ -176,6 +197,13 @@ def verify_bundle(bundle_dir: str | os.PathLike, card: ModelCard | None = None) 
             )
     if card.model_sha256 and card.files[MODEL_FILE] != card.model_sha256:
         raise BundleError(f"{bundle_dir}: model card is inconsistent (model_sha256 differs from files table)")
+    if card.card_sha256 and card.card_sha256 != card.content_digest():
+        raise BundleError(
+            f"{bundle_dir / CARD_FILE}: the model card was edited after the bundle was saved (its digest does not "
+            "match), so its threshold or calibration cannot be trusted. Reinstall or retrain this model."
+        )
+    if OOD_FILE not in card.files and (bundle_dir / OOD_FILE).exists():
+        raise BundleError(f"{bundle_dir / OOD_FILE}: file is not listed in the model card; refusing an unverified file")
     return card
 
 
@@ -290,6 +318,7 @@ def save_bundle(model, card: ModelCard, out_dir: str | os.PathLike, ood: OODStat
         card.files = files
         card.model_sha256 = files[MODEL_FILE]
         card.format_version = FORMAT_VERSION
+        card.card_sha256 = card.content_digest()
         card_path = tmp / CARD_FILE
         card_path.write_text(json.dumps(card.to_dict(), indent=2, sort_keys=False), encoding="utf-8")
         with open(card_path, "rb") as fh:

@@ -167,3 +167,21 @@ def test_migrate_card_maps_format0_fields_and_refuses_newer_formats():
     assert migrated["model_sha256"] == "ab" and migrated["files"] == {MODEL_FILE: "ab"}
     with pytest.raises(BundleError, match="newer"):
         bundle_mod.migrate_card({"format_version": bundle_mod.FORMAT_VERSION + 1})
+
+
+def test_hand_edited_threshold_in_card_is_refused(tiny_bundle):
+    folder = tiny_bundle()
+    card_path = folder / CARD_FILE
+    data = json.loads(card_path.read_text())
+    data["threshold"] = 0.99
+    card_path.write_text(json.dumps(data, indent=2))
+    with pytest.raises(BundleError, match="edited after the bundle was saved"):
+        load_bundle(folder)
+
+
+def test_bundle_moved_aside_by_a_killed_save_is_recovered(tiny_bundle):
+    folder = tiny_bundle("tiny")
+    before = _snapshot(folder)
+    os.replace(folder, folder.parent / f".{folder.name}.old-12345")  # state after a kill between the renames
+    bundle = load_bundle("tiny", models_dir=folder.parent)
+    assert bundle.card.name == "tiny" and _snapshot(folder) == before

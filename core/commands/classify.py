@@ -77,7 +77,7 @@ def run(args: argparse.Namespace) -> int:
     from core.commands import CliError
     from core.images import discover_images
 
-    folder = Path(args.folder).expanduser()
+    folder = Path(args.folder).expanduser().absolute()
     if not folder.exists():
         raise CliError(f"no such folder: {folder}")
     if not folder.is_dir():
@@ -130,10 +130,14 @@ def run(args: argparse.Namespace) -> int:
     records = []
     status = "interrupted"
     try:
-        for record in engine.run(todo, progress=bar):
-            if store is not None:
-                store.add_result(run_id, record)
-            records.append(record)
+        if store is None:
+            records.extend(engine.run(todo, progress=bar))
+        else:
+            # The engine yields whole batches, so a batch-sized sink commits each batch as it completes.
+            with store.batched(run_id, size=args.batch_size) as sink:
+                for record in engine.run(todo, progress=bar):
+                    sink.add(record)
+                    records.append(record)
         status = "finished"
     finally:
         if store is not None:
