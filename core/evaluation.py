@@ -251,22 +251,26 @@ def _grouped(pairs, y: np.ndarray, p: np.ndarray, thr: float, key) -> dict[str, 
     return out
 
 
-def save_json(data: dict, path: str | os.PathLike) -> Path:
-    """Write metrics as JSON (NaN becomes null so any JSON reader accepts it)."""
-    def clean(v):
-        if isinstance(v, float) and not np.isfinite(v):
-            return None
-        if isinstance(v, dict):
-            return {str(k): clean(x) for k, x in v.items()}
-        if isinstance(v, (list, tuple)):
-            return [clean(x) for x in v]
-        if isinstance(v, np.generic):
-            return clean(v.item())
-        return v
+def to_jsonable(value: Any) -> Any:
+    """Plain JSON types: numpy scalars become Python numbers, NaN and infinities become None."""
+    if isinstance(value, np.generic):
+        value = value.item()
+    if isinstance(value, float) and not np.isfinite(value):
+        return None
+    if isinstance(value, dict):
+        return {str(k): to_jsonable(x) for k, x in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [to_jsonable(x) for x in value]
+    if isinstance(value, np.ndarray):
+        return to_jsonable(value.tolist())
+    return value
 
+
+def save_json(data: dict, path: str | os.PathLike) -> Path:
+    """Write metrics as strict JSON (NaN becomes null so any JSON reader accepts it)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(clean(data), indent=2), encoding="utf-8")
+    path.write_text(json.dumps(to_jsonable(data), indent=2, allow_nan=False), encoding="utf-8")
     return path
 
 

@@ -32,7 +32,7 @@ from core.augment import default_views, random_pipeline
 from core.bundle import ModelCard, save_bundle
 from core.calibration import apply_temperature, fit_temperature, logit, sigmoid
 from core.datasets import Dataset, DatasetError, split_dataset
-from core.evaluation import choose_threshold, evaluate_probabilities, expected_calibration_error
+from core.evaluation import choose_threshold, evaluate_probabilities, expected_calibration_error, to_jsonable
 from core.features import TINY_PREFIX, FeatureExtractor
 from core.ood import OODStats, fit_ood
 from core.preprocess import PREPROCESSING_DESCRIPTION, arch_spec, load_model_input
@@ -282,14 +282,29 @@ def _augmented_images(x: np.ndarray, y: np.ndarray, batch_size: int, seed: int, 
     return Seq()
 
 
-def _fine_tune(clf, backbone, x_tr, y_tr, x_va, y_va, *, from_layer: int, optimizer, epochs: int, patience: int,
-               batch_size: int, seed: int, augment: bool, class_weight: bool, label_smoothing: float, phase: str,
-               history, progress, cancel, on_epoch) -> None:
+def prepare_fine_tune(backbone, from_layer: int) -> None:
+    """Unfreeze the backbone's layers from `from_layer` on, keeping every BatchNormalization in inference mode.
+
+    Keras 3 does not honour the nested `backbone(x, training=False)` when the outer model trains:
+    only a non-trainable BatchNormalization layer is sure to use its moving statistics. Without
+    this, batch statistics replace the ImageNet ones and the features the head learnt on shift.
+    """
     import keras
 
     backbone.trainable = True
     for layer in backbone.layers[:from_layer]:
         layer.trainable = False
+    for layer in backbone.layers:
+        if isinstance(layer, keras.layers.BatchNormalization):
+            layer.trainable = False
+
+
+def _fine_tune(clf, backbone, x_tr, y_tr, x_va, y_va, *, from_layer: int, optimizer, epochs: int, patience: int,
+               batch_size: int, seed: int, augment: bool, class_weight: bool, label_smoothing: float, phase: str,
+               history, progress, cancel, on_epoch) -> None:
+    import keras
+
+    prepare_fine_tune(backbone, from_layer)
     # The logit is the training target; the embedding output is for inference only.
     net = keras.Model(clf.inputs, clf.get_layer("logit").output)
     net.compile(optimizer=optimizer, loss=_loss(label_smoothing), metrics=_metrics())
@@ -455,7 +470,8 @@ def _make_card(config: TrainConfig, spec, size: int, ds: Dataset, fx: FeatureExt
     summary.setdefault("split", {})
     if not summary["split"]:
         summary["split"] = {"protocol": "given"}
-    summary["split"].setdefault("seed", config.seed)
+    if summary["split"].get("protocol") not in ("manifest", "folder", "given"):
+        summary["split"].setdefault("seed", config.seed)
     summary["test_used_in_training"] = False
     gpus = [d.name for d in tf.config.list_logical_devices("GPU")]
     training = {
@@ -476,7 +492,7 @@ def _make_card(config: TrainConfig, spec, size: int, ds: Dataset, fx: FeatureExt
         "tensorflow": tf.__version__,
         "keras": keras.__version__,
     }
-    metrics = {"val": val_metrics, "selection": "all choices made on val; test never used in training"}
+    metrics = to_jsonable({"val": val_metrics, "selection": "all choices made on val; test never used in training"})
     return ModelCard(
         name=config.name or spec.name,
         version=config.version or now.strftime("%Y.%m.%d-%H%M"),
@@ -489,8 +505,8 @@ def _make_card(config: TrainConfig, spec, size: int, ds: Dataset, fx: FeatureExt
         uncertain_band=band,
         ood_threshold=ood_threshold,
         metrics=metrics,
-        training_data=summary,
-        training=training,
+        training_data=to_jsonable(summary),
+        training=to_jsonable(training),
         limitations=list(LIMITATIONS),
         parent=({"name": parent.name, "version": parent.version, "sha256": parent.model_sha256}
                 if parent is not None else None),

@@ -124,6 +124,25 @@ def test_study_preset_runs_both_phases(split, tmp_path, cache_dir):
     assert load_bundle(out).card.training["preset"] == "study"
 
 
+def test_fine_tuning_keeps_batchnorm_in_inference_mode():
+    import keras
+
+    from core.backbones import build_classifier
+    from core.features import build_tiny_backbone
+    from core.training import prepare_fine_tune
+
+    backbone = build_tiny_backbone(32, seed=0)
+    clf = build_classifier("mobilenetv2", backbone=backbone)
+    x = np.random.default_rng(0).uniform(0, 255, (8, 32, 32, 3)).astype("float32")
+    before = np.asarray(clf(x, training=False)["embedding"])
+    prepare_fine_tune(backbone, from_layer=2)
+    # Training-mode forward passes must see the same features (moving statistics, not batch ones).
+    np.testing.assert_allclose(np.asarray(clf(x, training=True)["embedding"]), before, rtol=1e-5, atol=1e-6)
+    trainable = {w.path.split("/")[-2] for w in backbone.trainable_weights}
+    assert trainable == {"tiny_conv2", "tiny_conv3"}
+    assert not any(isinstance(layer, keras.layers.BatchNormalization) and layer.trainable for layer in backbone.layers)
+
+
 def test_cancel_mid_training_leaves_the_existing_bundle_byte_identical(split, cache_dir, tiny_bundle):
     existing = tiny_bundle("tiny-mpox")
     before = _digest_tree(existing.parent)

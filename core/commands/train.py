@@ -74,7 +74,7 @@ def run(args: argparse.Namespace) -> int:
     from core.bundle import BundleError, Bundle, default_models_dir, load_bundle
     from core.commands import CliError
     from core.datasets import DatasetError, load_dataset, split_dataset
-    from core.evaluation import evaluate_bundle, save_json, save_plots
+    from core.evaluation import evaluate_bundle, save_json, save_plots, to_jsonable
     from core.augment import default_views
     from core.backbones import WeightsNotFoundError
     from core.training import TrainConfig, save_trained, train_model
@@ -133,7 +133,8 @@ def run(args: argparse.Namespace) -> int:
         # Test is scored once, after every choice was made on val; it is reported, never used.
         bundle = Bundle(card, result.model, result.ood)
         report["test"] = evaluate_bundle(bundle, test, progress=_printer(args.quiet), n_bootstrap=config.n_bootstrap)
-        card.metrics["test"] = {k: v for k, v in report["test"].items() if k not in ("predictions", "errors")}
+        card.metrics["test"] = to_jsonable({k: v for k, v in report["test"].items()
+                                            if k not in ("predictions", "errors")})
     path = save_trained(result, out)
     elapsed = time.monotonic() - started
     vm = result.val_metrics
