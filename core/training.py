@@ -77,6 +77,7 @@ class TrainConfig:
     fine_tune_lr: float | None = None    # study: 1e-5 RMSprop; full: 1e-5 Adam
     fine_tune_from: int | None = None    # default: the architecture's (120 / 100)
     fine_tune_patience: int | None = None  # study: 1; full: 3
+    fine_tune_augment: str = "aug"       # full: on-the-fly pipeline "aug", "augz" (with zoom-out) or "none"
     min_sensitivity: float = 0.90
     sensitivity_margin: float = 0.0      # aim for min_sensitivity + margin on val, so test/new data keep >= target
     uncertain_logit_width: float = 1.0   # uncertain band: calibrated logit within +-width of the threshold's
@@ -253,7 +254,7 @@ def _load_images(ds: Dataset, size: int, progress, cancel, stage: str) -> tuple[
     return np.stack(arrays), np.asarray(ys, dtype=np.float32), errors
 
 
-def _augmented_images(x: np.ndarray, y: np.ndarray, batch_size: int, seed: int, augment: bool):
+def _augmented_images(x: np.ndarray, y: np.ndarray, batch_size: int, seed: int, augment: str):
     """Keras PyDataset of (augmented) image batches, reshuffled and re-augmented every epoch, deterministic."""
     import keras
 
@@ -269,10 +270,10 @@ def _augmented_images(x: np.ndarray, y: np.ndarray, batch_size: int, seed: int, 
 
         def __getitem__(self, idx):
             sel = self.order[idx * batch_size:(idx + 1) * batch_size]
-            if not augment:
+            if augment == "none":
                 return x[sel].astype(np.float32), y[sel]
             rng = np.random.default_rng([seed, self.epoch, idx])
-            batch = np.stack([random_pipeline(x[i], rng) for i in sel]).astype(np.float32)
+            batch = np.stack([random_pipeline(x[i], rng, zoom=augment == "augz") for i in sel]).astype(np.float32)
             return batch, y[sel]
 
         def on_epoch_end(self):
@@ -300,7 +301,7 @@ def prepare_fine_tune(backbone, from_layer: int) -> None:
 
 
 def _fine_tune(clf, backbone, x_tr, y_tr, x_va, y_va, *, from_layer: int, optimizer, epochs: int, patience: int,
-               batch_size: int, seed: int, augment: bool, class_weight: bool, label_smoothing: float, phase: str,
+               batch_size: int, seed: int, augment: str, class_weight: bool, label_smoothing: float, phase: str,
                history, progress, cancel, on_epoch) -> None:
     import keras
 
@@ -399,7 +400,7 @@ def train_model(dataset: Dataset, config: TrainConfig, progress: ProgressFn | No
         phase2 = "phase2" if study else "finetune"
         _fine_tune(clf, fx.backbone, xi_tr, yi_tr, xi_va, yi_va, from_layer=from_layer, optimizer=optimizer,
                    epochs=ft_epochs, patience=ft_patience, batch_size=config.batch_size, seed=config.seed,
-                   augment=not study, class_weight=config.class_weight, label_smoothing=config.label_smoothing,
+                   augment="none" if study else config.fine_tune_augment, class_weight=config.class_weight, label_smoothing=config.label_smoothing,
                    phase=phase2, history=history, progress=progress, cancel=cancel, on_epoch=on_epoch)
         report(progress, 0, 1, "scoring train and val images with the fine-tuned model", "calibrate")
         val_logits, val_emb = _forward(clf, xi_va, config.batch_size, cancel)
@@ -408,7 +409,8 @@ def train_model(dataset: Dataset, config: TrainConfig, progress: ProgressFn | No
         hyper["fine_tune"] = {"optimizer": "RMSprop" if study else "Adam", "lr": ft_lr, "max_epochs": ft_epochs,
                               "patience": ft_patience, "unfrozen_from_layer": from_layer,
                               "epochs_run": sum(h.phase == phase2 for h in history),
-                              "augmentation": "none" if study else "core.augment.random_pipeline",
+                              "augmentation": "none" if study else
+                              f"core.augment.random_pipeline ({config.fine_tune_augment})",
                               "batchnorm": "inference mode"}
     else:
         val_emb = x_va

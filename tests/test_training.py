@@ -124,6 +124,30 @@ def test_study_preset_runs_both_phases(split, tmp_path, cache_dir):
     assert load_bundle(out).card.training["preset"] == "study"
 
 
+def test_fine_tuning_batches_are_augmented_reproducibly_and_differ_by_epoch():
+    from core.training import _augmented_images
+
+    x = np.stack([np.asarray(_lesion_photo(i % 2 == 0, i, size=32)) for i in range(10)])
+    y = np.arange(10, dtype=np.float32)
+
+    def epoch_batches(data):
+        out = [data[i] for i in range(len(data))]
+        data.on_epoch_end()
+        return out
+
+    a, b = _augmented_images(x, y, 4, seed=3, augment="augz"), _augmented_images(x, y, 4, seed=3, augment="augz")
+    first_a, first_b = epoch_batches(a), epoch_batches(b)
+    for (xa, ya), (xb, yb) in zip(first_a, first_b):
+        np.testing.assert_array_equal(xa, xb)
+        np.testing.assert_array_equal(ya, yb)
+    assert sorted(np.concatenate([yy for _, yy in first_a]).tolist()) == list(range(10))  # every image once
+    second = epoch_batches(a)
+    assert not all(np.array_equal(p[0], q[0]) for p, q in zip(first_a, second))  # re-augmented each epoch
+    plain = _augmented_images(x, y, 4, seed=3, augment="none")
+    xb0, yb0 = plain[0]
+    np.testing.assert_array_equal(xb0, x[yb0.astype(int)])  # "none" passes the images through untouched
+
+
 def test_fine_tuning_keeps_batchnorm_in_inference_mode():
     import keras
 

@@ -39,6 +39,16 @@ def add_parser(sub) -> None:
     p.add_argument("--label-smoothing", type=float, default=0.0)
     p.add_argument("--no-class-weight", action="store_true", help="do not weight classes by inverse frequency")
     p.add_argument("--lr", type=float, help="head learning rate (default 1e-3; study preset 1e-4)")
+    p.add_argument("--dropout", type=float, default=0.2)
+    p.add_argument("--fine-tune-from", type=int, help="first unfrozen backbone layer (default 120 MobileNetV2, 100 Xception)")
+    p.add_argument("--fine-tune-lr", type=float, help="fine-tuning learning rate (default 1e-5)")
+    p.add_argument("--fine-tune-patience", type=int, help="fine-tuning early-stopping patience (default: study 1, full 3)")
+    p.add_argument("--fine-tune-augment", choices=["aug", "augz", "none"], default="aug",
+                   help="full preset: on-the-fly augmentation while fine-tuning (augz adds zoom-out)")
+    p.add_argument("--sensitivity-margin", type=float, default=0.0,
+                   help="aim for min-sensitivity + this on val, to keep a margin on new photos")
+    p.add_argument("--uncertain-width", type=float, default=1.0,
+                   help="uncertain band: calibrated logit within +-this of the threshold's (default 1.0)")
     p.add_argument("--min-sensitivity", type=float, default=0.90,
                    help="the threshold is the highest with at least this sensitivity on val (default 0.90)")
     p.add_argument("--parent", help="bundle this model derives from (recorded in the card)")
@@ -106,7 +116,11 @@ def run(args: argparse.Namespace) -> int:
                              name=args.name, version=args.version, views=views, head_lr=args.lr,
                              label_smoothing=args.label_smoothing, class_weight=not args.no_class_weight,
                              fine_tune_epochs=args.fine_tune_epochs, min_sensitivity=args.min_sensitivity,
-                             cache_dir=args.cache_dir, base_model=args.base_model, n_bootstrap=args.bootstrap)
+                             cache_dir=args.cache_dir, base_model=args.base_model, n_bootstrap=args.bootstrap,
+                             dropout=args.dropout, fine_tune_from=args.fine_tune_from, fine_tune_lr=args.fine_tune_lr,
+                             fine_tune_patience=args.fine_tune_patience,
+                             fine_tune_augment=args.fine_tune_augment, sensitivity_margin=args.sensitivity_margin,
+                             uncertain_logit_width=args.uncertain_width)
     except ValueError as exc:
         raise CliError(str(exc)) from None
     name = args.name or args.arch
