@@ -111,7 +111,8 @@ class MainWindow(QMainWindow):
         splitter.addWidget(self.detail)
         splitter.setStretchFactor(0, 3)
         splitter.setStretchFactor(1, 2)
-        splitter.setSizes([800, 500])
+        splitter.setSizes([900, 460])
+        self.detail.setMinimumWidth(360)
         self.setCentralWidget(splitter)
         self.controller = RunController(self)
 

@@ -78,6 +78,7 @@ class DetailPane(QWidget):
         self.opacity.setValue(45)
         self.opacity.setToolTip("Heat-map opacity")
         self.status = QLabel("")
+        self.status.setWordWrap(True)
         self.status.setStyleSheet("color: #666;")
         self.scores = QLabel()
         self.scores.setTextFormat(Qt.TextFormat.RichText)

@@ -86,8 +86,9 @@ class ResultsModel(QAbstractTableModel):
     def _rebuild_columns(self) -> None:
         cols: list[tuple[str, str]] = [("thumb", ""), ("file", "")]
         cols += [("p", key) for key, _ in self.models] or [("p", "")]
-        cols += [("prediction", ""), ("flag", ""), ("model", ""), ("review", ""), ("reviewer", ""),
-                 ("review_time", "")]
+        # Review columns before the (long) model column, so they stay visible in a narrow window.
+        cols += [("prediction", ""), ("flag", ""), ("review", ""), ("reviewer", ""), ("review_time", ""),
+                 ("model", "")]
         self._columns = cols
 
     def column_of(self, kind: str, key: str | None = None) -> int:
@@ -147,8 +148,7 @@ class ResultsModel(QAbstractTableModel):
     def set_review(self, row: int, label: str, reviewer: str, time: str) -> None:
         r = self.rows[row]
         r.review_label, r.reviewer, r.review_time = label, reviewer, time
-        first = self.column_of("review")
-        self.dataChanged.emit(self.index(row, first), self.index(row, self.columnCount() - 1))
+        self.dataChanged.emit(self.index(row, self.column_of("review")), self.index(row, self.column_of("review_time")))
 
     def apply_reviews(self, reviews: dict[str, dict]) -> None:
         """Load stored reviews ({path: {label, reviewer, time}}) onto existing rows."""
@@ -229,6 +229,8 @@ class ResultsModel(QAbstractTableModel):
                 return "\n".join(errors)
             if kind in ("file", "thumb"):
                 return row.path
+            if kind == "review_time":
+                return row.review_time or None
             return None
         if role == Qt.ItemDataRole.ForegroundRole and row.errors() and kind in ("file", "prediction", "flag"):
             return QBrush(ERROR_FG)
@@ -266,7 +268,8 @@ class ResultsModel(QAbstractTableModel):
         if kind == "reviewer":
             return row.reviewer
         if kind == "review_time":
-            return row.review_time.replace("T", " ").replace("+00:00", " UTC")
+            # Minutes are enough on screen; the tooltip, CSV and session keep the full ISO time.
+            return row.review_time.replace("T", " ")[:16] + (" UTC" if row.review_time.endswith("+00:00") else "")
         return None
 
     def _sort_value(self, row: FileRow, kind: str, key: str):

@@ -55,6 +55,7 @@ class ResultsPanel(QWidget):
         bar.addWidget(self.filter_combo)
         bar.addWidget(self.search, 1)
         bar.addWidget(self.count_label)
+        self.count_label.hide()  # the status bar shows it; kept for embedding the panel elsewhere
 
         self.table = ResultsTable()
         self.table.setModel(self.proxy)
@@ -94,8 +95,8 @@ class ResultsPanel(QWidget):
     def _fit_columns(self) -> None:
         header = self.table.horizontalHeader()
         header.setSectionResizeMode(QHeaderView.ResizeMode.Interactive)
-        widths = {"thumb": 66, "file": 220, "p": 110, "prediction": 110, "flag": 120, "model": 170,
-                  "review": 110, "reviewer": 90, "review_time": 150}
+        widths = {"thumb": 66, "file": 140, "p": 72 if len(self.model.models) <= 1 else 150, "prediction": 86,
+                  "flag": 96, "model": 190, "review": 104, "reviewer": 70, "review_time": 150}
         for col in range(self.model.columnCount()):
             header.resizeSection(col, widths.get(self.model.column_kind(col)[0], 100))
 

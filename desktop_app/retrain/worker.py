@@ -8,7 +8,9 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from PySide6.QtCore import QObject, QThread, Signal, Slot
+from PySide6.QtCore import QObject, Signal, Slot
+
+from desktop_app.workers.model_worker import PythonThread
 
 
 class RetrainWorker(QObject):
@@ -108,7 +110,7 @@ class RetrainHost(QObject):
 
     def __init__(self, parent: QObject | None = None):
         super().__init__(parent)
-        self.thread = QThread()
+        self.thread = PythonThread()
         self.thread.setObjectName("retrain")
         self.worker = RetrainWorker()
         self.worker.moveToThread(self.thread)

@@ -60,8 +60,12 @@ def main(argv: list[str] | None = None) -> int:
         if proxy_row < proxy.rowCount():
             window.review(proxy.mapToSource(proxy.index(proxy_row, 1)).row(), label)
     target = proxy.mapToSource(proxy.index(min(args.select, proxy.rowCount() - 1), 1)).row()
+    wanted = window.model.row_at(target).path
+    loop = QEventLoop()
+    window.detail.heatmap_ready.connect(lambda p, _k: loop.quit() if p == wanted else None)
+    QTimer.singleShot(120_000, loop.quit)
     window.results.select_source_row(target)
-    wait(window.detail.heatmap_ready, 120_000)
+    loop.exec()
     for _ in range(20):
         app.processEvents()
     window.grab().save(args.out)

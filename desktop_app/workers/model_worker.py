@@ -15,6 +15,19 @@ from typing import Any
 from PySide6.QtCore import QObject, QThread, Signal, Slot
 
 
+class PythonThread(QThread):
+    """A QThread whose event loop runs inside one Python call, so the thread keeps one Python thread state.
+
+    With a plain QThread, PySide creates and deletes a Python thread state around every queued slot;
+    TensorFlow's pybind11 layer caches the first one and later dereferences it (a segfault when an
+    eager op raises internally, e.g. in Grad-CAM after a run). Running exec() from a Python run()
+    keeps a single thread state alive for the thread's whole life.
+    """
+
+    def run(self) -> None:
+        self.exec()
+
+
 @dataclass
 class RunJob:
     """One inference request for one model: what to score and where to record it."""
@@ -66,9 +79,21 @@ class ModelWorker(QObject):
             load_tensorflow()
             from core.bundle import load_bundle
 
-            self.bundle = load_bundle(self.bundle_ref)
+            bundle = load_bundle(self.bundle_ref)
+            self._warm_up(bundle)
+            self.bundle = bundle
             self.loaded.emit(self.bundle.card)
         return self.bundle
+
+    @staticmethod
+    def _warm_up(bundle) -> None:
+        """Trace the forward pass now (two batch shapes, so it generalises), not in the middle of a run:
+        tracing is long Python work that competes with the GUI thread for the GIL."""
+        import numpy as np
+
+        size = bundle.input_size
+        for n in (1, 2):
+            bundle.forward(np.zeros((n, size, size, 3), dtype=np.uint8))
 
     @Slot()
     def load(self) -> None:
@@ -150,7 +175,7 @@ class ModelHandle(QObject):
         super().__init__(parent)
         self.key = str(bundle_ref)
         self.card = None
-        self.thread = QThread()
+        self.thread = PythonThread()
         self.thread.setObjectName(f"model:{Path(self.key).name}")
         self.worker = ModelWorker(self.key, batch_size)
         self.worker.moveToThread(self.thread)
