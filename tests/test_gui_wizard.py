@@ -114,3 +114,43 @@ def test_next_version_bumps_the_last_number():
     assert next_version("1.2.0") == "1.2.1"
     assert next_version("2026.11.25-1710") == "2026.11.25-1711"
     assert next_version("beta") == "beta.1"
+
+
+def test_wizard_uses_the_sessions_reviewed_labels(qtbot, tmp_path, image_folder):
+    folder = image_folder(n_per_class=10)
+    items = [(str(p), "mpox" if p.parent.name == "mpox" else "not_mpox") for p in sorted(folder.rglob("*.jpg"))]
+    w = RetrainWizard(None, models_dir=tmp_path / "models", current=[], session_items=items)
+    qtbot.addWidget(w)
+    w.show()
+    assert w.data_page.from_session.isEnabled() and "20 photos" in w.data_page.from_session.text()
+    with qtbot.waitSignal(w.data_ready, timeout=TIMEOUT_MS) as ready:
+        w.data_page.use_session()
+    ds = ready.args[0]
+    assert len(ds) == 20 and {s.label for s in ds.samples} == {"mpox", "not_mpox"}
+    assert {s.split for s in ds.samples} <= {"train", "val", "test"}
+    assert w.model_page.parent_label.text().startswith("none loaded")
+    w.host.shutdown()
+
+
+def test_main_window_opens_the_wizard_with_reviewed_photos(qtbot, tmp_path, tiny_bundle, image_folder):
+    from PySide6.QtCore import QSettings
+
+    from desktop_app.mainwindow import MainWindow
+    from desktop_app.settings.store import AppSettings
+
+    tiny_bundle("tiny")
+    settings = AppSettings(QSettings(str(tmp_path / "s.ini"), QSettings.Format.IniFormat))
+    window = MainWindow(settings, models_dir=tmp_path / "models", sessions_dir=tmp_path / "sessions")
+    qtbot.addWidget(window)
+    window.open_folder(image_folder(n_per_class=2))
+    with qtbot.waitSignal(window.run_finished, timeout=TIMEOUT_MS):
+        window.run()
+    window.review(0, "mpox")
+    window.review(1, "unsure")  # unsure photos are not training labels
+    wizard = window.open_retrain_wizard()
+    assert wizard.session_items == [(window.model.row_at(0).path, "mpox")]
+    assert wizard.current[0][1].name == "tiny"
+    assert wizard.models_dir == tmp_path / "models"
+    wizard.reject()
+    wizard.host.shutdown()
+    window.close()
