@@ -93,7 +93,9 @@ def build_classifier(arch: str, backbone=None, dropout: float = 0.2, weights: st
     size = backbone.input_shape[1]
     inputs = keras.Input(shape=(size, size, 3), name="image")
     x = keras.layers.Rescaling(spec.scale, offset=spec.offset, name="scale")(inputs)
-    # BatchNorm stays in inference mode even while fine-tuning (see ../shared/weights/PROVENANCE.md).
+    # training=False is not enough in Keras 3 once the outer model trains: fine-tuning code must also
+    # set BatchNorm layers trainable=False (core.training.prepare_fine_tune) so they keep inference
+    # statistics (../shared/weights/PROVENANCE.md: MobileNetV2's BN starts from identity statistics).
     x = backbone(x, training=False)
     embedding = keras.layers.GlobalAveragePooling2D(name="embedding")(x)
     x = keras.layers.Dropout(dropout, name="dropout")(embedding)
