@@ -230,21 +230,47 @@ class Scored:
 
 
 class Bundle:
-    """A loaded, verified model. Not thread-safe: one worker thread should own it."""
+    """A loaded, verified model. Not thread-safe: one worker thread should own it.
 
-    def __init__(self, card: ModelCard, model, ood: OODStats | None, path: Path | None = None):
+    `runtime`, when set, is a verified exported model (see core.export.attach_runtime) that computes
+    the same outputs faster; the Keras model is then loaded only when something asks for `model`.
+    """
+
+    def __init__(self, card: ModelCard, model, ood: OODStats | None, path: Path | None = None, runtime=None):
         self.card = card
-        self.model = model
+        self._model = model
         self.ood = ood
         self.path = path
+        self.runtime = runtime
+        self._predict = None
+
+    @property
+    def model(self):
+        if self._model is None and self.path is not None:
+            self._model = _load_keras_model(self.path)
+        return self._model
+
+    @model.setter
+    def model(self, value) -> None:
+        self._model = value
         self._predict = None
 
     @property
     def input_size(self) -> int:
         return int(self.card.input_size)
 
+    @property
+    def runtime_name(self) -> str:
+        return "keras" if self.runtime is None else str(self.card.extra.get("runtime", {}).get("format", "exported"))
+
     def forward(self, batch: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Raw logits (N,) and embeddings (N, D) for a uint8 or float batch (N, S, S, 3) of 0..255 RGB."""
+        if self.runtime is not None:
+            return self.runtime(np.asarray(batch))
+        return self.forward_keras(batch)
+
+    def forward_keras(self, batch: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """forward() through the Keras model, whatever runtime is attached (the reference for agreement checks)."""
         if self._predict is None:
             from core.tf_runtime import load_tensorflow
 
@@ -285,20 +311,54 @@ class Bundle:
         return self.decide(self.calibrate(logits), ood_score, threshold)
 
 
-def load_bundle(name_or_path: str | os.PathLike, models_dir: str | os.PathLike | None = None) -> Bundle:
-    """Find, verify and load a bundle (Keras safe mode on)."""
-    bundle_dir = resolve_bundle_dir(name_or_path, models_dir)
-    card = verify_bundle(bundle_dir)
+def _load_keras_model(bundle_dir: Path):
     from core.tf_runtime import load_tensorflow
 
     _, keras = load_tensorflow()
 
     try:
-        model = keras.saving.load_model(bundle_dir / MODEL_FILE, compile=False, safe_mode=True)
+        return keras.saving.load_model(bundle_dir / MODEL_FILE, compile=False, safe_mode=True)
     except Exception as exc:  # Keras raises ValueError/TypeError for unsafe or broken files
         raise BundleError(f"{bundle_dir / MODEL_FILE}: cannot load model safely ({exc})") from None
+
+
+# Exported runtimes are used only when their recorded agreement with the Keras model is this close.
+RUNTIME_TOLERANCE = 1e-4
+RUNTIME_ENV = "MPOX_TRIAGE_RUNTIME"  # "keras" forces the Keras model even where an export is attached
+
+
+def _verified_runtime(bundle_dir: Path, card: ModelCard):
+    """The bundle's attached exported model, if it is hash-verified, made from this model.keras and agreed
+    within RUNTIME_TOLERANCE when it was attached; else None (the Keras model is used)."""
+    info = card.extra.get("runtime") if isinstance(card.extra, dict) else None
+    if not isinstance(info, dict) or os.environ.get(RUNTIME_ENV, "").lower() == "keras":
+        return None
+    name = info.get("file")
+    agreement = info.get("agreement") or {}
+    if (name not in card.files or info.get("model_sha256") != card.model_sha256
+            or not float(agreement.get("max_abs_diff_p", 1.0)) <= RUNTIME_TOLERANCE):
+        return None
+    try:
+        from core.export import load_exported
+
+        return load_exported(bundle_dir / name, info.get("format"))
+    except Exception:  # no LiteRT/ONNX Runtime installed, or an unreadable file: Keras still works
+        return None
+
+
+def load_bundle(name_or_path: str | os.PathLike, models_dir: str | os.PathLike | None = None,
+                runtime: str = "auto") -> Bundle:
+    """Find, verify and load a bundle (Keras safe mode on).
+
+    runtime "auto" runs a verified attached export (LiteRT) when there is one and loads Keras only on
+    demand; "keras" always loads the Keras model.
+    """
+    bundle_dir = resolve_bundle_dir(name_or_path, models_dir)
+    card = verify_bundle(bundle_dir)
+    runner = _verified_runtime(bundle_dir, card) if runtime == "auto" else None
+    model = _load_keras_model(bundle_dir) if runner is None else None
     ood = OODStats.load(bundle_dir / OOD_FILE) if (bundle_dir / OOD_FILE).is_file() else None
-    return Bundle(card, model, ood, bundle_dir)
+    return Bundle(card, model, ood, bundle_dir, runtime=runner)
 
 
 def save_bundle(model, card: ModelCard, out_dir: str | os.PathLike, ood: OODStats | None = None) -> Path:

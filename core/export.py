@@ -162,10 +162,11 @@ def check_agreement(bundle, runner: Runner, images: np.ndarray, tolerance: float
     Returns the differences; raises ExportError when the largest probability difference exceeds
     `tolerance` or any output is not finite.
     """
+    reference = getattr(bundle, "forward_keras", bundle.forward)  # never compare an attached runtime with itself
     ref_logits, ref_emb, got_logits, got_emb = [], [], [], []
     for i in range(0, len(images), batch_size):
         batch = np.asarray(images[i:i + batch_size])
-        lk, ek = bundle.forward(batch)
+        lk, ek = reference(batch)
         lx, ex = runner(batch)
         ref_logits.append(lk)
         ref_emb.append(ek)
@@ -268,4 +269,47 @@ def export_model(bundle, fmt: str, out_path: str | os.PathLike, check_images=Non
     sidecar = out_path.with_name(out_path.name + ".json")
     sidecar.write_text(json.dumps(result, indent=2), encoding="utf-8")
     result["sidecar"] = str(sidecar)
+    return result
+
+
+def attach_runtime(bundle_dir: str | os.PathLike, check_images=None, tolerance: float = DEFAULT_TOLERANCE) -> dict:
+    """Export the bundle's model to `model-<sha>.tflite` inside the bundle and record it in the model card.
+
+    load_bundle then runs it with LiteRT instead of Keras (faster, and no TensorFlow import at start),
+    but only while its hash matches the card and it was made from the same model.keras; the agreement
+    check on `check_images` (use real photos) must pass or nothing in the bundle changes.
+    """
+    from core.bundle import CARD_FILE, load_bundle, verify_bundle
+
+    bundle = load_bundle(bundle_dir, runtime="keras")
+    bundle_dir = Path(bundle.path)
+    staged = bundle_dir / f".runtime.staged-{os.getpid()}.tflite"
+    try:
+        result = export_model(bundle, "tflite", staged, check_images=check_images, tolerance=tolerance)
+    finally:
+        Path(f"{staged}.json").unlink(missing_ok=True)
+    name = f"model-{result['sha256'][:12]}.tflite"
+    # A new name per content: the file a current card lists is never overwritten, so a crash at any
+    # point leaves a bundle that verifies (with the old runtime or none).
+    os.replace(staged, bundle_dir / name)
+    card = verify_bundle(bundle_dir)
+    old = (card.extra or {}).get("runtime", {}).get("file")
+    if old and old != name:
+        card.files.pop(old, None)
+    card.files[name] = result["sha256"]
+    card.extra = dict(card.extra or {})
+    card.extra["runtime"] = {
+        "format": "tflite", "file": name, "sha256": result["sha256"],
+        "model_sha256": card.model_sha256, "check_images": result["check_images"],
+        "agreement": result["agreement"], "created": result["created"],
+    }
+    if hasattr(card, "content_digest"):
+        card.card_sha256 = card.content_digest()  # the card changed legitimately: re-seal it
+    tmp_card = bundle_dir / f".{CARD_FILE}.tmp-{os.getpid()}"
+    tmp_card.write_text(json.dumps(card.to_dict(), indent=2, sort_keys=False), encoding="utf-8")
+    os.replace(tmp_card, bundle_dir / CARD_FILE)
+    if old and old != name:
+        (bundle_dir / old).unlink(missing_ok=True)
+    result.pop("sidecar", None)
+    result["path"] = str(bundle_dir / name)
     return result

@@ -106,3 +106,73 @@ def test_cli_export_reports_user_errors(tiny_bundle, tmp_path):
     proc = subprocess.run([sys.executable, "-m", "core.cli", "export", "--model", str(tmp_path / "nope"),
                            str(tmp_path / "m.tflite")], capture_output=True, text=True, timeout=300)
     assert proc.returncode == 2 and "No model bundle" in proc.stderr
+
+
+def _attach(bundle_dir, folder):
+    from core.export import attach_runtime
+
+    return attach_runtime(bundle_dir, check_images=folder)
+
+
+def test_attached_runtime_scores_like_keras_without_loading_keras(tiny_bundle, image_folder):
+    from core.images import discover_images
+    from core.inference import classify_paths
+
+    bundle_dir = tiny_bundle()
+    folder = image_folder(3)
+    result = _attach(bundle_dir, folder)
+    assert result["agreement"]["max_abs_diff_p"] <= 1e-4
+    fast = load_bundle(bundle_dir)
+    assert fast.runtime is not None and fast.runtime_name == "tflite"
+    assert fast._model is None  # the Keras model is not loaded until something needs it
+    reference = load_bundle(bundle_dir, runtime="keras")
+    assert reference.runtime is None
+    paths = discover_images(folder)
+    got = [r.p_mpox for r in classify_paths(paths, fast)]
+    want = [r.p_mpox for r in classify_paths(paths, reference)]
+    np.testing.assert_allclose(got, want, atol=1e-4)
+    assert fast.model is not None  # loaded on demand (Grad-CAM, retraining)
+
+
+def test_tampered_attached_runtime_is_refused(tiny_bundle, image_folder):
+    from core.bundle import BundleError
+
+    bundle_dir = tiny_bundle()
+    result = _attach(bundle_dir, image_folder(1))
+    with open(result["path"], "r+b") as fh:
+        fh.seek(100)
+        fh.write(b"\x00\x01\x02\x03")
+    with pytest.raises(BundleError, match="does not match the model card"):
+        load_bundle(bundle_dir)
+
+
+def test_runtime_of_another_model_or_forced_keras_falls_back(tiny_bundle, image_folder, monkeypatch):
+    bundle_dir = tiny_bundle()
+    _attach(bundle_dir, image_folder(1))
+    monkeypatch.setenv("MPOX_TRIAGE_RUNTIME", "keras")
+    assert load_bundle(bundle_dir).runtime is None
+    monkeypatch.delenv("MPOX_TRIAGE_RUNTIME")
+    from core.bundle import read_card
+
+    card = read_card(bundle_dir)
+    card.extra["runtime"]["model_sha256"] = "0" * 64  # recorded for a different model.keras
+    card.card_sha256 = card.content_digest()
+    (bundle_dir / "model_card.json").write_text(json.dumps(card.to_dict()))
+    bundle = load_bundle(bundle_dir)
+    assert bundle.runtime is None and bundle._model is not None
+
+
+def test_reattaching_replaces_the_runtime_file(tiny_bundle, image_folder):
+    bundle_dir = tiny_bundle()
+    first = _attach(bundle_dir, image_folder(1))
+    second = _attach(bundle_dir, None)
+    assert first["path"] == second["path"]  # same content, same name
+    assert len(list(bundle_dir.glob("*.tflite"))) == 1 and load_bundle(bundle_dir).runtime is not None
+
+
+def test_cli_export_attach(tiny_bundle, image_folder):
+    bundle_dir = tiny_bundle()
+    proc = subprocess.run([sys.executable, "-m", "core.cli", "export", "--model", str(bundle_dir), "--attach",
+                           "--check-images", str(image_folder(1))], capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    assert "Attached" in proc.stderr and load_bundle(bundle_dir).runtime is not None

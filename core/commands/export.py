@@ -16,13 +16,17 @@ def add_parser(sub) -> None:
     p = sub.add_parser("export", help="export a model as LiteRT (.tflite) or ONNX for other apps",
                        description="Export a model bundle as a LiteRT (.tflite) or ONNX file, checked against the "
                                    f"Keras model. {DISCLAIMER}")
-    p.add_argument("out", metavar="OUT", help="file to write, e.g. mobilenetv2.tflite (a OUT.json sidecar is written too)")
+    p.add_argument("out", metavar="OUT", nargs="?",
+                   help="file to write, e.g. mobilenetv2.tflite (a OUT.json sidecar is written too)")
     p.add_argument("--model", default="mobilenetv2",
                    help="bundle name in models/ or a bundle folder (default: mobilenetv2)")
     p.add_argument("--format", dest="fmt", choices=["tflite", "onnx"], default=None,
                    help="tflite (LiteRT, for Android/iOS) or onnx (default: from OUT's suffix)")
     p.add_argument("--check-images", metavar="FOLDER",
                    help="folder of real photos for the agreement check (default: generated images)")
+    p.add_argument("--attach", action="store_true",
+                   help="instead of OUT: put a checked .tflite into the bundle and record it in its model card, so "
+                        "classify runs it with LiteRT (faster start and scoring); use --check-images with real photos")
     p.add_argument("--tolerance", type=float, default=1e-4,
                    help="largest allowed p(mpox) difference from the Keras model (default 1e-4)")
     p.set_defaults(run=run)
@@ -34,6 +38,12 @@ def run(args: argparse.Namespace) -> int:
     from core.commands import CliError
     from core.export import FORMATS, ExportError
 
+    if not 0.0 < args.tolerance < 1.0:
+        raise CliError(f"--tolerance must be between 0 and 1, got {args.tolerance}")
+    if args.attach:
+        return _attach(args)
+    if not args.out:
+        raise CliError("give the file to write (OUT), e.g. mobilenetv2.tflite, or --attach")
     out = Path(args.out).expanduser()
     fmt = args.fmt
     if fmt is None:
@@ -44,8 +54,6 @@ def run(args: argparse.Namespace) -> int:
         raise CliError(f"{out} is a folder; give a file name such as model{FORMATS[fmt]}")
     if not out.parent.is_dir():
         raise CliError(f"cannot write {out}: folder {out.parent} does not exist")
-    if not 0.0 < args.tolerance < 1.0:
-        raise CliError(f"--tolerance must be between 0 and 1, got {args.tolerance}")
     if args.check_images and not Path(args.check_images).is_dir():
         raise CliError(f"--check-images {args.check_images}: no such folder")
 
@@ -53,7 +61,7 @@ def run(args: argparse.Namespace) -> int:
     from core.export import export_model
 
     try:
-        bundle = load_bundle(args.model)
+        bundle = load_bundle(args.model, runtime="keras")
     except BundleError as exc:
         raise CliError(str(exc)) from None
     print(f"Exporting {bundle.card.display_name} (sha256 {bundle.card.short_sha}) to {fmt}: {out}", file=sys.stderr)
@@ -68,4 +76,29 @@ def run(args: argparse.Namespace) -> int:
           f"(tolerance {agree['tolerance']:.0e})", file=sys.stderr)
     print(f"Input: float32 RGB 0..255, {bundle.input_size}x{bundle.input_size}; p(mpox) = sigmoid(logit / "
           f"{bundle.card.temperature:g}); threshold {bundle.card.threshold:.3f}", file=sys.stderr)
+    return 0
+
+
+def _attach(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from core.bundle import BundleError, resolve_bundle_dir
+    from core.commands import CliError
+    from core.export import ExportError, attach_runtime
+
+    if args.out:
+        raise CliError("--attach writes into the bundle; give no OUT file")
+    if args.fmt not in (None, "tflite"):
+        raise CliError("--attach supports --format tflite only (LiteRT is the runtime classify can use)")
+    if args.check_images and not Path(args.check_images).is_dir():
+        raise CliError(f"--check-images {args.check_images}: no such folder")
+    try:
+        bundle_dir = resolve_bundle_dir(args.model)
+        result = attach_runtime(bundle_dir, check_images=args.check_images, tolerance=args.tolerance)
+    except (BundleError, ExportError) as exc:
+        raise CliError(str(exc)) from None
+    agree = result["agreement"]
+    print(f"Attached {result['path']} ({result['bytes'] / 2**20:.1f} MiB); agreement with the Keras model on "
+          f"{result['check_images']}: max |dp| = {agree['max_abs_diff_p']:.2e} (tolerance {agree['tolerance']:.0e}). "
+          "classify now runs it with LiteRT; MPOX_TRIAGE_RUNTIME=keras forces Keras.", file=sys.stderr)
     return 0
