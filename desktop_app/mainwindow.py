@@ -11,10 +11,10 @@ import os
 import time
 from pathlib import Path
 
-from PySide6.QtCore import QStandardPaths, Qt, QTimer, Signal, Slot
+from PySide6.QtCore import QStandardPaths, Qt, Signal, Slot
 from PySide6.QtGui import QAction, QActionGroup, QDragEnterEvent, QDropEvent, QIcon, QKeySequence, QPixmap
 from PySide6.QtWidgets import (QComboBox, QFileDialog, QLabel, QMainWindow, QMessageBox, QProgressBar, QSplitter,
-                               QToolBar, QWidget)
+                               QToolBar)
 
 from desktop_app.about import ModelCardDialog, show_about
 from desktop_app.detail.pane import DISPLAY_SIDE, DetailPane
@@ -94,6 +94,7 @@ class MainWindow(QMainWindow):
         self.choices: list = []
         self._background: list = []
         self.last_summary: dict | None = None
+        self.last_warning: QMessageBox | None = None
 
         self.setWindowTitle(APP_NAME)
         if ICON_PATH.is_file():
@@ -354,7 +355,7 @@ class MainWindow(QMainWindow):
         try:
             paths = discover_images(folder, errors=errors)
         except OSError as exc:
-            QMessageBox.warning(self, APP_NAME, f"Cannot open {folder}: {exc}")
+            self.warn(f"Cannot open {folder}: {exc}")
             return False
         self._close_session()
         self.folder, self.paths = folder, [str(p) for p in paths]
@@ -416,7 +417,7 @@ class MainWindow(QMainWindow):
             return False
         dirs, cards = self.selected_dirs(), self.selected_cards()
         if not dirs:
-            QMessageBox.warning(self, APP_NAME, "No model bundle selected. Put bundles in the models folder "
+            self.warn("No model bundle selected. Put bundles in the models folder "
                                 "(Tools > Settings) or train one with Tools > Retrain wizard.")
             return False
         handles = []
@@ -481,7 +482,7 @@ class MainWindow(QMainWindow):
 
     @Slot(str)
     def _on_run_failed(self, message: str) -> None:
-        QMessageBox.warning(self, APP_NAME, f"The run failed: {message}")
+        self.warn(f"The run failed: {message}")
 
     # --- review --------------------------------------------------------------------------------
     @Slot(int, str)
@@ -558,7 +559,7 @@ class MainWindow(QMainWindow):
 
             write_results_csv(self.model.records(), out_path, reviews=self.model.reviews())
         except Exception as exc:
-            QMessageBox.warning(self, APP_NAME, f"Could not write {out_path}: {exc}")
+            self.warn(f"Could not write {out_path}: {exc}")
             return None
         self._log_export(out_path, "csv")
         self._set_message(f"Exported {len(self.model.records())} results to {out_path}")
@@ -569,7 +570,7 @@ class MainWindow(QMainWindow):
         try:
             from core.reports import write_pdf_report
         except ImportError:
-            QMessageBox.information(self, APP_NAME, "PDF reports are not available in this build.")
+            self.warn("PDF reports are not available in this build.")
             return False
         if not self.model.records():
             self._set_message("Nothing to export yet: run a model first", error=True)
@@ -603,7 +604,7 @@ class MainWindow(QMainWindow):
 
     def _pdf_failed(self, message: str) -> None:
         self.progress.hide()
-        QMessageBox.warning(self, APP_NAME, f"Could not write the report: {message}")
+        self.warn(f"Could not write the report: {message}")
 
     def _log_export(self, out_path: str, kind: str) -> None:
         if self.session is not None:
@@ -651,6 +652,15 @@ class MainWindow(QMainWindow):
         return [(r.path, r.review_label) for r in self.model.rows if r.review_label in ("mpox", "not_mpox")]
 
     # --- status --------------------------------------------------------------------------------
+    def warn(self, text: str) -> QMessageBox:
+        """A window-modal message that does not block the event loop (workers keep reporting)."""
+        self._set_message(text.splitlines()[0], error=True)
+        box = QMessageBox(QMessageBox.Icon.Warning, APP_NAME, text, QMessageBox.StandardButton.Ok, self)
+        box.setWindowModality(Qt.WindowModality.WindowModal)
+        box.open()
+        self.last_warning = box
+        return box
+
     def _set_message(self, text: str, error: bool = False) -> None:
         self.message.setText(text)
         self.message.setStyleSheet("color: #b02020;" if error else "")
@@ -678,5 +688,3 @@ class MainWindow(QMainWindow):
         self.settings.sync()
         super().closeEvent(event)
 
-
-__all__ = ["MainWindow", "QWidget"]

@@ -95,3 +95,20 @@ def test_exports_write_csv_with_reviews_and_a_pdf(qtbot, window, image_folder, t
         assert window.export_pdf(str(tmp_path / "report.pdf"))
     assert done.args == [str(tmp_path / "report.pdf")]
     assert (tmp_path / "report.pdf").read_bytes().startswith(b"%PDF")
+
+
+def test_a_broken_bundle_reports_a_clear_error_without_blocking(qtbot, tmp_path, tiny_bundle, image_folder):
+    model_file = tiny_bundle("tiny") / "model.keras"
+    model_file.write_bytes(model_file.read_bytes()[:-10] + b"tampered!!")
+    settings = AppSettings(QSettings(str(tmp_path / "settings.ini"), QSettings.Format.IniFormat))
+    window = MainWindow(settings, models_dir=tmp_path / "models", sessions_dir=tmp_path / "sessions")
+    qtbot.addWidget(window)
+    window.open_folder(image_folder(n_per_class=1))
+    with qtbot.waitSignal(window.run_finished, timeout=120_000) as done:
+        window.run()
+    summary = done.args[0]
+    assert summary["kept"] == 0 and summary["failures"]
+    assert "SHA-256" in summary["failures"][0]
+    assert window.last_warning is not None and "SHA-256" in window.last_warning.text()
+    assert window.act_run.isEnabled()  # the user can fix the bundle and try again
+    window.close()

@@ -10,7 +10,7 @@ from PySide6.QtGui import QColor, QImage, QPainter, QPixmap
 from PySide6.QtWidgets import (QCheckBox, QComboBox, QHBoxLayout, QLabel, QSizePolicy, QSlider, QVBoxLayout,
                                QWidget)
 
-from desktop_app.results.model import FLAG_TEXT, PRED_TEXT, REVIEW_TEXT, FileRow, model_key
+from desktop_app.results.model import FLAG_TEXT, PRED_TEXT, REVIEW_TEXT, FileRow
 
 DISPLAY_SIDE = 1024
 
@@ -205,5 +205,3 @@ class DetailPane(QWidget):
             self.status.setText("Grad-CAM: red = regions that raised p(mpox); it explains the model, not the lesion")
         self.view.update()
 
-
-__all__ = ["DetailPane", "PhotoView", "rgb_to_qimage", "model_key"]

@@ -13,7 +13,7 @@ from typing import Any
 from PySide6.QtCore import Qt, Signal
 from PySide6.QtWidgets import (QButtonGroup, QComboBox, QFileDialog, QFormLayout, QGridLayout, QHBoxLayout,
                                QHeaderView, QLabel, QLineEdit, QProgressBar, QPushButton, QRadioButton,
-                               QTableWidget, QTableWidgetItem, QVBoxLayout, QWidget, QWizard, QWizardPage)
+                               QTableWidget, QTableWidgetItem, QVBoxLayout, QWizard, QWizardPage)
 
 from desktop_app.notices import RESEARCH_NOTICE
 from desktop_app.retrain.chart import LineChart
@@ -439,5 +439,3 @@ class RetrainWizard(QWizard):
         self.host.cancel()
         super().reject()
 
-
-__all__ = ["RetrainWizard", "next_version", "QWidget"]
