@@ -87,10 +87,6 @@ class ResultsPanel(QWidget):
         self._fit_columns()
         self._update_counts()
         self.table.selectionModel().currentRowChanged.connect(self._on_current)
-        self.proxy.modelReset.connect(self._rebind_selection)
-
-    def _rebind_selection(self) -> None:
-        self.table.selectionModel().currentRowChanged.connect(self._on_current, Qt.ConnectionType.UniqueConnection)
 
     def _fit_columns(self) -> None:
         header = self.table.horizontalHeader()
