@@ -95,6 +95,7 @@ class MainWindow(QMainWindow):
         self._background: list = []
         self.last_summary: dict | None = None
         self.last_warning: QMessageBox | None = None
+        self.heatmaps: dict = {}                       # path -> Grad-CAM (H, W) float, for reports
 
         self.setWindowTitle(APP_NAME)
         if ICON_PATH.is_file():
@@ -362,6 +363,7 @@ class MainWindow(QMainWindow):
         self.model.clear()
         self.images.clear()
         self.detail.clear_cache()
+        self.heatmaps = {}
         self.detail.show_row(None)
         self._open_session(folder)
         self.settings.add_recent(folder)
@@ -536,9 +538,11 @@ class MainWindow(QMainWindow):
             return
         handle.explain(path)
 
-    @Slot(str, str, object)
-    def _on_explained(self, path: str, bundle_ref: str, heat) -> None:
-        self.detail.set_heatmap(path, self._key_of_handle.get(bundle_ref, bundle_ref), heat)
+    @Slot(str, str, object, object)
+    def _on_explained(self, path: str, bundle_ref: str, colored, heat) -> None:
+        # Kept for the PDF report: the heat maps the reviewer looked at go into it.
+        self.heatmaps[path] = heat
+        self.detail.set_heatmap(path, self._key_of_handle.get(bundle_ref, bundle_ref), colored)
 
     @Slot(str, str, str)
     def _on_explain_failed(self, path: str, bundle_ref: str, message: str) -> None:
@@ -583,10 +587,11 @@ class MainWindow(QMainWindow):
                 return False
         records, reviews = list(self.model.records()), self.model.reviews()
         cards = [c for _p, c in self.bundles if (c.model_sha256 or f"{c.name} {c.version}") in dict(self.model.models)]
-        folder = self.folder
+        folder, heatmaps = self.folder, dict(self.heatmaps)
 
         def work(progress):
-            return write_pdf_report(records, out_path, folder=folder, cards=cards, reviews=reviews, progress=progress)
+            return write_pdf_report(records, out_path, folder=folder, cards=cards, reviews=reviews,
+                                    gradcam=heatmaps or None, progress=progress)
 
         self._set_message("Writing the PDF report…")
         self.progress.setRange(0, 0)

@@ -209,6 +209,8 @@ def test_detail_pane_shows_photo_and_gradcam_overlay(qtbot, make_window, tiny_bu
     assert requested.count(wanted) == 1  # asked once, computed by the model's own worker
     heat = window.detail.view.heat
     assert (heat.width(), heat.height()) == (64, 48)  # the photo's own size, ready to overlay
+    raw = window.heatmaps[wanted]  # kept for the PDF report
+    assert raw.shape == (48, 64) and raw.dtype.name == "float32" and 0 <= raw.min() <= raw.max() <= 1
     assert window.detail.title.text() == Path(wanted).name
     assert window.detail.has_heatmap()
     assert not window.detail.view.photo.isNull()

@@ -63,7 +63,7 @@ class ModelWorker(QObject):
     progress = Signal(int, int)          # done, total
     result = Signal(object)              # core.records.ResultRecord
     run_finished = Signal(object)        # RunSummary
-    explained = Signal(str, str, object)    # path, model key, (H, W, 3) uint8 colorized heat map
+    explained = Signal(str, str, object, object)  # path, model key, (H, W, 3) uint8 colorized, (H, W) float heat
     explain_failed = Signal(str, str, str)  # path, model key, message
 
     def __init__(self, bundle_ref: str, batch_size: int = 32):
@@ -158,7 +158,7 @@ class ModelWorker(QObject):
 
             rgb = load_rgb(path, max_side=768)
             heat = gradcam(bundle, rgb)
-            self.explained.emit(path, self.bundle_ref, colorize(heat))
+            self.explained.emit(path, self.bundle_ref, colorize(heat), heat)
         except Exception as exc:
             self.explain_failed.emit(path, self.bundle_ref, f"Grad-CAM failed for {Path(path).name}: {exc}")
 
