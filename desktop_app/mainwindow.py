@@ -96,6 +96,7 @@ class MainWindow(QMainWindow):
         self.last_summary: dict | None = None
         self.last_warning: QMessageBox | None = None
         self.heatmaps: dict = {}                       # path -> Grad-CAM (H, W) float, for reports
+        self._resumed = 0
 
         self.setWindowTitle(APP_NAME)
         if ICON_PATH.is_file():
@@ -422,13 +423,26 @@ class MainWindow(QMainWindow):
             self.warn("No model bundle selected. Put bundles in the models folder "
                                 "(Tools > Settings) or train one with Tools > Retrain wizard.")
             return False
-        handles = []
+        jobs = []
         for path, card in zip(dirs, cards):
             handle = self.handle_for(path, card)
             self.model.ensure_model(self._key_of_handle[path], f"{card.name} {card.version}")
-            handles.append(handle)
-        self.controller.start(handles, self.paths, self.folder, self.session)
+            jobs.append((handle, self._paths_to_score(card)))
+        if not any(todo for _h, todo in jobs):
+            self._set_message(f"All {len(self.paths)} photos were already scored by the selected model(s); "
+                              "the results are restored from this folder's session")
+            return False
+        skipped = sum(len(self.paths) - len(todo) for _h, todo in jobs)
+        self._resumed = skipped
+        self.controller.start([(h, todo) for h, todo in jobs if todo], self.folder, self.session)
         return True
+
+    def _paths_to_score(self, card) -> list[str]:
+        """Photos this model has no stored result for (earlier errors are retried): Run after Cancel resumes."""
+        if self.session is None or not card.model_sha256:
+            return list(self.paths)
+        done = self.session.done_paths(card.model_sha256, include_errors=False)
+        return [p for p in self.paths if p not in done]
 
     def cancel_run(self) -> None:
         if self.controller.running:
@@ -443,7 +457,8 @@ class MainWindow(QMainWindow):
         self.progress.show()
         self.eta.setText("ETA …")
         names = ", ".join(f"{c.name} {c.version}" for c in self.selected_cards())
-        self._set_message(f"Scoring {len(self.paths)} photos with {names}…")
+        resumed = f" (resuming: {self._resumed} already scored)" if self._resumed else ""
+        self._set_message(f"Scoring {total} photos with {names}{resumed}…")
         self._update_actions()
 
     @Slot(int, int)

@@ -166,7 +166,8 @@ def test_cancel_mid_run_keeps_partial_results(qtbot, make_window, tiny_bundle, i
     handle = window.handle_for(window.selected_dirs()[0])
     handle.worker.result.connect(cancel_in_worker, Qt.ConnectionType.DirectConnection)
     # The GUI side presses Cancel as soon as the first result shows up.
-    window.controller.result.connect(lambda _r: window.cancel_run())
+    press_cancel = lambda _r: window.cancel_run()  # noqa: E731
+    window.controller.result.connect(press_cancel)
     summary = run_and_wait(qtbot, window)
 
     assert summary["cancelled"]
@@ -177,6 +178,20 @@ def test_cancel_mid_run_keeps_partial_results(qtbot, make_window, tiny_bundle, i
     assert window.act_run.isEnabled() and not window.act_cancel.isEnabled()
     statuses = [r["status"] for r in window.session.runs()]
     assert statuses == ["cancelled"]
+
+    # Run again: it resumes with the photos that are left, and every photo ends up with one result.
+    kept = summary["kept"]
+    handle.worker.result.disconnect(cancel_in_worker)
+    window.controller.result.disconnect(press_cancel)
+    streamed = []
+    window.controller.result.connect(streamed.append)
+    summary = run_and_wait(qtbot, window)
+    assert len(streamed) == 20 - kept  # each remaining photo once (no stale connections from the first run)
+    assert summary["total"] == 20 - kept and summary["kept"] == 20 - kept and not summary["cancelled"]
+    assert window.model.rowCount() == 20
+    assert sorted(r.path for r in window.session.results()) == sorted(window.paths)
+    assert not window.run()  # nothing left to score
+    assert window.message.text().startswith("All 20 photos were already scored")
 
 
 def test_cancel_shows_cancelling_while_the_batch_finishes(qtbot, make_window, tiny_bundle, image_folder):

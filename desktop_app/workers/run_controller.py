@@ -33,28 +33,32 @@ class RunController(QObject):
         self._job_id = 0
         self.started_at = 0.0
         self.running = False
+        self._connected = False
 
-    def start(self, handles: Iterable[ModelHandle], paths: list[str], folder: str = "", session=None) -> None:
+    def start(self, jobs: Iterable[tuple[ModelHandle, list[str]]], folder: str = "", session=None) -> None:
+        """Start one run per (model handle, paths to score) pair; all share one CancelToken."""
         from core.progress import CancelToken  # pure Python, no TensorFlow
 
         if self.running:
             raise RuntimeError("A run is already in progress; cancel it or wait for it to finish")
         self._disconnect()
-        self._handles = list(handles)
+        jobs = list(jobs)
+        self._handles = [handle for handle, _paths in jobs]
         self._job_id += 1
         self.token = CancelToken()
         self._done = {h.key: 0 for h in self._handles}
-        self._totals = {h.key: len(paths) for h in self._handles}
+        self._totals = {h.key: len(paths) for h, paths in jobs}
         self._summaries = {}
         self.started_at = time.monotonic()
         self.running = True
+        self._connected = True
         for handle in self._handles:
             w = handle.worker
             w.progress.connect(self._on_progress)
             w.result.connect(self.result)
             w.run_finished.connect(self._on_finished)
         self.started.emit(self.total)
-        for handle in self._handles:
+        for handle, paths in jobs:
             handle.run(RunJob(list(paths), self.token, folder, session, self._job_id))
 
     @property
@@ -70,6 +74,9 @@ class RunController(QObject):
             self.token.cancel()
 
     def _disconnect(self) -> None:
+        if not self._connected:
+            return
+        self._connected = False
         for handle in self._handles:
             w = handle.worker
             for signal, slot in ((w.progress, self._on_progress), (w.result, self.result),
