@@ -8,6 +8,7 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+import tempfile
 import time
 
 _T0 = time.perf_counter()
@@ -19,6 +20,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--models-dir", help="folder of model bundles (default: the shipped models/)")
     parser.add_argument("--startup-probe", action="store_true",
                         help="print the seconds until the window is shown, then quit (for packaging checks)")
+    parser.add_argument("--smoke-test", metavar="FOLDER",
+                        help="open FOLDER, run the selected model, print a summary and quit (packaging check)")
     args = parser.parse_args(sys.argv[1:] if argv is None else argv)
 
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
@@ -37,7 +40,9 @@ def main(argv: list[str] | None = None) -> int:
     settings = AppSettings()
     if settings.weights_dir and not os.environ.get("MPOX_TRIAGE_WEIGHTS_DIR"):
         os.environ["MPOX_TRIAGE_WEIGHTS_DIR"] = settings.weights_dir
-    window = MainWindow(settings, models_dir=args.models_dir)
+    # A smoke test gets a fresh session, so earlier results are not restored and skipped.
+    sessions = tempfile.mkdtemp(prefix="mpox-smoke-") if args.smoke_test else None
+    window = MainWindow(settings, models_dir=args.models_dir, sessions_dir=sessions)
     if ICON_PATH.is_file():
         from PySide6.QtGui import QIcon
 
@@ -50,9 +55,38 @@ def main(argv: list[str] | None = None) -> int:
             app.quit()
 
         QTimer.singleShot(0, probe)
+    elif args.smoke_test:
+        return _smoke_test(app, window, args.smoke_test)
     elif args.folder:
         QTimer.singleShot(0, lambda: window.open_folder(args.folder))
     return app.exec()
+
+
+def _smoke_test(app, window, folder: str) -> int:
+    """Score a folder through the real window and workers; exit 0 when results came back."""
+    from PySide6.QtCore import QTimer
+
+    outcome: dict = {}
+
+    def done(summary: dict) -> None:
+        outcome.update(summary)
+        cards = ", ".join(f"{c.name} {c.version}" for c in window.selected_cards())
+        print(f"smoke test: {summary['kept']} of {summary['total']} scored by {cards} in "
+              f"{summary['elapsed_s']:.1f} s, {summary['errors']} unreadable, failures: {summary['failures']}",
+              flush=True)
+        window.close()
+        app.quit()
+
+    def start() -> None:
+        if not (window.open_folder(folder) and window.run()):
+            print(f"smoke test: nothing to run ({window.message.text()})", flush=True)
+            window.close()
+            app.quit()
+
+    window.run_finished.connect(done)
+    QTimer.singleShot(0, start)
+    app.exec()
+    return 0 if outcome.get("kept") and not outcome.get("failures") else 1
 
 
 if __name__ == "__main__":
