@@ -112,3 +112,20 @@ def test_a_broken_bundle_reports_a_clear_error_without_blocking(qtbot, tmp_path,
     assert window.last_warning is not None and "SHA-256" in window.last_warning.text()
     assert window.act_run.isEnabled()  # the user can fix the bundle and try again
     window.close()
+
+
+def test_smoke_test_option_scores_a_folder_and_exits(tmp_path, tiny_bundle, image_folder):
+    """The packaging check (`mpox-triage-gui --smoke-test FOLDER`) drives the real window in a fresh process."""
+    import os
+    import subprocess
+    import sys
+
+    tiny_bundle("tiny")
+    folder = image_folder(n_per_class=2)
+    env = {**os.environ, "HOME": str(tmp_path), "XDG_CONFIG_HOME": str(tmp_path / "config"),
+           "QT_QPA_PLATFORM": "offscreen"}
+    out = subprocess.run([sys.executable, "-m", "desktop_app.main", "--models-dir", str(tmp_path / "models"),
+                          "--smoke-test", str(folder)], capture_output=True, text=True, timeout=300, env=env)
+    assert out.returncode == 0, out.stdout + out.stderr
+    assert "smoke test: 4 of 4 scored by tiny 0.0.1" in out.stdout
+    assert not any(folder.rglob("*.png"))  # nothing written beside the photos (thumbnails live in the session)
