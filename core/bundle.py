@@ -369,6 +369,9 @@ def save_bundle(model, card: ModelCard, out_dir: str | os.PathLike, ood: OODStat
     out_dir = Path(out_dir)
     out_dir.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.tmp-", dir=out_dir.parent))
+    umask = os.umask(0)
+    os.umask(umask)
+    os.chmod(tmp, 0o777 & ~umask)  # mkdtemp makes 0700; a bundle folder is as readable as any other folder
     try:
         model.save(tmp / MODEL_FILE)
         files = {MODEL_FILE: sha256_file(tmp / MODEL_FILE)}

@@ -77,7 +77,7 @@ def run(args: argparse.Namespace) -> int:
     from core.commands import CliError
     from core.images import discover_images
 
-    folder = Path(args.folder).expanduser().absolute()
+    folder = Path(os.path.abspath(Path(args.folder).expanduser()))
     if not folder.exists():
         raise CliError(f"no such folder: {folder}")
     if not folder.is_dir():
