@@ -42,6 +42,12 @@ def resolve_weights(arch: str, weights_dir: str | os.PathLike | None = None) -> 
     """Path of the local ImageNet notop weight file for `arch`, or a WeightsNotFoundError saying what to do."""
     spec = arch_spec(arch)
     names = WEIGHT_FILE_NAMES[spec.name]
+    if weights_dir and not Path(weights_dir).expanduser().is_dir():
+        # An explicit setting that points nowhere is a mistake to report, not a reason to look elsewhere.
+        raise WeightsNotFoundError(
+            f"Weights folder {weights_dir} does not exist; fix the weights folder setting (or --weights-dir) "
+            f"to the folder holding {' or '.join(names)}."
+        )
     searched = weights_search_dirs(weights_dir)
     for directory in searched:
         for name in names:

@@ -1,0 +1,52 @@
+"""ImageNet weights come only from local files, found by setting or environment, with clear errors."""
+
+from __future__ import annotations
+
+import pytest
+
+from core.backbones import WEIGHT_FILE_NAMES, WEIGHTS_ENV, WeightsNotFoundError, resolve_weights
+
+
+@pytest.mark.parametrize("arch", ["mobilenetv2", "xception"])
+@pytest.mark.parametrize("which", [0, 1])  # ../shared/weights name, official Keras name
+def test_both_file_names_are_accepted_from_the_environment(arch, which, tmp_path, monkeypatch):
+    name = WEIGHT_FILE_NAMES[arch][which]
+    (tmp_path / name).write_bytes(b"h5")
+    monkeypatch.setenv(WEIGHTS_ENV, str(tmp_path))
+    assert resolve_weights(arch) == tmp_path / name
+
+
+def test_explicit_setting_wins_over_environment(tmp_path, monkeypatch):
+    env_dir, set_dir = tmp_path / "env", tmp_path / "setting"
+    for d in (env_dir, set_dir):
+        d.mkdir()
+        (d / WEIGHT_FILE_NAMES["xception"][1]).write_bytes(b"h5")
+    monkeypatch.setenv(WEIGHTS_ENV, str(env_dir))
+    assert resolve_weights("xception", weights_dir=set_dir).parent == set_dir
+
+
+def test_missing_weights_say_where_they_looked_and_what_to_do(tmp_path, monkeypatch):
+    monkeypatch.setenv(WEIGHTS_ENV, str(tmp_path))
+    monkeypatch.setenv("KERAS_HOME", str(tmp_path / "keras"))
+    with pytest.raises(WeightsNotFoundError) as info:
+        resolve_weights("mobilenetv2")
+    message = str(info.value)
+    assert str(tmp_path) in message and WEIGHTS_ENV in message and "Nothing is downloaded" in message
+
+
+def test_explicit_weights_folder_that_does_not_exist_is_an_error(tmp_path, monkeypatch):
+    good = tmp_path / "good"
+    good.mkdir()
+    (good / WEIGHT_FILE_NAMES["mobilenetv2"][0]).write_bytes(b"h5")
+    monkeypatch.setenv(WEIGHTS_ENV, str(good))
+    with pytest.raises(WeightsNotFoundError, match="does not exist"):
+        resolve_weights("mobilenetv2", weights_dir=tmp_path / "typo")
+
+
+def test_real_weights_build_a_backbone_without_network(shared_weights, monkeypatch):
+    from core.backbones import build_classifier
+
+    monkeypatch.setenv(WEIGHTS_ENV, str(shared_weights))
+    model = build_classifier("mobilenetv2", input_size=96)
+    out = model(__import__("numpy").zeros((1, 96, 96, 3), "float32"))
+    assert out["logit"].shape == (1, 1) and out["embedding"].shape == (1, 1280)
