@@ -95,14 +95,23 @@ def cli_cmd(*args: str) -> list[str]:
     return [sys.executable, "-m", "core.cli", *args]
 
 
-def memory(bundle_dir: Path, base_folder: Path, sizes: list[int]) -> list[tuple[int, float, float]]:
+def runtime_env(runtime: str, importtime: bool = False) -> dict:
+    env = dict(os.environ)
+    env["MPOX_TRIAGE_RUNTIME"] = "keras" if runtime == "keras" else "auto"
+    if importtime:
+        env["MPOX_TRIAGE_TF_VERBOSE"] = "1"  # let -X importtime lines through the TF start-up silencer
+    return env
+
+
+def memory(bundle_dir: Path, base_folder: Path, sizes: list[int], runtime: str) -> list[tuple[int, float, float]]:
     """(e): peak RSS of the real CLI (one process per folder size), measured by wait4 on that process."""
     rows = []
     for n in sizes:
         folder = base_folder if n == len_files(base_folder) else benchlib.linked_folder(base_folder, n)
         with tempfile.TemporaryDirectory() as tmp:
             rss, wall, rc, err = benchlib.peak_rss_mib_of(
-                cli_cmd("classify", str(folder), "--model", str(bundle_dir), "--csv", f"{tmp}/out.csv", "--quiet"))
+                cli_cmd("classify", str(folder), "--model", str(bundle_dir), "--csv", f"{tmp}/out.csv", "--quiet"),
+                env=runtime_env(runtime))
         if rc != 0:
             raise SystemExit(f"classify on {folder} failed ({rc}):\n{err}")
         rows.append((n, rss, wall))
@@ -120,8 +129,10 @@ import json, sys, time
 t0 = time.perf_counter()
 import core.cli, core.commands.classify
 t1 = time.perf_counter()
-from core.tf_runtime import load_tensorflow
-load_tensorflow()
+import os
+if os.environ.get("MPOX_TRIAGE_RUNTIME") == "keras":
+    from core.tf_runtime import load_tensorflow
+    load_tensorflow()
 t2 = time.perf_counter()
 from core.bundle import load_bundle, verify_bundle
 verify_bundle(sys.argv[1])
@@ -133,13 +144,13 @@ list(InferenceEngine(bundle).run([sys.argv[2]]))
 t5 = time.perf_counter()
 list(InferenceEngine(bundle).run([sys.argv[2]]))
 t6 = time.perf_counter()
-print(json.dumps({"import core.cli + classify module": t1 - t0, "import tensorflow + keras": t2 - t1,
-                  "verify SHA-256 of bundle files": t3 - t2, "load_bundle (verify + keras load)": t4 - t3,
+print(json.dumps({"import core.cli + classify module": t1 - t0, "import tensorflow + keras (keras only)": t2 - t1,
+                  "verify SHA-256 of bundle files": t3 - t2, "load_bundle (verify + model load)": t4 - t3,
                   "first image (trace + decode + forward)": t5 - t4, "second image (warm)": t6 - t5}))
 """
 
 
-def cold_start(bundle_dir: Path, image: Path, repeats: int = 3) -> dict:
+def cold_start(bundle_dir: Path, image: Path, runtime: str, repeats: int = 3) -> dict:
     """(f): wall time of the CLI subprocess on one image, a phase breakdown and the slowest imports."""
     with tempfile.TemporaryDirectory() as tmp:
         one = Path(tmp) / "one"
@@ -149,14 +160,16 @@ def cold_start(bundle_dir: Path, image: Path, repeats: int = 3) -> dict:
         for _ in range(repeats):
             with Timer() as t:
                 proc = subprocess.run(cli_cmd("classify", str(one), "--model", str(bundle_dir), "--quiet"),
-                                      capture_output=True, text=True)
+                                      capture_output=True, text=True, env=runtime_env(runtime))
             if proc.returncode != 0:
                 raise SystemExit(f"classify on one image failed:\n{proc.stderr}")
             walls.append(t.seconds)
         phases = json.loads(subprocess.run([sys.executable, "-c", COLD_CHILD, str(bundle_dir), str(one / image.name)],
-                                           capture_output=True, text=True, check=True).stdout.strip().splitlines()[-1])
+                                           capture_output=True, text=True, check=True,
+                                           env=runtime_env(runtime)).stdout.strip().splitlines()[-1])
         imp = subprocess.run([sys.executable, "-X", "importtime", "-m", "core.cli", "classify", str(one), "--model",
-                              str(bundle_dir), "--quiet"], capture_output=True, text=True)
+                              str(bundle_dir), "--quiet"], capture_output=True, text=True,
+                             env=runtime_env(runtime, importtime=True))
     top: dict[str, int] = {}
     for line in imp.stderr.splitlines():
         m = re.match(r"import time:\s+(\d+)\s+\|\s+(\d+)\s+\|( *)(\S+)", line)
@@ -167,71 +180,112 @@ def cold_start(bundle_dir: Path, image: Path, repeats: int = 3) -> dict:
             "imports": sorted(top.items(), key=lambda kv: -kv[1])[:6]}
 
 
+def litert_bundle_dir(arch: str, bundle_dir: Path, folder: Path) -> tuple[Path, dict]:
+    """A bundle with a verified LiteRT runtime attached: the given one if it has it, else a copy under BENCH_DIR.
+
+    The agreement check of the copy runs on real photos: the 224x224 crops of the benchmark folder.
+    """
+    import shutil
+
+    from core.bundle import read_card
+    from core.export import attach_runtime
+    from core.images import discover_images
+
+    card = read_card(bundle_dir)
+    if card.extra.get("runtime"):
+        return bundle_dir, card.extra["runtime"]
+    lite = benchlib.BENCH_DIR / "bundles" / f"{arch}-litert-{card.model_sha256[:12]}"
+    if not (lite / "model_card.json").is_file() or not read_card(lite).extra.get("runtime"):
+        if lite.exists():
+            shutil.rmtree(lite)
+        shutil.copytree(bundle_dir, lite)
+        crops = [p for p in discover_images(folder) if p.parent.name == "crops"][:64]
+        attach_runtime(lite, check_images=crops or None)
+    return lite, read_card(lite).extra["runtime"]
+
+
 def bench_arch(arch: str, args, folder: Path) -> dict:
     from core.bundle import load_bundle
     from core.images import discover_images
 
     bundle_dir, what = benchlib.shipped_or_standin_bundle(arch, prefer_shipped=not args.standin)
-    bundle = load_bundle(bundle_dir)
-    size = bundle.input_size
+    dirs = {"keras": bundle_dir}
+    if "litert" in args.runtime:
+        dirs["litert"], info = litert_bundle_dir(arch, bundle_dir, folder)
+    dirs = {k: v for k, v in dirs.items() if k in args.runtime}
     paths = discover_images(folder)
     n = len(paths)
     workers = args.decode_workers or os.cpu_count() or 2
     res: dict = {"arch": arch, "n": n, "bundle": what}
-    out(f"\n== {arch} ({size}x{size}), {what}")
+    out(f"\n== {arch}, {what}")
     out(f"   folder: {benchlib.folder_summary(folder)}")
+    if "litert" in dirs:
+        agree = info["agreement"]
+        out(f"   LiteRT runtime {dirs['litert'].name}/{info['file']}: agrees with Keras on {info['check_images']}: "
+            f"max |dp| {agree['max_abs_diff_p']:.1e}, max |d logit| {agree['max_abs_diff_logit']:.1e}, "
+            f"max |d embedding| {agree['max_abs_diff_embedding']:.1e}")
+    bundles = {rt: load_bundle(d, runtime="keras" if rt == "keras" else "auto") for rt, d in dirs.items()}
+    if "litert" in bundles and bundles["litert"].runtime is None:
+        raise SystemExit("the LiteRT runtime did not load (is ai-edge-litert installed?)")
+    size = next(iter(bundles.values())).input_size
     want = set(args.only)
     if want & set("abcd"):
         arrays, t_dec = decode_all(paths, size, workers)
         a = n / t_dec
         res["a"] = a
         out(f"(a) decode+resize alone, {workers} threads: {a:8.1f} img/s   ({t_dec:.1f} s; load {load_now()})")
-        t_fwd = forward_all(bundle, arrays, args.batch_size)
-        b = len(arrays) / t_fwd
-        res["b"] = b
+        for rt, bundle in bundles.items():
+            t_fwd = forward_all(bundle, arrays, args.batch_size)
+            b = len(arrays) / t_fwd
+            res[f"b_{rt}"] = b
+            res[f"limit_{rt}"] = min(a, b)
+            out(f"(b) forward pass alone, {rt:<6}, batch {args.batch_size}: {b:8.1f} img/s   ({t_fwd:.1f} s; "
+                f"load {load_now()}) -> limit min(a, b) = {min(a, b):.1f} img/s ({'decode' if a < b else 'model'}-bound)")
         del arrays
-        limit = min(a, b)
-        res["limit"] = limit
-        out(f"(b) forward pass alone, batch {args.batch_size}: {b:8.1f} img/s   ({t_fwd:.1f} s; load {load_now()})")
-        out(f"    limit = min(a, b) = {limit:.1f} img/s ({'decode' if a < b else 'model'}-bound)")
     if want & set("cd"):
-        t_e2e, ok = end_to_end(bundle, paths, args.batch_size)
-        c = n / t_e2e
-        res["c"] = c
-        res["ratio_limit"] = c / res["limit"]
-        verdict = "meets" if c / res["limit"] >= 0.8 else "BELOW"
-        out(f"(c) end-to-end InferenceEngine.run: {c:8.1f} img/s   ({t_e2e:.1f} s, {ok}/{n} ok; load {load_now()})")
-        out(f"    ratio to limit: {c / res['limit']:.2f} ({verdict} target 0.80)")
+        for rt, bundle in bundles.items():
+            t_e2e, ok = end_to_end(bundle, paths, args.batch_size)
+            c = n / t_e2e
+            ratio = c / res[f"limit_{rt}"]
+            res[f"c_{rt}"] = c
+            res[f"ratio_{rt}"] = ratio
+            out(f"(c) end-to-end InferenceEngine.run, {rt:<6}: {c:8.1f} img/s   ({t_e2e:.1f} s, {ok}/{n} ok; "
+                f"load {load_now()}) -> {ratio:.2f} of its limit ({'meets' if ratio >= 0.8 else 'BELOW'} target 0.80)")
     if "d" in want:
-        t_study = study_way(bundle, paths)
+        keras_bundle = bundles.get("keras") or load_bundle(bundle_dir, runtime="keras")
+        t_study = study_way(keras_bundle, paths)
         d = n / t_study
         res["d"] = d
-        res["speedup"] = res["c"] / d
-        verdict = "meets" if res["speedup"] >= 5 else "BELOW"
-        out(f"(d) study's way (load_img + predict on 1): {d:8.1f} img/s   ({t_study:.1f} s; load {load_now()})")
-        out(f"    speed-up of (c) over (d): {res['speedup']:.1f}x ({verdict} target 5x)")
+        out(f"(d) study's way (keras load_img + predict on 1): {d:8.1f} img/s   ({t_study:.1f} s; load {load_now()})")
+        for rt in bundles:
+            speedup = res[f"c_{rt}"] / d
+            res[f"speedup_{rt}"] = speedup
+            out(f"    speed-up of (c) {rt:<6} over (d): {speedup:5.1f}x ({'meets' if speedup >= 5 else 'BELOW'} target 5x)")
     if "e" in want:
-        rows = memory(bundle_dir, folder, args.mem_n)
-        res["memory"] = rows
-        for k, rss, wall in rows:
-            out(f"(e) peak RSS of `mpox-triage classify` on {k:>6} files: {rss:7.0f} MiB   ({wall:.0f} s, "
-                f"{k / wall:.1f} img/s incl. start-up; load {load_now()})")
-        if len(rows) > 1:
-            growth = rows[-1][1] - rows[0][1]
-            out(f"    growth {rows[0][0]} -> {rows[-1][0]} files: {growth:+.0f} MiB "
-                f"({growth * 1024 / (rows[-1][0] - rows[0][0]):.1f} KiB per extra file)")
-        out("    (larger folders: hard links cycling over the 500 photos; every file is read, hashed, decoded "
-            "and scored)")
+        for rt, d in dirs.items():
+            rows = memory(d, folder, args.mem_n, rt)
+            res[f"memory_{rt}"] = rows
+            for k, rss, wall in rows:
+                out(f"(e) peak RSS of `mpox-triage classify`, {rt:<6}, {k:>6} files: {rss:7.0f} MiB   ({wall:.0f} s, "
+                    f"{k / wall:.1f} img/s incl. start-up; load {load_now()})")
+            if len(rows) > 1:
+                growth = rows[-1][1] - rows[0][1]
+                out(f"    growth {rows[0][0]} -> {rows[-1][0]} files: {growth:+.0f} MiB "
+                    f"({growth * 1024 / (rows[-1][0] - rows[0][0]):+.1f} KiB per extra file)")
+        out("    (folders above 500 files are hard links cycling over the 500 photos; every file is still read, "
+            "hashed, decoded and scored)")
     if "f" in want:
         crop = next((p for p in paths if p.parent.name == "crops"), paths[0])
-        cs = cold_start(bundle_dir, crop)
-        res["cold"] = cs
-        out(f"(f) cold start `mpox-triage classify` on one image: median {statistics.median(cs['walls']):.1f} s "
-            f"(runs: {', '.join(f'{w:.1f}' for w in cs['walls'])}; load {load_now()})")
-        for name, secs in cs["phases"].items():
-            out(f"    {name:<42} {secs:6.2f} s")
-        out("    slowest top-level imports (python -X importtime, cumulative): "
-            + ", ".join(f"{k} {v / 1e6:.2f} s" for k, v in cs["imports"]))
+        for rt, d in dirs.items():
+            cs = cold_start(d, crop, rt)
+            res[f"cold_{rt}"] = cs
+            out(f"(f) cold start `mpox-triage classify` on one image, {rt}: median "
+                f"{statistics.median(cs['walls']):.1f} s (runs: {', '.join(f'{w:.1f}' for w in cs['walls'])}; "
+                f"load {load_now()})")
+            for name, secs in cs["phases"].items():
+                out(f"    {name:<42} {secs:6.2f} s")
+            out("    slowest top-level imports (python -X importtime, cumulative): "
+                + ", ".join(f"{k} {v / 1e6:.2f} s" for k, v in cs["imports"]))
     return res
 
 
@@ -245,10 +299,13 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--decode-workers", type=int, default=None, help="threads for (a) (default: CPU count)")
     p.add_argument("--only", default=FIGURES, help="which figures, e.g. abcd (default: all)")
     p.add_argument("--mem-n", default="500,10000", help="folder sizes for (e) (default 500,10000)")
+    p.add_argument("--runtime", default="keras,litert",
+                   help="runtimes to measure: keras, litert (a verified .tflite attached to the bundle) (default both)")
     p.add_argument("--standin", action="store_true", help="use the stand-in bundle even when models/<arch> exists")
     args = p.parse_args(argv)
     args.only = [c for c in args.only if c in FIGURES]
     args.mem_n = [int(x) for x in args.mem_n.split(",")]
+    args.runtime = [r.strip() for r in args.runtime.split(",") if r.strip() in ("keras", "litert")]
     if "c" in args.only or "d" in args.only:
         args.only = sorted(set(args.only) | {"a", "b"} | ({"c"} if "d" in args.only else set()))
 

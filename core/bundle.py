@@ -277,14 +277,16 @@ class Bundle:
             tf, _ = load_tensorflow()
 
             model = self.model
+            shape = tuple(model.input_shape)[1:] if getattr(model, "input_shape", None) else (None, None, 3)
 
-            @tf.function(reduce_retracing=True)
+            # One trace for every batch size (the last, partial batch of a folder does not retrace).
+            @tf.function(input_signature=[tf.TensorSpec((None, *shape), tf.float32)])
             def predict(x):
-                out = model(tf.cast(x, tf.float32), training=False)
+                out = model(x, training=False)
                 return out["logit"], out["embedding"]
 
             self._predict = predict
-        logits, emb = self._predict(np.asarray(batch))
+        logits, emb = self._predict(np.asarray(batch, dtype=np.float32))
         return np.asarray(logits, dtype=np.float64).reshape(-1), np.asarray(emb, dtype=np.float32)
 
     def calibrate(self, logits: np.ndarray) -> np.ndarray:
