@@ -269,35 +269,50 @@ def test_both_models_give_one_row_per_file_with_both_scores(qtbot, make_window, 
 
 
 def test_event_loop_stays_responsive_while_inference_runs(qtbot, make_window, tiny_bundle, image_folder, capsys):
+    """A 10 ms QTimer keeps ticking while 120 photos are scored (decoding, inference, thumbnails, session writes).
+
+    Two measures per gap between ticks: wall time, and the GUI thread's own CPU time (time.thread_time).
+    A loop blocked by our code shows both large; a loop waiting for a CPU on a loaded 2-core box shows a
+    large wall gap with little GUI CPU. So: GUI CPU per gap < 100 ms (the goal, no machine-load excuse),
+    wall gap < 250 ms in the typical case (p95), and < 1 s at worst (a frozen loop shows seconds).
+    """
     tiny_bundle("tiny")
     window = make_window(batch_size=8)
-    window.open_folder(image_folder(n_per_class=40, size=(320, 240)))
+    window.open_folder(image_folder(n_per_class=60, size=(320, 240)))
     # Load the model first: this test measures inference, not TensorFlow's import.
     handle = window.handle_for(window.selected_dirs()[0])
     with qtbot.waitSignal(handle.ready, timeout=RUN_TIMEOUT_MS):
         handle.load()
-    gaps: list[float] = []
-    last = [time.perf_counter()]
+    gaps: list[tuple[float, float]] = []   # (wall s, GUI-thread CPU s)
+    last = [time.perf_counter(), time.thread_time()]
 
     def tick() -> None:
-        now = time.perf_counter()
-        gaps.append(now - last[0])
-        last[0] = now
+        now, cpu = time.perf_counter(), time.thread_time()
+        gaps.append((now - last[0], cpu - last[1]))
+        last[:] = [now, cpu]
+
+    def start_timer(_total: int) -> None:
+        last[:] = [time.perf_counter(), time.thread_time()]
+        timer.start()
 
     timer = QTimer()
     timer.setInterval(10)
     timer.timeout.connect(tick)
-    window.controller.started.connect(lambda _t: (last.__setitem__(0, time.perf_counter()), timer.start()))
+    window.controller.started.connect(start_timer)
     summary = run_and_wait(qtbot, window)
     timer.stop()
-    assert summary["kept"] == 80
-    worst = max(gaps) if gaps else 0.0
+    assert summary["kept"] == 120
+    assert len(gaps) >= 5
+    walls = sorted(w for w, _ in gaps)
+    worst_wall, p95_wall = walls[-1], walls[int(0.95 * (len(walls) - 1))]
+    worst_cpu = max(c for _, c in gaps)
     with capsys.disabled():
-        print(f"\nevent-loop latency during inference: max gap {worst * 1000:.0f} ms over {len(gaps)} ticks, "
-              f"run {summary['elapsed_s']:.2f} s")
-    assert len(gaps) >= 3
-    # The goal is < 100 ms; 250 ms keeps this meaningful (a blocked loop shows seconds) on a loaded 2-core CI box.
-    assert worst < 0.25
+        print(f"\nevent-loop latency during inference ({len(gaps)} ticks, run {summary['elapsed_s']:.2f} s): "
+              f"max gap {worst_wall * 1000:.0f} ms, p95 {p95_wall * 1000:.0f} ms, "
+              f"max GUI-thread CPU in a gap {worst_cpu * 1000:.0f} ms")
+    assert worst_cpu < 0.1
+    assert p95_wall < 0.25
+    assert worst_wall < 1.0
 
 
 def test_window_opens_without_importing_tensorflow(tmp_path):

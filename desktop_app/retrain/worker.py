@@ -8,7 +8,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from PySide6.QtCore import QObject, Signal, Slot
+from PySide6.QtCore import QObject, QThread, Signal, Slot
 
 from desktop_app.workers.model_worker import PythonThread
 
@@ -118,7 +118,7 @@ class RetrainHost(QObject):
         self._train.connect(self.worker.train)
         self._compare.connect(self.worker.compare)
         self._save.connect(self.worker.save)
-        self.thread.start()
+        self.thread.start(QThread.Priority.LowPriority)
 
     def prepare(self, source: dict) -> None:
         self._prepare.emit(source)

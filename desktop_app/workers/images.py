@@ -43,6 +43,9 @@ class _LoadTask(QRunnable):
         self.path, self.max_side, self.cache_file, self.signals = path, max_side, cache_file, signals
 
     def run(self) -> None:
+        from desktop_app.workers.model_worker import lower_thread_priority
+
+        lower_thread_priority()
         image = QImage()
         if self.cache_file is not None and self.cache_file.is_file():
             image = QImage(str(self.cache_file))
