@@ -55,13 +55,15 @@ class LineChart(QWidget):
         p.setPen(QColor(40, 40, 40))
         p.drawText(QRectF(0, 2, self.width(), fm.height() + 4), Qt.AlignmentFlag.AlignHCenter, self.title)
         lo, hi, n = self._range()
+        # Enough decimals that the five axis labels differ, even for a loss that moves in the third decimal.
+        decimals = min(6, max(2, math.ceil(-math.log10((hi - lo) / 4)) + 1)) if hi > lo else 2
         p.setPen(QPen(QColor(225, 225, 225), 1))
         for i in range(5):
             y = plot.bottom() - plot.height() * i / 4
             p.drawLine(QPointF(plot.left(), y), QPointF(plot.right(), y))
             p.setPen(QColor(90, 90, 90))
             p.drawText(QRectF(0, y - fm.height() / 2, left - 6, fm.height()),
-                       Qt.AlignmentFlag.AlignRight | Qt.AlignmentFlag.AlignVCenter, f"{lo + (hi - lo) * i / 4:.2f}")
+                       Qt.AlignmentFlag.AlignRight | Qt.AlignmentFlag.AlignVCenter, f"{lo + (hi - lo) * i / 4:.{decimals}f}")
             p.setPen(QPen(QColor(225, 225, 225), 1))
         p.setPen(QPen(QColor(120, 120, 120), 1))
         p.drawRect(plot)

@@ -19,6 +19,7 @@ from desktop_app.notices import RESEARCH_NOTICE
 from desktop_app.retrain.chart import LineChart
 from desktop_app.retrain.worker import RetrainHost
 
+LOWER_IS_BETTER = {"brier", "ece"}
 COMPARE_METRICS = [("sensitivity", "Sensitivity"), ("specificity", "Specificity"), ("accuracy", "Accuracy"),
                    ("precision", "Precision"), ("f1", "F1"), ("roc_auc", "ROC AUC"), ("pr_auc", "PR AUC"),
                    ("brier", "Brier score (lower is better)"), ("ece", "Calibration error (lower is better)")]
@@ -291,18 +292,31 @@ class ComparePage(QWizardPage):
     def _on_compared(self, new: dict, current: dict | None) -> None:
         self.metrics = (new, current)
         for i, (key, _label) in enumerate(COMPARE_METRICS):
-            for j, m in enumerate((new, current)):
-                value = None if m is None else m.get(key)
+            values = [None if m is None else m.get(key) for m in (new, current)]
+            known = [v for v in values if isinstance(v, (int, float))]
+            best = (min(known) if key in LOWER_IS_BETTER else max(known)) if len(known) == 2 else None
+            for j, (m, value) in enumerate(zip((new, current), values)):
                 text = "—" if value is None else f"{value:.3f}"
                 ci = (m or {}).get("ci95", {}).get(key) if m else None
                 if ci and isinstance(ci, (list, tuple)) and len(ci) == 2:
                     text += f"  ({ci[0]:.2f}–{ci[1]:.2f})"
-                self.table.setItem(i, j, QTableWidgetItem(text))
+                item = QTableWidgetItem(text)
+                if best is not None and value == best and known[0] != known[1]:
+                    font = item.font()
+                    font.setBold(True)  # the better of the two; overlapping intervals mean "not clearly better"
+                    item.setFont(font)
+                self.table.setItem(i, j, item)
+
+        def who(m: dict) -> str:
+            thr = m.get("threshold")
+            return f"{m['model'].get('name')} {m['model'].get('version')}" + (
+                f" (threshold {thr:.2f})" if isinstance(thr, (int, float)) else "")
+
         n = new.get("n", "?")
-        self.message.setText(f"{n} validation photos. Thresholds: new {new['model'].get('name')} "
-                             + (f"vs current {current['model'].get('name')} {current['model'].get('version')}."
-                                if current else "(no current model of this architecture to compare with).")
-                             + f" {RESEARCH_NOTICE}")
+        self.message.setText(f"{n} validation photos; 95% intervals in brackets; bold = the better value. New: "
+                             f"{who(new)}; current: " + (who(current) if current else
+                                                          "none of this architecture to compare with") + ". "
+                             + RESEARCH_NOTICE)
         self.completeChanged.emit()
         self.w.comparison_ready.emit(new, current)
 
