@@ -15,6 +15,8 @@ Parts (--parts):
   views       train views for the head: identity; +hflip; +aug#0..3; +augz#0..3 (the shipped set)
   options     class weighting off, label smoothing 0.1, head learning rate 1e-4 (the study's)
   tta         test-time augmentation: mean of identity and hflip probabilities (same heads)
+  calibration temperature scaling of the shipped head: NLL and ECE before/after, the ECE a perfectly
+              calibrated model would still show on this many images, bootstrap intervals on val
   protocol    the study's image-level random 60/10/30 split vs the fixed group-aware split
   resolution  MobileNetV2 at 299 px vs 224 (identity+hflip views; computes 299-px embeddings once)
   xception    Xception rows, only from embeddings already in the cache (never computed here: 0.5 s
@@ -43,7 +45,7 @@ import numpy as np  # noqa: E402
 
 import benchlib  # noqa: E402
 
-PARTS = ("views", "options", "tta", "protocol", "resolution", "xception")
+PARTS = ("views", "options", "tta", "calibration", "protocol", "resolution", "xception")
 AUG = [f"aug#{k}" for k in range(4)]
 AUGZ = [f"augz#{k}" for k in range(4)]
 SHIPPED_VIEWS = ["identity", "hflip"] + AUG + AUGZ
@@ -106,11 +108,15 @@ def score(z_va: np.ndarray, y_va: np.ndarray, z_te: np.ndarray | None, y_te: np.
     thr, _ = choose_threshold(y_va, p_va, target)
     mv = evaluate_probabilities(y_va, p_va, thr, n_bootstrap=0)
     val = {k: mv[k] for k in ("accuracy", "roc_auc", "ece", "sensitivity", "specificity")}
-    val.update(ece_raw=expected_calibration_error(y_va, sigmoid(z_va)), temperature=t, threshold=thr)
+    val.update(ece_raw=expected_calibration_error(y_va, sigmoid(z_va)), temperature=t, threshold=thr,
+               accuracy_at_half=float(np.mean((p_va >= 0.5) == y_va)))
     test: dict = {}
     if z_te is not None and len(z_te):
-        mt = evaluate_probabilities(y_te, apply_temperature(z_te, t), thr, n_bootstrap=0)
+        p_te = apply_temperature(z_te, t)
+        mt = evaluate_probabilities(y_te, p_te, thr, n_bootstrap=0)
         test = {k: mt[k] for k in ("accuracy", "roc_auc", "ece", "sensitivity", "specificity")}
+        test.update(ece_raw=expected_calibration_error(y_te, sigmoid(z_te)),
+                    accuracy_at_half=float(np.mean((p_te >= 0.5) == y_te)))
     return val, test
 
 
@@ -167,6 +173,43 @@ def summarise(part: str, setting: str, fits: list[tuple], sp: Split, tta: bool =
     return row
 
 
+def calibration_report(fits: list[tuple], sp: Split, target: float, n_draws: int = 1000) -> str:
+    """Temperature scaling of one setting's heads, seed by seed, as a markdown table plus noise figures."""
+    from core.calibration import apply_temperature, binary_nll, fit_temperature, sigmoid
+    from core.evaluation import evaluate_probabilities, expected_calibration_error
+
+    lines = ["\n### calibration (temperature scaling of the shipped head, per seed)\n",
+             "| seed | T | val NLL raw -> T-scaled | val ECE raw -> T-scaled | test ECE raw -> T-scaled | "
+             "val ECE of a perfectly calibrated model (mean, 95th pct) |",
+             "|---|---|---|---|---|---|"]
+    rng = np.random.default_rng(0)
+    for i, (z_va, z_te) in enumerate(fits):
+        zv, zt = z_va[:, 0], z_te[:, 0]
+        t = fit_temperature(zv, sp.y_va)
+        p = apply_temperature(zv, t)
+        # Labels drawn from the calibrated probabilities themselves: what 15-bin ECE shows by chance alone.
+        floor = [expected_calibration_error((rng.random(len(p)) < p).astype(int), p) for _ in range(n_draws)]
+        lines.append(
+            f"| {i} | {t:.2f} | {binary_nll(zv, sp.y_va):.3f} -> {binary_nll(zv, sp.y_va, t):.3f} | "
+            f"{expected_calibration_error(sp.y_va, sigmoid(zv)):.3f} -> {expected_calibration_error(sp.y_va, p):.3f} | "
+            f"{expected_calibration_error(sp.y_te, sigmoid(zt)):.3f} -> "
+            f"{expected_calibration_error(sp.y_te, apply_temperature(zt, t)):.3f} | "
+            f"{np.mean(floor):.3f}, {np.percentile(floor, 95):.3f} |")
+    z_va = fits[0][0][:, 0]
+    t = fit_temperature(z_va, sp.y_va)
+    from core.evaluation import choose_threshold
+
+    p = apply_temperature(z_va, t)
+    thr, _ = choose_threshold(sp.y_va, p, target)
+    m = evaluate_probabilities(sp.y_va, p, thr, n_bootstrap=1000, seed=0)
+    ci = m["ci95"]
+    lines.append(f"\nVal noise scale (seed 0, bootstrap 95% intervals over the {len(p)} val images): accuracy "
+                 f"{m['accuracy']:.3f} [{ci['accuracy'][0]:.3f}, {ci['accuracy'][1]:.3f}], ROC-AUC "
+                 f"{m['roc_auc']:.3f} [{ci['roc_auc'][0]:.3f}, {ci['roc_auc'][1]:.3f}], ECE {m['ece']:.3f} "
+                 f"[{ci['ece'][0]:.3f}, {ci['ece'][1]:.3f}].")
+    return "\n".join(lines)
+
+
 # ---------------------------------------------------------------------------------------------
 # Data
 
@@ -184,9 +227,13 @@ def subsample(ds, limit: int, seed: int = 0):
     return Dataset([ds.samples[i] for i in sorted(keep)], ds.root, dict(ds.split_info))
 
 
-def embed_split(fx, ds, train_views: list[str], flip: bool = True, stress: bool = True, progress=None) -> Split:
-    """Embeddings of one split (computed once, then read from the cache)."""
-    tr, va, te = ds.subset("train"), ds.subset("val"), ds.subset("test")
+def embed_split(fx, ds, train_views: list[str], flip: bool = True, stress: bool = True, test: bool = True,
+                progress=None) -> Split:
+    """Embeddings of one split (computed once, then read from the cache); `test` False leaves test empty."""
+    from core.datasets import Dataset
+
+    tr, va = ds.subset("train"), ds.subset("val")
+    te = ds.subset("test") if test else Dataset([])
     eval_views = ["identity", "hflip"] if flip else ["identity"]
     x_tr = fx.embed(tr, train_views, progress)
     x_va = fx.embed(va, eval_views + (list(STRESS.values()) if stress else []), progress)
@@ -295,7 +342,7 @@ def main(argv: list[str] | None = None) -> int:
 
     rows: list[Row] = []
     fx = FeatureExtractor("mobilenetv2", weights_dir=args.weights_dir, cache_dir=args.cache_dir)
-    need_train = SHIPPED_VIEWS if {"views", "options", "tta", "protocol"} & set(parts) else ["identity", "hflip"]
+    need_train = SHIPPED_VIEWS if {"views", "options", "tta", "calibration", "protocol"} & set(parts) else ["identity", "hflip"]
     log(f"MobileNetV2 224 embeddings ({fx.cache_dir})")
     sp = embed_split(fx, ds, need_train, progress=progress)
 
@@ -335,6 +382,10 @@ def main(argv: list[str] | None = None) -> int:
         run("tta", "identity-only head, plain image", ["identity"])
         run("tta", "identity-only head, TTA", ["identity"], tta=True)
 
+    if "calibration" in parts:
+        run("calibration", shipped, SHIPPED_VIEWS)  # its fits are reused below
+        calib = calibration_report(memo[(id(sp), tuple(SHIPPED_VIEWS), ())][0], sp, args.min_sensitivity)
+
     if "protocol" in parts:
         # The study's image-level random split of the same 973 images: patients and near-duplicate crops
         # cross train/val/test, so its figures are optimistic. Its val is 10% (~97 images).
@@ -346,6 +397,10 @@ def main(argv: list[str] | None = None) -> int:
         run("protocol", "study protocol (image-level random 60/10/30, seed 0), same recipe", SHIPPED_VIEWS,
             split=sps)
         run("protocol", "study protocol, study phase-1 head (identity, lr 1e-4)", ["identity"], split=sps, lr=1e-4)
+        for r in rows:
+            if r.part == "protocol":  # the study reported accuracy at p >= 0.5, not at a sensitivity target
+                r.note = (f"accuracy at calibrated p >= 0.5: val {r.val['accuracy_at_half']:.3f}, "
+                          f"test {r.test['accuracy_at_half']:.3f}")
 
     if "resolution" in parts:
         fx299 = FeatureExtractor("mobilenetv2", input_size=299, weights_dir=args.weights_dir,
@@ -361,15 +416,18 @@ def main(argv: list[str] | None = None) -> int:
             fxx = FeatureExtractor("xception", input_size=size, weights_dir=args.weights_dir,
                                    cache_dir=args.cache_dir)
             tr, va, te = ds.subset("train"), ds.subset("val"), ds.subset("test")
-            if not cached_views(fxx, va.samples + te.samples, ["identity"]) or \
-                    not cached_views(fxx, tr.samples, ["identity"]):
-                log(f"Xception {size}: identity embeddings not all cached in {fxx.cache_dir}; skipped")
+            if not cached_views(fxx, va.samples + tr.samples, ["identity"]):
+                log(f"Xception {size}: train/val identity embeddings not all cached in {fxx.cache_dir}; skipped")
                 continue
-            flips = cached_views(fxx, va.samples + te.samples, ["hflip"])
+            with_test = cached_views(fxx, te.samples, ["identity"])
+            flips = cached_views(fxx, va.samples + (te.samples if with_test else []), ["hflip"])
             train_views = [v for v in ("identity", "hflip", "aug#0", "augz#0")
                            if cached_views(fxx, tr.samples, [v])]
             stress = cached_views(fxx, va.samples, list(STRESS.values()))
-            spx = embed_split(fxx, ds, train_views, flip=flips, stress=stress)
+            log(f"Xception {size}: cached train views {train_views}; test {'cached' if with_test else 'not cached'}, "
+                f"val hflip {'cached' if flips else 'not cached'}, val stress views "
+                f"{'cached' if stress else 'not cached'} (only cached embeddings are used)")
+            spx = embed_split(fxx, ds, train_views, flip=flips, stress=stress, test=with_test)
             run("xception", f"Xception {size}, identity", ["identity"], split=spx)
             if len(train_views) > 1:
                 run("xception", f"Xception {size}, {' + '.join(train_views)}", train_views, split=spx)
@@ -379,6 +437,8 @@ def main(argv: list[str] | None = None) -> int:
             del fxx
 
     print_table(rows)
+    if "calibration" in parts:
+        print(calib)
     total = time.perf_counter() - started
     print(f"\n# total {total:.0f} s; ECE over 15 bins; T = temperature fitted on val; sd over seeds after ±")
     if args.json:
