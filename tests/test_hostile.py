@@ -337,6 +337,7 @@ def test_cli_train_without_weights_says_where_it_looked_and_what_to_set(tmp_path
     from tests.helpers import make_image_folder
 
     data = make_image_folder(tmp_path / "data", n_per_class=10, size=(32, 32))
+    (tmp_path / "no_weights_here").mkdir()  # exists, but holds no weight file
     env = {k: v for k, v in os.environ.items() if k != "MPOX_TRIAGE_WEIGHTS_DIR"}
     env.update(KERAS_HOME=str(tmp_path / "keras_home"), TF_CPP_MIN_LOG_LEVEL="2", PYTHONPATH=str(REPO))
     proc = subprocess.run([sys.executable, "-m", "core.cli", "train", str(data), "--arch", "mobilenetv2",

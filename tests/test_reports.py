@@ -277,6 +277,14 @@ from tests.helpers import make_photo
 from tests.test_reports import make_card, rec
 
 def rss_mib():
+    # Linux: VmHWM belongs to this exec'd image; ru_maxrss would include the forking parent's peak
+    # (pytest with TensorFlow loaded), which a child inherits across fork+exec.
+    try:
+        for line in open("/proc/self/status"):
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024
+    except OSError:
+        pass
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     return peak / 2**20 if sys.platform == "darwin" else peak / 1024  # bytes on macOS, KiB on Linux
 
