@@ -1,6 +1,6 @@
 """Ablation of the training choices on the shared manifest's fixed group-aware split: what each one does on `val`.
 
-    MPOX_TRIAGE_CACHE=/tmp/mtcache MPOX_TRIAGE_WEIGHTS_DIR=../shared/weights python bench/ablation.py
+    MPOX_TRIAGE_CACHE=/tmp/mtcache MPOX_TRIAGE_WEIGHTS_DIR=../shared/weights python bench/ablation.py --json out.json
     python bench/ablation.py --parts views,options --seeds 0      # a quicker subset
     python bench/ablation.py --limit 24 --cache-dir /tmp/abl-smoke  # smoke test on a few images
 
@@ -23,7 +23,8 @@ Parts (--parts):
               per image view on the 2-core dev machine)
 
 Head fits are repeated over --seeds (default 0,1,2) and averaged: with 162 val images one image is
-0.6 points of accuracy, so single-seed differences below about a point are noise.
+0.6 points of accuracy, so single-seed differences below about a point are noise. About 7 minutes
+with a warm cache on the 2-core dev machine; results and reading in docs/ablation.md.
 """
 
 from __future__ import annotations
@@ -176,7 +177,7 @@ def summarise(part: str, setting: str, fits: list[tuple], sp: Split, tta: bool =
 def calibration_report(fits: list[tuple], sp: Split, target: float, n_draws: int = 1000) -> str:
     """Temperature scaling of one setting's heads, seed by seed, as a markdown table plus noise figures."""
     from core.calibration import apply_temperature, binary_nll, fit_temperature, sigmoid
-    from core.evaluation import evaluate_probabilities, expected_calibration_error
+    from core.evaluation import choose_threshold, evaluate_probabilities, expected_calibration_error
 
     lines = ["\n### calibration (temperature scaling of the shipped head, per seed)\n",
              "| seed | T | val NLL raw -> T-scaled | val ECE raw -> T-scaled | test ECE raw -> T-scaled | "
@@ -197,8 +198,6 @@ def calibration_report(fits: list[tuple], sp: Split, target: float, n_draws: int
             f"{np.mean(floor):.3f}, {np.percentile(floor, 95):.3f} |")
     z_va = fits[0][0][:, 0]
     t = fit_temperature(z_va, sp.y_va)
-    from core.evaluation import choose_threshold
-
     p = apply_temperature(z_va, t)
     thr, _ = choose_threshold(sp.y_va, p, target)
     m = evaluate_probabilities(sp.y_va, p, thr, n_bootstrap=1000, seed=0)
@@ -342,7 +341,8 @@ def main(argv: list[str] | None = None) -> int:
 
     rows: list[Row] = []
     fx = FeatureExtractor("mobilenetv2", weights_dir=args.weights_dir, cache_dir=args.cache_dir)
-    need_train = SHIPPED_VIEWS if {"views", "options", "tta", "calibration", "protocol"} & set(parts) else ["identity", "hflip"]
+    shipped_parts = {"views", "options", "tta", "calibration", "protocol"}
+    need_train = SHIPPED_VIEWS if shipped_parts & set(parts) else ["identity", "hflip"]
     log(f"MobileNetV2 224 embeddings ({fx.cache_dir})")
     sp = embed_split(fx, ds, need_train, progress=progress)
 
