@@ -104,6 +104,13 @@ class Dataset:
     def has_splits(self) -> bool:
         return any(s.split in SPLITS for s in self.samples)
 
+    def fingerprint(self) -> str:
+        """SHA-256 of the data manifest (split, label and content hash of every image): what a retrain saw."""
+        import hashlib
+
+        lines = sorted(f"{s.split}\t{s.label}\t{s.file_hash()}" for s in self.samples)
+        return hashlib.sha256("\n".join(lines).encode("utf-8")).hexdigest()
+
     def summary(self) -> dict:
         """Counts per split, class, fine label and source, for model cards and reports."""
         by_fine: dict[str, dict[str, int]] = defaultdict(lambda: defaultdict(int))

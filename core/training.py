@@ -475,6 +475,7 @@ def _make_card(config: TrainConfig, spec, size: int, ds: Dataset, fx: FeatureExt
     if summary["split"].get("protocol") not in ("manifest", "folder", "given"):
         summary["split"].setdefault("seed", config.seed)
     summary["test_used_in_training"] = False
+    summary["manifest_sha256"] = ds.fingerprint()
     gpus = [d.name for d in tf.config.list_logical_devices("GPU")]
     training = {
         "preset": config.preset,
@@ -513,6 +514,17 @@ def _make_card(config: TrainConfig, spec, size: int, ds: Dataset, fx: FeatureExt
         parent=({"name": parent.name, "version": parent.version, "sha256": parent.model_sha256}
                 if parent is not None else None),
     )
+
+
+def retrain_audit_details(card: ModelCard, out_dir: str | os.PathLike) -> dict:
+    """What the audit trail records for a retrain: data manifest hash, split protocol and seed, parent, result."""
+    split = card.training_data.get("split", {}) if isinstance(card.training_data, dict) else {}
+    return {
+        "model": card.name, "version": card.version, "model_sha256": card.model_sha256, "out": str(out_dir),
+        "manifest_sha256": card.training_data.get("manifest_sha256", ""),
+        "split_protocol": split.get("protocol", ""), "split_seed": split.get("seed", card.training.get("seed")),
+        "parent": card.parent, "preset": card.training.get("preset", ""),
+    }
 
 
 def save_trained(result: TrainResult, out_dir: str | os.PathLike) -> Path:

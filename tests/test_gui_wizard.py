@@ -29,8 +29,11 @@ def wizard(qtbot, tmp_path, tiny_bundle):
     w.host.shutdown()
 
 
-def test_wizard_trains_compares_and_saves_a_new_bundle_version(qtbot, wizard, image_folder):
+def test_wizard_trains_compares_and_saves_a_new_bundle_version(qtbot, wizard, image_folder, tmp_path):
+    from types import SimpleNamespace
+
     from core.bundle import load_bundle, read_card
+    from core.session import SessionStore
 
     folder = image_folder(n_per_class=12)
     worker = wizard.host.worker
@@ -65,6 +68,8 @@ def test_wizard_trains_compares_and_saves_a_new_bundle_version(qtbot, wizard, im
 
     wizard.next()
     assert wizard.currentPage() is wizard.save_page and not wizard.save_page.isComplete()
+    store = SessionStore.open(tmp_path / "session")
+    wizard.main_window = SimpleNamespace(session=store)  # the app's open session
     with qtbot.waitSignal(wizard.bundle_saved, timeout=TIMEOUT_MS) as saved:
         wizard.save_page.save()
     path = saved.args[0]
@@ -73,6 +78,12 @@ def test_wizard_trains_compares_and_saves_a_new_bundle_version(qtbot, wizard, im
     assert card.parent["name"] == "tiny" and card.parent["version"] == "0.0.1"
     assert load_bundle(path).card.model_sha256 == card.model_sha256
     assert wizard.save_page.isComplete()
+    retrains = [e for e in store.audit() if e["action"] == "retrain"]
+    assert len(retrains) == 1
+    details = retrains[0]["details"]
+    assert details["model_sha256"] == card.model_sha256 and details["parent"]["version"] == "0.0.1"
+    assert len(details["manifest_sha256"]) == 64 and details["manifest_sha256"] == card.training_data["manifest_sha256"]
+    store.close()
 
 
 def test_wizard_training_can_be_cancelled_and_saves_nothing(qtbot, wizard, image_folder, tmp_path):

@@ -189,10 +189,16 @@ def test_cli_train_then_evaluate(lesion_folder, tmp_path, cache_dir, capsys):
     code = main(["train", str(lesion_folder), "--arch", "mobilenetv2", "--base-model", TINY, "--out", str(out),
                  "--views", "identity,hflip", "--epochs", "20", "--lr", "0.02", "--bootstrap", "20",
                  "--cache-dir", str(cache_dir), "--json", str(metrics), "--plots", str(tmp_path / "plots"),
-                 "--quiet"])
+                 "--session", str(tmp_path / "session"), "--quiet"])
     assert code == 0
     card = json.loads((out / "model_card.json").read_text())
     assert card["training_data"]["split"]["protocol"] == "group" and "test" in card["metrics"]
+    from core.session import SessionStore
+
+    with SessionStore.open(tmp_path / "session") as store:
+        (retrain,) = store.audit("retrain")
+    assert retrain["details"]["manifest_sha256"] == card["training_data"]["manifest_sha256"]
+    assert retrain["details"]["split_seed"] == 0 and retrain["details"]["model_sha256"] == card["model_sha256"]
     assert (tmp_path / "plots" / "val" / "training_curves.png").is_file()
     assert json.loads(metrics.read_text())["val"]["n"] == card["metrics"]["val"]["n"]
     report = tmp_path / "eval.json"

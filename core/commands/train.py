@@ -58,6 +58,7 @@ def add_parser(sub) -> None:
     p.add_argument("--plots", help="folder for val (and test) plots: ROC, confusion, reliability, training curves")
     p.add_argument("--json", dest="json_path", help="write val/test metrics as JSON here")
     p.add_argument("--quiet", action="store_true")
+    p.add_argument("--session", help="session folder whose audit log records this retrain")
     # Tests and demos: a tiny random backbone ("tiny:32") instead of ImageNet weights.
     p.add_argument("--base-model", help=argparse.SUPPRESS)
     p.add_argument("--bootstrap", type=int, default=1000, help="bootstrap resamples for 95%% intervals")
@@ -150,6 +151,12 @@ def run(args: argparse.Namespace) -> int:
         card.metrics["test"] = to_jsonable({k: v for k, v in report["test"].items()
                                             if k not in ("predictions", "errors")})
     path = save_trained(result, out)
+    if args.session:
+        from core.session import ACTION_RETRAIN, SessionStore
+        from core.training import retrain_audit_details
+
+        with SessionStore.open(Path(args.session).expanduser()) as store:
+            store.log(ACTION_RETRAIN, retrain_audit_details(card, path))
     elapsed = time.monotonic() - started
     vm = result.val_metrics
     print(f"Saved {card.name} {card.version} to {path} ({elapsed:.0f} s). Threshold {card.threshold:.3f} "

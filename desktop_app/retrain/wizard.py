@@ -363,6 +363,7 @@ class SavePage(QWizardPage):
 
     def _on_saved(self, path: str) -> None:
         self.saved_path = path
+        self.w.log_retrain(path)
         self.message.setText(f"Saved to {path}. It is now in the model picker.")
         self.completeChanged.emit()
         self.w.bundle_saved.emit(path)
@@ -384,6 +385,7 @@ class RetrainWizard(QWizard):
     def __init__(self, window=None, models_dir: str | Path | None = None, current: list | None = None,
                  session_items: list | None = None, weights_dir: str | None = None):
         super().__init__(window)
+        self.main_window = window
         self.setWindowTitle("Retrain a model")
         self.setWizardStyle(QWizard.WizardStyle.ClassicStyle)
         self.models_dir = Path(models_dir) if models_dir else (window.models_dir if window is not None else Path("models"))
@@ -406,6 +408,17 @@ class RetrainWizard(QWizard):
             self.addPage(page)
         self.resize(860, 600)
         self.finished.connect(lambda _r: self.host.shutdown())
+
+    def log_retrain(self, path: str) -> None:
+        """Record the retrain (data manifest hash, split seed, parent) in the open session's audit trail."""
+        session = getattr(self.main_window, "session", None)
+        result = getattr(self.host.worker, "result", None)
+        if session is None or result is None:
+            return
+        from core.session import ACTION_RETRAIN
+        from core.training import retrain_audit_details
+
+        session.log(ACTION_RETRAIN, retrain_audit_details(result.card, path))
 
     def train_config(self):
         from core.training import TrainConfig
