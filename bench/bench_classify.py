@@ -7,7 +7,7 @@
 Figures (per architecture):
   (a) decode + resize of every file in parallel, alone (img/s)
   (b) the model's forward pass alone on pre-decoded batches (img/s); the limit is min(a, b)
-  (c) end-to-end InferenceEngine.run (img/s) and its ratio to the limit (target >= 0.8)
+  (c) end-to-end InferenceEngine.run (img/s) and its ratio to the limit (target >= 0.8); (a)-(c) best of --repeat runs
   (d) the study's way: keras load_img + model.predict on a batch of one (img/s); speed-up of (c) (target >= 5x)
   (e) peak RSS of `mpox-triage classify` on 500 vs 10,000 files (target: flat)
   (f) cold start of `mpox-triage classify` on one image (wall s) and what dominates it
@@ -230,27 +230,39 @@ def bench_arch(arch: str, args, folder: Path) -> dict:
     size = next(iter(bundles.values())).input_size
     want = set(args.only)
     if want & set("abcd"):
-        arrays, t_dec = decode_all(paths, size, workers)
+        # Rounds interleave (a), (b) and (c) so that load from other processes on these shared cores hits
+        # every figure alike; each figure is the best of its rounds.
+        t_dec, t_fwd, t_e2e = float("inf"), {}, {}
+        for rnd in range(args.repeat):
+            arrays, t = decode_all(paths, size, workers)
+            t_dec = min(t_dec, t)
+            for rt, bundle in bundles.items():
+                t_fwd[rt] = min(t_fwd.get(rt, float("inf")), forward_all(bundle, arrays, args.batch_size))
+            del arrays
+            for rt, bundle in bundles.items():
+                t, ok = end_to_end(bundle, paths, args.batch_size)
+                t_e2e[rt] = min(t_e2e.get(rt, float("inf")), t)
+            out(f"    round {rnd + 1}/{args.repeat} done (load {load_now()})")
         a = n / t_dec
         res["a"] = a
-        out(f"(a) decode+resize alone, {workers} threads: {a:8.1f} img/s   ({t_dec:.1f} s; load {load_now()})")
-        for rt, bundle in bundles.items():
-            t_fwd = forward_all(bundle, arrays, args.batch_size)
-            b = len(arrays) / t_fwd
+        out(f"(a) decode+resize alone, {workers} threads: {a:8.1f} img/s   ({t_dec:.1f} s)")
+        for rt in bundles:
+            b = n / t_fwd[rt]
             res[f"b_{rt}"] = b
             res[f"limit_{rt}"] = min(a, b)
-            out(f"(b) forward pass alone, {rt:<6}, batch {args.batch_size}: {b:8.1f} img/s   ({t_fwd:.1f} s; "
-                f"load {load_now()}) -> limit min(a, b) = {min(a, b):.1f} img/s ({'decode' if a < b else 'model'}-bound)")
-        del arrays
-    if want & set("cd"):
-        for rt, bundle in bundles.items():
-            t_e2e, ok = end_to_end(bundle, paths, args.batch_size)
-            c = n / t_e2e
+            out(f"(b) forward pass alone, {rt:<6}, batch {args.batch_size}: {b:8.1f} img/s   ({t_fwd[rt]:.1f} s) "
+                f"-> limit min(a, b) = {min(a, b):.1f} img/s ({'decode' if a < b else 'model'}-bound)")
+        for rt in bundles:
+            c = n / t_e2e[rt]
             ratio = c / res[f"limit_{rt}"]
             res[f"c_{rt}"] = c
             res[f"ratio_{rt}"] = ratio
-            out(f"(c) end-to-end InferenceEngine.run, {rt:<6}: {c:8.1f} img/s   ({t_e2e:.1f} s, {ok}/{n} ok; "
-                f"load {load_now()}) -> {ratio:.2f} of its limit ({'meets' if ratio >= 0.8 else 'BELOW'} target 0.80)")
+            out(f"(c) end-to-end InferenceEngine.run, {rt:<6}: {c:8.1f} img/s   ({t_e2e[rt]:.1f} s) -> "
+                f"{ratio:.2f} of its limit ({'meets' if ratio >= 0.8 else 'BELOW'} target 0.80)")
+            # Decode and forward share the same cores, so overlapping them cannot beat 1/(1/a + 1/b).
+            shared = 1.0 / (1.0 / res["a"] + 1.0 / res[f"b_{rt}"])
+            out(f"    (both stages on the same cores: 1/(1/a + 1/b) = {shared:.1f} img/s = "
+                f"{shared / res[f'limit_{rt}']:.2f} of the limit; (c) reaches {c / shared:.2f} of that)")
     if "d" in want:
         keras_bundle = bundles.get("keras") or load_bundle(bundle_dir, runtime="keras")
         t_study = study_way(keras_bundle, paths)
@@ -299,6 +311,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--decode-workers", type=int, default=None, help="threads for (a) (default: CPU count)")
     p.add_argument("--only", default=FIGURES, help="which figures, e.g. abcd (default: all)")
     p.add_argument("--mem-n", default="500,10000", help="folder sizes for (e) (default 500,10000)")
+    p.add_argument("--repeat", type=int, default=3, help="(a)-(c) are the best of this many interleaved rounds (default 3)")
     p.add_argument("--runtime", default="keras,litert",
                    help="runtimes to measure: keras, litert (a verified .tflite attached to the bundle) (default both)")
     p.add_argument("--standin", action="store_true", help="use the stand-in bundle even when models/<arch> exists")
