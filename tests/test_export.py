@@ -176,3 +176,42 @@ def test_cli_export_attach(tiny_bundle, image_folder):
                            "--check-images", str(image_folder(1))], capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr
     assert "Attached" in proc.stderr and load_bundle(bundle_dir).runtime is not None
+
+
+def _real_photos(shared_data, split: str, n: int) -> list:
+    import csv
+
+    with open(shared_data / "manifest.csv", newline="", encoding="utf-8") as fh:
+        rows = [r for r in csv.DictReader(fh) if r.get("split") == split]
+    return [shared_data / r["path"] for r in rows[:n]]
+
+
+@pytest.mark.shared_data
+def test_tflite_agreement_check_on_real_photos(shared_data, tiny_bundle, tmp_path):
+    bundle = load_bundle(tiny_bundle())
+    result = export_model(bundle, "tflite", tmp_path / "m.tflite", check_images=_real_photos(shared_data, "test", 24))
+    assert result["agreement"]["images"] == 24 and result["agreement"]["max_abs_diff_p"] <= 1e-4
+
+
+@pytest.mark.shared_data
+@pytest.mark.slow
+def test_shipped_mobilenetv2_runs_on_litert_only_after_agreeing_on_real_photos(shared_data, tmp_path):
+    """The runtime path for the real model: attach on test-split photos, then score other photos alike."""
+    import shutil
+
+    from core.bundle import default_models_dir
+    from core.export import attach_runtime
+    from core.inference import classify_paths
+
+    shipped = default_models_dir() / "mobilenetv2"
+    if not (shipped / "model_card.json").is_file():
+        pytest.skip(f"no shipped bundle at {shipped}")
+    bundle_dir = shutil.copytree(shipped, tmp_path / "mobilenetv2")  # never modify the shipped bundle
+    photos = _real_photos(shared_data, "test", 48)
+    result = attach_runtime(bundle_dir, check_images=photos[:32])
+    assert result["agreement"]["max_abs_diff_p"] <= 1e-4
+    fast, reference = load_bundle(bundle_dir), load_bundle(bundle_dir, runtime="keras")
+    assert fast.runtime is not None
+    got = [r.p_mpox for r in classify_paths(photos[32:], fast)]
+    want = [r.p_mpox for r in classify_paths(photos[32:], reference)]
+    np.testing.assert_allclose(got, want, atol=1e-4)
