@@ -195,12 +195,27 @@ def folder_summary(folder: Path) -> str:
             f"3000-4000 px phone JPEGs), {size / 2**20:.0f} MiB")
 
 
+# Linux keeps a process's peak RSS across fork/vfork + exec, so a child started straight from a big
+# benchmark process (TensorFlow loaded) reports at least the parent's size. A small launcher process
+# starts the measured command instead and reports its peak with wait4.
+_LAUNCHER = r"""
+import json, os, subprocess, sys
+p = subprocess.Popen(sys.argv[1:], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+err = p.stderr.read()
+_, status, usage = os.wait4(p.pid, 0)
+print(json.dumps({"maxrss_kb": usage.ru_maxrss, "rc": os.waitstatus_to_exitcode(status),
+                  "err": err.decode("utf-8", "replace")[-2000:]}))
+"""
+
+
 def peak_rss_mib_of(cmd: list[str], env: dict | None = None) -> tuple[float, float, int, str]:
-    """Run a command; return (peak RSS MiB of that process, wall seconds, exit status, stderr tail)."""
+    """Run a command; return (its peak RSS in MiB, wall seconds, exit status, stderr tail)."""
+    import json
+
     t0 = time.perf_counter()
-    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=env)
-    err = proc.stderr.read().decode("utf-8", "replace")
-    _, status, usage = os.wait4(proc.pid, 0)
-    proc.returncode = os.waitstatus_to_exitcode(status)
+    proc = subprocess.run([sys.executable, "-c", _LAUNCHER, *cmd], capture_output=True, text=True, env=env)
     wall = time.perf_counter() - t0
-    return usage.ru_maxrss / 1024.0, wall, proc.returncode, err[-2000:]
+    if proc.returncode != 0:
+        return 0.0, wall, proc.returncode, proc.stderr[-2000:]
+    info = json.loads(proc.stdout.strip().splitlines()[-1])
+    return info["maxrss_kb"] / 1024.0, wall, info["rc"], info["err"]
