@@ -102,9 +102,13 @@ class LiteRTRunner:
 
             tf, _ = load_tensorflow()
             Interpreter = tf.lite.Interpreter
-        with warnings.catch_warnings():
+        from core.tf_runtime import quiet_native_stderr
+
+        # The native runtime prints "Created TensorFlow Lite XNNPACK delegate" to fd 2 on a user's console.
+        with warnings.catch_warnings(), quiet_native_stderr():
             warnings.simplefilter("ignore")
             self.interpreter = Interpreter(model_path=str(path), num_threads=num_threads or os.cpu_count() or 1)
+            self.interpreter.allocate_tensors()
         signatures = self.interpreter.get_signature_list()
         if "serving_default" not in signatures:
             raise ExportError(f"{path}: no serving_default signature; re-export it with `mpox-triage export`")
@@ -112,7 +116,8 @@ class LiteRTRunner:
         if set(sig["outputs"]) != {"logit", "embedding"} or len(sig["inputs"]) != 1:
             raise ExportError(f"{path}: unexpected inputs/outputs {sig}; expected one image in, logit and embedding out")
         self.input_name = sig["inputs"][0]
-        self.runner = self.interpreter.get_signature_runner("serving_default")
+        with quiet_native_stderr():
+            self.runner = self.interpreter.get_signature_runner("serving_default")
 
     def __call__(self, batch: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         out = self.runner(**{self.input_name: np.asarray(batch, dtype=np.float32)})

@@ -124,7 +124,8 @@ def run(args: argparse.Namespace) -> int:
             print(f"Resuming: {len(previous)} already scored, {len(todo)} to go", file=sys.stderr)
         run_id = store.start_run(card, str(folder), engine.threshold)
 
-    print(f"{card.name} {card.version} (sha256 {card.short_sha}, threshold {engine.threshold:.3f}) on "
+    print(f"{card.name} {card.version} (sha256 {card.short_sha}, threshold {engine.threshold:.3f}, "
+          f"runtime {bundle.runtime_name}) on "
           f"{len(paths)} images in {folder}. {DISCLAIMER}", file=sys.stderr)
     bar = ProgressBar(enabled=not args.quiet)
     records = []
