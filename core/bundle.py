@@ -207,18 +207,26 @@ def verify_bundle(bundle_dir: str | os.PathLike, card: ModelCard | None = None) 
     return card
 
 
-def list_bundles(models_dir: str | os.PathLike | None = None) -> list[ModelCard]:
-    """Cards of all bundles in a folder (unreadable ones are skipped), sorted by name."""
+def scan_bundles(models_dir: str | os.PathLike | None = None) -> list[tuple[Path, ModelCard]]:
+    """(folder, card) of every bundle in a folder, sorted by folder name; unreadable cards are skipped.
+
+    Reads JSON only (no TensorFlow), so a GUI can list models at start-up.
+    """
     base = Path(models_dir) if models_dir else default_models_dir()
-    cards = []
+    found = []
     if base.is_dir():
         for sub in sorted(base.iterdir()):
             if (sub / CARD_FILE).is_file():
                 try:
-                    cards.append(read_card(sub))
+                    found.append((sub, read_card(sub)))
                 except BundleError:
                     continue
-    return cards
+    return found
+
+
+def list_bundles(models_dir: str | os.PathLike | None = None) -> list[ModelCard]:
+    """Cards of all bundles in a folder (unreadable ones are skipped), sorted by name."""
+    return [card for _, card in scan_bundles(models_dir)]
 
 
 @dataclass

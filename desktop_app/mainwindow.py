@@ -37,18 +37,9 @@ def format_eta(seconds: float) -> str:
 
 def scan_bundles(models_dir: str | os.PathLike | None) -> list[tuple[Path, object]]:
     """(bundle folder, ModelCard) for every readable bundle; reads JSON only, no TensorFlow."""
-    from core.bundle import CARD_FILE, BundleError, default_models_dir, read_card
+    from core.bundle import scan_bundles as core_scan_bundles
 
-    base = Path(models_dir) if models_dir else default_models_dir()
-    out = []
-    if base.is_dir():
-        for sub in sorted(base.iterdir()):
-            if (sub / CARD_FILE).is_file():
-                try:
-                    out.append((sub, read_card(sub)))
-                except BundleError:
-                    continue
-    return out
+    return core_scan_bundles(models_dir)
 
 
 def model_choices(bundles: list[tuple[Path, object]]) -> list[tuple[str, list[str], list]]:
