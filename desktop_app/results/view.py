@@ -93,8 +93,15 @@ class ResultsPanel(QWidget):
         header.setSectionResizeMode(QHeaderView.ResizeMode.Interactive)
         widths = {"thumb": 66, "file": 140, "p": 72 if len(self.model.models) <= 1 else 150, "prediction": 86,
                   "flag": 96, "model": 190, "review": 104, "reviewer": 70, "review_time": 150}
+        metrics = header.fontMetrics()
         for col in range(self.model.columnCount()):
-            header.resizeSection(col, widths.get(self.model.column_kind(col)[0], 100))
+            kind = self.model.column_kind(col)[0]
+            width = widths.get(kind, 100)
+            if kind == "p" and len(self.model.models) > 1:
+                # Per-model score columns carry the model's name and version: show it whole.
+                title = str(self.model.headerData(col, Qt.Orientation.Horizontal, Qt.ItemDataRole.DisplayRole) or "")
+                width = max(96, metrics.horizontalAdvance(title) + 28)
+            header.resizeSection(col, width)
 
     def _update_counts(self, *args) -> None:
         shown, total = self.proxy.rowCount(), self.model.rowCount()
