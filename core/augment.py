@@ -166,16 +166,18 @@ def apply_view(img: np.ndarray, view_id: str, image_key: str = "") -> np.ndarray
         return vflip(img)
     rng = view_rng(v.id, image_key)
     st = DEFAULT_STRENGTH[v.kind] if v.strength is None else v.strength
-    if v.kind == "crop":
-        return random_resized_crop(img, rng, st)
-    if v.kind == "zoomout":
-        return zoom_out(img, rng, st)
-    if v.kind == "rot":
-        return rotate(img, rng, st)
-    if v.kind == "color":
-        return color_jitter(img, rng, st)
-    if v.kind == "blur":
-        return gaussian_blur(img, rng, st)
-    if v.kind == "jpeg":
-        return jpeg_recompress(img, rng, st)
+    single = _RANDOM_VIEWS.get(v.kind)
+    if single is not None:
+        return single(img, rng, st)
     return random_pipeline(img, rng, st, zoom=v.kind == "augz")
+
+
+# Views that apply one random transform: kind -> function(img, rng, strength).
+_RANDOM_VIEWS = {
+    "crop": random_resized_crop,
+    "zoomout": zoom_out,
+    "rot": rotate,
+    "color": color_jitter,
+    "blur": gaussian_blur,
+    "jpeg": jpeg_recompress,
+}

@@ -201,11 +201,9 @@ def _rank_auc(y: np.ndarray, scores: np.ndarray) -> np.ndarray:
 
 def _agreement_from_evaluation(ag: Agreement, y: np.ndarray, p: np.ndarray, threshold: float,
                                resamples: int, seed: int) -> bool:
-    """Fill point values and intervals from core.evaluation; False when that module is unavailable."""
-    try:
-        from core.evaluation import evaluate_probabilities
-    except ImportError:
-        return False
+    """Fill point values and intervals from core.evaluation (the same code as training and evaluation)."""
+    from core.evaluation import evaluate_probabilities
+
     ev = evaluate_probabilities(y.astype(np.int64), p, threshold=float(threshold), n_bootstrap=resamples, seed=seed)
     cm = ev["confusion"]
     ag.confusion = {k: int(cm[k]) for k in ("tp", "fn", "fp", "tn")}
