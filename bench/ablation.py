@@ -21,6 +21,10 @@ Parts (--parts):
   resolution  MobileNetV2 at 299 px vs 224 (identity+hflip views; computes 299-px embeddings once)
   xception    Xception rows, only from embeddings already in the cache (never computed here: 0.5 s
               per image view on the 2-core dev machine)
+  layers      MobileNetV2 feature layer (the layer pooled into the embedding), shipped views: the val
+              columns plus leave-one-collection-out ROC-AUC (head trained on one collection's train
+              split, early-stopped on its val, scored on every photo of the other collection), the
+              closest measure these photos allow of how a choice transfers to photos from elsewhere
 
 Head fits are repeated over --seeds (default 0,1,2) and averaged: with 162 val images one image is
 0.6 points of accuracy, so single-seed differences below about a point are noise. About 7 minutes
@@ -46,7 +50,9 @@ import numpy as np  # noqa: E402
 
 import benchlib  # noqa: E402
 
-PARTS = ("views", "options", "tta", "calibration", "protocol", "resolution", "xception")
+PARTS = ("views", "options", "tta", "calibration", "protocol", "resolution", "xception", "layers")
+# Candidate MobileNetV2 feature layers for the `layers` part ("top" = out_relu, the whole network).
+LAYERS = ("top", "block_16_project_BN", "block_16_expand_relu", "block_15_expand_relu", "block_14_expand_relu")
 AUG = [f"aug#{k}" for k in range(4)]
 AUGZ = [f"augz#{k}" for k in range(4)]
 SHIPPED_VIEWS = ["identity", "hflip"] + AUG + AUGZ
@@ -92,6 +98,7 @@ class Row:
     seeds: int = 0
     seconds: float = 0.0
     note: str = ""
+    transfer: dict = field(default_factory=dict)  # "A->B" -> mean ROC-AUC on collection B (layers part)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -242,6 +249,35 @@ def embed_split(fx, ds, train_views: list[str], flip: bool = True, stress: bool 
         x_te = np.concatenate([x_te[:, :1], x_te], axis=1)
     return Split(x_tr, tr.labels, x_va, va.labels, x_te, te.labels, list(train_views),
                  list(STRESS) if stress else [], flip)
+
+
+def cross_collection(ds, train_source: str):
+    """`ds` for training on one collection and testing on the others: its train/val photos keep their
+    split, every photo of another collection becomes `test`, its own test photos are left out."""
+    from core.datasets import Dataset
+
+    keep = [s if s.source == train_source else replace(s, split="test") for s in ds.samples
+            if s.source != train_source or s.split in ("train", "val")]
+    return Dataset(keep, ds.root, dict(ds.split_info))
+
+
+def transfer_auc(fx, ds, views: list[str], seeds: list[int], progress=None) -> dict[str, float]:
+    """Leave-one-collection-out: mean ROC-AUC (over head seeds) on each collection of a head trained on another."""
+    from core.evaluation import evaluate_probabilities
+
+    sources = sorted({s.source for s in ds.samples})
+    out = {}
+    for src in sources:
+        sub = cross_collection(ds, src)
+        if len({s.label for s in sub.subset("test")}) < 2 or len({s.label for s in sub.subset("val")}) < 2:
+            continue
+        spx = embed_split(fx, sub, views, stress=False, progress=progress)
+        fits = fit_heads(spx.train_views(views), spx.y_tr, spx, seeds, **SHIPPED_HEAD)
+        aucs = [evaluate_probabilities(spx.y_te, 1 / (1 + np.exp(-z_te[:, 0])), 0.5, n_bootstrap=0)["roc_auc"]
+                for _, z_te in fits]
+        others = "+".join(o for o in sources if o != src)
+        out[f"{src} -> {others}"] = float(np.mean(aucs))
+    return out
 
 
 def cached_views(fx, samples, views: list[str]) -> bool:
@@ -436,7 +472,30 @@ def main(argv: list[str] | None = None) -> int:
                         tta=True)
             del fxx
 
+    if "layers" in parts:
+        transfer_rows, keep_alive = [], []  # `run` memoises by id(split): keep every split alive
+        for layer in LAYERS:
+            fxl = FeatureExtractor("mobilenetv2", weights_dir=args.weights_dir, cache_dir=args.cache_dir,
+                                   feature_layer=layer)
+            log(f"MobileNetV2 224 at {fxl.feature_layer} ({fxl.dim}-d; {fxl.cache_dir})")
+            spl = embed_split(fxl, ds, SHIPPED_VIEWS, progress=progress)
+            keep_alive.append(spl)
+            row = run("layers", f"{fxl.feature_layer} ({fxl.dim}-d)", SHIPPED_VIEWS, split=spl)
+            row.transfer = transfer_auc(fxl, ds, SHIPPED_VIEWS, seeds, progress)
+            transfer_rows.append(row)
+            log(f"  transfer ROC-AUC {row.transfer}")
+            del fxl
+
     print_table(rows)
+    if "layers" in parts:
+        keys = sorted({k for r in transfer_rows for k in r.transfer})
+        print("\n## Leave-one-collection-out ROC-AUC (head on one collection, scored on the other)\n")
+        print("| feature layer | val ROC-AUC | " + " | ".join(keys) + " | mean |")
+        print("|---" * (len(keys) + 3) + "|")
+        for r in transfer_rows:
+            vals = [r.transfer.get(k, float("nan")) for k in keys]
+            print(f"| {r.setting} | {fmt(r.val['roc_auc'])} | " + " | ".join(fmt(v) for v in vals)
+                  + f" | {fmt(float(np.mean(vals)))} |")
     if "calibration" in parts:
         print(calib)
     total = time.perf_counter() - started

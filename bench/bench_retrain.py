@@ -12,7 +12,8 @@ Computing the embeddings in the first place is not part of it (that is the backb
 measured by bench_classify.py (b)).
 
 Embeddings: `--embeddings FILE.npz` with `feats` (V, N, D) or (N, D) and `y` (N,) uses real ones;
-otherwise synthetic ones of the right size (1280-d MobileNetV2, 2048-d Xception), non-negative like
+otherwise synthetic ones of the right size (960-d MobileNetV2, 1536-d Xception: their default feature
+layers, core.preprocess.ArchSpec.feature_layer), non-negative like
 pooled ReLU features, with two classes separated about as well as the real ones (val accuracy ~0.85).
 """
 
@@ -32,7 +33,7 @@ import numpy as np  # noqa: E402
 import benchlib  # noqa: E402
 from benchlib import Timer  # noqa: E402
 
-DIMS = {"mobilenetv2": 1280, "xception": 2048}
+DIMS = {"mobilenetv2": 960, "xception": 1536}
 
 
 def synthetic(n: int, views: int, dim: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:

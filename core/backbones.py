@@ -26,6 +26,10 @@ class WeightsNotFoundError(FileNotFoundError):
     """No local ImageNet weight file was found for an architecture."""
 
 
+class FeatureLayerError(ValueError):
+    """The requested feature layer does not exist in the backbone or is not a feature map."""
+
+
 def weights_search_dirs(weights_dir: str | os.PathLike | None = None) -> list[Path]:
     """Where weight files are looked for, in order: the explicit setting, the environment, Keras' cache."""
     dirs: list[Path] = []
@@ -62,8 +66,12 @@ def resolve_weights(arch: str, weights_dir: str | os.PathLike | None = None) -> 
 
 
 def build_backbone(arch: str, weights: str | None = "imagenet-local", input_size: int | None = None,
-                   weights_dir: str | os.PathLike | None = None):
-    """Keras notop backbone; `weights` is "imagenet-local" (resolved file), None (random), or a file path."""
+                   weights_dir: str | os.PathLike | None = None, feature_layer: str | None = None):
+    """Keras notop backbone; `weights` is "imagenet-local" (resolved file), None (random), or a file path.
+
+    The backbone ends at `feature_layer` (default: the architecture's, see ArchSpec.feature_layer;
+    "top" keeps the whole network).
+    """
     from core.tf_runtime import load_tensorflow
 
     _, keras = load_tensorflow()
@@ -79,12 +87,32 @@ def build_backbone(arch: str, weights: str | None = "imagenet-local", input_size
             raise WeightsNotFoundError(f"Weights file not found: {weights_path}")
     shape = (size, size, 3)
     if spec.name == "mobilenetv2":
-        return keras.applications.MobileNetV2(input_shape=shape, alpha=1.0, include_top=False, weights=weights_path)
-    return keras.applications.Xception(input_shape=shape, include_top=False, weights=weights_path)
+        net = keras.applications.MobileNetV2(input_shape=shape, alpha=1.0, include_top=False, weights=weights_path)
+    else:
+        net = keras.applications.Xception(input_shape=shape, include_top=False, weights=weights_path)
+    return truncate_backbone(net, feature_layer or spec.feature_layer)
+
+
+def truncate_backbone(net, feature_layer: str):
+    """`net` cut after `feature_layer` (a single chain ending in that layer's feature map); "top" keeps it whole."""
+    if feature_layer in ("", "top", None) or feature_layer == net.layers[-1].name:
+        return net
+    from core.tf_runtime import load_tensorflow
+
+    _, keras = load_tensorflow()
+    try:
+        out = net.get_layer(feature_layer).output
+    except ValueError:
+        raise FeatureLayerError(f"{net.name} has no layer {feature_layer!r}; give a layer name from its summary, "
+                         f"or 'top' for the whole backbone") from None
+    if len(out.shape) != 4:
+        raise FeatureLayerError(f"{net.name} layer {feature_layer!r} is not a feature map (shape {tuple(out.shape)})")
+    return keras.Model(net.input, out, name=f"{net.name}_to_{feature_layer}")
 
 
 def build_classifier(arch: str, backbone=None, dropout: float = 0.2, weights: str | None = "imagenet-local",
-                     input_size: int | None = None, weights_dir: str | os.PathLike | None = None):
+                     input_size: int | None = None, weights_dir: str | os.PathLike | None = None,
+                     feature_layer: str | None = None):
     """The study's head on a backbone: in-model scaling, backbone (inference-mode BN), GAP, dropout, one logit.
 
     The model maps raw 0..255 RGB to {"logit": (N, 1), "embedding": (N, D)}; the embedding feeds the
@@ -95,7 +123,8 @@ def build_classifier(arch: str, backbone=None, dropout: float = 0.2, weights: st
     _, keras = load_tensorflow()
     spec = arch_spec(arch)
     if backbone is None:
-        backbone = build_backbone(spec.name, weights=weights, input_size=input_size, weights_dir=weights_dir)
+        backbone = build_backbone(spec.name, weights=weights, input_size=input_size, weights_dir=weights_dir,
+                                  feature_layer=feature_layer)
     size = backbone.input_shape[1]
     inputs = keras.Input(shape=(size, size, 3), name="image")
     x = keras.layers.Rescaling(spec.scale, offset=spec.offset, name="scale")(inputs)

@@ -46,14 +46,19 @@ def build_tiny_backbone(input_size: int = 32, seed: int = 0, width: int = 16):
 
 
 def make_backbone(arch: str, input_size: int | None = None, weights: str | None = "imagenet-local",
-                  weights_dir: str | os.PathLike | None = None, base_model: str | None = None, seed: int = 0):
-    """The backbone for training: an ImageNet backbone from local weights, or `tiny:<size>` for tests."""
+                  weights_dir: str | os.PathLike | None = None, base_model: str | None = None, seed: int = 0,
+                  feature_layer: str | None = None):
+    """The backbone for training: an ImageNet backbone from local weights, or `tiny:<size>` for tests.
+
+    `feature_layer` cuts the backbone after that layer (default: the architecture's choice; "top": whole).
+    """
+    from core.backbones import build_backbone, truncate_backbone
+
     if base_model and base_model.startswith(TINY_PREFIX):
         size = int(base_model[len(TINY_PREFIX):] or input_size or 32)
-        return build_tiny_backbone(size, seed)
-    from core.backbones import build_backbone
-
-    return build_backbone(arch, weights=weights, input_size=input_size, weights_dir=weights_dir)
+        return truncate_backbone(build_tiny_backbone(size, seed), feature_layer or "top")
+    return build_backbone(arch, weights=weights, input_size=input_size, weights_dir=weights_dir,
+                          feature_layer=feature_layer)
 
 
 def weights_fingerprint(model) -> str:
@@ -75,12 +80,15 @@ class FeatureExtractor:
 
     def __init__(self, arch: str, backbone=None, input_size: int | None = None, weights_dir: str | None = None,
                  base_model: str | None = None, cache_dir: str | os.PathLike | None = None, batch_size: int = 32,
-                 seed: int = 0, use_cache: bool = True):
+                 seed: int = 0, use_cache: bool = True, feature_layer: str | None = None):
         import keras
 
         self.spec = arch_spec(arch)
         self.backbone = backbone if backbone is not None else make_backbone(
-            arch, input_size, weights_dir=weights_dir, base_model=base_model, seed=seed)
+            arch, input_size, weights_dir=weights_dir, base_model=base_model, seed=seed, feature_layer=feature_layer)
+        # The layer the embedding is pooled from; part of the cache key because two cuts inside one
+        # block share every weight (and so the fingerprint) but not their output.
+        self.feature_layer = self.backbone.layers[-1].name
         self.input_size = int(self.backbone.input_shape[1])
         inputs = keras.Input(shape=(self.input_size, self.input_size, 3))
         x = keras.layers.Rescaling(self.spec.scale, offset=self.spec.offset)(inputs)
@@ -91,7 +99,7 @@ class FeatureExtractor:
         self.fingerprint = weights_fingerprint(self.backbone)
         self.use_cache = use_cache
         base = Path(cache_dir).expanduser() if cache_dir else default_cache_dir()
-        self.cache_dir = base / f"{self.spec.name}-{self.input_size}-{self.fingerprint[:16]}"
+        self.cache_dir = base / f"{self.spec.name}-{self.input_size}-{self.feature_layer}-{self.fingerprint[:16]}"
         self._fn = None
 
     # -- cache -----------------------------------------------------------------------------------

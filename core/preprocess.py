@@ -22,14 +22,19 @@ class ArchSpec:
     input_size: int
     # Study recipe: layers from this index on are unfrozen in fine-tuning phase 2.
     fine_tune_from: int
+    # The backbone layer whose feature map is pooled into the embedding ("top": the backbone's last
+    # output). Chosen by val and leave-one-collection-out ROC-AUC (docs/ablation.md, "Feature layer"):
+    # for both backbones a layer just below the top generalises across photo collections better than
+    # the final ImageNet-specific projection (MobileNetV2's 1x1 Conv_1, Xception's last separable conv).
+    feature_layer: str = "top"
     # Keras preprocess_input for both backbones maps 0..255 to -1..1.
     scale: float = 1.0 / 127.5
     offset: float = -1.0
 
 
 ARCHITECTURES: dict[str, ArchSpec] = {
-    "mobilenetv2": ArchSpec("mobilenetv2", "MobileNetV2", 224, 120),
-    "xception": ArchSpec("xception", "Xception", 299, 100),
+    "mobilenetv2": ArchSpec("mobilenetv2", "MobileNetV2", 224, 120, "block_16_expand_relu"),
+    "xception": ArchSpec("xception", "Xception", 299, 100, "block14_sepconv1_act"),
 }
 
 PREPROCESSING_DESCRIPTION = (

@@ -62,6 +62,7 @@ class TrainConfig:
     batch_size: int = 32
     seed: int = 0
     input_size: int | None = None        # default: the architecture's native size (224 / 299)
+    feature_layer: str | None = None     # backbone layer pooled into the embedding; default the arch's; "top"
     weights_dir: str | None = None
     name: str | None = None
     version: str | None = None
@@ -349,7 +350,7 @@ def train_model(dataset: Dataset, config: TrainConfig, progress: ProgressFn | No
 
     fx = FeatureExtractor(spec.name, input_size=config.input_size, weights_dir=config.weights_dir,
                           base_model=config.base_model, cache_dir=config.cache_dir, batch_size=config.batch_size,
-                          seed=config.seed)
+                          seed=config.seed, feature_layer=config.feature_layer)
     size = fx.input_size
     views = list(config.views or (["identity"] if config.preset == "study" else default_views(8)))
     if "identity" not in views:
@@ -483,7 +484,8 @@ def _make_card(config: TrainConfig, spec, size: int, ds: Dataset, fx: FeatureExt
         "config": {k: v for k, v in asdict(config).items() if k not in ("weights_dir", "cache_dir")},
         "hyperparameters": hyper,
         "backbone": {"weights": "random tiny test backbone" if (config.base_model or "").startswith(TINY_PREFIX)
-                     else "ImageNet (Keras applications, local file)", "fingerprint_sha256": fx.fingerprint},
+                     else "ImageNet (Keras applications, local file)", "fingerprint_sha256": fx.fingerprint,
+                     "feature_layer": fx.feature_layer, "layers": len(fx.backbone.layers)},
         "history": [asdict(h) for h in history],
         "calibration": "temperature scaling fitted on val (minimise NLL)",
         "uncertain_band_rule": f"calibrated logit within +-{config.uncertain_logit_width} of the threshold's",

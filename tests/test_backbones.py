@@ -49,4 +49,15 @@ def test_real_weights_build_a_backbone_without_network(shared_weights, monkeypat
     monkeypatch.setenv(WEIGHTS_ENV, str(shared_weights))
     model = build_classifier("mobilenetv2", input_size=96)
     out = model(__import__("numpy").zeros((1, 96, 96, 3), "float32"))
-    assert out["logit"].shape == (1, 1) and out["embedding"].shape == (1, 1280)
+    # The default embedding is pooled from the last expansion block (960 channels), not the 1280-d top.
+    assert out["logit"].shape == (1, 1) and out["embedding"].shape == (1, 960)
+    whole = build_classifier("mobilenetv2", input_size=96, feature_layer="top")
+    assert whole(__import__("numpy").zeros((1, 96, 96, 3), "float32"))["embedding"].shape == (1, 1280)
+
+
+def test_unknown_feature_layer_is_a_clear_error(shared_weights, monkeypatch):
+    from core.backbones import FeatureLayerError, build_backbone
+
+    monkeypatch.setenv(WEIGHTS_ENV, str(shared_weights))
+    with pytest.raises(FeatureLayerError, match="no layer 'block_99'.*'top'"):
+        build_backbone("mobilenetv2", input_size=96, feature_layer="block_99")

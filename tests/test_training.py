@@ -113,6 +113,32 @@ def test_feature_cache_is_reused_and_matches_the_model_input(split, tmp_path):
     assert not np.allclose(first[:, 0], first[:, 1])  # the augmented view really differs
 
 
+def test_feature_layer_cuts_the_backbone_and_keys_the_cache(split, tmp_path):
+    from core.features import FeatureExtractor
+
+    whole = FeatureExtractor("mobilenetv2", base_model=TINY, cache_dir=tmp_path / "c")
+    cut = FeatureExtractor("mobilenetv2", base_model=TINY, cache_dir=tmp_path / "c", feature_layer="tiny_conv2")
+    assert (whole.feature_layer, cut.feature_layer) == ("tiny_conv3", "tiny_conv2")
+    # Same weights before the cut would share a cache entry if the layer were not part of its key.
+    assert cut.cache_dir != whole.cache_dir
+    train = split.subset("train")
+    a, b = whole.embed(train, ["identity"]), cut.embed(train, ["identity"])
+    assert a.shape[-1] == b.shape[-1] == 32 and not np.allclose(a, b)
+
+
+def test_trained_bundle_records_its_feature_layer(split, tmp_path, cache_dir):
+    result = train_model(split, _config(cache_dir, epochs=3, feature_layer="tiny_conv2"))
+    backbone = result.card.training["backbone"]
+    assert backbone["feature_layer"] == "tiny_conv2"
+    out = save_trained(result, tmp_path / "cut")
+    bundle = load_bundle(out)
+    assert bundle.card.training["config"]["feature_layer"] == "tiny_conv2"
+    # The saved model ends at the chosen layer: its embedding is that layer's pooled feature map.
+    assert bundle.model.get_layer("embedding").input.shape[-1] == 32
+    records = classify_paths([s.path for s in split.subset("test").samples], bundle)
+    assert all(r.status == "ok" for r in records)
+
+
 def test_study_preset_runs_both_phases(split, tmp_path, cache_dir):
     result = train_model(split, _config(cache_dir, preset="study", epochs=3, fine_tune_epochs=2, head_lr=1e-3))
     phases = [e.phase for e in result.history]

@@ -33,6 +33,9 @@ def add_parser(sub) -> None:
     p.add_argument("--fine-tune-epochs", type=int, help="maximum fine-tuning epochs (full / study presets)")
     p.add_argument("--batch-size", type=int, default=32)
     p.add_argument("--input-size", type=int, help="input size in pixels (default: 224 MobileNetV2, 299 Xception)")
+    p.add_argument("--feature-layer",
+                   help="backbone layer pooled into the embedding, or 'top' for the whole backbone "
+                        "(default: block_16_expand_relu for MobileNetV2, block14_sepconv1_act for Xception; docs/ablation.md)")
     p.add_argument("--views", help="comma-separated augmentation views for head training, e.g. "
                                    "identity,hflip,aug#0,aug#1 (default: identity,hflip,aug#0..aug#7)")
     p.add_argument("--n-aug", type=int, help="use identity, hflip and this many aug#k views")
@@ -87,7 +90,7 @@ def run(args: argparse.Namespace) -> int:
     from core.datasets import DatasetError, load_dataset, split_dataset
     from core.evaluation import evaluate_bundle, save_json, save_plots, to_jsonable
     from core.augment import default_views
-    from core.backbones import WeightsNotFoundError
+    from core.backbones import FeatureLayerError, WeightsNotFoundError
     from core.training import TrainConfig, save_trained, train_model
 
     if args.batch_size < 1:
@@ -113,7 +116,8 @@ def run(args: argparse.Namespace) -> int:
             raise CliError(f"--parent: {exc}") from None
     try:
         config = TrainConfig(args.arch, preset=args.preset, epochs=args.epochs, batch_size=args.batch_size,
-                             seed=args.seed, input_size=args.input_size, weights_dir=args.weights_dir,
+                             seed=args.seed, input_size=args.input_size, feature_layer=args.feature_layer,
+                             weights_dir=args.weights_dir,
                              name=args.name, version=args.version, views=views, head_lr=args.lr,
                              label_smoothing=args.label_smoothing, class_weight=not args.no_class_weight,
                              fine_tune_epochs=args.fine_tune_epochs, min_sensitivity=args.min_sensitivity,
@@ -139,7 +143,7 @@ def run(args: argparse.Namespace) -> int:
     started = time.monotonic()
     try:
         result = train_model(ds, config, progress=_printer(args.quiet), on_epoch=on_epoch, parent=parent)
-    except (DatasetError, WeightsNotFoundError) as exc:
+    except (DatasetError, WeightsNotFoundError, FeatureLayerError) as exc:
         raise CliError(str(exc)) from None
     card = result.card
     report = {"val": result.val_metrics}
