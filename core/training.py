@@ -88,6 +88,7 @@ class TrainConfig:
     cache_dir: str | None = None
     protocol: str = "group"              # used only when the dataset has no split yet
     parent_name: str | None = None
+    transfer: bool = True                # quick preset: leave-one-collection-out estimate in the card
 
     def __post_init__(self) -> None:
         arch_spec(self.arch)  # fails early with the list of architectures
@@ -359,6 +360,7 @@ def train_model(dataset: Dataset, config: TrainConfig, progress: ProgressFn | No
     x_tr = fx.embed(train_ds, views, progress, cancel, errors)
     x_va = fx.embed(val_ds, ["identity"], progress, cancel, errors)[:, 0]
     y_tr, y_va = train_ds.labels, val_ds.labels
+    x_tr_all, x_va_all = x_tr, x_va
     x_tr, y_tr_f = _drop_failed(x_tr, y_tr)
     x_va, y_va_f = _drop_failed(x_va, y_va)
 
@@ -436,12 +438,71 @@ def train_model(dataset: Dataset, config: TrainConfig, progress: ProgressFn | No
     val_metrics["flags"] = {"uncertain": int(in_band.sum()), "out_of_scope": int((val_ood > ood_threshold).sum()),
                             "n": int(len(p_val))}
 
+    if config.transfer and config.preset == "quick":
+        train_src = [s.source for s, ok in zip(train_ds.samples, _ok_rows(x_tr_all)) if ok]
+        val_src = [s.source for s, ok in zip(val_ds.samples, _ok_rows(x_va_all)) if ok]
+        transfer = transfer_estimate(x_tr, y_tr_f, train_src, x_va, y_va_i, val_src, views.index("identity"),
+                                     config, progress, cancel)
+    else:
+        transfer = {}
+
     elapsed = time.monotonic() - started
     card = _make_card(config, spec, size, ds, fx, hyper, temperature, threshold, reason, band, ood_threshold,
                       val_metrics, history, errors, elapsed, parent)
+    if transfer:
+        card.metrics["transfer"] = to_jsonable(transfer)
     report(progress, 1, 1, "done", "done")
     return TrainResult(clf, card, ood, history, val_metrics, head=head, val_logits=val_logits,
                        val_labels=y_va_i, extractor=fx)
+
+
+def _ok_rows(x: np.ndarray) -> np.ndarray:
+    """Rows _drop_failed keeps (images that decoded)."""
+    return ~np.isnan(x.reshape(len(x), -1)).any(axis=1)
+
+
+def transfer_estimate(x_tr: np.ndarray, y_tr: np.ndarray, src_tr: Sequence[str], x_va: np.ndarray,
+                      y_va: np.ndarray, src_va: Sequence[str], identity: int, config: TrainConfig,
+                      progress: ProgressFn | None = None, cancel: CancelToken | None = None) -> dict:
+    """Leave-one-collection-out: how the recipe transfers to photos from a collection it never saw.
+
+    For each source with both classes in its train and val images: a head trained on that source's
+    train embeddings (same views and settings as the bundle), its temperature and threshold set on
+    that source's val, then scored on the train and val photos of every other source (identity view).
+    Test photos are not used. Empty when the data holds fewer than two such sources (e.g. a reviewed
+    folder from one clinic).
+    """
+    src_tr, src_va = np.asarray(src_tr), np.asarray(src_va)
+    y_tr, y_va = np.asarray(y_tr, dtype=np.int64), np.asarray(y_va, dtype=np.int64)
+    sources = sorted(set(src_tr) | set(src_va))
+    out: dict[str, Any] = {}
+    target = min(1.0, config.min_sensitivity + config.sensitivity_margin)
+    for src in sources:
+        a_tr, a_va = src_tr == src, src_va == src
+        b_x = np.concatenate([x_tr[~a_tr, identity], x_va[~a_va]])
+        b_y = np.concatenate([y_tr[~a_tr], y_va[~a_va]])
+        if any(len(set(v)) < 2 for v in (y_tr[a_tr], y_va[a_va], b_y)):
+            continue
+        if cancel is not None:
+            cancel.raise_if_cancelled()
+        report(progress, 0, 1, f"transfer estimate: head on {src} only", "transfer")
+        head, _, z_va = train_head(
+            x_tr[a_tr], y_tr[a_tr], x_va[a_va], y_va[a_va], lr=config.head_lr or 1e-3,
+            epochs=config.epochs or 200, batch_size=config.batch_size, patience=config.patience or 5,
+            dropout=config.dropout, label_smoothing=config.label_smoothing, class_weight=config.class_weight,
+            seed=config.seed, phase="transfer", cancel=cancel)
+        t = fit_temperature(z_va, y_va[a_va])
+        threshold, _ = choose_threshold(y_va[a_va], apply_temperature(z_va, t), target)
+        z_b = np.asarray(head(b_x.astype(np.float32), training=False), dtype=np.float64).reshape(-1)
+        m = evaluate_probabilities(b_y, apply_temperature(z_b, t), threshold, n_bootstrap=0)
+        others = ", ".join(o for o in sources if o != src)
+        out[f"{src} -> {others}"] = {k: m[k] for k in ("roc_auc", "sensitivity", "specificity", "accuracy",
+                                                         "ece", "n", "n_mpox")}
+    if out:
+        out["method"] = ("leave-one-collection-out: head trained on one source's train photos, temperature and "
+                         "threshold on its val photos, scored on the train and val photos of the other sources "
+                         "(test unused). An estimate of how the model behaves on photos from elsewhere.")
+    return out
 
 
 def _check_assembled(clf, val_ds: Dataset, head_logits: np.ndarray, size: int, cancel) -> None:

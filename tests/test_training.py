@@ -139,6 +139,25 @@ def test_trained_bundle_records_its_feature_layer(split, tmp_path, cache_dir):
     assert all(r.status == "ok" for r in records)
 
 
+def test_transfer_estimate_scores_each_collection_with_a_head_trained_on_the_other(split, cache_dir):
+    from dataclasses import replace
+
+    from core.datasets import Dataset
+
+    two = Dataset([replace(s, source="siteA" if i % 2 else "siteB") for i, s in enumerate(split.samples)],
+                  split.root, dict(split.split_info))
+    result = train_model(two, _config(cache_dir, epochs=20))
+    transfer = result.card.metrics["transfer"]
+    assert set(transfer) == {"siteA -> siteB", "siteB -> siteA", "method"}
+    for src, other in (("siteA", "siteB"), ("siteB", "siteA")):
+        t = transfer[f"{src} -> {other}"]
+        # Scored on the other site's train and val photos only: test is never used.
+        assert t["n"] == sum(s.source == other and s.split in ("train", "val") for s in two.samples)
+        assert t["roc_auc"] > 0.75  # the synthetic classes differ in colour and pocks at every site
+    one_site = train_model(split, _config(cache_dir, epochs=3))
+    assert "transfer" not in one_site.card.metrics
+
+
 def test_study_preset_runs_both_phases(split, tmp_path, cache_dir):
     result = train_model(split, _config(cache_dir, preset="study", epochs=3, fine_tune_epochs=2, head_lr=1e-3))
     phases = [e.phase for e in result.history]

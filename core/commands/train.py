@@ -58,6 +58,8 @@ def add_parser(sub) -> None:
     p.add_argument("--weights-dir", help="folder with the ImageNet notop weight files")
     p.add_argument("--cache-dir", help="feature cache folder (default: $MPOX_TRIAGE_CACHE or ~/.cache/mpox-triage)")
     p.add_argument("--no-test", action="store_true", help="do not score the test split after training")
+    p.add_argument("--no-transfer", action="store_true",
+                   help="skip the leave-one-collection-out estimate (quick preset, data from 2+ sources)")
     p.add_argument("--plots", help="folder for val (and test) plots: ROC, confusion, reliability, training curves")
     p.add_argument("--json", dest="json_path", help="write val/test metrics as JSON here")
     p.add_argument("--quiet", action="store_true")
@@ -125,7 +127,7 @@ def run(args: argparse.Namespace) -> int:
                              dropout=args.dropout, fine_tune_from=args.fine_tune_from, fine_tune_lr=args.fine_tune_lr,
                              fine_tune_patience=args.fine_tune_patience,
                              fine_tune_augment=args.fine_tune_augment, sensitivity_margin=args.sensitivity_margin,
-                             uncertain_logit_width=args.uncertain_width)
+                             uncertain_logit_width=args.uncertain_width, transfer=not args.no_transfer)
     except ValueError as exc:
         raise CliError(str(exc)) from None
     name = args.name or args.arch
@@ -147,6 +149,8 @@ def run(args: argparse.Namespace) -> int:
         raise CliError(str(exc)) from None
     card = result.card
     report = {"val": result.val_metrics}
+    if "transfer" in card.metrics:
+        report["transfer"] = card.metrics["transfer"]
     test = ds.subset("test")
     if not args.no_test and len(test) and len({s.label for s in test}) == 2:
         # Test is scored once, after every choice was made on val; it is reported, never used.
@@ -171,6 +175,11 @@ def run(args: argparse.Namespace) -> int:
         print(f"Test: accuracy {tm['accuracy']:.3f} [{tm['ci95']['accuracy'][0]:.3f}, {tm['ci95']['accuracy'][1]:.3f}], "
               f"ROC-AUC {tm['roc_auc']:.3f}, sensitivity {tm['sensitivity']:.3f}, specificity "
               f"{tm['specificity']:.3f}, ECE {tm['ece']:.3f}", file=sys.stderr)
+    for key, t in card.metrics.get("transfer", {}).items():
+        if isinstance(t, dict):
+            print(f"Transfer {key} ({t['n']} photos, train and val): ROC-AUC {t['roc_auc']:.3f}, sensitivity "
+                  f"{t['sensitivity']:.3f}, specificity {t['specificity']:.3f} at that collection's own threshold",
+                  file=sys.stderr)
     if args.json_path:
         save_json({"model": {"name": card.name, "version": card.version, "sha256": card.model_sha256,
                              "path": str(path)}, **report, "history": card.training["history"]}, args.json_path)
