@@ -98,7 +98,7 @@ class Row:
     seeds: int = 0
     seconds: float = 0.0
     note: str = ""
-    transfer: dict = field(default_factory=dict)  # "A->B" -> mean ROC-AUC on collection B (layers part)
+    transfer: dict = field(default_factory=dict)  # "A -> B" -> mean ROC-AUC, sens, spec on B (layers part)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -261,10 +261,10 @@ def cross_collection(ds, train_source: str):
     return Dataset(keep, ds.root, dict(ds.split_info))
 
 
-def transfer_auc(fx, ds, views: list[str], seeds: list[int], progress=None) -> dict[str, float]:
-    """Leave-one-collection-out: mean ROC-AUC (over head seeds) on each collection of a head trained on another."""
-    from core.evaluation import evaluate_probabilities
-
+def transfer_auc(fx, ds, views: list[str], seeds: list[int], progress=None,
+                 target: float = MIN_SENSITIVITY) -> dict[str, dict[str, float]]:
+    """Leave-one-collection-out: a head trained on one collection, its temperature and threshold set on that
+    collection's val as for a bundle, scored on every photo of the others; means over head seeds."""
     sources = sorted({s.source for s in ds.samples})
     out = {}
     for src in sources:
@@ -273,10 +273,10 @@ def transfer_auc(fx, ds, views: list[str], seeds: list[int], progress=None) -> d
             continue
         spx = embed_split(fx, sub, views, stress=False, progress=progress)
         fits = fit_heads(spx.train_views(views), spx.y_tr, spx, seeds, **SHIPPED_HEAD)
-        aucs = [evaluate_probabilities(spx.y_te, 1 / (1 + np.exp(-z_te[:, 0])), 0.5, n_bootstrap=0)["roc_auc"]
-                for _, z_te in fits]
+        scored = [score(z_va[:, 0], spx.y_va, z_te[:, 0], spx.y_te, target)[1] for z_va, z_te in fits]
         others = "+".join(o for o in sources if o != src)
-        out[f"{src} -> {others}"] = float(np.mean(aucs))
+        out[f"{src} -> {others}"] = {k: float(np.mean([t[k] for t in scored]))
+                                     for k in ("roc_auc", "sensitivity", "specificity")}
     return out
 
 
@@ -481,21 +481,24 @@ def main(argv: list[str] | None = None) -> int:
             spl = embed_split(fxl, ds, SHIPPED_VIEWS, progress=progress)
             keep_alive.append(spl)
             row = run("layers", f"{fxl.feature_layer} ({fxl.dim}-d)", SHIPPED_VIEWS, split=spl)
-            row.transfer = transfer_auc(fxl, ds, SHIPPED_VIEWS, seeds, progress)
+            row.transfer = transfer_auc(fxl, ds, SHIPPED_VIEWS, seeds, progress, args.min_sensitivity)
             transfer_rows.append(row)
-            log(f"  transfer ROC-AUC {row.transfer}")
+            log(f"  transfer {row.transfer}")
             del fxl
 
     print_table(rows)
     if "layers" in parts:
         keys = sorted({k for r in transfer_rows for k in r.transfer})
-        print("\n## Leave-one-collection-out ROC-AUC (head on one collection, scored on the other)\n")
-        print("| feature layer | val ROC-AUC | " + " | ".join(keys) + " | mean |")
+        print("\n## Leave-one-collection-out (head, temperature and threshold from one collection; scored on "
+              "the other): ROC-AUC, sensitivity / specificity\n")
+        print("| feature layer | val ROC-AUC | " + " | ".join(keys) + " | mean ROC-AUC |")
         print("|---" * (len(keys) + 3) + "|")
         for r in transfer_rows:
-            vals = [r.transfer.get(k, float("nan")) for k in keys]
-            print(f"| {r.setting} | {fmt(r.val['roc_auc'])} | " + " | ".join(fmt(v) for v in vals)
-                  + f" | {fmt(float(np.mean(vals)))} |")
+            cells = [r.transfer.get(k) for k in keys]
+            text = [f"{fmt(c['roc_auc'])}, {fmt(c['sensitivity'])} / {fmt(c['specificity'])}" if c else "n/a"
+                    for c in cells]
+            mean = float(np.mean([c["roc_auc"] for c in cells if c]))
+            print(f"| {r.setting} | {fmt(r.val['roc_auc'])} | " + " | ".join(text) + f" | {fmt(mean)} |")
     if "calibration" in parts:
         print(calib)
     total = time.perf_counter() - started
