@@ -84,7 +84,7 @@ def extract(arch: str, layers: list[str], views: list[str], manifest: str, weigh
             "split": np.array([s.split for s in ds.samples]), "source": np.array([s.source for s in ds.samples])}
 
 
-def probe(data: dict, seconds: float) -> list[dict]:
+def probe(data: dict) -> list[dict]:
     from sklearn.linear_model import LogisticRegression
     from sklearn.metrics import roc_auc_score
     from sklearn.preprocessing import StandardScaler
@@ -141,7 +141,7 @@ def main(argv: list[str] | None = None) -> int:
         if args.npz:
             np.savez(args.npz, **data)
     seconds = time.perf_counter() - t0
-    rows = probe(data, seconds)
+    rows = probe(data)
     cols = [k for k in rows[0] if k not in ("layer", "dim", "C")]
     transfer = [k for k in cols if "->" in k]
     best_val = max(r["val"] for r in rows)
