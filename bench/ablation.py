@@ -22,9 +22,10 @@ Parts (--parts):
   xception    Xception rows, only from embeddings already in the cache (never computed here: 0.5 s
               per image view on the 2-core dev machine)
   layers      MobileNetV2 feature layer (the layer pooled into the embedding), shipped views: the val
-              columns plus leave-one-collection-out ROC-AUC (head trained on one collection's train
-              split, early-stopped on its val, scored on every photo of the other collection), the
-              closest measure these photos allow of how a choice transfers to photos from elsewhere
+              columns plus the leave-one-collection-out estimate of core.training.transfer_estimate
+              (head trained on one collection's train photos, temperature and threshold on its val,
+              scored on the other collection's train and val photos), the closest measure these
+              photos allow of how a choice transfers to photos from elsewhere
 
 Head fits are repeated over --seeds (default 0,1,2) and averaged: with 162 val images one image is
 0.6 points of accuracy, so single-seed differences below about a point are noise. About 7 minutes
@@ -251,33 +252,22 @@ def embed_split(fx, ds, train_views: list[str], flip: bool = True, stress: bool 
                  list(STRESS) if stress else [], flip)
 
 
-def cross_collection(ds, train_source: str):
-    """`ds` for training on one collection and testing on the others: its train/val photos keep their
-    split, every photo of another collection becomes `test`, its own test photos are left out."""
-    from core.datasets import Dataset
-
-    keep = [s if s.source == train_source else replace(s, split="test") for s in ds.samples
-            if s.source != train_source or s.split in ("train", "val")]
-    return Dataset(keep, ds.root, dict(ds.split_info))
-
-
 def transfer_auc(fx, ds, views: list[str], seeds: list[int], progress=None,
                  target: float = MIN_SENSITIVITY) -> dict[str, dict[str, float]]:
-    """Leave-one-collection-out: a head trained on one collection, its temperature and threshold set on that
-    collection's val as for a bundle, scored on every photo of the others; means over head seeds."""
-    sources = sorted({s.source for s in ds.samples})
-    out = {}
-    for src in sources:
-        sub = cross_collection(ds, src)
-        if len({s.label for s in sub.subset("test")}) < 2 or len({s.label for s in sub.subset("val")}) < 2:
-            continue
-        spx = embed_split(fx, sub, views, stress=False, progress=progress)
-        fits = fit_heads(spx.train_views(views), spx.y_tr, spx, seeds, **SHIPPED_HEAD)
-        scored = [score(z_va[:, 0], spx.y_va, z_te[:, 0], spx.y_te, target)[1] for z_va, z_te in fits]
-        others = "+".join(o for o in sources if o != src)
-        out[f"{src} -> {others}"] = {k: float(np.mean([t[k] for t in scored]))
-                                     for k in ("roc_auc", "sensitivity", "specificity")}
-    return out
+    """Leave-one-collection-out with the engine's own estimate (core.training.transfer_estimate, as in a
+    model card), with the shipped head settings; means over head seeds."""
+    from core.training import TrainConfig, transfer_estimate
+
+    tr, va = ds.subset("train"), ds.subset("val")
+    x_tr = fx.embed(tr, views, progress)
+    x_va = fx.embed(va, ["identity"], progress)[:, 0]
+    runs = [transfer_estimate(x_tr, tr.labels, [s.source for s in tr.samples], x_va, va.labels,
+                              [s.source for s in va.samples], views.index("identity"),
+                              TrainConfig("mobilenetv2", seed=seed, min_sensitivity=target))
+            for seed in seeds]
+    keys = [k for k in runs[0] if k != "method"]
+    return {k: {m: float(np.mean([r[k][m] for r in runs])) for m in ("roc_auc", "sensitivity", "specificity")}
+            for k in keys}
 
 
 def cached_views(fx, samples, views: list[str]) -> bool:
