@@ -343,6 +343,35 @@ def _fmt_metric(value: float | None, ci: tuple[float, float] | None = None) -> s
     return text
 
 
+_HEADLINE_HEADER = ("Photos", "n", "accuracy", "sensitivity", "specificity", "ROC-AUC", "ECE")
+_HEADLINE_KEYS = ("n", "accuracy", "sensitivity", "specificity", "roc_auc", "ece")
+
+
+def _headline_metrics(metrics: Any) -> list[list[str]]:
+    """One row per evaluated set of a card (val, test, each transfer direction) with its headline figures."""
+    if not isinstance(metrics, dict):
+        return []
+    sets = [(name, m) for name, m in metrics.items() if name != "transfer"]
+    transfer = metrics.get("transfer")
+    if isinstance(transfer, dict):
+        sets += [(f"transfer {k}", v) for k, v in transfer.items()]
+    rows = []
+    for name, m in sets:
+        if isinstance(m, dict) and "roc_auc" in m:
+            rows.append([name] + [f"{m[k]:.3f}" if isinstance(m.get(k), float) else str(m.get(k, "—"))
+                                  for k in _HEADLINE_KEYS])
+    return rows
+
+
+def _count_leaves(data: Any) -> int:
+    """How many (key, value) pairs _flatten would give without its limit."""
+    if isinstance(data, dict):
+        return sum(_count_leaves(v) for v in data.values())
+    if isinstance(data, (list, tuple)) and data and all(isinstance(v, dict) for v in data):
+        return sum(_count_leaves(v) for v in data)
+    return 1
+
+
 def _flatten(data: Any, prefix: str = "", out: list[tuple[str, str]] | None = None,
              limit: int = 40) -> list[tuple[str, str]]:
     """Nested card fields as (dotted key, short text) pairs, for printing."""
@@ -1034,12 +1063,30 @@ def write_pdf_report(
                                  ("VALIGN", (0, 0), (-1, -1), "TOP")]))
         block += [ft, Paragraph("Intended use", st["h2"]), Paragraph(escape(c.intended_use), st["body"])]
         story.append(KeepTogether(block))
-        for heading, data_ in (("Training data", c.training_data), ("Metrics (from the model card)", c.metrics)):
+        headline = _headline_metrics(c.metrics)
+        if headline:
+            story.append(Paragraph("Metrics (from the model card)", st["h2"]))
+            mt = Table([list(_HEADLINE_HEADER)] + headline, hAlign="LEFT",
+                       colWidths=[frame_w - 6 * 58] + [58] * 6, repeatRows=1)
+            mt.setStyle(_grid_style([("ALIGN", (1, 0), (-1, -1), "RIGHT")]))
+            story.append(mt)
+            if any(r[0].startswith("transfer") for r in headline):
+                story.append(Paragraph(
+                    "Transfer rows: a head trained on one collection only, its threshold set on that collection, "
+                    "scored on another collection's photos: what to expect on photos from elsewhere.", st["body"]))
+        sections = [("Training data", c.training_data)]
+        if not headline:
+            sections.append(("Metrics (from the model card)", c.metrics))
+        for heading, data_ in sections:
             story.append(Paragraph(heading, st["h2"]))
             pairs = _flatten(data_)
             if not pairs:
                 story.append(Paragraph("Not recorded.", st["body"]))
                 continue
+            shown = len(pairs)
+            total = _count_leaves(data_)
+            if total > shown:
+                pairs.append(("…", f"{total - shown} more fields in the bundle's model_card.json"))
             kv = Table([[Paragraph(escape(k), st["cell"]), Paragraph(escape(v), st["cell"])] for k, v in pairs],
                        colWidths=[170, frame_w - 170], hAlign="LEFT")
             kv.setStyle(_grid_style([("FONT", (0, 0), (-1, 0), "Helvetica", 8),

@@ -115,6 +115,24 @@ def test_image_table_lists_every_file_and_model_card_section(tmp_path, photos):
     assert "Model card summary" in text and "Generated test card" in text and "Intended use" in text
 
 
+def test_model_card_page_shows_each_evaluated_set_and_says_what_it_left_out(tmp_path, photos):
+    def m(n, acc, auc):
+        return {"n": n, "accuracy": acc, "sensitivity": 0.9, "specificity": 0.8, "roc_auc": auc, "ece": 0.05,
+                "ci95": {"accuracy": [0.1, 0.2]}, "confusion": {"tn": 1, "fp": 2, "fn": 3, "tp": 4}}
+
+    metrics = {"val": m(162, 0.938, 0.987), "test": m(155, 0.891, 0.946),
+               "transfer": {"A -> B": m(184, 0.516, 0.859), "method": "leave-one-collection-out"}}
+    # More training-data fields than the page prints: the page must say so rather than drop them silently.
+    training_data = {f"field_{i:02d}": i for i in range(60)}
+    out = write_pdf_report(mixed_records(photos), tmp_path / "r.pdf", folder=str(photos[0].parent),
+                           cards=[make_card(metrics=metrics, training_data=training_data)])
+    text = " ".join(pdf_pages(out))
+    for row in ("val 162 0.938", "test 155 0.891", "transfer A -> B 184 0.516"):
+        assert row in text
+    assert "0.946" in text and "0.859" in text
+    assert "20 more fields in the bundle's model_card.json" in text
+
+
 def test_one_image_report(tmp_path, photos):
     out = write_pdf_report([rec(photos[0], 0.8)], tmp_path / "one.pdf", folder=str(photos[0].parent),
                            cards=[make_card()])
