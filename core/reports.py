@@ -363,15 +363,6 @@ def _headline_metrics(metrics: Any) -> list[list[str]]:
     return rows
 
 
-def _count_leaves(data: Any) -> int:
-    """How many (key, value) pairs _flatten would give without its limit."""
-    if isinstance(data, dict):
-        return sum(_count_leaves(v) for v in data.values())
-    if isinstance(data, (list, tuple)) and data and all(isinstance(v, dict) for v in data):
-        return sum(_count_leaves(v) for v in data)
-    return 1
-
-
 def _flatten(data: Any, prefix: str = "", out: list[tuple[str, str]] | None = None,
              limit: int = 40) -> list[tuple[str, str]]:
     """Nested card fields as (dotted key, short text) pairs, for printing."""
@@ -1079,14 +1070,13 @@ def write_pdf_report(
             sections.append(("Metrics (from the model card)", c.metrics))
         for heading, data_ in sections:
             story.append(Paragraph(heading, st["h2"]))
-            pairs = _flatten(data_)
+            fields = _flatten(data_, limit=10**9)  # cards are small; the page prints the first 40
+            pairs = fields[:40]
             if not pairs:
                 story.append(Paragraph("Not recorded.", st["body"]))
                 continue
-            shown = len(pairs)
-            total = _count_leaves(data_)
-            if total > shown:
-                pairs.append(("…", f"{total - shown} more fields in the bundle's model_card.json"))
+            if len(fields) > len(pairs):
+                pairs.append(("…", f"{len(fields) - len(pairs)} more fields in the bundle's model_card.json"))
             kv = Table([[Paragraph(escape(k), st["cell"]), Paragraph(escape(v), st["cell"])] for k, v in pairs],
                        colWidths=[170, frame_w - 170], hAlign="LEFT")
             kv.setStyle(_grid_style([("FONT", (0, 0), (-1, 0), "Helvetica", 8),
