@@ -214,7 +214,7 @@ class MainWindow(QMainWindow):
         self.model_combo.currentIndexChanged.connect(self._on_choice_changed)
         self.controller.started.connect(self._on_run_started)
         self.controller.progress.connect(self._on_progress)
-        self.controller.result.connect(self._on_result)
+        self.controller.records.connect(self._on_records)
         self.controller.finished.connect(self._on_run_finished)
         self.controller.failed.connect(self._on_run_failed)
         self.results.counts_changed.connect(self._on_counts)
@@ -379,9 +379,7 @@ class MainWindow(QMainWindow):
             self.session = SessionStore.open(self.session_dir_for(folder))
             self.images.cache_dir = self.session.cache_dir("thumbnails")
             wanted = set(self.paths)
-            for record in self.session.results():
-                if record.path in wanted:
-                    self.model.add_record(record)
+            self.model.add_records([r for r in self.session.results() if r.path in wanted])
             self.model.apply_reviews(self.session.reviews())
         except Exception as exc:  # the app works without a session; say so
             self.session = None
@@ -464,11 +462,15 @@ class MainWindow(QMainWindow):
         self._set_message(f"Scored {done} of {total}")
 
     @Slot(object)
-    def _on_result(self, record) -> None:
-        row = self.model.add_record(record)
-        if self.detail.row is not None and self.detail.row.path == record.path:
-            self.detail.show_row(self.model.row_at(row), self.detail.view.photo)
-        if self.results.table.currentIndex().row() < 0 and self.results.proxy.rowCount() == 1:
+    def _on_records(self, records: list) -> None:
+        """A bounded chunk of results (see RunController): one insert for the chunk, not one per photo."""
+        self.model.add_records(records)
+        shown = self.detail.row
+        if shown is not None and any(r.path == shown.path for r in records):
+            row = self.model.row_of(shown.path)
+            if row is not None:
+                self.detail.show_row(self.model.row_at(row), self.detail.view.photo)
+        if self.results.table.currentIndex().row() < 0 and self.results.proxy.rowCount() >= 1:
             self.results.table.selectRow(0)
 
     @Slot(object)

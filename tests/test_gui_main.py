@@ -157,14 +157,14 @@ def test_cancel_mid_run_keeps_partial_results(qtbot, make_window, tiny_bundle, i
     window.open_folder(folder)
     cancelled_at = []
 
-    def cancel_in_worker(_record) -> None:
+    def cancel_in_worker(_records) -> None:
         # Runs in the worker thread (direct connection), so the cancel lands during the run, deterministically.
         if not cancelled_at:
             cancelled_at.append(1)
             window.controller.token.cancel()
 
     handle = window.handle_for(window.selected_dirs()[0])
-    handle.worker.result.connect(cancel_in_worker, Qt.ConnectionType.DirectConnection)
+    handle.worker.results.connect(cancel_in_worker, Qt.ConnectionType.DirectConnection)
     # The GUI side presses Cancel as soon as the first result shows up.
     press_cancel = lambda _r: window.cancel_run()  # noqa: E731
     window.controller.result.connect(press_cancel)
@@ -181,7 +181,7 @@ def test_cancel_mid_run_keeps_partial_results(qtbot, make_window, tiny_bundle, i
 
     # Run again: it resumes with the photos that are left, and every photo ends up with one result.
     kept = summary["kept"]
-    handle.worker.result.disconnect(cancel_in_worker)
+    handle.worker.results.disconnect(cancel_in_worker)
     window.controller.result.disconnect(press_cancel)
     streamed = []
     window.controller.result.connect(streamed.append)
@@ -313,6 +313,26 @@ def test_event_loop_stays_responsive_while_inference_runs(qtbot, make_window, ti
     assert worst_cpu < 0.1
     assert p95_wall < 0.25
     assert worst_wall < 1.0
+
+
+def test_results_reach_the_table_in_bounded_chunks_and_finish_after_the_last(qtbot, make_window, tiny_bundle,
+                                                                            image_folder):
+    """A worker batch larger than the GUI's chunk is split, so a backlog never becomes one long insert; and
+    'finished' is only announced once every photo is in the table."""
+    from desktop_app.workers.run_controller import FLUSH_MAX_RECORDS
+
+    tiny_bundle("tiny")
+    window = make_window(batch_size=2 * FLUSH_MAX_RECORDS)
+    window.open_folder(image_folder(n_per_class=FLUSH_MAX_RECORDS + 10))
+    chunks: list[int] = []
+    rows_at_finish: list[int] = []
+    window.controller.records.connect(lambda records: chunks.append(len(records)))
+    window.controller.finished.connect(lambda _s: rows_at_finish.append(window.model.rowCount()))
+    summary = run_and_wait(qtbot, window)
+    n = 2 * (FLUSH_MAX_RECORDS + 10)
+    assert summary["kept"] == n and sum(chunks) == n
+    assert max(chunks) <= FLUSH_MAX_RECORDS < 2 * FLUSH_MAX_RECORDS  # the 96-photo batch was split
+    assert rows_at_finish == [n]
 
 
 def test_window_opens_without_importing_tensorflow(tmp_path):

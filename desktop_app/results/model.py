@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from PySide6.QtCore import QAbstractTableModel, QModelIndex, QPersistentModelIndex, Qt
+from PySide6.QtCore import QAbstractTableModel, QModelIndex, QPersistentModelIndex, Qt, QTimer
 from PySide6.QtGui import QBrush, QColor, QPixmap
 
 SORT_ROLE = Qt.ItemDataRole.UserRole + 1
@@ -22,6 +22,10 @@ KIND_ROLE = Qt.ItemDataRole.UserRole + 3
 REVIEW_TEXT = {"mpox": "mpox", "not_mpox": "not mpox", "unsure": "unsure"}
 PRED_TEXT = {"mpox": "mpox", "not_mpox": "not mpox"}
 FLAG_TEXT = {"uncertain": "uncertain", "out_of_scope": "out of scope", "disagree": "models disagree"}
+
+_ROLES = frozenset({ROW_ROLE, KIND_ROLE, SORT_ROLE, Qt.ItemDataRole.DisplayRole, Qt.ItemDataRole.DecorationRole,
+                    Qt.ItemDataRole.ToolTipRole, Qt.ItemDataRole.ForegroundRole, Qt.ItemDataRole.BackgroundRole,
+                    Qt.ItemDataRole.TextAlignmentRole})
 
 MPOX_BG = QColor(253, 226, 222)
 FLAG_BG = QColor(255, 241, 204)
@@ -81,6 +85,13 @@ class ResultsModel(QAbstractTableModel):
         self.thumbnails = None                    # an ImageLoader, set by the window
         self._columns: list[tuple[str, str]] = []
         self._rebuild_columns()
+        # Thumbnails arrive one by one from the decoder; their repaints are coalesced into one
+        # dataChanged per short interval instead of one per photo.
+        self._thumb_rows: set[int] = set()
+        self._thumb_timer = QTimer(self)
+        self._thumb_timer.setSingleShot(True)
+        self._thumb_timer.setInterval(60)
+        self._thumb_timer.timeout.connect(self._flush_thumbnails)
 
     # --- columns -------------------------------------------------------------------------------
     def _rebuild_columns(self) -> None:
@@ -114,6 +125,7 @@ class ResultsModel(QAbstractTableModel):
 
     # --- rows ----------------------------------------------------------------------------------
     def clear(self) -> None:
+        self._thumb_rows.clear()
         self.beginResetModel()
         self.rows, self._index, self.models = [], {}, []
         self._rebuild_columns()
@@ -127,23 +139,39 @@ class ResultsModel(QAbstractTableModel):
 
     def add_record(self, record) -> int:
         """Add or update the row for record.path with this model's record; returns the row."""
-        key = model_key(record)
-        if key not in dict(self.models):
-            self.ensure_model(key, f"{record.model} {record.model_version}".strip())
-        path = str(record.path)
-        row = self._index.get(path)
-        if row is None:
-            row = len(self.rows)
-            self.beginInsertRows(QModelIndex(), row, row)
-            self.rows.append(FileRow(path, {key: record}))
-            self._index[path] = row
+        self.add_records([record])
+        return self._index[str(record.path)]
+
+    def add_records(self, records: list) -> None:
+        """Add or update rows for several records with one insert and one change notice (not one per photo)."""
+        for record in records:
+            key = model_key(record)
+            if key not in dict(self.models):
+                self.ensure_model(key, f"{record.model} {record.model_version}".strip())
+        new: dict[str, FileRow] = {}
+        changed: list[int] = []
+        for record in records:
+            key, path = model_key(record), str(record.path)
+            row = self._index.get(path)
+            if row is not None:
+                self.rows[row].records[key] = record
+                changed.append(row)
+            elif path in new:
+                new[path].records[key] = record
+            else:
+                new[path] = FileRow(path, {key: record})
+        if changed:
+            self.dataChanged.emit(self.index(min(changed), 0), self.index(max(changed), self.columnCount() - 1))
+        if new:
+            first = len(self.rows)
+            self.beginInsertRows(QModelIndex(), first, first + len(new) - 1)
+            for offset, (path, file_row) in enumerate(new.items()):
+                self.rows.append(file_row)
+                self._index[path] = first + offset
             self.endInsertRows()
             if self.thumbnails is not None:
-                self.thumbnails.request(path)
-        else:
-            self.rows[row].records[key] = record
-            self.dataChanged.emit(self.index(row, 0), self.index(row, self.columnCount() - 1))
-        return row
+                for path in new:
+                    self.thumbnails.request(path)
 
     def set_review(self, row: int, label: str, reviewer: str, time: str) -> None:
         r = self.rows[row]
@@ -173,8 +201,16 @@ class ResultsModel(QAbstractTableModel):
     def thumbnail_ready(self, path: str) -> None:
         row = self._index.get(path)
         if row is not None:
-            idx = self.index(row, 0)
-            self.dataChanged.emit(idx, idx, [Qt.ItemDataRole.DecorationRole])
+            self._thumb_rows.add(row)
+            if not self._thumb_timer.isActive():
+                self._thumb_timer.start()
+
+    def _flush_thumbnails(self) -> None:
+        rows, self._thumb_rows = self._thumb_rows, set()
+        rows = {r for r in rows if r < len(self.rows)}
+        if rows:
+            self.dataChanged.emit(self.index(min(rows), 0), self.index(max(rows), 0),
+                                  [Qt.ItemDataRole.DecorationRole])
 
     # --- Qt model API --------------------------------------------------------------------------
     def rowCount(self, parent: QModelIndex | QPersistentModelIndex = QModelIndex()) -> int:
@@ -205,7 +241,8 @@ class ResultsModel(QAbstractTableModel):
         return Qt.ItemFlag.ItemIsEnabled | Qt.ItemFlag.ItemIsSelectable
 
     def data(self, index: QModelIndex | QPersistentModelIndex, role: int = Qt.ItemDataRole.DisplayRole) -> Any:
-        if not index.isValid() or index.row() >= len(self.rows):
+        # The view asks for a dozen roles per visible cell on every repaint; answer the others at once.
+        if role not in _ROLES or not index.isValid() or index.row() >= len(self.rows):
             return None
         row = self.rows[index.row()]
         kind, key = self._columns[index.column()]

@@ -7,6 +7,7 @@ TensorFlow is imported here, inside the worker thread, never on the GUI thread.
 
 from __future__ import annotations
 
+import gc
 import os
 import sys
 import threading
@@ -81,7 +82,7 @@ class ModelWorker(QObject):
     load_failed = Signal(str)
     run_started = Signal(int)            # total files
     progress = Signal(int, int)          # done, total
-    result = Signal(object)              # core.records.ResultRecord
+    results = Signal(object)             # list[core.records.ResultRecord], in input order
     run_finished = Signal(object)        # RunSummary
     explained = Signal(str, str, object, object)  # path, model key, (H, W, 3) uint8 colorized, (H, W) float heat
     explain_failed = Signal(str, str, str)  # path, model key, message
@@ -101,6 +102,11 @@ class ModelWorker(QObject):
 
             bundle = load_bundle(self.bundle_ref)
             self._warm_up(bundle)
+            # TensorFlow leaves hundreds of thousands of long-lived objects; a full garbage collection
+            # over them takes 100+ ms of whichever thread triggers it, often the GUI thread. Moving
+            # what exists now into the permanent generation keeps later collections short.
+            gc.collect()
+            gc.freeze()
             self.bundle = bundle
             self.loaded.emit(self.bundle.card)
         return self.bundle
@@ -142,7 +148,17 @@ class ModelWorker(QObject):
                 run_id = job.session.start_run(bundle.card, job.folder)
             engine = InferenceEngine(bundle, batch_size=self.batch_size)
 
+            pending: list = []
+
+            def emit_pending() -> None:
+                # Results cross to the GUI thread one list per inference batch: a queued signal per
+                # photo made the GUI thread wake, dispatch and repaint once per photo.
+                if pending:
+                    self.results.emit(list(pending))
+                    pending.clear()
+
             def on_progress(p) -> None:
+                emit_pending()   # the engine reports progress after each batch it has yielded
                 self.progress.emit(int(p.done), int(p.total))
 
             try:
@@ -153,9 +169,11 @@ class ModelWorker(QObject):
                     if job.session is not None and run_id is not None:
                         # Stored here, off the GUI thread: each result is committed durably (fsync).
                         job.session.add_result(run_id, record)
-                    self.result.emit(record)
+                    pending.append(record)
             except Cancelled:
                 pass
+            finally:
+                emit_pending()
             summary.cancelled = bool(job.cancel is not None and job.cancel.cancelled and summary.done < summary.total)
         except Exception as exc:  # a failed run reports why and keeps the partial results
             summary.failed = str(exc) or type(exc).__name__

@@ -3,22 +3,34 @@
 from __future__ import annotations
 
 import time
+from collections import deque
 from typing import Iterable
 
-from PySide6.QtCore import QObject, Signal, Slot
+from PySide6.QtCore import QObject, QTimer, Signal, Slot
 
 from desktop_app.workers.model_worker import ModelHandle, RunJob, RunSummary
+
+
+# The GUI thread inserts arriving results in bounded chunks, one chunk per timer tick, so a backlog
+# (a fast model, a busy machine) never turns into one long stretch of row inserts and repaints.
+FLUSH_INTERVAL_MS = 30
+FLUSH_MAX_RECORDS = 48
+FLUSH_BUDGET_S = 0.02
+PROGRESS_INTERVAL_S = 0.1   # a QProgressBar repaints synchronously on every visible change
 
 
 class RunController(QObject):
     """Starts a run on each selected model (each in its own worker thread) and reports them as one.
 
-    Signals: started(total), progress(done, total), result(record), finished(summary dict),
-    failed(message). `total` counts (file, model) pairs.
+    Signals: started(total), progress(done, total), records(list of records, in arrival order),
+    result(record, once per record, for scripts), finished(summary dict), failed(message).
+    `total` counts (file, model) pairs. Records and progress are delivered in bounded chunks from a
+    timer; `finished` comes after the last record.
     """
 
     started = Signal(int)
     progress = Signal(int, int)
+    records = Signal(object)
     result = Signal(object)
     finished = Signal(object)
     failed = Signal(str)
@@ -34,6 +46,13 @@ class RunController(QObject):
         self.started_at = 0.0
         self.running = False
         self._connected = False
+        self._queue: deque = deque()
+        self._final: dict | None = None
+        self._last_progress = 0.0
+        self._progress_dirty = False
+        self._flush_timer = QTimer(self)
+        self._flush_timer.setInterval(FLUSH_INTERVAL_MS)
+        self._flush_timer.timeout.connect(self._flush)
 
     def start(self, jobs: Iterable[tuple[ModelHandle, list[str]]], folder: str = "", session=None) -> None:
         """Start one run per (model handle, paths to score) pair; all share one CancelToken."""
@@ -49,15 +68,19 @@ class RunController(QObject):
         self._done = {h.key: 0 for h in self._handles}
         self._totals = {h.key: len(paths) for h, paths in jobs}
         self._summaries = {}
+        self._queue.clear()
+        self._final = None
+        self._last_progress = 0.0
         self.started_at = time.monotonic()
         self.running = True
         self._connected = True
         for handle in self._handles:
             w = handle.worker
             w.progress.connect(self._on_progress)
-            w.result.connect(self.result)
+            w.results.connect(self._on_results)
             w.run_finished.connect(self._on_finished)
         self.started.emit(self.total)
+        self._flush_timer.start()
         for handle, paths in jobs:
             handle.run(RunJob(list(paths), self.token, folder, session, self._job_id))
 
@@ -79,7 +102,7 @@ class RunController(QObject):
         self._connected = False
         for handle in self._handles:
             w = handle.worker
-            for signal, slot in ((w.progress, self._on_progress), (w.result, self.result),
+            for signal, slot in ((w.progress, self._on_progress), (w.results, self._on_results),
                                  (w.run_finished, self._on_finished)):
                 try:
                     signal.disconnect(slot)
@@ -93,7 +116,30 @@ class RunController(QObject):
         if key in self._done:
             self._done[key] = done
             self._totals[key] = total
-        self.progress.emit(self.done, self.total)
+        self._progress_dirty = True
+
+    @Slot(object)
+    def _on_results(self, records: list) -> None:
+        # Only queued here: the flush timer inserts them in bounded chunks.
+        self._queue.extend(records)
+
+    def _flush(self) -> None:
+        """One timer tick: hand over at most a bounded chunk of records, then progress, then the end."""
+        start = time.perf_counter()
+        while self._queue and time.perf_counter() - start < FLUSH_BUDGET_S:
+            chunk = [self._queue.popleft() for _ in range(min(FLUSH_MAX_RECORDS, len(self._queue)))]
+            self.records.emit(chunk)
+            for record in chunk:
+                self.result.emit(record)
+        now = time.monotonic()
+        if self._progress_dirty and (now - self._last_progress >= PROGRESS_INTERVAL_S or self._final is not None):
+            self._progress_dirty = False
+            self._last_progress = now
+            self.progress.emit(self.done, self.total)
+        if self._final is not None and not self._queue:
+            final, self._final = self._final, None
+            self._flush_timer.stop()
+            self._finish(final)
 
     @Slot(object)
     def _on_finished(self, summary: RunSummary) -> None:
@@ -101,8 +147,8 @@ class RunController(QObject):
         self._done[summary.model_key] = summary.done
         if len(self._summaries) < len(self._handles):
             return
-        self.running = False
         self._disconnect()
+        self._progress_dirty = True
         summaries = list(self._summaries.values())
         failures = [s.failed for s in summaries if s.failed]
         out = {
@@ -114,6 +160,13 @@ class RunController(QObject):
             "failures": failures,
             "models": [s.model_key for s in summaries],
         }
-        if failures and len(failures) == len(summaries) and out["kept"] == 0:
-            self.failed.emit("; ".join(failures))
+        # Finished only once every queued record has reached the window (see _flush).
+        self._final = out
+        if not self._flush_timer.isActive():
+            self._flush_timer.start()
+
+    def _finish(self, out: dict) -> None:
+        self.running = False
+        if out["failures"] and len(out["failures"]) == len(out["models"]) and out["kept"] == 0:
+            self.failed.emit("; ".join(out["failures"]))
         self.finished.emit(out)
