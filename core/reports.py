@@ -18,7 +18,7 @@ import io
 import math
 import os
 import re
-import tempfile
+import secrets
 from collections import Counter
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
@@ -470,6 +470,7 @@ class ReportContext:
     truth: dict[str, str] | None = None
     gradcam: dict[str, np.ndarray] | None = None
     shift: dict | None = None
+    origins: dict[str, str] | None = None
     scope_limit: float | None = None
     title: str = DEFAULT_TITLE
     when: str = ""
@@ -485,7 +486,7 @@ class ReportContext:
         return [r for r in self.records if model_key(r) == key]
 
     def origin_of(self, card: Any) -> str | None:
-        return next((m.origin for m in self.models if m.card is card), None)
+        return (self.origins or {}).get(model_key(card))
 
     def photo_drawn(self) -> None:
         """Called as each photo's thumbnail is drawn: progress per photo and a cancel point."""
@@ -699,13 +700,14 @@ class _PhotoTable:
         self.ctx = ctx
         self.has_cam = bool(ctx.gradcam)
         model_w = 62 if len(ctx.models) <= 3 else 52
-        self.cols = (["#", "Photo"] + (["Grad-CAM"] if self.has_cam else []) + ["File"]
+        cam = [Paragraph("Grad-CAM", _styles()["colhead"])] if self.has_cam else []
+        self.cols = (["#", "Photo"] + cam + ["File"]
                      + [Paragraph("p(mpox)<br/>" + escape(_truncate_middle(m.name or "?", model_w - 6, "Helvetica-Bold",
                                                                             7))
                                   + "<br/>" + escape(_truncate_middle(m.version, model_w - 6, "Helvetica-Bold", 7)),
                                   _styles()["colhead"]) for m in ctx.models]
                      + ["Needs review", "Reviewer"])
-        widths = [24, THUMB_PT + 6] + ([THUMB_PT + 6] if self.has_cam else []) + [0] \
+        widths = [24, THUMB_PT + 6] + ([THUMB_PT + 14] if self.has_cam else []) + [0] \
             + [model_w] * len(ctx.models) + [96, 66]
         self.file_col = 3 if self.has_cam else 2
         widths[self.file_col] = FRAME_W - sum(widths)
@@ -724,8 +726,8 @@ class _PhotoTable:
                                  ("FONT", (-1, 1), (-1, -1), "Helvetica", 7.5),
                                  ("FONT", (self.first_model, 0), (self.reason_col - 1, 0), "Helvetica-Bold", 7),
                                  ("LEADING", (0, 0), (-1, -1), 9),
-                                 ("LEFTPADDING", (1, 1), (self.file_col - 1, -1), 3),
-                                 ("RIGHTPADDING", (1, 1), (self.file_col - 1, -1), 3)]
+                                 ("LEFTPADDING", (1, 0), (self.file_col - 1, -1), 3),
+                                 ("RIGHTPADDING", (1, 0), (self.file_col - 1, -1), 3)]
             for k, row in enumerate(chunk, start=1):
                 cells, style = self.row(start + at + k - 1, row)
                 data.append(cells)
@@ -819,7 +821,7 @@ def agreement_section(ctx: ReportContext) -> list[Any]:
         ag = ctx.agreements.get(m.key)
         if ag is None:
             continue
-        out.append(PageBreak() if not out else CondPageBreak(330))
+        out.append(CondPageBreak(340))  # a block needs about 330 pt; it shares a page when there is room
         out += _agreement_block(ag, m.label if ctx.multi else "")
     return out
 
@@ -1516,7 +1518,7 @@ def _histogram_drawing(records: Sequence[ResultRecord], refs: dict[int, str], th
         d.add(Line(x, bottom, x, bottom - 3, strokeWidth=0.8))
         d.add(String(x, bottom - 12, f"{k / 10:.1f}", fontSize=7, textAnchor="middle"))
     d.add(String(left + pw / 2, 3, "p(mpox), calibrated", fontSize=8, textAnchor="middle"))
-    label = Group(String(0, 0, "images", fontSize=8, textAnchor="middle"))
+    label = Group(String(0, 0, "photos", fontSize=8, textAnchor="middle"))
     label.transform = (0, 1, -1, 0, 10, bottom + ph / 2)  # rotated 90 degrees
     d.add(label)
     if threshold is not None:
@@ -1526,7 +1528,7 @@ def _histogram_drawing(records: Sequence[ResultRecord], refs: dict[int, str], th
     # Legend
     lx = left + 4
     items = [("reference mpox", _C_MPOX), ("reference not mpox", _C_NOT),
-             ("no reference label" if refs else "all images", _C_GREY)]
+             ("no reference label" if refs else "all photos", _C_GREY)]
     if not refs:
         items = [items[2]]
     elif not groups["none"].any():
@@ -1745,7 +1747,8 @@ def build_context(records: Sequence[ResultRecord], *, folder: str, cards: Sequen
     generated = generated or datetime.now(timezone.utc)
     return ReportContext(records=records, folder=str(folder), cards=cards, models=models, photos=photos,
                          counts=count_photos(photos, len(models)), agreements=agreements, reviews=reviews,
-                         truth=truth, gradcam=gradcam, shift=shift, scope_limit=scope_limit, title=title,
+                         truth=truth, gradcam=gradcam, shift=shift, origins=origins, scope_limit=scope_limit,
+                         title=title,
                          when=generated.astimezone().strftime("%Y-%m-%d %H:%M %Z").strip(), progress=progress,
                          cancel=cancel)
 
@@ -1758,6 +1761,20 @@ def _write_file(path: str, data: bytes | memoryview) -> None:
         os.fsync(fh.fileno())
 
 
+def _create_sibling(out_path: Path) -> str:
+    """A new empty hidden file beside `out_path`, created with mode 0666 less the umask (as a plain save
+    would be; mkstemp's 0600 is wrong for a filed report, and changing the umask is not thread-safe)."""
+    for _ in range(100):
+        name = str(out_path.parent / f".{out_path.name}.{secrets.token_hex(4)}.partial")
+        try:
+            fd = os.open(name, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0), 0o666)
+        except FileExistsError:
+            continue
+        os.close(fd)
+        return name
+    raise FileExistsError(errno.EEXIST, "no free temporary name", str(out_path.parent))
+
+
 def publish_atomically(out_path: str | os.PathLike, data: bytes | memoryview) -> Path:
     """Write `data` to a temporary sibling and rename it over `out_path`.
 
@@ -1768,11 +1785,7 @@ def publish_atomically(out_path: str | os.PathLike, data: bytes | memoryview) ->
     tmp_name = None
     try:
         out_path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp_name = tempfile.mkstemp(prefix=f".{out_path.name}.", suffix=".partial", dir=out_path.parent)
-        os.close(fd)
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(tmp_name, 0o666 & ~umask)  # mkstemp makes 0600; a filed report should get the usual mode
+        tmp_name = _create_sibling(out_path)
         _write_file(tmp_name, data)
         os.replace(tmp_name, out_path)
         tmp_name = None

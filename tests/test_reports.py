@@ -370,6 +370,17 @@ def test_a_failure_while_building_leaves_the_previous_report_and_no_new_file(tmp
     assert sorted(p.name for p in tmp_path.iterdir() if p.is_file()) == ["report.pdf"]
 
 
+@pytest.mark.skipif(os.name != "posix", reason="file modes and umask are POSIX")
+def test_the_report_gets_the_usual_file_mode_not_a_temp_files(tmp_path, photos):
+    old = os.umask(0o022)
+    try:
+        out = write_pdf_report(mixed_records(photos), tmp_path / "r.pdf", folder=str(photos[0].parent),
+                               cards=[make_card()])
+    finally:
+        os.umask(old)
+    assert out.stat().st_mode & 0o777 == 0o644
+
+
 def test_an_unwritable_folder_is_one_clear_error(tmp_path, photos):
     blocker = tmp_path / "not_a_folder"
     blocker.write_text("x")
