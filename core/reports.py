@@ -1699,7 +1699,8 @@ def write_pdf_report(
     `gradcam` maps a path to a heat map or overlay; `shift` is a folder's shift test ({"detected",
     "p_value", "statistic", "n"}, e.g. core.shift's ShiftResult.to_dict()); `origins` maps a model key
     (model SHA-256, else "name version") to "shipped" or "local"; `scope_limit` is the limit out-of-scope
-    scores were compared with (default: each card's ood_threshold).
+    scores were compared with (default: each card's ood_threshold); it is printed beside the score, while
+    the record's flag decides whether a photo is out of scope.
 
     The PDF is published atomically: on any failure the previous file at `out_path` stays as it was and
     nothing half-written is left. Raises ReportWriteError (one line) when the file cannot be written,
