@@ -102,7 +102,7 @@ def review_reason(row: FileRow, ood_limits: dict[str, float] | None = None,
         if rec.ok and rec.flag == "out_of_scope":
             limit = limits.get(key)
             score = f"{rec.ood_score:.2f}" if rec.ood_score is not None else "?"
-            reasons.append((RISK_TIER["out_of_scope"], f"out of scope {score} > limit {limit:.2f}"
+            reasons.append((RISK_TIER["out_of_scope"], f"out of scope {score} > {limit:.2f}"
                             if limit is not None else f"out of scope (score {score})"))
     if len(row.predictions()) > 1:
         reasons.append((RISK_TIER["disagree"], "models disagree"))
@@ -119,6 +119,7 @@ def review_reason(row: FileRow, ood_limits: dict[str, float] | None = None,
         return "", "", top_p
     reasons.sort(key=lambda r: -r[0])
     tooltip = "\n".join(text for _t, text in reasons)
+    tooltip = tooltip.replace(" > ", " above the limit ")
     if shift_alarm:
         tooltip += f"\n\nShift alarm: {shift_alarm}"
     return reasons[0][1], tooltip, reasons[0][0] + top_p
@@ -175,8 +176,10 @@ class ResultsModel(QAbstractTableModel):
 
     def set_cards(self, cards: list) -> None:
         """Take each model's out-of-scope limit from its card (keyed like the records: weights hash)."""
-        self.ood_limits = {(c.model_sha256 or f"{c.name} {c.version}"): c.ood_threshold
-                           for c in cards if getattr(c, "ood_threshold", None) is not None}
+        # Updated in place: the detail pane holds the same dict.
+        self.ood_limits.clear()
+        self.ood_limits.update({(c.model_sha256 or f"{c.name} {c.version}"): c.ood_threshold
+                                for c in cards if getattr(c, "ood_threshold", None) is not None})
         self._invalidate_reasons()
 
     def set_shift_alarm(self, text: str) -> None:

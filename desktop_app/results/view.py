@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import time
 
-from PySide6.QtCore import QItemSelectionModel, QModelIndex, QSize, Qt, Signal
+from PySide6.QtCore import QEvent, QItemSelectionModel, QModelIndex, QSize, Qt, Signal
 from PySide6.QtGui import QKeyEvent, QKeySequence, QShortcut
 from PySide6.QtWidgets import (QAbstractItemView, QComboBox, QHBoxLayout, QHeaderView, QLabel, QLineEdit, QMenu,
                                QTableView, QVBoxLayout, QWidget)
@@ -21,6 +21,7 @@ from desktop_app.results.proxy import FILTERS, ResultsProxy
 REVIEW_KEYS = {Qt.Key.Key_M: "mpox", Qt.Key.Key_N: "not_mpox", Qt.Key.Key_U: "unsure"}
 CLEAR_KEYS = {Qt.Key.Key_Delete, Qt.Key.Key_Backspace}
 TYPING_BURST_S = 0.3
+FILE_MIN, FILE_MAX = 90, 420
 # Columns whose first click sorts highest first (risk and probability read top-down).
 DESCENDING_FIRST = {"needs", "p"}
 # A focus frame that shows where the keyboard is (M/N/U act only here).
@@ -160,6 +161,7 @@ class ResultsPanel(QWidget):
         self.table.doubleClicked.connect(self._on_double_click)
         self.table.customContextMenuRequested.connect(self._context_menu)
         self._fit_columns()
+        self.table.viewport().installEventFilter(self)
         self._update_counts()
         self.table.selectionModel().currentRowChanged.connect(self._on_current)
 
@@ -182,8 +184,8 @@ class ResultsPanel(QWidget):
         header.setSectionResizeMode(QHeaderView.ResizeMode.Interactive)
         # Narrow enough that file, needs review, scores, flag, label and reviewer fit a 1024 px window;
         # the file column takes what is left (names elide in the middle; the tooltip has the full path).
-        widths = {"thumb": 50, "file": 120, "needs": 150, "p": 62 if len(self.model.models) <= 1 else 150,
-                  "prediction": 78, "flag": 84, "model": 190, "review": 78, "reviewer": 72, "review_time": 130}
+        widths = {"thumb": 48, "file": 120, "needs": 144, "p": 58 if len(self.model.models) <= 1 else 150,
+                  "prediction": 72, "flag": 80, "model": 190, "review": 72, "reviewer": 72, "review_time": 130}
         metrics = header.fontMetrics()
         for col in range(self.model.columnCount()):
             kind = self.model.column_kind(col)[0]
@@ -193,7 +195,20 @@ class ResultsPanel(QWidget):
                 title = str(self.model.headerData(col, Qt.Orientation.Horizontal, Qt.ItemDataRole.DisplayRole) or "")
                 width = max(96, metrics.horizontalAdvance(title) + 28)
             header.resizeSection(col, width)
-        header.setSectionResizeMode(self.model.column_of("file"), QHeaderView.ResizeMode.Stretch)
+        self._fit_file_column()
+
+    def _fit_file_column(self) -> None:
+        """The file column takes the room the columns up to Reviewer leave (at least FILE_MIN px), so those
+        stay on screen in a 1024 px window; the columns after them scroll."""
+        header = self.table.horizontalHeader()
+        file_col, last = self.model.column_of("file"), self.model.column_of("reviewer")
+        others = sum(header.sectionSize(c) for c in range(last + 1) if c != file_col)
+        header.resizeSection(file_col, max(FILE_MIN, min(FILE_MAX, self.table.viewport().width() - others - 2)))
+
+    def eventFilter(self, obj, event) -> bool:
+        if obj is self.table.viewport() and event.type() == QEvent.Type.Resize:
+            self._fit_file_column()
+        return super().eventFilter(obj, event)
 
     # --- keyboard ------------------------------------------------------------------------------
     def focus_filter(self) -> None:
