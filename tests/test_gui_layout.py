@@ -161,3 +161,37 @@ def test_progress_has_a_loading_phase_counts_photos_and_no_eta_before_the_first_
     now[0] = 22.0
     message, eta = progress.update(64, 136)         # 32 pairs in 2 s -> 72 pairs left in 4.5 s
     assert message == "Scored 32 of 68 photos (2 models)" and eta == "ETA 0:04"
+
+
+def test_model_card_dialog_is_a_summary_in_words_with_the_full_card_as_a_readable_appendix(qtbot):
+    from pathlib import Path
+
+    from core.bundle import read_card
+    from desktop_app.about import ModelCardDialog
+
+    shipped = Path(__file__).resolve().parent.parent / "models" / "mobilenetv2"
+    if not (shipped / "model_card.json").is_file():
+        pytest.skip("the shipped mobilenetv2 bundle is not in this checkout")
+    card = read_card(shipped)
+    dialog = ModelCardDialog([card])
+    qtbot.addWidget(dialog)
+    text = dialog.browser.toPlainText()
+    for words in ("What it does", "Trained on", "Decision threshold", "On validation photos", "Limits",
+                  "sensitivity", "missed", "false alarms"):
+        assert words in text, words
+    for raw in ("tn:", "counts.val", "root ../shared"):
+        assert raw not in text
+    assert dialog.appendix.isHidden()
+    dialog.appendix_button.setChecked(True)
+    assert not dialog.appendix.isHidden()
+    names = []
+
+    def walk(item):
+        names.append(item.text(0))
+        for i in range(item.childCount()):
+            walk(item.child(i))
+
+    for i in range(dialog.appendix.topLevelItemCount()):
+        walk(dialog.appendix.topLevelItem(i))
+    assert "false negatives (missed mpox)" in names and "data folder (as seen when trained)" in names
+    assert "tn" not in names and "n_mpox" not in names
