@@ -32,6 +32,7 @@ def test_needs_review_column_gives_one_reason_and_the_default_order_is_highest_r
     assert reasons[0] == "out of scope 0.90 > 0.70"     # score and limit
     assert reasons[1] == "uncertain (p 0.48)"
     assert reasons[-1] == "error: cannot identify image file"  # the reason, not the path; errors last
+    assert window.model.reason(rows[-1])[1] == f"Could not be read: cannot identify image file"
     risks = [window.model.reason(r)[2] for r in rows]
     assert risks == sorted(risks, reverse=True)
     # Unflagged photos follow, highest p(mpox) first.

@@ -87,6 +87,7 @@ class DetailPane(QWidget):
         self.gradcam_box.setToolTip("Regions that raised the model's mpox score (explains the model, not the lesion)")
         self.model_combo = QComboBox()
         self.model_combo.setToolTip("Which model's Grad-CAM to show")
+        self.model_combo.setSizeAdjustPolicy(QComboBox.SizeAdjustPolicy.AdjustToContents)
         self.opacity = QSlider(Qt.Orientation.Horizontal)
         self.opacity.setRange(0, 100)
         self.opacity.setValue(45)
@@ -191,7 +192,8 @@ class DetailPane(QWidget):
             lines += scope_lines(rec, self.ood_limits.get(model_key(rec)))
         if row.review_label:
             lines.append(f"Reviewer label: <b>{REVIEW_TEXT.get(row.review_label, row.review_label)}</b> "
-                         f"by {html.escape(row.reviewer)} at {html.escape(row.review_time)}")
+                         f"by {html.escape(row.reviewer)} at {html.escape(row.review_time.replace('T', ' ')[:16])} UTC "
+                         "<span style='color:#666'>(Delete clears, Ctrl+Z undoes)</span>")
         else:
             lines.append("<span style='color:#666'>Not reviewed — press M (mpox), N (not mpox) or U (unsure)</span>")
         self.scores.setText("<br>".join(lines))

@@ -89,13 +89,19 @@ def error_text(row: FileRow) -> str:
     return text or "could not be read"
 
 
+def short_error(text: str) -> str:
+    """The gist of an error for a narrow cell ("file is truncated"); the tooltip keeps the whole message."""
+    gist = text.split(": ")[-1].split(" (")[0].strip()
+    return gist or text
+
+
 def review_reason(row: FileRow, ood_limits: dict[str, float] | None = None,
                   shift_alarm: str = "") -> tuple[str, str, float]:
     """(one reason, every reason, risk) for the needs-review column; risk sorts highest first, errors last."""
     ok = row.ok_records()
     if row.errors() and not ok:
-        text = "error: " + error_text(row)
-        return text, text, ERROR_RISK
+        full = error_text(row)
+        return "error: " + short_error(full), "Could not be read: " + full, ERROR_RISK
     reasons: list[tuple[float, str]] = []
     limits = ood_limits or {}
     for key, rec in row.records.items():
@@ -312,7 +318,7 @@ class ResultsModel(QAbstractTableModel):
             if kind == "p":
                 return "p(mpox)" if len(self.models) <= 1 else f"p(mpox) {self._model_name(key)}"
             return {"thumb": "", "file": "File", "needs": "Needs review", "prediction": "Prediction", "flag": "Flag",
-                    "model": "Model", "review": "Reviewer label", "reviewer": "Reviewer",
+                    "model": "Model", "review": "Review", "reviewer": "Reviewer",
                     "review_time": "Review time"}[kind]
         if role == Qt.ItemDataRole.ToolTipRole:
             return {"p": "Calibrated probability of mpox from the model (not a diagnosis)",
@@ -385,11 +391,11 @@ class ResultsModel(QAbstractTableModel):
         if kind == "prediction":
             errors = row.errors()
             if errors and not row.ok_records():
-                return "error: " + error_text(row)
+                return "error: " + short_error(error_text(row))
             pred = row.combined_prediction()
             return {"disagree": "disagree"}.get(pred, PRED_TEXT.get(pred, pred))
         if kind == "flag":
-            return ", ".join(FLAG_TEXT.get(f, f) for f in row.flags())
+            return ", ".join(FLAG_TEXT.get(f, f) for f in dict.fromkeys(row.flags()))   # each flag once
         if kind == "model":
             return " + ".join(f"{r.model} {r.model_version}".strip() for r in row.records.values())
         if kind == "review":

@@ -13,7 +13,7 @@ import time
 from PySide6.QtCore import QEvent, QItemSelectionModel, QModelIndex, QSize, Qt, Signal
 from PySide6.QtGui import QKeyEvent, QKeySequence, QShortcut
 from PySide6.QtWidgets import (QAbstractItemView, QComboBox, QHBoxLayout, QHeaderView, QLabel, QLineEdit, QMenu,
-                               QTableView, QVBoxLayout, QWidget)
+                               QStyledItemDelegate, QTableView, QVBoxLayout, QWidget)
 
 from desktop_app.results.model import ROW_ROLE, ResultsModel
 from desktop_app.results.proxy import FILTERS, ResultsProxy
@@ -26,6 +26,14 @@ FILE_MIN, FILE_MAX = 90, 420
 DESCENDING_FIRST = {"needs", "p"}
 # A focus frame that shows where the keyboard is (M/N/U act only here).
 FOCUS_STYLE = "QTableView { border: 2px solid transparent; } QTableView:focus { border: 2px solid palette(highlight); }"
+
+
+class ElideRightDelegate(QStyledItemDelegate):
+    """Reasons and flags read from the start ("error: file is…"); file names elide in the middle."""
+
+    def initStyleOption(self, option, index) -> None:
+        super().initStyleOption(option, index)
+        option.textElideMode = Qt.TextElideMode.ElideRight
 
 
 class ResultsTable(QTableView):
@@ -140,6 +148,7 @@ class ResultsPanel(QWidget):
         header.setStretchLastSection(False)
         header.setMinimumSectionSize(36)
         self._sorted_section = -1
+        self._elide_right = ElideRightDelegate(self.table)
         self.sort_by_risk()
 
         layout = QVBoxLayout(self)
@@ -184,8 +193,9 @@ class ResultsPanel(QWidget):
         header.setSectionResizeMode(QHeaderView.ResizeMode.Interactive)
         # Narrow enough that file, needs review, scores, flag, label and reviewer fit a 1024 px window;
         # the file column takes what is left (names elide in the middle; the tooltip has the full path).
-        widths = {"thumb": 48, "file": 120, "needs": 144, "p": 58 if len(self.model.models) <= 1 else 150,
-                  "prediction": 72, "flag": 80, "model": 190, "review": 72, "reviewer": 72, "review_time": 130}
+        widths = {"thumb": 48, "file": 120, "needs": 134, "p": 58 if len(self.model.models) <= 1 else 150,
+                  "prediction": 72, "flag": 76 if len(self.model.models) <= 1 else 170, "model": 190, "review": 66,
+                  "reviewer": 72, "review_time": 130}
         metrics = header.fontMetrics()
         for col in range(self.model.columnCount()):
             kind = self.model.column_kind(col)[0]
@@ -195,6 +205,10 @@ class ResultsPanel(QWidget):
                 title = str(self.model.headerData(col, Qt.Orientation.Horizontal, Qt.ItemDataRole.DisplayRole) or "")
                 width = max(96, metrics.horizontalAdvance(title) + 28)
             header.resizeSection(col, width)
+        for col in range(self.model.columnCount()):
+            kind = self.model.column_kind(col)[0]
+            self.table.setItemDelegateForColumn(col, self._elide_right if kind in ("needs", "flag", "prediction")
+                                                else None)
         self._fit_file_column()
 
     def _fit_file_column(self) -> None:
