@@ -46,7 +46,7 @@ def _with_ci(m: dict, key: str) -> str:
 
 
 def metrics_sentence(m: dict) -> str:
-    """'sensitivity 0.96 (0.90–1.00), specificity ... on 162 photos (73 mpox); missed 3 of 73 mpox, 12 false alarms'."""
+    """'sensitivity 0.96 (0.90–1.00), specificity ... on 162 photos (73 mpox); missed 3 of 73 mpox, ...'."""
     parts = [f"{name} {_with_ci(m, key)}" for key, name in (("sensitivity", "sensitivity"),
                                                             ("specificity", "specificity"), ("roc_auc", "ROC AUC"))
              if _with_ci(m, key)]
@@ -66,7 +66,8 @@ def _trained_on(card) -> str:
     td = card.training_data or {}
     bits = []
     if td.get("n_images"):
-        bits.append(f"{td['n_images']} photos" + (f" of {td['n_groups']} patients / groups" if td.get("n_groups") else ""))
+        groups = f" of {td['n_groups']} patients / groups" if td.get("n_groups") else ""
+        bits.append(f"{td['n_images']} photos{groups}")
     sources = sorted({k.split("/")[0] for split in (td.get("sources") or {}).values() for k in split})
     if sources:
         bits.append("from " + ", ".join(sources))

@@ -40,8 +40,12 @@ def format_eta(seconds: float) -> str:
 def scan_bundles(models_dir: str | os.PathLike | None) -> list[tuple[Path, object]]:
     """(bundle folder, ModelCard) for every readable bundle; reads JSON only, no TensorFlow."""
     from core.bundle import scan_bundles as core_scan_bundles
+    from desktop_app.settings.store import user_models_dir
 
-    return core_scan_bundles(models_dir)
+    found = core_scan_bundles(models_dir)
+    if not models_dir and user_models_dir().is_dir():   # the shipped models plus the user's own (retrained)
+        found += core_scan_bundles(user_models_dir())
+    return found
 
 
 def model_choices(bundles: list[tuple[Path, object]]) -> list[tuple[str, list[str], list]]:
@@ -246,8 +250,7 @@ class MainWindow(QMainWindow):
         self.results.table.clear_requested.connect(self.reviews.clear)
         self.reviews.message.connect(self._set_message)
         self.folder_opened.connect(lambda _n: self.reviews.reset())
-        self.act_clear_label.triggered.connect(
-            lambda: self.results.current_source_row() is not None and self.reviews.clear(self.results.current_source_row()))
+        self.act_clear_label.triggered.connect(self.clear_current_label)
         self.act_find.triggered.connect(self.results.focus_filter)
         self.act_shortcuts.triggered.connect(self.show_shortcuts)
         self.images.loaded.connect(self._on_image_loaded)
@@ -536,6 +539,11 @@ class MainWindow(QMainWindow):
         Undoable (Edit > Undo); see desktop_app/review/controller.py."""
         self.reviews.label(source_row, label)
 
+    def clear_current_label(self) -> None:
+        row = self.results.current_source_row()
+        if row is not None:
+            self.reviews.clear(row)
+
     def show_shortcuts(self):
         from desktop_app.review.shortcuts import ShortcutsDialog
 
@@ -589,7 +597,8 @@ class MainWindow(QMainWindow):
             self._set_message("Nothing to export yet: run a model first", error=True)
             return None
         if out_path is None:
-            out_path, _ = QFileDialog.getSaveFileName(self, "Export CSV", self.settings.export_path(self.folder, "results.csv"),
+            out_path, _ = QFileDialog.getSaveFileName(self, "Export CSV",
+                                                      self.settings.export_path(self.folder, "results.csv"),
                                                       "CSV files (*.csv)")
             if not out_path:
                 return None

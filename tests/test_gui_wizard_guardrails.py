@@ -111,3 +111,26 @@ def test_save_needs_keep_cancel_after_training_asks_and_the_default_folder_is_th
     w.discard_box.button(QMessageBox.StandardButton.Discard).click()
     assert not w.isVisible()
     w.host.shutdown()
+
+
+def test_the_picker_lists_bundles_the_wizard_saved_in_the_users_model_folder(tmp_path):
+    import shutil
+    from pathlib import Path
+
+    from PySide6.QtCore import QStandardPaths
+
+    from desktop_app.mainwindow import scan_bundles
+
+    card = Path(__file__).resolve().parent.parent / "models" / "mobilenetv2" / "model_card.json"
+    if not card.is_file():
+        pytest.skip("the shipped mobilenetv2 bundle is not in this checkout")
+    QStandardPaths.setTestModeEnabled(True)   # ~/.qttest: never the real user's folder
+    try:
+        target = user_models_dir() / "retrained-test-bundle"
+        target.mkdir(parents=True, exist_ok=True)
+        shutil.copy(card, target / "model_card.json")
+        assert target in [p for p, _c in scan_bundles(None)]
+        assert target not in [p for p, _c in scan_bundles(tmp_path)]   # an explicit folder is used alone
+    finally:
+        shutil.rmtree(user_models_dir() / "retrained-test-bundle", ignore_errors=True)
+        QStandardPaths.setTestModeEnabled(False)

@@ -21,8 +21,10 @@ def scope_lines(rec, limit: float | None) -> list[str]:
     lines = []
     if rec.ood_score is not None:
         over = limit is not None and rec.ood_score > limit
-        verdict = (" — <b>over the limit: out of scope</b>" if over else " — within the limit") if limit is not None \
-            else " (this model's card gives no limit)"
+        if limit is None:
+            verdict = " (this model's card gives no limit)"
+        else:
+            verdict = " — <b>over the limit: out of scope</b>" if over else " — within the limit"
         lim = f" (limit {limit:.2f})" if limit is not None else ""
         lines.append(f"&nbsp;&nbsp;out-of-scope score {rec.ood_score:.2f}{lim}{verdict}")
     return lines
@@ -153,8 +155,8 @@ class DetailPane(QWidget):
     def set_photo(self, path: str, pixmap: QPixmap) -> None:
         if self.row is not None and self.row.path == path:
             self.view.photo = pixmap
-            self.view.message = ("Cannot display this file" + (": " + error_text(self.row) if self.row.errors() else "")) \
-                if pixmap.isNull() else ""
+            reason = ": " + error_text(self.row) if self.row.errors() else ""
+            self.view.message = ("Cannot display this file" + reason) if pixmap.isNull() else ""
             self.view.update()
             self.photo_ready.emit(path)
 

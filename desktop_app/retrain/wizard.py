@@ -16,7 +16,7 @@ import re
 from pathlib import Path
 from typing import Any
 
-from PySide6.QtCore import QStandardPaths, Qt, Signal
+from PySide6.QtCore import Qt, Signal
 from PySide6.QtWidgets import (QButtonGroup, QComboBox, QFileDialog, QFormLayout, QGridLayout, QHBoxLayout,
                                QHeaderView, QLabel, QLineEdit, QMessageBox, QProgressBar, QPushButton, QRadioButton,
                                QTableWidget, QTableWidgetItem, QVBoxLayout, QWizard, QWizardPage)
@@ -25,6 +25,7 @@ from desktop_app.notices import RESEARCH_NOTICE
 from desktop_app.retrain.chart import LineChart
 from desktop_app.retrain.progress import PhaseProgress
 from desktop_app.retrain.verdict import lean, paired_verdict
+from desktop_app.settings.store import user_models_dir
 from desktop_app.retrain.worker import RetrainHost
 
 MIN_PER_CLASS = 10          # photos of each class, all splits together
@@ -33,12 +34,6 @@ LOWER_IS_BETTER = {"brier", "ece"}
 COMPARE_METRICS = [("sensitivity", "Sensitivity"), ("specificity", "Specificity"), ("accuracy", "Accuracy"),
                    ("precision", "Precision"), ("f1", "F1"), ("roc_auc", "ROC AUC"), ("pr_auc", "PR AUC"),
                    ("brier", "Brier score (lower is better)"), ("ece", "Calibration error (lower is better)")]
-
-
-def user_models_dir() -> Path:
-    """Where the wizard saves bundles: the user's own model folder, not the install's models/.
-    TODO: core (branch harden) gets a helper for this; use it here once it lands."""
-    return Path(QStandardPaths.writableLocation(QStandardPaths.StandardLocation.AppDataLocation)) / "models"
 
 
 def data_problem(counts: dict[str, dict[str, int]], min_total: int = MIN_PER_CLASS,
@@ -547,7 +542,8 @@ class RetrainWizard(QWizard):
         self.failed.emit(stage, message)
 
     def has_unsaved_model(self) -> bool:
-        return self.train_page.done and self.save_page.saved_path is None and not self.save_page.discard_choice.isChecked()
+        page = self.save_page
+        return self.train_page.done and page.saved_path is None and not page.discard_choice.isChecked()
 
     def reject(self) -> None:
         """Cancel / Esc / close: ask before throwing away a trained model that was not saved."""

@@ -4,11 +4,19 @@ from __future__ import annotations
 
 import os
 
-from PySide6.QtCore import QSettings
+from pathlib import Path
+
+from PySide6.QtCore import QSettings, QStandardPaths
 
 from desktop_app.notices import APP_NAME, ORG_NAME
 
 MAX_RECENT = 8
+
+
+def user_models_dir() -> Path:
+    """The user's own model folder (where the retrain wizard saves): AppDataLocation/models.
+    TODO: core (branch harden) gets a helper for the user model folder; use it here once it lands."""
+    return Path(QStandardPaths.writableLocation(QStandardPaths.StandardLocation.AppDataLocation)) / "models"
 
 
 class AppSettings:
