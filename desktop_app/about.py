@@ -100,7 +100,7 @@ def summary_rows(card) -> list[tuple[str, str]]:
     flags = []
     if card.uncertain_band:
         lo, hi = card.uncertain_band[0], card.uncertain_band[-1]
-        flags.append(f"between {lo:.2f} and {hi:.2f} is flagged uncertain")
+        flags.append(f"p(mpox) between {lo:.2f} and {hi:.2f} is flagged uncertain")
     if card.ood_threshold is not None:
         flags.append(f"an out-of-scope score above {card.ood_threshold:.2f} (the photo looks unlike the training "
                      "photos) is flagged out of scope")
