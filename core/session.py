@@ -421,6 +421,19 @@ class SessionStore:
                 "path": key, "old_label": prev[0] if prev else None, "new_label": label, "reviewer": who,
             }, who)
 
+    def clear_review(self, path: str | os.PathLike, reviewer: str | None = None) -> None:
+        """Return a file to unreviewed. Its review rows go; the audit trail keeps every label it had."""
+        who = reviewer or default_actor()
+        key = str(path)
+        with self._transaction():
+            prev = self._conn.execute(
+                "SELECT label FROM reviews WHERE path = ? ORDER BY id DESC LIMIT 1", (key,)
+            ).fetchone()
+            self._conn.execute("DELETE FROM reviews WHERE path = ?", (key,))
+            self._append_audit(ACTION_REVIEW, {
+                "path": key, "old_label": prev[0] if prev else None, "new_label": None, "reviewer": who,
+            }, who)
+
     def reviews(self) -> dict[str, dict[str, Any]]:
         """Latest review per path: {path: {label, reviewer, time}}."""
         with self._lock:

@@ -13,6 +13,72 @@ import time
 
 _T0 = time.perf_counter()
 
+# What PySide6's platforms/libqxcb.so (and libQt6XcbQpa) load, by Debian / Ubuntu package; from `ldd` on
+# them (PySide6 6.x). Qt itself only says "could not load the Qt platform plugin xcb" and aborts.
+XCB_LIBRARIES: dict[str, str] = {
+    "libxcb.so.1": "libxcb1", "libX11-xcb.so.1": "libx11-xcb1", "libX11.so.6": "libx11-6",
+    "libxcb-cursor.so.0": "libxcb-cursor0", "libxcb-icccm.so.4": "libxcb-icccm4",
+    "libxcb-keysyms.so.1": "libxcb-keysyms1", "libxcb-image.so.0": "libxcb-image0",
+    "libxcb-render-util.so.0": "libxcb-render-util0", "libxcb-util.so.1": "libxcb-util1",
+    "libxcb-randr.so.0": "libxcb-randr0", "libxcb-shm.so.0": "libxcb-shm0", "libxcb-sync.so.1": "libxcb-sync1",
+    "libxcb-xfixes.so.0": "libxcb-xfixes0", "libxcb-render.so.0": "libxcb-render0",
+    "libxcb-shape.so.0": "libxcb-shape0", "libxcb-xkb.so.1": "libxcb-xkb1",
+    "libxkbcommon.so.0": "libxkbcommon0", "libxkbcommon-x11.so.0": "libxkbcommon-x11-0",
+    "libGL.so.1": "libgl1", "libEGL.so.1": "libegl1", "libfontconfig.so.1": "libfontconfig1",
+    "libdbus-1.so.3": "libdbus-1-3",
+}
+
+
+def qt_platform(env: dict | None = None) -> str:
+    """The platform plugin Qt will try first: QT_QPA_PLATFORM, else wayland in a Wayland session, else xcb."""
+    env = os.environ if env is None else env
+    chosen = env.get("QT_QPA_PLATFORM", "").split(";")[0].split(":")[0].strip()
+    if chosen:
+        return chosen
+    if sys.platform.startswith("linux"):
+        wayland = env.get("WAYLAND_DISPLAY") and env.get("XDG_SESSION_TYPE") == "wayland"
+        return "wayland" if wayland else "xcb"
+    return ""
+
+
+def missing_xcb_libraries(loader=None) -> list[tuple[str, str]]:
+    """(library, Debian package) for each library the xcb plugin needs that cannot be loaded."""
+    import ctypes
+
+    def load(name: str) -> None:
+        ctypes.CDLL(name)
+
+    loader = loader or load
+    missing = []
+    for lib, package in XCB_LIBRARIES.items():
+        try:
+            loader(lib)
+        except OSError:
+            missing.append((lib, package))
+    return missing
+
+
+def xcb_problem(env: dict | None = None, loader=None) -> str:
+    """A message naming the missing system libraries, or "" (also "" when the platform is not xcb)."""
+    if qt_platform(env) != "xcb":
+        return ""
+    missing = missing_xcb_libraries(loader)
+    if not missing:
+        return ""
+    packages = " ".join(sorted({p for _l, p in missing}))
+    return ("mpox-triage-gui cannot open a window: the Qt X11 (xcb) platform needs system libraries that are "
+            f"not installed: {', '.join(lib for lib, _p in missing)}.\n"
+            f"On Debian / Ubuntu install them with:\n  sudo apt-get install {packages}\n"
+            "(or run without a screen with QT_QPA_PLATFORM=offscreen for the smoke test).")
+
+
+def startup_folder(folder_arg: str | None, settings) -> str:
+    """The folder to open at start: the one given, else the last one (if it still exists)."""
+    if folder_arg:
+        return folder_arg
+    last = settings.last_folder
+    return last if last and os.path.isdir(last) else ""
+
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="mpox-triage-gui", description="Mpox triage desktop app (research use only)")
@@ -25,6 +91,10 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(sys.argv[1:] if argv is None else argv)
 
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    problem = xcb_problem()
+    if problem:
+        print(problem, file=sys.stderr, flush=True)
+        return 3
     from PySide6.QtCore import QTimer
     from PySide6.QtWidgets import QApplication
 
@@ -57,8 +127,10 @@ def main(argv: list[str] | None = None) -> int:
         QTimer.singleShot(0, probe)
     elif args.smoke_test:
         return _smoke_test(app, window, args.smoke_test)
-    elif args.folder:
-        QTimer.singleShot(0, lambda: window.open_folder(args.folder))
+    else:
+        folder = startup_folder(args.folder, settings)
+        if folder:
+            QTimer.singleShot(0, lambda: window.open_folder(folder))
     return app.exec()
 
 

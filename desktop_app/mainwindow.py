@@ -20,6 +20,8 @@ from desktop_app.about import ModelCardDialog, show_about
 from desktop_app.detail.pane import DISPLAY_SIDE, DetailPane
 from desktop_app.notices import APP_NAME, RESEARCH_NOTICE, STATUS_NOTICE
 from desktop_app.results.model import ResultsModel
+from desktop_app.results.progress import RunProgress
+from desktop_app.review.controller import ReviewController
 from desktop_app.results.view import ResultsPanel
 from desktop_app.settings.store import AppSettings
 from desktop_app.workers.images import THUMB_SIZE, ImageLoader, run_in_background
@@ -38,8 +40,12 @@ def format_eta(seconds: float) -> str:
 def scan_bundles(models_dir: str | os.PathLike | None) -> list[tuple[Path, object]]:
     """(bundle folder, ModelCard) for every readable bundle; reads JSON only, no TensorFlow."""
     from core.bundle import scan_bundles as core_scan_bundles
+    from desktop_app.settings.store import user_models_dir
 
-    return core_scan_bundles(models_dir)
+    found = core_scan_bundles(models_dir)
+    if not models_dir and user_models_dir().is_dir():   # the shipped models plus the user's own (retrained)
+        found += core_scan_bundles(user_models_dir())
+    return found
 
 
 def model_choices(bundles: list[tuple[Path, object]]) -> list[tuple[str, list[str], list]]:
@@ -56,7 +62,9 @@ def model_choices(bundles: list[tuple[Path, object]]) -> list[tuple[str, list[st
         first_per_arch.setdefault(card.architecture.lower(), (path, card))
     if len(first_per_arch) >= 2:
         pairs = list(first_per_arch.values())
-        names = " + ".join(ARCHITECTURES[a].display_name if a in ARCHITECTURES else a for a in first_per_arch)
+        # Name each version: once a retrained bundle exists, "Both" must say which one it uses.
+        names = " + ".join(f"{ARCHITECTURES[a].display_name if a in ARCHITECTURES else a} {c.version}"
+                           for a, (_p, c) in first_per_arch.items())
         choices.append((f"Both · {names}", [str(p) for p, _ in pairs], [c for _, c in pairs]))
     return choices
 
@@ -109,6 +117,8 @@ class MainWindow(QMainWindow):
         self.detail.setMinimumWidth(360)
         self.setCentralWidget(splitter)
         self.controller = RunController(self)
+        self.reviews = ReviewController(self)
+        self.run_progress = RunProgress()
 
         self._build_actions()
         self._build_menus()
@@ -140,6 +150,16 @@ class MainWindow(QMainWindow):
         self.act_retrain = QAction("&Retrain wizard…", self)
         self.act_settings = QAction("&Settings…", self)
         self.act_about = QAction(f"&About {APP_NAME}", self)
+        self.act_undo = self.reviews.stack.createUndoAction(self, "&Undo")
+        self.act_undo.setShortcut(QKeySequence.StandardKey.Undo)
+        self.act_redo = self.reviews.stack.createRedoAction(self, "&Redo")
+        self.act_redo.setShortcuts([QKeySequence("Ctrl+Shift+Z"), QKeySequence.StandardKey.Redo])
+        self.act_clear_label = QAction("&Clear label", self)
+        self.act_clear_label.setToolTip("Return the current photo to unreviewed (Delete or Backspace in the table)")
+        self.act_find = QAction("&Filter by file name", self)
+        self.act_find.setShortcut(QKeySequence.StandardKey.Find)
+        self.act_find.setShortcutContext(Qt.ShortcutContext.WidgetShortcut)  # the panel's own Ctrl+F acts
+        self.act_shortcuts = QAction("&Keyboard shortcuts", self)
 
     def _build_menus(self) -> None:
         bar = self.menuBar()
@@ -152,6 +172,12 @@ class MainWindow(QMainWindow):
         m_file.addAction(self.act_export_csv)
         m_file.addSeparator()
         m_file.addAction(self.act_quit)
+        m_edit = bar.addMenu("&Edit")
+        m_edit.addAction(self.act_undo)
+        m_edit.addAction(self.act_redo)
+        m_edit.addSeparator()
+        m_edit.addAction(self.act_clear_label)
+        m_edit.addAction(self.act_find)
         self.menu_model = bar.addMenu("&Model")
         self.model_group = QActionGroup(self)
         self.model_group.setExclusive(True)
@@ -162,6 +188,7 @@ class MainWindow(QMainWindow):
         m_tools.addAction(self.act_retrain)
         m_tools.addAction(self.act_settings)
         m_help = bar.addMenu("&Help")
+        m_help.addAction(self.act_shortcuts)
         m_help.addAction(self.act_about)
 
     def _build_toolbar(self) -> None:
@@ -220,6 +247,12 @@ class MainWindow(QMainWindow):
         self.results.counts_changed.connect(self._on_counts)
         self.results.current_changed.connect(self._on_current_row)
         self.results.table.review_requested.connect(self.review)
+        self.results.table.clear_requested.connect(self.reviews.clear)
+        self.reviews.message.connect(self._set_message)
+        self.folder_opened.connect(lambda _n: self.reviews.reset())
+        self.act_clear_label.triggered.connect(self.clear_current_label)
+        self.act_find.triggered.connect(self.results.focus_filter)
+        self.act_shortcuts.triggered.connect(self.show_shortcuts)
         self.images.loaded.connect(self._on_image_loaded)
         self.detail.gradcam_requested.connect(self._on_gradcam_requested)
 
@@ -228,6 +261,8 @@ class MainWindow(QMainWindow):
         """Rescan the models folder and rebuild the picker (combo and Model menu)."""
         self.bundles = scan_bundles(self._models_dir)
         self.choices = model_choices(self.bundles)
+        self.model.set_cards([c for _p, c in self.bundles])
+        self.detail.ood_limits = self.model.ood_limits
         self.model_combo.blockSignals(True)
         self.model_combo.clear()
         for label, dirs, cards in self.choices:
@@ -248,8 +283,7 @@ class MainWindow(QMainWindow):
             none.setEnabled(False)
         self.menu_model.addSeparator()
         self.menu_model.addAction(self.act_model_card)
-        default = self.settings.default_model
-        index = next((i for i, (_l, dirs, _c) in enumerate(self.choices) if dirs == [default]), 0)
+        index = self.settings.remembered_choice(self.choices)
         if self.choices:
             self.model_combo.setCurrentIndex(index)
             self._on_choice_changed(index)
@@ -282,6 +316,7 @@ class MainWindow(QMainWindow):
         if index < len(actions):
             actions[index].setChecked(True)
         self.model_combo.setToolTip(self._choice_tooltip(self.choices[index][2]))
+        self.settings.remember_model(self.choices[index][1])
         # Load in the background now so the first Run does not wait for TensorFlow.
         for path, card in zip(self.choices[index][1], self.choices[index][2]):
             self.handle_for(path, card).load()
@@ -359,7 +394,7 @@ class MainWindow(QMainWindow):
         self.detail.show_row(None)
         self._open_session(folder)
         self.settings.add_recent(folder)
-        self.setWindowTitle(f"{APP_NAME} — {folder}")
+        self.setWindowTitle(f"{folder} — {APP_NAME}")  # ends with the app name, so Qt does not append it again
         msg = f"{len(self.paths)} photos in {folder}"
         if self.model.rowCount():
             msg += f" — {self.model.rowCount()} restored from the last session"
@@ -444,22 +479,25 @@ class MainWindow(QMainWindow):
         self.progress.setRange(0, max(1, total))
         self.progress.setValue(0)
         self.progress.show()
-        self.eta.setText("ETA …")
-        names = ", ".join(f"{c.name} {c.version}" for c in self.selected_cards())
-        resumed = f" (resuming: {self._resumed} already scored)" if self._resumed else ""
-        self._set_message(f"Scoring {total} photos with {names}{resumed}…")
+        cards = self.selected_cards()
+        loading = [f"{c.name} {c.version}" for p, c in zip(self.selected_dirs(), cards)
+                   if self.handle_for(p).card is None]
+        text, eta = self.run_progress.start(len(cards), loading)
+        self.eta.setText(eta)
+        resumed = f" (resuming: {self.run_progress.photos(self._resumed)} photos already scored)" \
+            if self._resumed else ""
+        self._set_message(text + resumed)
         self._update_actions()
 
     @Slot(int, int)
     def _on_progress(self, done: int, total: int) -> None:
         self.progress.setRange(0, max(1, total))
         self.progress.setValue(done)
-        elapsed = time.monotonic() - self.controller.started_at
-        if done > 0 and total > done:
-            self.eta.setText(f"ETA {format_eta(elapsed / done * (total - done))}")
+        text, eta = self.run_progress.update(done, total)
+        self.eta.setText(eta)
         if self.controller.token is not None and self.controller.token.cancelled:
             return
-        self._set_message(f"Scored {done} of {total}")
+        self._set_message(text)
 
     @Slot(object)
     def _on_records(self, records: list) -> None:
@@ -497,24 +535,21 @@ class MainWindow(QMainWindow):
     # --- review --------------------------------------------------------------------------------
     @Slot(int, str)
     def review(self, source_row: int, label: str) -> None:
-        """Record a reviewer label for a photo (never touches the model's prediction), then move on."""
-        from core.records import utc_now
+        """Record a reviewer label for a photo (never touches the model's prediction), then move on.
+        Undoable (Edit > Undo); see desktop_app/review/controller.py."""
+        self.reviews.label(source_row, label)
 
-        row = self.model.row_at(source_row)
-        reviewer = self.settings.reviewer
-        next_row = self.results.next_source_row(source_row)
-        if self.session is not None:
-            try:
-                self.session.set_review(row.path, label, reviewer)
-            except Exception as exc:  # keep the label on screen, but say it was not saved
-                self._set_message(f"Review not saved to the session: {exc}", error=True)
-        self.model.set_review(source_row, label, reviewer, utc_now())
-        if self.detail.row is row:
-            self.detail.update_scores()
-        if next_row is not None:
-            self.results.select_source_row(next_row)
-        elif self.results.proxy.mapFromSource(self.model.index(source_row, 1)).isValid():
-            self.results.select_source_row(source_row)
+    def clear_current_label(self) -> None:
+        row = self.results.current_source_row()
+        if row is not None:
+            self.reviews.clear(row)
+
+    def show_shortcuts(self):
+        from desktop_app.review.shortcuts import ShortcutsDialog
+
+        dialog = ShortcutsDialog(self)
+        dialog.open()
+        return dialog
 
     # --- detail pane ---------------------------------------------------------------------------
     @Slot(object)
@@ -562,7 +597,8 @@ class MainWindow(QMainWindow):
             self._set_message("Nothing to export yet: run a model first", error=True)
             return None
         if out_path is None:
-            out_path, _ = QFileDialog.getSaveFileName(self, "Export CSV", str(Path(self.folder) / "results.csv"),
+            out_path, _ = QFileDialog.getSaveFileName(self, "Export CSV",
+                                                      self.settings.export_path(self.folder, "results.csv"),
                                                       "CSV files (*.csv)")
             if not out_path:
                 return None
@@ -589,7 +625,7 @@ class MainWindow(QMainWindow):
             return False
         if out_path is None:
             out_path, _ = QFileDialog.getSaveFileName(self, "Export report (PDF)",
-                                                      str(Path(self.folder) / "triage_report.pdf"),
+                                                      self.settings.export_path(self.folder, "triage_report.pdf"),
                                                       "PDF files (*.pdf)")
             if not out_path:
                 return False
@@ -620,6 +656,7 @@ class MainWindow(QMainWindow):
         self.warn(f"Could not write the report: {message}")
 
     def _log_export(self, out_path: str, kind: str) -> None:
+        self.settings.remember_export(out_path)
         if self.session is not None:
             try:
                 from core.session import ACTION_REPORT_EXPORTED

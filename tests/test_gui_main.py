@@ -118,6 +118,7 @@ def test_keyboard_review_labels_rows_without_touching_predictions(qtbot, make_wi
     window.open_folder(photos)
     run_and_wait(qtbot, window)
     table = window.results.table
+    table.sortByColumn(-1, Qt.SortOrder.AscendingOrder)  # arrival order (the default is highest risk first)
     table.setFocus()
     window.results.select_source_row(0)
     first = window.model.row_at(0)

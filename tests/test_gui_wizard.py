@@ -23,6 +23,9 @@ def wizard(qtbot, tmp_path, tiny_bundle):
     w.config_overrides = dict(base_model="tiny:32", epochs=3, batch_size=8, views=["identity"],
                               cache_dir=str(tmp_path / "cache"))
     w.n_bootstrap = 20
+    # These tests check the flow on a tiny folder; the photo-count guardrails have their own tests
+    # (tests/test_gui_wizard_guardrails.py).
+    w.min_per_class, w.min_per_class_split = 1, 1
     qtbot.addWidget(w)
     w.show()
     yield w
@@ -65,11 +68,17 @@ def test_wizard_trains_compares_and_saves_a_new_bundle_version(qtbot, wizard, im
     assert new["model"]["version"] == "0.0.2" and current["model"]["version"] == "0.0.1"
     assert wizard.compare_page.table.item(0, 0).text() != "—"
     assert wizard.compare_page.table.item(0, 1).text() != "—"
+    verdict = wizard.compare_page.verdict   # a plain paired verdict on the same validation photos
+    assert verdict.word in ("better", "worse", "not measurably different") and verdict.n == new["n"]
+    assert verdict.word in wizard.compare_page.verdict_label.text()
 
     wizard.next()
     assert wizard.currentPage() is wizard.save_page and not wizard.save_page.isComplete()
     store = SessionStore.open(tmp_path / "session")
     wizard.main_window = SimpleNamespace(session=store)  # the app's open session
+    assert not wizard.save_page.save_button.isEnabled()   # Save only after Keep is chosen
+    wizard.save_page.save_choice.setChecked(True)
+    assert wizard.save_page.save_button.isEnabled()
     with qtbot.waitSignal(wizard.bundle_saved, timeout=TIMEOUT_MS) as saved:
         wizard.save_page.save()
     path = saved.args[0]
@@ -151,6 +160,7 @@ def test_main_window_opens_the_wizard_with_reviewed_photos(qtbot, tmp_path, tiny
 
     tiny_bundle("tiny")
     settings = AppSettings(QSettings(str(tmp_path / "s.ini"), QSettings.Format.IniFormat))
+    settings.reviewer = "tester"
     window = MainWindow(settings, models_dir=tmp_path / "models", sessions_dir=tmp_path / "sessions")
     qtbot.addWidget(window)
     window.open_folder(image_folder(n_per_class=2))

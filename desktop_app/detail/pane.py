@@ -10,9 +10,24 @@ from PySide6.QtGui import QColor, QImage, QPainter, QPixmap
 from PySide6.QtWidgets import (QCheckBox, QComboBox, QHBoxLayout, QLabel, QSizePolicy, QSlider, QVBoxLayout,
                                QWidget)
 
-from desktop_app.results.model import FLAG_TEXT, PRED_TEXT, REVIEW_TEXT, FileRow
+from desktop_app.results.model import FLAG_TEXT, PRED_TEXT, REVIEW_TEXT, FileRow, error_text, model_key
 
 DISPLAY_SIDE = 1024
+
+
+def scope_lines(rec, limit: float | None) -> list[str]:
+    """The out-of-scope figures of one record, each with its limit; one line per score so a second
+    per-photo score (core.scope.SCOPE_LIMIT, to come) is one more entry here."""
+    lines = []
+    if rec.ood_score is not None:
+        over = limit is not None and rec.ood_score > limit
+        if limit is None:
+            verdict = " (this model's card gives no limit)"
+        else:
+            verdict = " — <b>over the limit: out of scope</b>" if over else " — within the limit"
+        lim = f" (limit {limit:.2f})" if limit is not None else ""
+        lines.append(f"&nbsp;&nbsp;out-of-scope score {rec.ood_score:.2f}{lim}{verdict}")
+    return lines
 
 
 def rgb_to_qimage(rgb: np.ndarray) -> QImage:
@@ -62,6 +77,7 @@ class DetailPane(QWidget):
     def __init__(self, parent: QWidget | None = None):
         super().__init__(parent)
         self.row: FileRow | None = None
+        self.ood_limits: dict[str, float] = {}   # model key -> the card's ood_threshold (set by the window)
         self._heat_cache: dict[tuple[str, str], QPixmap] = {}
         self._requested: set[tuple[str, str]] = set()   # asked for once; the worker answers in order
         self.title = QLabel("No photo selected")
@@ -73,6 +89,7 @@ class DetailPane(QWidget):
         self.gradcam_box.setToolTip("Regions that raised the model's mpox score (explains the model, not the lesion)")
         self.model_combo = QComboBox()
         self.model_combo.setToolTip("Which model's Grad-CAM to show")
+        self.model_combo.setSizeAdjustPolicy(QComboBox.SizeAdjustPolicy.AdjustToContents)
         self.opacity = QSlider(Qt.Orientation.Horizontal)
         self.opacity.setRange(0, 100)
         self.opacity.setValue(45)
@@ -111,7 +128,9 @@ class DetailPane(QWidget):
         self.view.heat = QPixmap()
         if row is None:
             self.title.setText("No photo selected")
+            self.title.setToolTip("")
             self.view.photo = QPixmap()
+            self.view.message = "Select a photo"
             self.scores.setText("")
             self.status.setText("")
             self.view.update()
@@ -119,7 +138,9 @@ class DetailPane(QWidget):
         self.title.setText(row.name)
         self.title.setToolTip(row.path)
         self.view.photo = photo if photo is not None else QPixmap()
-        self.view.message = "Loading…"
+        # A file no model could read will not decode here either: say why instead of "Loading…".
+        self.view.message = ("Cannot display this file: " + error_text(row)) if row.errors() and not row.ok_records() \
+            else "Loading…"
         self.model_combo.blockSignals(True)
         self.model_combo.clear()
         for key, rec in row.records.items():
@@ -134,7 +155,8 @@ class DetailPane(QWidget):
     def set_photo(self, path: str, pixmap: QPixmap) -> None:
         if self.row is not None and self.row.path == path:
             self.view.photo = pixmap
-            self.view.message = "Cannot display this file" if pixmap.isNull() else ""
+            reason = ": " + error_text(self.row) if self.row.errors() else ""
+            self.view.message = ("Cannot display this file" + reason) if pixmap.isNull() else ""
             self.view.update()
             self.photo_ready.emit(path)
 
@@ -167,12 +189,13 @@ class DetailPane(QWidget):
                 continue
             pred = PRED_TEXT.get(rec.prediction or "", rec.prediction or "")
             flag = f" · <i>{html.escape(FLAG_TEXT.get(rec.flag, rec.flag))}</i>" if rec.flag else ""
-            ood = f" · out-of-scope score {rec.ood_score:.2f}" if rec.ood_score is not None else ""
             thr = f" (threshold {rec.threshold:.2f})" if rec.threshold is not None else ""
-            lines.append(f"<b>{name}</b>: p(mpox) = <b>{rec.p_mpox:.3f}</b> → {pred}{thr}{flag}{ood}")
+            lines.append(f"<b>{name}</b>: p(mpox) = <b>{rec.p_mpox:.3f}</b> → {pred}{thr}{flag}")
+            lines += scope_lines(rec, self.ood_limits.get(model_key(rec)))
         if row.review_label:
             lines.append(f"Reviewer label: <b>{REVIEW_TEXT.get(row.review_label, row.review_label)}</b> "
-                         f"by {html.escape(row.reviewer)} at {html.escape(row.review_time)}")
+                         f"by {html.escape(row.reviewer)} at {html.escape(row.review_time.replace('T', ' ')[:16])} UTC "
+                         "<span style='color:#666'>(Delete clears, Ctrl+Z undoes)</span>")
         else:
             lines.append("<span style='color:#666'>Not reviewed — press M (mpox), N (not mpox) or U (unsure)</span>")
         self.scores.setText("<br>".join(lines))

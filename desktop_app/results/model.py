@@ -23,6 +23,11 @@ REVIEW_TEXT = {"mpox": "mpox", "not_mpox": "not mpox", "unsure": "unsure"}
 PRED_TEXT = {"mpox": "mpox", "not_mpox": "not mpox"}
 FLAG_TEXT = {"uncertain": "uncertain", "out_of_scope": "out of scope", "disagree": "models disagree"}
 
+# Needs-review tiers: the higher, the sooner a person should look. Errors sort below everything
+# (nothing to look at but the file), so "highest risk first" keeps scored photos on top.
+RISK_TIER = {"out_of_scope": 4.0, "disagree": 3.0, "uncertain": 2.0, "shift": 1.0, "": 0.0}
+ERROR_RISK = -1.0
+
 _ROLES = frozenset({ROW_ROLE, KIND_ROLE, SORT_ROLE, Qt.ItemDataRole.DisplayRole, Qt.ItemDataRole.DecorationRole,
                     Qt.ItemDataRole.ToolTipRole, Qt.ItemDataRole.ForegroundRole, Qt.ItemDataRole.BackgroundRole,
                     Qt.ItemDataRole.TextAlignmentRole})
@@ -42,6 +47,8 @@ class FileRow:
     review_label: str = ""
     reviewer: str = ""
     review_time: str = ""
+    # (text, tooltip, risk) of the needs-review column; cached because sorting asks for it often.
+    reason_cache: tuple | None = field(default=None, repr=False, compare=False)
 
     @property
     def name(self) -> str:
@@ -69,6 +76,61 @@ class FileRow:
         return "disagree" if len(preds) > 1 else next(iter(preds))
 
 
+def error_text(row: FileRow) -> str:
+    """The first error without the file's path in front (the path is in the file column and its tooltip)."""
+    errors = row.errors()
+    if not errors:
+        return ""
+    text = errors[0]
+    for prefix in (row.path, row.name):
+        if text.startswith(prefix):
+            text = text[len(prefix):].lstrip(" :-—")
+            break
+    return text or "could not be read"
+
+
+def short_error(text: str) -> str:
+    """The gist of an error for a narrow cell ("file is truncated"); the tooltip keeps the whole message."""
+    gist = text.split(": ")[-1].split(" (")[0].strip()
+    return gist or text
+
+
+def review_reason(row: FileRow, ood_limits: dict[str, float] | None = None,
+                  shift_alarm: str = "") -> tuple[str, str, float]:
+    """(one reason, every reason, risk) for the needs-review column; risk sorts highest first, errors last."""
+    ok = row.ok_records()
+    if row.errors() and not ok:
+        full = error_text(row)
+        return "error: " + short_error(full), "Could not be read: " + full, ERROR_RISK
+    reasons: list[tuple[float, str]] = []
+    limits = ood_limits or {}
+    for key, rec in row.records.items():
+        if rec.ok and rec.flag == "out_of_scope":
+            limit = limits.get(key)
+            score = f"{rec.ood_score:.2f}" if rec.ood_score is not None else "?"
+            reasons.append((RISK_TIER["out_of_scope"], f"out of scope {score} > {limit:.2f}"
+                            if limit is not None else f"out of scope (score {score})"))
+    if len(row.predictions()) > 1:
+        reasons.append((RISK_TIER["disagree"], "models disagree"))
+    for rec in ok:
+        if rec.flag == "uncertain":
+            reasons.append((RISK_TIER["uncertain"], f"uncertain (p {rec.p_mpox:.2f})"))
+            break
+    if shift_alarm:
+        reasons.append((RISK_TIER["shift"], "shift alarm"))
+    if row.errors():
+        reasons.append((0.0, "error in one model: " + error_text(row)))
+    top_p = max((r.p_mpox for r in ok if r.p_mpox is not None), default=0.0)
+    if not reasons:
+        return "", "", top_p
+    reasons.sort(key=lambda r: -r[0])
+    tooltip = "\n".join(text for _t, text in reasons)
+    tooltip = tooltip.replace(" > ", " above the limit ")
+    if shift_alarm:
+        tooltip += f"\n\nShift alarm: {shift_alarm}"
+    return reasons[0][1], tooltip, reasons[0][0] + top_p
+
+
 def model_key(record) -> str:
     """Rows group a model's records by weights hash (names and versions can repeat across bundles)."""
     return record.model_sha256 or f"{record.model} {record.model_version}"
@@ -83,6 +145,8 @@ class ResultsModel(QAbstractTableModel):
         self._index: dict[str, int] = {}
         self.models: list[tuple[str, str]] = []   # (model key, display name) in column order
         self.thumbnails = None                    # an ImageLoader, set by the window
+        self.ood_limits: dict[str, float] = {}    # model key -> out-of-scope limit (card.ood_threshold)
+        self.shift_alarm = ""                     # window-level alarm text; "" = none
         self._columns: list[tuple[str, str]] = []
         self._rebuild_columns()
         # Thumbnails arrive one by one from the decoder; their repaints are coalesced into one
@@ -95,7 +159,8 @@ class ResultsModel(QAbstractTableModel):
 
     # --- columns -------------------------------------------------------------------------------
     def _rebuild_columns(self) -> None:
-        cols: list[tuple[str, str]] = [("thumb", ""), ("file", "")]
+        # The needs-review reason sits right after the file name, so it is visible in a narrow window.
+        cols: list[tuple[str, str]] = [("thumb", ""), ("file", ""), ("needs", "")]
         cols += [("p", key) for key, _ in self.models] or [("p", "")]
         # Review columns before the (long) model column, so they stay visible in a narrow window.
         cols += [("prediction", ""), ("flag", ""), ("review", ""), ("reviewer", ""), ("review_time", ""),
@@ -114,6 +179,31 @@ class ResultsModel(QAbstractTableModel):
 
     def _model_name(self, key: str) -> str:
         return dict(self.models).get(key, key[:12])
+
+    def set_cards(self, cards: list) -> None:
+        """Take each model's out-of-scope limit from its card (keyed like the records: weights hash)."""
+        # Updated in place: the detail pane holds the same dict.
+        self.ood_limits.clear()
+        self.ood_limits.update({(c.model_sha256 or f"{c.name} {c.version}"): c.ood_threshold
+                                for c in cards if getattr(c, "ood_threshold", None) is not None})
+        self._invalidate_reasons()
+
+    def set_shift_alarm(self, text: str) -> None:
+        """A window-level shift alarm (set by whoever measures drift); rows with no other reason show it."""
+        self.shift_alarm = text or ""
+        self._invalidate_reasons()
+
+    def _invalidate_reasons(self) -> None:
+        for r in self.rows:
+            r.reason_cache = None
+        if self.rows:
+            col = self.column_of("needs")
+            self.dataChanged.emit(self.index(0, col), self.index(len(self.rows) - 1, col))
+
+    def reason(self, row: FileRow) -> tuple[str, str, float]:
+        if row.reason_cache is None:
+            row.reason_cache = review_reason(row, self.ood_limits, self.shift_alarm)
+        return row.reason_cache
 
     def ensure_model(self, key: str, display: str) -> None:
         if key in dict(self.models):
@@ -155,6 +245,7 @@ class ResultsModel(QAbstractTableModel):
             row = self._index.get(path)
             if row is not None:
                 self.rows[row].records[key] = record
+                self.rows[row].reason_cache = None
                 changed.append(row)
             elif path in new:
                 new[path].records[key] = record
@@ -226,13 +317,15 @@ class ResultsModel(QAbstractTableModel):
         if role == Qt.ItemDataRole.DisplayRole:
             if kind == "p":
                 return "p(mpox)" if len(self.models) <= 1 else f"p(mpox) {self._model_name(key)}"
-            return {"thumb": "", "file": "File", "prediction": "Prediction", "flag": "Flag",
-                    "model": "Model", "review": "Reviewer label", "reviewer": "Reviewer",
+            return {"thumb": "", "file": "File", "needs": "Needs review", "prediction": "Prediction", "flag": "Flag",
+                    "model": "Model", "review": "Review", "reviewer": "Reviewer",
                     "review_time": "Review time"}[kind]
         if role == Qt.ItemDataRole.ToolTipRole:
             return {"p": "Calibrated probability of mpox from the model (not a diagnosis)",
                     "prediction": "Model prediction at the model card's threshold",
-                    "review": "Your label: M = mpox, N = not mpox, U = unsure"}.get(kind)
+                    "needs": "Why a person should look first: error, out of scope (score > limit), models "
+                             "disagree, uncertain, shift alarm. Sorted highest risk first, errors last",
+                    "review": "Your label: M = mpox, N = not mpox, U = unsure; Delete clears it"}.get(kind)
         return None
 
     def flags(self, index):
@@ -261,20 +354,23 @@ class ResultsModel(QAbstractTableModel):
                     return pix
             return None
         if role == Qt.ItemDataRole.ToolTipRole:
-            errors = row.errors()
-            if errors:
-                return "\n".join(errors)
             if kind in ("file", "thumb"):
-                return row.path
+                errors = row.errors()
+                return row.path + ("\n" + "\n".join(errors) if errors else "")
+            if kind in ("needs", "prediction"):
+                return self.reason(row)[1] or None
             if kind == "review_time":
                 return row.review_time or None
             return None
-        if role == Qt.ItemDataRole.ForegroundRole and row.errors() and kind in ("file", "prediction", "flag"):
+        if role == Qt.ItemDataRole.ForegroundRole and kind in ("file", "needs", "prediction", "flag") \
+                and row.errors():
             return QBrush(ERROR_FG)
         if role == Qt.ItemDataRole.BackgroundRole:
             if kind == "prediction" and row.combined_prediction() == "mpox":
                 return QBrush(MPOX_BG)
             if kind == "flag" and row.flags():
+                return QBrush(FLAG_BG)
+            if kind == "needs" and self.reason(row)[0] and not row.errors():
                 return QBrush(FLAG_BG)
             if kind == "review" and row.review_label:
                 return QBrush(REVIEW_BG)
@@ -285,6 +381,8 @@ class ResultsModel(QAbstractTableModel):
     def _display(self, row: FileRow, kind: str, key: str):
         if kind == "file":
             return row.name
+        if kind == "needs":
+            return self.reason(row)[0]
         if kind == "p":
             rec = row.records.get(key) if key else (row.ok_records() or [None])[0]
             if rec is None:
@@ -293,11 +391,11 @@ class ResultsModel(QAbstractTableModel):
         if kind == "prediction":
             errors = row.errors()
             if errors and not row.ok_records():
-                return "error: " + errors[0]
+                return "error: " + short_error(error_text(row))
             pred = row.combined_prediction()
             return {"disagree": "disagree"}.get(pred, PRED_TEXT.get(pred, pred))
         if kind == "flag":
-            return ", ".join(FLAG_TEXT.get(f, f) for f in row.flags())
+            return ", ".join(FLAG_TEXT.get(f, f) for f in dict.fromkeys(row.flags()))   # each flag once
         if kind == "model":
             return " + ".join(f"{r.model} {r.model_version}".strip() for r in row.records.values())
         if kind == "review":
@@ -310,6 +408,8 @@ class ResultsModel(QAbstractTableModel):
         return None
 
     def _sort_value(self, row: FileRow, kind: str, key: str):
+        if kind == "needs":
+            return self.reason(row)[2]
         if kind == "p":
             rec = row.records.get(key) if key else (row.ok_records() or [None])[0]
             # Errors sort below every probability, so "highest first" keeps scored photos on top.

@@ -1,33 +1,103 @@
-"""The results panel: filter bar, sortable table and keyboard review (Up/Down, M, N, U)."""
+"""The results panel: filter bar, sortable table and keyboard review (Up/Down, M, N, U, Delete).
+
+Safe labelling: M / N / U reach the table only when it has focus (the filter box keeps its own
+keys), and a review key is ignored when it comes within TYPING_BURST_S of a printable key that was
+not itself an accepted review, so typing a word ("other_NM") into the table labels nothing. A
+deliberate M, N or U (alone, or after another review) acts at once.
+"""
 
 from __future__ import annotations
 
-from PySide6.QtCore import QItemSelectionModel, QModelIndex, QSize, Qt, Signal
-from PySide6.QtGui import QKeyEvent
-from PySide6.QtWidgets import (QAbstractItemView, QComboBox, QHBoxLayout, QHeaderView, QLabel, QLineEdit,
-                               QTableView, QVBoxLayout, QWidget)
+import time
 
-from desktop_app.results.model import ResultsModel
+from PySide6.QtCore import QEvent, QItemSelectionModel, QModelIndex, QSize, Qt, Signal
+from PySide6.QtGui import QKeyEvent, QKeySequence, QShortcut
+from PySide6.QtWidgets import (QAbstractItemView, QComboBox, QHBoxLayout, QHeaderView, QLabel, QLineEdit, QMenu,
+                               QStyledItemDelegate, QTableView, QVBoxLayout, QWidget)
+
+from desktop_app.results.model import ROW_ROLE, ResultsModel
 from desktop_app.results.proxy import FILTERS, ResultsProxy
 
 REVIEW_KEYS = {Qt.Key.Key_M: "mpox", Qt.Key.Key_N: "not_mpox", Qt.Key.Key_U: "unsure"}
+CLEAR_KEYS = {Qt.Key.Key_Delete, Qt.Key.Key_Backspace}
+TYPING_BURST_S = 0.3
+FILE_MIN, FILE_MAX = 90, 420
+# Columns whose first click sorts highest first (risk and probability read top-down).
+DESCENDING_FIRST = {"needs", "p"}
+# A focus frame that shows where the keyboard is (M/N/U act only here).
+FOCUS_STYLE = "QTableView { border: 2px solid transparent; } QTableView:focus { border: 2px solid palette(highlight); }"
+
+
+class ElideRightDelegate(QStyledItemDelegate):
+    """Reasons and flags read from the start ("error: file is…"); file names elide in the middle."""
+
+    def initStyleOption(self, option, index) -> None:
+        super().initStyleOption(option, index)
+        option.textElideMode = Qt.TextElideMode.ElideRight
 
 
 class ResultsTable(QTableView):
-    """A table that turns M / N / U into review requests for the current row."""
+    """A table that turns M / N / U into review requests and Delete / Backspace into clear requests."""
 
     review_requested = Signal(int, str)   # source row, label
+    clear_requested = Signal(int)         # source row
+    ignored_typing = Signal(str)          # a review key swallowed as part of a typing burst
+
+    def __init__(self, parent: QWidget | None = None):
+        super().__init__(parent)
+        self.clock = time.monotonic       # replaceable in tests
+        self._last_printable = -1e9
+        self._last_was_review = True
+        self.setTabKeyNavigation(False)   # Tab leaves the table for the next widget
+
+    def _source_row(self) -> int | None:
+        index = self.currentIndex()
+        return self.model().mapToSource(index).row() if index.isValid() else None
 
     def keyPressEvent(self, event: QKeyEvent) -> None:
-        label = REVIEW_KEYS.get(Qt.Key(event.key()))
-        if label is not None and not (event.modifiers() & (Qt.KeyboardModifier.ControlModifier
-                                                            | Qt.KeyboardModifier.AltModifier)):
-            index = self.currentIndex()
-            if index.isValid():
-                self.review_requested.emit(self.model().mapToSource(index).row(), label)
+        mods = event.modifiers() & (Qt.KeyboardModifier.ControlModifier | Qt.KeyboardModifier.AltModifier
+                                    | Qt.KeyboardModifier.MetaModifier)
+        key = Qt.Key(event.key())
+        text = event.text()
+        printable = bool(text) and text.isprintable() and not mods
+        if printable:
+            now = self.clock()
+            in_burst = now - self._last_printable < TYPING_BURST_S and not self._last_was_review
+            self._last_printable = now
+            label = REVIEW_KEYS.get(key)
+            editing = self.state() == QAbstractItemView.State.EditingState
+            if label is not None and not in_burst and not editing:
+                self._last_was_review = True
+                row = self._source_row()
+                if row is not None:
+                    self.review_requested.emit(row, label)
+            else:
+                self._last_was_review = False
+                if label is not None:
+                    self.ignored_typing.emit(text)
+            event.accept()   # letters never jump rows (no keyboard search) and never label by accident
+            return
+        if key in CLEAR_KEYS and not mods:
+            row = self._source_row()
+            if row is not None:
+                self.clear_requested.emit(row)
             event.accept()
             return
         super().keyPressEvent(event)
+
+    def keyboardSearch(self, search: str) -> None:
+        """Typed letters do not move the selection; Ctrl+F filters by name instead."""
+
+    def moveCursor(self, action, modifiers):
+        # Home / End move between rows (first / last photo), never sideways to the first / last column.
+        if action in (QAbstractItemView.CursorAction.MoveHome, QAbstractItemView.CursorAction.MoveEnd):
+            model = self.model()
+            if model is None or model.rowCount() == 0:
+                return QModelIndex()
+            column = max(0, self.currentIndex().column())
+            row = 0 if action == QAbstractItemView.CursorAction.MoveHome else model.rowCount() - 1
+            return model.index(row, column)
+        return super().moveCursor(action, modifiers)
 
 
 class ResultsPanel(QWidget):
@@ -35,19 +105,21 @@ class ResultsPanel(QWidget):
 
     current_changed = Signal(object)   # FileRow or None
     counts_changed = Signal(int, int)  # shown, total
+    photo_requested = Signal(str)      # path: double-click or context menu "Open photo large"
 
     def __init__(self, model: ResultsModel, parent: QWidget | None = None):
         super().__init__(parent)
         self.model = model
         self.proxy = ResultsProxy(self)
         self.proxy.setSourceModel(model)
+        self.photo_dialog = None
 
         self.filter_combo = QComboBox()
         for key, label in FILTERS:
             self.filter_combo.addItem(label, key)
         self.filter_combo.setToolTip("Filters are explicit: 'All' shows every photo")
         self.search = QLineEdit()
-        self.search.setPlaceholderText("Filter by file name…")
+        self.search.setPlaceholderText("Filter by file name… (Ctrl+F)")
         self.search.setClearButtonEnabled(True)
         self.count_label = QLabel()
         bar = QHBoxLayout()
@@ -62,21 +134,31 @@ class ResultsPanel(QWidget):
         self.table.setSortingEnabled(True)
         self.table.setSelectionBehavior(QAbstractItemView.SelectionBehavior.SelectRows)
         self.table.setSelectionMode(QAbstractItemView.SelectionMode.SingleSelection)
-        self.table.setIconSize(QSize(56, 56))
-        self.table.verticalHeader().setDefaultSectionSize(60)
+        self.table.setIconSize(QSize(44, 44))
+        self.table.verticalHeader().setDefaultSectionSize(48)
         self.table.verticalHeader().hide()
         self.table.setAlternatingRowColors(True)
         self.table.setWordWrap(False)
+        self.table.setTextElideMode(Qt.TextElideMode.ElideMiddle)   # keep both ends of file names
         self.table.setEditTriggers(QAbstractItemView.EditTrigger.NoEditTriggers)
-        self.table.horizontalHeader().setHighlightSections(False)
-        self.table.horizontalHeader().setStretchLastSection(True)
-        self.table.sortByColumn(-1, Qt.SortOrder.AscendingOrder)  # arrival order until the user sorts
+        self.table.setStyleSheet(FOCUS_STYLE)
+        self.table.setContextMenuPolicy(Qt.ContextMenuPolicy.CustomContextMenu)
+        header = self.table.horizontalHeader()
+        header.setHighlightSections(False)
+        header.setStretchLastSection(False)
+        header.setMinimumSectionSize(36)
+        self._sorted_section = -1
+        self._elide_right = ElideRightDelegate(self.table)
+        self.sort_by_risk()
 
         layout = QVBoxLayout(self)
         layout.setContentsMargins(0, 0, 0, 0)
         layout.addLayout(bar)
         layout.addWidget(self.table, 1)
 
+        self.find_shortcut = QShortcut(QKeySequence(QKeySequence.StandardKey.Find), self)
+        self.find_shortcut.setContext(Qt.ShortcutContext.WindowShortcut)
+        self.find_shortcut.activated.connect(self.focus_filter)
         self.filter_combo.currentIndexChanged.connect(
             lambda _i: self.proxy.set_category(self.filter_combo.currentData()))
         self.search.textChanged.connect(self.proxy.set_text)
@@ -84,15 +166,36 @@ class ResultsPanel(QWidget):
                        self.proxy.layoutChanged):
             signal.connect(self._update_counts)
         self.model.modelReset.connect(self._fit_columns)
+        header.sectionClicked.connect(self._on_header_clicked)
+        self.table.doubleClicked.connect(self._on_double_click)
+        self.table.customContextMenuRequested.connect(self._context_menu)
         self._fit_columns()
+        self.table.viewport().installEventFilter(self)
         self._update_counts()
         self.table.selectionModel().currentRowChanged.connect(self._on_current)
+
+    # --- sorting and layout --------------------------------------------------------------------
+    def sort_by_risk(self) -> None:
+        """The default order: highest risk first (errors last), see results.model.review_reason."""
+        column = self.model.column_of("needs")
+        self._sorted_section = column
+        self.table.sortByColumn(column, Qt.SortOrder.DescendingOrder)
+
+    def _on_header_clicked(self, section: int) -> None:
+        # The first click on a score or risk column shows the highest first (Qt's default is lowest first).
+        kind = self.model.column_kind(section)[0] if 0 <= section < self.model.columnCount() else ""
+        if section != self._sorted_section and kind in DESCENDING_FIRST:
+            self.table.sortByColumn(section, Qt.SortOrder.DescendingOrder)
+        self._sorted_section = section
 
     def _fit_columns(self) -> None:
         header = self.table.horizontalHeader()
         header.setSectionResizeMode(QHeaderView.ResizeMode.Interactive)
-        widths = {"thumb": 66, "file": 140, "p": 72 if len(self.model.models) <= 1 else 150, "prediction": 86,
-                  "flag": 96, "model": 190, "review": 104, "reviewer": 70, "review_time": 150}
+        # Narrow enough that file, needs review, scores, flag, label and reviewer fit a 1024 px window;
+        # the file column takes what is left (names elide in the middle; the tooltip has the full path).
+        widths = {"thumb": 48, "file": 120, "needs": 134, "p": 58 if len(self.model.models) <= 1 else 150,
+                  "prediction": 72, "flag": 76 if len(self.model.models) <= 1 else 170, "model": 190, "review": 66,
+                  "reviewer": 72, "review_time": 130}
         metrics = header.fontMetrics()
         for col in range(self.model.columnCount()):
             kind = self.model.column_kind(col)[0]
@@ -102,7 +205,72 @@ class ResultsPanel(QWidget):
                 title = str(self.model.headerData(col, Qt.Orientation.Horizontal, Qt.ItemDataRole.DisplayRole) or "")
                 width = max(96, metrics.horizontalAdvance(title) + 28)
             header.resizeSection(col, width)
+        for col in range(self.model.columnCount()):
+            kind = self.model.column_kind(col)[0]
+            self.table.setItemDelegateForColumn(col, self._elide_right if kind in ("needs", "flag", "prediction")
+                                                else None)
+        self._fit_file_column()
 
+    def _fit_file_column(self) -> None:
+        """The file column takes the room the columns up to Reviewer leave (at least FILE_MIN px), so those
+        stay on screen in a 1024 px window; the columns after them scroll."""
+        header = self.table.horizontalHeader()
+        file_col, last = self.model.column_of("file"), self.model.column_of("reviewer")
+        others = sum(header.sectionSize(c) for c in range(last + 1) if c != file_col)
+        header.resizeSection(file_col, max(FILE_MIN, min(FILE_MAX, self.table.viewport().width() - others - 2)))
+
+    def eventFilter(self, obj, event) -> bool:
+        if obj is self.table.viewport() and event.type() == QEvent.Type.Resize:
+            self._fit_file_column()
+        return super().eventFilter(obj, event)
+
+    # --- keyboard ------------------------------------------------------------------------------
+    def focus_filter(self) -> None:
+        self.search.setFocus(Qt.FocusReason.ShortcutFocusReason)
+        self.search.selectAll()
+
+    # --- photo large and context menu ----------------------------------------------------------
+    def _on_double_click(self, index: QModelIndex) -> None:
+        row = index.data(ROW_ROLE)
+        if row is not None:
+            self.open_photo(row.path)
+
+    def open_photo(self, path: str):
+        """A simple dialog with the full-size photo scaled to the screen."""
+        from desktop_app.detail.photo_dialog import PhotoDialog
+
+        if self.photo_dialog is not None:
+            self.photo_dialog.close()
+        self.photo_dialog = PhotoDialog(path, self)
+        self.photo_dialog.show()
+        self.photo_requested.emit(path)
+        return self.photo_dialog
+
+    def context_menu_for(self, index: QModelIndex) -> QMenu | None:
+        if not index.isValid():
+            return None
+        source = self.proxy.mapToSource(index).row()
+        row = self.model.row_at(source)
+        menu = QMenu(self)
+        for key, label, text in (("M", "mpox", "Label mpox"), ("N", "not_mpox", "Label not mpox"),
+                                 ("U", "unsure", "Label unsure")):
+            act = menu.addAction(f"{text}\t{key}")
+            act.triggered.connect(lambda _c=False, lab=label: self.table.review_requested.emit(source, lab))
+        clear = menu.addAction("Clear label\tDelete")
+        clear.setEnabled(bool(row.review_label))
+        clear.triggered.connect(lambda _c=False: self.table.clear_requested.emit(source))
+        menu.addSeparator()
+        menu.addAction("Open photo large\tdouble-click").triggered.connect(lambda _c=False: self.open_photo(row.path))
+        return menu
+
+    def _context_menu(self, pos) -> None:
+        index = self.table.indexAt(pos)
+        menu = self.context_menu_for(index)
+        if menu is not None:
+            self.table.setCurrentIndex(index)
+            menu.popup(self.table.viewport().mapToGlobal(pos))
+
+    # --- rows ----------------------------------------------------------------------------------
     def _update_counts(self, *args) -> None:
         shown, total = self.proxy.rowCount(), self.model.rowCount()
         self.count_label.setText(f"showing {shown} of {total}")

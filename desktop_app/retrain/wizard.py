@@ -2,6 +2,12 @@
 
 Every step is a core call (core.datasets, core.training, core.evaluation) made in the wizard's own
 worker thread; the pages only present and schedule.
+
+Guardrails (docs/desktop.md): at least MIN_PER_CLASS photos of each class overall and
+MIN_PER_CLASS_SPLIT of each class in train and in validation, or the data page refuses to go on;
+the comparison gives a paired verdict (retrain/verdict.py); Save works only after "Keep" is
+chosen; closing after training asks before the model is thrown away; bundles go to the user's
+model folder, never into the install's models/ and never over an existing bundle.
 """
 
 from __future__ import annotations
@@ -12,17 +18,41 @@ from typing import Any
 
 from PySide6.QtCore import Qt, Signal
 from PySide6.QtWidgets import (QButtonGroup, QComboBox, QFileDialog, QFormLayout, QGridLayout, QHBoxLayout,
-                               QHeaderView, QLabel, QLineEdit, QProgressBar, QPushButton, QRadioButton,
+                               QHeaderView, QLabel, QLineEdit, QMessageBox, QProgressBar, QPushButton, QRadioButton,
                                QTableWidget, QTableWidgetItem, QVBoxLayout, QWizard, QWizardPage)
 
 from desktop_app.notices import RESEARCH_NOTICE
 from desktop_app.retrain.chart import LineChart
+from desktop_app.retrain.progress import PhaseProgress
+from desktop_app.retrain.verdict import lean, paired_verdict
+from desktop_app.settings.store import user_models_dir
 from desktop_app.retrain.worker import RetrainHost
 
+MIN_PER_CLASS = 10          # photos of each class, all splits together
+MIN_PER_CLASS_SPLIT = 5     # photos of each class in train and in validation (fewer gives 1.00 (1.00-1.00) on 2)
 LOWER_IS_BETTER = {"brier", "ece"}
 COMPARE_METRICS = [("sensitivity", "Sensitivity"), ("specificity", "Specificity"), ("accuracy", "Accuracy"),
                    ("precision", "Precision"), ("f1", "F1"), ("roc_auc", "ROC AUC"), ("pr_auc", "PR AUC"),
                    ("brier", "Brier score (lower is better)"), ("ece", "Calibration error (lower is better)")]
+
+
+def data_problem(counts: dict[str, dict[str, int]], min_total: int = MIN_PER_CLASS,
+                 min_split: int = MIN_PER_CLASS_SPLIT) -> str:
+    """Why these split counts are too few to train and judge a model ("" when they are enough)."""
+    names = {"mpox": "mpox", "not_mpox": "not mpox"}
+    for label, name in names.items():
+        total = sum(c.get(label, 0) for c in counts.values())
+        if total < min_total:
+            return (f"Too few photos: {total} {name} in all (at least {min_total} of each class are needed). "
+                    "Add more photos or patients.")
+    for split, split_name in (("train", "training"), ("val", "validation")):
+        c = counts.get(split, {})
+        for label, name in names.items():
+            if c.get(label, 0) < min_split:
+                return (f"Too few photos: the {split_name} split has {c.get(label, 0)} {name} (at least "
+                        f"{min_split} of each class are needed in training and in validation, or the comparison "
+                        "means nothing). Add more photos or patients.")
+    return ""
 
 
 def next_version(version: str) -> str:
@@ -124,12 +154,7 @@ class DataPage(QWizardPage):
     def problem(self) -> str:
         if self.dataset is None:
             return "no data"
-        counts = self.dataset.counts()
-        for split in ("train", "val"):
-            c = counts.get(split, {})
-            if not c.get("mpox") or not c.get("not_mpox"):
-                return f"The {split} split needs photos of both classes; add more photos or patients."
-        return ""
+        return data_problem(self.dataset.counts(), self.w.min_per_class, self.w.min_per_class_split)
 
     def isComplete(self) -> bool:
         return self.dataset is not None and not self.problem()
@@ -215,10 +240,16 @@ class TrainPage(QWizardPage):
         worker.epoch.connect(self._on_epoch)
         worker.trained.connect(self._on_trained)
         worker.cancelled.connect(self._on_cancelled)
-        worker.progress.connect(self._on_progress)
+        worker.stage_progress.connect(self._on_progress)
+        self.phases = PhaseProgress()
+        self.phase_label = QLabel("")
+        bottom.insertWidget(0, self.phase_label)
+        self.progress.setRange(0, 1000)
 
     def initializePage(self) -> None:
         self.done = False
+        self.phases = PhaseProgress()
+        self.progress.setValue(0)
         self.loss.clear()
         self.acc.clear()
         self.cancel_button.setEnabled(True)
@@ -230,13 +261,15 @@ class TrainPage(QWizardPage):
         self.cancel_button.setEnabled(False)
         self.message.setText("Cancelling… (stops after the current batch)")
 
-    def _on_progress(self, done: int, total: int, message: str) -> None:
+    def _on_progress(self, stage: str, done: int, total: int, message: str) -> None:
+        """One phase at a time: the bar restarts only when the phase (named beside it) changes."""
         if self.w.currentPage() is not self:
             return
-        self.progress.setRange(0, max(1, total))
-        self.progress.setValue(done)
+        _new, fraction, label = self.phases.update(stage, done, total, message)
+        self.progress.setValue(int(round(fraction * 1000)))
+        self.phase_label.setText(label.split(" — ")[0])
         if self.cancel_button.isEnabled():
-            self.message.setText(message)
+            self.message.setText(label)
 
     def _on_epoch(self, log) -> None:
         tag = "" if log.phase in ("head", "") else f" ({log.phase})"
@@ -278,14 +311,21 @@ class ComparePage(QWizardPage):
         self.table.setEditTriggers(QTableWidget.EditTrigger.NoEditTriggers)
         self.message = QLabel()
         self.message.setWordWrap(True)
+        self.verdict_label = QLabel()
+        self.verdict_label.setWordWrap(True)
+        self.verdict_label.setStyleSheet("font-size: 14px; padding: 4px 0;")
+        self.verdict = None
         self.metrics: tuple[Any, Any] | None = None
         layout = QVBoxLayout(self)
+        layout.addWidget(self.verdict_label)
         layout.addWidget(self.table)
         layout.addWidget(self.message)
         wizard.host.worker.compared.connect(self._on_compared)
 
     def initializePage(self) -> None:
         self.metrics = None
+        self.verdict = None
+        self.verdict_label.setText("")
         self.message.setText("Evaluating on the validation split…")
         self.w.start_comparison()
 
@@ -312,6 +352,10 @@ class ComparePage(QWizardPage):
             return f"{m['model'].get('name')} {m['model'].get('version')}" + (
                 f" (threshold {thr:.2f})" if isinstance(thr, (int, float)) else "")
 
+        self.verdict = paired_verdict(new, current)
+        colour = {"better": "#1b6e20", "worse": "#b02020"}.get(self.verdict.word, "#333")
+        self.verdict_label.setText(f"<span style='color:{colour}'>{self.verdict.text}</span>"
+                                   + lean(new, current, COMPARE_METRICS, LOWER_IS_BETTER))
         n = new.get("n", "?")
         self.message.setText(f"{n} validation photos; 95% intervals in brackets; bold = the better value. New: "
                              f"{who(new)}; current: " + (who(current) if current else
@@ -330,9 +374,12 @@ class SavePage(QWizardPage):
         self.w = wizard
         self.setTitle("Keep or discard")
         self.setSubTitle("Saving writes a new bundle version next to the current one; nothing is replaced.")
-        self.save_choice = QRadioButton("Save as a new bundle version")
+        self.save_choice = QRadioButton("Keep: save as a new bundle version")
         self.discard_choice = QRadioButton("Discard this model")
-        self.save_choice.setChecked(True)
+        # No choice is made for the user: Save works only once Keep is chosen.
+        self.choice_group = QButtonGroup(self)
+        self.choice_group.addButton(self.save_choice)
+        self.choice_group.addButton(self.discard_choice)
         self.target = QLabel()
         self.target.setWordWrap(True)
         self.save_button = QPushButton("Save bundle")
@@ -347,16 +394,27 @@ class SavePage(QWizardPage):
         layout.addWidget(self.discard_choice)
         layout.addWidget(self.message)
         layout.addStretch(1)
-        self.save_choice.toggled.connect(lambda _c: self.completeChanged.emit())
+        self.save_choice.toggled.connect(lambda _c: self._update())
+        self.discard_choice.toggled.connect(lambda _c: self._update())
         wizard.host.worker.saved.connect(self._on_saved)
 
     def initializePage(self) -> None:
         self.saved_path = None
         self.target.setText(f"Folder: {self.w.target_dir()}")
-        self.save_button.setEnabled(True)
         self.message.setText("")
+        self._update()
+
+    def _update(self) -> None:
+        self.save_button.setEnabled(self.save_choice.isChecked() and self.saved_path is None)
+        self.completeChanged.emit()
 
     def save(self) -> None:
+        if not self.save_choice.isChecked() or self.saved_path is not None:
+            return
+        problem = self.w.target_problem()
+        if problem:
+            self.message.setText(f"<span style='color:#b02020'>{problem}</span>")
+            return
         self.save_button.setEnabled(False)
         self.message.setText("Saving…")
         self.w.host.save(str(self.w.target_dir()))
@@ -388,7 +446,13 @@ class RetrainWizard(QWizard):
         self.main_window = window
         self.setWindowTitle("Retrain a model")
         self.setWizardStyle(QWizard.WizardStyle.ClassicStyle)
-        self.models_dir = Path(models_dir) if models_dir else (window.models_dir if window is not None else Path("models"))
+        # The user's own model folder by default (never the install's models/, see target_problem).
+        # A models folder the user chose (Settings or --models-dir) is used as is; target_problem still
+        # refuses the shipped one.
+        chosen = models_dir or (getattr(window, "_models_dir", None) if window is not None else None)
+        self.models_dir = Path(chosen) if chosen else user_models_dir()
+        self.min_per_class, self.min_per_class_split = MIN_PER_CLASS, MIN_PER_CLASS_SPLIT
+        self.discard_box: QMessageBox | None = None
         self.current = current if current is not None else (
             list(zip(window.selected_dirs(), window.selected_cards())) if window is not None else [])
         self.session_items = session_items if session_items is not None else (
@@ -448,6 +512,21 @@ class RetrainWizard(QWizard):
         safe = re.sub(r"[^A-Za-z0-9._-]+", "-", f"{page.name.text().strip()}-{page.version.text().strip()}")
         return self.models_dir / safe
 
+    def target_problem(self) -> str:
+        """Why the bundle cannot be saved where planned: over an existing bundle, or into the shipped models."""
+        target = self.target_dir()
+        if target.exists():
+            return f"{target} already exists: change the version on the Architecture page, nothing is overwritten."
+        try:
+            from core.bundle import default_models_dir
+
+            shipped = default_models_dir().resolve()
+            if target.resolve().is_relative_to(shipped):
+                return f"{target} is inside the shipped models folder; bundles go to {user_models_dir()}."
+        except Exception:  # noqa: BLE001 - no shipped folder to protect
+            pass
+        return ""
+
     def _on_failed(self, stage: str, message: str) -> None:
         page = {"data": self.data_page, "train": self.train_page, "compare": self.compare_page,
                 "save": self.save_page}.get(stage)
@@ -462,7 +541,29 @@ class RetrainWizard(QWizard):
             self.data_ready.emit(None)
         self.failed.emit(stage, message)
 
+    def has_unsaved_model(self) -> bool:
+        page = self.save_page
+        return self.train_page.done and page.saved_path is None and not page.discard_choice.isChecked()
+
     def reject(self) -> None:
+        """Cancel / Esc / close: ask before throwing away a trained model that was not saved."""
+        if self.has_unsaved_model():
+            if self.discard_box is None or not self.discard_box.isVisible():
+                self.discard_box = QMessageBox(QMessageBox.Icon.Question, "Discard the trained model?",
+                                               "The new model has not been saved. Close the wizard and discard it?",
+                                               QMessageBox.StandardButton.Discard | QMessageBox.StandardButton.Cancel,
+                                               self)
+                self.discard_box.setDefaultButton(QMessageBox.StandardButton.Cancel)
+                self.discard_box.finished.connect(self._on_discard_answer)
+                self.discard_box.open()
+            return
         self.host.cancel()
         super().reject()
+
+    def _on_discard_answer(self, _result: int) -> None:
+        box = self.discard_box
+        if box is not None and box.clickedButton() is box.button(QMessageBox.StandardButton.Discard):
+            self.train_page.done = False
+            self.host.cancel()
+            QWizard.reject(self)
 

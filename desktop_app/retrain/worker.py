@@ -16,6 +16,7 @@ from desktop_app.workers.model_worker import PythonThread
 class RetrainWorker(QObject):
     prepared = Signal(object)            # core.datasets.Dataset with splits
     progress = Signal(int, int, str)     # done, total, message
+    stage_progress = Signal(str, int, int, str)   # stage, done, total, message (the bar's phases)
     epoch = Signal(object)               # core.training.EpochLog
     trained = Signal(object)             # core.training.TrainResult
     compared = Signal(object, object)    # metrics of the new model, of the current one (or None)
@@ -30,6 +31,7 @@ class RetrainWorker(QObject):
 
     def _progress(self, p) -> None:
         self.progress.emit(int(p.done), int(p.total), p.message or p.stage)
+        self.stage_progress.emit(str(p.stage or ""), int(p.done), int(p.total), p.message or "")
 
     @Slot(object)
     def prepare(self, source: dict) -> None:

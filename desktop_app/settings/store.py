@@ -2,14 +2,21 @@
 
 from __future__ import annotations
 
-import getpass
 import os
 
-from PySide6.QtCore import QSettings
+from pathlib import Path
+
+from PySide6.QtCore import QSettings, QStandardPaths
 
 from desktop_app.notices import APP_NAME, ORG_NAME
 
 MAX_RECENT = 8
+
+
+def user_models_dir() -> Path:
+    """The user's own model folder (where the retrain wizard saves): AppDataLocation/models.
+    TODO: core (branch harden) gets a helper for the user model folder; use it here once it lands."""
+    return Path(QStandardPaths.writableLocation(QStandardPaths.StandardLocation.AppDataLocation)) / "models"
 
 
 class AppSettings:
@@ -57,15 +64,41 @@ class AppSettings:
 
     @property
     def reviewer(self) -> str:
-        try:
-            fallback = getpass.getuser()
-        except Exception:  # noqa: BLE001 - no login name in some containers
-            fallback = "reviewer"
-        return self._str("review/reviewer", fallback) or fallback
+        """The name stored with every label; "" until the reviewer gives it (never the OS login)."""
+        return self._str("review/reviewer", "").strip()
 
     @reviewer.setter
     def reviewer(self, value: str) -> None:
         self.q.setValue("review/reviewer", value)
+
+    @property
+    def last_export_dir(self) -> str:
+        return self._str("paths/last_export_dir", "")
+
+    @last_export_dir.setter
+    def last_export_dir(self, value: str) -> None:
+        self.q.setValue("paths/last_export_dir", value)
+
+    def export_path(self, fallback_folder: str, file_name: str) -> str:
+        """Where an export dialog starts: the last export folder, else the photo folder."""
+        folder = self.last_export_dir if self.last_export_dir and os.path.isdir(self.last_export_dir) \
+            else fallback_folder
+        return os.path.join(folder or os.path.expanduser("~"), file_name)
+
+    def remember_export(self, out_path: str) -> None:
+        self.last_export_dir = os.path.dirname(os.path.abspath(out_path))
+
+    def remember_model(self, bundle_dirs: list[str]) -> None:
+        """The chosen picker entry, by bundle folder(s), restored on the next launch."""
+        self.default_model = os.pathsep.join(bundle_dirs)
+
+    def remembered_choice(self, choices: list) -> int:
+        """Index of the remembered entry among (label, bundle folders, cards) choices; 0 if gone."""
+        saved = self.default_model
+        for i, (_label, dirs, _cards) in enumerate(choices):
+            if os.pathsep.join(dirs) == saved:
+                return i
+        return 0
 
     @property
     def batch_size(self) -> int:

@@ -1,9 +1,11 @@
-"""Render the main window with real results to a PNG (docs/screenshot_main.png), offscreen.
+"""Render the main window with real results to a PNG (docs/screenshot_*.png), offscreen or under Xvfb.
 
     QT_QPA_PLATFORM=offscreen python -m desktop_app.tools.screenshot PHOTOS_DIR OUT.png --models-dir DIR
+    DISPLAY=:77 QT_QPA_PLATFORM=xcb python -m desktop_app.tools.screenshot ... --size 1024x700 --max-kb 400
 
-Opens the folder, runs the first model choice (or --model), sorts by p(mpox), reviews a few rows,
-selects one with its Grad-CAM and grabs the window. Uses a throw-away settings file and session.
+Opens the folder, runs the first model choice (or --model), keeps the default order (highest risk
+first), reviews a few rows, selects one with its Grad-CAM and grabs the window. Uses a throw-away
+settings file and session. --max-kb re-encodes with an adaptive palette when the PNG is larger.
 """
 
 from __future__ import annotations
@@ -23,6 +25,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--model", default="", help="text in the model picker entry to choose (e.g. Both)")
     parser.add_argument("--size", default="1400x860")
     parser.add_argument("--select", type=int, default=1, help="row (in sorted order) to show in the detail pane")
+    parser.add_argument("--max-kb", type=int, default=0, help="re-encode with a 256-colour palette above this size")
+    parser.add_argument("--sort", choices=("risk", "p"), default="risk", help="table order in the picture")
     args = parser.parse_args(argv)
     os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
 
@@ -52,8 +56,8 @@ def main(argv: list[str] | None = None) -> int:
     window.open_folder(args.photos)
     window.run()
     wait(window.run_finished)
-    p_col = window.model.column_of("p")
-    window.results.table.sortByColumn(p_col, Qt.SortOrder.DescendingOrder)
+    if args.sort == "p":
+        window.results.table.sortByColumn(window.model.column_of("p"), Qt.SortOrder.DescendingOrder)
     proxy = window.results.proxy
     # A few reviews, as a reviewer would leave them.
     for proxy_row, label in ((0, "mpox"), (2, "mpox"), (3, "unsure")):
@@ -69,7 +73,13 @@ def main(argv: list[str] | None = None) -> int:
     for _ in range(20):
         app.processEvents()
     window.grab().save(args.out)
-    print(f"saved {args.out}")
+    size_kb = Path(args.out).stat().st_size / 1024
+    if args.max_kb and size_kb > args.max_kb:
+        from PIL import Image
+
+        Image.open(args.out).convert("RGB").quantize(256, method=Image.Quantize.MEDIANCUT).save(args.out, optimize=True)
+        size_kb = Path(args.out).stat().st_size / 1024
+    print(f"saved {args.out} ({size_kb:.0f} KB)")
     window.close()
     return 0
 

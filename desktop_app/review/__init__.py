@@ -1,0 +1,1 @@
+"""Reviewing photos: undoable labels, the reviewer's name, the keyboard shortcuts page."""
