@@ -533,6 +533,8 @@ class WorkspaceRun:
         self.run_id: str | None = None
         self.scored = 0          # results from the engine (photos, since a run is one model)
         self.errors = 0          # of which error rows
+        self.scored_paths: list[str] = []
+        self.error_paths: list[str] = []
         self._buffer: list[ResultRecord] = []
         self._started = False
 
@@ -586,7 +588,10 @@ class WorkspaceRun:
             for rec in records_iter:
                 rec = self._adopt(rec)
                 self.scored += 1
-                self.errors += not rec.ok
+                self.scored_paths.append(rec.path)
+                if not rec.ok:
+                    self.errors += 1
+                    self.error_paths.append(rec.path)
                 ws._remember(rec)
                 self._buffer.append(rec)
                 if len(self._buffer) >= self.commit_every:
