@@ -670,6 +670,7 @@ class CsvStream:
             return
         try:
             self.writer.write_row(row)
+            self.writer.flush()  # row by row: a killed run leaves every row so far in the hidden .partial file
         except OSError as exc:
             self.abort()
             raise _write_error("CSV", self.out, exc) from None

@@ -272,3 +272,20 @@ def test_session_format_3_stores_file_size_and_mtime(folder, tmp_path):
         rec = next(r for r in store.results() if r.path.endswith("p0.jpg"))
         st = (folder / "p0.jpg").stat()
         assert (rec.file_size, rec.file_mtime_ns) == (st.st_size, st.st_mtime_ns)
+
+
+def test_csv_is_written_row_by_row_and_published_only_at_the_end(folder, tmp_path):
+    card = fake_card()
+    out = tmp_path / "out.csv"
+    out.write_text("previous\n")
+    ws = Workspace(folder)
+    plan = ws.to_score(card)
+    stream = ws.csv_stream(out, [card.key], [plan])
+    seen = []
+    for rec in ws.run(FakeEngine(card), plan):
+        stream.add(rec)
+        seen.append(len(stream.writer.partial.read_text().splitlines()) - 1)  # rows on disk, header aside
+        assert out.read_text() == "previous\n"
+    assert seen == list(range(1, 8))
+    stream.close()
+    assert len(out.read_text().splitlines()) == 8 and not stream.writer.partial.exists()
