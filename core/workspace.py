@@ -338,8 +338,17 @@ class Workspace:
 
     # --- views in photos -------------------------------------------------------------------------
     def model_keys(self) -> list[str]:
-        """Models with at least one result in this folder, in the order they were first met."""
-        return [k for k, v in self.results.items() if v]
+        """Models with at least one result in this folder, in the workspace's model order (see ordered)."""
+        return self.ordered([k for k, v in self.results.items() if v])
+
+    def ordered(self, keys: Iterable[str]) -> list[str]:
+        """Models in one fixed order, by (name, version, key), whatever order they were given or ran in:
+        the CSV columns, PDF and summary are the same from the command line and the app."""
+        def sort_key(k: str) -> tuple:
+            info = self.model_info(k)
+            return info["name"], info["version"], k
+
+        return sorted(dict.fromkeys(keys), key=sort_key)
 
     def records(self, keys: Sequence[str] | None = None) -> list[ResultRecord]:
         """Every result of the given models (default all), photo by photo in discovery order."""
@@ -429,7 +438,7 @@ class Workspace:
                    plans: Sequence[ScorePlan] = ()) -> "CsvStream":
         """A CSV written while runs go on: each photo's row is written once every model in `keys` has its
         final result for it; `close()` writes what is left and publishes the file atomically."""
-        return CsvStream(self, out, list(keys), plans)
+        return CsvStream(self, out, self.ordered(keys), plans)
 
     def export_csv(self, out: str | os.PathLike, keys: Sequence[str] | None = None) -> Path:
         """Write the CSV of the given models (default: all with results); atomic; one audit entry."""
@@ -444,7 +453,7 @@ class Workspace:
         one audit entry."""
         from core.reports import write_pdf_report
 
-        keys = list(keys) if keys is not None else self.model_keys()
+        keys = self.ordered(keys) if keys is not None else self.model_keys()
         out = Path(out)
         records = self.records(keys)
         by_key = {card_key(c): c for c in cards}
@@ -484,6 +493,7 @@ class Workspace:
                 outputs: dict[str, str | None] | None = None) -> dict[str, Any]:
         """The JSON summary of `classify --summary` (counts in photos); "shift" is filled by core.shift later."""
         by_key = {r.plan.key: r for r in runs}
+        keys = self.ordered(keys)
         models = []
         for k in keys:
             info = self.model_info(k)
