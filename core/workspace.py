@@ -280,7 +280,11 @@ class Workspace:
                 digest = hashlib.file_digest(fh, "sha256").hexdigest()
         except OSError:
             return True
-        return digest != rec.file_sha256
+        if digest != rec.file_sha256:
+            return True
+        if not verify_hashes:  # same bytes (touched, or a format-2 row without size/mtime): hash it once only
+            self._remember(replace(rec, file_size=st[0], file_mtime_ns=st[1]))
+        return False
 
     # --- running ---------------------------------------------------------------------------------
     def run(self, engine: Any, plan: ScorePlan, progress: ProgressFn | None = None,
