@@ -251,3 +251,38 @@ def test_ray_engine_without_the_scale_extra_is_one_line(capsys, folder, bundles,
     assert code == 2
     assert err.strip().endswith('--engine ray needs the scale extra: pip install -e ".[scale]"')
     assert len(err.strip().splitlines()) == 1
+
+
+def test_another_engine_plugs_in_through_the_workspace(capsys, folder, bundles, tmp_path, monkeypatch):
+    """--engine ray builds core.scale.RayEngine(bundle_ref, models_dir=None, address=None, actors=1, batch_size=32)
+    and drives it like the local engine; here a stand-in that ignores --threshold (the workspace re-decides)."""
+    import types
+
+    from core.bundle import load_bundle
+    from core.inference import InferenceEngine
+
+    made = {}
+
+    class RayEngine:
+        def __init__(self, bundle_ref, models_dir=None, address=None, actors=1, batch_size=32):
+            made.update(bundle_ref=bundle_ref, address=address, actors=actors, batch_size=batch_size)
+            self._local = InferenceEngine(load_bundle(bundle_ref), batch_size=batch_size)
+            self.card = self._local.bundle.card
+            self.batch_size = batch_size
+
+        def run(self, paths, progress=None, cancel=None):
+            return self._local.run(paths, progress=progress, cancel=cancel)
+
+    monkeypatch.setitem(sys.modules, "ray", types.ModuleType("ray"))
+    scale = types.ModuleType("core.scale")
+    scale.RayEngine = RayEngine
+    monkeypatch.setitem(sys.modules, "core.scale", scale)
+    out = tmp_path / "ray.csv"
+    code, err = cli(capsys, folder, "--model", bundles[0], "--engine", "ray", "--address", "auto", "--actors", "3",
+                    "--batch-size", "4", "--threshold", "0", "--csv", out)
+    assert code == 0, err
+    assert made == {"bundle_ref": str(bundles[0]), "address": "auto", "actors": 3, "batch_size": 4}
+    assert "runtime ray" in err
+    rows = rows_of(out)
+    assert len(rows) == 7
+    assert all(r["prediction"] == "mpox" and r["threshold"] == "0.000000" for r in rows if r["status"] == "ok")

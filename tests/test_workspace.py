@@ -289,3 +289,45 @@ def test_csv_is_written_row_by_row_and_published_only_at_the_end(folder, tmp_pat
     assert seen == list(range(1, 8))
     stream.close()
     assert len(out.read_text().splitlines()) == 8 and not stream.writer.partial.exists()
+
+
+def test_format_2_session_is_migrated_and_keeps_results_and_reviews(folder, tmp_path):
+    db = tmp_path / "old" / "session.sqlite"
+    db.parent.mkdir()
+    conn = sqlite3.connect(db)
+    conn.executescript("""
+        CREATE TABLE runs (run_id TEXT PRIMARY KEY, model TEXT NOT NULL, model_version TEXT NOT NULL,
+            model_sha256 TEXT NOT NULL, threshold REAL, app_version TEXT NOT NULL, folder TEXT NOT NULL,
+            started TEXT NOT NULL, finished TEXT, status TEXT NOT NULL);
+        CREATE TABLE results (id INTEGER PRIMARY KEY AUTOINCREMENT, run_id TEXT NOT NULL REFERENCES runs(run_id),
+            path TEXT NOT NULL, status TEXT NOT NULL, p_mpox REAL, prediction TEXT, flag TEXT NOT NULL DEFAULT '',
+            ood_score REAL, model TEXT NOT NULL DEFAULT '', model_version TEXT NOT NULL DEFAULT '',
+            model_sha256 TEXT NOT NULL DEFAULT '', threshold REAL, file_sha256 TEXT, error TEXT NOT NULL DEFAULT '',
+            timestamp TEXT NOT NULL, UNIQUE (model_sha256, path));
+        CREATE INDEX results_run ON results(run_id);
+        CREATE TABLE reviews (id INTEGER PRIMARY KEY AUTOINCREMENT, path TEXT NOT NULL,
+            label TEXT NOT NULL CHECK (label IN ('mpox', 'not_mpox', 'unsure')), reviewer TEXT NOT NULL DEFAULT '',
+            time TEXT NOT NULL);
+        CREATE INDEX reviews_path ON reviews(path);
+        CREATE TABLE audit (id INTEGER PRIMARY KEY AUTOINCREMENT, time TEXT NOT NULL, actor TEXT NOT NULL,
+            action TEXT NOT NULL, details TEXT NOT NULL DEFAULT '{}');
+        PRAGMA user_version = 2;
+    """)
+    card = fake_card()
+    p0 = str(folder / "p0.jpg")
+    digest = hashlib.sha256((folder / "p0.jpg").read_bytes()).hexdigest()
+    conn.execute("INSERT INTO runs VALUES ('r1', 'fake', '1.0', ?, 0.5, '0.1', ?, 't', 't', 'finished')",
+                 (card.model_sha256, str(folder)))
+    conn.execute("INSERT INTO results (run_id, path, status, p_mpox, prediction, model, model_version, model_sha256,"
+                 " threshold, file_sha256, timestamp) VALUES ('r1', ?, 'ok', 0.7, 'mpox', 'fake', '1.0', ?, 0.5, ?, 't')",
+                 (p0, card.model_sha256, digest))
+    conn.execute("INSERT INTO reviews (path, label, reviewer, time) VALUES (?, 'mpox', 'bob', 't')", (p0,))
+    conn.commit()
+    conn.close()
+    with Workspace.open(folder, db.parent) as ws:
+        assert ws.session.format_version == 3
+        assert ws.results[card.key][p0].p_mpox == 0.7 and ws.reviews[p0]["label"] == "mpox"
+        plan = ws.to_score(card)
+        assert p0 not in plan.score and plan.kept == 1  # unchanged bytes: kept (hashed, no size/mtime stored)
+        ws.clear_review(p0)  # the wider CHECK of format 3
+        assert ws.session.audit("migrated")[0]["details"]["from_format"] == 2
