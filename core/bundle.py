@@ -79,6 +79,10 @@ class ModelCard:
         return f"{self.name} {self.version}"
 
     @property
+    def key(self) -> str:  # how results, sessions and the app name this model: weights SHA-256, else "name version"
+        return self.model_sha256 or f"{self.name} {self.version}"
+
+    @property
     def short_sha(self) -> str:
         return self.model_sha256[:12]
 

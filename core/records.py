@@ -29,6 +29,26 @@ CSV_COLUMNS = [
 ]
 
 
+def safe_text(text: str) -> str:
+    """`text` as valid UTF-8: file names with bytes that are not UTF-8 (surrogate escapes on POSIX) are
+    written with backslash escapes (b"caf\\xe9.jpg" -> "caf\\\\xe9.jpg"), so CSV, SQLite and the console can hold them.
+    Text that is already valid is returned unchanged."""
+    try:
+        text.encode("utf-8")
+        return text
+    except UnicodeEncodeError:
+        return text.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace") \
+            if _only_surrogate_escapes(text) else text.encode("utf-8", "backslashreplace").decode("utf-8")
+
+
+def _only_surrogate_escapes(text: str) -> bool:
+    try:
+        text.encode("utf-8", "surrogateescape")
+        return True
+    except UnicodeEncodeError:
+        return False
+
+
 def utc_now() -> str:
     return datetime.now(timezone.utc).isoformat(timespec="seconds")
 
@@ -50,6 +70,15 @@ class ResultRecord:
     file_sha256: str | None = None
     error: str = ""
     timestamp: str = field(default_factory=utc_now)
+    # What the file looked like (bytes, st_mtime_ns) just before it was scored: a resume re-scores a file
+    # whose size or mtime (and then SHA-256) changed. Not CSV columns.
+    file_size: int | None = None
+    file_mtime_ns: int | None = None
+
+    @property
+    def model_key(self) -> str:
+        """The model's key, as ModelCard.key: weights SHA-256, else "name version"."""
+        return self.model_sha256 or f"{self.model} {self.model_version}"
 
     @property
     def ok(self) -> bool:
@@ -57,6 +86,15 @@ class ResultRecord:
 
     def to_dict(self) -> dict:
         return asdict(self)
+
+    def safe(self) -> "ResultRecord":
+        """This record with path and error message as valid UTF-8 (see safe_text); self if already so."""
+        path, error = safe_text(str(self.path)), safe_text(self.error or "")
+        if path == self.path and error == (self.error or ""):
+            return self
+        from dataclasses import replace
+
+        return replace(self, path=path, error=error)
 
     def to_row(self) -> dict[str, str]:
         """CSV-ready strings; probabilities with 6 decimals, missing values empty."""
@@ -67,7 +105,7 @@ class ResultRecord:
             elif key in ("p_mpox", "ood_score", "threshold"):
                 row[key] = f"{float(value):.6f}"
             else:
-                row[key] = str(value)
+                row[key] = safe_text(str(value))
         return row
 
     @classmethod

@@ -25,11 +25,12 @@ from typing import Any, Iterable
 from core import __version__
 from core.records import ResultRecord, utc_now
 
-FORMAT_VERSION = 2
+FORMAT_VERSION = 3
 SESSION_FILE = "session.sqlite"
 CACHE_DIR = "cache"
 
 REVIEW_LABELS = ("mpox", "not_mpox", "unsure")
+REVIEW_CLEARED = ""  # a review row with this label takes an earlier label back (the photo is unreviewed again)
 
 # Audit actions written by the app; other modules may log their own action names too.
 ACTION_RUN_STARTED = "run_started"
@@ -45,7 +46,9 @@ RUN_RUNNING = "running"
 _RECORD_FIELDS = list(ResultRecord.__dataclass_fields__)
 
 # Current schema. Format 1 (pre-release) lacked results.flag, results.ood_score, reviews.reviewer
-# and the audit guard triggers; _migrate() adds them.
+# and the audit guard triggers; format 2 lacked results.file_size / file_mtime_ns (what the file looked
+# like when it was scored, so a resume notices a changed file) and the '' (cleared) review label.
+# _migrate() adds them.
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS runs (
     run_id        TEXT PRIMARY KEY,
@@ -75,13 +78,15 @@ CREATE TABLE IF NOT EXISTS results (
     file_sha256   TEXT,
     error         TEXT NOT NULL DEFAULT '',
     timestamp     TEXT NOT NULL,
+    file_size     INTEGER,
+    file_mtime_ns INTEGER,
     UNIQUE (model_sha256, path)
 );
 CREATE INDEX IF NOT EXISTS results_run ON results(run_id);
 CREATE TABLE IF NOT EXISTS reviews (
     id       INTEGER PRIMARY KEY AUTOINCREMENT,
     path     TEXT NOT NULL,
-    label    TEXT NOT NULL CHECK (label IN ('mpox', 'not_mpox', 'unsure')),
+    label    TEXT NOT NULL CHECK (label IN ('mpox', 'not_mpox', 'unsure', '')),
     reviewer TEXT NOT NULL DEFAULT '',
     time     TEXT NOT NULL
 );
@@ -237,8 +242,10 @@ class SessionStore:
         """Upgrade an older file in place (inside the caller's transaction)."""
         if version < 1:
             raise SessionError(f"{self.db_path}: has tables but no session format version; not a session database")
+        if version >= FORMAT_VERSION:
+            return
+        cols = {r["name"] for r in self._conn.execute("PRAGMA table_info(results)")}
         if version == 1:
-            cols = {r["name"] for r in self._conn.execute("PRAGMA table_info(results)")}
             if "flag" not in cols:
                 self._conn.execute("ALTER TABLE results ADD COLUMN flag TEXT NOT NULL DEFAULT ''")
             if "ood_score" not in cols:
@@ -246,11 +253,21 @@ class SessionStore:
             rcols = {r["name"] for r in self._conn.execute("PRAGMA table_info(reviews)")}
             if "reviewer" not in rcols:
                 self._conn.execute("ALTER TABLE reviews ADD COLUMN reviewer TEXT NOT NULL DEFAULT ''")
-            for stmt in _split_sql(_SCHEMA + _AUDIT_GUARDS):  # IF NOT EXISTS: adds only what is missing
-                self._conn.execute(stmt)
-            self._append_audit(
-                "migrated", {"from_format": 1, "to_format": FORMAT_VERSION, "app_version": __version__}, "mpox-triage"
-            )
+        # Format 3: the file's size and mtime when scored, and a review label '' that clears a review.
+        for col in ("file_size", "file_mtime_ns"):
+            if col not in cols:
+                self._conn.execute(f"ALTER TABLE results ADD COLUMN {col} INTEGER")
+        # SQLite cannot alter a CHECK constraint: rebuild the reviews table with the wider one.
+        self._conn.execute("ALTER TABLE reviews RENAME TO reviews_v2")
+        self._conn.execute("DROP INDEX IF EXISTS reviews_path")
+        for stmt in _split_sql(_SCHEMA + _AUDIT_GUARDS):  # IF NOT EXISTS: adds only what is missing
+            self._conn.execute(stmt)
+        self._conn.execute("INSERT INTO reviews (id, path, label, reviewer, time) "
+                           "SELECT id, path, label, reviewer, time FROM reviews_v2")
+        self._conn.execute("DROP TABLE reviews_v2")
+        self._append_audit(
+            "migrated", {"from_format": version, "to_format": FORMAT_VERSION, "app_version": __version__}, "mpox-triage"
+        )
 
     # --- audit ---------------------------------------------------------------------------
     def _append_audit(self, action: str, details: dict[str, Any], actor: str | None) -> None:
@@ -417,32 +434,36 @@ class SessionStore:
             self._conn.execute(
                 "INSERT INTO reviews (path, label, reviewer, time) VALUES (?, ?, ?, ?)", (key, label, who, now)
             )
+            old = prev[0] if prev and prev[0] != REVIEW_CLEARED else None   # cleared = unreviewed
             self._append_audit(ACTION_REVIEW, {
-                "path": key, "old_label": prev[0] if prev else None, "new_label": label, "reviewer": who,
+                "path": key, "old_label": old, "new_label": label, "reviewer": who,
             }, who)
 
     def clear_review(self, path: str | os.PathLike, reviewer: str | None = None) -> None:
-        """Return a file to unreviewed. Its review rows go; the audit trail keeps every label it had."""
+        """Take a photo's label back (it is unreviewed again); the history and the audit keep the old one."""
         who = reviewer or default_actor()
         key = str(path)
         with self._transaction():
             prev = self._conn.execute(
                 "SELECT label FROM reviews WHERE path = ? ORDER BY id DESC LIMIT 1", (key,)
             ).fetchone()
-            self._conn.execute("DELETE FROM reviews WHERE path = ?", (key,))
-            self._append_audit(ACTION_REVIEW, {
-                "path": key, "old_label": prev[0] if prev else None, "new_label": None, "reviewer": who,
-            }, who)
+            if prev is None or prev[0] == REVIEW_CLEARED:
+                return
+            self._conn.execute("INSERT INTO reviews (path, label, reviewer, time) VALUES (?, ?, ?, ?)",
+                               (key, REVIEW_CLEARED, who, utc_now()))
+            self._append_audit(ACTION_REVIEW, {"path": key, "old_label": prev[0], "new_label": None,
+                                               "reviewer": who}, who)
 
     def reviews(self) -> dict[str, dict[str, Any]]:
-        """Latest review per path: {path: {label, reviewer, time}}."""
+        """Latest review per path: {path: {label, reviewer, time}}; cleared reviews are left out."""
         with self._lock:
             rows = self._conn.execute(
                 "SELECT r.path, r.label, r.reviewer, r.time FROM reviews r "
                 "JOIN (SELECT path, max(id) AS id FROM reviews GROUP BY path) last ON last.id = r.id "
                 "ORDER BY r.id"
             ).fetchall()
-        return {r["path"]: {"label": r["label"], "reviewer": r["reviewer"], "time": r["time"]} for r in rows}
+        return {r["path"]: {"label": r["label"], "reviewer": r["reviewer"], "time": r["time"]} for r in rows
+                if r["label"] != REVIEW_CLEARED}
 
     def review_history(self, path: str | os.PathLike | None = None) -> list[dict[str, Any]]:
         """Every review, oldest first, optionally of one file."""

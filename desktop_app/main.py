@@ -107,9 +107,7 @@ def main(argv: list[str] | None = None) -> int:
     app.setOrganizationName(ORG_NAME)
     app.setApplicationDisplayName(APP_NAME)
     app.setDesktopFileName("mpox-triage")
-    settings = AppSettings()
-    if settings.weights_dir and not os.environ.get("MPOX_TRIAGE_WEIGHTS_DIR"):
-        os.environ["MPOX_TRIAGE_WEIGHTS_DIR"] = settings.weights_dir
+    settings = AppSettings()  # weights_dir stays in the settings and is passed to core calls explicitly
     # A smoke test gets a fresh session, so earlier results are not restored and skipped.
     sessions = tempfile.mkdtemp(prefix="mpox-smoke-") if args.smoke_test else None
     window = MainWindow(settings, models_dir=args.models_dir, sessions_dir=sessions)

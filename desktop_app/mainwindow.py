@@ -1,14 +1,15 @@
 """The main window: open a folder, pick a model, run, review, export, retrain.
 
-Presentation and scheduling only: every ML step is a core call made in a worker thread. The window
-never imports TensorFlow; the model workers do, in their own threads.
+Presentation and scheduling only: the window presents a core.workspace.Workspace (the folder, its
+session, results, reviews, exports; the same object the command line drives) and keeps no domain state
+of its own. Every ML step is a core call made in a worker thread. The window never imports TensorFlow;
+the model workers do, in their own threads.
 """
 
 from __future__ import annotations
 
 import hashlib
 import os
-import time
 from pathlib import Path
 
 from PySide6.QtCore import QStandardPaths, Qt, Signal, Slot
@@ -29,12 +30,6 @@ from desktop_app.workers.model_worker import ModelHandle
 from desktop_app.workers.run_controller import RunController
 
 ICON_PATH = Path(__file__).resolve().parent.parent / "resources" / "mpox-triage.svg"
-
-
-def format_eta(seconds: float) -> str:
-    seconds = max(0, int(round(seconds)))
-    return f"{seconds // 3600}:{seconds % 3600 // 60:02d}:{seconds % 60:02d}" if seconds >= 3600 \
-        else f"{seconds // 60}:{seconds % 60:02d}"
 
 
 def scan_bundles(models_dir: str | os.PathLike | None) -> list[tuple[Path, object]]:
@@ -83,9 +78,7 @@ class MainWindow(QMainWindow):
         self._models_dir = str(models_dir) if models_dir else (self.settings.models_dir or None)
         self.sessions_dir = Path(sessions_dir) if sessions_dir else Path(
             QStandardPaths.writableLocation(QStandardPaths.StandardLocation.AppDataLocation)) / "sessions"
-        self.folder: str = ""
-        self.paths: list[str] = []
-        self.session = None
+        self.workspace = None                          # core.workspace.Workspace of the open folder
         self.handles: dict[str, ModelHandle] = {}      # bundle folder -> handle
         self._key_of_handle: dict[str, str] = {}        # bundle folder -> model key (weights SHA-256)
         self._handle_of_key: dict[str, ModelHandle] = {}
@@ -96,6 +89,7 @@ class MainWindow(QMainWindow):
         self.last_warning: QMessageBox | None = None
         self.heatmaps: dict = {}                       # path -> Grad-CAM (H, W) float, for reports
         self._resumed = 0
+        self._run_names = ""
 
         self.setWindowTitle(APP_NAME)
         if ICON_PATH.is_file():
@@ -128,6 +122,19 @@ class MainWindow(QMainWindow):
         self.refresh_models()
         self._update_actions()
         self._set_message("Open a folder of photos (File > Open folder, or drop it here)")
+
+    # --- the workspace, presented ------------------------------------------------------------------
+    @property
+    def folder(self) -> str:
+        return str(self.workspace.folder) if self.workspace is not None else ""
+
+    @property
+    def paths(self) -> list[str]:
+        return self.workspace.paths if self.workspace is not None else []
+
+    @property
+    def session(self):
+        return self.workspace.session if self.workspace is not None else None
 
     # --- construction --------------------------------------------------------------------------
     def _build_actions(self) -> None:
@@ -333,9 +340,8 @@ class MainWindow(QMainWindow):
             handle.worker.explain_failed.connect(self._on_explain_failed)
             self.handles[bundle_dir] = handle
         if card is not None:
-            key = card.model_sha256 or f"{card.name} {card.version}"
-            self._key_of_handle[bundle_dir] = key
-            self._handle_of_key[key] = handle
+            self._key_of_handle[bundle_dir] = card.key
+            self._handle_of_key[card.key] = handle
         return handle
 
     @Slot(object)
@@ -368,31 +374,38 @@ class MainWindow(QMainWindow):
 
     def session_dir_for(self, folder: str) -> Path:
         """Sessions live in the app's data folder, never beside the photos."""
-        digest = hashlib.sha1(str(Path(folder).resolve()).encode()).hexdigest()[:10]
+        digest = hashlib.sha1(os.fsencode(str(Path(folder).resolve()))).hexdigest()[:10]
         return self.sessions_dir / f"{Path(folder).name or 'root'}-{digest}"
 
     def open_folder(self, folder: str | os.PathLike) -> bool:
-        """Show a folder's photos: discover them, open (or resume) its session, restore stored results."""
-        from core.images import discover_images
+        """Show a folder's photos: open its workspace (discover, open or resume its session, restore)."""
+        from core.workspace import Workspace, WorkspaceError
 
         if self.controller.running:
             self._set_message("A run is in progress: cancel it before opening another folder", error=True)
             return False
         folder = str(Path(folder).expanduser())
-        errors: list[str] = []
         try:
-            paths = discover_images(folder, errors=errors)
-        except OSError as exc:
+            paths, errors = Workspace.discover(folder)
+        except WorkspaceError as exc:
             self.warn(f"Cannot open {folder}: {exc}")
             return False
         self._close_session()
-        self.folder, self.paths = folder, [str(p) for p in paths]
         self.model.clear()
         self.images.clear()
         self.detail.clear_cache()
         self.heatmaps = {}
         self.detail.show_row(None)
-        self._open_session(folder)
+        actor = self.settings.reviewer or None
+        try:
+            self.workspace = Workspace.open(folder, self.session_dir_for(folder), actor=actor, paths=paths,
+                                            walk_errors=errors)
+            self.images.cache_dir = self.session.cache_dir("thumbnails")
+        except (WorkspaceError, OSError) as exc:  # the app works without a session; say so
+            self.workspace = Workspace(folder, None, actor, paths=paths, walk_errors=errors)
+            self._set_message(f"Session not available ({exc}); reviews will not be saved", error=True)
+        self.model.add_records(list(self.workspace.records()))
+        self.model.apply_reviews(self.workspace.reviews)
         self.settings.add_recent(folder)
         self.setWindowTitle(f"{folder} — {APP_NAME}")  # ends with the app name, so Qt does not append it again
         msg = f"{len(self.paths)} photos in {folder}"
@@ -400,30 +413,16 @@ class MainWindow(QMainWindow):
             msg += f" — {self.model.rowCount()} restored from the last session"
         if errors:
             msg += f" ({len(errors)} folders unreadable)"
-        self._set_message(msg + (" — press Run" if self.paths else ""))
+        if self.session is not None:
+            self._set_message(msg + (" — press Run" if self.paths else ""))
         self._update_actions()
         self.folder_opened.emit(len(self.paths))
         return True
 
-    def _open_session(self, folder: str) -> None:
-        try:
-            from core.session import SessionStore
-        except ImportError:
-            return
-        try:
-            self.session = SessionStore.open(self.session_dir_for(folder))
-            self.images.cache_dir = self.session.cache_dir("thumbnails")
-            wanted = set(self.paths)
-            self.model.add_records([r for r in self.session.results() if r.path in wanted])
-            self.model.apply_reviews(self.session.reviews())
-        except Exception as exc:  # the app works without a session; say so
-            self.session = None
-            self._set_message(f"Session not available ({exc}); reviews will not be saved", error=True)
-
     def _close_session(self) -> None:
-        if self.session is not None:
-            self.session.close()
-            self.session = None
+        if self.workspace is not None:
+            self.workspace.close()
+            self.workspace = None
         self.images.cache_dir = None
 
     def dragEnterEvent(self, event: QDragEnterEvent) -> None:
@@ -450,23 +449,17 @@ class MainWindow(QMainWindow):
         jobs = []
         for path, card in zip(dirs, cards):
             handle = self.handle_for(path, card)
-            self.model.ensure_model(self._key_of_handle[path], f"{card.name} {card.version}")
-            jobs.append((handle, self._paths_to_score(card)))
-        if not any(todo for _h, todo in jobs):
+            self.model.ensure_model(card.key, card.display_name)
+            # The workspace's one resume policy: missing, error rows, changed files (Run after Cancel resumes).
+            jobs.append((handle, self.workspace.to_score(card)))
+        if all(plan.empty for _h, plan in jobs):
             self._set_message(f"All {len(self.paths)} photos were already scored by the selected model(s); "
                               "the results are restored from this folder's session")
             return False
-        skipped = sum(len(self.paths) - len(todo) for _h, todo in jobs)
-        self._resumed = skipped
-        self.controller.start([(h, todo) for h, todo in jobs if todo], self.folder, self.session)
+        self._resumed = max(plan.restored for _h, plan in jobs)
+        self._run_names = ", ".join(c.display_name for c in cards)
+        self.controller.start([(h, plan) for h, plan in jobs if not plan.empty], self.workspace)
         return True
-
-    def _paths_to_score(self, card) -> list[str]:
-        """Photos this model has no stored result for (earlier errors are retried): Run after Cancel resumes."""
-        if self.session is None or not card.model_sha256:
-            return list(self.paths)
-        done = self.session.done_paths(card.model_sha256, include_errors=False)
-        return [p for p in self.paths if p not in done]
 
     def cancel_run(self) -> None:
         if self.controller.running:
@@ -519,9 +512,9 @@ class MainWindow(QMainWindow):
         if summary["cancelled"]:
             text = f"Cancelled — {summary['kept']} of {summary['total']} kept"
         else:
-            text = f"Done — {summary['kept']} results in {summary['elapsed_s']:.1f} s"
+            text = f"Done — {summary['kept']} photos scored in {summary['elapsed_s']:.1f} s"
             if summary["errors"]:
-                text += f", {summary['errors']} files could not be read (see the 'errors' filter)"
+                text += f", {summary['errors']} photos could not be read (see the 'errors' filter)"
         if summary["failures"]:
             text += " — " + "; ".join(summary["failures"])
         self._set_message(text, error=bool(summary["failures"]))
@@ -572,7 +565,7 @@ class MainWindow(QMainWindow):
         handle = self._handle_of_key.get(key)
         if handle is None:
             for bundle_dir, card in self.bundles:
-                if (card.model_sha256 or f"{card.name} {card.version}") == key:
+                if card.key == key:
                     handle = self.handle_for(str(bundle_dir), card)
                     break
         if handle is None:
@@ -592,8 +585,15 @@ class MainWindow(QMainWindow):
         self.detail.set_heatmap_error(path, self._key_of_handle.get(bundle_ref, bundle_ref), message)
 
     # --- exports -------------------------------------------------------------------------------
+    def _export_keys(self) -> list[str]:
+        return self.workspace.model_keys() if self.workspace is not None else []
+
     def export_csv(self, out_path: str | None = None) -> str | None:
-        if not self.model.records():
+        """The workspace's CSV (one row per photo, every model side by side), as `classify --csv` writes it."""
+        from core.workspace import WorkspaceError
+
+        keys = self._export_keys()
+        if not keys:
             self._set_message("Nothing to export yet: run a model first", error=True)
             return None
         if out_path is None:
@@ -603,24 +603,25 @@ class MainWindow(QMainWindow):
             if not out_path:
                 return None
         try:
-            from core.csvio import write_results_csv
-
-            write_results_csv(self.model.records(), out_path, reviews=self.model.reviews())
-        except Exception as exc:
+            self.workspace.export_csv(out_path, keys)
+        except (WorkspaceError, OSError, ValueError) as exc:
             self.warn(f"Could not write {out_path}: {exc}")
             return None
-        self._log_export(out_path, "csv")
-        self._set_message(f"Exported {len(self.model.records())} results to {out_path}")
+        self.settings.remember_export(out_path)
+        photos = self.workspace.counts(keys)["with_result"]
+        self._set_message(f"Exported {photos} photos to {out_path}")
         self.export_finished.emit(out_path)
         return out_path
 
     def export_pdf(self, out_path: str | None = None) -> bool:
+        """The workspace's PDF report, written in the background (one audit entry, as `classify --report`)."""
         try:
-            from core.reports import write_pdf_report
+            import core.reports  # noqa: F401
         except ImportError:
             self.warn("PDF reports are not available in this build.")
             return False
-        if not self.model.records():
+        keys = self._export_keys()
+        if not keys:
             self._set_message("Nothing to export yet: run a model first", error=True)
             return False
         if out_path is None:
@@ -629,13 +630,11 @@ class MainWindow(QMainWindow):
                                                       "PDF files (*.pdf)")
             if not out_path:
                 return False
-        records, reviews = list(self.model.records()), self.model.reviews()
-        cards = [c for _p, c in self.bundles if (c.model_sha256 or f"{c.name} {c.version}") in dict(self.model.models)]
-        folder, heatmaps = self.folder, dict(self.heatmaps)
+        cards = [c for _p, c in self.bundles if c.key in keys]
+        workspace, heatmaps = self.workspace, dict(self.heatmaps)
 
         def work(progress):
-            return write_pdf_report(records, out_path, folder=folder, cards=cards, reviews=reviews,
-                                    gradcam=heatmaps or None, progress=progress)
+            return workspace.export_pdf(out_path, keys, cards=cards, gradcam=heatmaps or None, progress=progress)
 
         self._set_message("Writing the PDF report…")
         self.progress.setRange(0, 0)
@@ -647,25 +646,13 @@ class MainWindow(QMainWindow):
 
     def _pdf_done(self, out_path: str) -> None:
         self.progress.hide()
-        self._log_export(out_path, "pdf")
+        self.settings.remember_export(out_path)
         self._set_message(f"Report written to {out_path}")
         self.export_finished.emit(out_path)
 
     def _pdf_failed(self, message: str) -> None:
         self.progress.hide()
         self.warn(f"Could not write the report: {message}")
-
-    def _log_export(self, out_path: str, kind: str) -> None:
-        self.settings.remember_export(out_path)
-        if self.session is not None:
-            try:
-                from core.session import ACTION_REPORT_EXPORTED
-
-                self.session.log(ACTION_REPORT_EXPORTED, {"path": str(out_path), "kind": kind,
-                                                          "records": len(self.model.records())},
-                                 self.settings.reviewer)
-            except Exception:  # noqa: BLE001 - the export itself succeeded
-                pass
 
     # --- tools ---------------------------------------------------------------------------------
     def open_settings(self):
@@ -677,8 +664,7 @@ class MainWindow(QMainWindow):
         return dialog
 
     def _on_settings_saved(self) -> None:
-        if self.settings.weights_dir:
-            os.environ["MPOX_TRIAGE_WEIGHTS_DIR"] = self.settings.weights_dir
+        # weights_dir stays in the settings; the wizard passes it to core calls explicitly.
         if self.settings.models_dir and self.settings.models_dir != self._models_dir:
             self._models_dir = self.settings.models_dir
             self.refresh_models()
@@ -699,7 +685,10 @@ class MainWindow(QMainWindow):
 
     def reviewed_items(self) -> list[tuple[str, str]]:
         """(path, label) for photos reviewed as mpox / not mpox: the wizard's 'session labels' source."""
-        return [(r.path, r.review_label) for r in self.model.rows if r.review_label in ("mpox", "not_mpox")]
+        if self.workspace is None:
+            return []
+        return [(str(self.workspace.file_of(p)), r["label"]) for p, r in self.workspace.reviews.items()
+                if r["label"] in ("mpox", "not_mpox")]
 
     # --- status --------------------------------------------------------------------------------
     def warn(self, text: str) -> QMessageBox:
@@ -725,7 +714,7 @@ class MainWindow(QMainWindow):
         self.act_cancel.setEnabled(running and not (self.controller.token and self.controller.token.cancelled))
         self.act_open.setEnabled(not running)
         self.model_combo.setEnabled(not running)
-        has = self.model.rowCount() > 0
+        has = bool(self._export_keys())
         self.act_export_csv.setEnabled(has)
         self.act_export_pdf.setEnabled(has)
 

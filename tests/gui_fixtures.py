@@ -45,5 +45,8 @@ def window_with_rows(qtbot, tmp_path: Path, reviewer: str | None = "tester", siz
     flags = ["", "", "uncertain", "", "", "out_of_scope"]
     recs = [record(p, pr, fl, ood=(0.9 if fl == "out_of_scope" else 0.2)) for p, pr, fl in zip(ok, probs, flags)]
     recs.append(record(broken, None, error=f"{broken}: cannot identify image file"))
+    # The workspace holds the results (exports read it); the table shows them.
+    for rec in recs:
+        window.workspace.results.setdefault(rec.model_key, {})[rec.path] = rec
     window.model.add_records(recs)
     return window, folder, recs

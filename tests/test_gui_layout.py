@@ -128,7 +128,8 @@ def test_detail_pane_shows_why_a_broken_file_has_no_photo_and_resets_on_reopen(q
 
 def test_exports_start_in_the_last_export_folder_and_model_choice_is_remembered(qtbot, tmp_path):
     window, folder, _recs = window_with_rows(qtbot, tmp_path)
-    assert window.settings.export_path(str(folder), "results.csv") == str(folder / "results.csv")
+    # Never inside the scanned folder (the workspace refuses outputs there): beside it.
+    assert window.settings.export_path(str(folder), "results.csv") == str(folder.parent / "results.csv")
     out = tmp_path / "exports"
     out.mkdir()
     assert window.export_csv(str(out / "r.csv"))
@@ -156,11 +157,11 @@ def test_progress_has_a_loading_phase_counts_photos_and_no_eta_before_the_first_
     message, eta = progress.start(2, ["Xception 1.1.0"])
     assert message.startswith("Loading Xception 1.1.0…") and eta == ""
     now[0] = 20.0                                   # the model took 20 s to load
-    assert progress.update(0, 136) == ("Loading Xception 1.1.0…", "")
-    message, eta = progress.update(32, 136)         # first batch: no rate yet
+    assert progress.update(0, 68) == ("Loading Xception 1.1.0…", "")
+    message, eta = progress.update(16, 68)          # first batch: no rate yet
     assert message == "Scored 16 of 68 photos (2 models)" and eta == ""
     now[0] = 22.0
-    message, eta = progress.update(64, 136)         # 32 pairs in 2 s -> 72 pairs left in 4.5 s
+    message, eta = progress.update(32, 68)          # 16 photos in 2 s -> 36 photos left in 4.5 s
     assert message == "Scored 32 of 68 photos (2 models)" and eta == "ETA 0:04"
 
 

@@ -64,7 +64,8 @@ def test_run_streams_every_file_into_the_table_with_error_rows(qtbot, make_windo
     assert summary["kept"] == 9 and summary["errors"] == 1 and not summary["cancelled"]
     assert window.model.rowCount() == 9
     assert streamed == window.paths  # streamed one by one, in input order
-    assert window.message.text().startswith("Done — 9 results")
+    assert window.message.text().startswith("Done — 9 photos scored")  # counts are photos (issue 13)
+    assert "1 photos could not be read" in window.message.text()
     broken = window.model.row_at(window.model.row_of(str(photos / "other" / "broken.jpg")))
     assert broken.errors() and "broken.jpg" in broken.errors()[0]
     pred_col = window.model.column_of("prediction")
@@ -256,7 +257,9 @@ def test_both_models_give_one_row_per_file_with_both_scores(qtbot, make_window, 
     window.select_model("Both")
     window.open_folder(photos)
     summary = run_and_wait(qtbot, window)
-    assert summary["total"] == 18 and summary["kept"] == 18, (summary["failures"], summary["models"])
+    # Counts are photos, not file x model (issue 13): 9 photos, each scored by both models.
+    assert summary["total"] == 9 and summary["kept"] == 9, (summary["failures"], summary["models"])
+    assert summary["results"] == 18 and summary["errors"] == 1 and summary["status"] == "finished"
     assert window.model.rowCount() == 9
     p_cols = [c for c in range(window.model.columnCount()) if window.model.column_kind(c)[0] == "p"]
     assert len(p_cols) == 2

@@ -18,7 +18,7 @@ from core.session import SESSION_FILE, SessionStore
 from tests.conftest import REPO
 
 N_IMAGES = 200
-N_BROKEN = 5  # zero-byte files: error rows are finished results too and must not be retried
+N_BROKEN = 5  # zero-byte files: their error rows are retried on resume (issue 12: one policy, CLI and app)
 KILL_AFTER = 20  # results stored before the kill
 POLL_LIMIT_S = 300  # generous bound for a slow, shared CI machine; the loop normally ends in seconds
 
@@ -95,6 +95,8 @@ def test_sigkilled_run_resumes_scoring_only_missing_files(tmp_path, tiny_bundle)
         (first_run,) = store.runs()
     assert len(before) == stored_at_kill
     assert first_run["status"] == "running"  # killed: never marked finished, results kept anyway
+    errors_before = {p for p, r in before.items() if r["status"] == "error"}
+    kept = stored_at_kill - len(errors_before)
 
     out = tmp_path / "all.csv"
     resumed = subprocess.run(_cli_cmd("classify", str(folder), "--model", str(bundle), "--session", str(session),
@@ -102,7 +104,7 @@ def test_sigkilled_run_resumes_scoring_only_missing_files(tmp_path, tiny_bundle)
                              cwd=REPO, env=_env(), capture_output=True, text=True, timeout=600)
     assert resumed.returncode == 0, resumed.stderr
     assert "Traceback" not in resumed.stderr
-    assert f"{stored_at_kill} already scored, {N_IMAGES - stored_at_kill} to go" in resumed.stderr
+    assert f"{kept} already scored, {N_IMAGES - kept} to go" in resumed.stderr
 
     discovered = sorted(str(p) for p in folder.rglob("*") if p.is_file())
     with open(out, newline="", encoding="utf-8") as fh:
@@ -116,13 +118,15 @@ def test_sigkilled_run_resumes_scoring_only_missing_files(tmp_path, tiny_bundle)
         predictions = store.audit("prediction")
     assert sorted(after) == discovered  # every file exactly once in the session
     for path, row in before.items():
-        assert after[path] == row  # earlier results untouched, timestamps included
+        if path not in errors_before:
+            assert after[path] == row  # earlier results untouched, timestamps included
     assert [r["status"] for r in runs] == ["running", "finished"]
-    # Each file was scored exactly once across both runs: the resumed run skipped what was stored.
+    # Each readable file was scored exactly once across both runs: the resumed run skipped what was stored
+    # and retried only the error rows.
     scored = [p["details"]["path"] for p in predictions]
-    assert sorted(scored) == discovered
+    assert sorted(scored) == sorted(discovered + sorted(errors_before))
     second = [p for p in predictions if p["details"]["run_id"] == runs[1]["run_id"]]
-    assert len(second) == N_IMAGES - stored_at_kill
+    assert len(second) == N_IMAGES - kept
 
 
 def test_resume_without_session_is_a_clear_error(tmp_path):

@@ -1,38 +1,73 @@
-"""`mpox-triage classify FOLDER`: score every image in a folder offline and write a CSV (and a PDF)."""
+"""`mpox-triage classify FOLDER`: score every photo in a folder offline; CSV, PDF and JSON summary.
+
+Arguments -> core.workspace.Workspace -> summary. Every rule (what to resume, when to commit, how a
+run ends, what the CSV holds, what the audit says) lives in the workspace, shared with the app.
+"""
 
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import sys
+import tempfile
 import time
-from collections import Counter
 from pathlib import Path
 
 from core import DISCLAIMER
 from core.progress import Progress
+
+RAY_MISSING = '--engine ray needs the scale extra: pip install -e ".[scale]"'
+# (argument dest, what it is): every output a run writes. Each is refused if it is an input, lies inside the
+# scanned folder or equals another. A new output (e.g. --parquet DIR, core.parquet) is added here too.
+OUTPUTS = (("csv_path", "--csv"), ("report_path", "--report"), ("summary_path", "--summary"),
+           ("session", "--session"))
 
 
 def add_parser(sub) -> None:
     p = sub.add_parser("classify", help="classify every image in a folder",
                        description=f"Classify every image under FOLDER. {DISCLAIMER}")
     p.add_argument("folder", help="folder of photos (searched recursively)")
-    p.add_argument("--model", default="mobilenetv2",
-                   help="bundle name in models/ (mobilenetv2, xception) or a bundle folder (default: mobilenetv2)")
-    p.add_argument("--csv", dest="csv_path", help="write one row per file to this CSV")
+    p.add_argument("--model", action="append", default=None,
+                   help="bundle name in models/ (mobilenetv2, xception) or a bundle folder; repeat it or give a "
+                        "comma list to run several models (one CSV row per photo, side by side) "
+                        "(default: mobilenetv2)")
+    p.add_argument("--csv", dest="csv_path", help="write one row per photo to this CSV")
     p.add_argument("--report", dest="report_path", help="write a PDF report to this path")
-    p.add_argument("--threshold", type=float, help="decision threshold on p(mpox) (default: the model card's)")
+    p.add_argument("--summary", dest="summary_path", help="write a JSON summary (counts in photos) to this path")
+    p.add_argument("--threshold", type=float,
+                   help="decision threshold on p(mpox) (default: the model card's); on --resume, results stored "
+                        "at another threshold are re-decided from their stored p(mpox)")
     p.add_argument("--batch-size", type=int, default=32)
     p.add_argument("--session", help="session folder: every result is stored there as it arrives")
-    p.add_argument("--resume", action="store_true", help="with --session: score only files not yet scored")
+    p.add_argument("--resume", action="store_true",
+                   help="with --session: score only photos without a result, with an error row, or changed since")
+    p.add_argument("--engine", choices=["local", "ray"], default="local",
+                   help="local (default) or ray (several processes or machines; needs the scale extra)")
+    p.add_argument("--address", help="with --engine ray: the Ray cluster address (default: start one locally)")
+    p.add_argument("--actors", type=int, default=1, help="with --engine ray: model replicas (default 1)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(run=run)
+
+
+def _model_refs(values: list[str] | None) -> list[str]:
+    from core.commands import CliError
+
+    refs: list[str] = []
+    for value in values or ["mobilenetv2"]:
+        for part in value.split(","):
+            part = part.strip()
+            if not part:
+                raise CliError("--model needs a bundle name or folder")
+            if part not in refs:
+                refs.append(part)
+    return refs
 
 
 def _check_writable(path: str | None, what: str) -> None:
     from core.commands import CliError
 
-    if not path:
+    if path is None:
         return
     parent = Path(path).expanduser().resolve().parent
     if not parent.is_dir():
@@ -43,11 +78,38 @@ def _check_writable(path: str | None, what: str) -> None:
         raise CliError(f"cannot write {what} {path}: it is a folder; give a file name")
 
 
-class ProgressBar:
-    """A one-line progress bar with rate and ETA on stderr (plain lines when not a terminal)."""
+def check_outputs(outputs: list[tuple[str, str]], folder: Path, inputs: list[Path]) -> None:
+    """Refuse (CliError) any output that is an input file, lies inside the scanned folder or a model bundle,
+    or is the same path as another output. `outputs`: (option, path); `inputs`: input files and folders."""
+    from core.commands import CliError
+    from core.records import safe_text
 
-    def __init__(self, enabled: bool):
+    def real(p: str | os.PathLike) -> Path:
+        return Path(os.path.realpath(Path(p).expanduser()))
+
+    root = real(folder)
+    input_files = {real(p) for p in inputs}
+    seen: dict[Path, str] = {}
+    for option, path in outputs:
+        target = real(path)
+        shown = safe_text(str(path))
+        if target == root or target.is_relative_to(root):
+            raise CliError(f"{option} {shown} lies inside the folder being classified ({safe_text(str(folder))}); "
+                           "write outputs elsewhere so the originals stay untouched")
+        for inp in input_files:
+            if target == inp or (inp.is_dir() and target.is_relative_to(inp)):
+                raise CliError(f"{option} {shown} would overwrite an input ({safe_text(str(inp))}); choose another path")
+        if target in seen:
+            raise CliError(f"{option} {shown} is the same path as {seen[target]}; give each output its own path")
+        seen[target] = option
+
+
+class ProgressBar:
+    """A one-line progress bar with rate and ETA on stderr (plain lines when not a terminal); counts photos."""
+
+    def __init__(self, enabled: bool, label: str = ""):
         self.enabled = enabled
+        self.label = label
         self.tty = sys.stderr.isatty()
         self.start = time.monotonic()
         self.last_line = 0.0
@@ -61,7 +123,7 @@ class ProgressBar:
         eta = (p.total - p.done) / rate if rate > 0 else 0
         width = 30
         filled = int(width * p.done / p.total)
-        line = (f"[{'#' * filled}{'.' * (width - filled)}] {p.done}/{p.total} "
+        line = (f"{self.label}[{'#' * filled}{'.' * (width - filled)}] {p.done}/{p.total} photos "
                 f"{rate:5.1f} img/s ETA {int(eta) // 60}:{int(eta) % 60:02d}")
         if self.tty:
             sys.stderr.write("\r" + line)
@@ -73,105 +135,191 @@ class ProgressBar:
         sys.stderr.flush()
 
 
+def _make_engine(args: argparse.Namespace, ref: str):
+    """(engine, card, runtime name) for one --model value."""
+    from core.commands import CliError
+
+    if args.engine == "ray":
+        try:
+            import ray  # noqa: F401
+            from core.scale import RayEngine
+        except ImportError:
+            raise CliError(RAY_MISSING) from None
+        try:
+            engine = RayEngine(ref, address=args.address, actors=args.actors, batch_size=args.batch_size)
+        except Exception as exc:  # noqa: BLE001 - a cluster or bundle problem, said in one line
+            raise CliError(f"cannot start the Ray engine for {ref}: {exc}") from None
+        return engine, engine.card, "ray"
+    from core.bundle import BundleError, load_bundle
+    from core.inference import InferenceEngine
+
+    try:
+        bundle = load_bundle(ref)
+    except BundleError as exc:
+        raise CliError(str(exc)) from None
+    try:
+        engine = InferenceEngine(bundle, batch_size=args.batch_size, threshold=args.threshold)
+    except ValueError as exc:
+        raise CliError(str(exc)) from None
+    return engine, bundle.card, bundle.runtime_name
+
+
+def _write_json_atomic(data: dict, path: str) -> None:
+    from core.workspace import WorkspaceError
+
+    out = Path(path)
+    try:
+        fd, tmp = tempfile.mkstemp(prefix=f".{out.name}.", suffix=".partial", dir=out.parent)
+    except OSError as exc:
+        raise WorkspaceError(f"cannot write summary {path}: {exc.strerror or exc}") from None
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as fh:
+            json.dump(data, fh, indent=2, ensure_ascii=False, sort_keys=True)
+            fh.write("\n")
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, out)
+    except OSError as exc:
+        Path(tmp).unlink(missing_ok=True)
+        raise WorkspaceError(f"cannot write summary {path}: {exc.strerror or exc}") from None
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
 def run(args: argparse.Namespace) -> int:
     from core.commands import CliError
-    from core.images import discover_images
+    from core.workspace import WorkspaceError
 
-    folder = Path(os.path.abspath(Path(args.folder).expanduser()))
-    if not folder.exists():
-        raise CliError(f"no such folder: {folder}")
-    if not folder.is_dir():
-        raise CliError(f"not a folder: {folder}")
+    try:
+        return _run(args)
+    except WorkspaceError as exc:
+        raise CliError(str(exc)) from None
+
+
+def _run(args: argparse.Namespace) -> int:
+    from core.commands import CliError
+    from core.records import safe_text
+    from core.workspace import Workspace
+
+    # --- arguments --------------------------------------------------------------------------------
+    for dest, option in OUTPUTS:
+        value = getattr(args, dest, None)
+        if value is not None and not str(value).strip():
+            raise CliError(f"{option} needs a {'folder' if dest == 'session' else 'file'} name, got ''")
     if args.threshold is not None and not 0.0 <= args.threshold <= 1.0:
         raise CliError(f"--threshold must be between 0 and 1, got {args.threshold}")
     if args.resume and not args.session:
         raise CliError("--resume needs --session DIR (the session folder of the run to resume)")
     if args.batch_size < 1:
         raise CliError("--batch-size must be at least 1")
+    if args.actors < 1:
+        raise CliError("--actors must be at least 1")
+    refs = _model_refs(args.model)
+    folder = Path(os.path.abspath(Path(args.folder).expanduser()))
+    if not folder.exists():
+        raise CliError(f"no such folder: {safe_text(str(folder))}")
+    if not folder.is_dir():
+        raise CliError(f"not a folder: {safe_text(str(folder))}")
     _check_writable(args.csv_path, "CSV")
     _check_writable(args.report_path, "report")
+    _check_writable(args.summary_path, "summary")
 
-    walk_errors: list[str] = []
-    paths = discover_images(folder, errors=walk_errors)
+    paths, walk_errors = Workspace.discover(folder)
     for message in walk_errors:
         print(f"warning: {message}", file=sys.stderr)
+    inputs: list[Path] = list(paths)
+    if args.engine == "local":
+        from core.bundle import BundleError, resolve_bundle_dir
 
-    from core.bundle import BundleError, load_bundle
+        for ref in refs:
+            try:
+                inputs.append(resolve_bundle_dir(ref))
+            except BundleError:
+                pass  # load_bundle below says what is wrong
+    outputs = [(option, getattr(args, dest)) for dest, option in OUTPUTS if getattr(args, dest, None)]
+    check_outputs(outputs, folder, inputs)
 
+    engines = [_make_engine(args, ref) for ref in refs]
+    keys = []
+    for _e, card, _rt in engines:
+        if card.key in keys:
+            raise CliError(f"--model {card.display_name} is given twice")
+        keys.append(card.key)
+
+    ws = Workspace.open(folder, args.session, paths=paths, walk_errors=walk_errors)
     try:
-        bundle = load_bundle(args.model)
-    except BundleError as exc:
-        raise CliError(str(exc)) from None
-    from core.inference import InferenceEngine
-
-    engine = InferenceEngine(bundle, batch_size=args.batch_size, threshold=args.threshold)
-    card = bundle.card
-
-    store = run_id = None
-    previous = []
-    todo = paths
-    if args.session:
-        from core.session import SessionStore
-
-        session_dir = Path(args.session).expanduser()
-        session_dir.mkdir(parents=True, exist_ok=True)
-        store = SessionStore.open(session_dir)
-        if args.resume:
-            done = store.done_paths(card.model_sha256)
-            wanted = {str(p) for p in paths}
-            previous = [r for r in store.results(model_sha256=card.model_sha256) if r.path in wanted]
-            todo = [p for p in paths if str(p) not in done]
-            print(f"Resuming: {len(previous)} already scored, {len(todo)} to go", file=sys.stderr)
-        run_id = store.start_run(card, str(folder), engine.threshold)
-
-    print(f"{card.name} {card.version} (sha256 {card.short_sha}, threshold {engine.threshold:.3f}, "
-          f"runtime {bundle.runtime_name}) on "
-          f"{len(paths)} images in {folder}. {DISCLAIMER}", file=sys.stderr)
-    bar = ProgressBar(enabled=not args.quiet)
-    records = []
-    status = "interrupted"
-    try:
-        if store is None:
-            records.extend(engine.run(todo, progress=bar))
-        else:
-            # The engine yields whole batches, so a batch-sized sink commits each batch as it completes.
-            with store.batched(run_id, size=args.batch_size) as sink:
-                for record in engine.run(todo, progress=bar):
-                    sink.add(record)
-                    records.append(record)
-        status = "finished"
+        return _classify(args, ws, engines, keys)
     finally:
-        if store is not None:
-            store.finish_run(run_id, status)
+        ws.close()
 
-    # Resumed runs report every file once: earlier results first in discovery order.
-    by_path = {r.path: r for r in previous}
-    by_path.update({r.path: r for r in records})
-    ordered = [by_path[str(p)] for p in paths if str(p) in by_path]
 
-    if args.csv_path:
-        from core.csvio import write_results_csv
+def _classify(args, ws, engines, keys) -> int:
+    from core.commands import CliError
+    from core.workspace import WorkspaceError, combined_status
 
-        write_results_csv(ordered, args.csv_path)
+    try:
+        plans = [ws.to_score(card, args.threshold, resume=args.resume) for _e, card, _rt in engines]
+    except ValueError as exc:
+        raise CliError(str(exc)) from None
+    for (_e, card, runtime), plan in zip(engines, plans):
+        print(f"{card.name} {card.version} (sha256 {card.short_sha}, threshold {plan.threshold:.3f}, "
+              f"runtime {runtime}) on {len(ws.paths)} photos in {ws.folder}. {DISCLAIMER}", file=sys.stderr)
+        if args.resume:
+            prefix = f"{card.display_name}: " if len(engines) > 1 else ""
+            print(f"Resuming: {prefix}{plan.describe()}", file=sys.stderr)
+
+    stream = ws.csv_stream(args.csv_path, keys, plans) if args.csv_path else None
+    runs = []
+    try:
+        for (engine, card, _rt), plan in zip(engines, plans):
+            label = f"{card.name} " if len(engines) > 1 else ""
+            run = ws.run(engine, plan, progress=ProgressBar(not args.quiet, label))
+            runs.append(run)
+            try:
+                for record in run:
+                    if stream is not None:
+                        stream.add(record)
+            except WorkspaceError:
+                raise
+            except (KeyboardInterrupt, CliError):
+                raise
+            except Exception as exc:  # noqa: BLE001 - an engine failure: one line, exit 2, nothing published
+                raise CliError(f"{card.display_name} failed: {exc}") from None
+        # --parquet DIR (colleague, core.parquet): write ws.records(keys) here, before the CSV is published.
+        if stream is not None:
+            stream.close()
+    except BaseException:
+        if stream is not None:
+            stream.abort()
+        raise
+    status = combined_status(runs)
     if args.report_path:
-        from core.reports import write_pdf_report
+        ws.export_pdf(args.report_path, keys, cards=[card for _e, card, _rt in engines])
+    outputs = {"csv": args.csv_path, "report": args.report_path, "summary": args.summary_path}
+    summary = ws.summary(keys, status, runs, outputs)
+    if args.summary_path:
+        _write_json_atomic(summary, args.summary_path)
 
-        reviews = store.reviews() if store is not None else None
-        write_pdf_report(ordered, args.report_path, folder=str(folder), cards=[card], reviews=reviews)
-        if store is not None:
-            store.log("report_exported", {"path": str(args.report_path), "rows": len(ordered)})
-
-    counts = Counter(r.prediction if r.ok else "error" for r in ordered)
-    flags = Counter(r.flag for r in ordered if r.flag)
-    summary = ", ".join(f"{k}: {v}" for k, v in sorted(counts.items()))
-    flag_text = ", ".join(f"{k}: {v}" for k, v in sorted(flags.items())) or "none"
-    print(f"Done: {len(ordered)} files ({summary}); flagged for review: {flag_text}", file=sys.stderr)
-    if args.csv_path:
-        print(f"CSV: {args.csv_path}", file=sys.stderr)
-    if args.report_path:
-        print(f"Report: {args.report_path}", file=sys.stderr)
+    preds = ", ".join(f"{k}: {v}" for k, v in summary["predictions"].items())
+    if summary["errors"]:
+        preds = ", ".join(filter(None, [preds, f"error: {summary['errors']}"]))
+    flag_text = ", ".join(f"{k}: {v}" for k, v in summary["flags"].items()) or "none"
+    agree = summary.get("agreement")
+    agree_text = f"; models disagree on {agree.get('disagree', 0)}" if agree else ""
+    print(f"Done: {summary['with_result']} photos ({preds}); flagged for review: {flag_text}{agree_text}",
+          file=sys.stderr)
+    for label, path in (("CSV", args.csv_path), ("Report", args.report_path), ("Summary", args.summary_path)):
+        if path:
+            print(f"{label}: {path}", file=sys.stderr)
     if not args.csv_path and not args.report_path:
-        for r in ordered:
-            value = f"{r.p_mpox:.3f}" if r.p_mpox is not None else "-"
-            print(f"{r.path}\t{r.status}\t{value}\t{r.prediction or ''}\t{r.flag}\t{r.error}")
+        for path in ws.paths:
+            recs = [r for r in ws.photo_records(path, keys) if r is not None]
+            if not recs:
+                continue
+            cells = []
+            for r in recs:
+                value = f"{r.p_mpox:.3f}" if r.p_mpox is not None else "-"
+                cells += [r.status, value, r.prediction or "", r.flag]
+            print("\t".join([path] + cells + [next((r.error for r in recs if r.error), "")]))
     return 0

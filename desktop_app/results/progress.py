@@ -14,7 +14,8 @@ def format_eta(seconds: float) -> str:
 
 
 class RunProgress:
-    """Feed it start() then update(done, total) with the controller's (file, model) pair counts."""
+    """Feed it start() then update(done, total) with the controller's counts, which are photos (a photo is
+    done when every selected model has scored it)."""
 
     def __init__(self, clock: Callable[[], float] = time.monotonic):
         self.clock = clock
@@ -32,8 +33,9 @@ class RunProgress:
             return f"Loading {', '.join(self.loading)}… (scoring starts when the model is ready)", ""
         return "Starting…", ""
 
-    def photos(self, pairs: int) -> int:
-        return pairs // self.n_models
+    @staticmethod
+    def photos(count: int) -> int:
+        return int(count)
 
     def update(self, done: int, total: int) -> tuple[str, str]:
         """(message, eta). No ETA until the first batch is scored; then from the rate since that batch."""

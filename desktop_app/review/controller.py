@@ -38,8 +38,8 @@ class ReviewCommand(QUndoCommand):
 
 
 class ReviewController(QObject):
-    """Applies labels to the table model and the session. `window` provides model, results, settings,
-    session (may be None) and detail; nothing else is assumed."""
+    """Applies labels to the table model and the workspace. `window` provides model, results, settings,
+    workspace (may be None) and detail; nothing else is assumed."""
 
     message = Signal(str, bool)     # text for the status bar, error?
     applied = Signal(str, str)      # path, label ("" = cleared): after the table and session agree
@@ -91,14 +91,15 @@ class ReviewController(QObject):
         if source_row is None:
             return
         reviewer = self.window.settings.reviewer
-        session = getattr(self.window, "session", None)
+        # Through the workspace (core.workspace), the one place that defines a review for the CLI and the app.
+        workspace = getattr(self.window, "workspace", None)
         saved = True
-        if session is not None:
+        if workspace is not None:
             try:
                 if label:
-                    session.set_review(path, label, reviewer)
+                    workspace.review(path, label, reviewer or None)
                 else:
-                    session.clear_review(path, reviewer)
+                    workspace.clear_review(path, reviewer or None)
             except Exception as exc:  # noqa: BLE001 - keep the label on screen, but say it was not saved
                 saved = False
                 self.message.emit(f"Review not saved to the session: {exc}", True)

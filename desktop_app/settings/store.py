@@ -80,9 +80,10 @@ class AppSettings:
         self.q.setValue("paths/last_export_dir", value)
 
     def export_path(self, fallback_folder: str, file_name: str) -> str:
-        """Where an export dialog starts: the last export folder, else the photo folder."""
+        """Where an export dialog starts: the last export folder, else the folder that holds the photo folder
+        (outputs never go inside the scanned folder: core.workspace refuses that, as classify does)."""
         folder = self.last_export_dir if self.last_export_dir and os.path.isdir(self.last_export_dir) \
-            else fallback_folder
+            else (os.path.dirname(os.path.abspath(fallback_folder)) if fallback_folder else "")
         return os.path.join(folder or os.path.expanduser("~"), file_name)
 
     def remember_export(self, out_path: str) -> None:

@@ -51,27 +51,29 @@ class PythonThread(QThread):
 
 @dataclass
 class RunJob:
-    """One inference request for one model: what to score and where to record it."""
+    """One run request for one model: a core.workspace.ScorePlan on a core.workspace.Workspace."""
 
-    paths: list[str]
+    workspace: Any                   # core.workspace.Workspace
+    plan: Any                        # core.workspace.ScorePlan for this worker's model
     cancel: Any                      # core.progress.CancelToken
-    folder: str = ""
-    session: Any = None              # core.session.SessionStore or None
     job_id: int = 0
 
 
 @dataclass
 class RunSummary:
-    """How a run of one model ended."""
+    """How a run of one model ended; counts are photos (one run scores each photo once)."""
 
     model_key: str
     total: int
     done: int = 0
     errors: int = 0
+    status: str = ""                 # core.workspace.RUN_STATUSES
     cancelled: bool = False
     failed: str = ""
     elapsed_s: float = 0.0
     card: Any = None
+    scored: set = field(default_factory=set)        # photos scored in this run
+    unreadable: set = field(default_factory=set)    # of which error rows
     extra: dict = field(default_factory=dict)
 
 
@@ -134,19 +136,17 @@ class ModelWorker(QObject):
 
     @Slot(object)
     def run(self, job: RunJob) -> None:
-        summary = RunSummary(self.bundle_ref, total=len(job.paths))
+        """Iterate the workspace's run of this model (it commits to the session); emit each result."""
+        summary = RunSummary(self.bundle_ref, total=len(job.plan.score))
         start = time.monotonic()
-        self.run_started.emit(len(job.paths))
-        run_id = None
+        self.run_started.emit(summary.total)
+        run = None
         try:
             bundle = self._ensure_loaded()
             summary.card = bundle.card
             from core.inference import InferenceEngine
-            from core.progress import Cancelled
 
-            if job.session is not None:
-                run_id = job.session.start_run(bundle.card, job.folder)
-            engine = InferenceEngine(bundle, batch_size=self.batch_size)
+            engine = InferenceEngine(bundle, batch_size=self.batch_size, threshold=job.plan.threshold)
 
             pending: list = []
 
@@ -161,30 +161,25 @@ class ModelWorker(QObject):
                 emit_pending()   # the engine reports progress after each batch it has yielded
                 self.progress.emit(int(p.done), int(p.total))
 
+            run = job.workspace.run(engine, job.plan, progress=on_progress, cancel=job.cancel)
             try:
-                for record in engine.run(job.paths, progress=on_progress, cancel=job.cancel):
-                    summary.done += 1
-                    if not record.ok:
-                        summary.errors += 1
-                    if job.session is not None and run_id is not None:
-                        # Stored here, off the GUI thread: each result is committed durably (fsync).
-                        job.session.add_result(run_id, record)
+                for record in run:
                     pending.append(record)
-            except Cancelled:
-                pass
             finally:
                 emit_pending()
-            summary.cancelled = bool(job.cancel is not None and job.cancel.cancelled and summary.done < summary.total)
         except Exception as exc:  # a failed run reports why and keeps the partial results
             summary.failed = str(exc) or type(exc).__name__
         finally:
             summary.elapsed_s = time.monotonic() - start
-            if job.session is not None and run_id is not None:
-                status = "failed" if summary.failed else ("cancelled" if summary.cancelled else "finished")
-                try:
-                    job.session.finish_run(run_id, status)
-                except Exception:  # noqa: BLE001 - the run's results are already stored
-                    pass
+            if run is not None:
+                summary.status = run.status or "failed"
+                summary.done, summary.errors = run.scored, run.errors
+                summary.scored, summary.unreadable = set(run.scored_paths), set(run.error_paths)
+            else:
+                summary.status = "failed"
+            summary.cancelled = summary.status == "cancelled"
+            if summary.status == "failed" and not summary.failed:
+                summary.failed = (run.error if run is not None else "") or "failed"
             self.run_finished.emit(summary)
 
     @Slot(str)

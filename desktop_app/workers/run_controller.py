@@ -1,4 +1,8 @@
-"""Runs one folder through one or more model workers and merges their signals for the window."""
+"""Runs a workspace through one or more model workers and merges their signals for the window.
+
+Each worker iterates `core.workspace.Workspace.run` for its model (the workspace commits and records
+the run's status); this controller only schedules, merges and counts in photos.
+"""
 
 from __future__ import annotations
 
@@ -22,10 +26,16 @@ PROGRESS_INTERVAL_S = 0.1   # a QProgressBar repaints synchronously on every vis
 class RunController(QObject):
     """Starts a run on each selected model (each in its own worker thread) and reports them as one.
 
-    Signals: started(total), progress(done, total), records(list of records, in arrival order),
-    result(record, once per record, for scripts), finished(summary dict), failed(message).
-    `total` counts (file, model) pairs. Records and progress are delivered in bounded chunks from a
-    timer; `finished` comes after the last record.
+    Signals: started(photos), progress(photos done, photos), records(list of records, in arrival order),
+    result(record, once per record, for scripts), finished(summary dict), failed(message). Every count is
+    in photos, never file x model: with two models a photo is done when both have scored it (progress is
+    the mean of the models' progress, in photos). Records and progress reach the window in bounded chunks
+    from a timer, so a backlog never becomes one long stretch of GUI work; `finished` comes after the last
+    record.
+
+    The finished summary: {status (finished | cancelled | failed; see core.workspace), total (photos to score),
+    kept (photos that got a result), errors (photos that could not be read), results (records, file x model),
+    cancelled, elapsed_s, failures, models}.
     """
 
     started = Signal(int)
@@ -42,6 +52,7 @@ class RunController(QObject):
         self._done: dict[str, int] = {}
         self._totals: dict[str, int] = {}
         self._summaries: dict[str, RunSummary] = {}
+        self._photos = 0
         self._job_id = 0
         self.started_at = 0.0
         self.running = False
@@ -54,8 +65,9 @@ class RunController(QObject):
         self._flush_timer.setInterval(FLUSH_INTERVAL_MS)
         self._flush_timer.timeout.connect(self._flush)
 
-    def start(self, jobs: Iterable[tuple[ModelHandle, list[str]]], folder: str = "", session=None) -> None:
-        """Start one run per (model handle, paths to score) pair; all share one CancelToken."""
+    def start(self, jobs: Iterable[tuple[ModelHandle, object]], workspace) -> None:
+        """Start one run per (model handle, core.workspace.ScorePlan) pair on `workspace`; all share one
+        CancelToken."""
         from core.progress import CancelToken  # pure Python, no TensorFlow
 
         if self.running:
@@ -66,7 +78,8 @@ class RunController(QObject):
         self._job_id += 1
         self.token = CancelToken()
         self._done = {h.key: 0 for h in self._handles}
-        self._totals = {h.key: len(paths) for h, paths in jobs}
+        self._totals = {h.key: len(plan.score) for h, plan in jobs}
+        self._photos = len({p for _h, plan in jobs for p in plan.score})
         self._summaries = {}
         self._queue.clear()
         self._final = None
@@ -81,16 +94,19 @@ class RunController(QObject):
             w.run_finished.connect(self._on_finished)
         self.started.emit(self.total)
         self._flush_timer.start()
-        for handle, paths in jobs:
-            handle.run(RunJob(list(paths), self.token, folder, session, self._job_id))
+        for handle, plan in jobs:
+            handle.run(RunJob(workspace, plan, self.token, self._job_id))
 
     @property
     def total(self) -> int:
-        return sum(self._totals.values())
+        """Photos to score in this run."""
+        return self._photos
 
     @property
     def done(self) -> int:
-        return sum(self._done.values())
+        """Photos scored so far (mean over the models of each one's share of its work)."""
+        shares = [self._done[k] / t for k, t in self._totals.items() if t]
+        return int(self._photos * sum(shares) / len(shares)) if shares else 0
 
     def cancel(self) -> None:
         if self.token is not None:
@@ -151,10 +167,14 @@ class RunController(QObject):
         self._progress_dirty = True
         summaries = list(self._summaries.values())
         failures = [s.failed for s in summaries if s.failed]
+        statuses = {s.status for s in summaries}
+        status = next((s for s in ("failed", "interrupted", "cancelled") if s in statuses), "finished")
         out = {
-            "total": sum(s.total for s in summaries),
-            "kept": sum(s.done for s in summaries),
-            "errors": sum(s.errors for s in summaries),
+            "status": status,
+            "total": self._photos,
+            "kept": len(set().union(*(s.scored for s in summaries))),
+            "errors": len(set().union(*(s.unreadable for s in summaries))),
+            "results": sum(s.done for s in summaries),
             "cancelled": bool(self.token is not None and self.token.cancelled),
             "elapsed_s": time.monotonic() - self.started_at,
             "failures": failures,

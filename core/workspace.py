@@ -1,0 +1,727 @@
+"""One folder of photos and (optionally) its session: what both the command line and the app drive.
+
+A `Workspace` owns the folder's discovered photos, the results and reviews restored from its session,
+and every rule about them, so `mpox-triage classify` and the desktop app cannot drift apart:
+
+* what still needs scoring for a model (`to_score`: one resume policy),
+* a run (`run`: start, commit, finish with one status vocabulary),
+* reviews (`review`, `clear_review`),
+* exports (`export_csv`, `export_pdf`, `csv_stream`), each with exactly one audit entry of one shape,
+* counts, always in photos (`counts`, `summary`).
+
+Qt-free and TensorFlow-free: an engine is any object with `.run(paths, progress=None, cancel=None)`
+yielding `ResultRecord`s and a `.card` (or `.bundle.card`), e.g. `core.inference.InferenceEngine` or
+`core.scale.RayEngine`.
+
+Resume policy (`to_score`): a photo is (re)scored when the model has no result for it, its result is an
+error row, or the file changed since it was scored (size or mtime differ and then the SHA-256 differs;
+with `verify_hashes=True` the SHA-256 is always compared). A result scored at another threshold is
+re-decided, not re-scored: p(mpox) does not depend on the threshold, so prediction (and flag) are
+recomputed from the stored p(mpox) and out-of-scope score exactly as the model would.
+
+Commit policy: results are committed to the session once per engine batch (when the engine reports
+progress) and at least every `commit_every` results, and whatever is buffered when a run stops for any
+reason. A kill -9 loses at most the batch being written; a resume re-scores it.
+
+Run status (written to the session's `runs` table and the `run_finished` audit entry):
+  finished     every planned photo has a result
+  cancelled    the caller's CancelToken stopped it (or the caller stopped iterating)
+  interrupted  the process was interrupted (Ctrl+C / KeyboardInterrupt, SIGTERM turned into one)
+  failed       an error stopped it (engine failure, a full disk...); `run.error` says why
+A run still `running` in a session was killed before it could write any status.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import tempfile
+import threading
+from collections import Counter
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any, Iterable, Iterator, Sequence
+
+from core.progress import Cancelled, CancelToken, Progress, ProgressFn
+from core.records import ResultRecord, safe_text, utc_now
+
+STATUS_FINISHED = "finished"
+STATUS_CANCELLED = "cancelled"
+STATUS_INTERRUPTED = "interrupted"
+STATUS_FAILED = "failed"
+RUN_STATUSES = (STATUS_FINISHED, STATUS_CANCELLED, STATUS_INTERRUPTED, STATUS_FAILED)
+
+ACTION_EXPORTED = "report_exported"   # one audit action for every export; details say the kind
+REASON_MISSING, REASON_ERROR, REASON_CHANGED = "missing", "error", "changed"
+
+
+class WorkspaceError(Exception):
+    """A workspace could not be opened or written (session, CSV, PDF); the message is one line for the user."""
+
+
+def card_key(card: Any) -> str:
+    """ModelCard.key for a card (or a dict with the same fields)."""
+    key = getattr(card, "key", None)
+    if isinstance(key, str):
+        return key
+    get = card.get if isinstance(card, dict) else (lambda n, d="": getattr(card, n, d))
+    return get("model_sha256", "") or f"{get('name', '')} {get('version', '')}"
+
+
+def engine_card(engine: Any) -> Any:
+    card = getattr(engine, "card", None)
+    if card is None and getattr(engine, "bundle", None) is not None:
+        card = engine.bundle.card
+    if card is None:
+        raise TypeError("an engine needs a .card (or .bundle.card) saying which model it runs")
+    return card
+
+
+def decide(card: Any, record: ResultRecord, threshold: float) -> ResultRecord:
+    """`record` with prediction and flag recomputed at `threshold` from its stored p(mpox) and ood score."""
+    if not record.ok or record.p_mpox is None:
+        return replace(record, threshold=threshold)
+    import numpy as np
+
+    from core.bundle import Bundle
+
+    ood = None if record.ood_score is None else np.array([record.ood_score])
+    scored = Bundle(card, None, None).decide(np.array([record.p_mpox]), ood, threshold)
+    return replace(record, prediction=scored.prediction[0], flag=scored.flag[0], threshold=float(threshold))
+
+
+def _write_error(what: str, path: Any, exc: BaseException) -> WorkspaceError:
+    reason = getattr(exc, "strerror", None) or str(exc) or type(exc).__name__
+    return WorkspaceError(f"cannot write {what} {path}: {reason}")
+
+
+@dataclass
+class ScorePlan:
+    """What a run of one model must do on this workspace (see the module's resume policy)."""
+
+    key: str
+    card: Any
+    threshold: float
+    score: list[str] = field(default_factory=list)        # photos to (re)score
+    redecide: list[str] = field(default_factory=list)     # stored results to re-decide at `threshold`
+    kept: int = 0                                          # stored results used as they are
+    reasons: Counter = field(default_factory=Counter)     # why each photo in `score` is there
+    stats: dict[str, tuple[int, int]] = field(default_factory=dict)  # photo -> (size, mtime_ns) before scoring
+
+    @property
+    def restored(self) -> int:
+        return self.kept + len(self.redecide)
+
+    @property
+    def empty(self) -> bool:
+        return not self.score and not self.redecide
+
+    def describe(self) -> str:
+        why = ", ".join(f"{n} {r}" for r, n in sorted(self.reasons.items()))
+        text = f"{self.restored} already scored, {len(self.score)} to go"
+        if why:
+            text += f" ({why})"
+        if self.redecide:
+            text += f"; {len(self.redecide)} re-decided at threshold {self.threshold:.3f}"
+        return text
+
+
+class Workspace:
+    """A folder's photos, their results and reviews, and (optionally) the session that stores them."""
+
+    def __init__(self, folder: str | os.PathLike, session: Any = None, actor: str | None = None,
+                 paths: Sequence[os.PathLike | str] | None = None, walk_errors: Sequence[str] = ()):
+        from core.images import discover_images
+
+        self.folder = Path(os.path.abspath(Path(folder).expanduser()))
+        self.session = session
+        self.actor = actor
+        self.walk_errors: list[str] = list(walk_errors)
+        if paths is None:
+            errors: list[str] = []
+            paths = discover_images(self.folder, errors=errors)
+            self.walk_errors += [safe_text(e) for e in errors]
+        self._files: dict[str, Path] = {}
+        for p in paths:
+            key = safe_text(str(p))
+            if key in self._files:
+                self.walk_errors.append(f"{key}: two files have this name once escaped; only the first is used")
+                continue
+            self._files[key] = Path(p)
+        self.paths: list[str] = list(self._files)
+        self.results: dict[str, dict[str, ResultRecord]] = {}   # model key -> photo -> latest result
+        self.cards: dict[str, Any] = {}                           # model key -> card, as met
+        self._reviews: dict[str, dict] = {}
+        self._lock = threading.RLock()
+        if session is not None:
+            self._restore()
+
+    # --- opening ---------------------------------------------------------------------------------
+    @classmethod
+    def open(cls, folder: str | os.PathLike, session_dir: str | os.PathLike | None = None,
+             actor: str | None = None, paths: Sequence[os.PathLike | str] | None = None,
+             walk_errors: Sequence[str] = ()) -> "Workspace":
+        """Discover the folder's photos (unless `paths` is given) and open (or create) its session,
+        restoring results and reviews.
+
+        Raises WorkspaceError with a one-line message for a missing folder or an unusable session."""
+        folder = Path(os.path.abspath(Path(folder).expanduser()))
+        if not folder.exists():
+            raise WorkspaceError(f"no such folder: {folder}")
+        if not folder.is_dir():
+            raise WorkspaceError(f"not a folder: {folder}")
+        session = None
+        if session_dir is not None:
+            from core.session import SessionError, SessionStore
+
+            if Path(session_dir).expanduser().is_file() and Path(session_dir).suffix.lower() not in (
+                    ".sqlite", ".db", ".sqlite3"):
+                raise WorkspaceError(f"--session {session_dir} is a file; give a session folder")
+            try:
+                session = SessionStore.open(session_dir)
+            except SessionError as exc:
+                raise WorkspaceError(safe_text(str(exc))) from None
+        try:
+            return cls(folder, session, actor, paths=paths, walk_errors=walk_errors)
+        except RecursionError:
+            if session is not None:
+                session.close()
+            raise WorkspaceError(f"{folder}: folders are nested too deep to search") from None
+        except OSError as exc:
+            if session is not None:
+                session.close()
+            raise WorkspaceError(f"cannot open {folder}: {exc.strerror or exc}") from None
+
+    @staticmethod
+    def discover(folder: str | os.PathLike) -> tuple[list[Path], list[str]]:
+        """(image files, unreadable-folder messages) under `folder`; WorkspaceError with one line on failure."""
+        from core.images import discover_images
+
+        folder = Path(os.path.abspath(Path(folder).expanduser()))
+        if not folder.exists():
+            raise WorkspaceError(f"no such folder: {safe_text(str(folder))}")
+        if not folder.is_dir():
+            raise WorkspaceError(f"not a folder: {safe_text(str(folder))}")
+        errors: list[str] = []
+        try:
+            paths = discover_images(folder, errors=errors)
+        except RecursionError:
+            raise WorkspaceError(f"{safe_text(str(folder))}: folders are nested too deep to search") from None
+        except OSError as exc:
+            raise WorkspaceError(f"cannot open {safe_text(str(folder))}: {exc.strerror or exc}") from None
+        return paths, [safe_text(e) for e in errors]
+
+    def _restore(self) -> None:
+        wanted = set(self.paths)
+        for rec in self.session.results():
+            if rec.path in wanted:
+                self.results.setdefault(rec.model_key, {})[rec.path] = rec
+        self._reviews = {p: r for p, r in self.session.reviews().items() if p in wanted}
+
+    def close(self) -> None:
+        if self.session is not None:
+            self.session.close()
+            self.session = None
+
+    def __enter__(self) -> "Workspace":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    def file_of(self, path: str) -> Path:
+        """The file on disk behind a photo key (keys are file names made valid UTF-8)."""
+        return self._files.get(path, Path(path))
+
+    # --- what to score ---------------------------------------------------------------------------
+    def to_score(self, card: Any, threshold: float | None = None, verify_hashes: bool = False,
+                 resume: bool = True) -> ScorePlan:
+        """What a run of `card`'s model at `threshold` (default: the card's) must do; see the resume policy.
+        With resume=False every photo is scored again."""
+        thr = float(card.threshold if threshold is None else threshold)
+        if not 0.0 <= thr <= 1.0:
+            raise ValueError(f"threshold must be between 0 and 1, got {thr}")
+        key = card_key(card)
+        self.cards.setdefault(key, card)
+        plan = ScorePlan(key, card, thr)
+        stored = self.results.get(key, {})
+        for path in self.paths:
+            st = _stat(self._files[path])
+            if st is not None:
+                plan.stats[path] = st
+            rec = stored.get(path) if resume else None
+            if rec is None:
+                reason = REASON_MISSING
+            elif not rec.ok:
+                reason = REASON_ERROR
+            elif self._changed(path, rec, st, verify_hashes):
+                reason = REASON_CHANGED
+            else:
+                reason = ""
+            if reason:
+                plan.score.append(path)
+                if rec is not None:
+                    plan.reasons[reason] += 1
+            elif rec.threshold is None or abs(float(rec.threshold) - thr) > 1e-12:
+                plan.redecide.append(path)
+            else:
+                plan.kept += 1
+        return plan
+
+    def _changed(self, path: str, rec: ResultRecord, st: tuple[int, int] | None, verify_hashes: bool) -> bool:
+        if st is None:
+            return True  # gone or unreadable: scoring it again gives its error row
+        if rec.file_size is not None and rec.file_size != st[0]:
+            return True
+        if not verify_hashes and (rec.file_size, rec.file_mtime_ns) == st:
+            return False
+        try:
+            with open(self._files[path], "rb") as fh:
+                digest = hashlib.file_digest(fh, "sha256").hexdigest()
+        except OSError:
+            return True
+        if digest != rec.file_sha256:
+            return True
+        if not verify_hashes:  # same bytes (touched, or a format-2 row without size/mtime): hash it once only
+            self._remember(replace(rec, file_size=st[0], file_mtime_ns=st[1]))
+        return False
+
+    # --- running ---------------------------------------------------------------------------------
+    def run(self, engine: Any, plan: ScorePlan, progress: ProgressFn | None = None,
+            cancel: CancelToken | None = None, commit_every: int | None = None) -> "WorkspaceRun":
+        """A run of `plan` with `engine`: iterate it to get each result as it is committed to the workspace;
+        afterwards `.status` is one of RUN_STATUSES. Re-decided results come first, then scored ones."""
+        key = card_key(engine_card(engine))
+        if key != plan.key:
+            raise ValueError(f"engine runs model {key!r} but the plan is for {plan.key!r}")
+        size = commit_every or getattr(engine, "batch_size", None) or 32
+        return WorkspaceRun(self, engine, plan, progress, cancel, int(size))
+
+    def _remember(self, rec: ResultRecord) -> None:
+        with self._lock:
+            self.results.setdefault(rec.model_key, {})[rec.path] = rec
+
+    # --- reviews ---------------------------------------------------------------------------------
+    @property
+    def reviews(self) -> dict[str, dict]:
+        """Latest review per photo: {path: {label, reviewer, time}}."""
+        return dict(self._reviews)
+
+    def review(self, path: str, label: str, reviewer: str | None = None) -> dict:
+        """Record a human label (mpox / not_mpox / unsure) for a photo; never touches a prediction."""
+        from core.session import REVIEW_LABELS
+
+        if label not in REVIEW_LABELS:
+            raise ValueError(f"review label must be one of {', '.join(REVIEW_LABELS)}, not {label!r}")
+        who = reviewer or self.actor
+        if self.session is not None:
+            self._write("the session", self.session.db_path, self.session.set_review, path, label, who)
+        from core.session import default_actor
+
+        entry = {"label": label, "reviewer": who or default_actor(), "time": utc_now()}
+        self._reviews[path] = entry
+        return entry
+
+    def clear_review(self, path: str, reviewer: str | None = None) -> None:
+        """Take a label back: the photo is unreviewed again (the audit trail keeps the old label)."""
+        if self.session is not None:
+            self._write("the session", self.session.db_path, self.session.clear_review, path,
+                        reviewer or self.actor)
+        self._reviews.pop(path, None)
+
+    @staticmethod
+    def _write(what: str, where: Any, fn, *args):
+        import sqlite3
+
+        from core.session import SessionError
+
+        try:
+            return fn(*args)
+        except (sqlite3.Error, OSError, SessionError) as exc:
+            raise _write_error(what, where, exc) from None
+
+    # --- views in photos -------------------------------------------------------------------------
+    def model_keys(self) -> list[str]:
+        """Models with at least one result in this folder, in the workspace's model order (see ordered)."""
+        return self.ordered([k for k, v in self.results.items() if v])
+
+    def ordered(self, keys: Iterable[str]) -> list[str]:
+        """Models in one fixed order, by (name, version, key), whatever order they were given or ran in:
+        the CSV columns, PDF and summary are the same from the command line and the app."""
+        def sort_key(k: str) -> tuple:
+            info = self.model_info(k)
+            return info["name"], info["version"], k
+
+        return sorted(dict.fromkeys(keys), key=sort_key)
+
+    def records(self, keys: Sequence[str] | None = None) -> list[ResultRecord]:
+        """Every result of the given models (default all), photo by photo in discovery order."""
+        keys = list(keys) if keys is not None else self.model_keys()
+        out = []
+        for path in self.paths:
+            for k in keys:
+                rec = self.results.get(k, {}).get(path)
+                if rec is not None:
+                    out.append(rec)
+        return out
+
+    def photo_records(self, path: str, keys: Sequence[str]) -> list[ResultRecord | None]:
+        return [self.results.get(k, {}).get(path) for k in keys]
+
+    def counts(self, keys: Sequence[str] | None = None) -> dict[str, Any]:
+        """Counts in photos (never file x model) over the given models (default: every model with results)."""
+        from core.csvio import agreement
+
+        keys = list(keys) if keys is not None else self.model_keys()
+        photos = len(self.paths)
+        with_result = complete = errors = 0
+        predictions: Counter = Counter()
+        flags: Counter = Counter()
+        agree: Counter = Counter()
+        for path in self.paths:
+            recs = self.photo_records(path, keys)
+            present = [r for r in recs if r is not None]
+            if not present:
+                continue
+            with_result += 1
+            complete += len(present) == len(keys)
+            if any(not r.ok for r in present):
+                errors += 1
+                if len(keys) > 1:
+                    agree[agreement(recs)] += 1
+                continue
+            labels = {r.prediction for r in present}
+            predictions[labels.pop() if len(labels) == 1 else "disagree"] += 1
+            for f in {r.flag for r in present if r.flag}:
+                flags[f] += 1
+            if len(keys) > 1:
+                agree[agreement(recs)] += 1
+        return {"photos": photos, "with_result": with_result, "scored_by_every_model": complete, "errors": errors,
+                "unscored": photos - with_result, "predictions": dict(sorted(predictions.items())),
+                "flags": dict(sorted(flags.items())), "reviewed": sum(p in self._reviews for p in self.paths),
+                "agreement": dict(sorted(agree.items())) if len(keys) > 1 else None}
+
+    def model_info(self, key: str) -> dict[str, Any]:
+        card = self.cards.get(key)
+        rec = next(iter(self.results.get(key, {}).values()), None)
+        name = getattr(card, "name", None) or (rec.model if rec else key)
+        version = getattr(card, "version", None) or (rec.model_version if rec else "")
+        sha = getattr(card, "model_sha256", None) if card is not None else (rec.model_sha256 if rec else "")
+        return {"key": key, "name": name, "version": version, "sha256": sha or ""}
+
+    # --- exports ---------------------------------------------------------------------------------
+    def csv_columns(self, keys: Sequence[str]) -> list[str]:
+        from core.csvio import CSV_COLUMNS, REVIEW_COLUMNS, wide_columns
+
+        with_reviews = self.session is not None
+        if len(keys) == 1:
+            return CSV_COLUMNS + (REVIEW_COLUMNS if with_reviews else [])
+        return wide_columns(self.slugs(keys), with_reviews)
+
+    def slugs(self, keys: Sequence[str]) -> list[str]:
+        from core.csvio import model_slugs
+
+        infos = [self.model_info(k) for k in keys]
+        return model_slugs([(i["key"], i["name"], i["version"]) for i in infos])
+
+    def csv_row(self, path: str, keys: Sequence[str]) -> dict[str, str] | None:
+        """A photo's CSV row (one per photo whatever the number of models), or None if it has no result."""
+        from core.csvio import review_cells, wide_row
+
+        recs = self.photo_records(path, keys)
+        if all(r is None for r in recs):
+            return None
+        review = self._reviews.get(path)
+        if len(keys) == 1:
+            row = recs[0].to_row()
+            row.update(review_cells(review))
+            return row
+        return wide_row(path, recs, self.slugs(keys), review)
+
+    def csv_stream(self, out: str | os.PathLike, keys: Sequence[str],
+                   plans: Sequence[ScorePlan] = ()) -> "CsvStream":
+        """A CSV written while runs go on: each photo's row is written once every model in `keys` has its
+        final result for it; `close()` writes what is left and publishes the file atomically."""
+        return CsvStream(self, out, self.ordered(keys), plans)
+
+    def export_csv(self, out: str | os.PathLike, keys: Sequence[str] | None = None) -> Path:
+        """Write the CSV of the given models (default: all with results); atomic; one audit entry."""
+        keys = list(keys) if keys is not None else self.model_keys()
+        stream = self.csv_stream(out, keys)
+        return stream.close()
+
+    def export_pdf(self, out: str | os.PathLike, keys: Sequence[str] | None = None, cards: Sequence[Any] = (),
+                   gradcam: dict | None = None, progress: ProgressFn | None = None,
+                   cancel: CancelToken | None = None) -> Path:
+        """Write the PDF report (core.reports.write_pdf_report) into a temporary file published atomically;
+        one audit entry."""
+        from core.reports import write_pdf_report
+
+        keys = self.ordered(keys) if keys is not None else self.model_keys()
+        out = Path(out)
+        records = self.records(keys)
+        by_key = {card_key(c): c for c in cards}
+        by_key.update({k: c for k, c in self.cards.items() if k not in by_key})
+        use_cards = [by_key[k] for k in keys if k in by_key]
+        reviews = self.reviews if self.session is not None else None
+        try:
+            fd, tmp = tempfile.mkstemp(prefix=f".{out.name}.", suffix=".partial.pdf", dir=out.parent)
+            os.close(fd)
+        except OSError as exc:
+            raise _write_error("report", out, exc) from None
+        try:
+            write_pdf_report(records, tmp, folder=str(self.folder), cards=use_cards, reviews=reviews,
+                             gradcam=gradcam or None, progress=progress, cancel=cancel)
+            with open(tmp, "rb+") as fh:
+                os.fsync(fh.fileno())
+            os.replace(tmp, out)
+        except OSError as exc:
+            Path(tmp).unlink(missing_ok=True)
+            raise _write_error("report", out, exc) from None
+        except BaseException:
+            Path(tmp).unlink(missing_ok=True)
+            raise
+        self.log_export("pdf", out, keys)
+        return out
+
+    def log_export(self, kind: str, out: str | os.PathLike, keys: Sequence[str]) -> None:
+        """The one audit entry of an export: {kind, path, photos, models}."""
+        if self.session is None:
+            return
+        photos = sum(1 for p in self.paths if any(r is not None for r in self.photo_records(p, keys)))
+        self._write("the session", self.session.db_path, self.session.log, ACTION_EXPORTED,
+                    {"kind": kind, "path": safe_text(str(out)), "photos": photos, "models": list(keys)}, self.actor)
+
+    # --- summary ---------------------------------------------------------------------------------
+    def summary(self, keys: Sequence[str], status: str, runs: Sequence["WorkspaceRun"] = (),
+                outputs: dict[str, str | None] | None = None) -> dict[str, Any]:
+        """The JSON summary of `classify --summary` (counts in photos); "shift" is filled by core.shift later."""
+        by_key = {r.plan.key: r for r in runs}
+        keys = self.ordered(keys)
+        models = []
+        for k in keys:
+            info = self.model_info(k)
+            run = by_key.get(k)
+            info.update({
+                "threshold": run.plan.threshold if run else None,
+                "status": run.status if run else None,
+                "scored_now": run.scored if run else 0,
+                "redecided": len(run.plan.redecide) if run else 0,
+                "kept": run.plan.kept if run else 0,
+                "rescored_because": dict(run.plan.reasons) if run else {},
+            })
+            models.append(info)
+        counts = self.counts(keys)
+        return {"folder": safe_text(str(self.folder)), "status": status, **counts, "models": models,
+                "walk_errors": list(self.walk_errors), "outputs": dict(outputs or {}),
+                "session": safe_text(str(self.session.session_dir)) if self.session is not None else None,
+                "shift": None}
+
+
+def combined_status(runs: Iterable["WorkspaceRun"]) -> str:
+    """One status for several runs: failed > interrupted > cancelled > finished."""
+    statuses = {r.status for r in runs}
+    for s in (STATUS_FAILED, STATUS_INTERRUPTED, STATUS_CANCELLED):
+        if s in statuses:
+            return s
+    return STATUS_FINISHED
+
+
+def _stat(path: Path) -> tuple[int, int] | None:
+    try:
+        st = path.stat()
+    except OSError:
+        return None
+    return st.st_size, st.st_mtime_ns
+
+
+class WorkspaceRun:
+    """One run of one model on a workspace: iterate it (once) to get each result; see Workspace.run."""
+
+    def __init__(self, ws: Workspace, engine: Any, plan: ScorePlan, progress: ProgressFn | None,
+                 cancel: CancelToken | None, commit_every: int):
+        self.ws, self.engine, self.plan = ws, engine, plan
+        self.progress, self.cancel, self.commit_every = progress, cancel, max(1, commit_every)
+        self.status: str | None = None
+        self.error = ""
+        self.run_id: str | None = None
+        self.scored = 0          # results from the engine (photos, since a run is one model)
+        self.errors = 0          # of which error rows
+        self.scored_paths: list[str] = []
+        self.error_paths: list[str] = []
+        self._buffer: list[ResultRecord] = []
+        self._started = False
+
+    @property
+    def total(self) -> int:
+        return len(self.plan.score)
+
+    def _flush(self) -> None:
+        if not self._buffer or self.run_id is None:
+            self._buffer = []
+            return
+        batch, self._buffer = self._buffer, []
+        session = self.ws.session
+        self.ws._write("the session", session.db_path, session.add_results, self.run_id, batch)
+
+    def _adopt(self, rec: ResultRecord) -> ResultRecord:
+        rec = rec.safe()
+        size, mtime = self.plan.stats.get(rec.path, (None, None))
+        rec = replace(rec, file_size=size, file_mtime_ns=mtime)
+        if rec.threshold is None or abs(float(rec.threshold) - self.plan.threshold) > 1e-12:
+            rec = decide(self.plan.card, rec, self.plan.threshold)  # an engine that ignores our threshold
+        return rec
+
+    def __iter__(self) -> Iterator[ResultRecord]:
+        if self._started:
+            raise RuntimeError("a WorkspaceRun can be iterated only once")
+        self._started = True
+        ws, plan = self.ws, self.plan
+        if ws.session is not None:
+            self.run_id = ws._write("the session", ws.session.db_path, ws.session.start_run, plan.card,
+                                    str(ws.folder), plan.threshold, ws.actor)
+        status = STATUS_FAILED
+        records_iter = None
+
+        def on_progress(p: Progress) -> None:
+            self._flush()  # the engine reports progress once per batch: commit that batch
+            if self.progress is not None:
+                self.progress(p)
+
+        try:
+            if plan.redecide:
+                redone = [decide(plan.card, replace(ws.results[plan.key][p], timestamp=utc_now()), plan.threshold)
+                          for p in plan.redecide]
+                for rec in redone:
+                    ws._remember(rec)
+                self._buffer.extend(redone)
+                self._flush()
+                yield from redone
+            files = [ws.file_of(p) for p in plan.score]
+            records_iter = iter(self.engine.run(files, progress=on_progress, cancel=self.cancel))
+            for rec in records_iter:
+                rec = self._adopt(rec)
+                self.scored += 1
+                self.scored_paths.append(rec.path)
+                if not rec.ok:
+                    self.errors += 1
+                    self.error_paths.append(rec.path)
+                ws._remember(rec)
+                self._buffer.append(rec)
+                if len(self._buffer) >= self.commit_every:
+                    self._flush()
+                yield rec
+            self._flush()
+            cancelled = self.cancel is not None and self.cancel.cancelled and self.scored < self.total
+            status = STATUS_CANCELLED if cancelled else STATUS_FINISHED
+        except Cancelled:
+            status = STATUS_CANCELLED
+            self._safe_flush()
+        except GeneratorExit:  # the caller stopped iterating: what it got is kept
+            status = STATUS_CANCELLED
+            self._safe_flush()
+            raise
+        except KeyboardInterrupt:
+            status = STATUS_INTERRUPTED
+            self.error = "interrupted"
+            self._safe_flush()
+            raise
+        except BaseException as exc:
+            status = STATUS_FAILED
+            self.error = safe_text(str(exc)) or type(exc).__name__
+            self._safe_flush()
+            raise
+        finally:
+            self.status = status
+            close = getattr(records_iter, "close", None)
+            if close is not None:
+                try:
+                    close()
+                except Exception:  # noqa: BLE001 - the engine's own cleanup must not hide our status
+                    pass
+            if self.run_id is not None:
+                try:
+                    ws.session.finish_run(self.run_id, status, ws.actor)
+                except Exception:  # noqa: BLE001 - e.g. the disk is full; the run stays 'running' (killed)
+                    pass
+
+    def _safe_flush(self) -> None:
+        try:
+            self._flush()
+        except Exception:  # noqa: BLE001 - the original error is what the caller must see
+            self._buffer = []
+
+
+class CsvStream:
+    """See Workspace.csv_stream."""
+
+    def __init__(self, ws: Workspace, out: str | os.PathLike, keys: list[str], plans: Sequence[ScorePlan]):
+        from core.csvio import ResultCsvWriter
+
+        self.ws, self.out, self.keys = ws, Path(out), keys
+        self._pending: dict[str, set[str]] = {}
+        for plan in plans:
+            if plan.key in keys:
+                for p in plan.score + plan.redecide:
+                    self._pending.setdefault(p, set()).add(plan.key)
+        self._written: set[str] = set()
+        try:
+            self.writer = ResultCsvWriter(out, columns=ws.csv_columns(keys))
+        except OSError as exc:
+            raise _write_error("CSV", out, exc) from None
+        self.closed = False
+        try:
+            for path in ws.paths:
+                if path not in self._pending:
+                    self._write(path)
+        except BaseException:
+            self.abort()
+            raise
+
+    def _write(self, path: str) -> None:
+        row = self.ws.csv_row(path, self.keys)
+        if row is None or path in self._written:
+            return
+        try:
+            self.writer.write_row(row)
+            self.writer.flush()  # row by row: a killed run leaves every row so far in the hidden .partial file
+        except OSError as exc:
+            self.abort()
+            raise _write_error("CSV", self.out, exc) from None
+        self._written.add(path)
+
+    def add(self, record: ResultRecord) -> None:
+        """A record has arrived (and been committed): write its photo's row if that photo is complete."""
+        waiting = self._pending.get(record.path)
+        if waiting is None:
+            return
+        waiting.discard(record.model_key)
+        if not waiting:
+            del self._pending[record.path]
+            self._write(record.path)
+
+    def close(self) -> Path:
+        """Write the photos still waiting (in discovery order), publish atomically, log one audit entry."""
+        try:
+            for path in self.ws.paths:
+                if path in self._pending:
+                    self._write(path)
+            self.writer.close()
+        except OSError as exc:
+            self.abort()
+            raise _write_error("CSV", self.out, exc) from None
+        except BaseException:
+            self.abort()
+            raise
+        self.closed = True
+        self.ws.log_export("csv", self.out, self.keys)
+        return self.out
+
+    @property
+    def rows(self) -> int:
+        return self.writer.rows
+
+    def abort(self) -> None:
+        if not self.closed:
+            self.closed = True
+            self.writer.abort()

@@ -1,0 +1,288 @@
+"""`classify` through the workspace: the holes of issue 12 (3, 4, 8, full disk), several models with one
+row per photo, --summary, --engine, resume semantics. Runs the CLI in-process (core.cli.main) so failures
+can be injected with monkeypatch; tiny bundles from tests/helpers.py."""
+
+from __future__ import annotations
+
+import csv
+import errno
+import json
+import os
+import sqlite3
+import sys
+from pathlib import Path
+
+import pytest
+
+from core.cli import main
+from tests.helpers import make_image_folder, make_tiny_bundle
+
+
+@pytest.fixture(scope="module")
+def bundles(tmp_path_factory):
+    root = tmp_path_factory.mktemp("models")
+    return (make_tiny_bundle(root / "alpha", name="alpha", seed=0),
+            make_tiny_bundle(root / "beta", name="beta", seed=1))
+
+
+@pytest.fixture
+def folder(tmp_path) -> Path:
+    root = make_image_folder(tmp_path / "photos", n_per_class=3, size=(40, 32))
+    (root / "other" / "broken.jpg").write_bytes(b"not a jpeg")
+    return root
+
+
+def cli(capsys, *args) -> tuple[int, str]:
+    code = main(["classify", *[str(a) for a in args], "--quiet"])
+    err = capsys.readouterr().err
+    assert "Traceback" not in err
+    return code, err
+
+
+def rows_of(path: Path) -> list[dict[str, str]]:
+    with open(path, newline="", encoding="utf-8") as fh:
+        return list(csv.DictReader(fh))
+
+
+def error_lines(err: str) -> list[str]:
+    return [line for line in err.splitlines() if "error:" in line]
+
+
+# --- hole 3: no cut-down CSV, odd names ----------------------------------------------------------------
+def test_csv_writer_keeps_the_previous_file_when_writing_fails(tmp_path):
+    from core.csvio import ResultCsvWriter
+    from core.records import ResultRecord
+
+    out = tmp_path / "out.csv"
+    out.write_text("previous,complete\n")
+    with pytest.raises(RuntimeError):
+        with ResultCsvWriter(out) as writer:
+            writer.write(ResultRecord(path="a.jpg", status="ok", p_mpox=0.5))
+            raise RuntimeError("disk pulled out")
+    assert out.read_text() == "previous,complete\n"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["out.csv"]  # no partial file left behind
+
+
+def test_engine_failure_mid_run_leaves_the_previous_csv_as_it_was(capsys, folder, bundles, tmp_path, monkeypatch):
+    out = tmp_path / "out.csv"
+    out.write_text("previous\n")
+    from core.inference import InferenceEngine
+
+    real_run = InferenceEngine.run
+
+    def breaks(self, paths, progress=None, cancel=None):
+        for i, rec in enumerate(real_run(self, paths, progress, cancel)):
+            if i == 3:
+                raise RuntimeError("GPU fell off")
+            yield rec
+
+    monkeypatch.setattr(InferenceEngine, "run", breaks)
+    code, err = cli(capsys, folder, "--model", bundles[0], "--csv", out, "--batch-size", "2")
+    assert code == 2 and "GPU fell off" in err and len(error_lines(err)) == 1
+    assert out.read_text() == "previous\n"
+    assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".out.csv")] == []
+
+
+def test_non_utf8_file_name_is_an_escaped_row_also_with_session_and_resume(capsys, folder, bundles, tmp_path):
+    raw = os.fsencode(str(folder)) + b"/caf\xe9.jpg"
+    with open(raw, "wb") as fh:
+        fh.write((folder / "mpox" / "mpox_00.jpg").read_bytes())
+    out, session = tmp_path / "out.csv", tmp_path / "session"
+    code, err = cli(capsys, folder, "--model", bundles[0], "--csv", out, "--session", session)
+    assert code == 0, err
+    row = next(r for r in rows_of(out) if "caf" in r["path"])
+    assert row["path"].endswith("caf\\xe9.jpg") and row["status"] == "ok"
+    code, err = cli(capsys, folder, "--model", bundles[0], "--csv", out, "--session", session, "--resume")
+    assert code == 0, err
+    assert "Resuming: 7 already scored, 1 to go" in err  # only broken.jpg (an error row) is retried
+    assert len(rows_of(out)) == 8
+
+
+# --- hole 4: outputs never overwrite inputs or each other -------------------------------------------
+@pytest.mark.parametrize("case", ["csv_is_a_photo", "report_in_folder", "csv_equals_report", "session_in_folder",
+                                  "summary_in_bundle"])
+def test_outputs_that_are_inputs_or_collide_are_refused(capsys, folder, bundles, tmp_path, case):
+    photo = folder / "mpox" / "mpox_00.jpg"
+    before = photo.read_bytes()
+    args = {
+        "csv_is_a_photo": ["--csv", photo],
+        "report_in_folder": ["--report", folder / "other" / "b.pdf"],
+        "csv_equals_report": ["--csv", tmp_path / "x", "--report", tmp_path / "x"],
+        "session_in_folder": ["--session", folder / "sess"],
+        "summary_in_bundle": ["--summary", bundles[0] / "model_card.json"],
+    }[case]
+    code, err = cli(capsys, folder, "--model", bundles[0], *args)
+    assert code == 2 and len(error_lines(err)) == 1, err
+    assert any(w in err for w in ("inside the folder", "overwrite an input", "same path as")), err
+    assert photo.read_bytes() == before
+    assert not (folder / "sess").exists() and not (folder / "other" / "b.pdf").exists()
+    assert not (tmp_path / "x").exists()
+
+
+# --- hole 8: empty output names ----------------------------------------------------------------------
+@pytest.mark.parametrize("option", ["--csv", "--report", "--summary", "--session"])
+def test_empty_output_name_is_an_error(capsys, folder, bundles, option):
+    code, err = cli(capsys, folder, "--model", bundles[0], option, "")
+    assert code == 2 and f"{option} needs a" in err
+
+
+# --- full disk: one line, exit 2, nothing half-published ---------------------------------------------
+def test_sqlite_full_disk_is_one_line_and_keeps_the_previous_csv(capsys, folder, bundles, tmp_path, monkeypatch):
+    from core.session import SessionStore
+
+    out = tmp_path / "out.csv"
+    out.write_text("previous\n")
+
+    def full(self, run_id, records):
+        raise sqlite3.OperationalError("database or disk is full")
+
+    monkeypatch.setattr(SessionStore, "add_results", full)
+    code, err = cli(capsys, folder, "--model", bundles[0], "--csv", out, "--session", tmp_path / "s")
+    assert code == 2 and "disk is full" in err and len(error_lines(err)) == 1
+    assert out.read_text() == "previous\n"
+
+
+def test_csv_full_disk_is_one_line_and_keeps_the_previous_csv(capsys, folder, bundles, tmp_path, monkeypatch):
+    from core.csvio import ResultCsvWriter
+
+    out = tmp_path / "out.csv"
+    out.write_text("previous\n")
+    real = ResultCsvWriter.write_row
+
+    def write_row(self, row):
+        if self.rows >= 2:
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+        real(self, row)
+
+    monkeypatch.setattr(ResultCsvWriter, "write_row", write_row)
+    code, err = cli(capsys, folder, "--model", bundles[0], "--csv", out)
+    assert code == 2 and "No space left on device" in err and len(error_lines(err)) == 1
+    assert out.read_text() == "previous\n"
+    assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".")] == []
+
+
+def test_pdf_full_disk_is_one_line_and_keeps_the_previous_report(capsys, folder, bundles, tmp_path, monkeypatch):
+    import core.reports
+
+    report = tmp_path / "r.pdf"
+    report.write_bytes(b"%PDF previous")
+
+    def half_written(records, out_path, **kw):
+        Path(out_path).write_bytes(b"%PDF-1.4 half")
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+    monkeypatch.setattr(core.reports, "write_pdf_report", half_written)
+    code, err = cli(capsys, folder, "--model", bundles[0], "--report", report)
+    assert code == 2 and "No space left on device" in err and len(error_lines(err)) == 1
+    assert report.read_bytes() == b"%PDF previous"
+    assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".")] == []
+
+
+# --- several models: one row per photo ---------------------------------------------------------------
+def test_two_models_write_one_row_per_photo_side_by_side(capsys, folder, bundles, tmp_path):
+    out, summary = tmp_path / "wide.csv", tmp_path / "summary.json"
+    code, err = cli(capsys, folder, "--model", bundles[0], "--model", bundles[1], "--csv", out,
+                    "--summary", summary)
+    assert code == 0, err
+    rows = rows_of(out)
+    assert len(rows) == 7 and len({r["path"] for r in rows}) == 7
+    cols = list(rows[0])
+    assert cols[:2] == ["path", "status"]
+    for name in ("alpha", "beta"):
+        for f in ("p_mpox", "prediction", "flag", "ood_score", "model", "model_version", "model_sha256"):
+            assert f"{f}__{name}" in cols
+    assert "reviewer_label" not in cols  # no session, no reviewer columns
+    for r in rows:
+        if r["status"] == "ok":
+            same = r["prediction__alpha"] == r["prediction__beta"]
+            assert r["agreement"] == ("agree" if same else "disagree")
+        else:
+            assert r["agreement"] == "n/a" and "broken.jpg" in r["error"]
+    data = json.loads(summary.read_text())
+    assert data["photos"] == 7 and data["errors"] == 1 and data["status"] == "finished"
+    assert "shift" in data and data["shift"] is None
+    assert [m["name"] for m in data["models"]] == ["alpha", "beta"]
+    assert sum(data["agreement"].values()) == 7
+    assert "Done: 7 photos" in err
+
+
+def test_comma_list_of_models_is_the_same_as_repeating_in_any_order(capsys, folder, bundles, tmp_path):
+    code, err = cli(capsys, folder, "--model", f"{bundles[1]},{bundles[0]}", "--csv", tmp_path / "w.csv")
+    assert code == 0, err
+    code, err = cli(capsys, folder, "--model", bundles[0], "--model", bundles[1], "--csv", tmp_path / "r.csv")
+    assert code == 0, err
+    cols = list(rows_of(tmp_path / "w.csv")[0])
+    assert cols.index("p_mpox__alpha") < cols.index("p_mpox__beta")  # one fixed model order (name, version)
+    strip = lambda rows: [dict(r, timestamp="") for r in rows]  # noqa: E731
+    assert strip(rows_of(tmp_path / "w.csv")) == strip(rows_of(tmp_path / "r.csv"))
+
+
+# --- resume semantics --------------------------------------------------------------------------------
+def test_resume_with_another_threshold_re_decides_stored_rows(capsys, folder, bundles, tmp_path):
+    session, out = tmp_path / "s", tmp_path / "out.csv"
+    code, err = cli(capsys, folder, "--model", bundles[0], "--session", session, "--csv", out)
+    assert code == 0, err
+    first = {r["path"]: r for r in rows_of(out)}
+    code, err = cli(capsys, folder, "--model", bundles[0], "--session", session, "--resume", "--threshold", "0",
+                    "--csv", out)
+    assert code == 0, err
+    assert "threshold 0.000" in err and "re-decided at threshold 0.000" in err
+    for r in rows_of(out):
+        if r["status"] == "ok":
+            assert r["p_mpox"] == first[r["path"]]["p_mpox"]  # the same score, not re-scored
+            assert r["threshold"] == "0.000000" and r["prediction"] == "mpox"
+
+
+def test_resume_retries_error_rows(capsys, folder, bundles, tmp_path):
+    session, out = tmp_path / "s", tmp_path / "out.csv"
+    assert cli(capsys, folder, "--model", bundles[0], "--session", session)[0] == 0
+    broken = folder / "other" / "broken.jpg"
+    broken.write_bytes((folder / "other" / "other_00.jpg").read_bytes())
+    code, err = cli(capsys, folder, "--model", bundles[0], "--session", session, "--resume", "--csv", out)
+    assert code == 0 and "6 already scored, 1 to go (1 error)" in err
+    assert all(r["status"] == "ok" for r in rows_of(out))
+    assert list(rows_of(out)[0])[-3:] == ["reviewer_label", "reviewer", "review_time"]  # a session: reviewer cols
+
+
+# --- engines -----------------------------------------------------------------------------------------
+def test_ray_engine_without_the_scale_extra_is_one_line(capsys, folder, bundles, monkeypatch):
+    monkeypatch.setitem(sys.modules, "ray", None)  # import ray -> ImportError
+    code, err = cli(capsys, folder, "--model", bundles[0], "--engine", "ray")
+    assert code == 2
+    assert err.strip().endswith('--engine ray needs the scale extra: pip install -e ".[scale]"')
+    assert len(err.strip().splitlines()) == 1
+
+
+def test_another_engine_plugs_in_through_the_workspace(capsys, folder, bundles, tmp_path, monkeypatch):
+    """--engine ray builds core.scale.RayEngine(bundle_ref, models_dir=None, address=None, actors=1, batch_size=32)
+    and drives it like the local engine; here a stand-in that ignores --threshold (the workspace re-decides)."""
+    import types
+
+    from core.bundle import load_bundle
+    from core.inference import InferenceEngine
+
+    made = {}
+
+    class RayEngine:
+        def __init__(self, bundle_ref, models_dir=None, address=None, actors=1, batch_size=32):
+            made.update(bundle_ref=bundle_ref, address=address, actors=actors, batch_size=batch_size)
+            self._local = InferenceEngine(load_bundle(bundle_ref), batch_size=batch_size)
+            self.card = self._local.bundle.card
+            self.batch_size = batch_size
+
+        def run(self, paths, progress=None, cancel=None):
+            return self._local.run(paths, progress=progress, cancel=cancel)
+
+    monkeypatch.setitem(sys.modules, "ray", types.ModuleType("ray"))
+    scale = types.ModuleType("core.scale")
+    scale.RayEngine = RayEngine
+    monkeypatch.setitem(sys.modules, "core.scale", scale)
+    out = tmp_path / "ray.csv"
+    code, err = cli(capsys, folder, "--model", bundles[0], "--engine", "ray", "--address", "auto", "--actors", "3",
+                    "--batch-size", "4", "--threshold", "0", "--csv", out)
+    assert code == 0, err
+    assert made == {"bundle_ref": str(bundles[0]), "address": "auto", "actors": 3, "batch_size": 4}
+    assert "runtime ray" in err
+    rows = rows_of(out)
+    assert len(rows) == 7
+    assert all(r["prediction"] == "mpox" and r["threshold"] == "0.000000" for r in rows if r["status"] == "ok")
