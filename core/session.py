@@ -125,6 +125,12 @@ def _session_db_path(p: Path) -> Path:
 
     Any other existing file is refused: a session never turns a user's file into a database.
     """
+    try:
+        p.stat()
+    except FileNotFoundError:
+        pass
+    except OSError as exc:  # e.g. a parent folder that may not be entered
+        raise SessionError(f"{p}: cannot open the session ({exc.strerror or exc})") from None
     if p.is_dir():
         return p / SESSION_FILE
     if p.suffix.lower() in SQLITE_SUFFIXES:
