@@ -576,6 +576,8 @@ def _make_card(config: TrainConfig, spec, size: int, ds: Dataset, fx: FeatureExt
     summary["root"] = str(ds.root) if ds.root else None
     summary["unreadable_files"] = errors[:50]
     summary["unreadable_count"] = len(errors)
+    if ds.warnings:  # folders that could not be read, links leading outside the data (not followed)
+        summary["left_out_while_reading"] = list(ds.warnings[:50])
     summary.setdefault("split", {})
     if not summary["split"]:
         summary["split"] = {"protocol": "given"}

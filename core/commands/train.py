@@ -141,6 +141,7 @@ def run(args: argparse.Namespace) -> int:
             ds = split_dataset(ds, args.protocol or "group", seed=args.seed, progress=_printer(args.quiet))
     except DatasetError as exc:
         raise CliError(str(exc)) from None
+    _report_lines(ds.warnings, "folder{s} or link{s} could not be read or lead outside the data and {were} left out")
     parent = None
     if args.parent:
         try:
@@ -183,7 +184,8 @@ def run(args: argparse.Namespace) -> int:
         report["transfer"] = card.metrics["transfer"]
     if result.test_report is not None:  # scored once by core.training after every choice was made on val
         report["test"] = result.test_report
-    _report_unreadable(result.unreadable)
+    _report_lines(result.unreadable, "image{s} could not be read and {were} skipped",
+                  "listed in the model card's training_data.unreadable_files")
     try:
         path = save_trained(result, out, replace=args.force)
     except BundleError as exc:
@@ -231,17 +233,17 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
-def _report_unreadable(lines: list[str], show: int = 5) -> None:
-    """Say on the console how many images were skipped as unreadable, naming the first few."""
+def _report_lines(lines: list[str], what: str, where: str = "", show: int = 5) -> None:
+    """Say on the console (even with --quiet) how many things were left out, naming the first few."""
     if not lines:
         return
-    print(f"Warning: {len(lines)} image{'s' if len(lines) != 1 else ''} could not be read and "
-          f"{'were' if len(lines) != 1 else 'was'} skipped:", file=sys.stderr)
+    n = len(lines)
+    print(f"Warning: {n} " + what.format(s="s" if n != 1 else "", were="were" if n != 1 else "was") + ":",
+          file=sys.stderr)
     for line in lines[:show]:
         print(f"  {line}", file=sys.stderr)
-    if len(lines) > show:
-        print(f"  ... and {len(lines) - show} more (listed in the model card's training_data.unreadable_files)",
-              file=sys.stderr)
+    if n > show:
+        print(f"  ... and {n - show} more" + (f" ({where})" if where else ""), file=sys.stderr)
 
 
 def _calibrated(result):
