@@ -294,3 +294,19 @@ def test_write_card_is_the_one_sealing_rule(tiny_bundle):
     (folder / "extra.bin").write_bytes(b"changed")  # every listed file is verified, whatever its name
     with pytest.raises(BundleError, match="extra.bin"):
         load_bundle(folder)
+
+
+def test_cli_refuses_a_malformed_card_field_before_scoring(tiny_bundle, tmp_path):
+    folder = tiny_bundle()
+    _edit_and_reseal(folder, input_size=-32)  # failed mid-run in OpenCV with a traceback
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    from tests.helpers import make_photo
+
+    make_photo().save(photos / "a.jpg")
+    proc = subprocess.run([sys.executable, "-m", "core.cli", "classify", str(photos), "--model", str(folder),
+                           "--csv", str(tmp_path / "out.csv")], cwd=REPO, capture_output=True, text=True,
+                          env=dict(os.environ, PYTHONPATH=str(REPO)), timeout=300)
+    assert proc.returncode == 2, proc.stderr
+    assert "'input_size'" in proc.stderr and "Traceback" not in proc.stderr
+    assert not (tmp_path / "out.csv").exists()
