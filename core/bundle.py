@@ -596,7 +596,8 @@ def replaced_bundle_dir(out_dir: str | os.PathLike) -> Path:
 
 
 def save_bundle(model, card: ModelCard, out_dir: str | os.PathLike, ood: OODStats | None = None, *,
-                replace: bool = False, keep_previous_as: str | os.PathLike | None = None) -> Path:
+                replace: bool = False, keep_previous_as: str | os.PathLike | None = None,
+                extra_files: dict[str, str | os.PathLike] | None = None) -> Path:
     """Write a bundle atomically: build it in a temporary sibling folder, then move it into place.
 
     Never writes over anything by default: when `out_dir` exists (a bundle, an empty folder or a file)
@@ -604,6 +605,7 @@ def save_bundle(model, card: ModelCard, out_dir: str | os.PathLike, ood: OODStat
     swapped out, and kept whole (every file, an attached .tflite included) at `keep_previous_as`
     (default: replaced_bundle_dir(out_dir)); nothing is deleted. A shipped release is never replaced.
     An interrupted save leaves the previous bundle at `out_dir` untouched. Returns `out_dir`.
+    `extra_files` ({name in the bundle: source path}) are copied in and listed (hashed) like the others.
     """
     out_dir = Path(out_dir)
     if out_dir.exists() or out_dir.is_symlink():
@@ -619,6 +621,11 @@ def save_bundle(model, card: ModelCard, out_dir: str | os.PathLike, ood: OODStat
         if ood is not None:
             ood.save(tmp / OOD_FILE)
             card.files[OOD_FILE] = ""
+        for name, source in (extra_files or {}).items():
+            if name in card.files or name == CARD_FILE or Path(name).name != name or name.startswith("."):
+                raise BundleError(f"{name!r}: not a usable extra file name for a bundle")
+            shutil.copyfile(source, tmp / name)
+            card.files[name] = ""
         write_card(tmp, card)
         old = None
         if out_dir.exists() or out_dir.is_symlink():

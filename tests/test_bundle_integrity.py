@@ -310,3 +310,15 @@ def test_cli_refuses_a_malformed_card_field_before_scoring(tiny_bundle, tmp_path
     assert proc.returncode == 2, proc.stderr
     assert "'input_size'" in proc.stderr and "Traceback" not in proc.stderr
     assert not (tmp_path / "out.csv").exists()
+
+
+def test_extra_files_are_saved_listed_and_verified(tmp_path):
+    src = tmp_path / "embeddings.npz"
+    src.write_bytes(b"reference embeddings")
+    folder = save_bundle(make_tiny_model(32), _card(), tmp_path / "models" / "with-extra",
+                         extra_files={"embeddings.npz": src})
+    card = load_bundle(folder).card
+    assert card.files["embeddings.npz"] == bundle_mod.sha256_file(src)
+    (folder / "embeddings.npz").write_bytes(b"swapped")
+    with pytest.raises(BundleError, match="embeddings.npz"):
+        load_bundle(folder)
