@@ -1,15 +1,29 @@
 """Model bundles: a Keras model, its model card and its out-of-scope statistics, verified on load.
 
 A bundle is a folder `models/<name>/` holding `model.keras`, `model_card.json` and optionally
-`ood.npz`. The card records the SHA-256 of every file; loading refuses a bundle whose files do not
-match, and Keras loads in safe mode (no arbitrary code such as Lambda layers).
+`ood.npz` and an attached runtime (`model-<sha>.tflite`). The card records the SHA-256 of every file;
+loading refuses a bundle whose files do not match, whose card was edited (its own digest, which must be
+present), whose fields are malformed, or which claims the name and version of a shipped release without
+that release's digests (core.releases). Keras loads in safe mode (no arbitrary code such as Lambda layers).
+
+Where bundles live:
+- shipped bundles: `default_models_dir()` ($MPOX_TRIAGE_MODELS_DIR, else `models/` of the install);
+- the user's own (trained) bundles: `user_models_dir()` ($MPOX_TRIAGE_USER_MODELS_DIR, else the platform's
+  per-user data folder + `mpox-triage/models`). Training writes there by default, always to a new folder.
+Bundles are looked up by name in both, shipped first.
+
+A card is sealed and written in one place, `write_card` (save_bundle and core.export.attach_runtime use
+it); nothing writes over an existing bundle unless explicitly told to, and then the previous bundle is
+kept beside it, never deleted.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+import math
 import os
+import re
 import shutil
 import sys
 import tempfile
@@ -21,6 +35,7 @@ import numpy as np
 
 from core import __version__
 from core.ood import OODStats
+from core.releases import bundle_origin, bundle_parent, claims_release, is_genuine_release, origin_text  # noqa: F401
 from core.records import FLAG_OUT_OF_SCOPE, FLAG_UNCERTAIN, LABEL_MPOX, LABEL_NOT_MPOX, utc_now
 
 FORMAT_VERSION = 1
@@ -28,6 +43,14 @@ MODEL_FILE = "model.keras"
 CARD_FILE = "model_card.json"
 OOD_FILE = "ood.npz"
 MODELS_ENV = "MPOX_TRIAGE_MODELS_DIR"
+USER_MODELS_ENV = "MPOX_TRIAGE_USER_MODELS_DIR"
+APP_DIR_NAME = "mpox-triage"
+# Files the loader opens by fixed name: refused when present in the folder but not listed in the card.
+LOADED_FILES = (MODEL_FILE, OOD_FILE)
+# Card field bounds checked at load (a bad value is refused naming the field, not hit mid-run).
+MIN_INPUT_SIZE, MAX_INPUT_SIZE = 8, 1024
+MAX_TEMPERATURE = 1000.0
+_HEX64 = re.compile(r"[0-9a-f]{64}")
 
 INTENDED_USE = (
     "Research and triage support: ranking skin-lesion photos for human review. "
@@ -36,7 +59,11 @@ INTENDED_USE = (
 
 
 class BundleError(Exception):
-    """A bundle is missing, malformed, tampered with or unsafe; the message says which and what to do."""
+    """A bundle is missing, malformed, tampered with or unsafe; the message (one line) says which and what to do."""
+
+
+class BundleExistsError(BundleError):
+    """A save was refused because something already exists at the destination (see save_bundle's `replace`)."""
 
 
 def sha256_file(path: str | os.PathLike) -> str:
@@ -144,19 +171,70 @@ def default_models_dir() -> Path:
     return Path(__file__).resolve().parent.parent / "models"
 
 
+def user_data_dir() -> Path:
+    """The platform's per-user data folder for this app (what Qt's AppLocalDataLocation gives, without Qt).
+
+    Linux and other Unix: $XDG_DATA_HOME/mpox-triage (default ~/.local/share/mpox-triage); macOS:
+    ~/Library/Application Support/mpox-triage; Windows: %LOCALAPPDATA%\\mpox-triage.
+    """
+    if sys.platform == "win32":
+        base = os.environ.get("LOCALAPPDATA") or str(Path.home() / "AppData" / "Local")
+    elif sys.platform == "darwin":
+        base = str(Path.home() / "Library" / "Application Support")
+    else:
+        base = os.environ.get("XDG_DATA_HOME") or str(Path.home() / ".local" / "share")
+    return Path(base).expanduser() / APP_DIR_NAME
+
+
+def user_models_dir() -> Path:
+    """The user's own model folder (trained bundles go here, never into the install's `models/`).
+
+    $MPOX_TRIAGE_USER_MODELS_DIR when set, else user_data_dir() / "models". Not created here.
+    """
+    env = os.environ.get(USER_MODELS_ENV)
+    return Path(env).expanduser() if env else user_data_dir() / "models"
+
+
+def model_search_dirs(models_dir: str | os.PathLike | None = None) -> list[Path]:
+    """Folders searched for bundles by name: `models_dir` alone when given, else shipped then user's."""
+    if models_dir:
+        return [Path(models_dir).expanduser()]
+    dirs = [default_models_dir()]
+    user = user_models_dir()
+    if user not in dirs:
+        dirs.append(user)
+    return dirs
+
+
+def safe_folder_name(text: str) -> str:
+    """`text` as a single, portable folder name (letters, digits, . _ - kept; others become -)."""
+    name = re.sub(r"[^A-Za-z0-9._-]+", "-", str(text)).strip(".-")
+    return name or "model"
+
+
+def new_bundle_dir(name: str, version: str, base: str | os.PathLike | None = None) -> Path:
+    """Where a new bundle `name version` goes: `<base or user_models_dir()>/<name>-<version>`."""
+    root = Path(base).expanduser() if base else user_models_dir()
+    return root / safe_folder_name(f"{name}-{version}")
+
+
 def resolve_bundle_dir(name_or_path: str | os.PathLike, models_dir: str | os.PathLike | None = None) -> Path:
     candidate = Path(name_or_path).expanduser()
     if (candidate / CARD_FILE).is_file():
         return candidate
-    base = Path(models_dir) if models_dir else default_models_dir()
-    named = base / str(name_or_path)
-    if not named.exists():
-        _recover_interrupted_swap(named)
-    if (named / CARD_FILE).is_file():
-        return named
-    available = ", ".join(c.name for c in list_bundles(base)) or "none"
+    bases = model_search_dirs(models_dir)
+    looked = [str(candidate)]
+    for base in bases:
+        named = base / str(name_or_path)
+        if not named.exists():
+            _recover_interrupted_swap(named)
+        if (named / CARD_FILE).is_file():
+            return named
+        looked.append(str(named))
+    available = ", ".join(sorted({p.name for p, _ in scan_bundles(models_dir)})) or "none"
     raise BundleError(
-        f"No model bundle {str(name_or_path)!r} (looked in {candidate} and {named}); available in {base}: {available}"
+        f"No model bundle {str(name_or_path)!r} (looked in {', '.join(looked)}); available in "
+        f"{', '.join(str(b) for b in bases)}: {available}"
     )
 
 
@@ -180,13 +258,93 @@ def read_card(bundle_dir: str | os.PathLike) -> ModelCard:
         raise BundleError(f"{path}: model card missing") from None
     except (OSError, json.JSONDecodeError) as exc:
         raise BundleError(f"{path}: model card unreadable ({exc})") from None
-    return ModelCard.from_dict(data)
+    if not isinstance(data, dict):
+        raise BundleError(f"{path}: model card is not a JSON object")
+    card = ModelCard.from_dict(data)
+    validate_card(card, path)
+    return card
+
+
+def _number(card: ModelCard, field_name: str, where, lo: float | None = None, hi: float | None = None,
+            lo_open: bool = False) -> float:
+    value = getattr(card, field_name)
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+        raise BundleError(f"{where}: model card field {field_name!r} must be a finite number, not {value!r}")
+    if lo is not None and (value <= lo if lo_open else value < lo):
+        raise BundleError(f"{where}: model card field {field_name!r} is {value!r}; it must be "
+                          f"{'above' if lo_open else 'at least'} {lo:g}")
+    if hi is not None and value > hi:
+        raise BundleError(f"{where}: model card field {field_name!r} is {value!r}; it must be at most {hi:g}")
+    return float(value)
+
+
+def validate_card(card: ModelCard, where: str | os.PathLike = "model card") -> ModelCard:
+    """Refuse malformed fields now, naming the field, instead of failing mid-run (OpenCV, division...).
+
+    Checks: name/version/architecture non-empty text; input_size an integer in [MIN_INPUT_SIZE,
+    MAX_INPUT_SIZE]; threshold in [0, 1]; temperature in (0, MAX_TEMPERATURE]; uncertain_band two
+    numbers lo <= hi in [0, 1]; ood_threshold null or finite; class_names two texts; files a table of
+    plain file names to 64-hex SHA-256 digests. Raises BundleError; returns the card.
+    """
+    for name in ("name", "version", "architecture"):
+        value = getattr(card, name)
+        if not isinstance(value, str) or not value.strip():
+            raise BundleError(f"{where}: model card field {name!r} must be non-empty text, not {value!r}")
+    size = card.input_size
+    if isinstance(size, bool) or not isinstance(size, int) or not MIN_INPUT_SIZE <= size <= MAX_INPUT_SIZE:
+        raise BundleError(f"{where}: model card field 'input_size' is {size!r}; it must be a whole number of "
+                          f"pixels from {MIN_INPUT_SIZE} to {MAX_INPUT_SIZE}")
+    _number(card, "threshold", where, 0.0, 1.0)
+    _number(card, "temperature", where, 0.0, MAX_TEMPERATURE, lo_open=True)
+    band = card.uncertain_band
+    if (not isinstance(band, (list, tuple)) or len(band) != 2
+            or any(isinstance(b, bool) or not isinstance(b, (int, float)) or not math.isfinite(b) for b in band)
+            or not 0.0 <= band[0] <= band[1] <= 1.0):
+        raise BundleError(f"{where}: model card field 'uncertain_band' is {band!r}; it must be [low, high] "
+                          "with 0 <= low <= high <= 1")
+    if card.ood_threshold is not None:
+        _number(card, "ood_threshold", where)
+    names = card.class_names
+    if not isinstance(names, (list, tuple)) or len(names) != 2 or not all(isinstance(n, str) and n for n in names):
+        raise BundleError(f"{where}: model card field 'class_names' is {names!r}; it must be two class names")
+    if not isinstance(card.files, dict):
+        raise BundleError(f"{where}: model card field 'files' must be a table of file names to SHA-256 digests")
+    for fname, digest in card.files.items():
+        if (not isinstance(fname, str) or not fname or fname in (".", "..") or "/" in fname or "\\" in fname
+                or fname == CARD_FILE):
+            raise BundleError(f"{where}: model card field 'files' lists {fname!r}, which is not a plain file name "
+                              "inside the bundle")
+        if not isinstance(digest, str) or not _HEX64.fullmatch(digest):
+            raise BundleError(f"{where}: model card field 'files' has no valid SHA-256 for {fname!r}")
+    for name in ("metrics", "training_data", "training", "extra"):
+        if not isinstance(getattr(card, name), dict):
+            raise BundleError(f"{where}: model card field {name!r} must be a JSON object")
+    if card.parent is not None and not isinstance(card.parent, dict):
+        raise BundleError(f"{where}: model card field 'parent' must be a JSON object or null")
+    return card
+
+
+def check_release(card: ModelCard, where: str | os.PathLike = "model card") -> None:
+    """Refuse a card that claims a shipped release's name and version without that release's digests."""
+    release = claims_release(card)
+    if release is not None and not is_genuine_release(card):
+        raise BundleError(
+            f"{where}: claims to be the shipped model {release.name} {release.version} but its digests are not "
+            "that release's (core.releases); it was modified or is an impostor. Reinstall the app's models, or "
+            "give a retrained model another version. Refusing to load it."
+        )
 
 
 def verify_bundle(bundle_dir: str | os.PathLike, card: ModelCard | None = None) -> ModelCard:
     """Check every file's SHA-256 against the card; raise BundleError naming the first mismatch."""
     bundle_dir = Path(bundle_dir)
-    card = card or read_card(bundle_dir)
+    card_path = bundle_dir / CARD_FILE
+    card = validate_card(card, card_path) if card is not None else read_card(bundle_dir)
+    if not isinstance(card.card_sha256, str) or not card.card_sha256.strip():
+        raise BundleError(
+            f"{card_path}: the model card carries no digest (card_sha256), so an edited threshold or calibration "
+            "could not be noticed. Reinstall or retrain this model. Refusing to load it."
+        )
     if MODEL_FILE not in card.files:
         raise BundleError(f"{bundle_dir}: model card lists no hash for {MODEL_FILE}; refusing an unverifiable model")
     for name, expected in card.files.items():
@@ -199,27 +357,37 @@ def verify_bundle(bundle_dir: str | os.PathLike, card: ModelCard | None = None) 
                 f"{path}: SHA-256 {actual[:12]}… does not match the model card ({expected[:12]}…). The file was "
                 "modified or corrupted; reinstall or retrain this model. Refusing to load it."
             )
-    if card.model_sha256 and card.files[MODEL_FILE] != card.model_sha256:
+    if card.files[MODEL_FILE] != card.model_sha256:
         raise BundleError(f"{bundle_dir}: model card is inconsistent (model_sha256 differs from files table)")
-    if card.card_sha256 and card.card_sha256 != card.content_digest():
+    if card.card_sha256 != card.content_digest():
         raise BundleError(
             f"{bundle_dir / CARD_FILE}: the model card was edited after the bundle was saved (its digest does not "
             "match), so its threshold or calibration cannot be trusted. Reinstall or retrain this model."
         )
-    if OOD_FILE not in card.files and (bundle_dir / OOD_FILE).exists():
-        raise BundleError(f"{bundle_dir / OOD_FILE}: file is not listed in the model card; refusing an unverified file")
+    for name in LOADED_FILES:
+        if name not in card.files and (bundle_dir / name).exists():
+            raise BundleError(f"{bundle_dir / name}: file is not listed in the model card; refusing an unverified file")
+    check_release(card, card_path)
     return card
 
 
 def scan_bundles(models_dir: str | os.PathLike | None = None) -> list[tuple[Path, ModelCard]]:
-    """(folder, card) of every bundle in a folder, sorted by folder name; unreadable cards are skipped.
+    """(folder, card) of every bundle in a folder (default: shipped, then the user's), sorted by folder name
+    within each; unreadable or malformed cards and hidden folders (saves in progress) are skipped.
 
     Reads JSON only (no TensorFlow), so a GUI can list models at start-up.
     """
-    base = Path(models_dir) if models_dir else default_models_dir()
     found = []
-    if base.is_dir():
-        for sub in sorted(base.iterdir()):
+    for base in model_search_dirs(models_dir):
+        if not base.is_dir():
+            continue
+        try:
+            subs = sorted(base.iterdir())
+        except OSError:
+            continue
+        for sub in subs:
+            if sub.name.startswith("."):
+                continue
             if (sub / CARD_FILE).is_file():
                 try:
                     found.append((sub, read_card(sub)))
@@ -244,7 +412,7 @@ class Scored:
 class Bundle:
     """A loaded, verified model. Not thread-safe: one worker thread should own it.
 
-    `runtime`, when set, is a verified exported model (see core.export.attach_runtime) that computes
+    `runtime`, when set, is a verified exported model (core.runtimes; attached by core.export.attach_runtime) that computes
     the same outputs faster; the Keras model is then loaded only when something asks for `model`.
     """
 
@@ -353,7 +521,7 @@ def _verified_runtime(bundle_dir: Path, card: ModelCard):
             or not float(agreement.get("max_abs_diff_p", 1.0)) <= RUNTIME_TOLERANCE):
         return None
     try:
-        from core.export import load_exported
+        from core.runtimes import load_exported
 
         return load_exported(bundle_dir / name, info.get("format"))
     except Exception:  # no LiteRT/ONNX Runtime installed, or an unreadable file: Keras still works
@@ -375,12 +543,77 @@ def load_bundle(name_or_path: str | os.PathLike, models_dir: str | os.PathLike |
     return Bundle(card, model, ood, bundle_dir, runtime=runner)
 
 
-def save_bundle(model, card: ModelCard, out_dir: str | os.PathLike, ood: OODStats | None = None) -> Path:
-    """Write a bundle atomically: build it in a temporary sibling folder, then swap it into place.
+def write_card(bundle_dir: str | os.PathLike, card: ModelCard) -> ModelCard:
+    """Seal `card` and write it into `bundle_dir`: the one place a model card is written.
 
-    An interrupted save leaves the previous bundle at `out_dir` untouched.
+    Every file the card lists (`card.files` keys; the digests given are ignored) is hashed from disk, so
+    the table is always what is in the folder, whatever files a bundle has; `model_sha256` becomes
+    model.keras's, `format_version` the current one and `card_sha256` the content digest. The card goes
+    to a temporary file, is fsynced and renamed into place (a crash leaves the old card or the new one).
+    Refuses (BundleError) a card that claims a shipped release's name and version: releases never change.
+    """
+    bundle_dir = Path(bundle_dir)
+    release = claims_release(card)
+    if release is not None:
+        raise BundleError(
+            f"{bundle_dir}: {release.name} {release.version} is a shipped release (core.releases); its card is "
+            "never rewritten. Give the new or changed model another version (or name)."
+        )
+    files = {}
+    for name in card.files:
+        path = bundle_dir / name
+        if not path.is_file():
+            raise BundleError(f"{path}: listed in the model card but missing; cannot seal the card")
+        files[name] = sha256_file(path)
+    if MODEL_FILE not in files:
+        raise BundleError(f"{bundle_dir}: a model card must list {MODEL_FILE}")
+    card.files = files
+    card.model_sha256 = files[MODEL_FILE]
+    card.format_version = FORMAT_VERSION
+    validate_card(card, bundle_dir / CARD_FILE)
+    card.card_sha256 = card.content_digest()
+    tmp = bundle_dir / f".{CARD_FILE}.tmp-{os.getpid()}"
+    try:
+        with open(tmp, "w", encoding="utf-8") as fh:
+            fh.write(json.dumps(card.to_dict(), indent=2, sort_keys=False))
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, bundle_dir / CARD_FILE)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    return card
+
+
+def replaced_bundle_dir(out_dir: str | os.PathLike) -> Path:
+    """Where save_bundle(replace=True) keeps the bundle it replaces: `<out>.replaced-<UTC time>` beside it."""
+    from datetime import datetime, timezone
+
+    out_dir = Path(out_dir)
+    stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%SZ")
+    candidate = out_dir.with_name(f"{out_dir.name}.replaced-{stamp}")
+    n = 1
+    while candidate.exists():
+        n += 1
+        candidate = out_dir.with_name(f"{out_dir.name}.replaced-{stamp}-{n}")
+    return candidate
+
+
+def save_bundle(model, card: ModelCard, out_dir: str | os.PathLike, ood: OODStats | None = None, *,
+                replace: bool = False, keep_previous_as: str | os.PathLike | None = None,
+                extra_files: dict[str, str | os.PathLike] | None = None) -> Path:
+    """Write a bundle atomically: build it in a temporary sibling folder, then move it into place.
+
+    Never writes over anything by default: when `out_dir` exists (a bundle, an empty folder or a file)
+    BundleExistsError is raised before any work. With `replace=True` an existing bundle folder is
+    swapped out, and kept whole (every file, an attached .tflite included) at `keep_previous_as`
+    (default: replaced_bundle_dir(out_dir)); nothing is deleted. A shipped release is never replaced.
+    An interrupted save leaves the previous bundle at `out_dir` untouched. Returns `out_dir`.
+    `extra_files` ({name in the bundle: source path}) are copied in and listed (hashed) like the others.
     """
     out_dir = Path(out_dir)
+    if out_dir.exists() or out_dir.is_symlink():
+        check_save_target(out_dir, replace)
     out_dir.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.tmp-", dir=out_dir.parent))
     umask = os.umask(0)
@@ -388,20 +621,19 @@ def save_bundle(model, card: ModelCard, out_dir: str | os.PathLike, ood: OODStat
     os.chmod(tmp, 0o777 & ~umask)  # mkdtemp makes 0700; a bundle folder is as readable as any other folder
     try:
         model.save(tmp / MODEL_FILE)
-        files = {MODEL_FILE: sha256_file(tmp / MODEL_FILE)}
+        card.files = {MODEL_FILE: ""}
         if ood is not None:
             ood.save(tmp / OOD_FILE)
-            files[OOD_FILE] = sha256_file(tmp / OOD_FILE)
-        card.files = files
-        card.model_sha256 = files[MODEL_FILE]
-        card.format_version = FORMAT_VERSION
-        card.card_sha256 = card.content_digest()
-        card_path = tmp / CARD_FILE
-        card_path.write_text(json.dumps(card.to_dict(), indent=2, sort_keys=False), encoding="utf-8")
-        with open(card_path, "rb") as fh:
-            os.fsync(fh.fileno())
+            card.files[OOD_FILE] = ""
+        for name, source in (extra_files or {}).items():
+            if name in card.files or name == CARD_FILE or Path(name).name != name or name.startswith("."):
+                raise BundleError(f"{name!r}: not a usable extra file name for a bundle")
+            shutil.copyfile(source, tmp / name)
+            card.files[name] = ""
+        write_card(tmp, card)
         old = None
-        if out_dir.exists():
+        if out_dir.exists() or out_dir.is_symlink():
+            check_save_target(out_dir, replace)  # again: something may have appeared while we worked
             old = out_dir.parent / f".{out_dir.name}.old-{os.getpid()}"
             if old.exists():
                 shutil.rmtree(old)
@@ -413,8 +645,39 @@ def save_bundle(model, card: ModelCard, out_dir: str | os.PathLike, ood: OODStat
                 os.replace(old, out_dir)  # put the previous bundle back: never leave no current model
             raise
         if old is not None:
-            shutil.rmtree(old, ignore_errors=True)
+            keep = Path(keep_previous_as) if keep_previous_as else replaced_bundle_dir(out_dir)
+            try:
+                os.replace(old, keep)
+            except OSError:
+                pass  # still kept, as the hidden .old folder; never deleted
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     return out_dir
+
+
+def check_save_target(out_dir: str | os.PathLike, replace: bool = False) -> None:
+    """Raise BundleExistsError unless a bundle may be saved at `out_dir` (see save_bundle); call it before
+    long work (training) so a refusal comes first, not after hours. A free path always passes."""
+    out_dir = Path(out_dir)
+    if not (out_dir.exists() or out_dir.is_symlink()):
+        return
+    if not replace:
+        raise BundleExistsError(
+            f"{out_dir} already exists; a model bundle is never written over. Choose a new folder or version "
+            "(or replace it explicitly: --force)"
+        )
+    if out_dir.is_symlink() or not out_dir.is_dir():
+        raise BundleExistsError(f"{out_dir} exists and is not a bundle folder; refusing to replace it")
+    if (out_dir / CARD_FILE).is_file():
+        try:
+            existing = json.loads((out_dir / CARD_FILE).read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            existing = {}
+        if isinstance(existing, dict) and claims_release(existing) is not None:
+            raise BundleExistsError(
+                f"{out_dir} holds the shipped model {existing.get('name')} {existing.get('version')}; it is never "
+                "replaced. Save the new model to another folder."
+            )
+    elif any(out_dir.iterdir()):
+        raise BundleExistsError(f"{out_dir} exists and is not a model bundle (no {CARD_FILE}); refusing to replace it")

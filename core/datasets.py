@@ -20,7 +20,7 @@ from typing import Iterable, Sequence
 
 import numpy as np
 
-from core.images import discover_images, file_sha256, load_rgb
+from core.images import discover, file_sha256, load_rgb
 from core.progress import CancelToken, ProgressFn, report
 from core.records import LABEL_MPOX, LABEL_NOT_MPOX
 
@@ -74,6 +74,9 @@ class Dataset:
     root: Path | None = None
     # How the split was made (protocol, seed, fractions, duplicates merged); recorded in model cards.
     split_info: dict = field(default_factory=dict)
+    # What reading the folder left out: unreadable folders, links leading outside a class folder (not
+    # followed, as everywhere in core.images.discover). One user-facing line each, for the console.
+    warnings: list[str] = field(default_factory=list)
 
     def __len__(self) -> int:
         return len(self.samples)
@@ -99,7 +102,8 @@ class Dataset:
         return out
 
     def subset(self, split: str) -> "Dataset":
-        return Dataset([s for s in self.samples if s.split == split], self.root, dict(self.split_info))
+        return Dataset([s for s in self.samples if s.split == split], self.root, dict(self.split_info),
+                       list(self.warnings))
 
     def has_splits(self) -> bool:
         return any(s.split in SPLITS for s in self.samples)
@@ -181,14 +185,22 @@ def load_folder_dataset(folder: str | os.PathLike) -> Dataset:
     split_dirs = [d for d in subdirs if d.name.lower() in SPLIT_ALIASES]
     source = root.name
     samples: list[Sample] = []
+    warnings: list[str] = []
+
+    def images_in(cd: Path) -> list[Path]:
+        found = discover(cd)
+        warnings.extend(found.errors)
+        warnings.extend(f"{link}: symbolic link leading outside {cd} not followed" for link in found.skipped_links)
+        return found.paths
+
     if subdirs and len(split_dirs) == len(subdirs):
         for sd in split_dirs:
             split = SPLIT_ALIASES[sd.name.lower()]
             for cd in sorted(d for d in sd.iterdir() if d.is_dir() and not d.name.startswith(".")):
-                samples += [_make_sample(p, cd.name, source, root, split) for p in discover_images(cd)]
+                samples += [_make_sample(p, cd.name, source, root, split) for p in images_in(cd)]
     else:
         for cd in subdirs:
-            samples += [_make_sample(p, cd.name, source, root) for p in discover_images(cd)]
+            samples += [_make_sample(p, cd.name, source, root) for p in images_in(cd)]
     if not samples:
         raise DatasetError(
             f"{root}: no images found in class subfolders; expected e.g. {root}/mpox/*.jpg and {root}/other/*.jpg"
@@ -200,7 +212,7 @@ def load_folder_dataset(folder: str | os.PathLike) -> Dataset:
             f"{root}: need both an mpox class (a folder named mpox or monkeypox) and at least one other class; "
             f"found subfolders: {names}"
         )
-    return Dataset(samples, root, {"protocol": "folder"} if any(s.split for s in samples) else {})
+    return Dataset(samples, root, {"protocol": "folder"} if any(s.split for s in samples) else {}, warnings)
 
 
 def load_manifest_dataset(csv_path: str | os.PathLike, root: str | os.PathLike | None = None) -> Dataset:
@@ -345,7 +357,7 @@ def merge_duplicate_groups(ds: Dataset, max_distance: int = 4, progress: Progres
         if a != b:
             parent[max(a, b)] = min(a, b)
     samples = [replace(s, group=find(s.group)) for s in ds.samples]
-    return Dataset(samples, ds.root, dict(ds.split_info)), len(pairs)
+    return Dataset(samples, ds.root, dict(ds.split_info), list(ds.warnings)), len(pairs)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -426,7 +438,7 @@ def split_dataset(ds: Dataset, protocol: str = "group", seed: int = 0,
     if protocol == "group":
         info["duplicate_pairs_merged"] = merged
         info["phash_max_distance"] = max_distance if dedupe else None
-    return Dataset(samples, ds.root, info)
+    return Dataset(samples, ds.root, info, list(ds.warnings))
 
 
 def leaking_groups(ds: Dataset) -> dict[str, set[str]]:

@@ -7,6 +7,9 @@ model card, which is written beside the file as `<file>.json`.
 
 An export is kept only when its probabilities agree with the Keras model's within a tolerance
 (1e-4 by default) on check images; otherwise the file is removed and ExportError is raised.
+
+Running exported files is core.runtimes' job (below core.bundle); this module writes and checks them,
+and attach_runtime records one in a bundle through core.bundle.write_card (the one place cards are sealed).
 """
 
 from __future__ import annotations
@@ -15,13 +18,14 @@ import json
 import os
 import warnings
 from pathlib import Path
-from typing import Callable
 
 import numpy as np
 
 from core.records import utc_now
+from core.runtimes import FORMATS, LiteRTRunner, OnnxRunner, Runner, RuntimeLoadError  # noqa: F401 (re-exported)
+from core.runtimes import check_format as _runtime_check_format
+from core.runtimes import load_exported as _load_exported
 
-FORMATS: dict[str, str] = {"tflite": ".tflite", "onnx": ".onnx"}
 DEFAULT_TOLERANCE = 1e-4
 GENERATED_CHECK_IMAGES = 16
 
@@ -30,14 +34,11 @@ class ExportError(Exception):
     """An export could not be written or does not agree with the Keras model; the message says why."""
 
 
-Runner = Callable[[np.ndarray], tuple[np.ndarray, np.ndarray]]
-
-
 def _check_format(fmt: str) -> str:
-    fmt = str(fmt).lower()
-    if fmt not in FORMATS:
-        raise ExportError(f"Unknown export format {fmt!r}; choose one of {', '.join(FORMATS)}")
-    return fmt
+    try:
+        return _runtime_check_format(fmt)
+    except RuntimeLoadError as exc:
+        raise ExportError(str(exc)) from None
 
 
 def generated_check_images(size: int, n: int = GENERATED_CHECK_IMAGES, seed: int = 0) -> np.ndarray:
@@ -91,73 +92,12 @@ def check_inputs(check_images, size: int) -> tuple[np.ndarray, str]:
     return np.stack(arrays), f"{len(arrays)} {source}"
 
 
-class LiteRTRunner:
-    """Runs a `.tflite` file: LiteRT (ai-edge-litert) when installed, else TensorFlow's bundled interpreter."""
-
-    def __init__(self, path: str | os.PathLike, num_threads: int | None = None):
-        try:
-            from ai_edge_litert.interpreter import Interpreter
-        except ImportError:  # TensorFlow still ships the (deprecated) interpreter
-            from core.tf_runtime import load_tensorflow
-
-            tf, _ = load_tensorflow()
-            Interpreter = tf.lite.Interpreter
-        from core.tf_runtime import quiet_native_stderr
-
-        # The native runtime prints "Created TensorFlow Lite XNNPACK delegate" to fd 2 on a user's console.
-        with warnings.catch_warnings(), quiet_native_stderr():
-            warnings.simplefilter("ignore")
-            self.interpreter = Interpreter(model_path=str(path), num_threads=num_threads or os.cpu_count() or 1)
-            self.interpreter.allocate_tensors()
-        signatures = self.interpreter.get_signature_list()
-        if "serving_default" not in signatures:
-            raise ExportError(f"{path}: no serving_default signature; re-export it with `mpox-triage export`")
-        sig = signatures["serving_default"]
-        if set(sig["outputs"]) != {"logit", "embedding"} or len(sig["inputs"]) != 1:
-            raise ExportError(f"{path}: unexpected inputs/outputs {sig}; expected one image in, logit and embedding out")
-        self.input_name = sig["inputs"][0]
-        with quiet_native_stderr():
-            self.runner = self.interpreter.get_signature_runner("serving_default")
-
-    def __call__(self, batch: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        out = self.runner(**{self.input_name: np.asarray(batch, dtype=np.float32)})
-        return (np.asarray(out["logit"], dtype=np.float64).reshape(-1),
-                np.asarray(out["embedding"], dtype=np.float32))
-
-
-class OnnxRunner:
-    """Runs an `.onnx` file with ONNX Runtime on the CPU."""
-
-    def __init__(self, path: str | os.PathLike, num_threads: int | None = None):
-        try:
-            import onnxruntime as ort
-        except ImportError:
-            raise ExportError("running ONNX models needs the onnxruntime package: pip install onnxruntime") from None
-        opts = ort.SessionOptions()
-        opts.intra_op_num_threads = num_threads or os.cpu_count() or 1
-        opts.log_severity_level = 3
-        self.session = ort.InferenceSession(str(path), sess_options=opts, providers=["CPUExecutionProvider"])
-        outputs = [o.name for o in self.session.get_outputs()]
-        if set(outputs) != {"logit", "embedding"}:
-            raise ExportError(f"{path}: unexpected outputs {outputs}; expected logit and embedding")
-        self.input_name = self.session.get_inputs()[0].name
-
-    def __call__(self, batch: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        logit, emb = self.session.run(["logit", "embedding"], {self.input_name: np.asarray(batch, dtype=np.float32)})
-        return np.asarray(logit, dtype=np.float64).reshape(-1), np.asarray(emb, dtype=np.float32)
-
-
 def load_exported(path: str | os.PathLike, fmt: str | None = None, num_threads: int | None = None) -> Runner:
-    """A callable batch -> (logits (N,), embeddings (N, D)) for an exported file (format from its suffix)."""
-    path = Path(path)
-    if fmt is None:
-        fmt = next((f for f, suffix in FORMATS.items() if path.suffix.lower() == suffix), "")
-        if not fmt:
-            raise ExportError(f"{path}: cannot tell the format from the suffix; expected .tflite or .onnx")
-    fmt = _check_format(fmt)
-    if not path.is_file():
-        raise ExportError(f"{path}: exported model file not found")
-    return LiteRTRunner(path, num_threads) if fmt == "tflite" else OnnxRunner(path, num_threads)
+    """core.runtimes.load_exported, with its errors as ExportError (what export callers catch)."""
+    try:
+        return _load_exported(path, fmt, num_threads)
+    except RuntimeLoadError as exc:
+        raise ExportError(str(exc)) from None
 
 
 def check_agreement(bundle, runner: Runner, images: np.ndarray, tolerance: float = DEFAULT_TOLERANCE,
@@ -284,20 +224,27 @@ def attach_runtime(bundle_dir: str | os.PathLike, check_images=None, tolerance: 
     but only while its hash matches the card and it was made from the same model.keras; the agreement
     check on `check_images` (use real photos) must pass or nothing in the bundle changes.
     """
-    from core.bundle import CARD_FILE, load_bundle, verify_bundle
+    from core.bundle import BundleError, load_bundle, verify_bundle, write_card
+    from core.releases import claims_release
 
     bundle = load_bundle(bundle_dir, runtime="keras")
     bundle_dir = Path(bundle.path)
+    if claims_release(bundle.card) is not None:  # write_card would refuse too; say so before converting
+        raise BundleError(f"{bundle_dir}: {bundle.card.display_name} is a shipped release and is never changed; "
+                          "export to a file instead (mpox-triage export OUT)")
     staged = bundle_dir / f".runtime.staged-{os.getpid()}.tflite"
     try:
         result = export_model(bundle, "tflite", staged, check_images=check_images, tolerance=tolerance)
     finally:
         Path(f"{staged}.json").unlink(missing_ok=True)
     name = f"model-{result['sha256'][:12]}.tflite"
-    # A new name per content: the file a current card lists is never overwritten, so a crash at any
-    # point leaves a bundle that verifies (with the old runtime or none).
-    os.replace(staged, bundle_dir / name)
-    card = verify_bundle(bundle_dir)
+    try:
+        card = verify_bundle(bundle_dir)  # the card as it is now, checked again just before changing it
+        # A new name per content: the file a current card lists is never overwritten, so a crash at any
+        # point leaves a bundle that verifies (with the old runtime or none).
+        os.replace(staged, bundle_dir / name)
+    finally:
+        staged.unlink(missing_ok=True)
     old = (card.extra or {}).get("runtime", {}).get("file")
     if old and old != name:
         card.files.pop(old, None)
@@ -308,11 +255,12 @@ def attach_runtime(bundle_dir: str | os.PathLike, check_images=None, tolerance: 
         "model_sha256": card.model_sha256, "check_images": result["check_images"],
         "agreement": result["agreement"], "created": result["created"],
     }
-    if hasattr(card, "content_digest"):
-        card.card_sha256 = card.content_digest()  # the card changed legitimately: re-seal it
-    tmp_card = bundle_dir / f".{CARD_FILE}.tmp-{os.getpid()}"
-    tmp_card.write_text(json.dumps(card.to_dict(), indent=2, sort_keys=False), encoding="utf-8")
-    os.replace(tmp_card, bundle_dir / CARD_FILE)
+    try:
+        write_card(bundle_dir, card)  # save_bundle's rule: hash every listed file, seal, write atomically
+    except BaseException:
+        if name != old:
+            (bundle_dir / name).unlink(missing_ok=True)  # not listed by any card: leave the bundle as it was
+        raise
     if old and old != name:
         (bundle_dir / old).unlink(missing_ok=True)
     result.pop("sidecar", None)

@@ -9,7 +9,9 @@ from __future__ import annotations
 import hashlib
 import io
 import os
+import stat
 import warnings
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -32,55 +34,99 @@ def is_image_name(name: str) -> bool:
     return Path(name).suffix.lower() in IMAGE_EXTENSIONS
 
 
-def discover_images(folder: str | os.PathLike, errors: list[str] | None = None) -> list[Path]:
-    """All image files under `folder`, recursively, in a stable (sorted) order.
+@dataclass
+class Discovery:
+    """What a folder walk found.
 
-    Hidden files and folders are skipped; symlinked folders are followed once (loops are cut);
-    unreadable folders are noted in `errors` (when given) instead of stopping the walk.
+    paths: image files, in a stable order (each folder's files sorted by name, then its subfolders).
+    unreadable_dirs: folders that could not be opened or listed (their images are missing from `paths`).
+    skipped_links: symbolic links (to files or folders) whose target lies outside the scanned folder;
+      they are not followed (a broken link inside it is kept: it becomes a "file not found" row).
+    errors: one user-facing line per unreadable folder (for a log, the summary or the CSV).
+    """
+
+    root: Path
+    paths: list[Path] = field(default_factory=list)
+    unreadable_dirs: list[str] = field(default_factory=list)
+    skipped_links: list[str] = field(default_factory=list)
+    errors: list[str] = field(default_factory=list)
+
+    @property
+    def n_skipped_links(self) -> int:
+        return len(self.skipped_links)
+
+
+def _inside(path: str, root: str) -> bool:
+    return path == root or path.startswith(root.rstrip(os.sep) + os.sep)
+
+
+def discover(folder: str | os.PathLike) -> Discovery:
+    """Walk `folder` for image files without recursion (any depth), never leaving the folder.
+
+    Hidden files and folders are skipped. A symbolic link is followed only when its target lies inside
+    `folder` (a linked folder reached twice is walked once); links leading outside it are counted in
+    `skipped_links`. Folders that cannot be opened or listed are recorded in
+    `unreadable_dirs` and `errors` and the walk goes on. Raises FileNotFoundError / NotADirectoryError
+    for a missing `folder` or a file.
     """
     root = Path(folder)
     if not root.exists():
         raise FileNotFoundError(f"No such folder: {root}")
     if not root.is_dir():
         raise NotADirectoryError(f"Not a folder: {root}")
-
-    found: list[Path] = []
+    real_root = os.path.realpath(root)
+    result = Discovery(root=root)
     seen_dirs: set[tuple[int, int]] = set()
-
-    def walk(directory: Path) -> None:
+    stack: list[Path] = [root]
+    while stack:
+        directory = stack.pop()
         try:
             st = directory.stat()
         except OSError as exc:
-            if errors is not None:
-                errors.append(f"{directory}: cannot open folder ({exc.strerror or exc})")
-            return
+            result.unreadable_dirs.append(str(directory))
+            result.errors.append(f"{directory}: cannot open folder ({exc.strerror or exc})")
+            continue
         key = (st.st_dev, st.st_ino)
         if key in seen_dirs:  # symlink loop or a folder reached twice
-            return
+            continue
         seen_dirs.add(key)
         try:
-            entries = sorted(os.scandir(directory), key=lambda e: e.name)
+            with os.scandir(directory) as it:
+                entries = sorted(it, key=lambda e: e.name)
         except OSError as exc:
-            if errors is not None:
-                errors.append(f"{directory}: cannot list folder ({exc.strerror or exc})")
-            return
+            result.unreadable_dirs.append(str(directory))
+            result.errors.append(f"{directory}: cannot list folder ({exc.strerror or exc})")
+            continue
         subdirs = []
         for entry in entries:
             if entry.name.startswith("."):
                 continue
             try:
+                if entry.is_symlink():
+                    target = os.path.realpath(entry.path)
+                    if not _inside(target, real_root):
+                        result.skipped_links.append(entry.path)
+                        continue
                 is_dir = entry.is_dir(follow_symlinks=True)
             except OSError:
                 is_dir = False
             if is_dir:
                 subdirs.append(Path(entry.path))
             elif is_image_name(entry.name):
-                found.append(Path(entry.path))
-        for sub in subdirs:
-            walk(sub)
+                result.paths.append(Path(entry.path))
+        stack.extend(reversed(subdirs))  # depth first, in name order, like the recursive walk it replaces
+    return result
 
-    walk(root)
-    return found
+
+def discover_images(folder: str | os.PathLike, errors: list[str] | None = None) -> list[Path]:
+    """discover(folder).paths; unreadable folders are also appended to `errors` when given.
+
+    Kept for callers that need only the paths; use discover() for the skipped links and unreadable folders.
+    """
+    found = discover(folder)
+    if errors is not None:
+        errors.extend(found.errors)
+    return found.paths
 
 
 def file_sha256(path: str | os.PathLike) -> str:
@@ -88,18 +134,40 @@ def file_sha256(path: str | os.PathLike) -> str:
         return hashlib.file_digest(fh, "sha256").hexdigest()
 
 
+_FILE_KINDS = ((stat.S_ISFIFO, "a named pipe (FIFO)"), (stat.S_ISSOCK, "a socket"),
+               (stat.S_ISCHR, "a character device"), (stat.S_ISBLK, "a block device"), (stat.S_ISDIR, "a folder"))
+
+
+def _not_regular(p: Path, mode: int) -> ImageDecodeError:
+    kind = next((text for test, text in _FILE_KINDS if test(mode)), "a special file")
+    if kind == "a folder":
+        return ImageDecodeError(f"{p}: is a folder, not an image file")
+    return ImageDecodeError(f"{p}: not a regular file ({kind}); only image files are read")
+
+
 def read_file_bytes(path: str | os.PathLike) -> bytes:
-    """Read a whole file read-only, with user-facing errors."""
+    """Read a whole file read-only, with user-facing errors.
+
+    Only regular files are read: a FIFO, socket or device is refused as "not a regular file" without
+    being opened for a blocking read (it is opened non-blocking and checked with fstat).
+    """
     p = Path(path)
     try:
-        size = p.stat().st_size
-        if size == 0:
-            raise ImageDecodeError(f"{p}: empty file (0 bytes)")
-        if size > MAX_FILE_BYTES:
-            raise ImageDecodeError(
-                f"{p}: file is {size / 2**20:.0f} MiB, above the {MAX_FILE_BYTES // 2**20} MiB limit for one image"
-            )
-        with open(p, "rb") as fh:
+        st = p.stat()
+        if not stat.S_ISREG(st.st_mode):
+            raise _not_regular(p, st.st_mode)
+        fd = os.open(p, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_BINARY", 0))
+        with open(fd, "rb") as fh:
+            st = os.fstat(fh.fileno())  # the file actually opened (it may have been swapped since stat)
+            if not stat.S_ISREG(st.st_mode):
+                raise _not_regular(p, st.st_mode)
+            if st.st_size == 0:
+                raise ImageDecodeError(f"{p}: empty file (0 bytes)")
+            if st.st_size > MAX_FILE_BYTES:
+                raise ImageDecodeError(
+                    f"{p}: file is {st.st_size / 2**20:.0f} MiB, above the {MAX_FILE_BYTES // 2**20} MiB limit "
+                    "for one image"
+                )
             return fh.read()
     except ImageDecodeError:
         raise
@@ -113,20 +181,63 @@ def read_file_bytes(path: str | os.PathLike) -> bytes:
         raise ImageDecodeError(f"{p}: cannot read file ({exc.strerror or exc})") from None
 
 
-def _to_rgb(im: Image.Image) -> Image.Image:
-    """Any PIL mode to 8-bit RGB; transparency is composited onto white."""
+# Wide greyscale modes (16/32-bit integer, 32-bit float) are scaled to 8 bits in strips of about this
+# many pixels, so converting never holds more than one float/int64 strip besides the image itself.
+STRIP_PIXELS = 1 << 20
+_WIDE_GRAY = ("I;16", "I;16B", "I;16L", "I;16N", "I", "F")
+
+
+def _strips(height: int, width: int):
+    rows = max(1, STRIP_PIXELS // max(1, width))
+    for y0 in range(0, height, rows):
+        yield y0, min(height, y0 + rows)
+
+
+def _gray_to_uint8(im: Image.Image) -> np.ndarray:
+    """A wide greyscale image as (H, W) uint8, converted strip by strip (no full-size float64 copy).
+
+    16-bit: round(v * 255 / 65535); 32-bit integer: the same when any value exceeds 255, else v itself
+    (clipped to 0..255); float: min..max stretched to 0..255 (NaN -> 0).
+    """
+    width, height = im.size
+    out = np.empty((height, width), np.uint8)
     mode = im.mode
-    if mode in ("I;16", "I;16B", "I;16L", "I;16N", "I"):
-        arr = np.asarray(im, dtype=np.float64)
-        peak = 65535.0 if mode.startswith("I;16") or arr.max(initial=0) > 255 else 255.0
-        arr8 = np.clip(np.rint(arr * (255.0 / peak)), 0, 255).astype(np.uint8)
-        return Image.fromarray(arr8, mode="L").convert("RGB")
+
+    def strip(y0: int, y1: int) -> np.ndarray:
+        return np.asarray(im.crop((0, y0, width, y1)))
+
     if mode == "F":
-        arr = np.asarray(im, dtype=np.float64)
-        lo, hi = float(np.nanmin(arr)), float(np.nanmax(arr))
-        scale = 255.0 / (hi - lo) if hi > lo else 0.0
-        arr8 = np.clip(np.nan_to_num((arr - lo) * scale), 0, 255).astype(np.uint8)
-        return Image.fromarray(arr8, mode="L").convert("RGB")
+        lo, hi = np.inf, -np.inf
+        for y0, y1 in _strips(height, width):
+            a = strip(y0, y1)
+            if np.isnan(a).all():
+                continue
+            lo, hi = min(lo, float(np.nanmin(a))), max(hi, float(np.nanmax(a)))
+        scale = 255.0 / (hi - lo) if np.isfinite(lo) and hi > lo else 0.0
+        lo = lo if np.isfinite(lo) else 0.0
+        for y0, y1 in _strips(height, width):
+            a = strip(y0, y1).astype(np.float64)
+            out[y0:y1] = np.clip(np.nan_to_num((a - lo) * scale), 0, 255).astype(np.uint8)
+        return out
+    wide = mode.startswith("I;16")
+    if not wide:  # mode "I": 8-bit data stored in 32 bits, unless some value needs more
+        wide = any(int(strip(y0, y1).max(initial=0)) > 255 for y0, y1 in _strips(height, width))
+    for y0, y1 in _strips(height, width):
+        a = strip(y0, y1)
+        if mode == "I":
+            a = np.clip(a, 0, 65535 if wide else 255)
+        if wide:
+            # round(v * 255 / 65535) exactly, in integers (v / 257 is never halfway between integers)
+            a = (a.astype(np.uint32) * 255 + 32767) // 65535
+        out[y0:y1] = a
+    return out
+
+
+def _to_rgb(im: Image.Image) -> Image.Image:
+    """Any PIL mode to 8-bit RGB; transparency is composited onto white (decode_rgb avoids this copy)."""
+    mode = im.mode
+    if mode in _WIDE_GRAY:
+        return Image.fromarray(_gray_to_uint8(im), mode="L").convert("RGB")
     if mode == "P" and "transparency" in im.info:
         im = im.convert("RGBA")
         mode = "RGBA"
@@ -137,6 +248,20 @@ def _to_rgb(im: Image.Image) -> Image.Image:
     if mode != "RGB":
         return im.convert("RGB")
     return im
+
+
+# Bytes per pixel of decoded PIL modes (anything unlisted counts as 4).
+_MODE_BYTES = {"1": 1, "L": 1, "P": 1, "LA": 2, "La": 2, "PA": 2, "I;16": 2, "I;16B": 2, "I;16L": 2, "I;16N": 2,
+               "RGB": 3, "YCbCr": 3, "LAB": 3, "HSV": 3, "RGBA": 4, "RGBa": 4, "RGBX": 4, "CMYK": 4,
+               "I": 4, "F": 4}
+# Refuse images whose decoded pixels (pixel count x bytes per pixel of the mode) exceed this, before
+# decoding: with the RGB result beside them, peak memory for one image stays near 1 GB at most.
+MAX_DECODED_BYTES = 512 * 2**20
+
+
+def decoded_bytes(width: int, height: int, mode: str) -> int:
+    """Memory the decoder needs for an image's pixels: pixel count x bytes per pixel of its mode."""
+    return int(width) * int(height) * _MODE_BYTES.get(mode, 4)
 
 
 def decode_rgb(data: bytes, name: str | os.PathLike = "<bytes>", max_side: int | None = None) -> np.ndarray:
@@ -160,10 +285,22 @@ def decode_rgb(data: bytes, name: str | os.PathLike = "<bytes>", max_side: int |
             if max_side and im.format == "JPEG":
                 im.draft("RGB", (max_side, max_side))
             im.seek(0)  # first frame of animated GIF/WebP/TIFF
+            need = decoded_bytes(width, height, im.mode)
+            if need > MAX_DECODED_BYTES:
+                raise ImageDecodeError(
+                    f"{name}: image is {width}x{height} in mode {im.mode}, {need / 2**20:.0f} MiB once decoded, "
+                    f"above the {MAX_DECODED_BYTES // 2**20} MiB safety limit; downscale it to review it"
+                )
             im.load()
-            im = ImageOps.exif_transpose(im) or im
-            rgb = _to_rgb(im)
-            arr = np.asarray(rgb, dtype=np.uint8)
+            ImageOps.exif_transpose(im, in_place=True)  # no copy of the whole image when nothing turns
+            if im.mode in _WIDE_GRAY:
+                gray = _gray_to_uint8(im)
+                im.close()  # free the 16/32-bit pixels before the RGB array is made
+                arr = np.empty((*gray.shape, 3), np.uint8)
+                arr[...] = gray[..., None]
+                del gray
+            else:
+                arr = np.asarray(_to_rgb(im), dtype=np.uint8)
     except ImageDecodeError:
         raise
     except UnidentifiedImageError:

@@ -16,6 +16,7 @@ import getpass
 import json
 import os
 import sqlite3
+import stat
 import tempfile
 import threading
 import uuid
@@ -120,6 +121,68 @@ def default_actor() -> str:
         return "unknown"
 
 
+SQLITE_SUFFIXES = (".sqlite", ".db", ".sqlite3")
+_SQLITE_HEADER = b"SQLite format 3\x00"
+
+
+def _session_db_path(p: Path) -> Path:
+    """The database file for a session argument: a folder (its session.sqlite) or a .sqlite/.db file.
+
+    Any other existing file is refused: a session never turns a user's file into a database.
+    """
+    try:
+        p.stat()
+    except FileNotFoundError:
+        pass
+    except OSError as exc:  # e.g. a parent folder that may not be entered
+        raise SessionError(f"{p}: cannot open the session ({exc.strerror or exc})") from None
+    if p.is_dir():
+        return p / SESSION_FILE
+    if p.suffix.lower() in SQLITE_SUFFIXES:
+        return p
+    if p.exists() or p.is_symlink():
+        raise SessionError(f"{p}: is a file, not a session folder; give a folder (new or existing) for the session")
+    return p / SESSION_FILE
+
+
+def _check_session_file(db_path: Path) -> None:
+    """Refuse, before SQLite touches it, a session file that is not a regular SQLite file or is read-only."""
+    try:
+        st = db_path.stat()
+    except FileNotFoundError:
+        st = None
+    except OSError as exc:
+        raise SessionError(f"{db_path}: cannot open the session ({exc.strerror or exc})") from None
+    if st is not None:
+        if not stat.S_ISREG(st.st_mode):
+            raise SessionError(f"{db_path}: is not a regular file; a session database is a file")
+        if st.st_size:
+            try:
+                with open(db_path, "rb") as fh:
+                    header = fh.read(len(_SQLITE_HEADER))
+            except OSError as exc:
+                raise SessionError(f"{db_path}: cannot read the session ({exc.strerror or exc})") from None
+            if header != _SQLITE_HEADER:
+                raise SessionError(f"{db_path}: not a session database (not an SQLite file); nothing was changed. "
+                                   "Move it away or choose another session folder")
+        if not os.access(db_path, os.W_OK):
+            raise SessionError(f"{db_path}: the session database is read-only; make it writable or copy the session "
+                               "folder somewhere writable")
+    if not os.access(db_path.parent, os.W_OK):
+        raise SessionError(f"{db_path.parent}: the session folder is read-only (a session writes its journal "
+                           "beside the database); choose a writable folder")
+
+
+def _database_error_message(db_path: Path, exc: Exception, what: str = "not a usable session database") -> str:
+    text = str(exc)
+    if "readonly" in text.replace("-", "").replace(" ", "").lower():
+        return f"{db_path}: the session database is read-only ({text}); make it writable or choose another folder"
+    if "malformed" in text or "not a database" in text:
+        return (f"{db_path}: the session database is damaged ({text}); it was not opened or changed. Restore it "
+                "from a backup, or move it away to start a new session")
+    return f"{db_path}: {what} ({text}); open another session folder or move this file away"
+
+
 def _card_value(card: Any, name: str, default: Any = "") -> Any:
     if card is None:
         return default
@@ -149,37 +212,47 @@ class SessionStore:
         synchronous = synchronous.upper()
         if synchronous not in ("FULL", "NORMAL"):
             raise ValueError(f"synchronous must be FULL or NORMAL, not {synchronous!r}")
-        p = Path(path).expanduser()
-        if p.suffix.lower() in (".sqlite", ".db", ".sqlite3") or p.is_file():
-            db_path = p
-        else:
-            db_path = p / SESSION_FILE
+        db_path = _session_db_path(Path(path).expanduser())
         try:
             db_path.parent.mkdir(parents=True, exist_ok=True)
         except OSError as exc:
             raise SessionError(
                 f"{db_path.parent}: cannot create the session folder ({exc.strerror or exc}); choose a writable folder"
             ) from None
+        _check_session_file(db_path)
+        conn = None
         try:
             # isolation_level=None: we issue BEGIN/COMMIT ourselves so each write is one explicit transaction.
             conn = sqlite3.connect(str(db_path), timeout=30.0, isolation_level=None, check_same_thread=False)
             conn.row_factory = sqlite3.Row
             conn.execute("PRAGMA busy_timeout = 30000")
+            # Checked before anything writes to the file: a damaged session is refused as it is, never
+            # resumed (results would be missing or wrong) and never replaced.
+            problems = [str(r[0]) for r in conn.execute("PRAGMA quick_check").fetchall()]
+            if problems != ["ok"]:
+                raise SessionError(
+                    f"{db_path}: the session database is damaged (quick_check: {problems[0][:120]}); it was not "
+                    "opened or changed. Restore it from a backup, or move it away to start a new session"
+                )
             mode = conn.execute("PRAGMA journal_mode = WAL").fetchone()[0]
             # WAL + FULL: a commit is on disk when it returns; WAL + NORMAL: it survives the app dying.
             conn.execute(f"PRAGMA synchronous = {synchronous}")
             conn.execute("PRAGMA foreign_keys = ON")
+        except SessionError:
+            conn.close()
+            raise
         except sqlite3.DatabaseError as exc:
-            raise SessionError(
-                f"{db_path}: not a usable session database ({exc}); open another session folder or move this file away"
-            ) from None
+            if conn is not None:
+                conn.close()
+            raise SessionError(_database_error_message(db_path, exc)) from None
         store = cls(db_path, conn)
         store.journal_mode = str(mode).lower()  # not "wal" on some network file systems; still correct
         try:
             store._init_schema()
         except sqlite3.DatabaseError as exc:
             conn.close()
-            raise SessionError(f"{db_path}: cannot read or upgrade the session database ({exc})") from None
+            raise SessionError(_database_error_message(db_path, exc, "cannot read or upgrade the session database")
+                               ) from None
         except SessionError:
             conn.close()
             raise

@@ -12,8 +12,16 @@ Presets
   early stopping patience 3, best weights).
 
 After training, on `val` only: temperature scaling, a threshold for sensitivity >= 0.90, an
-uncertain band around it, and out-of-scope statistics. Nothing is written until save_trained();
-a cancelled run raises core.progress.Cancelled and leaves every existing bundle untouched.
+uncertain band around it, and out-of-scope statistics. When the data has a test split (both classes)
+the finished model is then scored on it once, for the card (`metrics.test`); test never chooses anything.
+Nothing is written until save_trained(), which writes a new bundle folder and never over an existing
+one (unless told to replace it, and then the previous bundle is kept beside it); a cancelled run raises
+core.progress.Cancelled and leaves every existing bundle untouched.
+
+Images that cannot be read are skipped and named in TrainResult.unreadable (all of them) and in the
+card (`training_data.unreadable_files`, the first 50, with `unreadable_count`).
+The ImageNet weights folder is passed explicitly (TrainConfig.weights_dir); nothing here reads or
+writes environment variables for it except core.backbones' documented fallback.
 """
 
 from __future__ import annotations
@@ -29,10 +37,11 @@ from typing import Any, Callable, Sequence
 import numpy as np
 
 from core.augment import default_views, random_pipeline
-from core.bundle import ModelCard, save_bundle
+from core.bundle import Bundle, ModelCard, new_bundle_dir, replaced_bundle_dir, save_bundle
 from core.calibration import apply_temperature, fit_temperature, logit, sigmoid
 from core.datasets import Dataset, DatasetError, split_dataset
-from core.evaluation import choose_threshold, evaluate_probabilities, expected_calibration_error, to_jsonable
+from core.evaluation import (choose_threshold, evaluate_bundle, evaluate_probabilities,
+                             expected_calibration_error, to_jsonable)
 from core.features import TINY_PREFIX, FeatureExtractor
 from core.ood import OODStats, fit_ood
 from core.preprocess import PREPROCESSING_DESCRIPTION, arch_spec, load_model_input
@@ -89,6 +98,7 @@ class TrainConfig:
     protocol: str = "group"              # used only when the dataset has no split yet
     parent_name: str | None = None
     transfer: bool = True                # quick preset: leave-one-collection-out estimate in the card
+    score_test: bool = True              # score the finished model on the test split (reported, never chosen on)
 
     def __post_init__(self) -> None:
         arch_spec(self.arch)  # fails early with the list of architectures
@@ -118,6 +128,18 @@ class TrainResult:
     val_logits: np.ndarray | None = None
     val_labels: np.ndarray | None = None
     extractor: Any = field(default=None, repr=False)
+    # Every image that could not be read (train, val and test), one user-facing line each.
+    unreadable: list[str] = field(default_factory=list)
+    # evaluate_bundle on the test split (with per-image predictions), when there was one to score.
+    test_report: dict | None = None
+    # Set by save_trained: the bundle folder written, and where a replaced bundle was kept (replace=True).
+    bundle_path: Path | None = None
+    replaced_path: Path | None = None
+
+    @property
+    def test_metrics(self) -> dict | None:
+        """The test metrics recorded in the card (None when there was no test split to score)."""
+        return self.card.metrics.get("test")
 
 
 def _hook(phase: str, steps: int, epochs: int, history: list[EpochLog], progress, cancel, on_epoch):
@@ -451,9 +473,31 @@ def train_model(dataset: Dataset, config: TrainConfig, progress: ProgressFn | No
                       val_metrics, history, errors, elapsed, parent)
     if transfer:
         card.metrics["transfer"] = to_jsonable(transfer)
+    result = TrainResult(clf, card, ood, history, val_metrics, head=head, val_logits=val_logits,
+                         val_labels=y_va_i, extractor=fx, unreadable=list(errors))
+    if config.score_test:
+        score_test_split(result, ds, n_bootstrap=config.n_bootstrap, progress=progress, cancel=cancel)
     report(progress, 1, 1, "done", "done")
-    return TrainResult(clf, card, ood, history, val_metrics, head=head, val_logits=val_logits,
-                       val_labels=y_va_i, extractor=fx)
+    return result
+
+
+def score_test_split(result: TrainResult, dataset: Dataset, n_bootstrap: int = 1000,
+                     progress: ProgressFn | None = None, cancel: CancelToken | None = None) -> dict | None:
+    """Score the trained model once on the test split and record it in the card (`metrics.test`).
+
+    Only when `dataset` has test images of both classes; every choice was already made on val, so test
+    is reported, never used. Returns the full report (with per-image predictions) or None.
+    """
+    test = dataset.subset("test")
+    if not len(test) or len({s.label for s in test.samples}) < 2:
+        return None
+    report(progress, 0, 1, "scoring the test split (reported only)", "test")
+    full = evaluate_bundle(Bundle(result.card, result.model, result.ood), test, progress=progress, cancel=cancel,
+                           n_bootstrap=n_bootstrap)
+    result.card.metrics["test"] = to_jsonable({k: v for k, v in full.items() if k not in ("predictions", "errors")})
+    result.test_report = full
+    result.unreadable.extend(e["error"] for e in full.get("errors", []))
+    return full
 
 
 def _ok_rows(x: np.ndarray) -> np.ndarray:
@@ -531,6 +575,9 @@ def _make_card(config: TrainConfig, spec, size: int, ds: Dataset, fx: FeatureExt
     summary = ds.summary()
     summary["root"] = str(ds.root) if ds.root else None
     summary["unreadable_files"] = errors[:50]
+    summary["unreadable_count"] = len(errors)
+    if ds.warnings:  # folders that could not be read, links leading outside the data (not followed)
+        summary["left_out_while_reading"] = list(ds.warnings[:50])
     summary.setdefault("split", {})
     if not summary["split"]:
         summary["split"] = {"protocol": "given"}
@@ -590,9 +637,20 @@ def retrain_audit_details(card: ModelCard, out_dir: str | os.PathLike) -> dict:
     }
 
 
-def save_trained(result: TrainResult, out_dir: str | os.PathLike) -> Path:
-    """Write the bundle atomically (an interrupted save leaves the previous bundle as it was)."""
-    return save_bundle(result.model, result.card, out_dir, ood=result.ood)
+def save_trained(result: TrainResult, out_dir: str | os.PathLike | None = None, *, replace: bool = False) -> Path:
+    """Write the trained bundle atomically and return its folder (also set as `result.bundle_path`).
+
+    `out_dir` None: a new folder `<name>-<version>` in the user's model folder (core.bundle.user_models_dir),
+    never the install's models/. An existing `out_dir` raises core.bundle.BundleExistsError unless
+    `replace=True`; the replaced bundle is then kept whole at `result.replaced_path` (nothing is deleted,
+    an attached .tflite included). A shipped release is never replaced.
+    """
+    out = Path(out_dir).expanduser() if out_dir else new_bundle_dir(result.card.name, result.card.version)
+    keep = replaced_bundle_dir(out) if replace and out.exists() else None
+    path = save_bundle(result.model, result.card, out, ood=result.ood, replace=replace, keep_previous_as=keep)
+    result.bundle_path = path
+    result.replaced_path = keep if keep is not None and keep.exists() else None
+    return path
 
 
 def head_logits(result: TrainResult, embeddings: np.ndarray) -> np.ndarray:

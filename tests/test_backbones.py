@@ -61,3 +61,28 @@ def test_unknown_feature_layer_is_a_clear_error(shared_weights, monkeypatch):
     monkeypatch.setenv(WEIGHTS_ENV, str(shared_weights))
     with pytest.raises(FeatureLayerError, match="no layer 'block_99'.*'top'"):
         build_backbone("mobilenetv2", input_size=96, feature_layer="block_99")
+
+
+def test_core_never_writes_environment_variables_for_settings():
+    """The weights folder (and every other setting) is passed explicitly; core only reads its documented fallbacks."""
+    import ast
+    from pathlib import Path
+
+    core = Path(__file__).resolve().parent.parent / "core"
+    writes = []
+    for path in core.rglob("*.py"):
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            target = None
+            if isinstance(node, (ast.Assign, ast.AugAssign)):
+                targets = node.targets if isinstance(node, ast.Assign) else [node.target]
+                target = next((t for t in targets if isinstance(t, ast.Subscript)
+                               and ast.unparse(t.value) == "os.environ"), None)
+            elif isinstance(node, ast.Call) and ast.unparse(node.func) in ("os.putenv", "os.environ.update"):
+                target = node
+            elif (isinstance(node, ast.Call) and ast.unparse(node.func) == "os.environ.setdefault"
+                  and node.args and isinstance(node.args[0], ast.Constant)
+                  and str(node.args[0].value).startswith("MPOX_TRIAGE")):
+                target = node
+            if target is not None:
+                writes.append(f"{path.name}:{node.lineno}")
+    assert writes == []

@@ -164,3 +164,16 @@ def test_shared_manifest_split_is_leak_free(shared_data):
     ds = load_manifest_dataset(shared_data / "manifest.csv")
     assert leaking_groups(ds) == {}
     assert set(ds.counts()) == {"train", "val", "test"}
+
+
+def test_folder_dataset_does_not_follow_links_outside_and_says_so(tmp_path):
+    from core.datasets import load_folder_dataset, split_dataset
+    from tests.helpers import make_image_folder
+
+    root = make_image_folder(tmp_path / "data", n_per_class=4, classes=("mpox", "other"))
+    elsewhere = make_image_folder(tmp_path / "elsewhere", n_per_class=2, classes=("stuff",))
+    (root / "mpox" / "linked").symlink_to(elsewhere / "stuff", target_is_directory=True)
+    ds = load_folder_dataset(root)
+    assert len(ds) == 8 and all("elsewhere" not in str(s.path) for s in ds.samples)
+    assert len(ds.warnings) == 1 and "linked" in ds.warnings[0] and "not followed" in ds.warnings[0]
+    assert split_dataset(ds, "group", seed=0).warnings == ds.warnings  # carried to the model card

@@ -207,6 +207,11 @@ def test_shipped_mobilenetv2_runs_on_litert_only_after_agreeing_on_real_photos(s
     if not (shipped / "model_card.json").is_file():
         pytest.skip(f"no shipped bundle at {shipped}")
     bundle_dir = shutil.copytree(shipped, tmp_path / "mobilenetv2")  # never modify the shipped bundle
+    from core.bundle import read_card, write_card
+
+    card = read_card(bundle_dir)
+    card.version += "-local-copy"  # a shipped release is never rewritten (core.releases): a local copy is
+    write_card(bundle_dir, card)
     photos = _real_photos(shared_data, "test", 48)
     result = attach_runtime(bundle_dir, check_images=photos[:32])
     assert result["agreement"]["max_abs_diff_p"] <= 1e-4
@@ -215,3 +220,35 @@ def test_shipped_mobilenetv2_runs_on_litert_only_after_agreeing_on_real_photos(s
     got = [r.p_mpox for r in classify_paths(photos[32:], fast)]
     want = [r.p_mpox for r in classify_paths(photos[32:], reference)]
     np.testing.assert_allclose(got, want, atol=1e-4)
+
+
+def test_attaching_to_a_shipped_release_is_refused_and_changes_nothing(tmp_path):
+    import shutil
+
+    from core.bundle import BundleError, default_models_dir
+    from core.export import attach_runtime
+
+    shipped = default_models_dir() / "xception"
+    if not (shipped / "model_card.json").is_file():
+        pytest.skip(f"no shipped bundle at {shipped}")
+    bundle_dir = shutil.copytree(shipped, tmp_path / "xception")
+    before = {p.name: p.read_bytes() for p in bundle_dir.iterdir()}
+    with pytest.raises(BundleError, match="shipped release"):
+        attach_runtime(bundle_dir)
+    assert {p.name: p.read_bytes() for p in bundle_dir.iterdir()} == before
+
+
+def test_runtimes_live_below_bundle_and_export():
+    import ast
+    from pathlib import Path
+
+    import core.runtimes as runtimes
+
+    tree = ast.parse(Path(runtimes.__file__).read_text())
+    imported = {n.module for n in ast.walk(tree) if isinstance(n, ast.ImportFrom)} | {
+        a.name for n in ast.walk(tree) if isinstance(n, ast.Import) for a in n.names}
+    assert not {"core.bundle", "core.export"} & imported
+    bundle_src = Path(runtimes.__file__).with_name("bundle.py").read_text()
+    assert "core.export" not in bundle_src.replace("core.export.attach_runtime", "")
+    export_src = Path(runtimes.__file__).with_name("export.py").read_text()
+    assert "content_digest" not in export_src and "card_sha256" not in export_src  # sealed by write_card only

@@ -236,3 +236,80 @@ def test_batched_sink_keeps_finished_results_when_the_run_fails(tmp_path):
                 sink.add(_record("/photos/a.jpg"))
                 raise RuntimeError("model crashed")
         assert store.done_paths("a" * 64) == {"/photos/a.jpg"}
+
+
+# --- a session is checked when opened (issue 12, hole 5) ------------------------------------------------
+def _session_with_rows(folder, n: int = 300):
+    with SessionStore.open(folder) as store:
+        for i in range(n):
+            store.log("note", {"i": i, "pad": "x" * 300})
+    return folder / SESSION_FILE
+
+
+def test_damaged_session_database_is_refused_and_left_as_it_was(tmp_path):
+    import numpy as np
+
+    db = _session_with_rows(tmp_path / "s")
+    data = bytearray(db.read_bytes())
+    assert len(data) > 8 * 4096
+    junk = np.random.default_rng(0).integers(0, 256, 4 * 4096, dtype=np.uint8).tobytes()
+    data[3 * 4096:7 * 4096] = junk  # damaged pages, intact header: SQLite opens it without complaint
+    db.write_bytes(bytes(data))
+    before = db.read_bytes()
+    with pytest.raises(SessionError, match="damaged") as info:
+        SessionStore.open(tmp_path / "s")
+    assert "\n" not in str(info.value) and str(db) in str(info.value)
+    assert db.read_bytes() == before  # never resumed, repaired or replaced
+    assert sorted(p.name for p in db.parent.iterdir()) == [SESSION_FILE]
+
+
+@pytest.mark.parametrize("content", [b"", b"my notes\n"])
+def test_session_path_pointing_at_a_file_is_refused_and_the_file_untouched(tmp_path, content):
+    target = tmp_path / "notes.txt"
+    target.write_bytes(content)
+    with pytest.raises(SessionError, match="is a file, not a session folder"):
+        SessionStore.open(target)
+    assert target.read_bytes() == content  # an empty file used to become a session database
+
+
+def test_garbage_with_a_database_name_is_refused_before_sqlite_touches_it(tmp_path):
+    db = tmp_path / "s" / SESSION_FILE
+    db.parent.mkdir()
+    db.write_bytes(b"\x00\x01garbage" * 500)
+    with pytest.raises(SessionError, match="not a session database"):
+        SessionStore.open(tmp_path / "s")
+    assert db.read_bytes() == b"\x00\x01garbage" * 500
+
+
+def test_read_only_session_is_refused_with_one_line(tmp_path):
+    import os
+    import shutil
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    import tempfile
+
+    tmp_path = Path(tempfile.mkdtemp(prefix="ro-session-"))  # pytest's tmp_path is not enterable by others
+    os.chmod(tmp_path, 0o755)
+    db = _session_with_rows(tmp_path / "s", n=3)
+    code = ("import sys; sys.path.insert(0, sys.argv[1]); from core.session import SessionStore, SessionError\n"
+            "try:\n    SessionStore.open(sys.argv[2])\nexcept SessionError as e:\n    print('REFUSED', e)\n"
+            "else:\n    print('OPENED')\n")
+    repo = str(Path(__file__).resolve().parent.parent)
+    cmd = [sys.executable, "-c", code, repo, str(tmp_path / "s")]
+    if os.geteuid() == 0:  # root writes anything: run as an unprivileged user instead
+        setpriv = shutil.which("setpriv")
+        if not setpriv:
+            pytest.skip("running as root without setpriv: a read-only file cannot be simulated")
+        cmd = [setpriv, "--reuid=65534", "--regid=65534", "--clear-groups"] + cmd
+    os.chmod(db, 0o444)
+    os.chmod(db.parent, 0o555)
+    try:
+        proc = subprocess.run(cmd, capture_output=True, text=True, timeout=120)
+    finally:
+        os.chmod(db.parent, 0o755)
+        os.chmod(db, 0o644)
+        shutil.rmtree(tmp_path, ignore_errors=True)
+    assert proc.stdout.startswith("REFUSED"), proc.stdout + proc.stderr
+    assert "read-only" in proc.stdout and len(proc.stdout.strip().splitlines()) == 1

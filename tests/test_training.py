@@ -256,3 +256,70 @@ def test_cli_train_then_evaluate(lesion_folder, tmp_path, cache_dir, capsys):
     assert {"roc_auc", "ece", "ci95", "confusion", "per_fine_label"} <= set(data)
     assert (tmp_path / "eplots" / "reliability.png").is_file()
     assert "roc_auc" in capsys.readouterr().out
+
+
+# --- training never writes over a bundle; unreadable images are reported (issue 12, holes 1 and 8) ---------
+def test_train_result_scores_test_in_core_and_gives_its_bundle(split, cache_dir, tmp_path, monkeypatch):
+    from core.bundle import USER_MODELS_ENV, BundleExistsError
+
+    monkeypatch.setenv(USER_MODELS_ENV, str(tmp_path / "user-models"))
+    result = train_model(split, _config(cache_dir, version="0.0.2"))
+    n_test = len(split.subset("test"))
+    # Test metrics come from core.training (so the app's retrain gets them too); never used for choosing.
+    assert result.test_metrics is not None and result.test_metrics["n"] == n_test
+    assert result.card.metrics["test"] == result.test_metrics and len(result.test_report["predictions"]) == n_test
+    assert result.bundle_path is None
+    path = save_trained(result)  # no folder given: a new one in the user's model folder
+    assert path == tmp_path / "user-models" / "tiny-mpox-0.0.2" == result.bundle_path
+    assert load_bundle(path).card.metrics["test"]["n"] == n_test
+    before = _digest_tree(path)
+    with pytest.raises(BundleExistsError):
+        save_trained(result)
+    assert _digest_tree(path) == before
+    no_test = train_model(split, _config(cache_dir, version="0.0.3", score_test=False))
+    assert no_test.test_metrics is None and "test" not in no_test.card.metrics
+
+
+def test_cli_train_writes_a_new_user_bundle_reports_unreadable_images_and_never_overwrites(
+        lesion_folder, tmp_path, cache_dir, capsys, monkeypatch):
+    import shutil
+
+    from core.bundle import USER_MODELS_ENV
+    from core.cli import main
+
+    user = tmp_path / "user-models"
+    monkeypatch.setenv(USER_MODELS_ENV, str(user))
+    shipped = Path(__file__).resolve().parent.parent / "models"
+    shipped_before = _digest_tree(shipped) if shipped.is_dir() else {}
+    data = shutil.copytree(lesion_folder, tmp_path / "data")
+    (data / "Monkey_Pox" / "M90_01.png").write_bytes(b"\x89PNG\r\n\x1a\n not really a png")
+    (data / "chickenpox" / "NM90_01.png").write_bytes(b"")
+    common = [str(data), "--arch", "mobilenetv2", "--base-model", TINY, "--views", "identity", "--epochs", "10",
+              "--lr", "0.02", "--bootstrap", "0", "--cache-dir", str(cache_dir), "--no-transfer", "--quiet"]
+    assert main(["train", *common, "--version", "7.0.0"]) == 0
+    err = capsys.readouterr().err
+    out = user / "mobilenetv2-7.0.0"
+    assert (out / "model_card.json").is_file() and str(out) in err
+    assert "2 images could not be read and were skipped" in err
+    assert "M90_01.png" in err and "NM90_01.png" in err
+    assert (shipped_before == _digest_tree(shipped)) if shipped.is_dir() else True  # the install is untouched
+    before = _digest_tree(out)
+
+    # The same name and version again: refused before any training, nothing changed.
+    assert main(["train", *common, "--version", "7.0.0"]) == 2
+    assert "already exists" in capsys.readouterr().err and _digest_tree(out) == before
+    # An existing --out without --force: refused too.
+    assert main(["train", *common, "--out", str(out)]) == 2
+    assert "--force" in capsys.readouterr().err and _digest_tree(out) == before
+    # A shipped release's name and version can never be trained.
+    assert main(["train", *common, "--version", "1.1.0"]) == 2
+    assert "shipped release" in capsys.readouterr().err
+
+    # --force replaces it, and keeps the previous bundle whole (an attached .tflite included).
+    (out / "model-0123456789ab.tflite").write_bytes(b"attached runtime")
+    before = _digest_tree(out)
+    assert main(["train", *common, "--out", str(out), "--force", "--version", "7.0.1"]) == 0
+    err = capsys.readouterr().err
+    (kept,) = [p for p in user.iterdir() if p.name.startswith("mobilenetv2-7.0.0.replaced-")]
+    assert _digest_tree(kept) == before and str(kept) in err
+    assert load_bundle(out).card.version == "7.0.1"

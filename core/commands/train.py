@@ -2,6 +2,13 @@
 
 DATA is a folder of class subfolders or a manifest CSV. A manifest's own split is kept unless
 `--protocol` asks for a new one; a folder without a split is split group-aware (seeded).
+
+Where the bundle goes: without `--out`, a new folder `<name>-<version>` in the user's model folder
+(core.bundle.user_models_dir: $MPOX_TRIAGE_USER_MODELS_DIR, else the platform's per-user data folder),
+never the install's models/. Training never writes over an existing bundle: an existing `--out` (or a
+name and version already saved) is refused before training starts, unless `--force`; with `--force`
+the previous bundle is kept whole beside it as `<out>.replaced-<time>` (its .tflite included), and a
+shipped release is never replaced. Images that cannot be read are listed on the console.
 """
 
 from __future__ import annotations
@@ -9,6 +16,7 @@ from __future__ import annotations
 import argparse
 import sys
 import time
+from datetime import datetime, timezone
 from pathlib import Path
 
 from core import DISCLAIMER
@@ -19,7 +27,11 @@ def add_parser(sub) -> None:
                        description=f"Train, calibrate on val and save a model bundle. {DISCLAIMER}")
     p.add_argument("data", help="folder of class subfolders (mpox/, other classes...) or a manifest CSV")
     p.add_argument("--arch", required=True, choices=["mobilenetv2", "xception"])
-    p.add_argument("--out", help="bundle folder to write (default: models/<name> beside the shipped models)")
+    p.add_argument("--out", help="new bundle folder to write (default: <name>-<version> in the user's model folder, "
+                                 "$MPOX_TRIAGE_USER_MODELS_DIR or the platform's per-user data folder)")
+    p.add_argument("--force", action="store_true",
+                   help="replace an existing --out bundle; the previous one is kept beside it as "
+                        "<out>.replaced-<time> (never deleted; shipped releases are never replaced)")
     p.add_argument("--name", help="model name in the card (default: the architecture)")
     p.add_argument("--version", help="model version (default: UTC date and time)")
     p.add_argument("--preset", choices=["quick", "full", "study"], default="quick",
@@ -87,10 +99,11 @@ def _printer(quiet: bool):
 
 
 def run(args: argparse.Namespace) -> int:
-    from core.bundle import BundleError, Bundle, default_models_dir, load_bundle
+    from core.bundle import BundleError, check_save_target, load_bundle, new_bundle_dir
+    from core.releases import find_release
     from core.commands import CliError
     from core.datasets import DatasetError, load_dataset, split_dataset
-    from core.evaluation import evaluate_bundle, save_json, save_plots, to_jsonable
+    from core.evaluation import save_json, save_plots
     from core.augment import default_views
     from core.backbones import FeatureLayerError, WeightsNotFoundError
     from core.training import TrainConfig, save_trained, train_model
@@ -104,12 +117,31 @@ def run(args: argparse.Namespace) -> int:
         views = [v.strip() for v in args.views.split(",") if v.strip()]
     elif args.n_aug is not None:
         views = default_views(args.n_aug)
+    name = args.name or args.arch
+    version = args.version or datetime.now(timezone.utc).strftime("%Y.%m.%d-%H%M")
+    release = find_release(name, version)
+    if release is not None:
+        raise CliError(f"{name} {version} is a shipped release; give the new model another --version (or --name)")
+    out = Path(args.out).expanduser() if args.out else new_bundle_dir(name, version)
+    try:  # refuse before training, not after it
+        check_save_target(out, replace=args.force)
+    except BundleError as exc:
+        hint = "" if args.out else "; give another --version (or --out)"
+        raise CliError(f"{exc}{hint}") from None
+    if args.session:  # a damaged, read-only or wrong session is refused now, not after training
+        from core.session import SessionError, SessionStore
+
+        try:
+            SessionStore.open(Path(args.session).expanduser()).close()
+        except SessionError as exc:
+            raise CliError(f"--session: {exc}") from None
     try:
         ds = load_dataset(args.data)
         if args.protocol or not ds.has_splits():
             ds = split_dataset(ds, args.protocol or "group", seed=args.seed, progress=_printer(args.quiet))
     except DatasetError as exc:
         raise CliError(str(exc)) from None
+    _report_lines(ds.warnings, "folder{s} or link{s} could not be read or lead outside the data and {were} left out")
     parent = None
     if args.parent:
         try:
@@ -120,18 +152,17 @@ def run(args: argparse.Namespace) -> int:
         config = TrainConfig(args.arch, preset=args.preset, epochs=args.epochs, batch_size=args.batch_size,
                              seed=args.seed, input_size=args.input_size, feature_layer=args.feature_layer,
                              weights_dir=args.weights_dir,
-                             name=args.name, version=args.version, views=views, head_lr=args.lr,
+                             name=name, version=version, views=views, head_lr=args.lr,
                              label_smoothing=args.label_smoothing, class_weight=not args.no_class_weight,
                              fine_tune_epochs=args.fine_tune_epochs, min_sensitivity=args.min_sensitivity,
                              cache_dir=args.cache_dir, base_model=args.base_model, n_bootstrap=args.bootstrap,
                              dropout=args.dropout, fine_tune_from=args.fine_tune_from, fine_tune_lr=args.fine_tune_lr,
                              fine_tune_patience=args.fine_tune_patience,
                              fine_tune_augment=args.fine_tune_augment, sensitivity_margin=args.sensitivity_margin,
-                             uncertain_logit_width=args.uncertain_width, transfer=not args.no_transfer)
+                             uncertain_logit_width=args.uncertain_width, transfer=not args.no_transfer,
+                             score_test=not args.no_test)
     except ValueError as exc:
         raise CliError(str(exc)) from None
-    name = args.name or args.arch
-    out = Path(args.out).expanduser() if args.out else default_models_dir() / name
     counts = ds.counts()
     print(f"Training {args.arch} ({args.preset}) on {len(ds)} images; split {ds.split_info.get('protocol', '?')}: "
           + ", ".join(f"{k} {v.get('mpox', 0)} mpox / {v.get('not_mpox', 0)} other" for k, v in sorted(counts.items())),
@@ -151,20 +182,26 @@ def run(args: argparse.Namespace) -> int:
     report = {"val": result.val_metrics}
     if "transfer" in card.metrics:
         report["transfer"] = card.metrics["transfer"]
-    test = ds.subset("test")
-    if not args.no_test and len(test) and len({s.label for s in test}) == 2:
-        # Test is scored once, after every choice was made on val; it is reported, never used.
-        bundle = Bundle(card, result.model, result.ood)
-        report["test"] = evaluate_bundle(bundle, test, progress=_printer(args.quiet), n_bootstrap=config.n_bootstrap)
-        card.metrics["test"] = to_jsonable({k: v for k, v in report["test"].items()
-                                            if k not in ("predictions", "errors")})
-    path = save_trained(result, out)
+    if result.test_report is not None:  # scored once by core.training after every choice was made on val
+        report["test"] = result.test_report
+    _report_lines(result.unreadable, "image{s} could not be read and {were} skipped",
+                  "listed in the model card's training_data.unreadable_files")
+    try:
+        path = save_trained(result, out, replace=args.force)
+    except BundleError as exc:
+        raise CliError(f"{exc} (the trained model was not saved)") from None
+    if result.replaced_path is not None:
+        print(f"The previous bundle at {path} was kept, whole, at {result.replaced_path}", file=sys.stderr)
     if args.session:
-        from core.session import ACTION_RETRAIN, SessionStore
+        from core.session import ACTION_RETRAIN, SessionError, SessionStore
         from core.training import retrain_audit_details
 
-        with SessionStore.open(Path(args.session).expanduser()) as store:
-            store.log(ACTION_RETRAIN, retrain_audit_details(card, path))
+        try:
+            with SessionStore.open(Path(args.session).expanduser()) as store:
+                store.log(ACTION_RETRAIN, retrain_audit_details(card, path))
+        except (SessionError, OSError) as exc:
+            raise CliError(f"the model was saved to {path}, but the retrain could not be recorded in the session: "
+                           f"{exc}") from None
     elapsed = time.monotonic() - started
     vm = result.val_metrics
     print(f"Saved {card.name} {card.version} to {path} ({elapsed:.0f} s). Threshold {card.threshold:.3f} "
@@ -172,7 +209,9 @@ def run(args: argparse.Namespace) -> int:
           f"{card.temperature:.2f}, val ROC-AUC {vm['roc_auc']:.3f}, val ECE {vm['ece']:.3f}", file=sys.stderr)
     if "test" in report:
         tm = report["test"]
-        print(f"Test: accuracy {tm['accuracy']:.3f} [{tm['ci95']['accuracy'][0]:.3f}, {tm['ci95']['accuracy'][1]:.3f}], "
+        ci = (tm.get("ci95") or {}).get("accuracy")  # absent with --bootstrap 0
+        interval = f" [{ci[0]:.3f}, {ci[1]:.3f}]" if ci else ""
+        print(f"Test: accuracy {tm['accuracy']:.3f}{interval}, "
               f"ROC-AUC {tm['roc_auc']:.3f}, sensitivity {tm['sensitivity']:.3f}, specificity "
               f"{tm['specificity']:.3f}, ECE {tm['ece']:.3f}", file=sys.stderr)
     for key, t in card.metrics.get("transfer", {}).items():
@@ -192,6 +231,19 @@ def run(args: argparse.Namespace) -> int:
             save_plots([p["label"] for p in preds], [p["p_mpox"] for p in preds], card.threshold,
                        Path(args.plots) / "test", title=f"{card.name} test")
     return 0
+
+
+def _report_lines(lines: list[str], what: str, where: str = "", show: int = 5) -> None:
+    """Say on the console (even with --quiet) how many things were left out, naming the first few."""
+    if not lines:
+        return
+    n = len(lines)
+    print(f"Warning: {n} " + what.format(s="s" if n != 1 else "", were="were" if n != 1 else "was") + ":",
+          file=sys.stderr)
+    for line in lines[:show]:
+        print(f"  {line}", file=sys.stderr)
+    if n > show:
+        print(f"  ... and {n - show} more" + (f" ({where})" if where else ""), file=sys.stderr)
 
 
 def _calibrated(result):

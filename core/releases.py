@@ -1,0 +1,113 @@
+"""The model bundles this app ships, pinned by SHA-256: the one place to add a release.
+
+Anyone who can write to a model folder can also recompute a card's own digest, so the digest alone
+proves only that a card was not edited *by accident*. For the bundles we ship, the app therefore
+knows the digests itself: a bundle whose card claims the name and version of a release listed here
+must carry exactly that release's model SHA-256 and one of its card digests, or it is refused
+(core.bundle.verify_bundle). Every other bundle loads as a *local* model and is shown as such, with
+its parent, in the CSV (`model_origin`), the app and the PDF report.
+
+Adding a release (e.g. 1.2.0): build the bundle completely first (train, calibrate, attach its LiteRT
+runtime: every later change rewrites the card and its digest), then add one `Release(...)` line below
+with the card's `name`, `version`, `model_sha256` and `card_sha256` (`python -m core.releases models/X`
+prints the line). tests/test_releases.py checks that every bundle in models/ is listed here and verifies.
+A release's name and version can then never be written again by save_bundle / attach_runtime.
+
+This module imports nothing from core.bundle: it works on any object (or dict) with the card's fields.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from dataclasses import dataclass
+from typing import Any
+
+ORIGIN_SHIPPED = "shipped"
+ORIGIN_LOCAL = "local"
+
+
+@dataclass(frozen=True)
+class Release:
+    name: str
+    version: str
+    model_sha256: str                 # SHA-256 of model.keras
+    card_sha256: tuple[str, ...]      # accepted card digests (a release re-issued with a runtime attached has two)
+    notes: str = ""
+
+
+RELEASES: tuple[Release, ...] = (
+    Release("mobilenetv2", "1.0.0", "012aef475a518a851862d8c18c8e14e90a7d2fab724f6ce16f238d81dc911e73",
+            ("6d0176c52b84a281ae226f817c578120f4f98381110591b7232070bb19ca96c5",
+             "cdf0ce00151742544623c66e3f6c6fdc66a5b2c36c5bfcd0e349caa84c8ad478"),
+            "first release; second digest: the same model with its LiteRT runtime attached"),
+    Release("xception", "1.0.0", "b62b0d602857e5c515880fa62e4cf46a24096ca847769a50ba05e9f04bbbe018",
+            ("149e0d8f8adc1a1dcb36d41873722a61b05406ec36ecac57b7dee36564b34a4f",)),
+    Release("mobilenetv2", "1.1.0", "91d00a0f4bfbc09ff031deabdbef047a9a1321c7e3879a195b9f838b0eef1e40",
+            ("98d9c87853f5353345ba9001d7e69a745c04683b38b69b213bdea4e67c5b0983",)),
+    Release("xception", "1.1.0", "cde93858358a4226a55dbb53f3a8e9031723136f9f8c84252b241aa0c445b530",
+            ("7fc7bc4af60b76da2fbc238060d8fcd8737f0e316ed9a004b34672b7392e53f0",)),
+)
+
+
+def _field(card: Any, name: str) -> str:
+    value = card.get(name, "") if isinstance(card, dict) else getattr(card, name, "")
+    return "" if value is None else str(value)
+
+
+def find_release(name: str, version: str) -> Release | None:
+    """The listed release with this exact name and version, or None."""
+    for release in RELEASES:
+        if release.name == name and release.version == version:
+            return release
+    return None
+
+
+def claims_release(card: Any) -> Release | None:
+    """The release whose name and version `card` claims (whether or not its digests match), or None."""
+    return find_release(_field(card, "name"), _field(card, "version"))
+
+
+def is_genuine_release(card: Any) -> bool:
+    """True when `card` claims a listed release and carries its model SHA-256 and one of its card digests."""
+    release = claims_release(card)
+    return (release is not None and _field(card, "model_sha256") == release.model_sha256
+            and _field(card, "card_sha256") in release.card_sha256)
+
+
+def bundle_origin(card: Any) -> str:
+    """"shipped" for a genuine listed release, else "local" (trained or imported by a user).
+
+    A card that claims a release but does not match it is refused by core.bundle.verify_bundle before
+    anything scores with it; called on such a card anyway, this says "local".
+    """
+    return ORIGIN_SHIPPED if is_genuine_release(card) else ORIGIN_LOCAL
+
+
+def bundle_parent(card: Any) -> str:
+    """The card's parent as "name version" (empty when it records none)."""
+    parent = card.get("parent") if isinstance(card, dict) else getattr(card, "parent", None)
+    if not isinstance(parent, dict):
+        return ""
+    return " ".join(str(parent.get(k, "")).strip() for k in ("name", "version") if parent.get(k)).strip()
+
+
+def origin_text(card: Any) -> str:
+    """One line for people: "shipped release" or "local model (parent mobilenetv2 1.1.0)" / "local model"."""
+    if bundle_origin(card) == ORIGIN_SHIPPED:
+        return "shipped release"
+    parent = bundle_parent(card)
+    return f"local model (parent {parent})" if parent else "local model"
+
+
+def release_line(card: Any) -> str:
+    """The `Release(...)` line to paste into RELEASES for a finished bundle's card."""
+    return (f'    Release("{_field(card, "name")}", "{_field(card, "version")}", "{_field(card, "model_sha256")}",\n'
+            f'            ("{_field(card, "card_sha256")}",)),')
+
+
+if __name__ == "__main__":  # python -m core.releases models/mobilenetv2 ...: print the lines to add
+    from pathlib import Path
+
+    for folder in sys.argv[1:]:
+        print(release_line(json.loads((Path(folder) / "model_card.json").read_text(encoding="utf-8"))))
