@@ -33,14 +33,11 @@ ICON_PATH = Path(__file__).resolve().parent.parent / "resources" / "mpox-triage.
 
 
 def scan_bundles(models_dir: str | os.PathLike | None) -> list[tuple[Path, object]]:
-    """(bundle folder, ModelCard) for every readable bundle; reads JSON only, no TensorFlow."""
+    """(bundle folder, ModelCard) for every readable bundle (shipped, then the user's own unless a models folder
+    is set); reads JSON only, no TensorFlow."""
     from core.bundle import scan_bundles as core_scan_bundles
-    from desktop_app.settings.store import user_models_dir
 
-    found = core_scan_bundles(models_dir)
-    if not models_dir and user_models_dir().is_dir():   # the shipped models plus the user's own (retrained)
-        found += core_scan_bundles(user_models_dir())
-    return found
+    return core_scan_bundles(models_dir)
 
 
 def model_choices(bundles: list[tuple[Path, object]]) -> list[tuple[str, list[str], list]]:

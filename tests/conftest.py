@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -14,6 +15,9 @@ REPO = Path(__file__).resolve().parent.parent
 SHARED = Path(os.environ.get("MPOX_TRIAGE_SHARED", REPO.parent / "shared"))
 SHARED_DATA = SHARED / "data"
 SHARED_WEIGHTS = SHARED / "weights"
+
+# Tests never read or write the real user's model folder (core.bundle.user_models_dir).
+os.environ.setdefault("MPOX_TRIAGE_USER_MODELS_DIR", tempfile.mkdtemp(prefix="mpox-test-user-models-"))
 
 if SHARED_WEIGHTS.is_dir():
     os.environ.setdefault("MPOX_TRIAGE_WEIGHTS_DIR", str(SHARED_WEIGHTS))

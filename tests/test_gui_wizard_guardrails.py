@@ -80,7 +80,7 @@ def test_retrain_bar_moves_one_way_within_a_phase_and_names_it():
 def test_save_needs_keep_cancel_after_training_asks_and_the_default_folder_is_the_users(qtbot, tmp_path):
     w = RetrainWizard(None, current=[], session_items=[])
     qtbot.addWidget(w)
-    assert w.models_dir == user_models_dir() and w.models_dir.name == "models"
+    assert w.models_dir == user_models_dir()
     from core.bundle import default_models_dir
 
     assert w.models_dir.resolve() != default_models_dir().resolve()

@@ -6,7 +6,7 @@ import os
 
 from pathlib import Path
 
-from PySide6.QtCore import QSettings, QStandardPaths
+from PySide6.QtCore import QSettings
 
 from desktop_app.notices import APP_NAME, ORG_NAME
 
@@ -14,9 +14,11 @@ MAX_RECENT = 8
 
 
 def user_models_dir() -> Path:
-    """The user's own model folder (where the retrain wizard saves): AppDataLocation/models.
-    TODO: core (branch harden) gets a helper for the user model folder; use it here once it lands."""
-    return Path(QStandardPaths.writableLocation(QStandardPaths.StandardLocation.AppDataLocation)) / "models"
+    """The user's own model folder (where retrained and adapted models go): core's one rule
+    (core.bundle.user_models_dir: $MPOX_TRIAGE_USER_MODELS_DIR, else the platform's per-user data folder)."""
+    from core.bundle import user_models_dir as core_user_models_dir
+
+    return core_user_models_dir()
 
 
 class AppSettings:
