@@ -23,6 +23,7 @@ CSV_COLUMNS = [
     "model",
     "model_version",
     "model_sha256",
+    "model_origin",
     "file_sha256",
     "error",
     "timestamp",

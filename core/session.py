@@ -405,6 +405,11 @@ class SessionStore:
             "app_version": __version__,
             "folder": str(folder),
         }
+        if not isinstance(card, dict) or card.get("card_sha256"):
+            from core.releases import origin_text
+
+            # Recorded so that results restored later still say where their model came from.
+            info["model_origin"] = origin_text(card)
         with self._transaction():
             self._conn.execute(
                 "INSERT INTO runs (run_id, model, model_version, model_sha256, threshold, app_version, folder,"

@@ -40,10 +40,13 @@ import threading
 from collections import Counter
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any, Iterable, Iterator, Sequence
+from typing import TYPE_CHECKING, Any, Iterable, Iterator, Sequence
 
 from core.progress import Cancelled, CancelToken, Progress, ProgressFn
 from core.records import ResultRecord, safe_text, utc_now
+
+if TYPE_CHECKING:
+    from core.images import Discovery
 
 STATUS_FINISHED = "finished"
 STATUS_CANCELLED = "cancelled"
@@ -130,17 +133,24 @@ class Workspace:
     """A folder's photos, their results and reviews, and (optionally) the session that stores them."""
 
     def __init__(self, folder: str | os.PathLike, session: Any = None, actor: str | None = None,
-                 paths: Sequence[os.PathLike | str] | None = None, walk_errors: Sequence[str] = ()):
-        from core.images import discover_images
-
+                 paths: Sequence[os.PathLike | str] | None = None, walk_errors: Sequence[str] = (),
+                 skipped_links: Sequence[str] = (), unreadable_dirs: Sequence[str] = ()):
         self.folder = Path(os.path.abspath(Path(folder).expanduser()))
         self.session = session
         self.actor = actor
         self.walk_errors: list[str] = list(walk_errors)
+        # Symbolic links leading outside the folder (not followed) and folders that could not be listed:
+        # counted in the summary, and each unreadable folder leaves an `error` row in the CSV.
+        self.skipped_links: list[str] = [safe_text(str(p)) for p in skipped_links]
+        self.unreadable_dirs: list[str] = [safe_text(str(p)) for p in unreadable_dirs]
         if paths is None:
-            errors: list[str] = []
-            paths = discover_images(self.folder, errors=errors)
-            self.walk_errors += [safe_text(e) for e in errors]
+            from core.images import discover
+
+            found = discover(self.folder)
+            paths = found.paths
+            self.walk_errors += [safe_text(e) for e in found.errors]
+            self.skipped_links += [safe_text(p) for p in found.skipped_links]
+            self.unreadable_dirs += [safe_text(p) for p in found.unreadable_dirs]
         self._files: dict[str, Path] = {}
         for p in paths:
             key = safe_text(str(p))
@@ -151,6 +161,7 @@ class Workspace:
         self.paths: list[str] = list(self._files)
         self.results: dict[str, dict[str, ResultRecord]] = {}   # model key -> photo -> latest result
         self.cards: dict[str, Any] = {}                           # model key -> card, as met
+        self.shift: dict | None = None   # the folder's shift test (core.shift ShiftResult.to_dict()), once run
         self._reviews: dict[str, dict] = {}
         self._lock = threading.RLock()
         if session is not None:
@@ -160,9 +171,9 @@ class Workspace:
     @classmethod
     def open(cls, folder: str | os.PathLike, session_dir: str | os.PathLike | None = None,
              actor: str | None = None, paths: Sequence[os.PathLike | str] | None = None,
-             walk_errors: Sequence[str] = ()) -> "Workspace":
-        """Discover the folder's photos (unless `paths` is given) and open (or create) its session,
-        restoring results and reviews.
+             walk_errors: Sequence[str] = (), found: Any = None) -> "Workspace":
+        """Discover the folder's photos (unless `found`, a Workspace.discover result, or `paths` is given) and
+        open (or create) its session, restoring results and reviews.
 
         Raises WorkspaceError with a one-line message for a missing folder or an unusable session."""
         folder = Path(os.path.abspath(Path(folder).expanduser()))
@@ -182,6 +193,9 @@ class Workspace:
             except SessionError as exc:
                 raise WorkspaceError(safe_text(str(exc))) from None
         try:
+            if found is not None:
+                return cls(folder, session, actor, paths=found.paths, walk_errors=list(found.errors),
+                           skipped_links=found.skipped_links, unreadable_dirs=found.unreadable_dirs)
             return cls(folder, session, actor, paths=paths, walk_errors=walk_errors)
         except RecursionError:
             if session is not None:
@@ -193,23 +207,24 @@ class Workspace:
             raise WorkspaceError(f"cannot open {folder}: {exc.strerror or exc}") from None
 
     @staticmethod
-    def discover(folder: str | os.PathLike) -> tuple[list[Path], list[str]]:
-        """(image files, unreadable-folder messages) under `folder`; WorkspaceError with one line on failure."""
-        from core.images import discover_images
+    def discover(folder: str | os.PathLike) -> "Discovery":
+        """core.images.discover (image files; unreadable folders, links leaving the folder), with messages made
+        printable; WorkspaceError with one line on failure. Pass it on as Workspace.open(..., found=...)."""
+        from core.images import discover
 
         folder = Path(os.path.abspath(Path(folder).expanduser()))
         if not folder.exists():
             raise WorkspaceError(f"no such folder: {safe_text(str(folder))}")
         if not folder.is_dir():
             raise WorkspaceError(f"not a folder: {safe_text(str(folder))}")
-        errors: list[str] = []
         try:
-            paths = discover_images(folder, errors=errors)
+            found = discover(folder)
         except RecursionError:
             raise WorkspaceError(f"{safe_text(str(folder))}: folders are nested too deep to search") from None
         except OSError as exc:
             raise WorkspaceError(f"cannot open {safe_text(str(folder))}: {exc.strerror or exc}") from None
-        return paths, [safe_text(e) for e in errors]
+        found.errors = [safe_text(e) for e in found.errors]
+        return found
 
     def _restore(self) -> None:
         wanted = set(self.paths)
@@ -434,9 +449,33 @@ class Workspace:
         review = self._reviews.get(path)
         if len(keys) == 1:
             row = recs[0].to_row()
+            row["model_origin"] = self.origin(keys[0])
             row.update(review_cells(review))
             return row
-        return wide_row(path, recs, self.slugs(keys), review)
+        row = wide_row(path, recs, self.slugs(keys), review)
+        for key, slug, rec in zip(keys, self.slugs(keys), recs):
+            if rec is not None:
+                row[f"model_origin__{slug}"] = self.origin(key)
+        return row
+
+    def origin(self, key: str) -> str:
+        """Where a model comes from, for people: "shipped release" (its digests are listed in core.releases),
+        "local model (parent NAME VERSION)", or "" when this workspace has not met its card."""
+        from core.releases import origin_text
+
+        card = self.cards.get(key)
+        if card is not None:
+            return origin_text(card)
+        if self.session is None:
+            return ""
+        from core.session import ACTION_RUN_STARTED
+
+        # A model met only in an earlier run: the origin its run recorded when it started.
+        for entry in reversed(self.session.audit(ACTION_RUN_STARTED)):
+            details = entry.get("details") or {}
+            if card_key(details | {"name": details.get("model"), "version": details.get("model_version")}) == key:
+                return str(details.get("model_origin", ""))
+        return ""
 
     def csv_stream(self, out: str | os.PathLike, keys: Sequence[str],
                    plans: Sequence[ScorePlan] = ()) -> "CsvStream":
@@ -470,8 +509,12 @@ class Workspace:
         except OSError as exc:
             raise _write_error("report", out, exc) from None
         try:
+            from core.releases import bundle_origin
+
+            origins = {card_key(c): bundle_origin(c) for c in use_cards}
             write_pdf_report(records, tmp, folder=str(self.folder), cards=use_cards, reviews=reviews,
-                             gradcam=gradcam or None, progress=progress, cancel=cancel)
+                             gradcam=gradcam or None, progress=progress, cancel=cancel, origins=origins,
+                             shift=self.shift)
             with open(tmp, "rb+") as fh:
                 os.fsync(fh.fileno())
             os.replace(tmp, out)
@@ -513,9 +556,10 @@ class Workspace:
             models.append(info)
         counts = self.counts(keys)
         return {"folder": safe_text(str(self.folder)), "status": status, **counts, "models": models,
-                "walk_errors": list(self.walk_errors), "outputs": dict(outputs or {}),
+                "walk_errors": list(self.walk_errors), "unreadable_folders": list(self.unreadable_dirs),
+                "skipped_links": len(self.skipped_links), "outputs": dict(outputs or {}),
                 "session": safe_text(str(self.session.session_dir)) if self.session is not None else None,
-                "shift": None}
+                "shift": self.shift}
 
 
 def combined_status(runs: Iterable["WorkspaceRun"]) -> str:
@@ -682,13 +726,16 @@ class CsvStream:
         row = self.ws.csv_row(path, self.keys)
         if row is None or path in self._written:
             return
+        self._write_row(row)
+        self._written.add(path)
+
+    def _write_row(self, row: dict[str, str]) -> None:
         try:
             self.writer.write_row(row)
             self.writer.flush()  # row by row: a killed run leaves every row so far in the hidden .partial file
         except OSError as exc:
             self.abort()
             raise _write_error("CSV", self.out, exc) from None
-        self._written.add(path)
 
     def add(self, record: ResultRecord) -> None:
         """A record has arrived (and been committed): write its photo's row if that photo is complete."""
@@ -706,6 +753,10 @@ class CsvStream:
             for path in self.ws.paths:
                 if path in self._pending:
                     self._write(path)
+            for folder in self.ws.unreadable_dirs:
+                # A trace of each folder that could not be read: its photos are missing from this CSV.
+                self._write_row({"path": folder, "status": "error", "error": "folder could not be read; "
+                                 "its photos are not in this list"})
             self.writer.close()
         except OSError as exc:
             self.abort()

@@ -383,7 +383,7 @@ class MainWindow(QMainWindow):
             return False
         folder = str(Path(folder).expanduser())
         try:
-            paths, errors = Workspace.discover(folder)
+            found = Workspace.discover(folder)
         except WorkspaceError as exc:
             self.warn(f"Cannot open {folder}: {exc}")
             return False
@@ -395,12 +395,14 @@ class MainWindow(QMainWindow):
         self.detail.show_row(None)
         actor = self.settings.reviewer or None
         try:
-            self.workspace = Workspace.open(folder, self.session_dir_for(folder), actor=actor, paths=paths,
-                                            walk_errors=errors)
+            self.workspace = Workspace.open(folder, self.session_dir_for(folder), actor=actor, found=found)
             self.images.cache_dir = self.session.cache_dir("thumbnails")
         except (WorkspaceError, OSError) as exc:  # the app works without a session; say so
-            self.workspace = Workspace(folder, None, actor, paths=paths, walk_errors=errors)
+            self.workspace = Workspace(folder, None, actor, paths=found.paths, walk_errors=found.errors,
+                                       skipped_links=found.skipped_links, unreadable_dirs=found.unreadable_dirs)
             self._set_message(f"Session not available ({exc}); reviews will not be saved", error=True)
+        for _dir, card in self.bundles:   # restored results name their model's origin in exports
+            self.workspace.cards.setdefault(card.key, card)
         self.model.add_records(list(self.workspace.records()))
         self.model.apply_reviews(self.workspace.reviews)
         self.settings.add_recent(folder)
@@ -408,8 +410,10 @@ class MainWindow(QMainWindow):
         msg = f"{len(self.paths)} photos in {folder}"
         if self.model.rowCount():
             msg += f" — {self.model.rowCount()} restored from the last session"
-        if errors:
-            msg += f" ({len(errors)} folders unreadable)"
+        if found.unreadable_dirs:
+            msg += f" ({len(found.unreadable_dirs)} folders unreadable)"
+        if found.skipped_links:
+            msg += f" ({len(found.skipped_links)} links leading outside the folder not followed)"
         if self.session is not None:
             self._set_message(msg + (" — press Run" if self.paths else ""))
         self._update_actions()

@@ -286,3 +286,54 @@ def test_another_engine_plugs_in_through_the_workspace(capsys, folder, bundles, 
     rows = rows_of(out)
     assert len(rows) == 7
     assert all(r["prediction"] == "mpox" and r["threshold"] == "0.000000" for r in rows if r["status"] == "ok")
+
+
+# --- hole 7 and the origin of each model, as the CSV and summary show them --------------------------------
+def test_links_leaving_the_folder_are_counted_and_an_unreadable_folder_leaves_a_csv_row(tmp_path, capsys, bundles,
+                                                                                       folder, monkeypatch):
+    import core.images as images
+
+    outside = make_image_folder(tmp_path / "elsewhere", n_per_class=2)
+    (folder / "linked_outside").symlink_to(outside, target_is_directory=True)
+    (folder / "photo_outside.jpg").symlink_to(next(outside.rglob("*.jpg")))
+    locked = folder / "locked"
+    locked.mkdir()
+    real_scandir = os.scandir
+
+    def scandir(path):  # root reads chmod 000 folders, so the unreadable folder is simulated
+        if Path(path) == locked:
+            raise PermissionError(13, "Permission denied")
+        return real_scandir(path)
+
+    monkeypatch.setattr(images.os, "scandir", scandir)
+    out, summary = tmp_path / "out.csv", tmp_path / "summary.json"
+    code, err = cli(capsys, folder, "--model", bundles[0], "--csv", out, "--summary", summary)
+    assert code == 0
+    rows = rows_of(out)
+    assert not any("elsewhere" in r["path"] or "outside" in r["path"] for r in rows)  # not followed
+    trace = [r for r in rows if r["path"] == str(locked)]
+    assert len(trace) == 1 and trace[0]["status"] == "error" and "could not be read" in trace[0]["error"]
+    data = json.loads(summary.read_text())
+    assert data["skipped_links"] == 2 and data["unreadable_folders"] == [str(locked)]
+    assert data["photos"] == 7  # the trace row is not a photo
+    assert "2 symbolic link(s)" in err
+
+
+def test_every_row_names_its_models_origin(tmp_path, capsys, bundles, folder):
+    out = tmp_path / "one.csv"
+    assert cli(capsys, folder, "--model", bundles[0], "--csv", out)[0] == 0
+    assert {r["model_origin"] for r in rows_of(out)} == {"local model"}
+    wide = tmp_path / "two.csv"
+    assert cli(capsys, folder, "--model", bundles[0], "--model", bundles[1], "--csv", wide)[0] == 0
+    row = rows_of(wide)[0]
+    assert row["model_origin__alpha"] == row["model_origin__beta"] == "local model"
+
+
+def test_a_shipped_release_is_named_as_such(tmp_path, capsys, folder):
+    from core.bundle import default_models_dir
+
+    if not (default_models_dir() / "mobilenetv2" / "model_card.json").is_file():
+        pytest.skip("the shipped mobilenetv2 bundle is not in this checkout")
+    out = tmp_path / "shipped.csv"
+    assert cli(capsys, folder, "--model", "mobilenetv2", "--csv", out)[0] == 0
+    assert {r["model_origin"] for r in rows_of(out)} == {"shipped release"}

@@ -225,9 +225,13 @@ def _run(args: argparse.Namespace) -> int:
     _check_writable(args.report_path, "report")
     _check_writable(args.summary_path, "summary")
 
-    paths, walk_errors = Workspace.discover(folder)
-    for message in walk_errors:
+    found = Workspace.discover(folder)
+    paths = found.paths
+    for message in found.errors:
         print(f"warning: {message}", file=sys.stderr)
+    if found.skipped_links:
+        print(f"note: {len(found.skipped_links)} symbolic link(s) lead outside {safe_text(str(folder))} and were "
+              "not followed", file=sys.stderr)
     inputs: list[Path] = list(paths)
     if args.engine == "local":
         from core.bundle import BundleError, resolve_bundle_dir
@@ -247,7 +251,7 @@ def _run(args: argparse.Namespace) -> int:
             raise CliError(f"--model {card.display_name} is given twice")
         keys.append(card.key)
 
-    ws = Workspace.open(folder, args.session, paths=paths, walk_errors=walk_errors)
+    ws = Workspace.open(folder, args.session, found=found)
     try:
         return _classify(args, ws, engines, keys)
     finally:
