@@ -30,6 +30,7 @@ def ray_instance():
     """One local Ray instance for the test session, writing only under a temporary folder."""
     import ray
 
+    os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")  # offline: no usage report attempt
     temp = tempfile.mkdtemp(prefix="mpox-ray-")  # short: Ray's socket paths must stay under 107 bytes
     ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, _temp_dir=temp)
     try:
@@ -140,3 +141,23 @@ def test_feature_cache_filled_on_ray_is_what_train_reads(ray_instance, image_fol
     result = train_model(ds, config)
     assert result.card.training["backbone"]["fingerprint_sha256"][:16] in filled.cache_dir
     assert np.isfinite(result.val_logits).all()
+
+
+def test_ray_engine_gives_the_local_engines_rows_for_the_shared_test_split(ray_instance, shared_data):
+    """The shipped bundle on the real test photos (scored here only to compare engines, never to choose)."""
+    import csv
+
+    from core.bundle import default_models_dir
+    from core.scale import RayEngine, read_manifest
+
+    bundle_dir = default_models_dir() / "mobilenetv2"
+    if not (bundle_dir / "model_card.json").is_file():
+        pytest.skip(f"no shipped bundle at {bundle_dir}")
+    with open(shared_data / "manifest.csv", newline="", encoding="utf-8") as fh:
+        all_paths = read_manifest(shared_data / "manifest.csv")
+        splits = [row["split"] for row in csv.DictReader(fh)]
+    paths = [p for p, s in zip(all_paths, splits) if s == "test"]
+    want = list(InferenceEngine(load_bundle(bundle_dir)).run(paths))
+    got = list(RayEngine(bundle_dir, actors=1).run(paths))
+    assert len(got) == len(paths) > 100
+    _assert_same_records(got, want)

@@ -21,6 +21,8 @@ def connect(address: str | None = None, num_cpus: int | None = None) -> bool:
     """
     from core.scale import require_ray
 
+    # An offline tool: Ray must not try to send usage statistics (set before the first ray.init).
+    os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
     ray = require_ray()
     if ray.is_initialized():
         return False

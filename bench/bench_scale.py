@@ -1,0 +1,147 @@
+"""Benchmark of the Ray engine against the local engine on the same photos, at equal cores.
+
+    python bench/bench_scale.py                 # 2,000 rows, shipped MobileNetV2 bundle
+    python bench/bench_scale.py --n 3000 --arch xception
+
+Photos: the real photos of ../shared/data/manifest.csv (all splits, 973 files), listed over and over
+until there are --n rows (so each file is read about twice; the page cache is warm for every engine
+alike), else generated 224x224 crops (benchlib.photo_folder). Scores are checked to agree.
+
+Figures:
+  start-up   ray.init of a local instance (once), and each run's time to its first result (actors
+             start, import TensorFlow / LiteRT and load and verify the bundle)
+  local      core.inference.InferenceEngine.run, bundle loaded beforehand (photos/s)
+  ray 1x2    RayEngine, 1 actor holding 2 CPUs (equal cores with local)
+  ray 2x1    RayEngine, 2 actors of 1 CPU each (equal cores with local)
+  For Ray, "steady" is the rate after the first result (start-up apart); "end to end" includes it.
+  The files are read once before timing (warm page cache for every engine), and local runs before and
+  after the Ray runs (the better is kept): the machine is shared, so order would otherwise bias it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import os
+import sys
+import time
+from pathlib import Path
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+import benchlib  # noqa: E402
+from benchlib import SHARED, load_now  # noqa: E402
+
+
+def out(line: str = "") -> None:
+    print(line, flush=True)
+
+
+def photo_rows(n: int) -> tuple[list[Path], str]:
+    manifest = SHARED / "data" / "manifest.csv"
+    if manifest.is_file():
+        with open(manifest, newline="", encoding="utf-8") as fh:
+            files = [SHARED / "data" / row["path"] for row in csv.DictReader(fh)]
+        rows = [files[i % len(files)] for i in range(n)]
+        return rows, f"{len(files)} real photos of ../shared/data, listed {n / len(files):.1f} times ({n} rows)"
+    folder = benchlib.photo_folder(n, phone_fraction=0.0)
+    from core.images import discover_images
+
+    return discover_images(folder)[:n], f"{n} generated crops in {folder}"
+
+
+def timed_run(engine, paths) -> dict:
+    start = time.perf_counter()
+    first = None
+    records = []
+    for record in engine.run(paths):
+        if first is None:
+            first = time.perf_counter()
+        records.append(record)
+    end = time.perf_counter()
+    # The first result arrives with its whole batch; steady rate counts what came after that batch.
+    batch = getattr(engine, "batch_size", 32)
+    steady = (len(records) - batch) / max(end - first, 1e-9)
+    return {"records": records, "total_s": end - start, "first_s": first - start,
+            "end_to_end": len(records) / (end - start), "steady": steady, "load": load_now()}
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--arch", default="mobilenetv2")
+    parser.add_argument("--n", type=int, default=2000)
+    parser.add_argument("--batch-size", type=int, default=32)
+    args = parser.parse_args()
+
+    from core.bundle import load_bundle
+    from core.inference import InferenceEngine
+    from core.scale import RayEngine, ray_available
+
+    if not ray_available():
+        out('Ray is not installed: pip install -e ".[scale]"')
+        return 2
+    import ray
+
+    bundle_dir, what = benchlib.shipped_or_standin_bundle(args.arch)
+    paths, photos = photo_rows(args.n)
+    out(f"machine: {benchlib.machine_line()}")
+    out(f"bundle: {what}; photos: {photos}; batch size {args.batch_size}; ray {ray.__version__}")
+
+    for path in set(paths):  # warm the page cache: no engine pays for the first read from disk
+        path.read_bytes()
+    t = time.perf_counter()
+    bundle = load_bundle(bundle_dir)
+    load_s = time.perf_counter() - t
+    local = timed_run(InferenceEngine(bundle, batch_size=args.batch_size), paths)
+    out(f"local: bundle load {load_s:.1f} s (runtime {bundle.runtime_name}); {local['end_to_end']:.1f} photos/s "
+        f"({local['total_s']:.1f} s, load average {local['load']})")
+
+    import tempfile
+
+    temp = tempfile.mkdtemp(prefix="mpox-ray-bench-")
+    t = time.perf_counter()
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, _temp_dir=temp)
+    init_s = time.perf_counter() - t
+    out(f"ray.init (local instance, 2 CPUs): {init_s:.1f} s")
+    rows = [("local (threads, 2 cores)", None, local)]
+    try:
+        for label, actors, cpus in (("ray, 1 actor x 2 CPUs", 1, 2), ("ray, 2 actors x 1 CPU", 2, 1)):
+            engine = RayEngine(bundle_dir, actors=actors, batch_size=args.batch_size, cpus_per_actor=cpus)
+            res = timed_run(engine, paths)
+            worst = max(abs(a.p_mpox - b.p_mpox) for a, b in zip(res["records"], local["records"])
+                        if a.p_mpox is not None)
+            same = [(a.path, a.status, a.error) for a in res["records"]] == \
+                   [(b.path, b.status, b.error) for b in local["records"]]
+            out(f"{label}: first result after {res['first_s']:.1f} s; steady {res['steady']:.1f} photos/s; "
+                f"end to end {res['end_to_end']:.1f} photos/s ({res['total_s']:.1f} s, load average {res['load']}); "
+                f"same rows {same}, max |dp| {worst:.1e}")
+            rows.append((label, actors, res))
+        # The machine is shared: local again after the Ray runs, and the better local figure is used.
+        again = timed_run(InferenceEngine(bundle, batch_size=args.batch_size), paths)
+        out(f"local again: {again['end_to_end']:.1f} photos/s ({again['total_s']:.1f} s, load average {again['load']}) "
+            "(with the idle Ray instance still up)")
+        if again["steady"] > local["steady"]:
+            local = again
+    finally:
+        ray.shutdown()
+        import shutil
+
+        shutil.rmtree(temp, ignore_errors=True)
+
+    base = local["steady"]
+    out()
+    out(f"| engine ({args.n} photos, {args.arch}) | start-up s | steady photos/s | end-to-end photos/s | "
+        "steady vs local |")
+    out("|---|---|---|---|---|")
+    out(f"| local (threads, 2 cores) | {load_s:.1f} (bundle load) | {base:.1f} | {local['end_to_end']:.1f} | 1.00 |")
+    for label, _, res in rows[1:]:
+        out(f"| {label} | {res['first_s']:.1f} (to first result; + ray.init {init_s:.1f} once) | "
+            f"{res['steady']:.1f} | {res['end_to_end']:.1f} | {res['steady'] / base:.2f} |")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
