@@ -120,6 +120,16 @@ def test_ray_engine_refuses_a_tampered_bundle_before_starting(ray_instance, tmp_
         RayEngine(folder)
 
 
+def test_a_node_that_sees_another_bundle_fails_the_run_with_one_line(ray_instance, image_folder, bundle_dir):
+    from core.scale import RayEngine, RayRunError
+
+    engine = RayEngine(bundle_dir, actors=1, batch_size=4)
+    engine.card.model_sha256 = "f" * 64  # as if the driver's copy differed from the one the actors load
+    with pytest.raises(RayRunError, match="same bundle at the same path") as info:
+        list(engine.run(discover_images(image_folder(n_per_class=2))))
+    assert "\n" not in str(info.value)
+
+
 def test_feature_cache_filled_on_ray_is_what_train_reads(ray_instance, image_folder, tmp_path, monkeypatch):
     from core.datasets import load_folder_dataset, split_dataset
     from core.features import FeatureExtractor

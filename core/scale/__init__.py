@@ -30,9 +30,9 @@ def require_ray():
     return ray
 
 
-from core.scale.engine import RayEngine  # noqa: E402  (the engine imports ray lazily itself)
+from core.scale.engine import RayEngine, RayRunError  # noqa: E402  (the engine imports ray lazily itself)
 from core.scale.features import fill_feature_cache  # noqa: E402
 from core.scale.sources import ParquetShardWriter, read_manifest, read_parquet_results  # noqa: E402
 
-__all__ = ["RAY_MISSING", "RayEngine", "RayMissingError", "ParquetShardWriter", "fill_feature_cache",
+__all__ = ["RAY_MISSING", "RayEngine", "RayMissingError", "RayRunError", "ParquetShardWriter", "fill_feature_cache",
            "ray_available", "read_manifest", "read_parquet_results", "require_ray"]

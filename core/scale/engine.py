@@ -10,6 +10,7 @@ ResultRecords, in input order.
 from __future__ import annotations
 
 import os
+import re
 from pathlib import Path
 from typing import Iterable, Iterator
 
@@ -19,8 +20,30 @@ from core.progress import CancelToken, ProgressFn, report
 from core.records import STATUS_OK, ResultRecord
 from core.scale.cluster import actor_map, connect, shutdown_if_started
 
+MAX_BLOCKS = 10_000  # beyond ~320,000 files a block holds several batches: fewer objects for Ray to track
+
 # Columns an actor sends back for each input row (the driver adds model, threshold and timestamp).
 _RESULT_COLUMNS = ("i", "status", "p_mpox", "prediction", "flag", "ood_score", "has_ood", "file_sha256", "error")
+
+
+class RayRunError(RuntimeError):
+    """A Ray run failed (an actor could not start, a batch failed past its retries, the cluster was lost);
+    str(error) is one line naming the cause."""
+
+
+def ray_failure(exc: BaseException) -> RayRunError:
+    """One readable line from a Ray exception: the message of the error it wraps (a remote traceback's last
+    "SomethingError: message" line), else its own first line."""
+    chain: list[BaseException] = []
+    cause: BaseException | None = exc
+    while cause is not None and cause not in chain:
+        chain.append(cause)
+        inner = getattr(cause, "cause", None)
+        cause = inner if isinstance(inner, BaseException) else cause.__cause__
+    lines = [ln.strip() for e in chain for ln in str(e).splitlines() if ln.strip()]
+    found = [m.group(1) for ln in lines if (m := re.match(r"^[\w.]+(?:Error|Exception): (.+)$", ln))]
+    text = found[-1] if found else (lines[0] if lines else type(exc).__name__)
+    return RayRunError(f"the Ray run failed: {text}")
 
 
 class _Scorer:
@@ -116,7 +139,8 @@ class RayEngine:
         ctx.enable_progress_bars = False
         ctx.print_on_execution_start = False
         items = [{"i": i, "path": os.fsencode(p)} for i, p in enumerate(paths)]
-        ds = ray.data.from_items(items, override_num_blocks=max(1, -(-len(items) // self.batch_size)))
+        # One inference batch per block (results stream back, cancel is prompt) up to MAX_BLOCKS blocks.
+        ds = ray.data.from_items(items, override_num_blocks=max(1, min(MAX_BLOCKS, -(-len(items) // self.batch_size))))
         return actor_map(ds, _Scorer, self.actors, self.batch_size, self.cpus_per_actor,
                          {"bundle_dir": str(self.bundle_dir), "model_sha256": self.card.model_sha256,
                           "threshold": self.threshold, "batch_size": self.batch_size,
@@ -145,8 +169,14 @@ class RayEngine:
         waiting: dict[int, dict] = {}  # rows that arrived ahead of their turn (preserve_order makes it rare)
         done = 0
         try:
-            for batch in batches:
+            while True:
                 if cancel is not None and cancel.cancelled:
+                    break
+                try:
+                    batch = next(batches, None)
+                except Exception as exc:  # Ray wraps the cause (e.g. a bundle that differs on one node)
+                    raise ray_failure(exc) from exc
+                if batch is None:
                     break
                 for k in range(len(batch["i"])):
                     waiting[int(batch["i"][k])] = {c: batch[c][k] for c in _RESULT_COLUMNS}
@@ -163,5 +193,5 @@ class RayEngine:
             if close is not None:
                 close()  # stops the streaming executor and releases the actors
         if done < total and not (cancel is not None and cancel.cancelled):
-            raise RuntimeError(f"Ray returned {done} of {total} results")
+            raise RayRunError(f"the Ray run failed: Ray returned {done} of {total} results")
 
