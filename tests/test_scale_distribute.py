@@ -66,3 +66,13 @@ def test_quick_preset_refuses_a_strategy_and_names_the_presets_that_take_one():
     with pytest.raises(ValueError, match="mirrored, multiworker"):
         TrainConfig("mobilenetv2", preset="full", strategy="ring")
     assert TrainConfig("mobilenetv2", preset="full", strategy="none").strategy is None
+
+
+def test_multiworker_over_several_machines_is_refused_up_front_with_the_keras_reason(monkeypatch):
+    # Two workers on loopback fail inside Keras 3's fit (keras-team/keras#20585); say so before any work.
+    tf_config = {"cluster": {"worker": ["127.0.0.1:1", "127.0.0.1:2"]}, "task": {"type": "worker", "index": 0}}
+    monkeypatch.setenv("TF_CONFIG", json.dumps(tf_config))
+    with pytest.raises(ValueError, match="does not work with Keras 3.*keras-team/keras/issues/20585"):
+        TrainConfig("mobilenetv2", preset="full", strategy="multiworker")
+    monkeypatch.delenv("TF_CONFIG")
+    assert TrainConfig("mobilenetv2", preset="full", strategy="multiworker").strategy == "multiworker"
