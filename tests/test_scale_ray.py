@@ -8,6 +8,7 @@ and loads the bundle once), so the file keeps to a few runs.
 from __future__ import annotations
 
 import os
+import secrets
 import shutil
 import tempfile
 from pathlib import Path
@@ -31,6 +32,9 @@ def ray_instance():
     import ray
 
     os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")  # offline: no usage report attempt
+    # Token authentication on, with the token in the environment: Ray writes nothing to ~/.ray.
+    if not os.environ.get("RAY_AUTH_MODE"):
+        os.environ.setdefault("RAY_AUTH_TOKEN", secrets.token_hex(32))
     temp = tempfile.mkdtemp(prefix="mpox-ray-")  # short: Ray's socket paths must stay under 107 bytes
     ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, _temp_dir=temp)
     try:
@@ -105,6 +109,43 @@ def test_ray_engine_cancel_stops_after_what_was_yielded(ray_instance, image_fold
     got = list(RayEngine(bundle_dir, actors=1, batch_size=4).run(paths, progress=on_progress, cancel=cancel))
     assert 4 <= len(got) < len(paths)
     want = list(InferenceEngine(load_bundle(bundle_dir), batch_size=4).run(paths[:len(got)]))
+    _assert_same_records(got, want)
+
+
+def _scorer_pids() -> list[int]:
+    """Processes of this machine running a RayEngine scoring actor (Ray titles them after the class)."""
+    found = []
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                with open(f"/proc/{entry}/cmdline", "rb") as fh:
+                    cmd = fh.read()
+            except OSError:
+                continue
+            if b"MapWorker" in cmd and b"_Scorer" in cmd:
+                found.append(int(entry))
+    return found
+
+
+def test_an_actor_killed_mid_run_is_restarted_and_the_rows_are_still_the_local_ones(ray_instance, image_folder,
+                                                                                    bundle_dir):
+    import signal
+
+    from core.scale import RayEngine
+
+    paths = discover_images(image_folder(n_per_class=16))
+    killed: list[int] = []
+
+    def kill_one_actor(p):
+        if p.done >= 4 and not killed:
+            pids = _scorer_pids()
+            if pids:
+                os.kill(pids[0], signal.SIGKILL)  # as the OOM killer or a lost node would
+                killed.append(pids[0])
+
+    got = list(RayEngine(bundle_dir, actors=1, batch_size=4).run(paths, progress=kill_one_actor))
+    assert killed, "no scoring actor process was found to kill"
+    want = list(InferenceEngine(load_bundle(bundle_dir), batch_size=4).run(paths))
     _assert_same_records(got, want)
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import secrets
 
 # Worker and actor fault tolerance for our actor pools: an actor that dies (node lost, OOM kill) is
 # restarted up to this many times, and the batch it was scoring is retried up to this many times.
@@ -29,6 +30,10 @@ def connect(address: str | None = None, num_cpus: int | None = None) -> bool:
     if address:
         ray.init(address=address, log_to_driver=False)  # a running cluster keeps its own settings
     else:
+        # A private instance for this run: Ray's token authentication stays on, with a fresh token held in
+        # the environment (inherited by Ray's processes) instead of the file Ray would write in ~/.ray.
+        if not os.environ.get("RAY_AUTH_MODE") and not os.environ.get("RAY_AUTH_TOKEN"):
+            os.environ["RAY_AUTH_TOKEN"] = secrets.token_hex(32)
         kwargs: dict = {"include_dashboard": False, "log_to_driver": False}
         temp = os.environ.get(TEMP_ENV)
         if temp:
