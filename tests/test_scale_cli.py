@@ -9,10 +9,12 @@ from __future__ import annotations
 import argparse
 import csv
 import os
+import shutil
 import signal
 import sqlite3
 import subprocess
 import sys
+import tempfile
 import textwrap
 import time
 from pathlib import Path
@@ -45,12 +47,14 @@ def _cli(*args: str) -> list[str]:
     return [sys.executable, "-m", "core.cli", *args]
 
 
-def _env(tmp_path: Path) -> dict[str, str]:
-    temp = tmp_path / "ray"
-    temp.mkdir(exist_ok=True)
-    # The local Ray instance the command starts keeps its files under the test's temporary folder.
-    return dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2", PYTHONPATH=str(REPO), MPOX_TRIAGE_RAY_TEMP=str(temp),
-                RAY_USAGE_STATS_ENABLED="0")
+@pytest.fixture
+def ray_env():
+    """The CLI's environment; a local Ray instance it starts keeps its files in a short temporary folder
+    (Ray's socket paths must stay under 107 bytes, so not under pytest's long tmp_path)."""
+    temp = tempfile.mkdtemp(prefix="mpox-ray-")
+    yield dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2", PYTHONPATH=str(REPO), MPOX_TRIAGE_RAY_TEMP=temp,
+               RAY_USAGE_STATS_ENABLED="0")
+    shutil.rmtree(temp, ignore_errors=True)
 
 
 def _rows(path: Path) -> list[dict[str, str]]:
@@ -73,7 +77,7 @@ def _assert_same_csv(got: Path, want: Path) -> None:
 
 @needs_engine_flag
 @needs_ray
-def test_classify_engine_ray_writes_the_local_csv_for_the_hostile_corpus(tmp_path, tiny_bundle):
+def test_classify_engine_ray_writes_the_local_csv_for_the_hostile_corpus(tmp_path, tiny_bundle, ray_env):
     from tests.test_hostile import build_hostile_corpus
 
     folder = tmp_path / "corpus"
@@ -82,13 +86,13 @@ def test_classify_engine_ray_writes_the_local_csv_for_the_hostile_corpus(tmp_pat
     local, ray = tmp_path / "local.csv", tmp_path / "ray.csv"
     for extra, out in (([], local), (["--engine", "ray", "--actors", "2"], ray)):
         proc = subprocess.run(_cli("classify", str(folder), "--model", str(bundle), "--csv", str(out), "--quiet",
-                                   *extra), cwd=REPO, env=_env(tmp_path), capture_output=True, text=True, timeout=600)
+                                   *extra), cwd=REPO, env=ray_env, capture_output=True, text=True, timeout=600)
         assert proc.returncode == 0, proc.stderr[-3000:]
     _assert_same_csv(ray, local)
 
 
 @needs_engine_flag
-def test_engine_ray_without_ray_exits_2_with_the_install_line(tmp_path, image_folder, tiny_bundle):
+def test_engine_ray_without_ray_exits_2_with_the_install_line(tmp_path, image_folder, tiny_bundle, ray_env):
     code = textwrap.dedent(f"""
         import importlib.util, sys
         real = importlib.util.find_spec
@@ -97,7 +101,7 @@ def test_engine_ray_without_ray_exits_2_with_the_install_line(tmp_path, image_fo
         sys.exit(main(["classify", {str(image_folder())!r}, "--model", {str(tiny_bundle())!r}, "--engine", "ray",
                        "--csv", {str(tmp_path / "out.csv")!r}, "--quiet"]))
     """)
-    proc = subprocess.run([sys.executable, "-c", code], cwd=REPO, env=_env(tmp_path), capture_output=True,
+    proc = subprocess.run([sys.executable, "-c", code], cwd=REPO, env=ray_env, capture_output=True,
                           text=True, timeout=300)
     assert proc.returncode == 2
     lines = [line for line in proc.stderr.splitlines() if "error" in line]
@@ -119,7 +123,7 @@ def _count_results(db: Path) -> int:
 
 @needs_engine_flag
 @needs_ray
-def test_engine_ray_run_whose_driver_is_killed_resumes_to_the_local_csv(tmp_path, tiny_bundle):
+def test_engine_ray_run_whose_driver_is_killed_resumes_to_the_local_csv(tmp_path, tiny_bundle, ray_env):
     from PIL import Image
 
     from core.session import SESSION_FILE
@@ -133,7 +137,7 @@ def test_engine_ray_run_whose_driver_is_killed_resumes_to_the_local_csv(tmp_path
         (folder / f"broken_{i}.jpg").touch()
     bundle = tiny_bundle()
     session = tmp_path / "session"
-    env = _env(tmp_path)
+    env = ray_env
     proc = subprocess.Popen(_cli("classify", str(folder), "--model", str(bundle), "--engine", "ray", "--session",
                                  str(session), "--batch-size", "4", "--quiet"),
                             cwd=REPO, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
