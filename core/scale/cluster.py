@@ -58,11 +58,14 @@ def actor_map(ds, cls, actors: int, batch_size: int, cpus_per_actor: float, cons
 
     import ray.data
 
+    common = dict(batch_size=batch_size, batch_format="numpy", compute=ray.data.ActorPoolStrategy(size=int(actors)),
+                  num_cpus=cpus_per_actor, fn_constructor_kwargs=constructor_kwargs)
     with warnings.catch_warnings():
-        # Ray 2.5x deprecates passing actor options such as max_restarts as keyword arguments but offers no
-        # other way to set them; they keep working until Ray 2.64 (tests will say when they stop).
+        # Ray 2.5x deprecates actor options such as max_restarts as keyword arguments (removal announced
+        # for 2.64) without another way to set them. Where they are refused, Ray Data's own defaults
+        # apply: unlimited actor restarts and batch retries.
         warnings.simplefilter("ignore", DeprecationWarning)
-        return ds.map_batches(cls, batch_size=batch_size, batch_format="numpy",
-                              compute=ray.data.ActorPoolStrategy(size=int(actors)), num_cpus=cpus_per_actor,
-                              fn_constructor_kwargs=constructor_kwargs,
-                              max_restarts=MAX_RESTARTS, max_task_retries=MAX_TASK_RETRIES)
+        try:
+            return ds.map_batches(cls, **common, max_restarts=MAX_RESTARTS, max_task_retries=MAX_TASK_RETRIES)
+        except TypeError:
+            return ds.map_batches(cls, **common)
