@@ -59,6 +59,22 @@ class ResultCsvWriter:
     def flush(self) -> None:
         self._fh.flush()
 
+    def reorder(self, key) -> None:
+        """Put the rows written so far in `key(row)` order (rows arrive as results do; a resumed run writes its
+        restored rows first). Rewrites the hidden file; `path` is untouched until close()."""
+        self._fh.flush()
+        with open(self.partial, newline="", encoding="utf-8") as fh:
+            rows = list(csv.DictReader(fh))
+        rows.sort(key=key)
+        self._fh.close()
+        fd, tmp = tempfile.mkstemp(prefix=f".{self.path.name}.", suffix=".partial", dir=self.path.parent or ".")
+        old, self.partial = self.partial, Path(tmp)
+        old.unlink(missing_ok=True)
+        self._fh = os.fdopen(fd, "w", newline="", encoding="utf-8")
+        self._writer = csv.DictWriter(self._fh, fieldnames=self.columns, extrasaction="ignore")
+        self._writer.writeheader()
+        self._writer.writerows(rows)
+
     def close(self) -> Path:
         """Publish: flush, fsync and atomically replace `path`. On failure nothing is published."""
         try:

@@ -99,11 +99,19 @@ class TrainConfig:
     parent_name: str | None = None
     transfer: bool = True                # quick preset: leave-one-collection-out estimate in the card
     score_test: bool = True              # score the finished model on the test split (reported, never chosen on)
+    strategy: str | None = None          # full/study fine-tuning under tf.distribute: mirrored, multiworker
 
     def __post_init__(self) -> None:
         arch_spec(self.arch)  # fails early with the list of architectures
         if self.preset not in PRESETS:
             raise ValueError(f"Unknown preset {self.preset!r}; choose one of {', '.join(PRESETS)}")
+        if self.strategy is not None:
+            from core.scale.distribute import check_strategy
+
+            self.strategy = check_strategy(self.strategy)
+            if self.strategy and self.preset == "quick":
+                raise ValueError("a distribution strategy applies to fine-tuning (preset full or study); "
+                                 "the quick preset trains the head on cached embeddings only")
 
 
 @dataclass
@@ -326,9 +334,21 @@ def prepare_fine_tune(backbone, from_layer: int) -> None:
 
 def _fine_tune(clf, backbone, x_tr, y_tr, x_va, y_va, *, from_layer: int, optimizer, epochs: int, patience: int,
                batch_size: int, seed: int, augment: str, class_weight: bool, label_smoothing: float, phase: str,
-               history, progress, cancel, on_epoch) -> None:
+               history, progress, cancel, on_epoch, strategy=None) -> None:
     import keras
 
+    if strategy is not None:
+        # Variables must be created under the strategy: fine-tune a copy made in its scope, keep its weights.
+        with strategy.scope():
+            replica = keras.models.clone_model(clf)
+            replica.set_weights(clf.get_weights())
+            _fine_tune(replica, replica.get_layer(backbone.name), x_tr, y_tr, x_va, y_va, from_layer=from_layer,
+                       optimizer=type(optimizer).from_config(optimizer.get_config()), epochs=epochs,
+                       patience=patience, batch_size=batch_size, seed=seed, augment=augment,
+                       class_weight=class_weight, label_smoothing=label_smoothing, phase=phase, history=history,
+                       progress=progress, cancel=cancel, on_epoch=on_epoch)
+        clf.set_weights(replica.get_weights())
+        return
     prepare_fine_tune(backbone, from_layer)
     # The logit is the training target; the embedding output is for inference only.
     net = keras.Model(clf.inputs, clf.get_layer("logit").output)
@@ -365,6 +385,11 @@ def train_model(dataset: Dataset, config: TrainConfig, progress: ProgressFn | No
     import keras
 
     started = time.monotonic()
+    strategy = None
+    if config.strategy:
+        from core.scale.distribute import make_strategy
+
+        strategy = make_strategy(config.strategy)  # first: multi-worker TensorFlow must be set up before other work
     spec = arch_spec(config.arch)
     keras.utils.set_random_seed(config.seed)
     ds = _prepare_splits(dataset, config, progress, cancel)
@@ -426,7 +451,8 @@ def train_model(dataset: Dataset, config: TrainConfig, progress: ProgressFn | No
         _fine_tune(clf, fx.backbone, xi_tr, yi_tr, xi_va, yi_va, from_layer=from_layer, optimizer=optimizer,
                    epochs=ft_epochs, patience=ft_patience, batch_size=config.batch_size, seed=config.seed,
                    augment="none" if study else config.fine_tune_augment, class_weight=config.class_weight, label_smoothing=config.label_smoothing,
-                   phase=phase2, history=history, progress=progress, cancel=cancel, on_epoch=on_epoch)
+                   phase=phase2, history=history, progress=progress, cancel=cancel, on_epoch=on_epoch,
+                   strategy=strategy)
         report(progress, 0, 1, "scoring train and val images with the fine-tuned model", "calibrate")
         val_logits, val_emb = _forward(clf, xi_va, config.batch_size, cancel)
         _, train_emb = _forward(clf, xi_tr, config.batch_size, cancel)
@@ -437,6 +463,10 @@ def train_model(dataset: Dataset, config: TrainConfig, progress: ProgressFn | No
                               "augmentation": "none" if study else
                               f"core.augment.random_pipeline ({config.fine_tune_augment})",
                               "batchnorm": "inference mode"}
+        if strategy is not None:
+            from core.scale.distribute import describe
+
+            hyper["fine_tune"]["distribute"] = describe(strategy)
     else:
         val_emb = x_va
         _check_assembled(clf, val_ds, val_logits, size, cancel)

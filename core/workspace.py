@@ -709,6 +709,8 @@ class CsvStream:
                 for p in plan.score + plan.redecide:
                     self._pending.setdefault(p, set()).add(plan.key)
         self._written: set[str] = set()
+        self._index = {p: i for i, p in enumerate(ws.paths)}
+        self._order: list[int] = []   # discovery index of each row written, to publish in discovery order
         try:
             self.writer = ResultCsvWriter(out, columns=ws.csv_columns(keys))
         except OSError as exc:
@@ -728,6 +730,7 @@ class CsvStream:
             return
         self._write_row(row)
         self._written.add(path)
+        self._order.append(self._index.get(path, len(self._index)))
 
     def _write_row(self, row: dict[str, str]) -> None:
         try:
@@ -753,6 +756,11 @@ class CsvStream:
             for path in self.ws.paths:
                 if path in self._pending:
                     self._write(path)
+            if self._order != sorted(self._order):
+                # Rows went out as results arrived (a resume writes restored rows first); the published file
+                # lists photos in discovery order, as a fresh run would.
+                index = self._index
+                self.writer.reorder(lambda row: index.get(row.get("path", ""), len(index)))
             for folder in self.ws.unreadable_dirs:
                 # A trace of each folder that could not be read: its photos are missing from this CSV.
                 self._write_row({"path": folder, "status": "error", "error": "folder could not be read; "

@@ -21,13 +21,15 @@ RAY_MISSING = '--engine ray needs the scale extra: pip install -e ".[scale]"'
 # (argument dest, what it is): every output a run writes. Each is refused if it is an input, lies inside the
 # scanned folder or equals another. A new output (e.g. --parquet DIR, core.parquet) is added here too.
 OUTPUTS = (("csv_path", "--csv"), ("report_path", "--report"), ("summary_path", "--summary"),
-           ("session", "--session"))
+           ("parquet_dir", "--parquet"), ("session", "--session"))
+MANIFEST_SUFFIXES = (".csv", ".tsv", ".parquet")
 
 
 def add_parser(sub) -> None:
     p = sub.add_parser("classify", help="classify every image in a folder",
                        description=f"Classify every image under FOLDER. {DISCLAIMER}")
-    p.add_argument("folder", help="folder of photos (searched recursively)")
+    p.add_argument("folder", metavar="SOURCE",
+                   help="folder of photos (searched recursively), or a CSV/TSV/Parquet manifest with a 'path' column")
     p.add_argument("--model", action="append", default=None,
                    help="bundle name in models/ (mobilenetv2, xception) or a bundle folder; repeat it or give a "
                         "comma list to run several models (one CSV row per photo, side by side) "
@@ -35,6 +37,9 @@ def add_parser(sub) -> None:
     p.add_argument("--csv", dest="csv_path", help="write one row per photo to this CSV")
     p.add_argument("--report", dest="report_path", help="write a PDF report to this path")
     p.add_argument("--summary", dest="summary_path", help="write a JSON summary (counts in photos) to this path")
+    p.add_argument("--parquet", dest="parquet_dir",
+                   help="write the results as Parquet shards into this new folder (needs the scale extra; one row "
+                        "per file and model, for archives of millions of photos)")
     p.add_argument("--threshold", type=float,
                    help="decision threshold on p(mpox) (default: the model card's); on --resume, results stored "
                         "at another threshold are re-decided from their stored p(mpox)")
@@ -78,7 +83,7 @@ def _check_writable(path: str | None, what: str) -> None:
         raise CliError(f"cannot write {what} {path}: it is a folder; give a file name")
 
 
-def check_outputs(outputs: list[tuple[str, str]], folder: Path, inputs: list[Path]) -> None:
+def check_outputs(outputs: list[tuple[str, str]], folder: Path | None, inputs: list[Path]) -> None:
     """Refuse (CliError) any output that is an input file, lies inside the scanned folder or a model bundle,
     or is the same path as another output. `outputs`: (option, path); `inputs`: input files and folders."""
     from core.commands import CliError
@@ -87,13 +92,13 @@ def check_outputs(outputs: list[tuple[str, str]], folder: Path, inputs: list[Pat
     def real(p: str | os.PathLike) -> Path:
         return Path(os.path.realpath(Path(p).expanduser()))
 
-    root = real(folder)
+    root = real(folder) if folder is not None else None
     input_files = {real(p) for p in inputs}
     seen: dict[Path, str] = {}
     for option, path in outputs:
         target = real(path)
         shown = safe_text(str(path))
-        if target == root or target.is_relative_to(root):
+        if root is not None and (target == root or target.is_relative_to(root)):
             raise CliError(f"{option} {shown} lies inside the folder being classified ({safe_text(str(folder))}); "
                            "write outputs elsewhere so the originals stay untouched")
         for inp in input_files:
@@ -141,11 +146,12 @@ def _make_engine(args: argparse.Namespace, ref: str):
 
     if args.engine == "ray":
         try:
-            import ray  # noqa: F401
+            import ray  # noqa: F401  (the scale extra; without it, one line saying how to install it)
             from core.scale import RayEngine
         except ImportError:
             raise CliError(RAY_MISSING) from None
         try:
+            # The threshold is the workspace's: it re-decides what an engine returns (core.workspace.decide).
             engine = RayEngine(ref, address=args.address, actors=args.actors, batch_size=args.batch_size)
         except Exception as exc:  # noqa: BLE001 - a cluster or bundle problem, said in one line
             raise CliError(f"cannot start the Ray engine for {ref}: {exc}") from None
@@ -162,6 +168,31 @@ def _make_engine(args: argparse.Namespace, ref: str):
     except ValueError as exc:
         raise CliError(str(exc)) from None
     return engine, bundle.card, bundle.runtime_name
+
+
+def _read_manifest(source: Path):
+    """A manifest (CSV/TSV/Parquet with a `path` column) as a core.images.Discovery of its files, in its order."""
+    from core.commands import CliError
+    from core.images import Discovery
+    from core.scale.sources import ManifestError, read_manifest
+
+    try:
+        paths = [Path(p) for p in read_manifest(source)]
+    except (ManifestError, RuntimeError) as exc:
+        raise CliError(str(exc)) from None
+    return Discovery(root=source.parent, paths=paths)
+
+
+def _write_parquet(ws, keys: list[str], out_dir: str) -> None:
+    """Every record of these models (one row per file and model) as Parquet shards, each published atomically."""
+    from core.scale import ParquetShardWriter
+    from core.workspace import WorkspaceError
+
+    try:
+        with ParquetShardWriter(out_dir) as writer:
+            writer.extend(ws.records(keys))
+    except OSError as exc:
+        raise WorkspaceError(f"cannot write Parquet folder {out_dir}: {exc.strerror or exc}") from None
 
 
 def _write_json_atomic(data: dict, path: str) -> None:
@@ -216,16 +247,26 @@ def _run(args: argparse.Namespace) -> int:
     if args.actors < 1:
         raise CliError("--actors must be at least 1")
     refs = _model_refs(args.model)
-    folder = Path(os.path.abspath(Path(args.folder).expanduser()))
-    if not folder.exists():
-        raise CliError(f"no such folder: {safe_text(str(folder))}")
-    if not folder.is_dir():
-        raise CliError(f"not a folder: {safe_text(str(folder))}")
+    source = Path(os.path.abspath(Path(args.folder).expanduser()))
+    manifest = source.is_file() and source.suffix.lower() in MANIFEST_SUFFIXES
+    folder = source.parent if manifest else source
+    if not source.exists():
+        raise CliError(f"no such folder: {safe_text(str(source))}")
+    if not manifest and not source.is_dir():
+        raise CliError(f"not a folder or a manifest (.csv, .tsv, .parquet): {safe_text(str(source))}")
     _check_writable(args.csv_path, "CSV")
     _check_writable(args.report_path, "report")
     _check_writable(args.summary_path, "summary")
+    _check_writable(args.parquet_dir, "Parquet folder")
+    if args.parquet_dir:
+        from core.scale import RAY_MISSING as SCALE_MISSING, ray_available
 
-    found = Workspace.discover(folder)
+        if not ray_available():
+            raise CliError(f"--parquet needs pyarrow: {SCALE_MISSING}")
+        if Path(args.parquet_dir).exists():
+            raise CliError(f"--parquet {safe_text(args.parquet_dir)} exists; give a new folder")
+
+    found = _read_manifest(source) if manifest else Workspace.discover(folder)
     paths = found.paths
     for message in found.errors:
         print(f"warning: {message}", file=sys.stderr)
@@ -242,7 +283,8 @@ def _run(args: argparse.Namespace) -> int:
             except BundleError:
                 pass  # load_bundle below says what is wrong
     outputs = [(option, getattr(args, dest)) for dest, option in OUTPUTS if getattr(args, dest, None)]
-    check_outputs(outputs, folder, inputs)
+    # A manifest's photos may live anywhere: outputs must not be one of them, nor the manifest itself.
+    check_outputs(outputs, None if manifest else folder, inputs + ([source] if manifest else []))
 
     engines = [_make_engine(args, ref) for ref in refs]
     keys = []
@@ -290,7 +332,8 @@ def _classify(args, ws, engines, keys) -> int:
                 raise
             except Exception as exc:  # noqa: BLE001 - an engine failure: one line, exit 2, nothing published
                 raise CliError(f"{card.display_name} failed: {exc}") from None
-        # --parquet DIR (colleague, core.parquet): write ws.records(keys) here, before the CSV is published.
+        if args.parquet_dir:
+            _write_parquet(ws, keys, args.parquet_dir)
         if stream is not None:
             stream.close()
     except BaseException:
@@ -300,7 +343,8 @@ def _classify(args, ws, engines, keys) -> int:
     status = combined_status(runs)
     if args.report_path:
         ws.export_pdf(args.report_path, keys, cards=[card for _e, card, _rt in engines])
-    outputs = {"csv": args.csv_path, "report": args.report_path, "summary": args.summary_path}
+    outputs = {"csv": args.csv_path, "report": args.report_path, "summary": args.summary_path,
+               "parquet": args.parquet_dir}
     summary = ws.summary(keys, status, runs, outputs)
     if args.summary_path:
         _write_json_atomic(summary, args.summary_path)

@@ -66,6 +66,9 @@ def add_parser(sub) -> None:
                    help="uncertain band: calibrated logit within +-this of the threshold's (default 1.0)")
     p.add_argument("--min-sensitivity", type=float, default=0.90,
                    help="the threshold is the highest with at least this sensitivity on val (default 0.90)")
+    p.add_argument("--strategy", choices=["mirrored", "multiworker"],
+                   help="fine-tune (full / study presets) under tf.distribute: mirrored (this machine's devices) "
+                        "or multiworker (one command per machine with TF_CONFIG; docs/scale.md)")
     p.add_argument("--parent", help="bundle this model derives from (recorded in the card)")
     p.add_argument("--weights-dir", help="folder with the ImageNet notop weight files")
     p.add_argument("--cache-dir", help="feature cache folder (default: $MPOX_TRIAGE_CACHE or ~/.cache/mpox-triage)")
@@ -160,7 +163,7 @@ def run(args: argparse.Namespace) -> int:
                              fine_tune_patience=args.fine_tune_patience,
                              fine_tune_augment=args.fine_tune_augment, sensitivity_margin=args.sensitivity_margin,
                              uncertain_logit_width=args.uncertain_width, transfer=not args.no_transfer,
-                             score_test=not args.no_test)
+                             score_test=not args.no_test, strategy=args.strategy)
     except ValueError as exc:
         raise CliError(str(exc)) from None
     counts = ds.counts()

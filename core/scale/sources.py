@@ -1,0 +1,151 @@
+"""Where an archive's paths come from (a CSV or Parquet manifest) and where millions of rows go (Parquet shards)."""
+
+from __future__ import annotations
+
+import csv
+import os
+import re
+from pathlib import Path
+from typing import Iterable
+
+from core.records import CSV_COLUMNS, ResultRecord
+
+PATH_COLUMN = "path"
+SHARD_GLOB = "part-*.parquet"
+_SHARD_RE = re.compile(r"^part-(\d+)\.parquet$")
+
+
+class ManifestError(ValueError):
+    """A manifest cannot be read or has no `path` column; the message names the file."""
+
+
+def read_manifest(path: str | os.PathLike) -> list[str]:
+    """The `path` column of a CSV or Parquet manifest, in file order; relative paths are taken from its folder."""
+    path = Path(path).expanduser()
+    base = path.resolve().parent
+    suffix = path.suffix.lower()
+    try:
+        if suffix == ".parquet":
+            import pyarrow.parquet as pq
+
+            from core.scale import require_ray
+
+            require_ray()  # pyarrow comes with the scale extra
+            table = pq.read_table(path)
+            if PATH_COLUMN not in table.column_names:
+                raise ManifestError(f"{path}: no '{PATH_COLUMN}' column (columns: {', '.join(table.column_names)})")
+            values = table.column(PATH_COLUMN).to_pylist()
+        elif suffix in (".csv", ".tsv"):
+            with open(path, newline="", encoding="utf-8-sig") as fh:
+                reader = csv.DictReader(fh, delimiter="\t" if suffix == ".tsv" else ",")
+                if PATH_COLUMN not in (reader.fieldnames or []):
+                    raise ManifestError(f"{path}: no '{PATH_COLUMN}' column (header: {reader.fieldnames})")
+                values = [row[PATH_COLUMN] for row in reader]
+        else:
+            raise ManifestError(f"{path}: a manifest must be .csv, .tsv or .parquet")
+    except ManifestError:
+        raise
+    except (OSError, UnicodeDecodeError, csv.Error) as exc:
+        raise ManifestError(f"{path}: cannot read manifest ({exc})") from None
+    except Exception as exc:  # pyarrow's ArrowInvalid for a broken Parquet file
+        raise ManifestError(f"{path}: cannot read manifest ({type(exc).__name__}: {exc})") from None
+    out = []
+    for value in values:
+        text = (value or "").strip() if isinstance(value, str) else os.fsdecode(value) if value else ""
+        if text:
+            p = Path(text).expanduser()
+            out.append(str(p if p.is_absolute() else base / p))
+    return out
+
+
+def _schema():
+    import pyarrow as pa
+
+    floats = {"p_mpox", "ood_score", "threshold"}
+    return pa.schema([(c, pa.float64() if c in floats else pa.string()) for c in CSV_COLUMNS])
+
+
+def _text(value: str) -> str:
+    # A file name that is not valid UTF-8 (surrogate-escaped by Python) is kept readable, not dropped.
+    return os.fsencode(value).decode("utf-8", "backslashreplace") if isinstance(value, str) else value
+
+
+class ParquetShardWriter:
+    """Writes result rows as `part-NNNNN.parquet` shards of `rows_per_shard` rows into a folder.
+
+    Each shard is written to a hidden temporary file and renamed into place, so a reader (or a run
+    killed mid-write) only ever sees whole shards. Reopening a folder continues after its last shard,
+    so a resumed run adds shards. Columns are those of the CSV (core.records.CSV_COLUMNS).
+    """
+
+    def __init__(self, out_dir: str | os.PathLike, rows_per_shard: int = 100_000):
+        from core.scale import require_ray
+
+        require_ray()
+        if rows_per_shard < 1:
+            raise ValueError("rows_per_shard must be at least 1")
+        self.out_dir = Path(out_dir).expanduser()
+        self.out_dir.mkdir(parents=True, exist_ok=True)
+        self.rows_per_shard = int(rows_per_shard)
+        existing = [int(m.group(1)) for p in self.out_dir.iterdir() if (m := _SHARD_RE.match(p.name))]
+        self._next = max(existing, default=-1) + 1
+        self._rows: list[ResultRecord] = []
+        self.shards: list[Path] = []
+        self.rows_written = 0
+
+    def add(self, record: ResultRecord) -> None:
+        self._rows.append(record)
+        if len(self._rows) >= self.rows_per_shard:
+            self.flush()
+
+    def extend(self, records: Iterable[ResultRecord]) -> None:
+        for record in records:
+            self.add(record)
+
+    def flush(self) -> None:
+        """Write the rows held so far as one shard (nothing when there are none)."""
+        if not self._rows:
+            return
+        import pyarrow as pa
+        import pyarrow.parquet as pq
+
+        schema = _schema()
+        columns = {c: [getattr(r, c) for r in self._rows] for c in CSV_COLUMNS}
+        for c in ("path", "error", "file_sha256"):
+            columns[c] = [None if v is None else _text(v) for v in columns[c]]
+        table = pa.table({c: pa.array(columns[c], type=schema.field(c).type) for c in CSV_COLUMNS}, schema=schema)
+        final = self.out_dir / f"part-{self._next:05d}.parquet"
+        tmp = self.out_dir / f".{final.name}.tmp-{os.getpid()}"
+        try:
+            pq.write_table(table, tmp)
+            with open(tmp, "rb") as fh:
+                os.fsync(fh.fileno())
+            os.replace(tmp, final)
+        finally:
+            if tmp.exists():
+                tmp.unlink()
+        self.shards.append(final)
+        self.rows_written += len(self._rows)
+        self._next += 1
+        self._rows = []
+
+    def close(self) -> None:
+        """Write the last, partial shard. Rows already handed over are whole results, so they are kept even
+        when the run stopped early (a resumed run writes the rest into new shards)."""
+        self.flush()
+
+    def __enter__(self) -> "ParquetShardWriter":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+
+def read_parquet_results(out_dir: str | os.PathLike) -> list[dict]:
+    """Every row of a shard folder, shards in order (for tests and small checks; use pyarrow for millions)."""
+    import pyarrow.parquet as pq
+
+    rows: list[dict] = []
+    for shard in sorted(Path(out_dir).glob(SHARD_GLOB)):
+        rows.extend(pq.read_table(shard).to_pylist())
+    return rows
