@@ -138,7 +138,9 @@ def main(argv=None) -> int:
     if args.write:
         final.save(scope.PARAMS_FILE)
         print(f"wrote {scope.PARAMS_FILE}")
-    print(f"coefficients: " + json.dumps(dict(zip(scope.FEATURES, np.round(final.coef, 2).tolist()))))
+    k = len(scope.FEATURES)
+    print("coefficients (value, log value): " + json.dumps(
+        {f: [round(float(final.coef[i]), 2), round(float(final.coef[k + i]), 2)] for i, f in enumerate(scope.FEATURES)}))
     print(f"({time.time() - t0:.0f} s)")
     return 0
 

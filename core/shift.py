@@ -23,6 +23,11 @@ import numpy as np
 # and a "no shift" answer would be read as reassurance it cannot give.
 MIN_PHOTOS = 30
 EMBEDDINGS_FILE = "embeddings.npz"
+# Smallest shift worth an alarm, in units of the statistic (MMD^2 minus its permutation-null mean).
+# New patients from the training collections themselves differ from the training photos by up to
+# about this much (val vs train), while another collection differs by 3-10x more; chosen on val and
+# leave-one-collection-out embeddings of both shipped backbones, never on test (docs/shift.md).
+MIN_EFFECT = 0.03
 METHOD = "mmd-rbf-permutation"
 
 SHIFT_MEANING = ("predictions on this folder are less reliable than the card's figures; "
@@ -116,7 +121,8 @@ def _mmd2_statistic(K: np.ndarray, n: int):
 
 def shift_test(folder_emb: np.ndarray, reference_emb: np.ndarray, alpha: float = 0.05,
                n_permutations: int = 1000, seed: int = 0, max_folder: int = 500, max_reference: int = 700,
-               n_components: int = 32, bandwidth_scale: float = 1.0, min_photos: int = MIN_PHOTOS) -> ShiftResult:
+               n_components: int = 32, bandwidth_scale: float = 1.0, min_effect: float | None = None,
+               min_photos: int = MIN_PHOTOS) -> ShiftResult:
     """Two-sample MMD permutation test of folder vs reference embeddings (N, D) and (M, D).
 
     Fewer than `min_photos` folder rows: not run (detected False, p_value None, reason set).
@@ -155,8 +161,12 @@ def shift_test(folder_emb: np.ndarray, reference_emb: np.ndarray, alpha: float =
                            permutation_type="independent", vectorized=True, n_resamples=n_permutations,
                            alternative="greater", batch=100, random_state=rng)
     p = float(res.pvalue)
-    return ShiftResult(bool(p < alpha), p, float(res.statistic), n, n_reference=ny, alpha=alpha,
-                       extra={"bandwidth": sigma, "n_permutations": n_permutations, "n_used": nx})
+    # Effect: MMD^2 above what shuffling alone gives (removes the estimator's 1/n bias).
+    effect = float(res.statistic - np.mean(res.null_distribution))
+    floor = MIN_EFFECT if min_effect is None else float(min_effect)
+    return ShiftResult(bool(p < alpha and effect > floor), p, effect, n, n_reference=ny, alpha=alpha,
+                       extra={"bandwidth": sigma, "n_permutations": n_permutations, "n_used": nx,
+                              "mmd2": float(res.statistic), "min_effect": floor})
 
 
 # -- reference embeddings ---------------------------------------------------------------------------------
