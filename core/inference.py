@@ -7,7 +7,7 @@ Two checks ride along. Per photo: core.scope scores "not a skin photo" on the de
 decode threads); above core.scope.SCOPE_LIMIT the record's flag is `out_of_scope`, whatever the
 model's own embedding-distance check (`ood_score`, card `ood_threshold`) says. The scope score goes to
 ResultRecord.scope_score where the record has that field. Per folder: the engine keeps the embedding
-of every in-scope photo it scored, and `shift()` runs core.shift.shift_test against the bundle's
+of every photo it scored that the scope check kept (float16), and `shift()` runs core.shift.shift_test against the bundle's
 training embeddings.
 """
 
@@ -55,7 +55,7 @@ class InferenceEngine:
         if not 0.0 <= self.threshold <= 1.0:
             raise ValueError(f"threshold must be between 0 and 1, got {self.threshold}")
         self.scope_limit = scope.SCOPE_LIMIT
-        # Embeddings (float16) of the in-scope photos scored so far, in order, for the folder shift test.
+        # Embeddings (float16) of the photos scored so far that the scope check kept, for the shift test.
         self.embeddings: list[np.ndarray] = []
 
     def _record(self, path: Path, **fields) -> ResultRecord:
@@ -79,7 +79,8 @@ class InferenceEngine:
             flag = scored.flag[i]
             if scope.is_out_of_scope(scope_score, self.scope_limit):
                 flag = FLAG_OUT_OF_SCOPE
-            elif flag != FLAG_OUT_OF_SCOPE:
+            else:
+                # Photos far from the training embeddings stay in: they are what the shift test is for.
                 self.embeddings.append(np.asarray(emb[i], dtype=np.float16))
             ood = None if scored.ood_score is None else float(scored.ood_score[i])
             extra = {"scope_score": scope_score} if _HAS_SCOPE_FIELD else {}

@@ -107,7 +107,7 @@ def test_shipped_scope_model_is_small_and_records_how_to_refit():
 def test_engine_flags_non_photos_out_of_scope_and_keeps_photos(tiny_bundle, image_folder):
     from core.bundle import load_bundle
     from core.images import discover_images
-    from core.inference import classify_paths
+    from core.inference import InferenceEngine
 
     folder = image_folder(3)
     odd = folder / "odd"
@@ -117,10 +117,12 @@ def test_engine_flags_non_photos_out_of_scope_and_keeps_photos(tiny_bundle, imag
     buf = io.BytesIO()
     Image.fromarray(_text_page()).save(buf, "JPEG", quality=90)
     (odd / "text.jpg").write_bytes(buf.getvalue())
-    records = {r.path: r for r in classify_paths(discover_images(folder), load_bundle(tiny_bundle()), batch_size=4)}
+    engine = InferenceEngine(load_bundle(tiny_bundle()), batch_size=4)
+    records = {r.path: r for r in engine.run(discover_images(folder))}
     for name in ("black.png", "pixel.png", "text.jpg"):
         rec = records[str(odd / name)]
         assert rec.ok and rec.flag == "out_of_scope", (name, rec.flag)
         assert rec.p_mpox is not None  # still scored: the flag says not to trust it
     photos = [r for p, r in records.items() if "/odd/" not in p]
     assert len(photos) == 6 and all(r.flag != "out_of_scope" for r in photos)
+    assert len(engine.embeddings) == 6  # non-photos are kept out of the folder shift test
