@@ -1,11 +1,13 @@
 """Shift alarm for a folder: do its photos' embeddings come from the distribution the model learned?
 
-`shift_test` is a two-sample test between a folder's embeddings and a reference (the bundle's
-training embeddings): the squared maximum mean discrepancy (MMD^2) with a Gaussian kernel on
-standardised, PCA-reduced embeddings, and a permutation p-value (the pooled sample's labels are
-shuffled; kernel from scikit-learn, p-value by scipy.stats.permutation_test's convention
-(k + 1) / (B + 1)). The kernel bandwidth is the median pairwise distance of the reference, so
-nothing is tuned per folder. Chosen on val and leave-one-collection-out data (docs/shift.md).
+`shift_test` compares a folder's embeddings with a reference (the bundle's training embeddings):
+Gaussian-kernel MMD^2 (scikit-learn's rbf_kernel) on standardised embeddings projected on the
+pooled sample's top principal components, with a permutation p-value from scipy.stats.permutation_test.
+The bandwidth is the median distance between reference rows, so nothing is tuned per folder.
+It fires when p < alpha AND the effect (MMD^2 above its permutation-null mean) exceeds MIN_EFFECT:
+photos of new patients from the training collections themselves already differ significantly from
+the training photos (photos come in groups), so significance alone would fire on harmless folders.
+Method and MIN_EFFECT were chosen on val and leave-one-collection-out data (docs/shift.md).
 
 A detected shift means: predictions on this folder are less reliable than the card's figures.
 It says nothing about any single photo (that is core.scope / the per-photo out_of_scope flag).
@@ -25,7 +27,7 @@ MIN_PHOTOS = 30
 EMBEDDINGS_FILE = "embeddings.npz"
 # Smallest shift worth an alarm, in units of the statistic (MMD^2 minus its permutation-null mean).
 # New patients from the training collections themselves differ from the training photos by up to
-# about this much (val vs train), while another collection differs by 3-10x more; chosen on val and
+# 0.026 (random val subsets vs train), another collection by 0.036 or more (typically 0.05-0.09); chosen on val and
 # leave-one-collection-out embeddings of both shipped backbones, never on test (docs/shift.md).
 MIN_EFFECT = 0.03
 METHOD = "mmd-rbf-permutation"
