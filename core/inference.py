@@ -2,6 +2,13 @@
 
 One engine owns one Bundle; Keras models are not thread-safe, so `run` must be called from one
 thread at a time (the desktop app keeps one long-lived worker per model).
+
+Two checks ride along. Per photo: core.scope scores "not a skin photo" on the decoded image (in the
+decode threads); above core.scope.SCOPE_LIMIT the record's flag is `out_of_scope`, whatever the
+model's own embedding-distance check (`ood_score`, card `ood_threshold`) says. The scope score goes to
+ResultRecord.scope_score where the record has that field. Per folder: the engine keeps the embedding
+of every photo it scored that the scope check kept (float16), and `shift()` runs core.shift.shift_test against the bundle's
+training embeddings.
 """
 
 from __future__ import annotations
@@ -14,10 +21,26 @@ from typing import Iterable, Iterator, Sequence
 
 import numpy as np
 
+from core import scope
 from core.bundle import Bundle
-from core.preprocess import load_model_input_with_hash
+from core.images import load_rgb_with_hash
+from core.preprocess import to_model_input
 from core.progress import CancelToken, ProgressFn, report
-from core.records import STATUS_ERROR, STATUS_OK, ResultRecord
+from core.records import FLAG_OUT_OF_SCOPE, STATUS_ERROR, STATUS_OK, ResultRecord
+
+# Set by the ws colleague's records change; until then the scope score is only used for the flag.
+_HAS_SCOPE_FIELD = "scope_score" in ResultRecord.__dataclass_fields__
+
+
+def load_input(path: str | os.PathLike, size: int) -> tuple[np.ndarray | None, str | None, str, float | None]:
+    """(model input or None, file sha256 or None, error message, scope score); never raises for a bad file.
+
+    The scope score is computed on the decoded image before resizing, so tiny images stay tiny.
+    """
+    rgb, digest, error = load_rgb_with_hash(path, max_side=size)
+    if rgb is None:
+        return None, digest, error, None
+    return to_model_input(rgb, size), digest, "", scope.scope_score(rgb)
 
 
 class InferenceEngine:
@@ -31,25 +54,48 @@ class InferenceEngine:
         self.threshold = bundle.card.threshold if threshold is None else float(threshold)
         if not 0.0 <= self.threshold <= 1.0:
             raise ValueError(f"threshold must be between 0 and 1, got {self.threshold}")
+        self.scope_limit = scope.SCOPE_LIMIT
+        # Embeddings (float16) of the photos scored so far that the scope check kept, for the shift test.
+        self.embeddings: list[np.ndarray] = []
 
     def _record(self, path: Path, **fields) -> ResultRecord:
         card = self.bundle.card
         return ResultRecord(path=str(path), model=card.name, model_version=card.version,
                             model_sha256=card.model_sha256, threshold=self.threshold, **fields)
 
-    def score_batch(self, items: Sequence[tuple[Path, np.ndarray, str]]) -> list[ResultRecord]:
-        """Score decoded inputs [(path, uint8 array, file sha256)] in one forward pass."""
+    def score_batch(self, items: Sequence[tuple]) -> list[ResultRecord]:
+        """Score decoded inputs [(path, uint8 array, file sha256[, scope score])] in one forward pass."""
         if not items:
             return []
-        batch = np.stack([arr for _, arr, _ in items])
-        scored = self.bundle.score(batch, threshold=self.threshold)
+        bundle = self.bundle
+        batch = np.stack([item[1] for item in items])
+        logits, emb = bundle.forward(batch)
+        ood_score = bundle.ood.score(emb) if bundle.ood is not None else None
+        scored = bundle.decide(bundle.calibrate(logits), ood_score, self.threshold)
         out = []
-        for i, (path, _, digest) in enumerate(items):
+        for i, item in enumerate(items):
+            path, _, digest = item[:3]
+            scope_score = item[3] if len(item) > 3 else None
+            flag = scored.flag[i]
+            if scope.is_out_of_scope(scope_score, self.scope_limit):
+                flag = FLAG_OUT_OF_SCOPE
+            else:
+                # Photos far from the training embeddings stay in: they are what the shift test is for.
+                self.embeddings.append(np.asarray(emb[i], dtype=np.float16))
             ood = None if scored.ood_score is None else float(scored.ood_score[i])
+            extra = {"scope_score": scope_score} if _HAS_SCOPE_FIELD else {}
             out.append(self._record(path, status=STATUS_OK, p_mpox=float(scored.p_mpox[i]),
-                                    prediction=scored.prediction[i], flag=scored.flag[i], ood_score=ood,
-                                    file_sha256=digest))
+                                    prediction=scored.prediction[i], flag=flag, ood_score=ood,
+                                    file_sha256=digest, **extra))
         return out
+
+    def shift(self, reference: np.ndarray | None = None, alpha: float = 0.05):
+        """core.shift.ShiftResult of the in-scope photos scored so far against the bundle's training
+        embeddings (or `reference`); not run (detected False, with a reason) below 30 photos or when
+        the bundle carries no embeddings."""
+        from core.shift import folder_shift
+
+        return folder_shift(self.bundle, self.embeddings, reference=reference, alpha=alpha)
 
     def run(self, paths: Iterable[str | os.PathLike], progress: ProgressFn | None = None,
             cancel: CancelToken | None = None) -> Iterator[ResultRecord]:
@@ -70,7 +116,7 @@ class InferenceEngine:
             def submit_next() -> None:
                 path = next(queue, None)
                 if path is not None:
-                    pending.append((path, pool.submit(load_model_input_with_hash, path, size)))
+                    pending.append((path, pool.submit(load_input, path, size)))
 
             for _ in range(prefetch):
                 submit_next()
@@ -83,9 +129,9 @@ class InferenceEngine:
                     path, future = pending.popleft()
                     chunk.append((path, future.result()))
                     submit_next()
-                good = [(p, arr, digest) for p, (arr, digest, _) in chunk if arr is not None]
+                good = [(p, arr, digest, sc) for p, (arr, digest, _, sc) in chunk if arr is not None]
                 scored = iter(self.score_batch(good))
-                for path, (arr, digest, error) in chunk:
+                for path, (arr, digest, error, _) in chunk:
                     if arr is not None:
                         yield next(scored)
                     else:

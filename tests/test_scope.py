@@ -1,0 +1,128 @@
+"""Per-photo scope check: non-photos are flagged out_of_scope, photos are not, and the engine sets the flag."""
+
+from __future__ import annotations
+
+import io
+
+import numpy as np
+import pytest
+from PIL import Image, ImageDraw, ImageFont
+
+from core import scope
+from tests.helpers import make_photo
+
+
+def _text_page() -> np.ndarray:
+    im = Image.new("RGB", (600, 800), "white")
+    d = ImageDraw.Draw(im)
+    for y in range(20, 780, 24):
+        d.text((20, y), "Patient report: results of the skin swab, page 2 of 3", fill="black",
+               font=ImageFont.load_default(size=16))
+    return np.asarray(im)
+
+
+def _chart() -> np.ndarray:
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=(6, 4), dpi=80)
+    FigureCanvasAgg(fig)
+    ax = fig.add_subplot(111)
+    ax.bar(["mpox", "chickenpox", "measles", "normal"], [66, 13, 14, 46], color=["C0", "C1", "C2", "C3"])
+    ax.set_title("cases per class")
+    fig.canvas.draw()
+    return np.asarray(fig.canvas.buffer_rgba())[..., :3].copy()
+
+
+NON_PHOTOS = {
+    "all black": lambda: np.zeros((480, 640, 3), np.uint8),
+    "white page": lambda: np.full((1100, 850, 3), 255, np.uint8),
+    "1x1 pixel": lambda: np.full((1, 1, 3), 200, np.uint8),
+    "page of text": _text_page,
+    "noise": lambda: np.random.default_rng(0).integers(0, 256, (300, 300, 3), dtype=np.uint8),
+    "chart": _chart,
+}
+
+
+@pytest.mark.parametrize("name", sorted(NON_PHOTOS))
+def test_non_photos_score_above_the_limit(name):
+    score = scope.scope_score(NON_PHOTOS[name]())
+    assert scope.is_out_of_scope(score), f"{name} scored {score:.3f}, limit {scope.SCOPE_LIMIT:.3f}"
+    assert "above the limit" in scope.describe(score)
+
+
+def test_generated_photos_of_skin_like_blobs_are_in_scope():
+    for seed in range(6):
+        for size in ((64, 48), (224, 224), (640, 480)):
+            score = scope.scope_score(np.asarray(make_photo(size, seed)))
+            assert not scope.is_out_of_scope(score), f"make_photo({size}, {seed}) scored {score:.3f}"
+
+
+def test_shared_val_photos_are_mostly_in_scope(shared_data):
+    import csv
+
+    from core.images import load_rgb
+
+    rows = [r for r in csv.DictReader(open(shared_data / "manifest.csv")) if r["split"] == "val"][::8]
+    flagged = [r["path"] for r in rows if scope.is_out_of_scope(scope.scope_score(load_rgb(shared_data / r["path"])))]
+    assert len(flagged) <= max(1, len(rows) // 20), flagged
+
+
+def test_generator_is_seeded_and_covers_every_kind():
+    a = scope.generate_non_photos(16, seed=5)
+    b = scope.generate_non_photos(16, seed=5)
+    assert [k for k, _ in a] == list(scope.KINDS) * 2
+    assert all(np.array_equal(x, y) for (_, x), (_, y) in zip(a, b))
+    assert not np.array_equal(a[0][1], scope.generate_non_photos(1, seed=6)[0][1])
+
+
+def test_fresh_generated_non_photos_are_flagged():
+    items = scope.generate_non_photos(24, seed=123)
+    missed = [k for k, arr in items if not scope.is_out_of_scope(scope.scope_score(arr))]
+    assert len(missed) <= 2, missed
+
+
+def test_model_roundtrips_through_json_and_refuses_other_features(tmp_path):
+    rng = np.random.default_rng(0)
+    photos = rng.normal(0.3, 0.05, (40, len(scope.FEATURES))).clip(0, 1)
+    others = rng.normal(0.7, 0.05, (40, len(scope.FEATURES))).clip(0, 1)
+    model = scope.fit_scope_model(photos, others, limit=0.5)
+    assert np.all(model.score_features(others) > 0.5) and np.all(model.score_features(photos) < 0.5)
+    model.save(tmp_path / "m.json")
+    again = scope.load_scope_model(str(tmp_path / "m.json"))
+    np.testing.assert_allclose(again.score_features(photos), model.score_features(photos))
+    data = model.to_json()
+    data["features"] = data["features"][:-1]
+    with pytest.raises(ValueError, match="refit"):
+        scope.ScopeModel.from_json(data)
+
+
+def test_shipped_scope_model_is_small_and_records_how_to_refit():
+    assert scope.PARAMS_FILE.stat().st_size < 8000
+    model = scope.load_scope_model()
+    assert 0.0 < model.limit < 1.0 and model.limit == scope.SCOPE_LIMIT
+    assert "bench/scope_fit.py" in model.info["refit"]
+
+
+def test_engine_flags_non_photos_out_of_scope_and_keeps_photos(tiny_bundle, image_folder):
+    from core.bundle import load_bundle
+    from core.images import discover_images
+    from core.inference import InferenceEngine
+
+    folder = image_folder(3)
+    odd = folder / "odd"
+    odd.mkdir()
+    Image.fromarray(NON_PHOTOS["all black"]()).save(odd / "black.png")
+    Image.fromarray(NON_PHOTOS["1x1 pixel"]()).save(odd / "pixel.png")
+    buf = io.BytesIO()
+    Image.fromarray(_text_page()).save(buf, "JPEG", quality=90)
+    (odd / "text.jpg").write_bytes(buf.getvalue())
+    engine = InferenceEngine(load_bundle(tiny_bundle()), batch_size=4)
+    records = {r.path: r for r in engine.run(discover_images(folder))}
+    for name in ("black.png", "pixel.png", "text.jpg"):
+        rec = records[str(odd / name)]
+        assert rec.ok and rec.flag == "out_of_scope", (name, rec.flag)
+        assert rec.p_mpox is not None  # still scored: the flag says not to trust it
+    photos = [r for p, r in records.items() if "/odd/" not in p]
+    assert len(photos) == 6 and all(r.flag != "out_of_scope" for r in photos)
+    assert len(engine.embeddings) == 6  # non-photos are kept out of the folder shift test

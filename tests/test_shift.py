@@ -1,0 +1,111 @@
+"""Folder shift alarm: quiet on a random split of one source, fires on a shifted one, skips small folders."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from core.shift import MIN_PHOTOS, folder_shift, reference_embeddings, shift_test
+
+
+def _source(rng: np.random.Generator, n: int, centre: np.ndarray, dim: int = 64) -> np.ndarray:
+    # Two classes, like photos of two conditions from one collection.
+    y = rng.random(n) < 0.4
+    return rng.normal(size=(n, dim)) + centre + np.outer(y, np.r_[2.0, np.zeros(dim - 1)])
+
+
+def test_quiet_on_random_splits_of_one_source():
+    rng = np.random.default_rng(0)
+    data = _source(rng, 900, np.zeros(64))
+    fired = 0
+    for i in range(20):
+        idx = rng.permutation(len(data))
+        fired += shift_test(data[idx[:60]], data[idx[200:]], n_permutations=200, seed=i).detected
+    # 20 draws at alpha 0.05: 3 or more false alarms happen with probability < 8%.
+    assert fired <= 3
+
+
+def test_fires_on_a_shifted_source():
+    rng = np.random.default_rng(1)
+    ref = _source(rng, 600, np.zeros(64))
+    other = _source(rng, 40, np.r_[np.zeros(32), np.full(32, 0.4)])
+    result = shift_test(other, ref, n_permutations=200)
+    assert result.detected and result.p_value < 0.01 and result.n == 40
+
+
+def test_result_dict_is_the_summary_contract():
+    rng = np.random.default_rng(2)
+    d = shift_test(rng.normal(size=(35, 8)), rng.normal(size=(100, 8)), n_permutations=99).to_dict()
+    assert set(d) == {"detected", "p_value", "statistic", "n", "method"}
+    assert isinstance(d["detected"], bool) and 0 < d["p_value"] <= 1 and d["n"] == 35
+
+
+def test_below_thirty_photos_the_test_does_not_run():
+    rng = np.random.default_rng(3)
+    result = shift_test(rng.normal(size=(MIN_PHOTOS - 1, 8)) + 10, rng.normal(size=(200, 8)))
+    assert not result.detected and result.p_value is None and str(MIN_PHOTOS) in result.reason
+    assert result.to_dict()["reason"] and "not run" in result.message()
+
+
+def test_same_seed_same_answer_and_large_folders_are_subsampled():
+    rng = np.random.default_rng(4)
+    folder, ref = rng.normal(size=(3000, 16)), rng.normal(size=(2000, 16))
+    a = shift_test(folder, ref, n_permutations=99, seed=7)
+    b = shift_test(folder, ref, n_permutations=99, seed=7)
+    assert a.p_value == b.p_value and a.n == 3000 and a.extra["n_used"] <= 500
+
+
+def test_mismatched_dimensions_say_what_is_wrong():
+    with pytest.raises(ValueError, match="same model"):
+        shift_test(np.zeros((40, 8)), np.ones((100, 9)))
+
+
+def test_reference_embeddings_come_from_the_bundle_file(tmp_path):
+    assert reference_embeddings(tmp_path) is None
+    emb = np.arange(12, dtype=np.float16).reshape(4, 3)
+    np.savez_compressed(tmp_path / "embeddings.npz", embedding=emb, label=np.array(["mpox"] * 4),
+                        source=np.array(["A"] * 4), split=np.array(["train", "val", "train", "test"]))
+    got = reference_embeddings(tmp_path)
+    assert got.dtype == np.float32 and got.tolist() == emb[[0, 2]].astype(np.float32).tolist()
+
+
+def test_folder_shift_without_reference_explains_why():
+    result = folder_shift(None, [np.zeros(4)] * 40)
+    assert not result.detected and "embeddings" in result.reason and result.n == 40
+
+
+def test_engine_collects_in_scope_embeddings_for_the_shift_test(tiny_bundle, image_folder):
+    from core.bundle import load_bundle
+    from core.images import discover_images
+    from core.inference import InferenceEngine
+
+    bundle = load_bundle(tiny_bundle())
+    engine = InferenceEngine(bundle, batch_size=4)
+    records = list(engine.run(discover_images(image_folder(20))))
+    assert len(engine.embeddings) == sum(r.flag != "out_of_scope" for r in records) == 40
+    rng = np.random.default_rng(0)
+    ref = np.stack(engine.embeddings).astype(np.float32)
+    quiet = engine.shift(reference=ref + rng.normal(0, 1e-3, ref.shape))
+    assert quiet.ran and quiet.n == 40 and not quiet.detected
+    assert engine.shift(reference=ref + 5.0).detected
+    assert not engine.shift().ran  # tiny bundle carries no embeddings.npz
+
+
+@pytest.mark.shared_data
+def test_real_collections_shift_fires_and_val_is_quiet(shared_data):
+    """Uses cached embeddings from bench/shift_alarm.py only; skips when they were never computed."""
+    import glob
+    import os
+
+    from core.shift import read_embeddings
+
+    cache = os.environ.get("MPOX_SHIFT_CACHE", "/tmp/mpox-shift-cache")
+    files = sorted(glob.glob(f"{cache}/shift/mobilenetv2-*.npz"))
+    if not files:
+        pytest.skip(f"no cached shared-data embeddings under {cache}/shift (run bench/shift_alarm.py once)")
+    d = read_embeddings(files[-1])
+    emb, split, source = d["embedding"], d["split"], d["source"]
+    msld_ref = emb[(split == "train") & (source == "MSLD v1")]
+    msid = emb[(split == "val") & (source == "MSID")]
+    assert shift_test(msid[:50], msld_ref, n_permutations=200).detected
+    assert not shift_test(emb[split == "val"][:50], emb[split == "train"], n_permutations=200).detected
