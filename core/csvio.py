@@ -18,7 +18,7 @@ from core.records import CSV_COLUMNS, ResultRecord, safe_text
 
 REVIEW_COLUMNS = ["reviewer_label", "reviewer", "review_time"]
 # Per-model columns of a multi-model CSV, each suffixed with `__<model slug>`.
-PER_MODEL_FIELDS = ["p_mpox", "prediction", "flag", "ood_score", "threshold", "model", "model_version",
+PER_MODEL_FIELDS = ["p_mpox", "prediction", "flag", "ood_score", "scope_score", "threshold", "model", "model_version",
                     "model_sha256", "model_origin"]
 AGREE, DISAGREE, AGREEMENT_NA = "agree", "disagree", "n/a"
 

@@ -19,6 +19,7 @@ CSV_COLUMNS = [
     "prediction",
     "flag",
     "ood_score",
+    "scope_score",
     "threshold",
     "model",
     "model_version",
@@ -75,6 +76,9 @@ class ResultRecord:
     # whose size or mtime (and then SHA-256) changed. Not CSV columns.
     file_size: int | None = None
     file_mtime_ns: int | None = None
+    # How unlike a skin photo the image is (core.scope: blank, text, screenshot, chart, drawing, noise,
+    # tiny); above core.scope.SCOPE_LIMIT the flag is out_of_scope. Independent of the model.
+    scope_score: float | None = None
 
     @property
     def model_key(self) -> str:
@@ -103,7 +107,7 @@ class ResultRecord:
         for key, value in asdict(self).items():
             if value is None:
                 row[key] = ""
-            elif key in ("p_mpox", "ood_score", "threshold"):
+            elif key in ("p_mpox", "ood_score", "scope_score", "threshold"):
                 row[key] = f"{float(value):.6f}"
             else:
                 row[key] = safe_text(str(value))

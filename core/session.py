@@ -48,7 +48,8 @@ _RECORD_FIELDS = list(ResultRecord.__dataclass_fields__)
 
 # Current schema. Format 1 (pre-release) lacked results.flag, results.ood_score, reviews.reviewer
 # and the audit guard triggers; format 2 lacked results.file_size / file_mtime_ns (what the file looked
-# like when it was scored, so a resume notices a changed file) and the '' (cleared) review label.
+# like when it was scored, so a resume notices a changed file), results.scope_score (core.scope) and the ''
+# (cleared) review label.
 # _migrate() adds them.
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS runs (
@@ -81,6 +82,7 @@ CREATE TABLE IF NOT EXISTS results (
     timestamp     TEXT NOT NULL,
     file_size     INTEGER,
     file_mtime_ns INTEGER,
+    scope_score   REAL,
     UNIQUE (model_sha256, path)
 );
 CREATE INDEX IF NOT EXISTS results_run ON results(run_id);
@@ -327,9 +329,9 @@ class SessionStore:
             if "reviewer" not in rcols:
                 self._conn.execute("ALTER TABLE reviews ADD COLUMN reviewer TEXT NOT NULL DEFAULT ''")
         # Format 3: the file's size and mtime when scored, and a review label '' that clears a review.
-        for col in ("file_size", "file_mtime_ns"):
+        for col, kind in (("file_size", "INTEGER"), ("file_mtime_ns", "INTEGER"), ("scope_score", "REAL")):
             if col not in cols:
-                self._conn.execute(f"ALTER TABLE results ADD COLUMN {col} INTEGER")
+                self._conn.execute(f"ALTER TABLE results ADD COLUMN {col} {kind}")
         # SQLite cannot alter a CHECK constraint: rebuild the reviews table with the wider one.
         self._conn.execute("ALTER TABLE reviews RENAME TO reviews_v2")
         self._conn.execute("DROP INDEX IF EXISTS reviews_path")

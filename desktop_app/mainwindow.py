@@ -15,7 +15,7 @@ from pathlib import Path
 from PySide6.QtCore import QStandardPaths, Qt, Signal, Slot
 from PySide6.QtGui import QAction, QActionGroup, QDragEnterEvent, QDropEvent, QIcon, QKeySequence, QPixmap
 from PySide6.QtWidgets import (QComboBox, QFileDialog, QLabel, QMainWindow, QMessageBox, QProgressBar, QSplitter,
-                               QToolBar)
+                               QToolBar, QVBoxLayout, QWidget)
 
 from desktop_app.about import ModelCardDialog, show_about
 from desktop_app.detail.pane import DISPLAY_SIDE, DetailPane
@@ -106,7 +106,18 @@ class MainWindow(QMainWindow):
         splitter.setStretchFactor(1, 2)
         splitter.setSizes([900, 460])
         self.detail.setMinimumWidth(360)
-        self.setCentralWidget(splitter)
+        # The folder's shift alarm: a banner above the table, never hidden once it fired for this folder.
+        self.shift_banner = QLabel()
+        self.shift_banner.setWordWrap(True)
+        self.shift_banner.setStyleSheet("background: #fff1cc; border: 1px solid #d9a400; color: #5a3d00; "
+                                        "padding: 6px; font-weight: 600;")
+        self.shift_banner.hide()
+        central = QWidget()
+        column = QVBoxLayout(central)
+        column.setContentsMargins(0, 0, 0, 0)
+        column.addWidget(self.shift_banner)
+        column.addWidget(splitter, 1)
+        self.setCentralWidget(central)
         self.controller = RunController(self)
         self.reviews = ReviewController(self)
         self.run_progress = RunProgress()
@@ -393,6 +404,8 @@ class MainWindow(QMainWindow):
         self.detail.clear_cache()
         self.heatmaps = {}
         self.detail.show_row(None)
+        self.shift_banner.hide()
+        self.model.set_shift_alarm("")
         actor = self.settings.reviewer or None
         try:
             self.workspace = Workspace.open(folder, self.session_dir_for(folder), actor=actor, found=found)
@@ -518,9 +531,23 @@ class MainWindow(QMainWindow):
                 text += f", {summary['errors']} photos could not be read (see the 'errors' filter)"
         if summary["failures"]:
             text += " — " + "; ".join(summary["failures"])
+        self.show_shift(summary.get("shift"))
         self._set_message(text, error=bool(summary["failures"]))
         self._update_actions()
         self.run_finished.emit(summary)
+
+    def show_shift(self, shift: dict | None) -> None:
+        """Present the folder's shift test: a banner and a needs-review reason when it fired; the PDF cover
+        shows it too (Workspace.shift)."""
+        if self.workspace is None or not shift:
+            return
+        self.workspace.shift = {k: v for k, v in shift.items() if k != "message"}
+        if shift.get("detected"):
+            self.shift_banner.setText(f"Shift alarm ({shift.get('model', '')}): {shift.get('message', '')}")
+            self.shift_banner.setToolTip("A two-sample test compared this folder's photos with the model's "
+                                         "training photos (core.shift); see docs/shift.md")
+            self.shift_banner.show()
+            self.model.set_shift_alarm("shift alarm")
 
     @Slot(str)
     def _on_run_failed(self, message: str) -> None:

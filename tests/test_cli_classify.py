@@ -200,7 +200,8 @@ def test_two_models_write_one_row_per_photo_side_by_side(capsys, folder, bundles
             assert r["agreement"] == "n/a" and "broken.jpg" in r["error"]
     data = json.loads(summary.read_text())
     assert data["photos"] == 7 and data["errors"] == 1 and data["status"] == "finished"
-    assert "shift" in data and data["shift"] is None
+    # 6 scored photos are too few for the shift test: it says so instead of guessing.
+    assert data["shift"]["detected"] is False and data["shift"]["p_value"] is None and data["shift"]["reason"]
     assert [m["name"] for m in data["models"]] == ["alpha", "beta"]
     assert sum(data["agreement"].values()) == 7
     assert "Done: 7 photos" in err
@@ -337,3 +338,62 @@ def test_a_shipped_release_is_named_as_such(tmp_path, capsys, folder):
     out = tmp_path / "shipped.csv"
     assert cli(capsys, folder, "--model", "mobilenetv2", "--csv", out)[0] == 0
     assert {r["model_origin"] for r in rows_of(out)} == {"shipped release"}
+
+
+# --- the shift alarm, end to end through classify ------------------------------------------------------------
+def _photos(folder: Path, n: int, seed: int, smooth: bool) -> Path:
+    """Photo-like images (tests.helpers.make_photo: noise over a skin-coloured blob); `smooth` ones have almost
+    no noise, a different look that still passes the not-a-skin-photo check."""
+    import numpy as np
+    from PIL import Image
+
+    from tests.helpers import make_photo
+
+    folder.mkdir(parents=True)
+    for i in range(n):
+        img = make_photo((64, 48), seed * 1000 + i)
+        if smooth:
+            arr = np.asarray(img).astype(float)
+            blur = np.asarray(img.filter(__import__("PIL.ImageFilter").ImageFilter.GaussianBlur(6))).astype(float)
+            img = Image.fromarray(np.clip(0.1 * arr + 0.9 * blur + 40, 0, 255).astype(np.uint8))
+        img.save(folder / f"p{i:03d}.png")
+    return folder
+
+
+def test_the_shift_alarm_fires_on_a_shifted_folder_and_stays_quiet_on_a_like_one(tmp_path, capsys):
+    """A bundle that carries its training embeddings (embeddings.npz): classify's summary says whether the
+    folder differs from them (core.shift), as the PDF cover and the app's banner do."""
+    import numpy as np
+
+    from core.bundle import load_bundle
+    from core.images import load_rgb
+    from core.preprocess import to_model_input
+    from tests.helpers import make_tiny_bundle
+
+    base = make_tiny_bundle(tmp_path / "plain" / "tiny")
+    ref_folder = _photos(tmp_path / "reference", 120, seed=1, smooth=False)
+    bundle = load_bundle(base)
+    batch = np.stack([to_model_input(load_rgb(p), 32) for p in sorted(ref_folder.iterdir())])
+    emb = np.asarray(bundle.forward(batch)[1], dtype=np.float16)
+    npz = tmp_path / "embeddings.npz"
+    np.savez_compressed(npz, embedding=emb, label=np.zeros(len(emb), np.int8),
+                        source=np.array(["ref"] * len(emb)), split=np.array(["train"] * len(emb)))
+    from core.bundle import ModelCard, save_bundle
+    from tests.helpers import make_tiny_model
+
+    card = ModelCard(name="tiny-emb", version="0.0.1", architecture="mobilenetv2", input_size=32, threshold=0.5,
+                     uncertain_band=[0.45, 0.55])
+    with_emb = save_bundle(make_tiny_model(32, 0), card, tmp_path / "models" / "tiny-emb",
+                           extra_files={"embeddings.npz": npz})
+
+    like, shifted = _photos(tmp_path / "like", 40, seed=2, smooth=False), _photos(tmp_path / "shifted", 40, seed=3,
+                                                                                    smooth=True)
+    verdicts = {}
+    for name, folder in (("like", like), ("shifted", shifted)):
+        summary = tmp_path / f"{name}.json"
+        code, err = cli(capsys, folder, "--model", with_emb, "--summary", summary)
+        assert code == 0
+        verdicts[name] = json.loads(summary.read_text())["shift"]
+        assert verdicts[name]["n"] == 40 and verdicts[name]["p_value"] is not None
+    assert verdicts["shifted"]["detected"] is True and verdicts["shifted"]["p_value"] < 0.05
+    assert verdicts["like"]["detected"] is False

@@ -195,6 +195,24 @@ def _write_parquet(ws, keys: list[str], out_dir: str) -> None:
         raise WorkspaceError(f"cannot write Parquet folder {out_dir}: {exc.strerror or exc}") from None
 
 
+def _shift_alarm(engines) -> dict | None:
+    """The folder's shift test (core.shift) for each model whose engine keeps embeddings; the summary carries
+    the first that fired, else the first that ran, else why none ran. Photos restored by --resume were not
+    embedded in this run, so the test covers the photos scored now."""
+    chosen = None
+    for engine, card, _rt in engines:
+        test = getattr(engine, "shift", None)
+        if test is None:
+            continue
+        result = test()
+        print(f"{card.display_name}: {result.message()}", file=sys.stderr)
+        entry = {**result.to_dict(), "model": card.display_name}
+        if chosen is None or (entry["detected"] and not chosen["detected"]) or \
+                (chosen.get("p_value") is None and entry.get("p_value") is not None and not chosen["detected"]):
+            chosen = entry
+    return chosen
+
+
 def _write_json_atomic(data: dict, path: str) -> None:
     from core.workspace import WorkspaceError
 
@@ -341,6 +359,7 @@ def _classify(args, ws, engines, keys) -> int:
             stream.abort()
         raise
     status = combined_status(runs)
+    ws.shift = _shift_alarm(engines)
     if args.report_path:
         ws.export_pdf(args.report_path, keys, cards=[card for _e, card, _rt in engines])
     outputs = {"csv": args.csv_path, "report": args.report_path, "summary": args.summary_path,

@@ -27,6 +27,12 @@ def scope_lines(rec, limit: float | None) -> list[str]:
             verdict = " — <b>over the limit: out of scope</b>" if over else " — within the limit"
         lim = f" (limit {limit:.2f})" if limit is not None else ""
         lines.append(f"&nbsp;&nbsp;out-of-scope score {rec.ood_score:.2f}{lim}{verdict}")
+    if getattr(rec, "scope_score", None) is not None:
+        from core.scope import SCOPE_LIMIT, describe  # NumPy and OpenCV only; no TensorFlow on the GUI thread
+
+        over = rec.scope_score > SCOPE_LIMIT
+        text = html.escape(describe(rec.scope_score))
+        lines.append(f"&nbsp;&nbsp;<b>{text}</b>" if over else f"&nbsp;&nbsp;{text}")
     return lines
 
 

@@ -167,6 +167,11 @@ class ModelWorker(QObject):
                     pending.append(record)
             finally:
                 emit_pending()
+            if run.status == "finished":
+                # The folder's shift test (core.shift), here in the worker: it takes up to a second.
+                result = engine.shift()
+                summary.extra["shift"] = {**result.to_dict(), "message": result.message(),
+                                          "model": bundle.card.display_name}
         except Exception as exc:  # a failed run reports why and keeps the partial results
             summary.failed = str(exc) or type(exc).__name__
         finally:

@@ -179,6 +179,9 @@ class RunController(QObject):
             "elapsed_s": time.monotonic() - self.started_at,
             "failures": failures,
             "models": [s.model_key for s in summaries],
+            # The shift test of the first model whose test fired, else of the first that ran (core.shift).
+            "shift": next((s.extra["shift"] for s in summaries if s.extra.get("shift", {}).get("detected")),
+                          next((s.extra["shift"] for s in summaries if "shift" in s.extra), None)),
         }
         # Finished only once every queued record has reached the window (see _flush).
         self._final = out
