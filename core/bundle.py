@@ -325,6 +325,7 @@ def _load_keras_model(bundle_dir: Path):
     from core.tf_runtime import load_tensorflow
 
     _, keras = load_tensorflow()
+    import core.heads  # noqa: F401  (registers the SignedSqrt layer of 1.2.0+ heads for safe-mode loading)
 
     try:
         return keras.saving.load_model(bundle_dir / MODEL_FILE, compile=False, safe_mode=True)
@@ -365,16 +366,22 @@ def load_bundle(name_or_path: str | os.PathLike, models_dir: str | os.PathLike |
     """
     bundle_dir = resolve_bundle_dir(name_or_path, models_dir)
     card = verify_bundle(bundle_dir)
+    if isinstance(card.extra, dict) and card.extra.get("kind") == "combined":
+        from core.combined import load_combined  # a head over other bundles' embeddings (core/combined.py)
+
+        return load_combined(bundle_dir, card, models_dir, runtime=runtime)
     runner = _verified_runtime(bundle_dir, card) if runtime == "auto" else None
     model = _load_keras_model(bundle_dir) if runner is None else None
     ood = OODStats.load(bundle_dir / OOD_FILE) if (bundle_dir / OOD_FILE).is_file() else None
     return Bundle(card, model, ood, bundle_dir, runtime=runner)
 
 
-def save_bundle(model, card: ModelCard, out_dir: str | os.PathLike, ood: OODStats | None = None) -> Path:
+def save_bundle(model, card: ModelCard, out_dir: str | os.PathLike, ood: OODStats | None = None,
+                extra_files: dict[str, bytes | str | os.PathLike] | None = None) -> Path:
     """Write a bundle atomically: build it in a temporary sibling folder, then swap it into place.
 
-    An interrupted save leaves the previous bundle at `out_dir` untouched.
+    An interrupted save leaves the previous bundle at `out_dir` untouched. `extra_files` ({name:
+    bytes or a file to copy}, e.g. embeddings.npz) are written beside the model and hashed in the card.
     """
     out_dir = Path(out_dir)
     out_dir.parent.mkdir(parents=True, exist_ok=True)
@@ -388,6 +395,10 @@ def save_bundle(model, card: ModelCard, out_dir: str | os.PathLike, ood: OODStat
         if ood is not None:
             ood.save(tmp / OOD_FILE)
             files[OOD_FILE] = sha256_file(tmp / OOD_FILE)
+        for name, content in (extra_files or {}).items():
+            target = tmp / Path(name).name
+            target.write_bytes(content) if isinstance(content, bytes) else shutil.copyfile(content, target)
+            files[target.name] = sha256_file(target)
         card.files = files
         card.model_sha256 = files[MODEL_FILE]
         card.format_version = FORMAT_VERSION
