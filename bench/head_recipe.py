@@ -22,16 +22,17 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 VIEWS = ["identity", "hflip", "aug#0", "augz#0"]
 
 
-def load_features(manifest: str, views=VIEWS):
+def load_features(manifest: str, views=VIEWS, arches=("mobilenetv2", "xception")):
     from core.datasets import load_manifest_dataset
     from core.features import FeatureExtractor
 
     ds = load_manifest_dataset(manifest)
     ds.samples = [s for s in ds.samples if s.split in ("train", "val")]  # test is never read
     feats = {}
-    for arch in ("mobilenetv2", "xception"):
+    for arch in arches:
         feats[arch] = FeatureExtractor(arch).embed(ds, views)
-    feats["combined"] = np.concatenate([feats["mobilenetv2"], feats["xception"]], axis=-1)
+    if len(arches) == 2:
+        feats["combined"] = np.concatenate([feats["mobilenetv2"], feats["xception"]], axis=-1)
     y = np.array([s.y for s in ds.samples])
     src = np.array([s.source for s in ds.samples])
     split = np.array([s.split for s in ds.samples])
@@ -59,8 +60,9 @@ def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("manifest")
     ap.add_argument("--views", default=",".join(VIEWS))
+    ap.add_argument("--arches", default="mobilenetv2,xception")
     args = ap.parse_args(argv)
-    feats, y, src, split = load_features(args.manifest, args.views.split(","))
+    feats, y, src, split = load_features(args.manifest, args.views.split(","), args.arches.split(","))
     recipes = {"dense (engine, Adam+dropout)": dense_fit}
     for C in (0.001, 0.003, 0.01, 0.03, 0.1, 1.0):
         recipes[f"logistic sqrt C={C:g}"] = logistic_fit(C, True)
