@@ -325,7 +325,9 @@ def _load_keras_model(bundle_dir: Path):
     from core.tf_runtime import load_tensorflow
 
     _, keras = load_tensorflow()
-    import core.heads  # noqa: F401  (registers the SignedSqrt layer of 1.2.0+ heads for safe-mode loading)
+    from core.heads import register
+
+    register()  # the SignedSqrt layer of 1.2.0+ heads, known to Keras before a safe-mode load
 
     try:
         return keras.saving.load_model(bundle_dir / MODEL_FILE, compile=False, safe_mode=True)

@@ -85,3 +85,21 @@ def test_embeddings_are_hash_covered(tmp_path):
         load_bundle(out)
     with pytest.raises(BundleError, match="embeddings"):
         load_embeddings(bundle)  # a bundle loaded before the change still refuses the changed file
+
+
+def test_a_logistic_head_bundle_loads_in_a_fresh_process(tmp_path):
+    """Safe-mode loading must register the SignedSqrt layer itself (as in a new process, not via training)."""
+    import keras
+
+    import core.heads
+    from core.bundle import load_bundle
+    from core.heads import LinearHead, attach_head
+    from core.bundle import ModelCard, save_bundle
+    from tests.helpers import make_tiny_model
+
+    model = attach_head(make_tiny_model(), LinearHead(np.ones(16), 0.0))
+    out = save_bundle(model, ModelCard(name="t", version="1", architecture="mobilenetv2", input_size=32), tmp_path / "b")
+    keras.saving.get_custom_objects().pop("mpox_triage>SignedSqrt", None)   # forget the registration
+    core.heads._LAYER = None
+    bundle = load_bundle(out, runtime="keras")
+    assert any(layer.name == "signed_sqrt" for layer in bundle.model.layers)
