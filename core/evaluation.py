@@ -483,7 +483,7 @@ def mean_ci95(values: Sequence[float]) -> dict[str, Any]:
     if len(v) < 2:
         return {"mean": m, "ci95": [m, m], "n": int(len(v))}
     half = float(stats.t.ppf(0.975, len(v) - 1) * v.std(ddof=1) / np.sqrt(len(v)))
-    return {"mean": m, "ci95": [m - half, m + half], "n": int(len(v))}
+    return {"mean": m, "ci95": [max(0.0, m - half), min(1.0, m + half)], "n": int(len(v))}
 
 
 def _inner_calibration(fit, x: np.ndarray, y: np.ndarray, groups: np.ndarray, min_sensitivity: float,
@@ -504,14 +504,16 @@ def _inner_calibration(fit, x: np.ndarray, y: np.ndarray, groups: np.ndarray, mi
 
 def recipe_protocol(x: np.ndarray, y: Sequence[int], groups: Sequence[str], sources: Sequence[str], protocol: str,
                     fit, *, min_sensitivity: float = 0.90, seed: int = 0, n_splits: int = 5,
-                    progress: ProgressFn | None = None) -> dict[str, Any]:
+                    n_bootstrap: int = 500, progress: ProgressFn | None = None) -> dict[str, Any]:
     """Score a training recipe by `protocol` ("cv5" or "loco") on embeddings x (N, V, D) (view 0 = identity).
 
     `fit(x_train (n, V, D), y_train) -> (x (m, D) -> logits)` is the recipe. cv5: group-aware,
     label-stratified 5-fold cross-validation (scikit-learn StratifiedGroupKFold on `groups`). loco:
     train on one source, score every other. In each fold the temperature and threshold come from
     cross-validated logits inside that fold's training data, as the real recipe sets them on data
-    it did not fit. Returns per-fold metrics, their means with 95% t-intervals, and pooled figures.
+    it did not fit. Returns per-fold metrics with bootstrap 95% intervals, their means with 95%
+    t-intervals over the folds (clipped to [0, 1]; with loco's two folds read the per-fold
+    intervals instead), and pooled figures.
     """
     from sklearn.model_selection import StratifiedGroupKFold
 
@@ -536,9 +538,11 @@ def recipe_protocol(x: np.ndarray, y: Sequence[int], groups: Sequence[str], sour
         report(progress, i, len(folds), f"{protocol}: {name}", "evaluate")
         t, thr = _inner_calibration(fit, x[tr], y[tr], groups[tr], min_sensitivity, seed)
         p = apply_temperature(fit(x[tr], y[tr])(x[te][:, 0]), t)
-        m = evaluate_probabilities(y[te], p, thr, n_bootstrap=0)
+        m = evaluate_probabilities(y[te], p, thr, n_bootstrap=n_bootstrap, seed=seed)
         rows.append({"fold": name, "n_train": int(len(tr)), **{k: m[k] for k in
-                     ("n", "n_mpox", "roc_auc", "sensitivity", "specificity", "accuracy", "ece", "threshold")}})
+                     ("n", "n_mpox", "roc_auc", "sensitivity", "specificity", "accuracy", "ece", "threshold")},
+                     "ci95": {k: m["ci95"].get(k) for k in ("roc_auc", "sensitivity", "specificity")}
+                     if n_bootstrap else {}})
         pooled_y.append(y[te])
         pooled_p.append(p)
         pooled_thr.append(np.full(len(te), thr))

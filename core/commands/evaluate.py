@@ -110,12 +110,18 @@ def run_protocol(args: argparse.Namespace) -> int:
                      "time_s": round(time.monotonic() - started, 1)}
     print(f"{args.protocol} of the {args.head} head on {args.arch} embeddings ({len(y)} train+val photos; "
           f"test untouched). {DISCLAIMER}", file=sys.stderr)
-    print(f"{'fold':<34} {'n':>5} {'ROC-AUC':>8} {'sens':>6} {'spec':>6} {'ECE':>6}")
+    print(f"{'fold':<24} {'n':>5} {'ROC-AUC [95% CI]':>22} {'sensitivity [95% CI]':>22} "
+          f"{'specificity [95% CI]':>22} {'ECE':>6}")
+
+    def cell(r, k):
+        lo, hi = (r.get("ci95") or {}).get(k) or [float("nan")] * 2
+        return f"{r[k]:.3f} [{lo:.3f}, {hi:.3f}]"
     for r in res["folds"]:
-        print(f"{r['fold']:<34} {r['n']:>5} {r['roc_auc']:>8.3f} {r['sensitivity']:>6.3f} {r['specificity']:>6.3f} "
-              f"{r['ece']:>6.3f}")
+        print(f"{r['fold']:<24} {r['n']:>5} {cell(r, 'roc_auc'):>22} {cell(r, 'sensitivity'):>22} "
+              f"{cell(r, 'specificity'):>22} {r['ece']:>6.3f}")
     for k, m in res["mean"].items():
-        print(f"mean {k:<12} {m['mean']:.3f}  95% CI [{m['ci95'][0]:.3f}, {m['ci95'][1]:.3f}] over {m['n']} folds")
+        print(f"mean {k:<12} {m['mean']:.3f}  95% CI [{m['ci95'][0]:.3f}, {m['ci95'][1]:.3f}] over {m['n']} folds"
+              + (" (t-interval over 2 folds: uninformative; read each fold's)" if m["n"] == 2 else ""))
     if args.json_path:
         save_json(res, args.json_path)
         print(f"JSON: {args.json_path}", file=sys.stderr)
