@@ -8,8 +8,9 @@ embeddings plus the site photos, each site photo weighted `w` times a base photo
 - `w` is chosen by cross-validation on the site photos (stratified, group-aware folds; every
   fold's model is trained on all base photos plus the other folds' site photos and scores the
   held-out site photos), as the weight with the best cross-validated site ROC-AUC;
-- temperature and threshold come from those cross-validated site predictions (threshold: the
-  highest with sensitivity >= 0.90 there), never from the photos a model was trained on;
+- the threshold comes from those cross-validated site predictions (the highest with sensitivity
+  >= 0.90 there; lowered, if needed, to keep >= 0.90 on the base val photos too), the temperature from them plus the final head's logits on the base val photos
+  (held out from fitting); never from photos a model was trained on;
 - the card records the parent bundle, the site photo counts, the cross-validated site metrics
   with bootstrap 95% intervals next to the parent's own scores on the same photos, the base
   validation metrics before and after (forgetting check) and a learning curve (cross-validated site
@@ -232,21 +233,33 @@ def adapt_bundle(bundle, paths: Sequence[str | os.PathLike], labels: Sequence[in
     folds = _folds(ys, g, 5, seed)
     report(progress, 0, 1, "choosing the site weight by cross-validation", "adapt")
     weight, weight_table, z_cv = choose_site_weight(xb, yb, xs, ys, C, folds)
-    temperature = fit_temperature(z_cv, ys)
+    head = fit_with_site(xb, yb, xs, ys, weight, C)
+    z_val_after = head.logits(xv)
+    # Temperature on held-out logits of both kinds: the cross-validated site predictions and the final
+    # head on the base val photos (not fitted on). With a few well-separated site photos alone the NLL
+    # would drive T to its floor and saturate every probability.
+    temperature = fit_temperature(np.concatenate([z_cv, z_val_after]), np.concatenate([ys, yv]))
     p_cv = apply_temperature(z_cv, temperature)
     threshold, reason = choose_threshold(ys, p_cv, min_sensitivity)
     reason = reason.replace("on the validation split", "on cross-validated site predictions")
+    if len(set(yv.tolist())) == 2:
+        # Sensitivity first: never above the threshold the base val photos would need for the same target,
+        # so a small, easy site sample cannot raise it at the cost of the cases the base data describes.
+        base_thr, _ = choose_threshold(yv, apply_temperature(z_val_after, temperature), min_sensitivity)
+        if base_thr < threshold:
+            threshold = base_thr
+            reason += (f"; lowered to {base_thr:.3f}, the highest that also keeps sensitivity >= {min_sensitivity:.2f} "
+                       "on the base val photos")
     site_cv = evaluate_probabilities(ys, p_cv, threshold, n_bootstrap=n_bootstrap, seed=seed)
     p_parent = apply_temperature(z_parent, card0.temperature)
     site_parent = evaluate_probabilities(ys, p_parent, card0.threshold, n_bootstrap=n_bootstrap, seed=seed)
     report(progress, 0, 1, "learning curve", "adapt")
     curve = learning_curve(xb, yb, xs, ys, weight, C, folds, seed)
 
-    head = fit_with_site(xb, yb, xs, ys, weight, C)
     before = parent_head(bundle)(xv)
     base_before = evaluate_probabilities(yv, apply_temperature(before, card0.temperature), card0.threshold,
                                          n_bootstrap=n_bootstrap, seed=seed) if len(set(yv)) == 2 else {}
-    base_after = evaluate_probabilities(yv, apply_temperature(head.logits(xv), temperature), threshold,
+    base_after = evaluate_probabilities(yv, apply_temperature(z_val_after, temperature), threshold,
                                         n_bootstrap=n_bootstrap, seed=seed) if len(set(yv)) == 2 else {}
     model = attach_head(bundle.model, head, name=bundle.model.name)
 
@@ -273,9 +286,9 @@ def adapt_bundle(bundle, paths: Sequence[str | os.PathLike], labels: Sequence[in
         "base_val_after": {k: base_after[k] for k in keys} if base_after else {},
         "learning_curve": curve, "warnings": warnings,
         "method": ("logistic head (core.heads) on the parent's base training embeddings plus the site photos, "
-                   "site weight chosen by cross-validated site ROC-AUC; temperature and threshold (sensitivity >= "
-                   f"{min_sensitivity:.2f}) from the cross-validated site predictions; base val photos unused in "
-                   "fitting (forgetting check)"),
+                   "site weight chosen by cross-validated site ROC-AUC; threshold (sensitivity >= "
+                   f"{min_sensitivity:.2f}) from the cross-validated site predictions; temperature from those and "
+                   "the final head on the base val photos; base val photos unused in fitting (forgetting check)"),
     }
     rep = to_jsonable(rep)
     d = card0.to_dict()
