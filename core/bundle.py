@@ -497,6 +497,9 @@ def _load_keras_model(bundle_dir: Path):
     from core.tf_runtime import load_tensorflow
 
     _, keras = load_tensorflow()
+    from core.heads import register
+
+    register()  # the SignedSqrt layer of 1.2.0+ heads, known to Keras before a safe-mode load
 
     try:
         return keras.saving.load_model(bundle_dir / MODEL_FILE, compile=False, safe_mode=True)
@@ -537,6 +540,10 @@ def load_bundle(name_or_path: str | os.PathLike, models_dir: str | os.PathLike |
     """
     bundle_dir = resolve_bundle_dir(name_or_path, models_dir)
     card = verify_bundle(bundle_dir)
+    if isinstance(card.extra, dict) and card.extra.get("kind") == "combined":
+        from core.combined import load_combined  # a head over other bundles' embeddings (core/combined.py)
+
+        return load_combined(bundle_dir, card, models_dir, runtime=runtime)
     runner = _verified_runtime(bundle_dir, card) if runtime == "auto" else None
     model = _load_keras_model(bundle_dir) if runner is None else None
     ood = OODStats.load(bundle_dir / OOD_FILE) if (bundle_dir / OOD_FILE).is_file() else None
@@ -601,7 +608,7 @@ def replaced_bundle_dir(out_dir: str | os.PathLike) -> Path:
 
 def save_bundle(model, card: ModelCard, out_dir: str | os.PathLike, ood: OODStats | None = None, *,
                 replace: bool = False, keep_previous_as: str | os.PathLike | None = None,
-                extra_files: dict[str, str | os.PathLike] | None = None) -> Path:
+                extra_files: dict[str, bytes | str | os.PathLike] | None = None) -> Path:
     """Write a bundle atomically: build it in a temporary sibling folder, then move it into place.
 
     Never writes over anything by default: when `out_dir` exists (a bundle, an empty folder or a file)
@@ -628,7 +635,10 @@ def save_bundle(model, card: ModelCard, out_dir: str | os.PathLike, ood: OODStat
         for name, source in (extra_files or {}).items():
             if name in card.files or name == CARD_FILE or Path(name).name != name or name.startswith("."):
                 raise BundleError(f"{name!r}: not a usable extra file name for a bundle")
-            shutil.copyfile(source, tmp / name)
+            if isinstance(source, bytes):
+                (tmp / name).write_bytes(source)
+            else:
+                shutil.copyfile(source, tmp / name)
             card.files[name] = ""
         write_card(tmp, card)
         old = None

@@ -17,6 +17,7 @@ COMMANDS = {
     "train": "core.commands.train",
     "evaluate": "core.commands.evaluate",
     "export": "core.commands.export",
+    "adapt": "core.commands.adapt",
 }
 
 

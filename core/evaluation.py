@@ -466,3 +466,93 @@ def _pil_confusion(path: Path, mat: np.ndarray, names: list[str], title: str) ->
         d.text((10, 130 + k * 130), f"true {n}", fill="black")
     im.save(path)
     return path
+
+
+# ---------------------------------------------------------------------------------------------
+# Protocols: cross-validation and leave-one-collection-out of a training recipe on cached embeddings
+
+
+def mean_ci95(values: Sequence[float]) -> dict[str, Any]:
+    """Mean of per-fold values with a Student-t 95% interval (n - 1 degrees of freedom)."""
+    from scipy import stats
+
+    v = np.asarray([x for x in values if np.isfinite(x)], dtype=np.float64)
+    if len(v) == 0:
+        return {"mean": float("nan"), "ci95": [float("nan")] * 2, "n": 0}
+    m = float(v.mean())
+    if len(v) < 2:
+        return {"mean": m, "ci95": [m, m], "n": int(len(v))}
+    half = float(stats.t.ppf(0.975, len(v) - 1) * v.std(ddof=1) / np.sqrt(len(v)))
+    return {"mean": m, "ci95": [max(0.0, m - half), min(1.0, m + half)], "n": int(len(v))}
+
+
+def _inner_calibration(fit, x: np.ndarray, y: np.ndarray, groups: np.ndarray, min_sensitivity: float,
+                       seed: int) -> tuple[float, float]:
+    """(temperature, threshold) from cross-validated logits inside the training data (3 group folds)."""
+    from sklearn.model_selection import StratifiedGroupKFold
+
+    from core.calibration import apply_temperature, fit_temperature
+
+    z = np.full(len(y), np.nan)
+    k = int(max(2, min(3, np.bincount(y, minlength=2).min())))
+    for tr, te in StratifiedGroupKFold(k, shuffle=True, random_state=seed).split(np.zeros(len(y)), y, groups):
+        z[te] = fit(x[tr], y[tr])(x[te][:, 0])
+    t = fit_temperature(z, y)
+    thr, _ = choose_threshold(y, apply_temperature(z, t), min_sensitivity)
+    return t, thr
+
+
+def recipe_protocol(x: np.ndarray, y: Sequence[int], groups: Sequence[str], sources: Sequence[str], protocol: str,
+                    fit, *, min_sensitivity: float = 0.90, seed: int = 0, n_splits: int = 5,
+                    n_bootstrap: int = 500, progress: ProgressFn | None = None) -> dict[str, Any]:
+    """Score a training recipe by `protocol` ("cv5" or "loco") on embeddings x (N, V, D) (view 0 = identity).
+
+    `fit(x_train (n, V, D), y_train) -> (x (m, D) -> logits)` is the recipe. cv5: group-aware,
+    label-stratified 5-fold cross-validation (scikit-learn StratifiedGroupKFold on `groups`). loco:
+    train on one source, score every other. In each fold the temperature and threshold come from
+    cross-validated logits inside that fold's training data, as the real recipe sets them on data
+    it did not fit. Returns per-fold metrics with bootstrap 95% intervals, their means with 95%
+    t-intervals over the folds (clipped to [0, 1]; with loco's two folds read the per-fold
+    intervals instead), and pooled figures.
+    """
+    from sklearn.model_selection import StratifiedGroupKFold
+
+    from core.calibration import apply_temperature
+    from core.progress import report
+
+    x = np.asarray(x)
+    y = np.asarray(y).astype(int)
+    groups, sources = np.asarray(groups), np.asarray(sources)
+    if protocol == "cv5":
+        splitter = StratifiedGroupKFold(n_splits, shuffle=True, random_state=seed)
+        folds = [(f"fold {i + 1}", tr, te) for i, (tr, te) in enumerate(splitter.split(np.zeros(len(y)), y, groups))]
+    elif protocol == "loco":
+        folds = [(f"{a} -> {', '.join(sorted(set(sources) - {a}))}", np.flatnonzero(sources == a),
+                  np.flatnonzero(sources != a)) for a in sorted(set(sources))]
+        if len(folds) < 2:
+            raise ValueError("leave-one-collection-out needs photos from at least two sources")
+    else:
+        raise ValueError(f"unknown protocol {protocol!r}; choose cv5 or loco")
+    rows, pooled_y, pooled_p, pooled_thr = [], [], [], []
+    for i, (name, tr, te) in enumerate(folds):
+        report(progress, i, len(folds), f"{protocol}: {name}", "evaluate")
+        t, thr = _inner_calibration(fit, x[tr], y[tr], groups[tr], min_sensitivity, seed)
+        p = apply_temperature(fit(x[tr], y[tr])(x[te][:, 0]), t)
+        m = evaluate_probabilities(y[te], p, thr, n_bootstrap=n_bootstrap, seed=seed)
+        rows.append({"fold": name, "n_train": int(len(tr)), **{k: m[k] for k in
+                     ("n", "n_mpox", "roc_auc", "sensitivity", "specificity", "accuracy", "ece", "threshold")},
+                     "ci95": {k: m["ci95"].get(k) for k in ("roc_auc", "sensitivity", "specificity")}
+                     if n_bootstrap else {}})
+        pooled_y.append(y[te])
+        pooled_p.append(p)
+        pooled_thr.append(np.full(len(te), thr))
+    report(progress, len(folds), len(folds), "done", "evaluate")
+    keys = ("roc_auc", "sensitivity", "specificity", "accuracy", "ece")
+    out: dict[str, Any] = {"protocol": protocol, "folds": rows,
+                           "mean": {k: mean_ci95([r[k] for r in rows]) for k in keys}}
+    py, pp = np.concatenate(pooled_y), np.concatenate(pooled_p)
+    out["pooled"] = {"roc_auc": float(_point_metrics(py, pp, 0.5)["roc_auc"]),
+                     "sensitivity": float(np.mean(pp[py == 1] >= np.concatenate(pooled_thr)[py == 1])),
+                     "specificity": float(np.mean(pp[py == 0] < np.concatenate(pooled_thr)[py == 0])),
+                     "n": int(len(py))}
+    return out

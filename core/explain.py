@@ -69,26 +69,61 @@ def gradcam(bundle, rgb_uint8: np.ndarray) -> np.ndarray:
 
     The feature map is the last 4-D output in the model (for a nested backbone, the backbone's
     output). Regions with high values raised p(mpox); an all-zero map means nothing did.
-    """
-    import cv2
-    import tensorflow as tf
 
+    A combined bundle (core.combined) has one feature map per component: its logit is
+    w . f(concat(e_1, e_2)) + b, a sum of one term per component, so each component's map is the
+    Grad-CAM of its own term (w_i . f(e_i)) with respect to its own feature map, and the maps,
+    each scaled to [0, 1], are averaged.
+    """
     rgb = np.asarray(rgb_uint8)
     if rgb.ndim != 3 or rgb.shape[2] != 3:
         raise ValueError(f"gradcam expects an (H, W, 3) RGB image, got shape {rgb.shape}")
-    model = bundle.model
+    components = getattr(bundle, "components", None)
+    if components:
+        return _combined_gradcam(bundle, rgb)
+    return _gradcam_model(bundle.model, rgb, bundle.input_size)
+
+
+def _combined_gradcam(bundle, rgb: np.ndarray) -> np.ndarray:
+    from core.heads import signed_sqrt_layer
+
+    w, _, sqrt = bundle.head_weights()
+    maps, start = [], 0
+    for comp, dim in zip(bundle.components, bundle.dims):
+        part = w[start:start + dim].astype("float32")
+        start += dim
+        layer = signed_sqrt_layer()() if sqrt else None
+
+        def term(emb, part=part, layer=layer):
+            import tensorflow as tf
+
+            f = layer(emb) if layer is not None else emb
+            return tf.reduce_sum(f * part, axis=-1)
+
+        maps.append(_gradcam_model(comp.model, rgb, comp.input_size, head=term))
+    return np.clip(np.mean(maps, axis=0), 0.0, 1.0).astype(np.float32)
+
+
+def _gradcam_model(model, rgb: np.ndarray, input_size: int, head=None) -> np.ndarray:
+    """Grad-CAM for one end-to-end model; `head` (embedding -> logit) replaces the model's own head."""
+    import cv2
+    import tensorflow as tf
+
     before, after = _split_at_last_feature_map(model)
-    x = tf.convert_to_tensor(to_model_input(rgb, bundle.input_size)[None].astype("float32"))
+    x = tf.convert_to_tensor(to_model_input(rgb, input_size)[None].astype("float32"))
     with tf.GradientTape() as tape:
         h = x
         for layer in before:
             h = layer(h, training=False)
         features = h
         tape.watch(features)
-        for layer in after:
-            h = layer(h, training=False)
-        # The head is a chain ending in the logit; embedding-only chains have no Dense at the end.
-        logit = tf.reshape(_logit(h), [-1])[0]
+        if head is not None:
+            logit = tf.reshape(head(tf.reduce_mean(features, axis=(1, 2))), [-1])[0]
+        else:
+            for layer in after:
+                h = layer(h, training=False)
+            # The head is a chain ending in the logit; embedding-only chains have no Dense at the end.
+            logit = tf.reshape(_logit(h), [-1])[0]
     grads = tape.gradient(logit, features)
     if grads is None:
         raise ExplainError(f"Model {model.name!r}: the logit does not depend on the last feature map")

@@ -214,3 +214,54 @@ class FeatureExtractor:
                     flush()
         flush()
         return out
+
+
+# -- embeddings carried by a bundle ----------------------------------------------------------------
+
+EMBEDDINGS_FILE = "embeddings.npz"
+
+
+def embeddings_npz_bytes(embedding: np.ndarray, label: Sequence, source: Sequence[str], split: Sequence[str],
+                         path_sha: Sequence[str]) -> bytes:
+    """The bundle file `embeddings.npz` (np.savez_compressed, no pickles) of its training photos.
+
+    Arrays: `embedding` float16 (N, D) (identity view, what the bundle's model reports as its
+    embedding), `label` int8 (1 = mpox, 0 = not mpox), `source` (collection name), `split`
+    ("train"/"val") and `path_sha` (SHA-256 of each photo's content; no paths of third-party photos).
+    Adapting a bundle to a site and the shift test need only these, not the photos.
+    """
+    import io
+
+    emb = np.asarray(embedding, dtype=np.float32)
+    n = len(emb)
+    arrays = {"embedding": emb.astype(np.float16), "label": np.asarray(label).astype(np.int8).reshape(n),
+              "source": np.asarray([str(s) for s in source], dtype=str).reshape(n),
+              "split": np.asarray([str(s) for s in split], dtype=str).reshape(n),
+              "path_sha": np.asarray([str(s) for s in path_sha], dtype=str).reshape(n)}
+    buf = io.BytesIO()
+    np.savez_compressed(buf, **arrays)
+    return buf.getvalue()
+
+
+def load_embeddings(bundle_or_dir) -> dict[str, np.ndarray]:
+    """The arrays of a bundle's embeddings.npz (embedding as float32), or {} when it carries none.
+
+    Takes a loaded Bundle (its folder is read; the file was hash-verified when it was loaded) or a
+    bundle folder.
+    """
+    folder = getattr(bundle_or_dir, "path", None) or bundle_or_dir
+    path = Path(folder) / EMBEDDINGS_FILE
+    if not path.is_file():
+        return {}
+    card = getattr(bundle_or_dir, "card", None)
+    expected = (card.files or {}).get(EMBEDDINGS_FILE) if card is not None else None
+    if card is not None:
+        from core.bundle import BundleError, sha256_file
+
+        if expected is None or sha256_file(path) != expected:
+            raise BundleError(f"{path}: not listed in the model card or changed since the bundle was saved; "
+                              "refusing unverified embeddings")
+    with np.load(path, allow_pickle=False) as data:
+        out = {k: data[k] for k in data.files}
+    out["embedding"] = out["embedding"].astype(np.float32)
+    return out

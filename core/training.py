@@ -100,6 +100,10 @@ class TrainConfig:
     transfer: bool = True                # quick preset: leave-one-collection-out estimate in the card
     score_test: bool = True              # score the finished model on the test split (reported, never chosen on)
     strategy: str | None = None          # full/study fine-tuning under tf.distribute: mirrored, multiworker
+    # Head recipe (quick preset): "dense" (Dropout + Dense, Adam, early stopping on val) or "logistic"
+    # (core.heads: L2 logistic regression on signed-square-rooted embeddings, C = head_c; release 1.2.0).
+    head: str = "dense"
+    head_c: float | None = None
 
     def __post_init__(self) -> None:
         arch_spec(self.arch)  # fails early with the list of architectures
@@ -112,6 +116,10 @@ class TrainConfig:
             if self.strategy and self.preset == "quick":
                 raise ValueError("a distribution strategy applies to fine-tuning (preset full or study); "
                                  "the quick preset trains the head on cached embeddings only")
+        if self.head not in ("dense", "logistic"):
+            raise ValueError(f"Unknown head {self.head!r}; choose dense or logistic")
+        if self.head == "logistic" and self.preset != "quick":
+            raise ValueError("the logistic head is trained on cached embeddings: use it with the quick preset")
 
 
 @dataclass
@@ -148,6 +156,8 @@ class TrainResult:
     def test_metrics(self) -> dict | None:
         """The test metrics recorded in the card (None when there was no test split to score)."""
         return self.card.metrics.get("test")
+    # The bytes of embeddings.npz (train and val embeddings, labels, sources), saved with the bundle.
+    embeddings_npz: bytes | None = field(default=None, repr=False)
 
 
 def _hook(phase: str, steps: int, epochs: int, history: list[EpochLog], progress, cancel, on_epoch):
@@ -417,23 +427,33 @@ def train_model(dataset: Dataset, config: TrainConfig, progress: ProgressFn | No
     patience = config.patience or 5
     phase1 = "phase1" if study else "head"
     train_views = x_tr if not study else x_tr[:, views.index("identity")]
-    head, _, val_logits = train_head(
-        train_views, y_tr_f, x_va, y_va_f, lr=head_lr, epochs=head_epochs, batch_size=config.batch_size,
-        patience=patience, dropout=config.dropout, label_smoothing=config.label_smoothing,
-        class_weight=config.class_weight, seed=config.seed, phase=phase1, history=history, progress=progress,
-        cancel=cancel, on_epoch=on_epoch)
-
     from core.backbones import build_classifier
 
     clf = build_classifier(spec.name, backbone=fx.backbone, dropout=config.dropout)
-    clf.get_layer("logit").set_weights(head.get_layer("logit").get_weights())
+    if config.head == "logistic":
+        from core.heads import DEFAULT_C, attach_head, fit_logistic
+
+        report(progress, 0, 1, "fitting the logistic head", "head")
+        head = fit_logistic(x_tr, y_tr_f, C=config.head_c or DEFAULT_C, class_weight=config.class_weight)
+        val_logits = head.logits(x_va)
+        clf = attach_head(clf, head, name=clf.name)
+        hyper: dict[str, Any] = {"head": {"type": "logistic (core.heads)", "C": head.C,
+                                          "features": "signed square root, standardised (folded into the weights)",
+                                          "class_weight": config.class_weight, "views": views}}
+    else:
+        head, _, val_logits = train_head(
+            train_views, y_tr_f, x_va, y_va_f, lr=head_lr, epochs=head_epochs, batch_size=config.batch_size,
+            patience=patience, dropout=config.dropout, label_smoothing=config.label_smoothing,
+            class_weight=config.class_weight, seed=config.seed, phase=phase1, history=history, progress=progress,
+            cancel=cancel, on_epoch=on_epoch)
+        clf.get_layer("logit").set_weights(head.get_layer("logit").get_weights())
+        hyper = {"head": {"optimizer": "Adam", "lr": head_lr, "max_epochs": head_epochs,
+                          "patience": patience, "epochs_run": sum(h.phase == phase1 for h in history),
+                          "batch_size": config.batch_size, "dropout": config.dropout,
+                          "label_smoothing": config.label_smoothing,
+                          "class_weight": config.class_weight,
+                          "views": views if not study else ["identity"]}}
     train_emb = x_tr[:, views.index("identity")]
-    hyper: dict[str, Any] = {"head": {"optimizer": "Adam", "lr": head_lr, "max_epochs": head_epochs,
-                                      "patience": patience, "epochs_run": sum(h.phase == phase1 for h in history),
-                                      "batch_size": config.batch_size, "dropout": config.dropout,
-                                      "label_smoothing": config.label_smoothing,
-                                      "class_weight": config.class_weight,
-                                      "views": views if not study else ["identity"]}}
 
     if config.preset in ("study", "full"):
         default_from = spec.fine_tune_from
@@ -498,13 +518,22 @@ def train_model(dataset: Dataset, config: TrainConfig, progress: ProgressFn | No
     else:
         transfer = {}
 
+    ok_tr, ok_va = _ok_rows(x_tr_all), _ok_rows(x_va_all)
+    kept = [s for s, ok in zip(train_ds.samples, ok_tr) if ok] + [s for s, ok in zip(val_ds.samples, ok_va) if ok]
+    from core.features import embeddings_npz_bytes
+
+    embeddings_npz = embeddings_npz_bytes(
+        np.concatenate([x_tr[:, views.index("identity")], x_va]) if config.preset == "quick"
+        else np.concatenate([train_emb, val_emb]),
+        [s.y for s in kept], [s.source for s in kept], [s.split for s in kept], [s.file_hash() for s in kept])
+
     elapsed = time.monotonic() - started
     card = _make_card(config, spec, size, ds, fx, hyper, temperature, threshold, reason, band, ood_threshold,
                       val_metrics, history, errors, elapsed, parent)
     if transfer:
         card.metrics["transfer"] = to_jsonable(transfer)
     result = TrainResult(clf, card, ood, history, val_metrics, head=head, val_logits=val_logits,
-                         val_labels=y_va_i, extractor=fx, unreadable=list(errors))
+                         val_labels=y_va_i, extractor=fx, unreadable=list(errors), embeddings_npz=embeddings_npz)
     if config.score_test:
         score_test_split(result, ds, n_bootstrap=config.n_bootstrap, progress=progress, cancel=cancel)
     report(progress, 1, 1, "done", "done")
@@ -560,14 +589,23 @@ def transfer_estimate(x_tr: np.ndarray, y_tr: np.ndarray, src_tr: Sequence[str],
         if cancel is not None:
             cancel.raise_if_cancelled()
         report(progress, 0, 1, f"transfer estimate: head on {src} only", "transfer")
-        head, _, z_va = train_head(
-            x_tr[a_tr], y_tr[a_tr], x_va[a_va], y_va[a_va], lr=config.head_lr or 1e-3,
-            epochs=config.epochs or 200, batch_size=config.batch_size, patience=config.patience or 5,
-            dropout=config.dropout, label_smoothing=config.label_smoothing, class_weight=config.class_weight,
-            seed=config.seed, phase="transfer", cancel=cancel)
+        if getattr(config, "head", "dense") == "logistic":
+            from core.heads import DEFAULT_C, fit_logistic
+
+            lin = fit_logistic(x_tr[a_tr], y_tr[a_tr], C=config.head_c or DEFAULT_C, class_weight=config.class_weight)
+            z_va, score_b = lin.logits(x_va[a_va]), lin.logits
+        else:
+            head, _, z_va = train_head(
+                x_tr[a_tr], y_tr[a_tr], x_va[a_va], y_va[a_va], lr=config.head_lr or 1e-3,
+                epochs=config.epochs or 200, batch_size=config.batch_size, patience=config.patience or 5,
+                dropout=config.dropout, label_smoothing=config.label_smoothing, class_weight=config.class_weight,
+                seed=config.seed, phase="transfer", cancel=cancel)
+
+            def score_b(x, head=head):
+                return np.asarray(head(x.astype(np.float32), training=False), dtype=np.float64).reshape(-1)
         t = fit_temperature(z_va, y_va[a_va])
         threshold, _ = choose_threshold(y_va[a_va], apply_temperature(z_va, t), target)
-        z_b = np.asarray(head(b_x.astype(np.float32), training=False), dtype=np.float64).reshape(-1)
+        z_b = score_b(b_x)
         m = evaluate_probabilities(b_y, apply_temperature(z_b, t), threshold, n_bootstrap=0)
         others = ", ".join(o for o in sources if o != src)
         out[f"{src} -> {others}"] = {k: m[k] for k in ("roc_auc", "sensitivity", "specificity", "accuracy",
@@ -677,7 +715,12 @@ def save_trained(result: TrainResult, out_dir: str | os.PathLike | None = None, 
     """
     out = Path(out_dir).expanduser() if out_dir else new_bundle_dir(result.card.name, result.card.version)
     keep = replaced_bundle_dir(out) if replace and out.exists() else None
-    path = save_bundle(result.model, result.card, out, ood=result.ood, replace=replace, keep_previous_as=keep)
+    from core.features import EMBEDDINGS_FILE
+
+    # The bundle carries its train/val embeddings (embeddings.npz), so adapt and the shift test need no photos.
+    extra = {EMBEDDINGS_FILE: result.embeddings_npz} if result.embeddings_npz else None
+    path = save_bundle(result.model, result.card, out, ood=result.ood, replace=replace, keep_previous_as=keep,
+                       extra_files=extra)
     result.bundle_path = path
     result.replaced_path = keep if keep is not None and keep.exists() else None
     return path

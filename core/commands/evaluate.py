@@ -3,6 +3,11 @@
 DATA is a folder of class subfolders or a manifest CSV. With a split (a manifest's `split`
 column, or train/val/test folders) only `--split` (default `test`) is scored; `--split all`
 scores everything.
+
+`--protocol cv5|loco` instead measures the training recipe (not a bundle): group-aware 5-fold
+cross-validation, or leave-one-collection-out (train on one collection, score the other), on the
+cached frozen embeddings of DATA's train and val photos (the test split is left untouched), with
+means and 95% intervals over the folds.
 """
 
 from __future__ import annotations
@@ -11,6 +16,8 @@ import argparse
 import sys
 import time
 from pathlib import Path
+
+import numpy as np
 
 from core import DISCLAIMER
 
@@ -30,7 +37,95 @@ def add_parser(sub) -> None:
     p.add_argument("--bootstrap", type=int, default=1000, help="bootstrap resamples for 95%% intervals")
     p.add_argument("--batch-size", type=int, default=32)
     p.add_argument("--quiet", action="store_true")
+    p.add_argument("--protocol", choices=("cv5", "loco"),
+                   help="measure the training recipe instead of a bundle: group-aware 5-fold CV or "
+                        "leave-one-collection-out, on the train+val photos (test untouched)")
+    p.add_argument("--arch", default="combined", help="with --protocol: mobilenetv2, xception or combined")
+    p.add_argument("--head", default="logistic", choices=("logistic", "dense"), help="with --protocol: head recipe")
+    p.add_argument("--C", dest="head_c", type=float, help="with --protocol: logistic head L2 strength "
+                                                          "(default: the shipped recipe's)")
+    p.add_argument("--views", default="identity,hflip", help="with --protocol: training views")
+    p.add_argument("--seed", type=int, default=0)
     p.set_defaults(run=run)
+
+
+def protocol_features(data: str, arch: str, views: list[str], progress=None):
+    """(embeddings (N, V, D), labels, groups, sources) of DATA's train+val photos (all photos when unsplit)."""
+    from core.datasets import load_dataset
+    from core.features import FeatureExtractor
+
+    ds = load_dataset(data)
+    if ds.has_splits():
+        ds.samples = [s for s in ds.samples if s.split in ("train", "val")]
+    arches = ["mobilenetv2", "xception"] if arch == "combined" else [arch]
+    parts = [FeatureExtractor(a).embed(ds, views, progress) for a in arches]
+    x = np.concatenate(parts, axis=-1)
+    ok = ~np.isnan(x.reshape(len(x), -1)).any(axis=1)
+    samples = [s for s, good in zip(ds.samples, ok) if good]
+    return (x[ok], np.array([s.y for s in samples]), [s.group or str(s.path) for s in samples],
+            [s.source for s in samples])
+
+
+def recipe(head: str, C: float | None):
+    """The head recipe as fit(x (n, V, D), y) -> (x (m, D) -> logits)."""
+    if head == "logistic":
+        from core.heads import DEFAULT_C, fit_logistic
+
+        return lambda x, y: fit_logistic(x, y, C=C or DEFAULT_C).logits
+
+    def fit(x, y):
+        from sklearn.model_selection import train_test_split
+
+        from core.training import train_head
+
+        tr, va = train_test_split(np.arange(len(y)), test_size=0.15, stratify=y, random_state=0)
+        model, _, _ = train_head(x[tr], y[tr], x[va][:, 0], y[va])
+        return lambda z: np.asarray(model(z.astype(np.float32), training=False), dtype=np.float64).reshape(-1)
+    return fit
+
+
+def run_protocol(args: argparse.Namespace) -> int:
+    from core.commands import CliError
+    from core.commands.train import _printer
+    from core.datasets import DatasetError
+    from core.evaluation import recipe_protocol, save_json
+
+    if args.arch not in ("mobilenetv2", "xception", "combined"):
+        raise CliError(f"--arch must be mobilenetv2, xception or combined, got {args.arch!r}")
+    views = [v for v in args.views.split(",") if v]
+    if not views or views[0] != "identity":
+        views = ["identity"] + [v for v in views if v != "identity"]
+    started = time.monotonic()
+    try:
+        x, y, groups, sources = protocol_features(args.data, args.arch, views, _printer(args.quiet))
+    except (DatasetError, ValueError) as exc:
+        raise CliError(str(exc)) from None
+    try:
+        res = recipe_protocol(x, y, groups, sources, args.protocol, recipe(args.head, args.head_c), seed=args.seed,
+                              progress=_printer(args.quiet))
+    except ValueError as exc:
+        raise CliError(str(exc)) from None
+    res["recipe"] = {"arch": args.arch, "head": args.head, "C": args.head_c, "views": views,
+                     "data": str(args.data), "photos": int(len(y)), "test_split_used": False,
+                     "time_s": round(time.monotonic() - started, 1)}
+    print(f"{args.protocol} of the {args.head} head on {args.arch} embeddings ({len(y)} train+val photos; "
+          f"test untouched). {DISCLAIMER}", file=sys.stderr)
+    print(f"{'fold':<24} {'n':>5} {'ROC-AUC [95% CI]':>22} {'sensitivity [95% CI]':>22} "
+          f"{'specificity [95% CI]':>22} {'ECE':>6}")
+
+    def cell(r, k):
+        lo, hi = (r.get("ci95") or {}).get(k) or [float("nan")] * 2
+        return f"{r[k]:.3f} [{lo:.3f}, {hi:.3f}]"
+    for r in res["folds"]:
+        print(f"{r['fold']:<24} {r['n']:>5} {cell(r, 'roc_auc'):>22} {cell(r, 'sensitivity'):>22} "
+              f"{cell(r, 'specificity'):>22} {r['ece']:>6.3f}")
+    for k, m in res["mean"].items():
+        print(f"mean {k:<12} {m['mean']:.3f}  95% CI [{m['ci95'][0]:.3f}, {m['ci95'][1]:.3f}] over {m['n']} folds"
+              + (" (t-interval over 2 folds: uninformative; read each fold's)" if m["n"] == 2 else ""))
+    if args.json_path:
+        save_json(res, args.json_path)
+        print(f"JSON: {args.json_path}", file=sys.stderr)
+    return 0
 
 
 def run(args: argparse.Namespace) -> int:
@@ -40,6 +135,8 @@ def run(args: argparse.Namespace) -> int:
     from core.datasets import DatasetError, load_dataset
     from core.evaluation import evaluate_bundle, save_json, save_plots
 
+    if args.protocol:
+        return run_protocol(args)
     if args.threshold is not None and not 0.0 <= args.threshold <= 1.0:
         raise CliError(f"--threshold must be between 0 and 1, got {args.threshold}")
     try:

@@ -1,0 +1,154 @@
+"""`mpox-triage adapt --model NAME (--labelled FOLDER | --session DIR) --out DIR`: adapt a bundle to a site.
+
+Trains a new head on the bundle's own training embeddings plus the site's labelled photos (site
+weight, temperature and threshold from cross-validation on the site photos; see core/adapt.py),
+prints the cross-validated site figures next to the parent's on the same photos, and saves a new
+bundle into `--out` (a new folder, never a shipped bundle). `--suggest K` instead lists the K
+unreviewed photos of a session (or of `--pool FOLDER`) worth labelling next.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from core import DISCLAIMER
+
+
+def add_parser(sub) -> None:
+    p = sub.add_parser("adapt", help="adapt a model to a site's reviewed photos",
+                       description=f"Adapt a model bundle to a site's own labelled photos. {DISCLAIMER}")
+    p.add_argument("--model", default="mobilenetv2", help="bundle name in models/ or a bundle folder")
+    src = p.add_mutually_exclusive_group(required=True)
+    src.add_argument("--labelled", help="folder of class subfolders (same naming rules as `train`)")
+    src.add_argument("--session", help="session folder: its reviewed labels are used (unsure ones left out)")
+    src.add_argument("--pool", help="with --suggest: a folder of unlabelled photos to choose from")
+    p.add_argument("--out", help="new bundle folder (must not exist unless --force; never a shipped bundle)")
+    p.add_argument("--force", action="store_true", help="replace --out if it exists (never a shipped bundle)")
+    p.add_argument("--name", help="name in the new card (default: NAME-site)")
+    p.add_argument("--version", help="version in the new card (default: parent version +site.DATE)")
+    p.add_argument("--min-sensitivity", type=float, default=0.90)
+    p.add_argument("--suggest", type=int, metavar="K", help="list the K unreviewed photos to label next, then stop")
+    p.add_argument("--json", dest="json_path", help="write the adaptation report (or suggestions) as JSON here")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--quiet", action="store_true")
+    p.set_defaults(run=run)
+
+
+def _session_items(session_dir: str) -> tuple[list[tuple[str, str]], list[str]]:
+    """(reviewed (path, label) without 'unsure', unreviewed paths that were scored in the session)."""
+    from core.session import SessionError, SessionStore
+
+    try:
+        store = SessionStore.open(session_dir)
+    except SessionError as exc:
+        from core.commands import CliError
+
+        raise CliError(str(exc)) from None
+    try:
+        reviews = store.reviews()
+        scored = [rec.path for rec in store.results() if rec.status == "ok"]
+    finally:
+        store.close()
+    labelled = [(p, r["label"]) for p, r in reviews.items() if r["label"] in ("mpox", "not_mpox")]
+    reviewed = set(reviews) - {p for p, r in reviews.items() if r["label"] == "unsure"}
+    return labelled, [p for p in dict.fromkeys(scored) if p not in reviewed]
+
+
+def run(args: argparse.Namespace) -> int:
+    from core.adapt import AdaptError, adapt_bundle, check_out_dir, save_adapted, suggest_paths
+    from core.bundle import BundleError, load_bundle
+    from core.commands import CliError
+    from core.commands.train import _printer
+    from core.datasets import DatasetError, dataset_from_labels, load_folder_dataset
+    from core.evaluation import save_json
+
+    progress = _printer(args.quiet)
+    if args.suggest is None and not args.out:
+        raise CliError("--out DIR is required (a new folder for the adapted model)")
+    if args.suggest is None and args.pool:
+        raise CliError("--pool is for --suggest; adapt with --labelled FOLDER or --session DIR")
+    if args.out:
+        try:
+            check_out_dir(args.out, args.force)  # refuse before any slow work
+        except AdaptError as exc:
+            raise CliError(str(exc)) from None
+    try:
+        bundle = load_bundle(args.model)
+    except BundleError as exc:
+        raise CliError(str(exc)) from None
+
+    if args.suggest is not None:
+        if args.session:
+            labelled, pool = _session_items(args.session)
+            labelled_paths = [p for p, _ in labelled]
+        elif args.pool:
+            from core.images import discover_images
+
+            pool, labelled_paths = [str(p) for p in discover_images(Path(args.pool))], []
+        else:
+            raise CliError("--suggest needs --session DIR (its unreviewed photos) or --pool FOLDER")
+        if not pool:
+            raise CliError("no unreviewed photos to choose from")
+        picks = suggest_paths(bundle, pool, args.suggest, labelled_paths, progress=progress)
+        print(f"Label these {len(picks)} of {len(pool)} unreviewed photos next (nearest the decision boundary, "
+              f"kept diverse; {bundle.card.display_name}):", file=sys.stderr)
+        for item in picks:
+            print(f"{item['rank']:>3}  p={item['p_mpox']:.3f}  {item['path']}")
+        if args.json_path:
+            save_json({"model": bundle.card.display_name, "suggestions": picks}, args.json_path)
+        return 0
+
+    try:
+        if args.labelled:
+            ds = load_folder_dataset(args.labelled)
+            site_label = str(args.labelled)
+        else:
+            labelled, _ = _session_items(args.session)
+            if not labelled:
+                raise CliError(f"{args.session}: no reviewed photos (mpox / not_mpox) in this session")
+            ds = dataset_from_labels(labelled, source="session")
+            site_label = f"session {args.session}"
+    except DatasetError as exc:
+        raise CliError(str(exc)) from None
+    paths = [s.path for s in ds.samples]
+    labels = [s.y for s in ds.samples]
+    groups = [s.group for s in ds.samples]
+    from core.adapt import count_problem
+
+    if count_problem(labels):
+        raise CliError(count_problem(labels))
+    print(f"Adapting {bundle.card.display_name} to {len(paths)} site photos ({sum(labels)} mpox). {DISCLAIMER}",
+          file=sys.stderr)
+    try:
+        result = adapt_bundle(bundle, paths, labels, groups, name=args.name, version=args.version,
+                              min_sensitivity=args.min_sensitivity, seed=args.seed, site_label=site_label,
+                              progress=progress)
+    except AdaptError as exc:
+        raise CliError(str(exc)) from None
+    rep = result.report
+    for w in result.warnings:
+        print(f"warning: {w}", file=sys.stderr)
+
+    def line(label: str, m: dict) -> str:
+        if not m:
+            return f"{label:<34} (not measured)"
+        ci = m.get("ci95", {}).get("roc_auc", [float("nan")] * 2)
+        return (f"{label:<34} ROC-AUC {m['roc_auc']:.3f} [{ci[0]:.3f}, {ci[1]:.3f}]  sensitivity "
+                f"{m['sensitivity']:.3f}  specificity {m['specificity']:.3f}  (n={m['n']})")
+
+    print(f"site weight {rep['site_weight']:g} (cross-validated), threshold {result.card.threshold:.3f}")
+    print(line("site, parent model", rep["site_parent"]))
+    print(line("site, adapted (cross-validated)", rep["site_cv"]))
+    print(line("base val, parent", rep["base_val_before"]))
+    print(line("base val, adapted", rep["base_val_after"]))
+    print("learning curve (site photos per fold -> CV ROC-AUC): "
+          + ", ".join(f"{c['k_site']}: {c['cv_roc_auc']:.3f}" for c in rep["learning_curve"]))
+    out = save_adapted(result, args.out, force=args.force)
+    print(f"Saved {result.card.display_name} to {out}", file=sys.stderr)
+    if args.json_path:
+        save_json(rep, args.json_path)
+        print(f"JSON: {args.json_path}", file=sys.stderr)
+    return 0
+
