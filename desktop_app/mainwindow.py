@@ -41,22 +41,38 @@ def scan_bundles(models_dir: str | os.PathLike | None) -> list[tuple[Path, objec
 
 
 def model_choices(bundles: list[tuple[Path, object]]) -> list[tuple[str, list[str], list]]:
-    """Picker entries (label, bundle folders, cards): each bundle, then 'Both' with one per architecture."""
+    """Picker entries (label, bundle folders, cards): each bundle, then 'Both'.
+
+    With a combined bundle whose components are installed, 'Both' runs the combined model first (it decides)
+    and its two components (their scores are columns beside it); otherwise one bundle per architecture."""
     from core.preprocess import ARCHITECTURES
+
+    def display(card) -> str:
+        arch = ARCHITECTURES.get(card.architecture.lower())
+        return arch.display_name if arch else card.architecture
 
     choices = []
     first_per_arch: dict[str, tuple[Path, object]] = {}
     for path, card in bundles:
-        arch = ARCHITECTURES.get(card.architecture.lower())
-        arch_name = arch.display_name if arch else card.architecture
-        choices.append((f"{arch_name} · {card.name} {card.version} · threshold {card.threshold:.2f}",
+        choices.append((f"{display(card)} · {card.name} {card.version} · threshold {card.threshold:.2f}",
                         [str(path)], [card]))
-        first_per_arch.setdefault(card.architecture.lower(), (path, card))
+        if card.architecture.lower() in ARCHITECTURES:
+            first_per_arch.setdefault(card.architecture.lower(), (path, card))
+    by_sha = {c.model_sha256: (p, c) for p, c in bundles}
+    for path, card in bundles:
+        refs = card.extra.get("components") if isinstance(card.extra, dict) else None
+        if card.architecture.lower() != "combined" or not refs:
+            continue
+        parts = [by_sha.get(r.get("sha256")) for r in refs]
+        if all(parts):
+            names = " and ".join(f"{display(c)} {c.version}" for _p, c in parts)
+            choices.append((f"Both · combined {card.version} decides; {names} scores shown",
+                            [str(path)] + [str(p) for p, _c in parts], [card] + [c for _p, c in parts]))
+            return choices
     if len(first_per_arch) >= 2:
         pairs = list(first_per_arch.values())
         # Name each version: once a retrained bundle exists, "Both" must say which one it uses.
-        names = " + ".join(f"{ARCHITECTURES[a].display_name if a in ARCHITECTURES else a} {c.version}"
-                           for a, (_p, c) in first_per_arch.items())
+        names = " + ".join(f"{display(c)} {c.version}" for _p, c in pairs)
         choices.append((f"Both · {names}", [str(p) for p, _ in pairs], [c for _, c in pairs]))
     return choices
 
@@ -460,6 +476,8 @@ class MainWindow(QMainWindow):
             self.warn("No model bundle selected. Put bundles in the models folder "
                                 "(Tools > Settings) or train one with Tools > Retrain wizard.")
             return False
+        # A combined bundle decides for the photo; the other models' scores are shown beside it.
+        self.model.set_decider(cards[0].key if len(cards) > 1 and cards[0].architecture.lower() == "combined" else "")
         jobs = []
         for path, card in zip(dirs, cards):
             handle = self.handle_for(path, card)

@@ -104,3 +104,43 @@ def test_a_logistic_head_bundle_loads_in_a_fresh_process(tmp_path):
     core.heads._LAYER = None
     bundle = load_bundle(out, runtime="keras")
     assert any(layer.name == "signed_sqrt" for layer in bundle.model.layers)
+
+
+def test_both_in_the_app_decides_with_the_combined_model_and_shows_each_backbone_score(qtbot, tmp_path):
+    """'Both' runs the combined bundle (its call is the photo's prediction) and its two components (a score
+    column each); the CSV export has one row per photo with every model side by side."""
+    import csv
+
+    from PySide6.QtCore import QSettings
+
+    from desktop_app.mainwindow import MainWindow
+    from desktop_app.settings.store import AppSettings
+
+    models = tmp_path / "models"
+    out, a, b, _head = make_combined(models)
+    photos = make_image_folder(tmp_path / "photos", n_per_class=3)
+    settings = AppSettings(QSettings(str(tmp_path / "settings.ini"), QSettings.Format.IniFormat))
+    settings.reviewer = "tester"
+    window = MainWindow(settings, models_dir=models, sessions_dir=tmp_path / "sessions")
+    qtbot.addWidget(window)
+    window.select_model("Both")
+    assert [c.name for c in window.selected_cards()] == ["combined", "alpha", "beta"]
+    assert "combined 1.0.0 decides" in window.model_combo.currentText()
+    assert window.open_folder(photos)
+    with qtbot.waitSignal(window.run_finished, timeout=120_000) as blocker:
+        assert window.run()
+    assert blocker.args[0]["kept"] == 6 and blocker.args[0]["results"] == 18
+    keys = [k for k, _name in window.model.models]
+    combined_key = window.selected_cards()[0].key
+    assert keys[0] == combined_key and len(keys) == 3
+    headers = [window.model.headerData(c, __import__("PySide6.QtCore").QtCore.Qt.Orientation.Horizontal)
+               for c in range(window.model.columnCount())]
+    assert sum(1 for h in headers if h and h.startswith("p(mpox)")) == 3
+    for row in window.model.rows:
+        assert row.combined_prediction() == row.records[combined_key].prediction
+    csv_path = window.export_csv(str(tmp_path / "both.csv"))
+    with open(csv_path, newline="", encoding="utf-8") as fh:
+        rows = list(csv.DictReader(fh))
+    assert len(rows) == 6
+    assert {"p_mpox__combined", "p_mpox__alpha", "p_mpox__beta", "agreement"} <= set(rows[0])
+    window.close()

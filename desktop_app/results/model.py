@@ -49,6 +49,8 @@ class FileRow:
     review_time: str = ""
     # (text, tooltip, risk) of the needs-review column; cached because sorting asks for it often.
     reason_cache: tuple | None = field(default=None, repr=False, compare=False)
+    # The model key whose call is the photo's prediction ("Both" with a combined model); "" = all models alike.
+    decider: str = ""
 
     @property
     def name(self) -> str:
@@ -70,6 +72,11 @@ class FileRow:
         return flags
 
     def combined_prediction(self) -> str:
+        """The photo's call: the deciding model's when there is one (its components' disagreement stays a
+        flag, a reason to look), else the models' common call or "disagree"."""
+        deciding = self.records.get(self.decider) if self.decider else None
+        if deciding is not None and deciding.ok and deciding.prediction:
+            return deciding.prediction
         preds = self.predictions()
         if not preds:
             return ""
@@ -148,6 +155,7 @@ class ResultsModel(QAbstractTableModel):
         self.ood_limits: dict[str, float] = {}    # model key -> out-of-scope limit (card.ood_threshold)
         self.shift_alarm = ""                     # window-level alarm text; "" = none
         self._columns: list[tuple[str, str]] = []
+        self.decider = ""
         self._rebuild_columns()
         # Thumbnails arrive one by one from the decoder; their repaints are coalesced into one
         # dataChanged per short interval instead of one per photo.
@@ -213,6 +221,17 @@ class ResultsModel(QAbstractTableModel):
         self._rebuild_columns()
         self.endResetModel()
 
+    def set_decider(self, key: str) -> None:
+        """The model whose call is each photo's prediction ("" = every model alike; see FileRow)."""
+        if key == getattr(self, "decider", ""):
+            return
+        self.decider = key
+        for r in self.rows:
+            r.decider = key
+        self._invalidate_reasons()
+        if self.rows:
+            self.dataChanged.emit(self.index(0, 0), self.index(len(self.rows) - 1, self.columnCount() - 1))
+
     # --- rows ----------------------------------------------------------------------------------
     def clear(self) -> None:
         self._thumb_rows.clear()
@@ -250,7 +269,7 @@ class ResultsModel(QAbstractTableModel):
             elif path in new:
                 new[path].records[key] = record
             else:
-                new[path] = FileRow(path, {key: record})
+                new[path] = FileRow(path, {key: record}, decider=self.decider)
         if changed:
             self.dataChanged.emit(self.index(min(changed), 0), self.index(max(changed), self.columnCount() - 1))
         if new:
