@@ -109,3 +109,25 @@ def test_real_collections_shift_fires_and_val_is_quiet(shared_data):
     msid = emb[(split == "val") & (source == "MSID")]
     assert shift_test(msid[:50], msld_ref, n_permutations=200).detected
     assert not shift_test(emb[split == "val"][:50], emb[split == "train"], n_permutations=200).detected
+
+
+def test_a_folder_from_one_training_collection_or_their_mix_is_no_shift_but_a_new_one_is(tmp_path):
+    """A model trained on two collections: a folder from either collection alone, or from both, is what it
+    learned from (quiet); a folder unlike each of them fires (the intersection-union rule of folder_shift)."""
+    rng = np.random.default_rng(3)
+    a = _source(rng, 500, np.zeros(64))
+    b = _source(rng, 500, np.r_[np.full(32, 1.5), np.zeros(32)])
+    ref = np.concatenate([a[:400], b[:400]])
+    np.savez_compressed(tmp_path / "embeddings.npz", embedding=ref.astype(np.float16),
+                        label=np.zeros(800, np.int8), source=np.array(["A"] * 400 + ["B"] * 400),
+                        split=np.array(["train"] * 800))
+    only_b = b[400:480]
+    mixed = np.concatenate([a[400:440], b[440:480]])
+    new = _source(rng, 80, np.r_[np.zeros(32), np.full(32, 0.8)])
+    # Against the pooled reference alone, a folder of one collection differs from the mix...
+    assert shift_test(only_b, ref.astype(np.float32)).detected
+    # ...but it is one of the collections the model learned from: no alarm.
+    assert not folder_shift(tmp_path, list(only_b)).detected
+    assert not folder_shift(tmp_path, list(mixed)).detected
+    fired = folder_shift(tmp_path, list(new))
+    assert fired.detected and fired.p_value < 0.05 and fired.n == 80
