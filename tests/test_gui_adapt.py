@@ -199,3 +199,20 @@ def test_cancelling_an_adaptation_saves_nothing(qtbot, tmp_path, base):
     assert not w.adapt_run_page.isComplete() and not w.has_unsaved_model()
     assert not user.exists() or not any(user.iterdir())
     w.host.shutdown()
+
+
+def test_the_window_gives_the_wizard_its_reviews_without_unsure(qtbot, tmp_path):
+    from tests.gui_fixtures import window_with_rows
+
+    window, _folder, recs = window_with_rows(qtbot, tmp_path)
+    scored = [r for r in recs if r.status == "ok"]
+    for r, label in zip(scored, ["mpox", "not_mpox", "unsure"]):
+        window.review(window.model.row_of(r.path), label)
+    w = window.open_retrain_wizard()
+    assert sorted(label for _p, label in w.session_items) == ["mpox", "not_mpox"]
+    w.data_page.use_adapt()
+    w.next()
+    assert "1 mpox and 1 not mpox reviewed" in w.adapt_page.counts.text()
+    assert not w.adapt_page.isComplete()     # no bundles here, and far too few photos
+    w.host.shutdown()
+    w.close()
