@@ -187,6 +187,10 @@ class MainWindow(QMainWindow):
         self.act_redo.setShortcuts([QKeySequence("Ctrl+Shift+Z"), QKeySequence.StandardKey.Redo])
         self.act_clear_label = QAction("&Clear label", self)
         self.act_clear_label.setToolTip("Return the current photo to unreviewed (Delete or Backspace in the table)")
+        self.act_review_next = QAction("Review &next (most useful to label)", self)
+        self.act_review_next.setShortcut(QKeySequence("Ctrl+J"))
+        self.act_review_next.setToolTip("Select the unreviewed photo the current model is least sure of, kept "
+                                        "away from photos already reviewed (Ctrl+J)")
         self.act_find = QAction("&Filter by file name", self)
         self.act_find.setShortcut(QKeySequence.StandardKey.Find)
         self.act_find.setShortcutContext(Qt.ShortcutContext.WidgetShortcut)  # the panel's own Ctrl+F acts
@@ -208,6 +212,7 @@ class MainWindow(QMainWindow):
         m_edit.addAction(self.act_redo)
         m_edit.addSeparator()
         m_edit.addAction(self.act_clear_label)
+        m_edit.addAction(self.act_review_next)
         m_edit.addAction(self.act_find)
         self.menu_model = bar.addMenu("&Model")
         self.model_group = QActionGroup(self)
@@ -282,6 +287,7 @@ class MainWindow(QMainWindow):
         self.reviews.message.connect(self._set_message)
         self.folder_opened.connect(lambda _n: self.reviews.reset())
         self.act_clear_label.triggered.connect(self.clear_current_label)
+        self.act_review_next.triggered.connect(lambda: self.review_next())
         self.act_find.triggered.connect(self.results.focus_filter)
         self.act_shortcuts.triggered.connect(self.show_shortcuts)
         self.images.loaded.connect(self._on_image_loaded)
@@ -582,6 +588,43 @@ class MainWindow(QMainWindow):
         row = self.results.current_source_row()
         if row is not None:
             self.reviews.clear(row)
+
+    def review_next(self) -> str | None:
+        """Select the unreviewed photo the current model would most want labelled next (review/next.py: from
+        the stored scores, no model call); returns its path, or None with the reason in the status bar."""
+        from desktop_app.review.next import pick_next
+
+        if self.workspace is None or not self.paths:
+            self._set_message("Review next: open a folder first")
+            return None
+        reviewed = set(self.workspace.reviews)
+        cards = [c for c in self.selected_cards() if self.workspace.results.get(c.key)]
+        if not cards:
+            left = sum(p not in reviewed for p in self.paths)
+            self._set_message(f"Review next orders photos by the selected model's scores: run it first "
+                              f"({left} photos unreviewed)" if left else "Every photo in this folder is reviewed")
+            return None
+        card = cards[0]
+        pick = pick_next(self.paths, self.workspace.results[card.key], reviewed, card.threshold)
+        if pick.path is None:
+            more = f"; {pick.unscored} unreviewed photos are not scored yet (Run)" if pick.unscored else ""
+            self._set_message(f"Nothing left to review: every photo scored by {card.display_name} is reviewed{more}")
+            return None
+        source_row = self.model.row_of(pick.path)
+        name = Path(pick.path).name
+        if source_row is None:
+            self._set_message(f"Review next: {name} is not in the table")
+            return None
+        self.results.select_source_row(source_row)
+        if self.results.current_source_row() != source_row:
+            self._set_message(f"Review next: {name} (p = {pick.p_mpox:.2f}) is hidden by the current filter; "
+                              "clear the filter to see it")
+            return pick.path
+        self.results.table.setFocus()
+        self._set_message(f"Review next: {name} — p(mpox) {pick.p_mpox:.2f}, threshold {pick.threshold:.2f} "
+                          f"({card.display_name}); {pick.candidates} scored photos unreviewed. M / N / U to label, "
+                          "Ctrl+J for the next")
+        return pick.path
 
     def show_shortcuts(self):
         from desktop_app.review.shortcuts import ShortcutsDialog

@@ -31,7 +31,9 @@ def _correct(predictions: list[dict]) -> dict[str, bool]:
             if p.get("prediction") and p.get("label")}
 
 
-def paired_verdict(new: dict, current: dict | None, alpha: float = ALPHA) -> Verdict:
+def paired_verdict(new: dict, current: dict | None, alpha: float = ALPHA, what: str = "validation photos",
+                   current_name: str = "the current one") -> Verdict:
+    """`what` names the shared photos in the text (the adapt path: cross-validated site photos)."""
     if not current:
         return Verdict("no comparison", int(new.get("n", 0) or 0), 0, 0, None,
                        "No current model of this architecture to compare with.")
@@ -52,11 +54,11 @@ def paired_verdict(new: dict, current: dict | None, alpha: float = ALPHA) -> Ver
         word = "better" if new_only > current_only else "worse"
     else:
         word = "not measurably different"
-    text = (f"The new model is <b>{word}</b> than the current one on the same {len(both)} validation photos "
+    text = (f"The new model is <b>{word}</b> than {current_name} on the same {len(both)} {what} "
             if word != "not measurably different" else
-            f"The new model is <b>not measurably different</b> from the current one on the same {len(both)} "
-            "validation photos ")
-    text += (f"(right where the current one is wrong: {new_only} photos; wrong where it is right: "
+            f"The new model is <b>not measurably different</b> from {current_name} on the same {len(both)} "
+            f"{what} ")
+    text += (f"(right where {current_name} is wrong: {new_only} photos; wrong where it is right: "
              f"{current_only}; McNemar exact p = {p_value:.3f}).")
     return Verdict(word, len(both), new_only, current_only, p_value, text)
 

@@ -1,5 +1,8 @@
 """Retrain wizard: data -> architecture and preset -> live training -> new vs current -> save or discard.
 
+Or, from the data page, "Adapt to this site's reviewed photos" (retrain/adapt_pages.py): base model ->
+core.adapt in the worker -> old vs new on the same site photos with a verdict -> the same save page.
+
 Every step is a core call (core.datasets, core.training, core.evaluation) made in the wizard's own
 worker thread; the pages only present and schedule.
 
@@ -22,6 +25,7 @@ from PySide6.QtWidgets import (QButtonGroup, QComboBox, QFileDialog, QFormLayout
                                QTableWidget, QTableWidgetItem, QVBoxLayout, QWizard, QWizardPage)
 
 from desktop_app.notices import RESEARCH_NOTICE
+from desktop_app.retrain.adapt_pages import AdaptComparePage, AdaptPage, AdaptRunPage
 from desktop_app.retrain.chart import LineChart
 from desktop_app.retrain.progress import PhaseProgress
 from desktop_app.retrain.verdict import lean, paired_verdict
@@ -73,9 +77,14 @@ class DataPage(QWizardPage):
         self.dataset = None
         self.from_folder = QRadioButton("Class folders:")
         self.from_session = QRadioButton("This session's reviewed labels")
+        self.from_adapt = QRadioButton("Adapt to this site's reviewed photos")
+        self.from_adapt.setToolTip("Keep a model's training data and add this folder's reviewed photos "
+                                   "(core.adapt; needs a bundle that carries its training embeddings)")
         group = QButtonGroup(self)
         group.addButton(self.from_folder)
         group.addButton(self.from_session)
+        group.addButton(self.from_adapt)
+        group.buttonToggled.connect(lambda _b, _c: self.completeChanged.emit())
         self.folder = QLineEdit()
         self.folder.setPlaceholderText("folder with one subfolder per class")
         browse = QPushButton("Browse…")
@@ -92,6 +101,8 @@ class DataPage(QWizardPage):
         n_reviewed = len(wizard.session_items)
         self.from_session.setText(f"This session's reviewed labels ({n_reviewed} photos labelled mpox / not mpox)")
         self.from_session.setEnabled(n_reviewed > 0)
+        self.from_adapt.setText(f"Adapt to this site's reviewed photos ({n_reviewed} labelled; a model's own "
+                                "training data plus these)")
         self.from_folder.setChecked(True)
 
         row = QHBoxLayout()
@@ -102,6 +113,7 @@ class DataPage(QWizardPage):
         layout.addLayout(row)
         layout.addWidget(self.from_session)
         layout.addWidget(load, 0, Qt.AlignmentFlag.AlignLeft)
+        layout.addWidget(self.from_adapt)
         layout.addWidget(self.status)
         layout.addWidget(self.counts)
         wizard.host.worker.prepared.connect(self._on_prepared)
@@ -121,9 +133,15 @@ class DataPage(QWizardPage):
         self.from_session.setChecked(True)
         self.load()
 
+    def use_adapt(self) -> None:
+        self.from_adapt.setChecked(True)
+
     def load(self) -> None:
         self.dataset = None
         self.completeChanged.emit()
+        if self.from_adapt.isChecked():
+            self.status.setText("Adapting needs no split here: press Next to choose the model to adapt.")
+            return
         if self.from_folder.isChecked():
             if not self.folder.text().strip():
                 self.status.setText("Choose a folder first.")
@@ -157,7 +175,12 @@ class DataPage(QWizardPage):
         return data_problem(self.dataset.counts(), self.w.min_per_class, self.w.min_per_class_split)
 
     def isComplete(self) -> bool:
+        if self.from_adapt.isChecked():
+            return True   # the adapt page checks the counts (core.adapt's rule)
         return self.dataset is not None and not self.problem()
+
+    def nextId(self) -> int:
+        return self.w.adapt_id if self.from_adapt.isChecked() else self.w.model_id
 
 
 class ModelPage(QWizardPage):
@@ -290,7 +313,9 @@ class TrainPage(QWizardPage):
         self.completeChanged.emit()
         self.w.training_finished.emit("trained")
 
-    def _on_cancelled(self, _stage: str) -> None:
+    def _on_cancelled(self, stage: str) -> None:
+        if stage != "train":
+            return
         self.message.setText("Training cancelled — nothing was saved. Go Back to change settings or Cancel to close.")
         self.w.training_finished.emit("cancelled")
 
@@ -398,6 +423,9 @@ class SavePage(QWizardPage):
         self.discard_choice.toggled.connect(lambda _c: self._update())
         wizard.host.worker.saved.connect(self._on_saved)
 
+    def nextId(self) -> int:
+        return -1   # the last page of both paths
+
     def initializePage(self) -> None:
         self.saved_path = None
         self.target.setText(f"Folder: {self.w.target_dir()}")
@@ -417,7 +445,10 @@ class SavePage(QWizardPage):
             return
         self.save_button.setEnabled(False)
         self.message.setText("Saving…")
-        self.w.host.save(str(self.w.target_dir()))
+        if self.w.adapting:
+            self.w.host.save_adapted(str(self.w.target_dir()))
+        else:
+            self.w.host.save(str(self.w.target_dir()))
 
     def _on_saved(self, path: str) -> None:
         self.saved_path = path
@@ -439,9 +470,10 @@ class RetrainWizard(QWizard):
     data_ready = Signal(object)
     training_finished = Signal(str)          # "trained" | "cancelled" | "failed"
     comparison_ready = Signal(object, object)
+    adapt_finished = Signal(str)             # "adapted" | "cancelled" | "failed"
 
     def __init__(self, window=None, models_dir: str | Path | None = None, current: list | None = None,
-                 session_items: list | None = None, weights_dir: str | None = None):
+                 session_items: list | None = None, weights_dir: str | None = None, bundles: list | None = None):
         super().__init__(window)
         self.main_window = window
         self.setWindowTitle("Retrain a model")
@@ -459,24 +491,39 @@ class RetrainWizard(QWizard):
             window.reviewed_items() if window is not None else [])
         self.weights_dir = weights_dir if weights_dir is not None else (
             window.settings.weights_dir if window is not None else None)
+        # Every bundle the window lists (any of them can be a base to adapt), the selected one first choice.
+        self.bundles = list(bundles if bundles is not None else (getattr(window, "bundles", []) or []))
+        self.preferred_dirs = list(window.selected_dirs()) if window is not None else []
         self.config_overrides: dict[str, Any] = {}
         self.n_bootstrap = 200
         self.host = RetrainHost(self)
         self.host.worker.failed.connect(self._on_failed)
+        # One receiver for the adapt result, so both pages are filled before adapt_finished is emitted (each
+        # cross-thread connection is its own queued event; a listener could run between two of them).
+        self.host.worker.adapted.connect(self._on_adapted)
         self.data_page = DataPage(self)
         self.model_page = ModelPage(self)
         self.train_page = TrainPage(self)
         self.compare_page = ComparePage(self)
         self.save_page = SavePage(self)
-        for page in (self.data_page, self.model_page, self.train_page, self.compare_page, self.save_page):
-            self.addPage(page)
+        self.adapt_page = AdaptPage(self)
+        self.adapt_run_page = AdaptRunPage(self)
+        self.adapt_compare_page = AdaptComparePage(self)
+        self.data_id = self.addPage(self.data_page)
+        self.model_id = self.addPage(self.model_page)
+        self.addPage(self.train_page)
+        self.addPage(self.compare_page)
+        self.save_id = self.addPage(self.save_page)
+        self.adapt_id = self.addPage(self.adapt_page)
+        self.adapt_run_id = self.addPage(self.adapt_run_page)
+        self.adapt_compare_id = self.addPage(self.adapt_compare_page)
         self.resize(860, 600)
         self.finished.connect(lambda _r: self.host.shutdown())
 
     def log_retrain(self, path: str) -> None:
         """Record the retrain (data manifest hash, split seed, parent) in the open session's audit trail."""
         session = getattr(self.main_window, "session", None)
-        result = getattr(self.host.worker, "result", None)
+        result = getattr(self.host.worker, "adapt_result" if self.adapting else "result", None)
         if session is None or result is None:
             return
         from core.session import ACTION_RETRAIN
@@ -503,12 +550,29 @@ class RetrainWizard(QWizard):
             return
         self.host.train(self.data_page.dataset, config, parent_card)
 
+    @property
+    def adapting(self) -> bool:
+        """The data page chose "Adapt to this site's reviewed photos"."""
+        return self.data_page.from_adapt.isChecked()
+
+    def start_adapt(self) -> None:
+        path, _card = self.adapt_page.chosen()
+        self.host.adapt({"bundle": str(path), "items": list(self.session_items),
+                         "name": self.adapt_page.name.text().strip(), "version": self.adapt_page.version.text().strip(),
+                         "n_bootstrap": self.n_bootstrap})
+
+    def _on_adapted(self, result, paired) -> None:
+        self.adapt_run_page.present(result)
+        self.adapt_compare_page.present(result, paired)
+        self.adapt_finished.emit("adapted")
+        self.comparison_ready.emit(result.report.get("site_cv", {}), result.report.get("site_parent", {}))
+
     def start_comparison(self) -> None:
         path, _card = self.model_page.parent_bundle()
         self.host.compare(self.data_page.dataset.subset("val"), path, self.n_bootstrap)
 
     def target_dir(self) -> Path:
-        page = self.model_page
+        page = self.adapt_page if self.adapting else self.model_page
         safe = re.sub(r"[^A-Za-z0-9._-]+", "-", f"{page.name.text().strip()}-{page.version.text().strip()}")
         return self.models_dir / safe
 
@@ -516,7 +580,8 @@ class RetrainWizard(QWizard):
         """Why the bundle cannot be saved where planned: over an existing bundle, or into the shipped models."""
         target = self.target_dir()
         if target.exists():
-            return f"{target} already exists: change the version on the Architecture page, nothing is overwritten."
+            where = "the Adapt page" if self.adapting else "the Architecture page"
+            return f"{target} already exists: change the version on {where}, nothing is overwritten."
         try:
             from core.bundle import default_models_dir
 
@@ -529,7 +594,7 @@ class RetrainWizard(QWizard):
 
     def _on_failed(self, stage: str, message: str) -> None:
         page = {"data": self.data_page, "train": self.train_page, "compare": self.compare_page,
-                "save": self.save_page}.get(stage)
+                "save": self.save_page, "adapt": self.adapt_run_page}.get(stage)
         label = getattr(page, "status", None) or getattr(page, "message", None)
         if label is not None:
             label.setText(f"<span style='color:#b02020'>Failed ({stage}): {message}</span>")
@@ -539,17 +604,21 @@ class RetrainWizard(QWizard):
             self.training_finished.emit("failed")
         if stage == "data":
             self.data_ready.emit(None)
+        if stage == "adapt":
+            self.adapt_finished.emit("failed")
         self.failed.emit(stage, message)
 
     def has_unsaved_model(self) -> bool:
         page = self.save_page
-        return self.train_page.done and page.saved_path is None and not page.discard_choice.isChecked()
+        done = self.adapt_run_page.done if self.adapting else self.train_page.done
+        return done and page.saved_path is None and not page.discard_choice.isChecked()
 
     def reject(self) -> None:
         """Cancel / Esc / close: ask before throwing away a trained model that was not saved."""
         if self.has_unsaved_model():
             if self.discard_box is None or not self.discard_box.isVisible():
-                self.discard_box = QMessageBox(QMessageBox.Icon.Question, "Discard the trained model?",
+                what = "adapted" if self.adapting else "trained"
+                self.discard_box = QMessageBox(QMessageBox.Icon.Question, f"Discard the {what} model?",
                                                "The new model has not been saved. Close the wizard and discard it?",
                                                QMessageBox.StandardButton.Discard | QMessageBox.StandardButton.Cancel,
                                                self)
@@ -564,6 +633,7 @@ class RetrainWizard(QWizard):
         box = self.discard_box
         if box is not None and box.clickedButton() is box.button(QMessageBox.StandardButton.Discard):
             self.train_page.done = False
+            self.adapt_run_page.done = False
             self.host.cancel()
             QWizard.reject(self)
 

@@ -1,4 +1,4 @@
-"""The retrain wizard's worker: prepares data, trains, compares and saves in one thread it owns.
+"""The retrain wizard's worker: prepares data, trains (or adapts), compares and saves in one thread it owns.
 
 The new model is created in this thread and only ever used here (Keras models are not thread-safe).
 """
@@ -23,10 +23,12 @@ class RetrainWorker(QObject):
     saved = Signal(str)                  # bundle folder
     failed = Signal(str, str)            # stage, message
     cancelled = Signal(str)              # stage
+    adapted = Signal(object, object)     # core.adapt.AdaptResult, (new, parent) per-photo predictions or None
 
     def __init__(self):
         super().__init__()
         self.result = None
+        self.adapt_result = None
         self.cancel = None
 
     def _progress(self, p) -> None:
@@ -90,6 +92,64 @@ class RetrainWorker(QObject):
         except Exception as exc:
             self.failed.emit("compare", str(exc) or type(exc).__name__)
 
+    @Slot(object)
+    def adapt(self, spec: dict) -> None:
+        """spec: {"bundle": folder, "items": [(path, label)], "name", "version", "seed", "n_bootstrap"}.
+
+        core.adapt.adapt_bundle on the session's reviewed photos (as `mpox-triage adapt --session`), then the
+        per-photo predictions of both models on the same site photos for the paired verdict."""
+        from core.progress import CancelToken, Cancelled
+
+        # The host made the token when it sent the request, so a Cancel pressed before this slot starts counts.
+        self.cancel = spec.get("cancel") or CancelToken()
+        self.adapt_result = None
+        try:
+            from core.tf_runtime import load_tensorflow
+
+            load_tensorflow()
+            from core.adapt import adapt_bundle
+            from core.bundle import load_bundle
+            from core.datasets import dataset_from_labels
+            from desktop_app.retrain.adapt_compare import site_predictions
+
+            bundle = load_bundle(spec["bundle"])
+            ds = dataset_from_labels(spec["items"], source="session")
+            paths = [s.path for s in ds.samples]
+            labels = [s.y for s in ds.samples]
+            groups = [s.group for s in ds.samples]
+            seed = int(spec.get("seed", 0))
+            result = adapt_bundle(bundle, paths, labels, groups, name=spec.get("name") or None,
+                                  version=spec.get("version") or None, seed=seed,
+                                  n_bootstrap=int(spec.get("n_bootstrap", 1000)), site_label="session (app)",
+                                  progress=self._progress, cancel=self.cancel)
+            self._progress_text("comparing both models on the same site photos")
+            paired = site_predictions(bundle, result, paths, labels, groups, seed=seed, progress=self._compare_progress,
+                                      cancel=self.cancel)
+        except Cancelled:
+            self.cancelled.emit("adapt")
+            return
+        except Exception as exc:
+            self.failed.emit("adapt", str(exc) or type(exc).__name__)
+            return
+        self.adapt_result = result
+        self.adapted.emit(result, paired)
+
+    def _progress_text(self, message: str) -> None:
+        self.stage_progress.emit("adapt", 0, 0, message)
+
+    def _compare_progress(self, p) -> None:
+        self.stage_progress.emit("adapt", int(p.done), int(p.total), "comparing both models on the same site photos")
+
+    @Slot(str)
+    def save_adapted(self, out_dir: str) -> None:
+        """core.adapt.save_adapted: refuses an existing folder and the shipped models folder."""
+        try:
+            from core.adapt import save_adapted
+
+            self.saved.emit(str(save_adapted(self.adapt_result, out_dir, force=False)))
+        except Exception as exc:
+            self.failed.emit("save", str(exc) or type(exc).__name__)
+
     @Slot(str)
     def save(self, out_dir: str) -> None:
         try:
@@ -109,6 +169,8 @@ class RetrainHost(QObject):
     _train = Signal(object, object, object)
     _compare = Signal(object, object, int)
     _save = Signal(str)
+    _adapt = Signal(object)
+    _save_adapted = Signal(str)
 
     def __init__(self, parent: QObject | None = None):
         super().__init__(parent)
@@ -120,6 +182,8 @@ class RetrainHost(QObject):
         self._train.connect(self.worker.train)
         self._compare.connect(self.worker.compare)
         self._save.connect(self.worker.save)
+        self._adapt.connect(self.worker.adapt)
+        self._save_adapted.connect(self.worker.save_adapted)
         self.thread.start(QThread.Priority.LowPriority)
 
     def prepare(self, source: dict) -> None:
@@ -133,6 +197,16 @@ class RetrainHost(QObject):
 
     def save(self, out_dir: str) -> None:
         self._save.emit(str(out_dir))
+
+    def adapt(self, spec: dict) -> None:
+        from core.progress import CancelToken
+
+        spec = dict(spec, cancel=CancelToken())
+        self.worker.cancel = spec["cancel"]
+        self._adapt.emit(spec)
+
+    def save_adapted(self, out_dir: str) -> None:
+        self._save_adapted.emit(str(out_dir))
 
     def cancel(self) -> None:
         if self.worker.cancel is not None:
