@@ -189,7 +189,7 @@ def _write_parquet(ws, keys: list[str], out_dir: str) -> None:
     from core.workspace import WorkspaceError
 
     try:
-        with ParquetShardWriter(out_dir) as writer:
+        with ParquetShardWriter(out_dir, origins={k: ws.origin(k) for k in keys}) as writer:
             writer.extend(ws.records(keys))
     except OSError as exc:
         raise WorkspaceError(f"cannot write Parquet folder {out_dir}: {exc.strerror or exc}") from None

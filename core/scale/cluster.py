@@ -32,8 +32,9 @@ def connect(address: str | None = None, num_cpus: int | None = None) -> bool:
     else:
         # A private instance for this run: Ray's token authentication stays on, with a fresh token held in
         # the environment (inherited by Ray's processes) instead of the file Ray would write in ~/.ray.
-        if not os.environ.get("RAY_AUTH_MODE") and not os.environ.get("RAY_AUTH_TOKEN"):
-            os.environ["RAY_AUTH_TOKEN"] = secrets.token_hex(32)
+        # Ray's own configuration, not an app setting: Ray reads it from the environment of every process.
+        if not os.environ.get("RAY_AUTH_MODE"):
+            os.environ.setdefault("RAY_AUTH_TOKEN", secrets.token_hex(32))
         kwargs: dict = {"include_dashboard": False, "log_to_driver": False}
         temp = os.environ.get(TEMP_ENV)
         if temp:

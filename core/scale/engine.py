@@ -23,7 +23,8 @@ from core.scale.cluster import actor_map, connect, shutdown_if_started
 MAX_BLOCKS = 10_000  # beyond ~320,000 files a block holds several batches: fewer objects for Ray to track
 
 # Columns an actor sends back for each input row (the driver adds model, threshold and timestamp).
-_RESULT_COLUMNS = ("i", "status", "p_mpox", "prediction", "flag", "ood_score", "has_ood", "file_sha256", "error")
+_RESULT_COLUMNS = ("i", "status", "p_mpox", "prediction", "flag", "ood_score", "has_ood", "scope_score", "file_sha256",
+                   "error")
 
 
 class RayRunError(RuntimeError):
@@ -79,6 +80,8 @@ class _Scorer:
             "ood_score": np.asarray([np.nan if r.ood_score is None else r.ood_score for r in records],
                                     dtype=np.float64),
             "has_ood": np.asarray([r.ood_score is not None for r in records], dtype=bool),
+            "scope_score": np.asarray([np.nan if r.scope_score is None else r.scope_score for r in records],
+                                      dtype=np.float64),
             "file_sha256": np.asarray([r.file_sha256 or "" for r in records], dtype=object),
             "error": np.asarray([r.error for r in records], dtype=object),
         }
@@ -153,6 +156,7 @@ class RayEngine:
             path=str(path), status=str(row["status"]), p_mpox=float(row["p_mpox"]) if ok else None,
             prediction=str(row["prediction"]) if ok else None, flag=str(row["flag"]),
             ood_score=float(row["ood_score"]) if ok and row["has_ood"] else None,
+            scope_score=None if np.isnan(row["scope_score"]) else float(row["scope_score"]),
             model=card.name, model_version=card.version, model_sha256=card.model_sha256, threshold=self.threshold,
             file_sha256=str(row["file_sha256"]) or None, error=str(row["error"]))
 

@@ -61,7 +61,7 @@ def read_manifest(path: str | os.PathLike) -> list[str]:
 def _schema():
     import pyarrow as pa
 
-    floats = {"p_mpox", "ood_score", "threshold"}
+    floats = {"p_mpox", "ood_score", "scope_score", "threshold"}
     return pa.schema([(c, pa.float64() if c in floats else pa.string()) for c in CSV_COLUMNS])
 
 
@@ -75,10 +75,12 @@ class ParquetShardWriter:
 
     Each shard is written to a hidden temporary file and renamed into place, so a reader (or a run
     killed mid-write) only ever sees whole shards. Reopening a folder continues after its last shard,
-    so a resumed run adds shards. Columns are those of the CSV (core.records.CSV_COLUMNS).
+    so a resumed run adds shards. Columns are those of the CSV (core.records.CSV_COLUMNS); `origins` maps a
+    model key to its `model_origin` text (core.workspace.Workspace.origin).
     """
 
-    def __init__(self, out_dir: str | os.PathLike, rows_per_shard: int = 100_000):
+    def __init__(self, out_dir: str | os.PathLike, rows_per_shard: int = 100_000,
+                 origins: dict[str, str] | None = None):
         from core.scale import require_ray
 
         require_ray()
@@ -87,6 +89,7 @@ class ParquetShardWriter:
         self.out_dir = Path(out_dir).expanduser()
         self.out_dir.mkdir(parents=True, exist_ok=True)
         self.rows_per_shard = int(rows_per_shard)
+        self.origins = dict(origins or {})
         existing = [int(m.group(1)) for p in self.out_dir.iterdir() if (m := _SHARD_RE.match(p.name))]
         self._next = max(existing, default=-1) + 1
         self._rows: list[ResultRecord] = []
@@ -110,7 +113,8 @@ class ParquetShardWriter:
         import pyarrow.parquet as pq
 
         schema = _schema()
-        columns = {c: [getattr(r, c) for r in self._rows] for c in CSV_COLUMNS}
+        columns = {c: [getattr(r, c) for r in self._rows] for c in CSV_COLUMNS if c != "model_origin"}
+        columns["model_origin"] = [self.origins.get(r.model_key, "") for r in self._rows]
         for c in ("path", "error", "file_sha256"):
             columns[c] = [None if v is None else _text(v) for v in columns[c]]
         table = pa.table({c: pa.array(columns[c], type=schema.field(c).type) for c in CSV_COLUMNS}, schema=schema)
