@@ -72,6 +72,10 @@ def add_parser(sub) -> None:
     p.add_argument("--parent", help="bundle this model derives from (recorded in the card)")
     p.add_argument("--weights-dir", help="folder with the ImageNet notop weight files")
     p.add_argument("--cache-dir", help="feature cache folder (default: $MPOX_TRIAGE_CACHE or ~/.cache/mpox-triage)")
+    p.add_argument("--head", choices=["dense", "logistic"], default="dense",
+                   help="quick preset: dense (Dropout + Dense, early stopping on val) or logistic (L2 logistic "
+                        "regression on signed-square-rooted embeddings: the 1.2.0 recipe, with --c 0.01)")
+    p.add_argument("--c", dest="head_c", type=float, help="with --head logistic: inverse L2 strength (1.2.0: 0.01)")
     p.add_argument("--no-test", action="store_true", help="do not score the test split after training")
     p.add_argument("--no-transfer", action="store_true",
                    help="skip the leave-one-collection-out estimate (quick preset, data from 2+ sources)")
@@ -163,7 +167,8 @@ def run(args: argparse.Namespace) -> int:
                              fine_tune_patience=args.fine_tune_patience,
                              fine_tune_augment=args.fine_tune_augment, sensitivity_margin=args.sensitivity_margin,
                              uncertain_logit_width=args.uncertain_width, transfer=not args.no_transfer,
-                             score_test=not args.no_test, strategy=args.strategy)
+                             score_test=not args.no_test, strategy=args.strategy, head=args.head,
+                             head_c=args.head_c)
     except ValueError as exc:
         raise CliError(str(exc)) from None
     counts = ds.counts()
