@@ -58,9 +58,10 @@ def model_choices(bundles: list[tuple[Path, object]]) -> list[tuple[str, list[st
                         [str(path)], [card]))
         if card.architecture.lower() in ARCHITECTURES:
             first_per_arch.setdefault(card.architecture.lower(), (path, card))
-    by_sha = {c.model_sha256: (p, c) for p, c in bundles}
+    by_sha = {getattr(c, "model_sha256", ""): (p, c) for p, c in bundles}
     for path, card in bundles:
-        refs = card.extra.get("components") if isinstance(card.extra, dict) else None
+        extra = getattr(card, "extra", None)
+        refs = extra.get("components") if isinstance(extra, dict) else None
         if card.architecture.lower() != "combined" or not refs:
             continue
         parts = [by_sha.get(r.get("sha256")) for r in refs]
