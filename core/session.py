@@ -504,34 +504,27 @@ class SessionStore:
         """Record a human label for a file; the newest review wins, older ones stay as history."""
         if label not in REVIEW_LABELS:
             raise ValueError(f"review label must be one of {', '.join(REVIEW_LABELS)}, not {label!r}")
-        who = reviewer or default_actor()
-        key = str(path)
-        with self._transaction():
-            prev = self._conn.execute(
-                "SELECT label FROM reviews WHERE path = ? ORDER BY id DESC LIMIT 1", (key,)
-            ).fetchone()
-            now = utc_now()
-            self._conn.execute(
-                "INSERT INTO reviews (path, label, reviewer, time) VALUES (?, ?, ?, ?)", (key, label, who, now)
-            )
-            old = prev[0] if prev and prev[0] != REVIEW_CLEARED else None   # cleared = unreviewed
-            self._append_audit(ACTION_REVIEW, {
-                "path": key, "old_label": old, "new_label": label, "reviewer": who,
-            }, who)
+        self._write_review(path, label, reviewer)
 
     def clear_review(self, path: str | os.PathLike, reviewer: str | None = None) -> None:
         """Take a photo's label back (it is unreviewed again); the history and the audit keep the old one."""
+        self._write_review(path, REVIEW_CLEARED, reviewer)
+
+    def _write_review(self, path: str | os.PathLike, label: str, reviewer: str | None) -> None:
+        """One review row and its audit entry (old and new label; None = unreviewed). Clearing a photo that
+        has no label writes nothing."""
         who = reviewer or default_actor()
         key = str(path)
         with self._transaction():
             prev = self._conn.execute(
                 "SELECT label FROM reviews WHERE path = ? ORDER BY id DESC LIMIT 1", (key,)
             ).fetchone()
-            if prev is None or prev[0] == REVIEW_CLEARED:
+            old = prev[0] if prev and prev[0] != REVIEW_CLEARED else None   # cleared = unreviewed
+            if label == REVIEW_CLEARED and old is None:
                 return
             self._conn.execute("INSERT INTO reviews (path, label, reviewer, time) VALUES (?, ?, ?, ?)",
-                               (key, REVIEW_CLEARED, who, utc_now()))
-            self._append_audit(ACTION_REVIEW, {"path": key, "old_label": prev[0], "new_label": None,
+                               (key, label, who, utc_now()))
+            self._append_audit(ACTION_REVIEW, {"path": key, "old_label": old, "new_label": label or None,
                                                "reviewer": who}, who)
 
     def reviews(self) -> dict[str, dict[str, Any]]:
