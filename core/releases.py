@@ -48,11 +48,11 @@ RELEASES: tuple[Release, ...] = (
     Release("xception", "1.1.0", "cde93858358a4226a55dbb53f3a8e9031723136f9f8c84252b241aa0c445b530",
             ("7fc7bc4af60b76da2fbc238060d8fcd8737f0e316ed9a004b34672b7392e53f0",)),
     Release("mobilenetv2", "1.2.0", "5c5533eb2dcfd623cef17075f5f2441f10623fde61154fcd2d08d983fff547f5",
-            ("ee6b2f57b0485ed285bcad137d905d5355c541811dcbebbe9dedc8602dcdec42",)),
+            ("633cfa024a9101bb226493154241b60bbd4fc0bd83915d246317f823a73a45c2",)),
     Release("xception", "1.2.0", "88704d93e3e3da587178ebb38ae9ab2afc6bf738baa92b562893a0a5668795f7",
-            ("922f6f6fad528e465dc14bc77f504331f3326c661b39538f8273eecd39202993",)),
+            ("021e3fcefe000afd358c10bd42678249a312e3432e30fd4d99b53190e5d731a8",)),
     Release("combined", "1.2.0", "b36ad2813484609bce5834c414dd2eb266541ca9c590502b6ec357cb84759efa",
-            ("a26da8f4f0b46956df2804f5baa78dc4357005f91330ae4d1ab5534cc9f5fdd4",)),
+            ("a0463edf90c415d96f37286a9383ef6739072bd4e78b2592373eaca78c756ee5",)),
 )
 
 
