@@ -170,7 +170,12 @@ def main() -> int:
 
     import tempfile
 
+    import secrets
+
     temp = tempfile.mkdtemp(prefix="mpox-ray-bench-")
+    # As core.scale.cluster does: a fresh token in the environment, so Ray writes nothing to ~/.ray.
+    if not os.environ.get("RAY_AUTH_MODE"):
+        os.environ.setdefault("RAY_AUTH_TOKEN", secrets.token_hex(32))
     t = time.perf_counter()
     ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, _temp_dir=temp)
     init_s = time.perf_counter() - t
