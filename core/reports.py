@@ -194,7 +194,11 @@ class _Thumb(Flowable):
 
 
 def model_key(record: Any) -> str:
-    """How results of one model are told apart: the weights' SHA-256, else "name version"."""
+    """How results of one model are told apart: ResultRecord.model_key / ModelCard.key (the weights' SHA-256,
+    else "name version"); the same rule for other objects with those fields."""
+    key = getattr(record, "model_key", None) or getattr(record, "key", None)
+    if isinstance(key, str) and key:
+        return key
     sha = getattr(record, "model_sha256", "")
     if sha:
         return sha

@@ -140,7 +140,7 @@ def review_reason(row: FileRow, ood_limits: dict[str, float] | None = None,
 
 def model_key(record) -> str:
     """Rows group a model's records by weights hash (names and versions can repeat across bundles)."""
-    return record.model_sha256 or f"{record.model} {record.model_version}"
+    return record.model_key
 
 
 class ResultsModel(QAbstractTableModel):
