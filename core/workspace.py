@@ -162,6 +162,7 @@ class Workspace:
         self.results: dict[str, dict[str, ResultRecord]] = {}   # model key -> photo -> latest result
         self.cards: dict[str, Any] = {}                           # model key -> card, as met
         self.shift: dict | None = None   # the folder's shift test (core.shift ShiftResult.to_dict()), once run
+        self._origins_from_audit: dict[str, str] | None = None
         self._reviews: dict[str, dict] = {}
         self._lock = threading.RLock()
         if session is not None:
@@ -452,8 +453,9 @@ class Workspace:
             row["model_origin"] = self.origin(keys[0])
             row.update(review_cells(review))
             return row
-        row = wide_row(path, recs, self.slugs(keys), review)
-        for key, slug, rec in zip(keys, self.slugs(keys), recs):
+        slugs = self.slugs(keys)
+        row = wide_row(path, recs, slugs, review)
+        for key, slug, rec in zip(keys, slugs, recs):
             if rec is not None:
                 row[f"model_origin__{slug}"] = self.origin(key)
         return row
@@ -466,16 +468,22 @@ class Workspace:
         card = self.cards.get(key)
         if card is not None:
             return origin_text(card)
-        if self.session is None:
-            return ""
-        from core.session import ACTION_RUN_STARTED
+        return self._recorded_origins().get(key, "")
 
-        # A model met only in an earlier run: the origin its run recorded when it started.
-        for entry in reversed(self.session.audit(ACTION_RUN_STARTED)):
-            details = entry.get("details") or {}
-            if card_key(details | {"name": details.get("model"), "version": details.get("model_version")}) == key:
-                return str(details.get("model_origin", ""))
-        return ""
+    def _recorded_origins(self) -> dict[str, str]:
+        """Model key -> the origin its latest run recorded when it started (models met only in earlier runs).
+        Read from the audit trail once per workspace: csv_row asks for it on every row."""
+        if self._origins_from_audit is None:
+            self._origins_from_audit = {}
+            if self.session is not None:
+                from core.session import ACTION_RUN_STARTED
+
+                for entry in self.session.audit(ACTION_RUN_STARTED):   # oldest first: the latest run wins
+                    d = entry.get("details") or {}
+                    if "model_origin" in d:
+                        key = card_key(d | {"name": d.get("model"), "version": d.get("model_version")})
+                        self._origins_from_audit[key] = str(d["model_origin"])
+        return self._origins_from_audit
 
     def csv_stream(self, out: str | os.PathLike, keys: Sequence[str],
                    plans: Sequence[ScorePlan] = ()) -> "CsvStream":
