@@ -18,6 +18,7 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass, field, replace
 from pathlib import Path
+from typing import Sequence
 
 import numpy as np
 
@@ -286,3 +287,12 @@ def folder_shift(bundle, embeddings, reference: np.ndarray | None = None, alpha:
     # The least significant comparison decides: its p-value and statistic are the folder's.
     weakest = max(results, key=lambda r: (r.p_value, -r.statistic))
     return replace(weakest, detected=all(r.detected for r in results))
+
+
+def folder_verdict(entries: Sequence[dict]) -> dict | None:
+    """One shift entry for a run of several models (each a ShiftResult.to_dict() plus extras): the first that
+    fired, else the first that ran, else the first (which says why it did not run); None without entries.
+    The CLI summary and the app's banner both use it."""
+    entries = list(entries)
+    return next((e for e in entries if e.get("detected")),
+                next((e for e in entries if e.get("p_value") is not None), entries[0] if entries else None))

@@ -131,3 +131,15 @@ def test_a_folder_from_one_training_collection_or_their_mix_is_no_shift_but_a_ne
     assert not folder_shift(tmp_path, list(mixed)).detected
     fired = folder_shift(tmp_path, list(new))
     assert fired.detected and fired.p_value < 0.05 and fired.n == 80
+
+
+def test_a_run_of_several_models_reports_the_first_alarm_else_the_first_test_that_ran():
+    from core.shift import folder_verdict
+
+    not_run = {"detected": False, "p_value": None, "reason": "too few", "model": "a"}
+    quiet = {"detected": False, "p_value": 0.4, "model": "b"}
+    fired = {"detected": True, "p_value": 0.001, "model": "c"}
+    assert folder_verdict([not_run, quiet, fired])["model"] == "c"
+    assert folder_verdict([not_run, quiet])["model"] == "b"
+    assert folder_verdict([not_run])["reason"] == "too few"
+    assert folder_verdict([]) is None

@@ -199,18 +199,17 @@ def _shift_alarm(engines) -> dict | None:
     """The folder's shift test (core.shift) for each model whose engine keeps embeddings; the summary carries
     the first that fired, else the first that ran, else why none ran. Photos restored by --resume were not
     embedded in this run, so the test covers the photos scored now."""
-    chosen = None
+    from core.shift import folder_verdict
+
+    entries = []
     for engine, card, _rt in engines:
         test = getattr(engine, "shift", None)
         if test is None:
             continue
         result = test()
         print(f"{card.display_name}: {result.message()}", file=sys.stderr)
-        entry = {**result.to_dict(), "model": card.display_name}
-        if chosen is None or (entry["detected"] and not chosen["detected"]) or \
-                (chosen.get("p_value") is None and entry.get("p_value") is not None and not chosen["detected"]):
-            chosen = entry
-    return chosen
+        entries.append({**result.to_dict(), "model": card.display_name})
+    return folder_verdict(entries)
 
 
 def _write_json_atomic(data: dict, path: str) -> None:

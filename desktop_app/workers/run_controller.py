@@ -165,6 +165,8 @@ class RunController(QObject):
             return
         self._disconnect()
         self._progress_dirty = True
+        from core.shift import folder_verdict  # NumPy only, no TensorFlow
+
         summaries = list(self._summaries.values())
         failures = [s.failed for s in summaries if s.failed]
         statuses = {s.status for s in summaries}
@@ -179,9 +181,8 @@ class RunController(QObject):
             "elapsed_s": time.monotonic() - self.started_at,
             "failures": failures,
             "models": [s.model_key for s in summaries],
-            # The shift test of the first model whose test fired, else of the first that ran (core.shift).
-            "shift": next((s.extra["shift"] for s in summaries if s.extra.get("shift", {}).get("detected")),
-                          next((s.extra["shift"] for s in summaries if "shift" in s.extra), None)),
+            # The shift test of the first model whose test fired, else of the first that ran.
+            "shift": folder_verdict([s.extra["shift"] for s in summaries if "shift" in s.extra]),
         }
         # Finished only once every queued record has reached the window (see _flush).
         self._final = out
