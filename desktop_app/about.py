@@ -9,27 +9,8 @@ from PySide6.QtCore import Qt
 from PySide6.QtWidgets import (QDialog, QDialogButtonBox, QMessageBox, QTextBrowser, QToolButton, QTreeWidget,
                                QTreeWidgetItem, QVBoxLayout, QWidget)
 
+from core.names import readable_key
 from desktop_app.notices import APP_NAME, RESEARCH_NOTICE
-
-
-# Readable names for the card's keys (the appendix); anything else is shown with "_" as spaces.
-KEY_NAMES = {
-    "tn": "true negatives (correctly not mpox)", "fp": "false positives (false alarms)",
-    "fn": "false negatives (missed mpox)", "tp": "true positives (mpox found)",
-    "val": "validation", "train": "training", "test": "test (held out)", "n": "photos", "n_mpox": "mpox photos",
-    "not_mpox": "not mpox", "roc_auc": "ROC AUC", "pr_auc": "PR AUC", "ece": "calibration error (ECE)",
-    "uncalibrated_ece": "calibration error before calibration", "brier": "Brier score", "f1": "F1",
-    "ci95": "95% intervals", "root": "data folder (as seen when trained)", "n_images": "photos",
-    "n_groups": "patients / groups", "manifest_sha256": "data list SHA-256", "model_sha256": "weights SHA-256",
-    "ood_threshold": "out-of-scope limit", "uncertain_band": "uncertain band", "per_source": "by source",
-    "per_fine_label": "by diagnosis", "fine_labels": "diagnoses", "unflagged": "photos not flagged",
-    "test_used_in_training": "test photos used in training", "unreadable_files": "unreadable files",
-    "matrix": "confusion matrix", "confusion": "confusion counts", "card_sha256": "card SHA-256",
-}
-
-
-def readable_key(key: str) -> str:
-    return KEY_NAMES.get(str(key), str(key).replace("_", " "))
 
 
 def _num(value: Any, digits: int = 2) -> str:
@@ -72,7 +53,7 @@ def _trained_on(card) -> str:
     if sources:
         bits.append("from " + ", ".join(sources))
     counts = td.get("counts") or {}
-    split_text = "; ".join(f"{readable_key(s)} {c.get('mpox', 0)} mpox / {c.get('not_mpox', 0)} not mpox"
+    split_text = "; ".join(f"{readable_key(s).lower()} {c.get('mpox', 0)} mpox / {c.get('not_mpox', 0)} not mpox"
                            for s, c in counts.items() if isinstance(c, dict))
     if split_text:
         bits.append(f"({split_text})")

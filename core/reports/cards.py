@@ -1,0 +1,205 @@
+"""Model cards in words: one page per model."""
+
+from __future__ import annotations
+
+from typing import Any
+from xml.sax.saxutils import escape
+
+from reportlab.lib import colors
+from reportlab.platypus import KeepInFrame, PageBreak, Paragraph, Spacer, Table
+
+from core.records import LABEL_MPOX
+from core.reports.context import ReportContext
+from core.names import readable_key, readable_value
+from core.reports.layout import FRAME_W, PAGE_FRAME_H, _cell, _ci_words, _grid_style, _num, _pct1, _styles
+from core.reports.rows import _origin_text
+
+
+def model_card_section(ctx: ReportContext) -> list[Any]:
+    """Each model card on one page, in words; the full card is File > Export model card in the app or
+    `mpox-triage models --card NAME` (JSON), so no field is printed raw here."""
+    st = _styles()
+    if not ctx.cards:
+        return [PageBreak(), Paragraph("Model cards", st["h1"]),
+                Paragraph("No model card was supplied with these results.", st["body"])]
+    out: list[Any] = []
+    for c in ctx.cards:
+        page: list[Any] = [Paragraph(f"Model card: {escape(c.name)} {escape(c.version)}", st["h1"])]
+        rows = [[Paragraph(f"<b>{escape(a)}</b>", st["cell"]), Paragraph(b, st["cell"])]
+                for a, b in card_summary(c, ctx.origin_of(c), ctx.scope_limit)]
+        t = Table(rows, colWidths=[92, FRAME_W - 92], hAlign="LEFT")
+        t.setStyle(_grid_style([("BACKGROUND", (0, 0), (-1, 0), colors.white),
+                                ("LINEBELOW", (0, 0), (-1, -1), 0.25, colors.HexColor("#dddddd")),
+                                ("VALIGN", (0, 0), (-1, -1), "TOP")]))
+        page.append(t)
+        headline = _headline_metrics(c.metrics)
+        if headline:
+            page.append(Paragraph("Figures from the model card", st["h2"]))
+            first = FRAME_W - 6 * 56
+            mt = Table([list(_HEADLINE_HEADER)] + [[_cell(r[0])] + r[1:] for r in headline], hAlign="LEFT",
+                       colWidths=[first] + [56] * 6, repeatRows=1)
+            mt.setStyle(_grid_style([("ALIGN", (1, 0), (-1, -1), "RIGHT"), ("VALIGN", (0, 0), (-1, -1), "TOP")]))
+            page.append(mt)
+            if any(r[0].startswith("Transfer") for r in headline):
+                page.append(Paragraph(
+                    "Transfer rows: a head trained on one collection only, its threshold set on that collection, "
+                    "scored on another collection's photos: what to expect on photos from elsewhere.",
+                    st["small"]))
+        page += [Spacer(1, 4), Paragraph(escape(FIGURES_NOTE), st["small"]),
+                 Paragraph(escape(FULL_CARD_NOTE.format(name=c.name)), st["small"])]
+        # One page per card whatever its length: a long card is shrunk to fit rather than spill over.
+        out += [PageBreak(), KeepInFrame(FRAME_W, PAGE_FRAME_H, page, mode="shrink")]
+    return out
+
+
+FULL_CARD_NOTE = ("The full model card (every field, as JSON) is in the app under File > Export model card, or "
+                  "from the command line: mpox-triage models --card {name}.")
+
+
+_ARCH_NAMES = {"mobilenetv2": "MobileNetV2", "xception": "Xception", "efficientnetb0": "EfficientNet-B0",
+               "resnet50": "ResNet-50", "densenet121": "DenseNet-121"}
+
+
+_SET_NAMES = {"val": "Validation", "test": "Test", "train": "Training"}
+
+_HEADLINE_HEADER = ("Photos", "n", "accuracy", "sensitivity", "specificity", "ROC-AUC", "ECE")
+_HEADLINE_KEYS = ("n", "accuracy", "sensitivity", "specificity", "roc_auc", "ece")
+
+
+def metrics_in_words(m: dict, kind: str = "") -> str:
+    """One evaluated set of a card as a sentence: what was found, missed and falsely alarmed, with intervals."""
+    ci = m.get("ci95") if isinstance(m.get("ci95"), dict) else {}
+    conf = m.get("confusion") if isinstance(m.get("confusion"), dict) else {}
+    bits = []
+    if _num(m.get("sensitivity")):
+        s = f"sensitivity {_pct1(m['sensitivity'])}{_ci_words(ci.get('sensitivity'))}"
+        if all(_num(conf.get(k)) for k in ("tp", "fn")):
+            s = f"found {conf['tp']:,} of {conf['tp'] + conf['fn']:,} mpox photos ({s})"
+        bits.append(s)
+    if _num(m.get("specificity")):
+        s = f"specificity {_pct1(m['specificity'])}{_ci_words(ci.get('specificity'))}"
+        if all(_num(conf.get(k)) for k in ("fp", "tn")):
+            s = f"{conf['fp']:,} false alarms among {conf['fp'] + conf['tn']:,} other photos ({s})"
+        bits.append(s)
+    if _num(m.get("roc_auc")):
+        bits.append(f"ROC-AUC {m['roc_auc']:.3f}{_ci_words(ci.get('roc_auc'), percent=False)}")
+    head = ""
+    if _num(m.get("n")):
+        head = f"{int(m['n']):,} {kind + ' ' if kind else ''}photos"
+        if _num(m.get("n_mpox")):
+            head += f" ({int(m['n_mpox']):,} mpox)"
+        head += ": "
+    return head + ("; ".join(bits) if bits else "no figures recorded") + "."
+
+
+def _training_in_words(td: Any) -> str:
+    if not isinstance(td, dict) or not td:
+        return "Not recorded in the model card."
+    parts = []
+    if _num(td.get("n_images")):
+        text = f"{int(td['n_images']):,} photos"
+        if _num(td.get("n_groups")):
+            text += f" in {int(td['n_groups']):,} independent groups (a group's photos stay in one split)"
+        parts.append(text)
+    sources = td.get("sources")
+    if isinstance(sources, dict):
+        names = sorted({str(k).split("/")[0] for split in sources.values() if isinstance(split, dict) for k in split})
+        if names:
+            parts.append("from the " + ", ".join(names) + " collection" + ("s" if len(names) > 1 else ""))
+    counts = td.get("counts")
+    if isinstance(counts, dict):
+        splits = []
+        for key in ("train", "val", "test"):
+            c = counts.get(key)
+            if isinstance(c, dict) and all(_num(v) for v in c.values()):
+                total = int(sum(c.values()))
+                splits.append(f"{_SET_NAMES[key].lower()} {total:,} ({int(c.get(LABEL_MPOX, 0)):,} mpox)")
+        if splits:
+            parts.append("split into " + ", ".join(splits))
+    fine = td.get("fine_labels")
+    if isinstance(fine, dict):
+        names = sorted({str(k) for split in fine.values() if isinstance(split, dict) for k in split})
+        if names:
+            parts.append("conditions: " + ", ".join(n.replace("_", " ") for n in names))
+    text = "; ".join(parts)
+    if td.get("test_used_in_training") is False:
+        text += ". The test photos were not used to train the model or to choose any of its settings"
+    if not text:  # a card with other fields: say them in words rather than print nothing
+        text = "; ".join(f"{readable_key(k)}: {readable_value(v, k)}" for k, v in td.items()
+                         if not isinstance(v, dict))
+    return (text + ".") if text else "Not recorded in the model card."
+
+
+def card_summary(card: Any, origin: str | None = None, scope_limit: float | None = None) -> list[tuple[str, str]]:
+    """(topic, text) pairs saying in words what the model is, what it learned from, how it decides and how
+    well it did; texts are escaped for ReportLab paragraphs."""
+    arch = _ARCH_NAMES.get(str(card.architecture).lower(), str(card.architecture))
+    what = (f"{arch} image classifier ({card.input_size}×{card.input_size} pixel input) that gives each photo a "
+            f"probability of mpox, p(mpox). Version {card.version}, created {str(card.created)[:10]}.")
+    if origin:
+        what += f" Origin: {_origin_text(origin, card)}."
+    elif card.parent:
+        what += f" Fine-tuned from {card.parent.get('name', '?')} {card.parent.get('version', '')}.".replace(" .", ".")
+    rows = [("What it is", escape(what)), ("Intended use", escape(card.intended_use)),
+            ("Trained on", escape(_training_in_words(card.training_data)))]
+    decide = f"Called mpox when p(mpox) is at least {float(card.threshold):.3f}."
+    if card.threshold_reason:
+        decide += f" Why: {card.threshold_reason}."
+    rows.append(("Threshold and why", escape(decide)))
+    flags = []
+    if card.uncertain_band:
+        lo, hi = card.uncertain_band
+        flags.append(f"Uncertain when p(mpox) is between {lo:.2f} and {hi:.2f}.")
+    limit = scope_limit if scope_limit is not None else card.ood_threshold
+    if limit is not None:
+        flags.append(f"Out of scope when the photo's out-of-scope score is above {float(limit):.3g}: the photo is "
+                     "unlike the training photos, so its score should not be trusted.")
+    rows.append(("Flags for review", escape(" ".join(flags) if flags else "No flags set in this card.")))
+    metrics = card.metrics if isinstance(card.metrics, dict) else {}
+    if isinstance(metrics.get("val"), dict):
+        rows.append(("Validation", escape(metrics_in_words(metrics["val"], "validation")
+                                          + " The threshold and flags were chosen on these photos, so these "
+                                            "figures flatter the model a little.")))
+    if isinstance(metrics.get("test"), dict):
+        note = (" None of these photos was used to train the model or choose its settings."
+                if (card.training_data or {}).get("test_used_in_training") is False else "")
+        rows.append(("Test", escape(metrics_in_words(metrics["test"], "held-out test") + note)))
+    transfer = metrics.get("transfer")
+    if isinstance(transfer, dict):
+        lines = []
+        for direction, m in transfer.items():
+            if not isinstance(m, dict):
+                continue
+            src, _, dst = str(direction).partition(" -> ")
+            where = f"Trained on {src} only, tried on {dst}" if dst else str(direction)
+            lines.append(escape(f"{where}: " + metrics_in_words(m)))
+        if lines:
+            rows.append(("Photos from elsewhere", "<br/>".join(lines) + escape(
+                " Expect figures nearer these than the test figures on photos from a new site or camera.")))
+    if not any(k in metrics for k in ("val", "test")):
+        rows.append(("Measured", escape("No validation or test figures in the model card.")))
+    limits = [str(x) for x in card.limitations] or [
+        "No limitations recorded in the model card; treat this as unknown, not as absent."]
+    rows.append(("Limits", "<br/>".join("• " + escape(x) for x in limits)))
+    return rows
+
+
+FIGURES_NOTE = ("Sensitivity: the share of mpox photos the model calls mpox. Specificity: the share of other photos "
+                "it calls not mpox. ROC-AUC: how well its scores rank mpox photos above others (1 is perfect, 0.5 "
+                "is chance). Intervals are 95% bootstrap intervals over photos; photos of one patient are not "
+                "independent, so the true uncertainty can be wider.")
+
+
+def _headline_metrics(metrics: Any) -> list[list[str]]:
+    """One row per evaluated set of a card (validation, test, each transfer direction) with its headline figures."""
+    if not isinstance(metrics, dict):
+        return []
+    sets = [(_SET_NAMES.get(name, readable_key(name)), m) for name, m in metrics.items() if name != "transfer"]
+    transfer = metrics.get("transfer")
+    if isinstance(transfer, dict):
+        sets += [(f"Transfer {k}", v) for k, v in transfer.items()]
+    rows = []
+    for name, m in sets:
+        if isinstance(m, dict) and "roc_auc" in m:
+            rows.append([name] + [readable_value(m[k], k) if k in m else "—" for k in _HEADLINE_KEYS])
+    return rows

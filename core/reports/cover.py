@@ -1,0 +1,176 @@
+"""Cover (title, disclaimer, folder, shift alarm, counts, models) and the sign-off block."""
+
+from __future__ import annotations
+
+from collections import Counter
+from typing import Any
+from xml.sax.saxutils import escape
+
+from reportlab.lib import colors
+from reportlab.platypus import KeepTogether, Paragraph, Spacer, Table
+
+from core import DISCLAIMER, __version__
+from core.agreement import REVIEW_UNSURE
+from core.records import LABEL_MPOX, LABEL_NOT_MPOX
+from core.reports.context import ReportContext
+from core.reports.layout import FRAME_W, _C_MPOX, _cell, _fmt_p, _font_for, _grid_style, _pct, _styles
+from core.reports.rows import REASON_DISAGREE, REASON_ORDER, REASON_TEXT, _origin_text, count_records
+
+
+SHIFT_ADVICE = ("Predictions on this folder are less reliable than the model card's figures; review more "
+                "photos, or adapt the model to this site's reviewed photos.")
+
+
+def cover_section(ctx: ReportContext) -> list[Any]:
+    """Title, disclaimer, folder, the shift alarm, counts in photos and the models that scored them."""
+    st = _styles()
+    out: list[Any] = [
+        Paragraph(f"<font name='{_font_for(ctx.title, 'Helvetica-Bold')}'>{escape(ctx.title)}</font>", st["title"]),
+        Paragraph(f"Generated {escape(ctx.when)} · mpox-triage {escape(__version__)}", st["body"]),
+        Paragraph(escape(DISCLAIMER) + " A clinician must review every photo; the model ranks photos for "
+                  "attention and can be wrong, especially on skin tones, body sites, cameras and conditions "
+                  "unlike its training data.", st["warn"]),
+        Paragraph(f"<b>Folder:</b> <font name='{_font_for(ctx.folder)}'>{escape(str(ctx.folder))}</font>",
+                  st["body"]),
+    ]
+    out += _shift_paragraphs(ctx.shift)
+    out += [Paragraph("Summary (counts are photos)", st["h2"]), _counts_block(ctx)]
+    out += [Paragraph("Models", st["h2"]), _models_table(ctx),
+            Spacer(1, 3),
+            Paragraph(f"App version {escape(__version__)}. Thresholds are each model's own; the CSV export "
+                      "records the model SHA-256 behind every score.", st["small"])]
+    if ctx.multi:
+        out += [Spacer(1, 6), _per_model_table(ctx)]
+    return out
+
+
+def _shift_paragraphs(shift: dict | None) -> list[Any]:
+    st = _styles()
+    if not shift:
+        return []
+    p, n, stat = shift.get("p_value"), shift.get("n"), shift.get("statistic")
+    figures = ", ".join(x for x in (f"p = {p:.3g}" if p is not None else "",
+                                    f"statistic {stat:.3g}" if stat is not None else "",
+                                    f"{int(n):,} photos" if n is not None else "") if x)
+    if shift.get("detected"):
+        return [Paragraph(f"<b>Shift alarm: these photos differ from the photos the model learned from</b> "
+                          f"({escape(figures)}). {escape(SHIFT_ADVICE)}", st["alarm"])]
+    if p is None:
+        why = shift.get("reason") or "not enough photos"
+        return [Paragraph(f"Shift check not run: {escape(str(why))}.", st["small"])]
+    return [Paragraph(f"Shift check: no shift detected ({escape(figures)}). That does not show these photos "
+                      "are like the training photos; it found no evidence that they differ.", st["small"])]
+
+
+def _counts_block(ctx: ReportContext) -> Table:
+    st = _styles()
+    c = ctx.counts
+
+    def row(label: str, value: int, base: int | None) -> list[str]:
+        return [label, f"{value:,}", _pct(value, base) if base is not None else ""]
+
+    scored_label = "Scored by every model" if ctx.multi else "Scored"
+    every = " by every model" if ctx.multi else ""
+    rows = [["", "photos", "share"],
+            row("Photos in this report", c.photos, c.photos),
+            row("Could not be read", c.errors, c.photos),
+            row(scored_label if not c.partly_scored else "Scored", c.scored, c.photos)]
+    if c.partly_scored:
+        rows.append(row("  not by every model", c.partly_scored, c.scored))
+    rows += [row(f"Called mpox{every}", c.mpox, c.scored),
+             row(f"Called not mpox{every}", c.not_mpox, c.scored)]
+    if ctx.multi:
+        rows.append(row("Models disagree", c.disagree, c.scored))
+    needs_at = len(rows)
+    rows.append(row("Needs review", c.needs_review, c.photos))
+    for reason in REASON_ORDER:
+        if reason == REASON_DISAGREE and not ctx.multi:
+            continue
+        rows.append(row(f"  {REASON_TEXT[reason]}", c.by_reason.get(reason, 0), c.needs_review))
+    if ctx.reviews is not None:
+        rows.append(row("Reviewed by a person", c.reviewed, c.photos))
+        for lab, text in ((LABEL_MPOX, "  reviewer: mpox"), (LABEL_NOT_MPOX, "  reviewer: not mpox"),
+                          (REVIEW_UNSURE, "  reviewer: unsure")):
+            rows.append(row(text, c.review_labels.get(lab, 0), c.reviewed))
+        rows.append(row("Needs review, not yet reviewed", c.needs_review_unreviewed, c.needs_review))
+    tint = [("FONT", (0, needs_at), (-1, needs_at), "Helvetica-Bold", 8),
+            ("LINEABOVE", (0, needs_at), (-1, needs_at), 0.6, colors.HexColor("#8a99a8"))]
+    for k, r_ in enumerate(rows):
+        if r_[0].startswith("Called mpox"):
+            tint.append(("TEXTCOLOR", (0, k), (-1, k), colors.HexColor(_C_MPOX)))
+        if r_[0] == "Reviewed by a person":
+            tint.append(("LINEABOVE", (0, k), (-1, k), 0.6, colors.HexColor("#8a99a8")))
+    table = Table(rows, colWidths=[150, 45, 45], hAlign="LEFT")
+    table.setStyle(_grid_style([("ALIGN", (1, 0), (-1, -1), "RIGHT"), ("TOPPADDING", (0, 0), (-1, -1), 1.2),
+                                ("BOTTOMPADDING", (0, 0), (-1, -1), 1.2)] + tint))
+    note = Paragraph(
+        "Every figure counts photos, whatever the number of models. Shares of calls are of scored photos; "
+        "reasons and reviewer labels are shares of the photos needing review or reviewed. Why a photo needs "
+        "review (a photo can have several reasons): it could not be read; it is <i>out of scope</i> (unlike "
+        "the photos the model was trained on, so its score should not be trusted); it is <i>uncertain</i> "
+        "(p(mpox) inside the model's uncertain band)"
+        + ("; the <i>models disagree</i> (one calls it mpox, another not)." if ctx.multi else ".")
+        + " The photo list starts with these photos.", st["small"])
+    return Table([[table, note]], colWidths=[250, FRAME_W - 250],
+                 style=[("VALIGN", (0, 0), (-1, -1), "TOP"), ("LEFTPADDING", (0, 0), (-1, -1), 0)])
+
+
+def _models_table(ctx: ReportContext) -> Table:
+    st = _styles()
+    show_origin = any(m.origin for m in ctx.models) or any(ctx.origin_of(c) for c in ctx.cards)
+    header = ["Name", "Version"] + (["Origin"] if show_origin else []) + ["Architecture", "Threshold",
+                                                                          "Model SHA-256"]
+    rows: list[list[Any]] = [header]
+    listed = []
+    for m in ctx.models:
+        c = m.card
+        arch = f"{c.architecture} ({c.input_size}px)" if c is not None else "(card not supplied)"
+        thr = ", ".join(_fmt_p(t) for t in m.thresholds) if c is None or len(m.thresholds) > 1 \
+            else _fmt_p(m.threshold)
+        rows.append([m.name or "?", m.version or "?"] + ([_cell(_origin_text(m.origin, c))] if show_origin else [])
+                    + [arch, thr, Paragraph(escape(m.sha256 or "(not recorded)"), st["mono"])])
+        listed.append(c)
+    for c in ctx.cards:  # cards supplied for models with no records here: still say what they are
+        if any(c is x for x in listed):
+            continue
+        rows.append([c.name, c.version] + ([_cell(_origin_text(ctx.origin_of(c), c))] if show_origin else [])
+                    + [f"{c.architecture} ({c.input_size}px)", _fmt_p(c.threshold),
+                       Paragraph(escape(c.model_sha256 or "(not recorded)"), st["mono"])])
+    widths = [70, 38] + ([62] if show_origin else []) + [78, 44]
+    widths.append(FRAME_W - sum(widths))
+    t = Table(rows, colWidths=widths, hAlign="LEFT")
+    t.setStyle(_grid_style())
+    return t
+
+
+def _per_model_table(ctx: ReportContext) -> Table:
+    per = [["Model", "scored", "errors", "mpox", "not mpox", "uncertain", "out of scope"]]
+    for m in ctx.models:
+        c = count_records(ctx.records_of(m.key))
+        per.append([m.label, f"{c.ok:,}", f"{c.errors:,}", f"{c.mpox:,} ({_pct(c.mpox, c.ok)})",
+                    f"{c.not_mpox:,}", f"{c.uncertain:,}", f"{c.out_of_scope:,}"])
+    t = Table(per, colWidths=[140, 50, 45, 75, 55, 55, 60], hAlign="LEFT")
+    t.setStyle(_grid_style([("ALIGN", (1, 0), (-1, -1), "RIGHT")]))
+    return t
+
+
+def sign_off_section(ctx: ReportContext) -> list[Any]:
+    """Who reviewed the photos, when, and a line to sign: what makes the report fileable."""
+    st = _styles()
+    c = ctx.counts
+    who = Counter(str(r.review.get("reviewer") or "unnamed") for r in ctx.photos if r.reviewed)
+    recorded = ", ".join(f"{name} ({n:,} photo{'s' if n != 1 else ''})" for name, n in who.most_common())
+    text = (f"{c.reviewed:,} of {c.photos:,} photos carry a reviewer's label"
+            + (f" ({escape(recorded)})" if recorded else "")
+            + f"; {c.needs_review_unreviewed:,} of the {c.needs_review:,} photos that need review have none yet.")
+    lines = [["Reviewed by (name, role)", ""], ["Date", ""], ["Signature", ""]]
+    table = Table(lines, colWidths=[130, FRAME_W - 130], rowHeights=[22, 22, 30], hAlign="LEFT")
+    table.setStyle([("FONT", (0, 0), (0, -1), "Helvetica-Bold", 9),
+                    ("VALIGN", (0, 0), (-1, -1), "BOTTOM"),
+                    ("LINEBELOW", (1, 0), (1, -1), 0.8, colors.black),
+                    ("BOTTOMPADDING", (0, 0), (-1, -1), 2)])
+    return [KeepTogether([
+        Paragraph("Sign-off", st["h2"]),
+        Paragraph(text + " To be completed by the clinician responsible for this review; the model's scores "
+                  "are not a diagnosis.", st["small"]),
+        table])]

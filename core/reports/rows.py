@@ -1,0 +1,297 @@
+"""One row per photo and the cover's counts, in photos; the models behind the records."""
+
+from __future__ import annotations
+
+import os
+from collections import Counter
+from dataclasses import dataclass, field
+from typing import Any, Sequence
+
+from core.agreement import lookup
+from core.records import FLAG_OUT_OF_SCOPE, FLAG_UNCERTAIN, LABEL_MPOX, LABEL_NOT_MPOX, ResultRecord
+
+
+# Why a photo needs review, in the order the report lists them.
+REASON_ERROR = "error"
+REASON_OUT_OF_SCOPE = "out_of_scope"
+REASON_UNCERTAIN = "uncertain"
+REASON_DISAGREE = "disagree"
+REASON_ORDER = (REASON_ERROR, REASON_OUT_OF_SCOPE, REASON_UNCERTAIN, REASON_DISAGREE)
+REASON_TEXT = {REASON_ERROR: "could not be read", REASON_OUT_OF_SCOPE: "out of scope",
+               REASON_UNCERTAIN: "uncertain", REASON_DISAGREE: "models disagree"}
+
+
+ORIGIN_TEXT = {"shipped": "shipped with the app", "local": "local model (not a shipped release)"}
+
+
+def model_key(record: Any) -> str:
+    """How results of one model are told apart: ResultRecord.model_key / ModelCard.key (the weights' SHA-256,
+    else "name version"); the same rule for other objects with those fields."""
+    key = getattr(record, "model_key", None) or getattr(record, "key", None)
+    if isinstance(key, str) and key:
+        return key
+    sha = getattr(record, "model_sha256", "")
+    if sha:
+        return sha
+    name = getattr(record, "model", None) or getattr(record, "name", "")
+    version = getattr(record, "model_version", None) or getattr(record, "version", "")
+    return f"{name} {version}"
+
+
+@dataclass
+class ModelInfo:
+    """One model that produced some of the records, with its card (when supplied) and origin."""
+
+    key: str
+    name: str
+    version: str
+    sha256: str
+    card: Any | None = None
+    origin: str | None = None          # "shipped" | "local" | None (not stated)
+    thresholds: list[float] = field(default_factory=list)
+
+    @property
+    def label(self) -> str:
+        return f"{self.name or '?'} {self.version}".strip()
+
+    @property
+    def threshold(self) -> float | None:
+        if self.card is not None:
+            return float(self.card.threshold)
+        return self.thresholds[0] if self.thresholds else None
+
+
+def _card_for(key: str, name: str, version: str, cards: Sequence[Any]) -> Any | None:
+    for c in cards:
+        if c.model_sha256 and c.model_sha256 == key:
+            return c
+    for c in cards:
+        if not c.model_sha256 and (c.name, c.version) == (name, version):
+            return c
+    return None
+
+
+def models_of(records: Sequence[ResultRecord], cards: Sequence[Any] = (),
+              origins: dict[str, str] | None = None) -> list[ModelInfo]:
+    """The models behind `records`, in order of first appearance, each with its card and origin."""
+    found: dict[str, ModelInfo] = {}
+    for r in records:
+        key = model_key(r)
+        info = found.get(key)
+        if info is None:
+            info = found[key] = ModelInfo(key, r.model, r.model_version, r.model_sha256)
+        if r.threshold is not None and float(r.threshold) not in info.thresholds:
+            info.thresholds.append(float(r.threshold))
+    for info in found.values():
+        info.card = _card_for(info.key, info.name, info.version, cards)
+        info.origin = (origins or {}).get(info.key)
+    return list(found.values())
+
+
+@dataclass
+class PhotoRow:
+    """Everything the report says about one photo: each model's result, the review, why to look at it."""
+
+    path: str
+    results: dict[str, ResultRecord]            # model key -> record
+    review: dict | None = None
+    truth: str | None = None
+    reasons: list[tuple[str, str]] = field(default_factory=list)   # (REASON_*, text), most urgent first
+
+    @property
+    def ok_results(self) -> list[ResultRecord]:
+        return [r for r in self.results.values() if r.ok]
+
+    @property
+    def has_error(self) -> bool:
+        return any(not r.ok for r in self.results.values())
+
+    @property
+    def calls(self) -> set[str]:
+        return {r.prediction for r in self.ok_results if r.prediction}
+
+    @property
+    def disagree(self) -> bool:
+        return len(self.calls) > 1
+
+    @property
+    def needs_review(self) -> bool:
+        return bool(self.reasons)
+
+    @property
+    def reason(self) -> str:
+        """The first reason (REASON_*), or "" when nothing calls for a look."""
+        return self.reasons[0][0] if self.reasons else ""
+
+    @property
+    def risk(self) -> float:
+        """The highest p(mpox) any model gave the photo (0 when none scored it)."""
+        return max((float(r.p_mpox) for r in self.ok_results if r.p_mpox is not None), default=0.0)
+
+    @property
+    def reviewed(self) -> bool:
+        return bool(self.review and self.review.get("label"))
+
+
+def _short_error(r: ResultRecord) -> str:
+    err = r.error or "unknown error"
+    if err.startswith(f"{r.path}: "):  # the file name is already in the row
+        err = err[len(r.path) + 2:]
+    return err
+
+
+def _reasons(results: dict[str, ResultRecord], models: dict[str, ModelInfo],
+             scope_limit: float | None) -> list[tuple[str, str]]:
+    """Why a photo needs review, most urgent first (REASON_ORDER), each with the figures behind it."""
+    multi = len(models) > 1
+    names = [m.name for m in models.values()]
+
+    def who(key: str) -> str:
+        if not multi or key not in models:
+            return ""
+        m = models[key]
+        return m.name if names.count(m.name) == 1 else m.label
+
+    out: list[tuple[str, str]] = []
+    errors = list(dict.fromkeys(_short_error(r) for r in results.values() if not r.ok))
+    if errors:
+        out.append((REASON_ERROR, "could not be read: " + "; ".join(errors)))
+    ood, unsure = [], []
+    for key, r in results.items():
+        if not r.ok:
+            continue
+        card = models[key].card if key in models else None
+        if r.flag == FLAG_OUT_OF_SCOPE:
+            limit = scope_limit if scope_limit is not None else getattr(card, "ood_threshold", None)
+            score = "score not recorded" if r.ood_score is None else f"score {float(r.ood_score):.3g}"
+            text = f"{score}, limit {'not recorded' if limit is None else f'{float(limit):.3g}'}"
+            ood.append(f"{who(key)}: {text}" if multi else text)
+        elif r.flag == FLAG_UNCERTAIN:
+            band = getattr(card, "uncertain_band", None)
+            unsure.append(who(key) if multi else (f"p(mpox) in the band {band[0]:.2f}–{band[1]:.2f}" if band
+                                                  else "p(mpox) in the uncertain band"))
+    if ood:
+        out.append((REASON_OUT_OF_SCOPE, "out of scope (" + "; ".join(ood) + ")"))
+    if unsure:
+        out.append((REASON_UNCERTAIN, ("uncertain: " if not multi else "uncertain by ") + ", ".join(unsure)))
+    calls = {r.prediction for r in results.values() if r.ok and r.prediction}
+    if len(calls) > 1:
+        out.append((REASON_DISAGREE, "models disagree"))
+    return out
+
+
+def photo_rows(records: Sequence[ResultRecord], models: Sequence[ModelInfo] | None = None,
+               reviews: dict[str, dict] | None = None, truth: dict[str, str] | None = None,
+               scope_limit: float | None = None) -> list[PhotoRow]:
+    """One row per photo (records of several models for one path are merged), needs-review first.
+
+    Order: photos that could not be read, out of scope, uncertain, models disagree (each highest risk
+    first), then every other photo by its highest p(mpox). A later record of the same model and path
+    replaces an earlier one (a resumed run lists the newest result last).
+    """
+    models = list(models) if models is not None else models_of(records)
+    by_key = {m.key: m for m in models}
+    merged: dict[str, dict[str, ResultRecord]] = {}
+    shown: dict[str, str] = {}
+    for r in records:
+        norm = os.path.normpath(str(r.path))
+        shown.setdefault(norm, r.path)
+        merged.setdefault(norm, {})[model_key(r)] = r
+    rows = []
+    for norm, results in merged.items():
+        path = shown[norm]
+        ordered = {m.key: results[m.key] for m in models if m.key in results}
+        rows.append(PhotoRow(path, ordered, lookup(reviews, path), lookup(truth, path),
+                             _reasons(ordered, by_key, scope_limit)))
+
+    def order(row: PhotoRow) -> tuple[int, float, str]:
+        group = REASON_ORDER.index(row.reason) if row.reason else len(REASON_ORDER)
+        return group, -row.risk, row.path
+
+    return sorted(rows, key=order)
+
+
+@dataclass
+class PhotoCounts:
+    """The cover's figures, in photos (never file x model)."""
+
+    photos: int = 0
+    errors: int = 0                  # at least one model could not read it
+    scored: int = 0
+    partly_scored: int = 0           # scored, but not by every model in the report
+    mpox: int = 0                    # scored photos every model called mpox
+    not_mpox: int = 0
+    disagree: int = 0
+    needs_review: int = 0
+    by_reason: dict[str, int] = field(default_factory=dict)   # reason -> photos (a photo may have several)
+    reviewed: int = 0
+    review_labels: dict[str, int] = field(default_factory=dict)
+    needs_review_unreviewed: int = 0
+
+
+def count_photos(rows: Sequence[PhotoRow], n_models: int = 1) -> PhotoCounts:
+    c = PhotoCounts(photos=len(rows), by_reason={k: 0 for k in REASON_ORDER})
+    labels: Counter[str] = Counter()
+    for row in rows:
+        if row.has_error or not row.ok_results:
+            c.errors += 1
+        else:
+            c.scored += 1
+            c.partly_scored += len(row.ok_results) < n_models
+            calls = row.calls
+            c.disagree += len(calls) > 1
+            c.mpox += calls == {LABEL_MPOX}
+            c.not_mpox += calls == {LABEL_NOT_MPOX}
+        if row.needs_review:
+            c.needs_review += 1
+            for reason in dict.fromkeys(k for k, _text in row.reasons):
+                c.by_reason[reason] += 1
+            c.needs_review_unreviewed += not row.reviewed
+        if row.reviewed:
+            c.reviewed += 1
+            labels[row.review["label"]] += 1
+    c.review_labels = dict(labels)
+    return c
+
+
+@dataclass
+class Counts:
+    """One model's results per status, prediction and flag (each model has one result per photo)."""
+
+    total: int = 0
+    ok: int = 0
+    errors: int = 0
+    mpox: int = 0
+    not_mpox: int = 0
+    uncertain: int = 0
+    out_of_scope: int = 0
+    unflagged: int = 0
+    reviewed: int = 0
+
+
+def count_records(records: Sequence[ResultRecord], reviews: dict[str, dict] | None = None) -> Counts:
+    """Counts of one model's records; for a report's cover use count_photos (records may be file x model)."""
+    c = Counts(total=len(records))
+    for r in records:
+        if not r.ok:
+            c.errors += 1
+            continue
+        c.ok += 1
+        c.mpox += r.prediction == LABEL_MPOX
+        c.not_mpox += r.prediction == LABEL_NOT_MPOX
+        c.uncertain += r.flag == FLAG_UNCERTAIN
+        c.out_of_scope += r.flag == FLAG_OUT_OF_SCOPE
+        c.unflagged += not r.flag
+    if reviews:
+        c.reviewed = sum(1 for r in records if lookup(reviews, r.path))
+    return c
+
+
+def _origin_text(origin: str | None, card: Any | None) -> str:
+    if not origin:
+        return "not stated"
+    text = ORIGIN_TEXT.get(origin, origin)
+    parent = getattr(card, "parent", None)
+    if origin == "local" and parent:
+        text = f"local model, from {parent.get('name', '?')} {parent.get('version', '')}".strip()
+    return text
