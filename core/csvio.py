@@ -78,10 +78,11 @@ class ResultCsvWriter:
     def close(self) -> Path:
         """Publish: flush, fsync and atomically replace `path`. On failure nothing is published."""
         try:
+            from core.outputs import publish
+
             self._fh.flush()
-            os.fsync(self._fh.fileno())
             self._fh.close()
-            os.replace(self.partial, self.path)
+            publish(self.partial, self.path)
         except BaseException:
             self.abort()
             raise

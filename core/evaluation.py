@@ -267,10 +267,23 @@ def to_jsonable(value: Any) -> Any:
 
 
 def save_json(data: dict, path: str | os.PathLike) -> Path:
-    """Write metrics as strict JSON (NaN becomes null so any JSON reader accepts it)."""
+    """Write metrics as strict JSON (NaN becomes null so any JSON reader accepts it), atomically
+    (core.outputs.publish). The caller checked `path` with the output policy (core.outputs)."""
+    import tempfile
+
+    from core.outputs import publish
+
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(to_jsonable(data), indent=2, allow_nan=False), encoding="utf-8")
+    text = json.dumps(to_jsonable(data), indent=2, allow_nan=False)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".partial", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as fh:
+            fh.write(text)
+        publish(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
     return path
 
 

@@ -162,6 +162,8 @@ class Workspace:
         self.results: dict[str, dict[str, ResultRecord]] = {}   # model key -> photo -> latest result
         self.cards: dict[str, Any] = {}                           # model key -> card, as met
         self.shift: dict | None = None   # the folder's shift test (core.shift ShiftResult.to_dict()), once run
+        # The folder outputs may not enter (core.outputs); None when the photos come from a manifest.
+        self.scanned_folder: Path | None = self.folder
         self._origins_from_audit: dict[str, str] | None = None
         self._reviews: dict[str, dict] = {}
         self._lock = threading.RLock()
@@ -485,6 +487,19 @@ class Workspace:
                         self._origins_from_audit[key] = str(d["model_origin"])
         return self._origins_from_audit
 
+    def check_output(self, out: str | os.PathLike, what: str) -> None:
+        """The one output policy (core.outputs) for an export of this workspace: never a photo, never inside the
+        scanned folder, never the session database or its side files, never inside a model bundle, never a
+        link or a special file. WorkspaceError (one line) when refused."""
+        from core.outputs import OutputError, check_output, session_files
+
+        protected = session_files(self.session.db_path) if self.session is not None else []
+        inputs = list(self._files.values()) if self.scanned_folder is None else []
+        try:
+            check_output(out, what, folder=self.scanned_folder, inputs=inputs, protected=protected)
+        except OutputError as exc:
+            raise WorkspaceError(str(exc)) from None
+
     def csv_stream(self, out: str | os.PathLike, keys: Sequence[str],
                    plans: Sequence[ScorePlan] = ()) -> "CsvStream":
         """A CSV written while runs go on: each photo's row is written once every model in `keys` has its
@@ -511,6 +526,7 @@ class Workspace:
         by_key.update({k: c for k, c in self.cards.items() if k not in by_key})
         use_cards = [by_key[k] for k in keys if k in by_key]
         reviews = self.reviews if self.session is not None else None
+        self.check_output(out, "report")
         try:
             fd, tmp = tempfile.mkstemp(prefix=f".{out.name}.", suffix=".partial.pdf", dir=out.parent)
             os.close(fd)
@@ -523,9 +539,9 @@ class Workspace:
             write_pdf_report(records, tmp, folder=str(self.folder), cards=use_cards, reviews=reviews,
                              gradcam=gradcam or None, progress=progress, cancel=cancel, origins=origins,
                              shift=self.shift)
-            with open(tmp, "rb+") as fh:
-                os.fsync(fh.fileno())
-            os.replace(tmp, out)
+            from core.outputs import publish
+
+            publish(tmp, out)
         except OSError as exc:
             Path(tmp).unlink(missing_ok=True)
             raise _write_error("report", out, exc) from None
@@ -710,6 +726,7 @@ class CsvStream:
     def __init__(self, ws: Workspace, out: str | os.PathLike, keys: list[str], plans: Sequence[ScorePlan]):
         from core.csvio import ResultCsvWriter
 
+        ws.check_output(out, "CSV")
         self.ws, self.out, self.keys = ws, Path(out), keys
         self._pending: dict[str, set[str]] = {}
         for plan in plans:

@@ -720,6 +720,13 @@ class MainWindow(QMainWindow):
                                                       "PDF files (*.pdf)")
             if not out_path:
                 return False
+        from core.workspace import WorkspaceError
+
+        try:  # the output policy (core.outputs) refuses now, not after the report is drawn
+            self.workspace.check_output(out_path, "report")
+        except WorkspaceError as exc:
+            self.warn(f"Could not write {out_path}: {exc}")
+            return False
         cards = [c for _p, c in self.bundles if c.key in keys]
         workspace, heatmaps = self.workspace, dict(self.heatmaps)
 

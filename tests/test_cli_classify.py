@@ -113,7 +113,7 @@ def test_outputs_that_are_inputs_or_collide_are_refused(capsys, folder, bundles,
     }[case]
     code, err = cli(capsys, folder, "--model", bundles[0], *args)
     assert code == 2 and len(error_lines(err)) == 1, err
-    assert any(w in err for w in ("inside the folder", "overwrite an input", "same path as")), err
+    assert any(w in err for w in ("inside the folder", "overwrite an input", "same path as", "inside the model bundle")), err
     assert photo.read_bytes() == before
     assert not (folder / "sess").exists() and not (folder / "other" / "b.pdf").exists()
     assert not (tmp_path / "x").exists()

@@ -3,3 +3,15 @@
 
 class CliError(Exception):
     """A user-facing error: printed as one line by core.cli, exit status 2."""
+
+
+def check_outputs(outputs, **policy) -> None:
+    """core.outputs.check_outputs (the one output policy) for a sub-command; a refusal is a CliError.
+
+    `outputs`: (option, path) pairs, None paths skipped; `policy`: folder, inputs, protected, dirs, bundles."""
+    from core.outputs import OutputError, check_outputs as check
+
+    try:
+        check([(o, p) for o, p in outputs if p is not None], **policy)
+    except OutputError as exc:
+        raise CliError(str(exc)) from None

@@ -69,6 +69,12 @@ def run(args: argparse.Namespace) -> int:
         raise CliError("--out DIR is required (a new folder for the adapted model)")
     if args.suggest is None and args.pool:
         raise CliError("--pool is for --suggest; adapt with --labelled FOLDER or --session DIR")
+    from core.commands import check_outputs
+    from core.outputs import session_files
+
+    # The output policy (core.outputs) on --out (a bundle folder) and --json, before any slow work.
+    check_outputs([("--out", args.out), ("--json", args.json_path)], inputs=[p for p in (args.labelled, args.pool)
+                  if p], protected=session_files(args.session), bundles=("--out",))
     if args.out:
         try:
             check_out_dir(args.out, args.force)  # refuse before any slow work

@@ -69,44 +69,12 @@ def _model_refs(values: list[str] | None) -> list[str]:
     return refs
 
 
-def _check_writable(path: str | None, what: str) -> None:
-    from core.commands import CliError
+def check_outputs(outputs: list[tuple[str, str]], folder: Path | None, inputs: list[Path],
+                  protected: list[Path] = ()) -> None:
+    """The one output policy (core.outputs) on a run's outputs; a refusal is a CliError (one line, exit 2)."""
+    from core.commands import check_outputs as policy
 
-    if path is None:
-        return
-    parent = Path(path).expanduser().resolve().parent
-    if not parent.is_dir():
-        raise CliError(f"cannot write {what} {path}: folder {parent} does not exist")
-    if not os.access(parent, os.W_OK):
-        raise CliError(f"cannot write {what} {path}: folder {parent} is not writable")
-    if Path(path).is_dir():
-        raise CliError(f"cannot write {what} {path}: it is a folder; give a file name")
-
-
-def check_outputs(outputs: list[tuple[str, str]], folder: Path | None, inputs: list[Path]) -> None:
-    """Refuse (CliError) any output that is an input file, lies inside the scanned folder or a model bundle,
-    or is the same path as another output. `outputs`: (option, path); `inputs`: input files and folders."""
-    from core.commands import CliError
-    from core.records import safe_text
-
-    def real(p: str | os.PathLike) -> Path:
-        return Path(os.path.realpath(Path(p).expanduser()))
-
-    root = real(folder) if folder is not None else None
-    input_files = {real(p) for p in inputs}
-    seen: dict[Path, str] = {}
-    for option, path in outputs:
-        target = real(path)
-        shown = safe_text(str(path))
-        if root is not None and (target == root or target.is_relative_to(root)):
-            raise CliError(f"{option} {shown} lies inside the folder being classified ({safe_text(str(folder))}); "
-                           "write outputs elsewhere so the originals stay untouched")
-        for inp in input_files:
-            if target == inp or (inp.is_dir() and target.is_relative_to(inp)):
-                raise CliError(f"{option} {shown} would overwrite an input ({safe_text(str(inp))}); choose another path")
-        if target in seen:
-            raise CliError(f"{option} {shown} is the same path as {seen[target]}; give each output its own path")
-        seen[target] = option
+    policy(outputs, folder=folder, inputs=inputs, protected=protected, dirs=("--parquet",))
 
 
 class ProgressBar:
@@ -224,9 +192,9 @@ def _write_json_atomic(data: dict, path: str) -> None:
         with os.fdopen(fd, "w", encoding="utf-8") as fh:
             json.dump(data, fh, indent=2, ensure_ascii=False, sort_keys=True)
             fh.write("\n")
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, out)
+        from core.outputs import publish
+
+        publish(tmp, out)
     except OSError as exc:
         Path(tmp).unlink(missing_ok=True)
         raise WorkspaceError(f"cannot write summary {path}: {exc.strerror or exc}") from None
@@ -271,10 +239,10 @@ def _run(args: argparse.Namespace) -> int:
         raise CliError(f"no such folder: {safe_text(str(source))}")
     if not manifest and not source.is_dir():
         raise CliError(f"not a folder or a manifest (.csv, .tsv, .parquet): {safe_text(str(source))}")
-    _check_writable(args.csv_path, "CSV")
-    _check_writable(args.report_path, "report")
-    _check_writable(args.summary_path, "summary")
-    _check_writable(args.parquet_dir, "Parquet folder")
+    from core.outputs import session_files
+
+    outputs = [(option, getattr(args, dest)) for dest, option in OUTPUTS if getattr(args, dest, None)]
+    check_outputs(outputs, None if manifest else folder, [source], session_files(args.session))
     if args.parquet_dir:
         from core.scale import RAY_MISSING as SCALE_MISSING, ray_available
 
@@ -290,18 +258,10 @@ def _run(args: argparse.Namespace) -> int:
     if found.skipped_links:
         print(f"note: {len(found.skipped_links)} symbolic link(s) lead outside {safe_text(str(folder))} and were "
               "not followed", file=sys.stderr)
-    inputs: list[Path] = list(paths)
-    if args.engine == "local":
-        from core.bundle import BundleError, resolve_bundle_dir
-
-        for ref in refs:
-            try:
-                inputs.append(resolve_bundle_dir(ref))
-            except BundleError:
-                pass  # load_bundle below says what is wrong
-    outputs = [(option, getattr(args, dest)) for dest, option in OUTPUTS if getattr(args, dest, None)]
-    # A manifest's photos may live anywhere: outputs must not be one of them, nor the manifest itself.
-    check_outputs(outputs, None if manifest else folder, inputs + ([source] if manifest else []))
+    # A manifest's photos may live anywhere: outputs must not be one of them, nor the manifest itself. Every
+    # model bundle (the ones in use, their components, shipped or the user's) is refused by core.outputs.
+    if manifest:
+        check_outputs(outputs, None, list(paths) + [source], session_files(args.session))
 
     engines = [_make_engine(args, ref) for ref in refs]
     keys = []
@@ -311,6 +271,8 @@ def _run(args: argparse.Namespace) -> int:
         keys.append(card.key)
 
     ws = Workspace.open(folder, args.session, found=found)
+    if manifest:
+        ws.scanned_folder = None   # outputs may sit beside a manifest, never on one of its photos
     try:
         return _classify(args, ws, engines, keys)
     finally:

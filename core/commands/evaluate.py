@@ -95,6 +95,7 @@ def run_protocol(args: argparse.Namespace) -> int:
     views = [v for v in args.views.split(",") if v]
     if not views or views[0] != "identity":
         views = ["identity"] + [v for v in views if v != "identity"]
+    _check_outputs(args)
     started = time.monotonic()
     try:
         x, y, groups, sources = protocol_features(args.data, args.arch, views, _printer(args.quiet))
@@ -128,6 +129,15 @@ def run_protocol(args: argparse.Namespace) -> int:
     return 0
 
 
+def _check_outputs(args: argparse.Namespace, photos=()) -> None:
+    """The output policy (core.outputs) on --json and --plots: never DATA (or inside it), a photo, any bundle."""
+    from core.commands import check_outputs
+
+    data = Path(args.data).expanduser()
+    check_outputs([("--json", args.json_path), ("--plots", args.plots)],
+                  folder=data if data.is_dir() else None, inputs=[data, *photos], dirs=("--plots",))
+
+
 def run(args: argparse.Namespace) -> int:
     from core.bundle import BundleError, load_bundle
     from core.commands import CliError
@@ -143,6 +153,7 @@ def run(args: argparse.Namespace) -> int:
         ds = load_dataset(args.data)
     except DatasetError as exc:
         raise CliError(str(exc)) from None
+    _check_outputs(args, [s.path for s in ds.samples])
     if ds.has_splits() and args.split != "all":
         if args.split not in ("train", "val", "test"):
             raise CliError(f"--split must be train, val, test or all, got {args.split!r}")

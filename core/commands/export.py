@@ -56,6 +56,12 @@ def run(args: argparse.Namespace) -> int:
         raise CliError(f"cannot write {out}: folder {out.parent} does not exist")
     if args.check_images and not Path(args.check_images).is_dir():
         raise CliError(f"--check-images {args.check_images}: no such folder")
+    from core.commands import check_outputs
+
+    # The output policy (core.outputs): never inside any bundle (the model exported included), a check photo,
+    # a session, a link or a special file; the same for the OUT.json sidecar.
+    check_outputs([("OUT", out), ("OUT.json", out.with_name(out.name + ".json"))],
+                  inputs=[args.check_images] if args.check_images else [])
 
     from core.bundle import BundleError, load_bundle
     from core.export import export_model

@@ -130,6 +130,12 @@ def run(args: argparse.Namespace) -> int:
     if release is not None:
         raise CliError(f"{name} {version} is a shipped release; give the new model another --version (or --name)")
     out = Path(args.out).expanduser() if args.out else new_bundle_dir(name, version)
+    from core.commands import check_outputs
+
+    data = Path(args.data).expanduser()
+    # The output policy (core.outputs): no output in DATA or inside a bundle; --out is a bundle folder.
+    check_outputs([("--out", out), ("--json", args.json_path), ("--plots", args.plots)],
+                  folder=data if data.is_dir() else None, inputs=[data], dirs=("--plots",), bundles=("--out",))
     try:  # refuse before training, not after it
         check_save_target(out, replace=args.force)
     except BundleError as exc:
