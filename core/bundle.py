@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import math
 import os
 import re
 import shutil
@@ -50,7 +49,6 @@ LOADED_FILES = (MODEL_FILE, OOD_FILE)
 # Card field bounds checked at load (a bad value is refused naming the field, not hit mid-run).
 MIN_INPUT_SIZE, MAX_INPUT_SIZE = 8, 1024
 MAX_TEMPERATURE = 1000.0
-_HEX64 = re.compile(r"[0-9a-f]{64}")
 
 INTENDED_USE = (
     "Research and triage support: ranking skin-lesion photos for human review. "
@@ -137,7 +135,9 @@ def migrate_card(data: dict[str, Any]) -> dict[str, Any]:
     Format 0 (pre-release) cards had `arch`, `sha256` and `decision_threshold` instead of
     `architecture`, `model_sha256` and `threshold`, and no `files` table.
     """
-    version = int(data.get("format_version", 0))
+    version = data.get("format_version", 0)
+    if isinstance(version, bool) or not isinstance(version, int):
+        raise BundleError(f"model card field 'format_version' is {version!r}; it must be a whole number")
     if version > FORMAT_VERSION:
         raise BundleError(
             f"Model card format {version} is newer than this app understands ({FORMAT_VERSION}); update mpox-triage"
@@ -265,62 +265,20 @@ def read_card(bundle_dir: str | os.PathLike) -> ModelCard:
     return card
 
 
-def _number(card: ModelCard, field_name: str, where, lo: float | None = None, hi: float | None = None,
-            lo_open: bool = False) -> float:
-    value = getattr(card, field_name)
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
-        raise BundleError(f"{where}: model card field {field_name!r} must be a finite number, not {value!r}")
-    if lo is not None and (value <= lo if lo_open else value < lo):
-        raise BundleError(f"{where}: model card field {field_name!r} is {value!r}; it must be "
-                          f"{'above' if lo_open else 'at least'} {lo:g}")
-    if hi is not None and value > hi:
-        raise BundleError(f"{where}: model card field {field_name!r} is {value!r}; it must be at most {hi:g}")
-    return float(value)
-
-
 def validate_card(card: ModelCard, where: str | os.PathLike = "model card") -> ModelCard:
-    """Refuse malformed fields now, naming the field, instead of failing mid-run (OpenCV, division...).
+    """Refuse malformed fields now, naming the field, instead of failing mid-run (OpenCV, division, the PDF...).
 
-    Checks: name/version/architecture non-empty text; input_size an integer in [MIN_INPUT_SIZE,
-    MAX_INPUT_SIZE]; threshold in [0, 1]; temperature in (0, MAX_TEMPERATURE]; uncertain_band two
-    numbers lo <= hi in [0, 1]; ood_threshold null or finite; class_names two texts; files a table of
-    plain file names to 64-hex SHA-256 digests. Raises BundleError; returns the card.
+    The rules are the one card schema, core.card_schema (pydantic): name/version/architecture non-empty text;
+    input_size a whole number in [MIN_INPUT_SIZE, MAX_INPUT_SIZE]; threshold in [0, 1]; temperature in
+    (0, MAX_TEMPERATURE]; uncertain_band [lo, hi] in [0, 1]; files plain names to SHA-256 digests; extra's
+    runtime, components and operating_points well formed... Raises BundleError (one line); returns the card.
     """
-    for name in ("name", "version", "architecture"):
-        value = getattr(card, name)
-        if not isinstance(value, str) or not value.strip():
-            raise BundleError(f"{where}: model card field {name!r} must be non-empty text, not {value!r}")
-    size = card.input_size
-    if isinstance(size, bool) or not isinstance(size, int) or not MIN_INPUT_SIZE <= size <= MAX_INPUT_SIZE:
-        raise BundleError(f"{where}: model card field 'input_size' is {size!r}; it must be a whole number of "
-                          f"pixels from {MIN_INPUT_SIZE} to {MAX_INPUT_SIZE}")
-    _number(card, "threshold", where, 0.0, 1.0)
-    _number(card, "temperature", where, 0.0, MAX_TEMPERATURE, lo_open=True)
-    band = card.uncertain_band
-    if (not isinstance(band, (list, tuple)) or len(band) != 2
-            or any(isinstance(b, bool) or not isinstance(b, (int, float)) or not math.isfinite(b) for b in band)
-            or not 0.0 <= band[0] <= band[1] <= 1.0):
-        raise BundleError(f"{where}: model card field 'uncertain_band' is {band!r}; it must be [low, high] "
-                          "with 0 <= low <= high <= 1")
-    if card.ood_threshold is not None:
-        _number(card, "ood_threshold", where)
-    names = card.class_names
-    if not isinstance(names, (list, tuple)) or len(names) != 2 or not all(isinstance(n, str) and n for n in names):
-        raise BundleError(f"{where}: model card field 'class_names' is {names!r}; it must be two class names")
-    if not isinstance(card.files, dict):
-        raise BundleError(f"{where}: model card field 'files' must be a table of file names to SHA-256 digests")
-    for fname, digest in card.files.items():
-        if (not isinstance(fname, str) or not fname or fname in (".", "..") or "/" in fname or "\\" in fname
-                or fname == CARD_FILE):
-            raise BundleError(f"{where}: model card field 'files' lists {fname!r}, which is not a plain file name "
-                              "inside the bundle")
-        if not isinstance(digest, str) or not _HEX64.fullmatch(digest):
-            raise BundleError(f"{where}: model card field 'files' has no valid SHA-256 for {fname!r}")
-    for name in ("metrics", "training_data", "training", "extra"):
-        if not isinstance(getattr(card, name), dict):
-            raise BundleError(f"{where}: model card field {name!r} must be a JSON object")
-    if card.parent is not None and not isinstance(card.parent, dict):
-        raise BundleError(f"{where}: model card field 'parent' must be a JSON object or null")
+    from core.card_schema import CardError, check_card
+
+    try:
+        check_card(card.to_dict(), str(where))
+    except CardError as exc:
+        raise BundleError(str(exc)) from None
     return card
 
 
@@ -371,9 +329,11 @@ def verify_bundle(bundle_dir: str | os.PathLike, card: ModelCard | None = None) 
     return card
 
 
-def scan_bundles(models_dir: str | os.PathLike | None = None) -> list[tuple[Path, ModelCard]]:
+def scan_bundles(models_dir: str | os.PathLike | None = None,
+                 problems: list[str] | None = None) -> list[tuple[Path, ModelCard]]:
     """(folder, card) of every bundle in a folder (default: shipped, then the user's), sorted by folder name
-    within each; unreadable or malformed cards and hidden folders (saves in progress) are skipped.
+    within each; unreadable or malformed cards (core.card_schema) and hidden folders (saves in progress) are
+    skipped, each with one line appended to `problems` when given (the model list shows them as warnings).
 
     Reads JSON only (no TensorFlow), so a GUI can list models at start-up.
     """
@@ -391,8 +351,9 @@ def scan_bundles(models_dir: str | os.PathLike | None = None) -> list[tuple[Path
             if (sub / CARD_FILE).is_file():
                 try:
                     found.append((sub, read_card(sub)))
-                except BundleError:
-                    continue
+                except (BundleError, ValueError, TypeError) as exc:  # one bad card never hides the others
+                    if problems is not None:
+                        problems.append(f"skipped the model bundle {sub}: {' '.join(str(exc).split())}")
     return found
 
 

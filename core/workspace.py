@@ -524,7 +524,10 @@ class Workspace:
         records = self.records(keys)
         by_key = {card_key(c): c for c in cards}
         by_key.update({k: c for k, c in self.cards.items() if k not in by_key})
-        use_cards = [by_key[k] for k in keys if k in by_key]
+        from core.card_schema import card_problem
+
+        # Only cards that match the one card schema reach the report: a malformed extra never crashes it.
+        use_cards = [by_key[k] for k in keys if k in by_key and not card_problem(by_key[k])]
         reviews = self.reviews if self.session is not None else None
         self.check_output(out, "report")
         try:

@@ -32,12 +32,13 @@ from desktop_app.workers.run_controller import RunController
 ICON_PATH = Path(__file__).resolve().parent.parent / "resources" / "mpox-triage.svg"
 
 
-def scan_bundles(models_dir: str | os.PathLike | None) -> list[tuple[Path, object]]:
+def scan_bundles(models_dir: str | os.PathLike | None,
+                 problems: list[str] | None = None) -> list[tuple[Path, object]]:
     """(bundle folder, ModelCard) for every readable bundle (shipped, then the user's own unless a models folder
-    is set); reads JSON only, no TensorFlow."""
+    is set); reads JSON only, no TensorFlow. A malformed card is skipped with one line in `problems`."""
     from core.bundle import scan_bundles as core_scan_bundles
 
-    return core_scan_bundles(models_dir)
+    return core_scan_bundles(models_dir, problems)
 
 
 def model_choices(bundles: list[tuple[Path, object]]) -> list[tuple[str, list[str], list]]:
@@ -146,7 +147,8 @@ class MainWindow(QMainWindow):
         self._connect()
         self.refresh_models()
         self._update_actions()
-        self._set_message("Open a folder of photos (File > Open folder, or drop it here)")
+        if not self.model_problems:  # else the skipped model card's warning stays in view
+            self._set_message("Open a folder of photos (File > Open folder, or drop it here)")
 
     # --- the workspace, presented ------------------------------------------------------------------
     @property
@@ -297,7 +299,11 @@ class MainWindow(QMainWindow):
     # --- models --------------------------------------------------------------------------------
     def refresh_models(self) -> None:
         """Rescan the models folder and rebuild the picker (combo and Model menu)."""
-        self.bundles = scan_bundles(self._models_dir)
+        self.model_problems: list[str] = []
+        self.bundles = scan_bundles(self._models_dir, self.model_problems)
+        if self.model_problems:  # a bad card is skipped with one line; it never stops the app
+            more = f" (and {len(self.model_problems) - 1} more)" if len(self.model_problems) > 1 else ""
+            self._set_message(f"Warning: {self.model_problems[0]}{more}", error=True)
         self.choices = model_choices(self.bundles)
         self.model.set_cards([c for _p, c in self.bundles])
         self.detail.ood_limits = self.model.ood_limits

@@ -108,6 +108,16 @@ class ProgressBar:
         sys.stderr.flush()
 
 
+def _warn_bad_bundles() -> None:
+    """One warning line per bundle in the models folders whose card is malformed (it is skipped, never fatal)."""
+    from core.bundle import scan_bundles
+
+    problems: list[str] = []
+    scan_bundles(None, problems)
+    for line in problems:
+        print(f"warning: {line}", file=sys.stderr)
+
+
 def _make_engine(args: argparse.Namespace, ref: str):
     """(engine, card, runtime name) for one --model value."""
     from core.commands import CliError
@@ -232,6 +242,7 @@ def _run(args: argparse.Namespace) -> int:
     if args.actors < 1:
         raise CliError("--actors must be at least 1")
     refs = _model_refs(args.model)
+    _warn_bad_bundles()
     source = Path(os.path.abspath(Path(args.folder).expanduser()))
     manifest = source.is_file() and source.suffix.lower() in MANIFEST_SUFFIXES
     folder = source.parent if manifest else source

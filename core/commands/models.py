@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import sys
 
 from core.bundle import model_search_dirs, scan_bundles
 from core.releases import origin_text
@@ -15,7 +16,10 @@ def add_parser(sub) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    found = scan_bundles(args.models_dir or None)
+    problems: list[str] = []
+    found = scan_bundles(args.models_dir or None, problems)
+    for line in problems:
+        print(f"warning: {line}", file=sys.stderr)
     if not found:
         print(f"No model bundles in {', '.join(str(d) for d in model_search_dirs(args.models_dir or None))}")
         return 1
