@@ -293,8 +293,10 @@ def check_release(card: ModelCard, where: str | os.PathLike = "model card") -> N
         )
 
 
-def verify_bundle(bundle_dir: str | os.PathLike, card: ModelCard | None = None) -> ModelCard:
-    """Check every file's SHA-256 against the card; raise BundleError naming the first mismatch."""
+def verify_bundle(bundle_dir: str | os.PathLike, card: ModelCard | None = None,
+                  models_dir: str | os.PathLike | None = None) -> ModelCard:
+    """Check every file's SHA-256 against the card, and a combined model's components against what its card
+    records about them (core.combined.find_component); raise BundleError naming the first mismatch."""
     bundle_dir = Path(bundle_dir)
     card_path = bundle_dir / CARD_FILE
     card = validate_card(card, card_path) if card is not None else read_card(bundle_dir)
@@ -326,6 +328,11 @@ def verify_bundle(bundle_dir: str | os.PathLike, card: ModelCard | None = None) 
         if name not in card.files and (bundle_dir / name).exists():
             raise BundleError(f"{bundle_dir / name}: file is not listed in the model card; refusing an unverified file")
     check_release(card, card_path)
+    if isinstance(card.extra, dict) and card.extra.get("kind") == "combined":
+        from core.combined import component_refs, find_component  # a combined model is trusted only whole
+
+        for ref in component_refs(card):
+            find_component(ref, bundle_dir, models_dir)
     return card
 
 
@@ -500,7 +507,7 @@ def load_bundle(name_or_path: str | os.PathLike, models_dir: str | os.PathLike |
     demand; "keras" always loads the Keras model.
     """
     bundle_dir = resolve_bundle_dir(name_or_path, models_dir)
-    card = verify_bundle(bundle_dir)
+    card = verify_bundle(bundle_dir, models_dir=models_dir)
     if isinstance(card.extra, dict) and card.extra.get("kind") == "combined":
         from core.combined import load_combined  # a head over other bundles' embeddings (core/combined.py)
 

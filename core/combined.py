@@ -103,8 +103,33 @@ def _candidate_dirs(name: str, bundle_dir: Path, models_dir) -> list[Path]:
     return out
 
 
+def component_mismatch(ref: dict[str, Any], card: ModelCard) -> str:
+    """'' when `card` is the component `ref` records (name, version, model SHA-256 and card digest), else what
+    differs. A card digest may differ only between two published cards of one shipped release (e.g. re-issued
+    with a runtime attached: core.releases lists both)."""
+    from core.releases import find_release
+
+    diffs = [f"{what} {getattr(card, attr)!r} (recorded {ref.get(key)!r})"
+             for what, attr, key in (("name", "name", "name"), ("version", "version", "version"),
+                                     ("model SHA-256", "model_sha256", "sha256"))
+             if str(getattr(card, attr)) != str(ref.get(key, ""))]
+    recorded = ref.get("card_sha256")
+    if not diffs and recorded and card.card_sha256 != recorded:
+        release = find_release(card.name, card.version)
+        same_release = (release is not None and card.model_sha256 == release.model_sha256
+                        and {card.card_sha256, recorded} <= set(release.card_sha256))
+        if not same_release:
+            diffs.append(f"card digest {card.card_sha256[:12]} (recorded {str(recorded)[:12]})")
+    return ", ".join(diffs)
+
+
 def find_component(ref: dict[str, Any], bundle_dir: Path, models_dir=None) -> Path:
-    """The folder of the component bundle `ref` names (same version and model SHA-256), or BundleError."""
+    """The folder of the component bundle `ref` names, verified against what the combined card records about it
+    (name, version, model SHA-256, card digest: component_mismatch), or BundleError.
+
+    A candidate with other weights is passed over (another model of that name); one with the same weights but
+    another name, version or card (an edited input size, threshold...) is refused: a tampered component is
+    never used, and never silently replaced by another copy either."""
     name, version, sha = str(ref.get("name", "")), str(ref.get("version", "")), str(ref.get("sha256", ""))
     found = []
     for d in _candidate_dirs(name, bundle_dir, models_dir):
@@ -114,7 +139,12 @@ def find_component(ref: dict[str, Any], bundle_dir: Path, models_dir=None) -> Pa
             card = read_card(d)
         except BundleError:
             continue
-        if card.model_sha256 == sha and card.version == version:
+        if card.model_sha256 == sha:
+            problem = component_mismatch(ref, card)
+            if problem:
+                raise BundleError(
+                    f"{d}: component {name} {version} of the combined model {bundle_dir} differs from what its card "
+                    f"records: {problem}. It was modified; reinstall the release's bundles. Refusing to load it.")
             return d
         found.append(f"{card.name} {card.version} (sha256 {card.model_sha256[:12]}) in {d}")
     have = "; found " + ", ".join(found) if found else "; none found"
@@ -137,7 +167,7 @@ def load_combined(bundle_dir: str | os.PathLike, card: ModelCard, models_dir=Non
         if isinstance(comp_card.extra, dict) and comp_card.extra.get("kind") == KIND:
             raise BundleError(f"{comp_dir}: a combined model cannot be a component of another")
         comp = load_bundle(comp_dir, runtime=runtime)  # verifies every file of the component
-        if comp.card.model_sha256 != ref.get("sha256"):
+        if comp.card.model_sha256 != ref.get("sha256") or component_mismatch(ref, comp.card):
             raise BundleError(f"{comp_dir}: component changed while loading; refusing")
         components.append(comp)
     model = _load_keras_model(bundle_dir)

@@ -81,13 +81,34 @@ def is_genuine_release(card: Any) -> bool:
             and _field(card, "card_sha256") in release.card_sha256)
 
 
+def components_genuine(card: Any) -> bool:
+    """True when every component a combined card records (extra.components: name, version, sha256, card_sha256)
+    is a genuine listed release; True for a card without components."""
+    extra = card.get("extra") if isinstance(card, dict) else getattr(card, "extra", None)
+    refs = extra.get("components") if isinstance(extra, dict) else None
+    if refs is None:
+        return True
+    if not isinstance(refs, list) or not refs:
+        return False
+    for ref in refs:
+        if not isinstance(ref, dict):
+            return False
+        release = find_release(str(ref.get("name", "")), str(ref.get("version", "")))
+        if (release is None or ref.get("sha256") != release.model_sha256
+                or ref.get("card_sha256") not in release.card_sha256):
+            return False
+    return True
+
+
 def bundle_origin(card: Any) -> str:
-    """"shipped" for a genuine listed release, else "local" (trained or imported by a user).
+    """"shipped" for a genuine listed release whose every part (a combined model's components) is a genuine
+    release too, else "local" (trained or imported by a user).
 
     A card that claims a release but does not match it is refused by core.bundle.verify_bundle before
-    anything scores with it; called on such a card anyway, this says "local".
+    anything scores with it, and a combined model's components are verified against its card
+    (core.combined.find_component); called on such a card anyway, this says "local".
     """
-    return ORIGIN_SHIPPED if is_genuine_release(card) else ORIGIN_LOCAL
+    return ORIGIN_SHIPPED if is_genuine_release(card) and components_genuine(card) else ORIGIN_LOCAL
 
 
 def bundle_parent(card: Any) -> str:

@@ -105,7 +105,7 @@ class RayEngine:
         if int(actors) < 1:
             raise ValueError(f"actors must be at least 1, got {actors}")
         self.bundle_dir = Path(os.path.abspath(resolve_bundle_dir(bundle_ref, models_dir)))
-        self.card = verify_bundle(self.bundle_dir)
+        self.card = verify_bundle(self.bundle_dir, models_dir=models_dir)  # a combined model's parts too
         self.address = address
         self.actors = int(actors)
         self.batch_size = max(1, int(batch_size))
