@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import os
 import re
 import shutil
@@ -377,6 +378,24 @@ class Scored:
     ood_score: np.ndarray | None
 
 
+def uncertain_band_at(card: ModelCard, threshold: float) -> tuple[float, float]:
+    """The card's uncertain band moved with the threshold: the same distance in logit space around `threshold`
+    as around the card's threshold (the band the card records when they are equal), so --threshold never
+    leaves the band behind, confidently deciding photos next to the new threshold."""
+    lo, hi = (float(b) for b in card.uncertain_band)
+    base = float(card.threshold)
+    if threshold == base:
+        return lo, hi
+    eps = 1e-12
+
+    def logit(p: float) -> float:
+        p = min(max(p, eps), 1 - eps)
+        return math.log(p / (1 - p))
+
+    shift = logit(threshold) - logit(base)
+    return tuple(1.0 / (1.0 + math.exp(-(logit(b) + shift))) if 0.0 < b < 1.0 else b for b in (lo, hi))
+
+
 class Bundle:
     """A loaded, verified model. Not thread-safe: one worker thread should own it.
 
@@ -443,7 +462,7 @@ class Bundle:
 
     def decide(self, p: np.ndarray, ood_score: np.ndarray | None, threshold: float | None = None) -> Scored:
         thr = self.card.threshold if threshold is None else float(threshold)
-        lo, hi = self.card.uncertain_band
+        lo, hi = uncertain_band_at(self.card, thr)
         preds = [LABEL_MPOX if pi >= thr else LABEL_NOT_MPOX for pi in p]
         flags = []
         for i, pi in enumerate(p):
@@ -514,8 +533,18 @@ def load_bundle(name_or_path: str | os.PathLike, models_dir: str | os.PathLike |
         return load_combined(bundle_dir, card, models_dir, runtime=runtime)
     runner = _verified_runtime(bundle_dir, card) if runtime == "auto" else None
     model = _load_keras_model(bundle_dir) if runner is None else None
-    ood = OODStats.load(bundle_dir / OOD_FILE) if (bundle_dir / OOD_FILE).is_file() else None
+    ood = load_ood(bundle_dir)
     return Bundle(card, model, ood, bundle_dir, runtime=runner)
+
+
+def load_ood(bundle_dir: Path) -> OODStats | None:
+    """The bundle's out-of-scope statistics (None without ood.npz); BundleError (one line) when malformed."""
+    if not (bundle_dir / OOD_FILE).is_file():
+        return None
+    try:
+        return OODStats.load(bundle_dir / OOD_FILE)
+    except ValueError as exc:
+        raise BundleError(str(exc)) from None
 
 
 def write_card(bundle_dir: str | os.PathLike, card: ModelCard) -> ModelCard:

@@ -27,7 +27,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from core.bundle import (CARD_FILE, OOD_FILE, Bundle, BundleError, ModelCard, default_models_dir, load_bundle,
+from core.bundle import (CARD_FILE, Bundle, BundleError, ModelCard, default_models_dir, load_bundle,
                          read_card, save_bundle)
 from core.ood import OODStats
 from core.preprocess import to_model_input
@@ -171,7 +171,9 @@ def load_combined(bundle_dir: str | os.PathLike, card: ModelCard, models_dir=Non
             raise BundleError(f"{comp_dir}: component changed while loading; refusing")
         components.append(comp)
     model = _load_keras_model(bundle_dir)
-    ood = OODStats.load(bundle_dir / OOD_FILE) if (bundle_dir / OOD_FILE).is_file() else None
+    from core.bundle import load_ood
+
+    ood = load_ood(bundle_dir)
     return CombinedBundle(card, model, ood, bundle_dir, components)
 
 

@@ -3,6 +3,9 @@
 One model: one row per photo with the columns of `core.records.CSV_COLUMNS`. Several models: still one
 row per photo, each model's fields side by side (`p_mpox__<model>` ...) plus `agreement`. With a session,
 the reviewer columns follow (the same for the command line and the app).
+
+Every cell goes through `neutralise_cell` (formula injection, OWASP): a text cell starting with = + - @, a
+tab or a carriage return is written with a leading apostrophe.
 """
 
 from __future__ import annotations
@@ -15,6 +18,20 @@ from pathlib import Path
 from typing import Iterable, Sequence
 
 from core.records import CSV_COLUMNS, ResultRecord, safe_text
+
+# Formula injection (OWASP "CSV Injection"): a spreadsheet runs a cell that starts with = + - @ (or a tab or
+# carriage return before one) as a formula, e.g. a model named =HYPERLINK(...) or a reviewer named =cmd|...
+# Every text cell the tool writes that starts with one of these gets a leading apostrophe, which spreadsheets
+# show as text; numbers (-0.25, 1e-05) are left as they are. This is the one CSV writer of the tool.
+FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
+_NUMBER = re.compile(r"[+-]?(\d+(\.\d*)?|\.\d+)([eE][+-]?\d+)?")
+
+
+def neutralise_cell(text: str) -> str:
+    """`text` made safe to open in a spreadsheet (see FORMULA_STARTS); plain numbers are unchanged."""
+    if text.startswith(FORMULA_STARTS) and not _NUMBER.fullmatch(text):
+        return "'" + text
+    return text
 
 REVIEW_COLUMNS = ["reviewer_label", "reviewer", "review_time"]
 # Per-model columns of a multi-model CSV, each suffixed with `__<model slug>`.
@@ -48,7 +65,7 @@ class ResultCsvWriter:
             raise
 
     def write_row(self, row: dict[str, str]) -> None:
-        self._writer.writerow({k: safe_text(str(v)) for k, v in row.items()})
+        self._writer.writerow({k: neutralise_cell(safe_text(str(v))) for k, v in row.items()})
         self.rows += 1
 
     def write(self, record: ResultRecord, review: dict | None = None) -> None:

@@ -261,7 +261,8 @@ def load_embeddings(bundle_or_dir) -> dict[str, np.ndarray]:
         if expected is None or sha256_file(path) != expected:
             raise BundleError(f"{path}: not listed in the model card or changed since the bundle was saved; "
                               "refusing unverified embeddings")
-    with np.load(path, allow_pickle=False) as data:
-        out = {k: data[k] for k in data.files}
+    from core.npz import read_arrays  # garbage or a missing `embedding` array: one line (ArrayFileError)
+
+    out = read_arrays(path, {"embedding": 2})
     out["embedding"] = out["embedding"].astype(np.float32)
     return out

@@ -21,7 +21,9 @@ class OODStats:
     residual_scale: float   # RMS norm of the training embeddings outside the k components
 
     def score(self, embeddings: np.ndarray) -> np.ndarray:
-        centred = np.asarray(embeddings, dtype=np.float64) - self.mean
+        embeddings = np.asarray(embeddings, dtype=np.float64)
+        self.check_dim(embeddings.shape[-1])
+        centred = embeddings - self.mean
         proj = centred @ self.components.T
         z = proj / self.scales
         residual = np.linalg.norm(centred - proj @ self.components, axis=1) / self.residual_scale
@@ -33,8 +35,21 @@ class OODStats:
 
     @classmethod
     def load(cls, path: str | Path) -> "OODStats":
-        with np.load(path, allow_pickle=False) as data:
-            return cls(data["mean"], data["components"], data["scales"], float(data["residual_scale"]))
+        """Read and check (core.npz.ArrayFileError, one line, on garbage or inconsistent shapes)."""
+        from core.npz import ArrayFileError, read_arrays
+
+        data = read_arrays(path, {"mean": 1, "components": 2, "scales": 1, "residual_scale": 0})
+        d, (k, dc), ks = data["mean"].shape[0], data["components"].shape, data["scales"].shape[0]
+        if dc != d or ks != k:
+            raise ArrayFileError(f"{path}: out-of-scope statistics do not fit together (mean {d}, components "
+                                 f"{k}x{dc}, scales {ks})")
+        return cls(data["mean"], data["components"], data["scales"], float(data["residual_scale"]))
+
+    def check_dim(self, dim: int) -> None:
+        """Refuse (ValueError, one line) scoring embeddings of another size than these statistics'."""
+        if int(dim) != self.mean.shape[0]:
+            raise ValueError(f"the out-of-scope statistics (ood.npz) are for {self.mean.shape[0]}-wide embeddings; "
+                             f"the model gives {int(dim)}")
 
 
 def fit_ood(embeddings: np.ndarray, n_components: int = 32) -> OODStats:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
 
@@ -43,12 +44,52 @@ def safe_text(text: str) -> str:
             if _only_surrogate_escapes(text) else text.encode("utf-8", "backslashreplace").decode("utf-8")
 
 
+_BYTE = re.compile("[\udc80-\udcff]")
+_RUN_BEFORE_ESCAPE = re.compile("(\\\\+)(?=x[0-9a-fA-F]{2}|[\udc80-\udcff])")
+_ESCAPED = re.compile(r"(\\+)x([0-9a-fA-F]{2})")
+
+
+def escape_path(text: str) -> str:
+    """A file name as valid UTF-8 text, reversibly (unescape_path gives it back), so no two files share a key.
+
+    A byte that is not UTF-8 (a surrogate escape on POSIX) becomes `\\xHH`, as safe_text writes it; and so that a
+    file literally named `\\xff.jpg` cannot collide with the byte 0xff, a run of backslashes written before
+    `xHH` is doubled (the rule Windows uses for backslashes before a quote). Names without undecodable bytes and
+    without a literal `\\xHH` (nearly all, Windows paths included) are unchanged. Apply it once, to a raw name.
+    """
+    if not _BYTE.search(text) and not _ESCAPED.search(text):
+        return safe_text(text)
+    text = _RUN_BEFORE_ESCAPE.sub(lambda m: m.group(1) * 2, text)
+    return safe_text(_BYTE.sub(lambda m: f"\\x{ord(m.group()) - 0xDC00:02x}", text))
+
+
+def unescape_path(key: str) -> str:
+    """The raw name (with surrogate escapes for non-UTF-8 bytes) that escape_path turned into `key`."""
+    def back(m: re.Match) -> str:
+        run = len(m.group(1))
+        if run % 2:
+            return "\\" * (run // 2) + chr(0xDC00 + int(m.group(2), 16))
+        return "\\" * (run // 2) + "x" + m.group(2)
+
+    return _ESCAPED.sub(back, key)
+
+
 def _only_surrogate_escapes(text: str) -> bool:
     try:
         text.encode("utf-8", "surrogateescape")
         return True
     except UnicodeEncodeError:
         return False
+
+
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+
+
+def console_text(text: str) -> str:
+    """`text` on one console line, as one tab-separated cell: control characters in a file name or message
+    (a newline, a tab) are written as escapes (\\n, \\t, \\xNN)."""
+    named = {"\n": "\\n", "\t": "\\t", "\r": "\\r"}
+    return _CONTROL.sub(lambda m: named.get(m.group(), f"\\x{ord(m.group()):02x}"), safe_text(text))
 
 
 def utc_now() -> str:

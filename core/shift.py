@@ -177,8 +177,9 @@ def shift_test(folder_emb: np.ndarray, reference_emb: np.ndarray, alpha: float =
 
 def read_embeddings(path: str | os.PathLike) -> dict[str, np.ndarray]:
     """An embeddings.npz: `embedding` (N, D), `label`, `source`, `split` (N,) each."""
-    with np.load(path, allow_pickle=False) as data:
-        return {k: data[k] for k in data.files}
+    from core.npz import read_arrays  # garbage or a missing `embedding` array: one line (ArrayFileError)
+
+    return read_arrays(path, {"embedding": 2})
 
 
 def reference_embeddings(bundle, splits: tuple[str, ...] = ("train",)) -> np.ndarray | None:
@@ -277,10 +278,18 @@ def folder_shift(bundle, embeddings, reference: np.ndarray | None = None, alpha:
     """
     emb = [np.asarray(e, dtype=np.float32) for e in embeddings]
     folder = np.stack(emb) if emb else np.zeros((0, 1), np.float32)
-    sets = {"all": np.asarray(reference, dtype=np.float32)} if reference is not None else reference_sets(bundle)
+    try:
+        sets = {"all": np.asarray(reference, dtype=np.float32)} if reference is not None else reference_sets(bundle)
+    except ValueError as exc:  # garbage embeddings.npz (core.npz.ArrayFileError): the test is skipped, said once
+        return ShiftResult(False, None, None, len(folder), alpha=alpha, reason=" ".join(str(exc).split()))
     if not sets:
         return ShiftResult(False, None, None, len(folder), alpha=alpha,
                            reason="this model carries no training embeddings (embeddings.npz, bundles 1.2.0 on)")
+    wide = {ref.shape[-1] for ref in sets.values()}
+    if len(folder) and (len(wide) != 1 or folder.shape[-1] not in wide):
+        return ShiftResult(False, None, None, len(folder), alpha=alpha,
+                           reason=f"the training embeddings (embeddings.npz) are {sorted(wide)} wide; the model gives "
+                                  f"{folder.shape[-1]}: not comparable")
     results = [shift_test(folder, ref, alpha=alpha) for ref in sets.values()]
     if len(results) == 1 or not all(r.ran for r in results):
         return results[0]

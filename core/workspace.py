@@ -43,7 +43,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Iterable, Iterator, Sequence
 
 from core.progress import Cancelled, CancelToken, Progress, ProgressFn
-from core.records import ResultRecord, safe_text, utc_now
+from core.records import ResultRecord, escape_path, safe_text, utc_now
 
 if TYPE_CHECKING:
     from core.images import Discovery
@@ -152,12 +152,15 @@ class Workspace:
             self.skipped_links += [safe_text(p) for p in found.skipped_links]
             self.unreadable_dirs += [safe_text(p) for p in found.unreadable_dirs]
         self._files: dict[str, Path] = {}
+        self._keys: dict[str, str] = {}   # str(file) -> its key, to name an engine's results
         for p in paths:
-            key = safe_text(str(p))
-            if key in self._files:
-                self.walk_errors.append(f"{key}: two files have this name once escaped; only the first is used")
+            # A reversible escape (core.records.escape_path): every file on disk keeps its own row.
+            key = escape_path(str(p))
+            if key in self._files:   # the same file listed twice (a manifest): one row, and say so
+                self.walk_errors.append(f"{key}: listed more than once; scored once")
                 continue
             self._files[key] = Path(p)
+            self._keys[str(p)] = key
         self.paths: list[str] = list(self._files)
         self.results: dict[str, dict[str, ResultRecord]] = {}   # model key -> photo -> latest result
         self.cards: dict[str, Any] = {}                           # model key -> card, as met
@@ -636,7 +639,8 @@ class WorkspaceRun:
         self.ws._write("the session", session.db_path, session.add_results, self.run_id, batch)
 
     def _adopt(self, rec: ResultRecord) -> ResultRecord:
-        rec = rec.safe()
+        key = self.ws._keys.get(str(rec.path))
+        rec = rec.safe() if key is None else replace(rec, path=key, error=safe_text(rec.error or ""))
         size, mtime = self.plan.stats.get(rec.path, (None, None))
         rec = replace(rec, file_size=size, file_mtime_ns=mtime)
         if rec.threshold is None or abs(float(rec.threshold) - self.plan.threshold) > 1e-12:

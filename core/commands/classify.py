@@ -154,11 +154,23 @@ def _read_manifest(source: Path):
     from core.images import Discovery
     from core.scale.sources import ManifestError, read_manifest
 
+    from collections import Counter
+
+    from core.records import safe_text
+
     try:
-        paths = [Path(p) for p in read_manifest(source)]
+        listed = read_manifest(source)
     except (ManifestError, RuntimeError) as exc:
         raise CliError(str(exc)) from None
-    return Discovery(root=source.parent, paths=paths)
+    # A photo listed twice is scored once (one row per photo), and the repeats are reported, not hidden.
+    repeats = {p: n for p, n in Counter(listed).items() if n > 1}
+    errors = []
+    if repeats:
+        first = next(iter(repeats))
+        errors.append(f"{safe_text(str(source))}: {sum(repeats.values()) - len(repeats)} row(s) repeat a photo "
+                      f"already listed ({len(repeats)} photo(s), e.g. {safe_text(first)} {repeats[first]} times); "
+                      "each photo is scored once")
+    return Discovery(root=source.parent, paths=[Path(p) for p in dict.fromkeys(listed)], errors=errors)
 
 
 def _write_parquet(ws, keys: list[str], out_dir: str) -> None:
@@ -292,6 +304,7 @@ def _run(args: argparse.Namespace) -> int:
 
 def _classify(args, ws, engines, keys) -> int:
     from core.commands import CliError
+    from core.records import console_text
     from core.workspace import WorkspaceError, combined_status
 
     try:
@@ -360,5 +373,6 @@ def _classify(args, ws, engines, keys) -> int:
             for r in recs:
                 value = f"{r.p_mpox:.3f}" if r.p_mpox is not None else "-"
                 cells += [r.status, value, r.prediction or "", r.flag]
-            print("\t".join([path] + cells + [next((r.error for r in recs if r.error), "")]))
+            # One line per photo, whatever its name holds (newlines, tabs): core.records.console_text.
+            print("\t".join(console_text(c) for c in [path] + cells + [next((r.error for r in recs if r.error), "")]))
     return 0

@@ -50,8 +50,18 @@ def read_manifest(path: str | os.PathLike) -> list[str]:
     except Exception as exc:  # pyarrow's ArrowInvalid for a broken Parquet file
         raise ManifestError(f"{path}: cannot read manifest ({type(exc).__name__}: {exc})") from None
     out = []
-    for value in values:
-        text = (value or "").strip() if isinstance(value, str) else os.fsdecode(value) if value else ""
+    for row, value in enumerate(values, start=1):
+        if value is None:
+            continue
+        if isinstance(value, bytes):
+            value = os.fsdecode(value)
+        if not isinstance(value, str):  # an int, float or list column: say so in one line, never a traceback
+            raise ManifestError(f"{path}: row {row}: '{PATH_COLUMN}' is {type(value).__name__} {str(value)[:40]!r}, "
+                                "not a file path; the column must hold text")
+        text = value.strip()
+        if "\x00" in text:
+            raise ManifestError(f"{path}: row {row}: '{PATH_COLUMN}' contains a NUL byte, which no file name can "
+                                "hold; fix the manifest")
         if text:
             p = Path(text).expanduser()
             out.append(str(p if p.is_absolute() else base / p))
