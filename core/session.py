@@ -28,6 +28,9 @@ from core.records import ResultRecord, utc_now
 
 FORMAT_VERSION = 3
 SESSION_FILE = "session.sqlite"
+# PRAGMA application_id of every session database ("MPXT"): a foreign SQLite file is refused untouched.
+APPLICATION_ID = 0x4D505854
+_OUR_TABLES = {"runs", "results", "reviews", "audit"}
 CACHE_DIR = "cache"
 
 REVIEW_LABELS = ("mpox", "not_mpox", "unsure")
@@ -175,11 +178,31 @@ def _check_session_file(db_path: Path) -> None:
                            "beside the database); choose a writable folder")
 
 
+def _check_identity(conn: sqlite3.Connection, db_path: Path) -> None:
+    """Refuse (SessionError), before anything is written, an SQLite file that is not one of our sessions: one
+    marked with another PRAGMA application_id, or an unmarked one holding tables that are not a session's.
+    An empty file is a new session; an unmarked file with exactly our tables is a session from before the mark
+    (it is marked when opened)."""
+    app_id = int(conn.execute("PRAGMA application_id").fetchone()[0])
+    if app_id == APPLICATION_ID:
+        return
+    tables = {str(r[0]) for r in conn.execute("SELECT name FROM sqlite_master WHERE type IN ('table', 'view') "
+                                              "AND name NOT LIKE 'sqlite_%'")}
+    if app_id == 0 and (not tables or (_OUR_TABLES <= tables and tables <= _OUR_TABLES | {"reviews_v2"})):
+        return
+    what = f"application id {app_id:#x}" if app_id else f"tables {', '.join(sorted(tables)[:5])}"
+    raise SessionError(f"{db_path}: an SQLite database of another program ({what}), not an mpox-triage session; "
+                       "it was not changed. Choose another session folder")
+
+
 def _database_error_message(db_path: Path, exc: Exception, what: str = "not a usable session database") -> str:
     text = str(exc)
     if "readonly" in text.replace("-", "").replace(" ", "").lower():
         return f"{db_path}: the session database is read-only ({text}); make it writable or choose another folder"
-    if "malformed" in text or "not a database" in text:
+    if "disk is full" in text or "disk full" in text:
+        return (f"{db_path}: the disk is full ({text}); free some space (or choose a session folder on another "
+                "disk) and run again")
+    if "malformed" in text or "not a database" in text or "decode" in text.lower():
         return (f"{db_path}: the session database is damaged ({text}); it was not opened or changed. Restore it "
                 "from a backup, or move it away to start a new session")
     return f"{db_path}: {what} ({text}); open another session folder or move this file away"
@@ -236,6 +259,7 @@ class SessionStore:
                     f"{db_path}: the session database is damaged (quick_check: {problems[0][:120]}); it was not "
                     "opened or changed. Restore it from a backup, or move it away to start a new session"
                 )
+            _check_identity(conn, db_path)  # before the first write: WAL mode changes the file's header
             mode = conn.execute("PRAGMA journal_mode = WAL").fetchone()[0]
             # WAL + FULL: a commit is on disk when it returns; WAL + NORMAL: it survives the app dying.
             conn.execute(f"PRAGMA synchronous = {synchronous}")
@@ -271,6 +295,14 @@ class SessionStore:
 
     def __exit__(self, *exc) -> None:
         self.close()
+
+    def _fetch(self, sql: str, args: Any = ()) -> list:
+        """Rows of a read; a damaged file (e.g. text that is not UTF-8, which quick_check does not see) is a
+        SessionError of one line, never an OperationalError traceback."""
+        try:
+            return self._conn.execute(sql, args).fetchall()
+        except sqlite3.DatabaseError as exc:
+            raise SessionError(_database_error_message(self.db_path, exc)) from None
 
     @property
     def session_dir(self) -> Path:
@@ -308,9 +340,13 @@ class SessionStore:
                 else:
                     self._migrate(version)
                 self._conn.execute(f"PRAGMA user_version = {FORMAT_VERSION}")
+                self._conn.execute(f"PRAGMA application_id = {APPLICATION_ID}")
                 self._conn.execute("COMMIT")
             except BaseException:
-                self._conn.execute("ROLLBACK")
+                try:
+                    self._conn.execute("ROLLBACK")
+                except sqlite3.Error:
+                    pass  # SQLite already rolled back (e.g. the disk is full): the first error is the one to say
                 raise
 
     def _migrate(self, version: int) -> None:
@@ -366,7 +402,7 @@ class SessionStore:
             sql += " WHERE action = ?"
             args = (action,)
         with self._lock:
-            rows = self._conn.execute(sql + " ORDER BY id", args).fetchall()
+            rows = self._fetch(sql + " ORDER BY id", args)
         return [
             {"id": r["id"], "time": r["time"], "actor": r["actor"], "action": r["action"],
              "details": json.loads(r["details"] or "{}")}
@@ -472,7 +508,7 @@ class SessionStore:
     def runs(self) -> list[dict[str, Any]]:
         """All runs, oldest first; a run left 'running' by a crash stays so (its results are kept)."""
         with self._lock:
-            rows = self._conn.execute("SELECT * FROM runs ORDER BY started, rowid").fetchall()
+            rows = self._fetch("SELECT * FROM runs ORDER BY started, rowid")
         return [dict(r) for r in rows]
 
     def results(self, model_sha256: str | None = None, run_id: str | None = None) -> list[ResultRecord]:
@@ -488,7 +524,7 @@ class SessionStore:
         if where:
             sql += " WHERE " + " AND ".join(where)
         with self._lock:
-            rows = self._conn.execute(sql + " ORDER BY id", args).fetchall()
+            rows = self._fetch(sql + " ORDER BY id", args)
         return [ResultRecord(**dict(r)) for r in rows]
 
     def done_paths(self, model_sha256: str, include_errors: bool = True) -> set[str]:
@@ -530,11 +566,11 @@ class SessionStore:
     def reviews(self) -> dict[str, dict[str, Any]]:
         """Latest review per path: {path: {label, reviewer, time}}; cleared reviews are left out."""
         with self._lock:
-            rows = self._conn.execute(
+            rows = self._fetch(
                 "SELECT r.path, r.label, r.reviewer, r.time FROM reviews r "
                 "JOIN (SELECT path, max(id) AS id FROM reviews GROUP BY path) last ON last.id = r.id "
                 "ORDER BY r.id"
-            ).fetchall()
+            )
         return {r["path"]: {"label": r["label"], "reviewer": r["reviewer"], "time": r["time"]} for r in rows
                 if r["label"] != REVIEW_CLEARED}
 

@@ -207,6 +207,14 @@ class Workspace:
             if session is not None:
                 session.close()
             raise WorkspaceError(f"{folder}: folders are nested too deep to search") from None
+        except Exception as exc:  # a session damaged past quick_check (core.session.SessionError): one line
+            from core.session import SessionError
+
+            if session is not None:
+                session.close()
+            if isinstance(exc, SessionError):
+                raise WorkspaceError(safe_text(str(exc))) from None
+            raise
         except OSError as exc:
             if session is not None:
                 session.close()

@@ -178,10 +178,22 @@ def _write_parquet(ws, keys: list[str], out_dir: str) -> None:
     from core.scale import ParquetShardWriter
     from core.workspace import WorkspaceError
 
+    writer = None
     try:
         with ParquetShardWriter(out_dir, origins={k: ws.origin(k) for k in keys}) as writer:
             writer.extend(ws.records(keys))
     except OSError as exc:
+        # The folder is new (checked before the run): take back what this run put in it, so a full disk leaves
+        # no half-written folder that blocks the next run.
+        folder = Path(out_dir)
+        for shard in getattr(writer, "shards", []):
+            shard.unlink(missing_ok=True)
+        for leftover in folder.glob(".part-*.tmp-*") if folder.is_dir() else ():
+            leftover.unlink(missing_ok=True)
+        try:
+            folder.rmdir()
+        except OSError:
+            pass
         raise WorkspaceError(f"cannot write Parquet folder {out_dir}: {exc.strerror or exc}") from None
 
 
