@@ -59,6 +59,12 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print(f"mpox-triage {args.command}: interrupted", file=sys.stderr)
         return 130
+    except OSError as exc:  # a file or folder problem a command did not word itself: still one line, exit 2
+        from core.records import safe_text
+
+        where = f" ({safe_text(str(exc.filename))})" if getattr(exc, "filename", None) else ""
+        print(f"mpox-triage {args.command}: error: {safe_text(exc.strerror or str(exc))}{where}", file=sys.stderr)
+        return 2
 
 
 if __name__ == "__main__":

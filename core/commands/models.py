@@ -21,8 +21,9 @@ def run(args: argparse.Namespace) -> int:
     for line in problems:
         print(f"warning: {line}", file=sys.stderr)
     if not found:
-        print(f"No model bundles in {', '.join(str(d) for d in model_search_dirs(args.models_dir or None))}")
-        return 1
+        from core.commands import CliError
+
+        raise CliError(f"no model bundles in {', '.join(str(d) for d in model_search_dirs(args.models_dir or None))}")
     print(f"{'name':<14} {'version':<10} {'arch':<12} {'input':>5} {'threshold':>9}  sha256        test metrics"
           "           origin")
     for _, card in found:
