@@ -313,7 +313,7 @@ def test_cli_classifies_hostile_corpus_one_row_per_file_without_traceback(corpus
 @pytest.mark.parametrize("case, words", [
     ("missing_folder", ["no such folder"]),
     ("unknown_model", ["no model bundle", "no-such-model"]),
-    ("unwritable_csv", ["cannot write csv", "does not exist"]),
+    ("unwritable_csv", ["cannot write --csv", "does not exist"]),
     ("bad_threshold", ["threshold", "between 0 and 1"]),
 ])
 def test_cli_bad_arguments_give_one_clear_line_and_status_2(tmp_path, case, words):
