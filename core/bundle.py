@@ -379,21 +379,11 @@ class Scored:
 
 
 def uncertain_band_at(card: ModelCard, threshold: float) -> tuple[float, float]:
-    """The card's uncertain band moved with the threshold: the same distance in logit space around `threshold`
-    as around the card's threshold (the band the card records when they are equal), so --threshold never
-    leaves the band behind, confidently deciding photos next to the new threshold."""
-    lo, hi = (float(b) for b in card.uncertain_band)
-    base = float(card.threshold)
-    if threshold == base:
-        return lo, hi
-    eps = 1e-12
+    """The card's uncertain band moved with the threshold (core.operating_point.OperatingPoint.at_threshold: the
+    same distances in logit units), so --threshold never leaves the band behind."""
+    from core.operating_point import card_point
 
-    def logit(p: float) -> float:
-        p = min(max(p, eps), 1 - eps)
-        return math.log(p / (1 - p))
-
-    shift = logit(threshold) - logit(base)
-    return tuple(1.0 / (1.0 + math.exp(-(logit(b) + shift))) if 0.0 < b < 1.0 else b for b in (lo, hi))
+    return card_point(card, threshold=threshold).band
 
 
 class Bundle:
@@ -460,9 +450,16 @@ class Bundle:
         z = np.asarray(logits, dtype=np.float64) / float(self.card.temperature or 1.0)
         return 1.0 / (1.0 + np.exp(-z))
 
-    def decide(self, p: np.ndarray, ood_score: np.ndarray | None, threshold: float | None = None) -> Scored:
-        thr = self.card.threshold if threshold is None else float(threshold)
-        lo, hi = uncertain_band_at(self.card, thr)
+    def decide(self, p: np.ndarray, ood_score: np.ndarray | None, threshold: float | None = None,
+               point=None) -> Scored:
+        """Calls and flags at an operating point (core.operating_point): the card's default point, moved to
+        `threshold` when given (its uncertain band moves along), or an explicit `point`."""
+        from core.operating_point import card_point
+
+        if point is None:
+            point = card_point(self.card, threshold=threshold)
+        thr = point.threshold
+        lo, hi = point.band
         preds = [LABEL_MPOX if pi >= thr else LABEL_NOT_MPOX for pi in p]
         flags = []
         for i, pi in enumerate(p):

@@ -528,6 +528,38 @@ def recipe_protocol(x: np.ndarray, y: Sequence[int], groups: Sequence[str], sour
     t-intervals over the folds (clipped to [0, 1]; with loco's two folds read the per-fold
     intervals instead), and pooled figures.
     """
+    from core.progress import report
+
+    y = np.asarray(y).astype(int)
+    rows, pooled_y, pooled_p, pooled_thr = [], [], [], []
+    folds = protocol_predictions(x, y, groups, sources, protocol, fit, min_sensitivity=min_sensitivity, seed=seed,
+                                 n_splits=n_splits, progress=progress)
+    for name, tr, te, p, thr in folds:
+        m = evaluate_probabilities(y[te], p, thr, n_bootstrap=n_bootstrap, seed=seed)
+        rows.append({"fold": name, "n_train": int(len(tr)), **{k: m[k] for k in
+                     ("n", "n_mpox", "roc_auc", "sensitivity", "specificity", "accuracy", "ece", "threshold")},
+                     "ci95": {k: m["ci95"].get(k) for k in ("roc_auc", "sensitivity", "specificity")}
+                     if n_bootstrap else {}})
+        pooled_y.append(y[te])
+        pooled_p.append(p)
+        pooled_thr.append(np.full(len(te), thr))
+    report(progress, len(folds), len(folds), "done", "evaluate")
+    keys = ("roc_auc", "sensitivity", "specificity", "accuracy", "ece")
+    out: dict[str, Any] = {"protocol": protocol, "folds": rows,
+                           "mean": {k: mean_ci95([r[k] for r in rows]) for k in keys}}
+    py, pp = np.concatenate(pooled_y), np.concatenate(pooled_p)
+    out["pooled"] = {"roc_auc": float(_point_metrics(py, pp, 0.5)["roc_auc"]),
+                     "sensitivity": float(np.mean(pp[py == 1] >= np.concatenate(pooled_thr)[py == 1])),
+                     "specificity": float(np.mean(pp[py == 0] < np.concatenate(pooled_thr)[py == 0])),
+                     "n": int(len(py))}
+    return out
+
+
+def protocol_predictions(x: np.ndarray, y: Sequence[int], groups: Sequence[str], sources: Sequence[str],
+                         protocol: str, fit, *, min_sensitivity: float = 0.90, seed: int = 0, n_splits: int = 5,
+                         progress: ProgressFn | None = None) -> list[tuple[str, np.ndarray, np.ndarray, np.ndarray, float]]:
+    """The out-of-fold predictions of a recipe under `protocol`: per fold (name, train indices, scored
+    indices, calibrated p(mpox) of the scored photos, the fold's own threshold). See recipe_protocol."""
     from sklearn.model_selection import StratifiedGroupKFold
 
     from core.calibration import apply_temperature
@@ -546,26 +578,10 @@ def recipe_protocol(x: np.ndarray, y: Sequence[int], groups: Sequence[str], sour
             raise ValueError("leave-one-collection-out needs photos from at least two sources")
     else:
         raise ValueError(f"unknown protocol {protocol!r}; choose cv5 or loco")
-    rows, pooled_y, pooled_p, pooled_thr = [], [], [], []
+    out = []
     for i, (name, tr, te) in enumerate(folds):
         report(progress, i, len(folds), f"{protocol}: {name}", "evaluate")
         t, thr = _inner_calibration(fit, x[tr], y[tr], groups[tr], min_sensitivity, seed)
         p = apply_temperature(fit(x[tr], y[tr])(x[te][:, 0]), t)
-        m = evaluate_probabilities(y[te], p, thr, n_bootstrap=n_bootstrap, seed=seed)
-        rows.append({"fold": name, "n_train": int(len(tr)), **{k: m[k] for k in
-                     ("n", "n_mpox", "roc_auc", "sensitivity", "specificity", "accuracy", "ece", "threshold")},
-                     "ci95": {k: m["ci95"].get(k) for k in ("roc_auc", "sensitivity", "specificity")}
-                     if n_bootstrap else {}})
-        pooled_y.append(y[te])
-        pooled_p.append(p)
-        pooled_thr.append(np.full(len(te), thr))
-    report(progress, len(folds), len(folds), "done", "evaluate")
-    keys = ("roc_auc", "sensitivity", "specificity", "accuracy", "ece")
-    out: dict[str, Any] = {"protocol": protocol, "folds": rows,
-                           "mean": {k: mean_ci95([r[k] for r in rows]) for k in keys}}
-    py, pp = np.concatenate(pooled_y), np.concatenate(pooled_p)
-    out["pooled"] = {"roc_auc": float(_point_metrics(py, pp, 0.5)["roc_auc"]),
-                     "sensitivity": float(np.mean(pp[py == 1] >= np.concatenate(pooled_thr)[py == 1])),
-                     "specificity": float(np.mean(pp[py == 0] < np.concatenate(pooled_thr)[py == 0])),
-                     "n": int(len(py))}
+        out.append((name, tr, te, p, thr))
     return out

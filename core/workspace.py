@@ -47,6 +47,7 @@ from core.records import ResultRecord, escape_path, safe_text, utc_now
 
 if TYPE_CHECKING:
     from core.images import Discovery
+    from core.operating_point import OperatingPoint
 
 STATUS_FINISHED = "finished"
 STATUS_CANCELLED = "cancelled"
@@ -55,6 +56,7 @@ STATUS_FAILED = "failed"
 RUN_STATUSES = (STATUS_FINISHED, STATUS_CANCELLED, STATUS_INTERRUPTED, STATUS_FAILED)
 
 ACTION_EXPORTED = "report_exported"   # one audit action for every export; details say the kind
+ACTION_SHIFT = "shift_test"           # the folder's shift verdict (core.shift.verdict), the latest one stands
 REASON_MISSING, REASON_ERROR, REASON_CHANGED = "missing", "error", "changed"
 
 
@@ -80,17 +82,28 @@ def engine_card(engine: Any) -> Any:
     return card
 
 
-def decide(card: Any, record: ResultRecord, threshold: float) -> ResultRecord:
-    """`record` with prediction and flag recomputed at `threshold` from its stored p(mpox) and ood score."""
+def decide(card: Any, record: ResultRecord, point: "OperatingPoint | float") -> ResultRecord:
+    """`record` with prediction and flag recomputed at an operating point (or a threshold, the card's default
+    point moved there) from its stored p(mpox) and ood score."""
+    from core.operating_point import OperatingPoint, card_point
+
+    if not isinstance(point, OperatingPoint):
+        point = card_point(card, threshold=float(point))
     if not record.ok or record.p_mpox is None:
-        return replace(record, threshold=threshold)
+        return replace(record, threshold=point.threshold)
     import numpy as np
 
     from core.bundle import Bundle
 
     ood = None if record.ood_score is None else np.array([record.ood_score])
-    scored = Bundle(card, None, None).decide(np.array([record.p_mpox]), ood, threshold)
-    return replace(record, prediction=scored.prediction[0], flag=scored.flag[0], threshold=float(threshold))
+    scored = Bundle(card, None, None).decide(np.array([record.p_mpox]), ood, point=point)
+    return replace(record, prediction=scored.prediction[0], flag=scored.flag[0], threshold=float(point.threshold))
+
+
+def _decided_alike(a: ResultRecord, b: ResultRecord) -> bool:
+    same_thr = (a.threshold is not None and b.threshold is not None
+                and abs(float(a.threshold) - float(b.threshold)) <= 1e-12)
+    return same_thr and a.prediction == b.prediction and a.flag == b.flag
 
 
 def _write_error(what: str, path: Any, exc: BaseException) -> WorkspaceError:
@@ -104,12 +117,23 @@ class ScorePlan:
 
     key: str
     card: Any
-    threshold: float
+    point: "OperatingPoint"
     score: list[str] = field(default_factory=list)        # photos to (re)score
     redecide: list[str] = field(default_factory=list)     # stored results to re-decide at `threshold`
     kept: int = 0                                          # stored results used as they are
     reasons: Counter = field(default_factory=Counter)     # why each photo in `score` is there
     stats: dict[str, tuple[int, int]] = field(default_factory=dict)  # photo -> (size, mtime_ns) before scoring
+
+    @property
+    def threshold(self) -> float:
+        return self.point.threshold
+
+    @property
+    def user_threshold(self) -> float | None:
+        """The threshold the user asked for (--threshold), None when the card's point is used."""
+        from core.operating_point import MANUAL
+
+        return self.point.threshold if self.point.name == MANUAL else None
 
     @property
     def restored(self) -> int:
@@ -125,7 +149,9 @@ class ScorePlan:
         if why:
             text += f" ({why})"
         if self.redecide:
-            text += f"; {len(self.redecide)} re-decided at threshold {self.threshold:.3f}"
+            where = ("the out-of-collection operating point" if self.point.name == "out_of_collection"
+                     else f"threshold {self.threshold:.3f}")
+            text += f"; {len(self.redecide)} re-decided at {where}"
         return text
 
 
@@ -164,7 +190,10 @@ class Workspace:
         self.paths: list[str] = list(self._files)
         self.results: dict[str, dict[str, ResultRecord]] = {}   # model key -> photo -> latest result
         self.cards: dict[str, Any] = {}                           # model key -> card, as met
-        self.shift: dict | None = None   # the folder's shift test (core.shift ShiftResult.to_dict()), once run
+        # The folder's shift verdict (core.shift.verdict_entry of the model that decides; folder_verdict), restored
+        # from the session, and the latest entry of each model tested.
+        self.shift: dict | None = None
+        self._shift_entries: dict[str, dict] = {}
         # The folder outputs may not enter (core.outputs); None when the photos come from a manifest.
         self.scanned_folder: Path | None = self.folder
         self._origins_from_audit: dict[str, str] | None = None
@@ -246,6 +275,14 @@ class Workspace:
             if rec.path in wanted:
                 self.results.setdefault(rec.model_key, {})[rec.path] = rec
         self._reviews = {p: r for p, r in self.session.reviews().items() if p in wanted}
+        folder = safe_text(str(self.folder))
+        for entry in reversed(self.session.audit(ACTION_SHIFT)):
+            details = entry.get("details") or {}
+            if details.get("folder") == folder and isinstance(details.get("verdict"), dict):
+                self.shift = details["verdict"]
+                self._shift_entries = {e.get("model_key", ""): e for e in details.get("entries") or []
+                                       if isinstance(e, dict)}
+                break
 
     def close(self) -> None:
         if self.session is not None:
@@ -265,14 +302,15 @@ class Workspace:
     # --- what to score ---------------------------------------------------------------------------
     def to_score(self, card: Any, threshold: float | None = None, verify_hashes: bool = False,
                  resume: bool = True) -> ScorePlan:
-        """What a run of `card`'s model at `threshold` (default: the card's) must do; see the resume policy.
-        With resume=False every photo is scored again."""
-        thr = float(card.threshold if threshold is None else threshold)
-        if not 0.0 <= thr <= 1.0:
-            raise ValueError(f"threshold must be between 0 and 1, got {thr}")
+        """What a run of `card`'s model must do; see the resume policy. It decides at the folder's operating
+        point (`point_for`: the card's default point, or its out-of-collection point while the folder's shift
+        alarm stands), moved to `threshold` when one is given. With resume=False every photo is scored again."""
+        if threshold is not None and not 0.0 <= float(threshold) <= 1.0:
+            raise ValueError(f"threshold must be between 0 and 1, got {threshold}")
         key = card_key(card)
         self.cards.setdefault(key, card)
-        plan = ScorePlan(key, card, thr)
+        point = self.point_for(card, threshold)
+        plan = ScorePlan(key, card, point)
         stored = self.results.get(key, {})
         for path in self.paths:
             st = _stat(self._files[path])
@@ -291,7 +329,7 @@ class Workspace:
                 plan.score.append(path)
                 if rec is not None:
                     plan.reasons[reason] += 1
-            elif rec.threshold is None or abs(float(rec.threshold) - thr) > 1e-12:
+            elif not _decided_alike(rec, decide(card, rec, point)):
                 plan.redecide.append(path)
             else:
                 plan.kept += 1
@@ -325,6 +363,53 @@ class Workspace:
             raise ValueError(f"engine runs model {key!r} but the plan is for {plan.key!r}")
         size = commit_every or getattr(engine, "batch_size", None) or 32
         return WorkspaceRun(self, engine, plan, progress, cancel, int(size))
+
+    # --- the folder's shift verdict and operating point -------------------------------------------
+    @property
+    def shift_alarm(self) -> bool:
+        """True while the folder's latest shift verdict stands as an alarm."""
+        return bool(self.shift and self.shift.get("detected"))
+
+    def point_for(self, card: Any, threshold: float | None = None) -> "OperatingPoint":
+        """The operating point this folder is decided at for `card`: its out-of-collection point while the
+        shift alarm stands, else its default point; moved to `threshold` when given."""
+        from core.operating_point import DEFAULT, OUT_OF_COLLECTION, card_point
+
+        return card_point(card, OUT_OF_COLLECTION if self.shift_alarm else DEFAULT, threshold)
+
+    def update_shift(self, results: Sequence[tuple[Any, Any]], scored_now: int) -> dict | None:
+        """Take the shift tests of a run (`(card, core.shift.ShiftResult)` per model) and keep the folder's
+        verdict: the new one when a test ran, else the stored one stands (a resume that scored too few new
+        photos to test does not forget an alarm). The verdict is written to the session's audit trail, so a
+        reopened folder, a resumed run and a later report carry it. Returns the verdict (or None)."""
+        from core.shift import folder_verdict, verdict_entry
+
+        entries = [verdict_entry(result, card) for card, result in results]
+        ran = [e for e in entries if e.get("p_value") is not None]
+        with self._lock:
+            for e in ran:
+                self._shift_entries[e.get("model_key", "")] = e
+            if not ran and self.shift is not None:
+                return self.shift
+            verdict = folder_verdict(list(self._shift_entries.values()) or entries)
+            if verdict is None:
+                return self.shift
+            verdict = {**verdict, "scored_now": int(scored_now)}
+            self.shift = verdict
+            stored = list(self._shift_entries.values())
+        if self.session is not None and ran:
+            self._write("the session", self.session.db_path, self.session.log, ACTION_SHIFT,
+                        {"folder": safe_text(str(self.folder)), "verdict": verdict, "entries": stored}, self.actor)
+        return verdict
+
+    def redecide(self, card: Any, threshold: float | None = None) -> list[ResultRecord]:
+        """Re-decide `card`'s stored results at the folder's current operating point (after the shift verdict
+        changed it) and commit the changed ones as a run of their own; returns the changed records."""
+        plan = self.to_score(card, threshold)
+        plan.score = []  # photos still unscored stay so; only stored results move
+        if not plan.redecide:
+            return []
+        return list(self.run(_Redecider(card), plan))
 
     def _remember(self, rec: ResultRecord) -> None:
         with self._lock:
@@ -617,6 +702,18 @@ def _stat(path: Path) -> tuple[int, int] | None:
     return st.st_size, st.st_mtime_ns
 
 
+class _Redecider:
+    """An engine with nothing to score: a run of it only re-decides stored results (Workspace.redecide)."""
+
+    batch_size = 256
+
+    def __init__(self, card: Any):
+        self.card = card
+
+    def run(self, paths, progress=None, cancel=None):
+        return iter(())
+
+
 class WorkspaceRun:
     """One run of one model on a workspace: iterate it (once) to get each result; see Workspace.run."""
 
@@ -651,8 +748,9 @@ class WorkspaceRun:
         rec = rec.safe() if key is None else replace(rec, path=key, error=safe_text(rec.error or ""))
         size, mtime = self.plan.stats.get(rec.path, (None, None))
         rec = replace(rec, file_size=size, file_mtime_ns=mtime)
-        if rec.threshold is None or abs(float(rec.threshold) - self.plan.threshold) > 1e-12:
-            rec = decide(self.plan.card, rec, self.plan.threshold)  # an engine that ignores our threshold
+        decided = decide(self.plan.card, rec, self.plan.point)
+        if not _decided_alike(rec, decided):
+            rec = decided  # an engine that decides at another point (its card's default, or no --threshold)
         return rec
 
     def __iter__(self) -> Iterator[ResultRecord]:
@@ -673,7 +771,7 @@ class WorkspaceRun:
 
         try:
             if plan.redecide:
-                redone = [decide(plan.card, replace(ws.results[plan.key][p], timestamp=utc_now()), plan.threshold)
+                redone = [decide(plan.card, replace(ws.results[plan.key][p], timestamp=utc_now()), plan.point)
                           for p in plan.redecide]
                 for rec in redone:
                     ws._remember(rec)

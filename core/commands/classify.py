@@ -197,21 +197,40 @@ def _write_parquet(ws, keys: list[str], out_dir: str) -> None:
         raise WorkspaceError(f"cannot write Parquet folder {out_dir}: {exc.strerror or exc}") from None
 
 
-def _shift_alarm(engines) -> dict | None:
-    """The folder's shift test (core.shift) for each model whose engine keeps embeddings; the summary carries
-    the first that fired, else the first that ran, else why none ran. Photos restored by --resume were not
-    embedded in this run, so the test covers the photos scored now."""
-    from core.shift import folder_verdict
-
-    entries = []
+def _shift_alarm(ws, engines, runs, threshold: float | None) -> list:
+    """The folder's shift test (core.shift) for each model whose engine keeps embeddings, kept by the workspace
+    (Workspace.update_shift: the verdict is stored in the session, so a resume that scores too few new photos
+    keeps it). Photos restored by --resume were not embedded in this run, so a new test covers the photos
+    scored now. Under an alarm every model's stored rows move to its out-of-collection operating point; the
+    re-decided records are returned (the CSV must then be written from the workspace)."""
+    tests = []
     for engine, card, _rt in engines:
         test = getattr(engine, "shift", None)
-        if test is None:
-            continue
-        result = test()
-        print(f"{card.display_name}: {result.message()}", file=sys.stderr)
-        entries.append({**result.to_dict(), "model": card.display_name})
-    return folder_verdict(entries)
+        if test is not None:
+            result = test()
+            print(f"{card.display_name}: {result.message()}", file=sys.stderr)
+            tests.append((card, result))
+    before = ws.shift_alarm
+    verdict = ws.update_shift(tests, sum(r.scored for r in runs))
+    if verdict and verdict.get("detected"):
+        if not tests or not any(r.detected for _c, r in tests):
+            print(f"Shift alarm stands for this folder (stored, {verdict.get('model', '')}): "
+                  f"{verdict.get('message', '')}", file=sys.stderr)
+        print(f"Shift alarm: folder unlike the training photos; {verdict.get('remedy', '')}.", file=sys.stderr)
+    changed = []
+    if verdict is not None and (ws.shift_alarm or before):
+        for _engine, card, _rt in engines:
+            changed += ws.redecide(card, threshold)
+            if ws.shift_alarm:
+                from core.operating_point import card_point
+
+                point = ws.point_for(card, threshold)
+                default = card_point(card, threshold=threshold)
+                if not point.same_as(default):
+                    print(f"{card.display_name}: this folder is decided at the out-of-collection operating point "
+                          f"(threshold {point.threshold:.3f}; photos with p(mpox) >= {point.review_floor:.3f} go to "
+                          f"review, {default.review_floor:.3f} otherwise)", file=sys.stderr)
+    return changed
 
 
 def _write_json_atomic(data: dict, path: str) -> None:
@@ -347,16 +366,20 @@ def _classify(args, ws, engines, keys) -> int:
                 raise
             except Exception as exc:  # noqa: BLE001 - an engine failure: one line, exit 2, nothing published
                 raise CliError(f"{card.display_name} failed: {exc}") from None
+        redecided = _shift_alarm(ws, engines, runs, args.threshold)
         if args.parquet_dir:
             _write_parquet(ws, keys, args.parquet_dir)
         if stream is not None:
-            stream.close()
+            if redecided:  # the rows streamed so far were decided before the alarm: write them all again
+                stream.abort()
+                ws.export_csv(args.csv_path, keys)
+            else:
+                stream.close()
     except BaseException:
         if stream is not None:
             stream.abort()
         raise
     status = combined_status(runs)
-    ws.shift = _shift_alarm(engines)
     if args.report_path:
         ws.export_pdf(args.report_path, keys, cards=[card for _e, card, _rt in engines])
     outputs = {"csv": args.csv_path, "report": args.report_path, "summary": args.summary_path,

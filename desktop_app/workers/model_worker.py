@@ -168,10 +168,13 @@ class ModelWorker(QObject):
             finally:
                 emit_pending()
             if run.status == "finished":
-                # The folder's shift test (core.shift), here in the worker: it takes up to a second.
-                result = engine.shift()
-                summary.extra["shift"] = {**result.to_dict(), "message": result.message(),
-                                          "model": bundle.card.display_name}
+                # The folder's shift test (core.shift), here in the worker: it takes up to a second. The
+                # workspace keeps the verdict (in the session too) and, under an alarm, moves the folder to the
+                # model's out-of-collection operating point: its re-decided rows go to the table like results.
+                verdict = job.workspace.update_shift([(bundle.card, engine.shift())], run.scored)
+                pending.extend(job.workspace.redecide(bundle.card, job.plan.user_threshold))
+                emit_pending()
+                summary.extra["shift"] = verdict
         except Exception as exc:  # a failed run reports why and keeps the partial results
             summary.failed = str(exc) or type(exc).__name__
         finally:

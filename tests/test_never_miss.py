@@ -1,0 +1,226 @@
+"""Never miss quietly (issue 17): operating points chosen for triage sensitivity, a shift alarm whose message
+agrees with p, a verdict that stays with the folder, and an alarm that moves the folder to the bundle's
+out-of-collection operating point, from the CLI and through the workspace the app drives."""
+
+from __future__ import annotations
+
+import csv
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from core.operating_point import (DEFAULT, MANUAL, OUT_OF_COLLECTION, OperatingPoint, card_point, card_points,
+                                  floor_for_sensitivity, triage_rates, triage_report)
+from core.shift import ShiftResult, effect_floor, shift_message, shift_test, verdict_entry
+
+OOC = {"threshold": 0.4, "uncertain_band": [0.05, 0.7], "review_n": 60}
+
+
+def _card(**extra):
+    from core.bundle import ModelCard
+
+    return ModelCard(name="m", version="1.0", architecture="mobilenetv2", input_size=32, threshold=0.5,
+                     uncertain_band=[0.3, 0.7], ood_threshold=10.0, extra=extra)
+
+
+# --- operating points -----------------------------------------------------------------------------------------
+def test_the_review_floor_keeps_the_target_share_of_mpox_scores_and_is_the_highest_that_does():
+    rng = np.random.default_rng(0)
+    y = np.r_[np.ones(200), np.zeros(300)].astype(int)
+    p = np.r_[rng.beta(5, 2, 200), rng.beta(2, 5, 300)]
+    floor = floor_for_sensitivity(y, p, 0.95)
+    sens, spec = triage_rates(y, p, floor)
+    assert sens >= 0.95
+    # Any higher floor (the next mpox score up) drops below the target: the floor is not needlessly low.
+    above = np.sort(p[y == 1])[np.sort(p[y == 1]) > floor][0]
+    assert triage_rates(y, p, above)[0] < 0.95
+    rep = triage_report(y, p, floor)
+    assert rep["n_mpox"] == 200 and rep["triage_sensitivity_ci95"][0] < sens < rep["triage_sensitivity_ci95"][1]
+
+
+def test_a_flag_counts_as_review_for_triage_sensitivity():
+    y, p = np.array([1, 1, 0, 0]), np.array([0.9, 0.1, 0.1, 0.2])
+    assert triage_rates(y, p, 0.5) == (0.5, 1.0)
+    assert triage_rates(y, p, 0.5, flagged=[False, True, False, True]) == (1.0, 0.5)
+
+
+def test_a_user_threshold_moves_the_uncertain_band_with_it():
+    point = OperatingPoint(0.5, (0.3, 0.7))
+    moved = point.at_threshold(0.6)
+    assert moved.name == MANUAL and moved.threshold == 0.6
+    lo, hi = moved.band
+    assert 0.3 < lo < 0.6 < hi and hi > 0.7
+    logit = lambda v: np.log(v / (1 - v))  # noqa: E731 - same distances in logit units
+    assert logit(0.6) - logit(lo) == pytest.approx(logit(0.5) - logit(0.3))
+
+
+def test_cards_without_an_out_of_collection_point_use_the_default_for_both():
+    pts = card_points(_card())
+    assert pts[DEFAULT].same_as(pts[OUT_OF_COLLECTION])
+    pts = card_points(_card(operating_points={OUT_OF_COLLECTION: OOC}))
+    assert pts[OUT_OF_COLLECTION].threshold == 0.4 and pts[OUT_OF_COLLECTION].review_floor == 0.05
+    assert card_point(_card(), threshold=0.6).band != (0.3, 0.7)
+
+
+def test_bundle_decide_flags_scores_inside_the_band_of_the_point_it_is_given():
+    from core.bundle import Bundle
+
+    b = Bundle(_card(operating_points={OUT_OF_COLLECTION: OOC}), None, None)
+    p = np.array([0.1, 0.35, 0.8])
+    assert b.decide(p, None).flag == ["", "uncertain", ""]
+    ooc = card_points(b.card)[OUT_OF_COLLECTION]
+    scored = b.decide(p, None, point=ooc)
+    assert scored.flag == ["uncertain", "uncertain", ""] and scored.prediction[1] == "not_mpox"
+
+
+# --- the alarm's floor and message ----------------------------------------------------------------------------
+def test_the_effect_floor_shrinks_with_folder_size():
+    floors = [effect_floor(n) for n in (30, 60, 120, 250, 400, 2000)]
+    assert floors == sorted(floors, reverse=True) and floors[-1] == floors[-2]
+    table = {"n": [30, 400], "effect": [0.05, 0.01]}
+    assert effect_floor(30, table) == 0.05 and effect_floor(400, table) == 0.01
+    assert 0.01 < effect_floor(100, table) < 0.05
+
+
+def test_the_reported_external_folder_fires_with_the_shipped_floor():
+    """Release 1.2.0 said "No shift detected" for an external folder with p = 0.001, effect 0.026, n = 362."""
+    assert effect_floor(362) < 0.026
+
+
+def test_the_message_never_says_no_shift_when_p_is_below_alpha():
+    entry = {"detected": False, "p_value": 0.007, "statistic": 0.002, "n": 80, "min_effect": 0.006, "alpha": 0.05}
+    text = shift_message(entry)
+    assert "No shift detected" not in text and "0.007" in text and "no alarm" in text
+    assert shift_message(entry | {"p_value": 0.3}).startswith("No shift detected")
+    assert "differ from the model's training photos" in shift_message(entry | {"detected": True})
+
+
+def test_a_fired_verdict_names_the_point_and_the_remedy_with_a_number():
+    card = _card(operating_points={OUT_OF_COLLECTION: OOC})
+    fired = verdict_entry(ShiftResult(True, 0.001, 0.05, 120, extra={"min_effect": 0.005}), card)
+    assert fired["operating_point"] == OUT_OF_COLLECTION and fired["review_n"] == 60
+    assert fired["remedy"] == "review about 60 photos with Review next, then adapt"
+    assert fired["model"] == "m 1.0" and fired["message"] and "out-of-collection" in fired["point_message"]
+    quiet = verdict_entry(ShiftResult(False, 0.5, 0.0, 120), card)
+    assert quiet["operating_point"] == DEFAULT and "remedy" not in quiet
+    assert verdict_entry(ShiftResult(True, 0.001, 0.05, 120), _card())["operating_point"] == DEFAULT
+
+
+# --- the verdict stays with the folder and moves it to the out-of-collection point ---------------------------
+def _alarm_bundle(tmp_path: Path, engine_embeddings: np.ndarray | None = None) -> Path:
+    """A tiny bundle whose card has an out-of-collection point and whose training embeddings lie far from
+    what its model gives generated photos, so the shift test fires on any folder of 30+ photos."""
+    from core.bundle import read_card, write_card
+    from tests.helpers import make_tiny_bundle
+
+    bdir = make_tiny_bundle(tmp_path / "models" / "shifty", name="shifty")
+    card = read_card(bdir)
+    # p(mpox) of generated photos under the tiny model sits near 0.5; an out-of-collection point whose band
+    # reaches down to 0.01 reviews every one of them, the default point (band 0.45-0.55) not all.
+    card.extra = {"operating_points": {OUT_OF_COLLECTION: {"threshold": 0.5, "uncertain_band": [0.01, 0.99],
+                                                           "review_n": 75}}}
+    write_card(bdir, card)
+    rng = np.random.default_rng(0)
+    emb = rng.normal(50.0, 1.0, size=(200, 16)).astype(np.float16)
+    np.savez_compressed(bdir / "embeddings.npz", embedding=emb, label=np.zeros(200, np.int8),
+                        source=np.array(["A"] * 200), split=np.array(["train"] * 200))
+    card = read_card(bdir)
+    card.files["embeddings.npz"] = __import__("core.bundle", fromlist=["sha256_file"]).sha256_file(
+        bdir / "embeddings.npz")
+    write_card(bdir, card)
+    return bdir
+
+
+def _rows(path: Path) -> list[dict[str, str]]:
+    with open(path, newline="", encoding="utf-8") as fh:
+        return list(csv.DictReader(fh))
+
+
+def test_classify_under_an_alarm_moves_the_folder_and_a_resume_and_reopen_keep_it(tmp_path, capsys):
+    from core.cli import main
+    from core.workspace import Workspace
+    from tests.helpers import make_image_folder
+
+    bdir = _alarm_bundle(tmp_path)
+    photos = make_image_folder(tmp_path / "photos", n_per_class=18, size=(40, 32))
+    session = tmp_path / "session"
+    out = tmp_path / "out.csv"
+    code = main(["classify", str(photos), "--model", str(bdir), "--csv", str(out), "--session", str(session),
+                 "--summary", str(tmp_path / "s.json"), "--quiet"])
+    err = capsys.readouterr().err
+    assert code == 0 and "Traceback" not in err
+    summary = json.loads((tmp_path / "s.json").read_text())
+    shift = summary["shift"]
+    assert shift["detected"] and shift["operating_point"] == OUT_OF_COLLECTION and shift["review_n"] == 75
+    assert "review about 75 photos with Review next, then adapt" in err and "out-of-collection" in err
+    rows = _rows(out)
+    assert len(rows) == 36
+    # Every row was decided at the out-of-collection point: nothing cleared without a flag.
+    assert all(r["flag"] in ("uncertain", "out_of_scope") for r in rows if r["status"] == "ok")
+
+    # A resume that scores nothing new keeps the stored alarm and the point.
+    out2 = tmp_path / "out2.csv"
+    code = main(["classify", str(photos), "--model", str(bdir), "--csv", str(out2), "--session", str(session),
+                 "--resume", "--summary", str(tmp_path / "s2.json"), "--quiet"])
+    err = capsys.readouterr().err
+    assert code == 0
+    again = json.loads((tmp_path / "s2.json").read_text())["shift"]
+    assert again["detected"] and again["p_value"] == shift["p_value"]
+    assert [r["flag"] for r in _rows(out2)] == [r["flag"] for r in rows]
+
+    # A reopened workspace (what the app and a later report do) carries the verdict.
+    with Workspace.open(photos, session) as ws:
+        assert ws.shift_alarm and ws.shift["model"] == shift["model"]
+        from core.bundle import read_card
+
+        assert ws.point_for(read_card(bdir)).name == OUT_OF_COLLECTION
+
+
+def test_without_an_alarm_the_default_point_decides(tmp_path, capsys):
+    from core.cli import main
+    from core.workspace import Workspace
+    from tests.helpers import make_image_folder
+
+    bdir = _alarm_bundle(tmp_path)
+    photos = make_image_folder(tmp_path / "photos", n_per_class=5, size=(40, 32))  # 10 photos: test not run
+    session = tmp_path / "session"
+    assert main(["classify", str(photos), "--model", str(bdir), "--csv", str(tmp_path / "o.csv"),
+                 "--session", str(session), "--summary", str(tmp_path / "s.json"), "--quiet"]) == 0
+    capsys.readouterr()
+    assert "not run" in json.loads((tmp_path / "s.json").read_text())["shift"]["message"]
+    rows = _rows(tmp_path / "o.csv")
+    assert any(r["flag"] == "" for r in rows if r["status"] == "ok")  # the default band clears some
+    with Workspace.open(photos, session) as ws:
+        assert not ws.shift_alarm
+
+
+def test_update_shift_keeps_the_stored_alarm_when_a_new_run_is_too_small_to_test(tmp_path):
+    from core.workspace import Workspace
+
+    (tmp_path / "f").mkdir()
+    card = _card(operating_points={OUT_OF_COLLECTION: OOC})
+    with Workspace.open(tmp_path / "f", tmp_path / "s") as ws:
+        ws.update_shift([(card, ShiftResult(True, 0.001, 0.05, 200, extra={"min_effect": 0.004}))], 200)
+        kept = ws.update_shift([(card, ShiftResult(False, None, None, 5, reason="too few"))], 5)
+        assert kept["detected"] and kept["n"] == 200
+        assert ws.point_for(card).name == OUT_OF_COLLECTION
+        # A later test that ran and found nothing lifts the alarm.
+        assert not ws.update_shift([(card, ShiftResult(False, 0.6, 0.0, 80))], 80)["detected"]
+        assert ws.point_for(card).name == DEFAULT
+
+
+@pytest.mark.shared_data
+def test_shift_test_on_real_collections_fires_on_the_other_collection_and_not_on_new_patients(shared_data):
+    """Leave-one-collection-out with the shipped MobileNetV2 bundle's own training embeddings (no test photos)."""
+    from core.shift import read_embeddings
+
+    root = Path(__file__).resolve().parent.parent / "models" / "mobilenetv2"
+    d = read_embeddings(root / "embeddings.npz")
+    emb, src, split = d["embedding"].astype(np.float32), d["source"].astype(str), d["split"].astype(str)
+    msid_train = emb[(src == "MSID") & (split == "train")]
+    msld = emb[src == "MSLD v1"]
+    assert shift_test(msld[:60], msid_train, n_permutations=200).detected
+    new_msid = emb[(src == "MSID") & (split == "val")]
+    assert not shift_test(new_msid[:60], msid_train, n_permutations=200).detected
