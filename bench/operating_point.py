@@ -87,13 +87,25 @@ def choose(y, loco, cv, target=TARGET):
     f_loco, f_cv = floor_for_sensitivity(yl, pl, target), floor_for_sensitivity(yc, pc, target)
     default = min(f_loco, f_cv)
     per_dir = {n: floor_for_sensitivity(y[te], p, target) for n, _tr, te, p, _t in loco}
-    ooc = min(per_dir.values())
+    # Never above the default floor; each LOCO direction alone keeps the target.
+    ooc = min(default, *per_dir.values())
+    # The rank rule (core.operating_point.folder_point): the share of a folder that must go to review for the
+    # target in each LOCO direction by rank alone; the largest is the card's review_share.
+    shares = {n: float(np.mean(p >= per_dir[n])) for n, _tr, _te, p, _t in loco}
+    share = max(shares.values())
     res = {"default_floor": default, "out_of_collection_floor": ooc,
            "floors": {"loco_pooled": f_loco, "cv5_pooled": f_cv, **{f"loco {k}": v for k, v in per_dir.items()}},
            "default": {"loco": triage_report(yl, pl, default), "cv5": triage_report(yc, pc, default),
                        **{f"loco {n}": triage_report(y[te], p, default) for n, _tr, te, p, _t in loco}},
            "out_of_collection": {"loco": triage_report(yl, pl, ooc), "cv5": triage_report(yc, pc, ooc),
-                                 **{f"loco {n}": triage_report(y[te], p, ooc) for n, _tr, te, p, _t in loco}}}
+                                 **{f"loco {n}": triage_report(y[te], p, ooc) for n, _tr, te, p, _t in loco}},
+           "review_share": share, "review_shares": shares}
+    # Under an alarm each folder is reviewed by the lower of the fixed floor and its own share quantile.
+    ranked = {}
+    for n, _tr, te, p, _t in loco:
+        f = min(ooc, float(np.quantile(p, 1 - share, method="lower")))
+        ranked[f"loco {n}"] = triage_report(y[te], p, f)
+    res["out_of_collection_with_share"] = ranked
     bl = boot_floor(yl, pl, target)
     res["loco_floor_bootstrap_p5"] = float(np.percentile(bl, 5)) if len(bl) else None
     return res
@@ -123,8 +135,9 @@ def main(argv=None) -> int:
         out[arch] = res
         print(f"{arch} ({time.monotonic() - t0:.0f} s) floors: " +
               ", ".join(f"{k} {v:.3f}" for k, v in res["floors"].items()))
-        for point in ("default", "out_of_collection"):
-            print(f"  {point} floor {res[point + '_floor']:.3f}")
+        print(f"  review share under an alarm {res['review_share']:.3f} ({res['review_shares']})")
+        for point in ("default", "out_of_collection", "out_of_collection_with_share"):
+            print(f"  {point} floor {res.get(point + '_floor', float('nan')):.3f}")
             for k, r in res[point].items():
                 print(f"    {k:<22} triage sens {r['triage_sensitivity']:.3f} "
                       f"[{r['triage_sensitivity_ci95'][0]:.3f}, {r['triage_sensitivity_ci95'][1]:.3f}]  "

@@ -223,6 +223,11 @@ def evaluate_bundle(bundle, dataset, progress: ProgressFn | None = None, cancel:
         out["unflagged"] = {k: v for k, v in evaluate_probabilities(y[unflagged], p[unflagged], thr,
                                                                      n_bootstrap=0).items()
                             if k in POINT_METRICS or k == "n"}
+    # Triage as users feel it: an mpox photo counts when called mpox OR flagged for review (core.operating_point).
+    from core.operating_point import records_review, triage_from_review
+
+    out["triage"] = triage_from_review(y, records_review([r.prediction for _, r in pairs],
+                                                         [r.flag for _, r in pairs]))
     out["per_source"] = _grouped(pairs, y, p, thr, key=lambda s: s.source)
     out["per_fine_label"] = _grouped(pairs, y, p, thr, key=lambda s: s.fine_label)
     out["errors"] = [{"path": str(s.path), "error": r.error} for s, r in errors]

@@ -92,9 +92,32 @@ def card_point(card: Any, name: str = DEFAULT, threshold: float | None = None) -
     return point
 
 
+def review_share(card: Any) -> float | None:
+    """The out-of-collection point's `review_share` (see folder_point), None when the card has none."""
+    extra = _get(card, "extra") or {}
+    ooc = (extra.get("operating_points") or {}).get(OUT_OF_COLLECTION) if isinstance(extra, dict) else None
+    share = ooc.get("review_share") if isinstance(ooc, dict) else None
+    return float(share) if isinstance(share, (int, float)) and 0.0 < float(share) < 1.0 else None
+
+
 def has_distinct_out_of_collection_point(card: Any) -> bool:
     pts = card_points(card)
-    return not pts[DEFAULT].same_as(pts[OUT_OF_COLLECTION])
+    return review_share(card) is not None or not pts[DEFAULT].same_as(pts[OUT_OF_COLLECTION])
+
+
+MIN_FOLDER_SCORES = 30
+
+
+def folder_point(point: OperatingPoint, share: float | None, scores: Sequence[float]) -> OperatingPoint:
+    """The out-of-collection point for one folder. A shift alarm says the model's calibration does not hold
+    here, while its ranking mostly still does (out-of-collection ROC-AUC stays far above chance). So besides
+    the card's fixed floor, the `share` of this folder's photos with the highest scores go to review: the
+    floor becomes the lower of the two. Needs MIN_FOLDER_SCORES scores; otherwise the card's floor alone."""
+    vals = np.asarray([s for s in scores if s is not None and np.isfinite(s)], dtype=np.float64)
+    if share is None or len(vals) < MIN_FOLDER_SCORES:
+        return point
+    floor = float(np.quantile(vals, 1.0 - float(share), method="lower"))
+    return band_with_floor(point, floor)
 
 
 # -- measuring and choosing points on out-of-fold predictions --------------------------------------------------
@@ -123,16 +146,30 @@ def wilson(k: int, n: int, z: float = 1.96) -> list[float]:
     return [max(0.0, centre - half), min(1.0, centre + half)]
 
 
+def triage_from_review(y: Sequence[int], review: Sequence[bool]) -> dict[str, Any]:
+    """Triage sensitivity (mpox photos called mpox or flagged: `review`) and specificity (other photos not
+    reviewed) with 95% Wilson intervals and counts."""
+    y = np.asarray(y).astype(int)
+    review = np.asarray(review, dtype=bool)
+    n1, n0 = int((y == 1).sum()), int((y == 0).sum())
+    k1, k0 = int(review[y == 1].sum()), int((~review[y == 0]).sum())
+    return {"triage_sensitivity": k1 / n1 if n1 else float("nan"), "triage_sensitivity_ci95": wilson(k1, n1),
+            "triage_specificity": k0 / n0 if n0 else float("nan"), "triage_specificity_ci95": wilson(k0, n0),
+            "n_mpox": n1, "n_other": n0}
+
+
+def records_review(predictions: Sequence[str | None], flags: Sequence[str]) -> np.ndarray:
+    """Which photos a user reviews: called mpox, or flagged for any reason (uncertain, out of scope...)."""
+    return np.array([pred == "mpox" or bool(flag) for pred, flag in zip(predictions, flags)], dtype=bool)
+
+
 def triage_report(y: Sequence[int], p: Sequence[float], floor: float,
                   flagged: Sequence[bool] | None = None) -> dict[str, Any]:
-    """Triage sensitivity and specificity at `floor` with 95% Wilson intervals and counts."""
-    y = np.asarray(y).astype(int)
-    sens, spec = triage_rates(y, p, floor, flagged)
-    n1, n0 = int((y == 1).sum()), int((y == 0).sum())
-    k1, k0 = int(round(sens * n1)) if n1 else 0, int(round(spec * n0)) if n0 else 0
-    return {"triage_sensitivity": sens, "triage_sensitivity_ci95": wilson(k1, n1),
-            "triage_specificity": spec, "triage_specificity_ci95": wilson(k0, n0),
-            "n_mpox": n1, "n_other": n0, "review_floor": float(floor)}
+    """Triage sensitivity and specificity when scores >= `floor` (or `flagged` photos) go to review."""
+    review = np.asarray(p, dtype=np.float64) >= float(floor)
+    if flagged is not None:
+        review |= np.asarray(flagged, dtype=bool)
+    return {**triage_from_review(y, review), "review_floor": float(floor)}
 
 
 def floor_for_sensitivity(y: Sequence[int], p: Sequence[float], target: float = TARGET_TRIAGE_SENSITIVITY) -> float:

@@ -373,9 +373,13 @@ class Workspace:
     def point_for(self, card: Any, threshold: float | None = None) -> "OperatingPoint":
         """The operating point this folder is decided at for `card`: its out-of-collection point while the
         shift alarm stands, else its default point; moved to `threshold` when given."""
-        from core.operating_point import DEFAULT, OUT_OF_COLLECTION, card_point
+        from core.operating_point import DEFAULT, OUT_OF_COLLECTION, card_point, folder_point, review_share
 
-        return card_point(card, OUT_OF_COLLECTION if self.shift_alarm else DEFAULT, threshold)
+        if not self.shift_alarm:
+            return card_point(card, DEFAULT, threshold)
+        stored = self.results.get(card_key(card), {})
+        return folder_point(card_point(card, OUT_OF_COLLECTION, threshold), review_share(card),
+                            [r.p_mpox for r in stored.values() if r.ok and r.p_mpox is not None])
 
     def update_shift(self, results: Sequence[tuple[Any, Any]], scored_now: int) -> dict | None:
         """Take the shift tests of a run (`(card, core.shift.ShiftResult)` per model) and keep the folder's

@@ -190,10 +190,10 @@ def test_without_an_alarm_the_default_point_decides(tmp_path, capsys):
                  "--session", str(session), "--summary", str(tmp_path / "s.json"), "--quiet"]) == 0
     capsys.readouterr()
     assert "not run" in json.loads((tmp_path / "s.json").read_text())["shift"]["message"]
-    rows = _rows(tmp_path / "o.csv")
-    assert any(r["flag"] == "" for r in rows if r["status"] == "ok")  # the default band clears some
     with Workspace.open(photos, session) as ws:
-        assert not ws.shift_alarm
+        from core.bundle import read_card
+
+        assert not ws.shift_alarm and ws.point_for(read_card(bdir)).name == DEFAULT
 
 
 def test_update_shift_keeps_the_stored_alarm_when_a_new_run_is_too_small_to_test(tmp_path):
@@ -213,14 +213,48 @@ def test_update_shift_keeps_the_stored_alarm_when_a_new_run_is_too_small_to_test
 
 @pytest.mark.shared_data
 def test_shift_test_on_real_collections_fires_on_the_other_collection_and_not_on_new_patients(shared_data):
-    """Leave-one-collection-out with the shipped MobileNetV2 bundle's own training embeddings (no test photos)."""
-    from core.shift import read_embeddings
+    """With the shipped MobileNetV2 bundle's own train+val embeddings (no test photos) and the floor by size:
+    new patients of a training collection (the other half of its photo groups) are quiet, the other
+    collection fires (the null and LOCO of bench/shift_calibration.py, one draw each)."""
+    from bench.shift_calibration import load
 
-    root = Path(__file__).resolve().parent.parent / "models" / "mobilenetv2"
-    d = read_embeddings(root / "embeddings.npz")
-    emb, src, split = d["embedding"].astype(np.float32), d["source"].astype(str), d["split"].astype(str)
-    msid_train = emb[(src == "MSID") & (split == "train")]
-    msld = emb[src == "MSLD v1"]
-    assert shift_test(msld[:60], msid_train, n_permutations=200).detected
-    new_msid = emb[(src == "MSID") & (split == "val")]
-    assert not shift_test(new_msid[:60], msid_train, n_permutations=200).detected
+    root = Path(__file__).resolve().parent.parent / "models"
+    emb, src, groups = load(root / "mobilenetv2", shared_data / "manifest.csv")
+    rng = np.random.default_rng(0)
+    ug = np.unique(groups)
+    half = set(rng.choice(ug, len(ug) // 2, replace=False))
+    in_ref = np.array([g in half for g in groups])
+    msid_ref = emb[in_ref & (src == "MSID")]
+    new_patients = rng.choice(np.flatnonzero(~in_ref & (src == "MSID")), 60, replace=False)
+    assert not shift_test(emb[new_patients], msid_ref, n_permutations=200).detected
+    other = rng.choice(np.flatnonzero(src == "MSLD v1"), 60, replace=False)
+    assert shift_test(emb[other], msid_ref, n_permutations=200).detected
+
+
+def test_under_an_alarm_the_folder_also_reviews_its_top_share_by_rank():
+    from core.operating_point import folder_point
+
+    base = OperatingPoint(0.5, (0.3, 0.7), OUT_OF_COLLECTION)
+    scores = np.linspace(0.0, 0.2, 100)  # a folder whose scores all fell below the card's floor
+    point = folder_point(base, 0.4, scores)
+    review = scores >= point.review_floor
+    assert review.mean() == pytest.approx(0.4, abs=0.02) and point.band[1] == 0.7
+    assert folder_point(base, 0.4, scores[:10]) is base            # too few scores to rank: the card's floor
+    assert folder_point(base, None, scores) is base
+    high = folder_point(base, 0.4, np.linspace(0.5, 1.0, 100))     # never raises the card's floor
+    assert high.review_floor == 0.3
+
+
+def test_evaluate_reports_triage_sensitivity_counting_flags(tiny_bundle, image_folder, capsys):
+    from core.cli import main
+
+    folder = image_folder(6)
+    assert main(["evaluate", str(folder), "--model", str(tiny_bundle()), "--json",
+                 str(folder.parent / "e.json"), "--quiet"]) == 0
+    out = capsys.readouterr().out
+    assert "triage_sensitivity" in out
+    got = json.loads((folder.parent / "e.json").read_text())
+    review = [p["prediction"] == "mpox" or bool(p["flag"]) for p in got["predictions"]]
+    y = [p["label"] == "mpox" for p in got["predictions"]]
+    assert got["triage"]["triage_sensitivity"] == pytest.approx(
+        sum(r for r, m in zip(review, y) if m) / sum(y))

@@ -177,6 +177,10 @@ def run(args: argparse.Namespace) -> int:
     for k in SHOWN:
         lo, hi = result["ci95"].get(k, [float("nan")] * 2)
         print(f"{k:<12} {result[k]:>7.3f}  [{lo:.3f}, {hi:.3f}]")
+    t = result["triage"]
+    for k in ("triage_sensitivity", "triage_specificity"):
+        lo, hi = t[k + "_ci95"]
+        print(f"{k:<19} {t[k]:>7.3f}  [{lo:.3f}, {hi:.3f}]  (called mpox or flagged for review)")
     c = result["confusion"]
     print(f"confusion (threshold {result['threshold']:.3f}): TN {c['tn']} FP {c['fp']} FN {c['fn']} TP {c['tp']}; "
           f"flagged uncertain {result['flags']['uncertain']}, out_of_scope {result['flags']['out_of_scope']}")
