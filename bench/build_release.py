@@ -1,4 +1,6 @@
-"""Build release 1.2.0: mobilenetv2 and xception with the logistic head, and the combined bundle.
+"""Build a release: mobilenetv2 and xception with the logistic head, and the combined bundle, each with its
+LiteRT runtime (core.export.attach_light_runtime: backbone .tflite + numpy head, checked against Keras on the
+shared test photos; components first, then combined, whose card records their card digests).
 
 Every choice (head recipe, C, views, threshold, temperature) is made on val and leave-one-collection-out
 (bench/head_recipe.py, docs/training.md); the shared test split is scored once per bundle after
@@ -6,6 +8,8 @@ everything is fixed and only reported in the cards. Embeddings come from the fea
 (core.features), so with a warm cache this takes a few minutes (test scoring runs the real models).
 
     MPOX_TRIAGE_WEIGHTS_DIR=../shared/weights python bench/build_release.py ../shared/data/manifest.csv
+
+`--light-only` attaches the LiteRT runtimes to the bundles already in --models (no training).
 """
 
 from __future__ import annotations
@@ -23,7 +27,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 def main(argv=None) -> int:
     from core.bundle import Bundle, read_card
-    from core.combined import save_combined, train_combined
+    from core.combined import save_combined
+    from core.training import train_combined
     from core.datasets import load_manifest_dataset
     from core.evaluation import evaluate_bundle, to_jsonable
     from core.features import EMBEDDINGS_FILE
@@ -37,6 +42,8 @@ def main(argv=None) -> int:
     ap.add_argument("--C", type=float, default=0.01)
     ap.add_argument("--margin", type=float, default=0.05)
     ap.add_argument("--only", default="mobilenetv2,xception,combined")
+    ap.add_argument("--light-only", action="store_true",
+                    help="only attach LiteRT runtimes to the bundles in --models (components first)")
     args = ap.parse_args(argv)
     models = Path(args.models)
     views = args.views.split(",")
@@ -46,6 +53,23 @@ def main(argv=None) -> int:
 
     def log(msg):
         print(f"[{time.strftime('%H:%M:%S')}] {msg}", flush=True)
+
+    def attach(name):
+        """The bundle's LiteRT runtime, checked against Keras on the shared test photos (only reported)."""
+        from core.export import attach_light_runtime
+
+        t0 = time.monotonic()
+        info = attach_light_runtime(models / name, [s.path for s in test.samples])
+        agree = info["agreement"]
+        log(f"{name}: LiteRT runtime {info.get('file') or info['head']} attached in {time.monotonic() - t0:.0f} s; "
+            f"max |dp| vs Keras {agree['max_abs_diff_p']:.2e} on {agree['images']} test photos")
+        return info
+
+    if args.light_only:
+        for name in ("mobilenetv2", "xception", "combined"):
+            if name in only:
+                attach(name)
+        return 0
 
     def test_metrics(bundle):
         m = evaluate_bundle(bundle, test, n_bootstrap=1000)
@@ -80,6 +104,7 @@ def main(argv=None) -> int:
             result.card.metrics["test"] = test_metrics(Bundle(result.card, result.model, result.ood))
         save_trained(result, models / arch)
         log(f"saved {models / arch}")
+        attach(arch)
 
     if "combined" in only:
         comps = [models / "mobilenetv2", models / "xception"]
@@ -89,14 +114,13 @@ def main(argv=None) -> int:
         log(f"combined: val ROC-AUC {vm['roc_auc']:.3f} sens {vm['sensitivity']:.3f} spec {vm['specificity']:.3f}; "
             f"transfer {card.metrics.get('transfer')}")
         card.extra = {"kind": "combined", "components": out["components"]}
-        # The bundle resizes its 299 px input to 224 for MobileNetV2; the head was fitted on embeddings
-        # decoded straight to 224. Val and test are scored the bundle's way: Xception embeddings of the
-        # 299 px input (the cache holds exactly these), MobileNetV2 embeddings of that input resized to
-        # 224 (computed here), the head, the card's temperature and threshold.
+        # Val and test are scored the bundle's way: each component's embedding of the photo decoded straight
+        # to its own size (the bundle does so since 1.3.0; before, it resized its 299 px input to 224 for
+        # MobileNetV2), the head, the card's temperature and threshold.
         from core.calibration import apply_temperature
         from core.evaluation import evaluate_probabilities
         from core.features import FeatureExtractor
-        from core.preprocess import load_model_input, to_model_input
+        from core.preprocess import load_model_input
 
         fx_m = FeatureExtractor("mobilenetv2", use_cache=False)
         fx_x = FeatureExtractor("xception")
@@ -105,8 +129,8 @@ def main(argv=None) -> int:
         def bundle_way(split_ds):
             em = []
             for i in range(0, len(split_ds.samples), 32):
-                batch = np.stack([to_model_input(load_model_input(s.path, 299), 224)
-                                  for s in split_ds.samples[i:i + 32]])
+                # Since 1.3.0 the bundle decodes each photo once per component size (core.inference.load_input).
+                batch = np.stack([load_model_input(s.path, 224) for s in split_ds.samples[i:i + 32]])
                 em.append(fx_m.forward(batch))
             ex = fx_x.embed(split_ds, ["identity"])[:, 0]
             z = np.asarray(head_model(np.concatenate([np.concatenate(em), ex], axis=1).astype(np.float32))["logit"],
@@ -120,8 +144,8 @@ def main(argv=None) -> int:
         card.metrics["val_through_bundle"] = to_jsonable({
             "roc_auc": vb["roc_auc"], "sensitivity": vb["sensitivity"], "specificity": vb["specificity"],
             "max_abs_diff_p_vs_cached_features": float(np.max(np.abs(p_bundle - p_cached))),
-            "note": "val scored the bundle's way (MobileNetV2 input resized 299 -> 224 inside it) against the "
-                    "cached embeddings the head was fitted on (decoded straight to 224)"})
+            "note": "val scored the bundle's way (each component's input decoded straight to its own size, as "
+                    "the component alone decodes it) against the cached embeddings the head was fitted on"})
         log(f"combined val the bundle's way: ROC-AUC {vb['roc_auc']:.3f} max |dp| {np.max(np.abs(p_bundle - p_cached)):.4f}")
         yt, pt = bundle_way(test)
         m = evaluate_probabilities(yt, pt, card.threshold, n_bootstrap=1000)
@@ -131,6 +155,7 @@ def main(argv=None) -> int:
         save_combined(out["model"], card, models / "combined", out["components"], ood=out["ood"],
                       extra_files={EMBEDDINGS_FILE: out["embeddings_npz"]})
         log(f"saved {models / 'combined'}")
+        attach("combined")
     return 0
 
 

@@ -79,9 +79,13 @@ def count_warnings(y: Sequence[int]) -> list[str]:
 
 def embed_photos(bundle, paths: Sequence[str | os.PathLike], batch_size: int = 16, progress: ProgressFn | None = None,
                  cancel: CancelToken | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray, list[str]]:
-    """(logits (N,), embeddings (N, D), ok mask (N,), errors) of photos under the bundle's own model."""
-    from core.preprocess import load_model_input_with_hash
+    """(logits (N,), embeddings (N, D), ok mask (N,), errors) of photos under the bundle's own model.
 
+    Photos are decoded as the classify engine decodes them (core.inference.load_input: once per input size
+    of the bundle), so a site photo's parent logit is the one classify gave it."""
+    from core.inference import load_input, stack_inputs
+
+    sizes = tuple(getattr(bundle, "input_sizes", (bundle.input_size,)))
     paths = [Path(p) for p in paths]
     logits = np.full(len(paths), np.nan)
     embs: list[np.ndarray | None] = [None] * len(paths)
@@ -91,14 +95,14 @@ def embed_photos(bundle, paths: Sequence[str | os.PathLike], batch_size: int = 1
             cancel.raise_if_cancelled()
         idx, arrays = [], []
         for i in range(start, min(start + batch_size, len(paths))):
-            arr, _, err = load_model_input_with_hash(paths[i], bundle.input_size)
+            arr, _, err, _ = load_input(paths[i], sizes)
             if arr is None:
                 errors.append(f"{paths[i]}: {err}")
             else:
                 idx.append(i)
                 arrays.append(arr)
         if arrays:
-            z, e = bundle.forward(np.stack(arrays))
+            z, e = bundle.forward(stack_inputs(arrays))
             for j, i in enumerate(idx):
                 logits[i] = z[j]
                 embs[i] = np.asarray(e[j], dtype=np.float32)
@@ -173,14 +177,8 @@ def learning_curve(xb, yb, xs, ys, weight: float, C: float, folds, seed: int = 0
 
 
 def parent_head(bundle):
-    """The parent bundle's head as a function of its embeddings (N, D) -> logits (N,)."""
-    from core.heads import signed_sqrt
-
-    model = bundle.model
-    kernel, bias = model.get_layer("logit").get_weights()
-    w, b = np.asarray(kernel, np.float64).reshape(-1), float(np.asarray(bias).reshape(-1)[0])
-    sqrt = any(layer.name == "signed_sqrt" for layer in model.layers)
-    return lambda x: (signed_sqrt(x) if sqrt else np.asarray(x, np.float64)) @ w + b
+    """The parent bundle's head as a function of its embeddings (N, D) -> logits (N,) (numpy; Bundle.head)."""
+    return bundle.head.logits
 
 
 # -- the whole adaptation ---------------------------------------------------------------------------

@@ -418,7 +418,30 @@ class Bundle:
 
     @property
     def runtime_name(self) -> str:
-        return "keras" if self.runtime is None else str(self.card.extra.get("runtime", {}).get("format", "exported"))
+        if self.runtime is None:
+            return "keras"
+        info = runtime_info(self.card)
+        return "litert" if info.get("kind") == RUNTIME_BACKBONE else str(info.get("format", "exported"))
+
+    @property
+    def input_sizes(self) -> tuple[int, ...]:
+        """The input sizes a photo is decoded to for this model (one; a combined bundle has its components')."""
+        return (self.input_size,)
+
+    @property
+    def head(self):
+        """The model's head as a core.heads.LinearHead (numpy): the attached runtime's, else read from Keras."""
+        head = getattr(self.runtime, "head", None)
+        if head is None:
+            from core.heads import LinearHead
+
+            head = LinearHead.from_keras(self.model)
+        return head
+
+    def features(self, batch: np.ndarray) -> tuple[np.ndarray, np.ndarray] | None:
+        """(feature map (N, h, w, C), embedding (N, C)) from the attached LiteRT backbone, or None without one."""
+        fn = getattr(self.runtime, "features", None)
+        return None if fn is None else fn(np.asarray(batch))
 
     def forward(self, batch: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Raw logits (N,) and embeddings (N, D) for a uint8 or float batch (N, S, S, 3) of 0..255 RGB."""
@@ -478,9 +501,16 @@ class Bundle:
 
 
 def _load_keras_model(bundle_dir: Path):
-    from core.tf_runtime import load_tensorflow
+    from core.tf_runtime import TensorFlowMissing, load_tensorflow
 
-    _, keras = load_tensorflow()
+    try:
+        _, keras = load_tensorflow()
+    except TensorFlowMissing:
+        raise BundleError(
+            f"{bundle_dir}: this model has no verified LiteRT export, and running it through Keras needs "
+            "TensorFlow, which this install does not include: pip install 'mpox-triage[train]' (or use a model "
+            "of release 1.3.0 or later, which runs without it)"
+        ) from None
     from core.heads import register
 
     register()  # the SignedSqrt layer of 1.2.0+ heads, known to Keras before a safe-mode load
@@ -494,22 +524,65 @@ def _load_keras_model(bundle_dir: Path):
 # Exported runtimes are used only when their recorded agreement with the Keras model is this close.
 RUNTIME_TOLERANCE = 1e-4
 RUNTIME_ENV = "MPOX_TRIAGE_RUNTIME"  # "keras" forces the Keras model even where an export is attached
+# card.extra["runtime"]["kind"] of a LiteRT backbone export with the head in numpy (release 1.3.0 on); a
+# runtime without "kind" is a whole-model export (logit and embedding out), as attached before.
+RUNTIME_BACKBONE = "backbone"
+RUNTIME_HEAD = "head"  # a combined bundle: its head in numpy, its components' own runtimes for the rest
+HEAD_FILE = "head.npz"
+
+
+def runtime_info(card: ModelCard) -> dict[str, Any]:
+    """The card's record of its attached runtime (`extra.runtime`), or {}."""
+    info = card.extra.get("runtime") if isinstance(card.extra, dict) else None
+    return info if isinstance(info, dict) else {}
+
+
+def runtime_agrees(card: ModelCard, info: dict[str, Any] | None = None) -> bool:
+    """Whether the card's runtime record was made from this model.keras and agreed within RUNTIME_TOLERANCE."""
+    info = runtime_info(card) if info is None else info
+    agreement = info.get("agreement") if isinstance(info.get("agreement"), dict) else {}
+    try:
+        diff = float(agreement.get("max_abs_diff_p", 1.0))
+    except (TypeError, ValueError):
+        return False
+    return info.get("model_sha256") == card.model_sha256 and diff <= RUNTIME_TOLERANCE
+
+
+def verified_head(bundle_dir: Path, card: ModelCard):
+    """The numpy head (core.heads.LinearHead) recorded in the card's runtime, hash-verified and agreed; else None."""
+    info = runtime_info(card)
+    name = info.get("head")
+    if (not name or name not in card.files or not runtime_agrees(card, info)
+            or os.environ.get(RUNTIME_ENV, "").lower() == "keras"):
+        return None
+    from core.heads import LinearHead
+
+    try:
+        return LinearHead.load_npz(bundle_dir / name)
+    except (OSError, KeyError, ValueError):
+        return None
 
 
 def _verified_runtime(bundle_dir: Path, card: ModelCard):
     """The bundle's attached exported model, if it is hash-verified, made from this model.keras and agreed
-    within RUNTIME_TOLERANCE when it was attached; else None (the Keras model is used)."""
-    info = card.extra.get("runtime") if isinstance(card.extra, dict) else None
-    if not isinstance(info, dict) or os.environ.get(RUNTIME_ENV, "").lower() == "keras":
+    within RUNTIME_TOLERANCE when it was attached; else None (the Keras model is used).
+
+    A backbone export (kind "backbone") runs with its head in numpy (core.runtimes.LightRunner); an older
+    whole-model export runs as it is (LiteRTRunner)."""
+    info = runtime_info(card)
+    if not info or os.environ.get(RUNTIME_ENV, "").lower() == "keras":
         return None
     name = info.get("file")
-    agreement = info.get("agreement") or {}
-    if (name not in card.files or info.get("model_sha256") != card.model_sha256
-            or not float(agreement.get("max_abs_diff_p", 1.0)) <= RUNTIME_TOLERANCE):
+    if name not in card.files or not runtime_agrees(card, info):
         return None
     try:
-        from core.runtimes import load_exported
+        from core.runtimes import load_exported, load_light
 
+        if info.get("kind") == RUNTIME_BACKBONE:
+            head = info.get("head")
+            if head not in card.files:
+                return None
+            return load_light(bundle_dir / name, bundle_dir / head)
         return load_exported(bundle_dir / name, info.get("format"))
     except Exception:  # no LiteRT/ONNX Runtime installed, or an unreadable file: Keras still works
         return None
@@ -520,14 +593,19 @@ def load_bundle(name_or_path: str | os.PathLike, models_dir: str | os.PathLike |
     """Find, verify and load a bundle (Keras safe mode on).
 
     runtime "auto" runs a verified attached export (LiteRT) when there is one and loads Keras only on
-    demand; "keras" always loads the Keras model.
+    demand; "keras" always loads the Keras model. Kinds other than a plain model (card `extra.kind`,
+    e.g. "combined") load through the loader registered for them (core.runtimes.bundle_loader).
     """
     bundle_dir = resolve_bundle_dir(name_or_path, models_dir)
     card = verify_bundle(bundle_dir, models_dir=models_dir)
-    if isinstance(card.extra, dict) and card.extra.get("kind") == "combined":
-        from core.combined import load_combined  # a head over other bundles' embeddings (core/combined.py)
+    kind = card.extra.get("kind") if isinstance(card.extra, dict) else None
+    if kind:
+        from core.runtimes import bundle_loader
 
-        return load_combined(bundle_dir, card, models_dir, runtime=runtime)
+        loader = bundle_loader(str(kind))
+        if loader is None:
+            raise BundleError(f"{bundle_dir}: unknown kind of model bundle {kind!r}; update mpox-triage")
+        return loader(bundle_dir, card, models_dir, runtime=runtime)
     runner = _verified_runtime(bundle_dir, card) if runtime == "auto" else None
     model = _load_keras_model(bundle_dir) if runner is None else None
     ood = load_ood(bundle_dir)

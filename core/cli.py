@@ -51,9 +51,11 @@ def main(argv: list[str] | None = None) -> int:
     if not getattr(args, "command", None):
         parser.print_help()
         return 2
+    from core.tf_runtime import TensorFlowMissing
+
     try:
         return int(args.run(args) or 0)
-    except CliError as exc:
+    except (CliError, TensorFlowMissing) as exc:  # TensorFlow is the [train] extra: say so in one line
         print(f"mpox-triage {args.command}: error: {exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:

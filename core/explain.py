@@ -1,9 +1,24 @@
 """Grad-CAM heat maps: which regions of a photo raised the model's mpox logit.
 
-Works for any bundle built by core.backbones.build_classifier (the backbone is a nested Keras model
-whose 4-D output is the last convolutional feature map) and for flat test models (the last layer
-with a 4-D output is used). Call it from the thread that owns the bundle: Keras models are not
-thread-safe. A heat map explains the model, not the lesion; it is not a diagnosis.
+Without TensorFlow (bundles with a LiteRT runtime, release 1.3.0 on): the runtime's backbone gives the
+last feature map A (h, w, C); the head is linear on pooled features, logit = w . f(e) + b with
+e_k = mean_ij A_ijk and f the signed square root (or the identity for older heads). Grad-CAM weights
+each channel by its mean gradient, and here the gradient is the same at every position:
+
+    d logit / d A_ijk = w_k f'(e_k) / (h w),   f'(x) = 1 / (2 sqrt|x|) for the signed square root
+
+(f(x) = sign(x) sqrt|x|, so f'(x) = 1 / (2 sqrt|x|) on both sides of 0). The map is then
+ReLU(sum_k alpha_k A_ijk) with alpha_k = w_k f'(e_k) / (h w): for a linear head on pooled features this
+is the class activation map exactly, with no approximation and no autodiff. A channel with e_k = 0 is
+zero at every position (the features are ReLU outputs), so it adds nothing whatever its weight; it
+is given weight 0 (TensorFlow's autodiff yields 0 * inf there). The map is scaled to [0, 1] by its peak
+and resized to the photo, as before.
+
+With only a Keras model (no runtime; needs TensorFlow) the map comes from TensorFlow's gradient tape,
+for any bundle built by core.backbones.build_classifier (the backbone is a nested Keras model whose 4-D
+output is the last convolutional feature map) and for flat test models (the last layer with a 4-D
+output is used). Call it from the thread that owns the bundle: models are not thread-safe. A heat map
+explains the model, not the lesion; it is not a diagnosis.
 """
 
 from __future__ import annotations
@@ -31,7 +46,9 @@ def _layer_output_shape(layer):
 
 def _chain_layers(model) -> list:
     """The model's layers after the input, checked to form a single chain (each feeds the next)."""
-    import keras
+    from core.tf_runtime import load_tensorflow
+
+    _, keras = load_tensorflow()
 
     layers = [layer for layer in model.layers if not isinstance(layer, keras.layers.InputLayer)]
     for prev, layer in zip(layers, layers[1:]):
@@ -81,22 +98,60 @@ def gradcam(bundle, rgb_uint8: np.ndarray) -> np.ndarray:
     components = getattr(bundle, "components", None)
     if components:
         return _combined_gradcam(bundle, rgb)
+    if _has_features(bundle):
+        head = bundle.head
+        return linear_head_cam(bundle, rgb, head.w, head.sqrt)
     return _gradcam_model(bundle.model, rgb, bundle.input_size)
 
 
-def _combined_gradcam(bundle, rgb: np.ndarray) -> np.ndarray:
-    from core.heads import signed_sqrt_layer
+def _has_features(bundle) -> bool:
+    return callable(getattr(getattr(bundle, "runtime", None), "features", None))
 
+
+def signed_sqrt_grad(e: np.ndarray) -> np.ndarray:
+    """d/de of sign(e) sqrt|e|: 1 / (2 sqrt|e|), and 0 where e = 0 (see the module docstring)."""
+    e = np.abs(np.asarray(e, dtype=np.float64))
+    out = np.zeros_like(e)
+    np.divide(0.5, np.sqrt(e), out=out, where=e > 0)
+    return out
+
+
+def linear_head_cam(bundle, rgb: np.ndarray, w: np.ndarray, sqrt: bool) -> np.ndarray:
+    """Grad-CAM of logit = w . f(mean_ij A_ij) from the bundle's runtime feature map A, in numpy: (H, W) in [0, 1]."""
+    fmap, emb = bundle.features(to_model_input(rgb, bundle.input_size)[None])
+    fmap, e = np.asarray(fmap[0], np.float64), np.asarray(emb[0], np.float64)
+    h, wd = fmap.shape[:2]
+    grad = np.asarray(w, np.float64).reshape(-1) * (signed_sqrt_grad(e) if sqrt else 1.0) / (h * wd)
+    return _to_heatmap(np.maximum(np.tensordot(fmap, grad, axes=([2], [0])), 0.0), rgb)
+
+
+def _to_heatmap(cam: np.ndarray, rgb: np.ndarray) -> np.ndarray:
+    """A class activation map scaled to [0, 1] by its peak and resized to the photo."""
+    import cv2
+
+    peak = float(cam.max())
+    cam = cam / peak if peak > 0 else np.zeros_like(cam)
+    heat = cv2.resize(cam.astype(np.float32), (rgb.shape[1], rgb.shape[0]), interpolation=cv2.INTER_LINEAR)
+    return np.clip(heat, 0.0, 1.0).astype(np.float32)
+
+
+def _combined_gradcam(bundle, rgb: np.ndarray) -> np.ndarray:
     w, _, sqrt = bundle.head_weights()
     maps, start = [], 0
     for comp, dim in zip(bundle.components, bundle.dims):
         part = w[start:start + dim].astype("float32")
         start += dim
+        if _has_features(comp):
+            maps.append(linear_head_cam(comp, rgb, part, sqrt))
+            continue
+        from core.heads import signed_sqrt_layer
+
         layer = signed_sqrt_layer()() if sqrt else None
 
         def term(emb, part=part, layer=layer):
-            import tensorflow as tf
+            from core.tf_runtime import load_tensorflow
 
+            tf, _ = load_tensorflow()
             f = layer(emb) if layer is not None else emb
             return tf.reduce_sum(f * part, axis=-1)
 
@@ -106,8 +161,9 @@ def _combined_gradcam(bundle, rgb: np.ndarray) -> np.ndarray:
 
 def _gradcam_model(model, rgb: np.ndarray, input_size: int, head=None) -> np.ndarray:
     """Grad-CAM for one end-to-end model; `head` (embedding -> logit) replaces the model's own head."""
-    import cv2
-    import tensorflow as tf
+    from core.tf_runtime import load_tensorflow
+
+    tf, _ = load_tensorflow()
 
     before, after = _split_at_last_feature_map(model)
     x = tf.convert_to_tensor(to_model_input(rgb, input_size)[None].astype("float32"))
@@ -129,11 +185,7 @@ def _gradcam_model(model, rgb: np.ndarray, input_size: int, head=None) -> np.nda
         raise ExplainError(f"Model {model.name!r}: the logit does not depend on the last feature map")
     fmap = np.asarray(features[0], dtype=np.float32)
     weights = np.asarray(tf.reduce_mean(grads, axis=(0, 1, 2)), dtype=np.float32)
-    cam = np.maximum(np.tensordot(fmap, weights, axes=([2], [0])), 0.0)
-    peak = float(cam.max())
-    cam = cam / peak if peak > 0 else np.zeros_like(cam)
-    heat = cv2.resize(cam.astype(np.float32), (rgb.shape[1], rgb.shape[0]), interpolation=cv2.INTER_LINEAR)
-    return np.clip(heat, 0.0, 1.0).astype(np.float32)
+    return _to_heatmap(np.maximum(np.tensordot(fmap, weights, axes=([2], [0])), 0.0), rgb)
 
 
 def colorize(heatmap: np.ndarray) -> np.ndarray:

@@ -109,8 +109,8 @@ def check_agreement(bundle, runner: Runner, images: np.ndarray, tolerance: float
     """
     reference = getattr(bundle, "forward_keras", bundle.forward)  # never compare an attached runtime with itself
     ref_logits, ref_emb, got_logits, got_emb = [], [], [], []
-    for i in range(0, len(images), batch_size):
-        batch = np.asarray(images[i:i + batch_size])
+    for i in range(0, _count(images), batch_size):
+        batch = _take(images, i, i + batch_size)
         lk, ek = reference(batch)
         lx, ex = runner(batch)
         ref_logits.append(lk)
@@ -151,9 +151,9 @@ def _convert(model, fmt: str, path: Path) -> None:
             raise ExportError("ONNX export needs the tf2onnx and onnxruntime packages: "
                               "pip install tf2onnx onnxruntime") from None
     size = int(model.input_shape[1])
-    model(np.zeros((1, size, size, 3), np.float32), training=False)  # ONNX export refuses a never-called model
     with quiet_native_stderr(), warnings.catch_warnings():
-        warnings.simplefilter("ignore")
+        warnings.simplefilter("ignore")  # Keras notes that a named input got a bare tensor; harmless here
+        model(np.zeros((1, size, size, 3), np.float32), training=False)  # ONNX export refuses a never-called model
         model.export(str(path), format="litert" if fmt == "tflite" else "onnx", verbose=False)
 
 
@@ -217,52 +217,199 @@ def export_model(bundle, fmt: str, out_path: str | os.PathLike, check_images=Non
     return result
 
 
-def attach_runtime(bundle_dir: str | os.PathLike, check_images=None, tolerance: float = DEFAULT_TOLERANCE) -> dict:
-    """Export the bundle's model to `model-<sha>.tflite` inside the bundle and record it in the model card.
+def backbone_model(model):
+    """The Keras model from a bundle model's image input to {"feature_map", "embedding"}: everything before
+    its head. The bundle's `embedding` layer pools the last feature map, which is its input."""
+    from core.tf_runtime import load_tensorflow
 
-    load_bundle then runs it with LiteRT instead of Keras (faster, and no TensorFlow import at start),
-    but only while its hash matches the card and it was made from the same model.keras; the agreement
-    check on `check_images` (use real photos) must pass or nothing in the bundle changes.
+    _, keras = load_tensorflow()
+    try:
+        layer = model.get_layer("embedding")
+    except ValueError:
+        raise ExportError(f"model {model.name!r} has no 'embedding' layer; it was not built by mpox-triage") from None
+    fmap = layer.input
+    if len(fmap.shape) != 4:
+        raise ExportError(f"model {model.name!r}: the embedding does not pool a feature map (input {fmap.shape})")
+    return keras.Model(model.inputs, {"feature_map": fmap, "embedding": layer.output}, name=f"{model.name}_backbone")
+
+
+def _take(images, start: int, stop: int):
+    if isinstance(images, dict):
+        return {size: arr[start:stop] for size, arr in images.items()}
+    return np.asarray(images[start:stop])
+
+
+def _count(images) -> int:
+    return len(next(iter(images.values()))) if isinstance(images, dict) else len(images)
+
+
+def bundle_check_inputs(bundle, check_images) -> tuple[np.ndarray | dict, str]:
+    """check_inputs for every input size of `bundle` ({size: inputs} when it has several, e.g. combined)."""
+    sizes = tuple(getattr(bundle, "input_sizes", (bundle.input_size,)))
+    if len(sizes) == 1:
+        return check_inputs(check_images, sizes[0])
+    if check_images is None or isinstance(check_images, np.ndarray):
+        # One array for all sizes: resized per component the way core.combined does for a single batch.
+        arr, source = check_inputs(check_images, max(sizes)) if check_images is None else \
+            (np.asarray(check_images), f"{len(check_images)} given arrays")
+        return {s: np.stack([to_size(img, s) for img in arr]) for s in sizes}, source
+    out, source = {}, ""
+    for size in sizes:
+        out[size], source = check_inputs(check_images, size)
+    return out, source
+
+
+def to_size(img: np.ndarray, size: int) -> np.ndarray:
+    from core.preprocess import to_model_input
+
+    return to_model_input(np.asarray(img, np.uint8), size)
+
+
+def _staged(bundle_dir: Path, suffix: str) -> Path:
+    return bundle_dir / f".runtime.staged-{os.getpid()}{suffix}"
+
+
+def attach_light_runtime(bundle_dir: str | os.PathLike, photos=None, tolerance: float = DEFAULT_TOLERANCE) -> dict:
+    """Give a bundle its LiteRT runtime, checked against Keras, and record it in the card; the release builder's call.
+
+    A plain bundle gets `backbone-<sha>.tflite` (image -> feature map, embedding) and `head-<sha>.npz` (its
+    linear head, run in numpy); a combined bundle gets its head as `head-<sha>.npz` only, and needs its
+    components to carry theirs already (attach them first: the combined card then records their current
+    card digests). The probabilities of the light path (backbone(s) on LiteRT, head in numpy) must agree with
+    the Keras model's within `tolerance` on `photos` (a folder, image paths, or arrays; None: generated
+    images; give real photos), or nothing in the bundle changes (ExportError). The card's `extra.runtime`
+    records the files' digests and the agreement; other `extra` keys are kept; the card is sealed by
+    core.bundle.write_card. A previously attached runtime's files are removed once the new card is written.
+    load_bundle then runs the bundle without TensorFlow. Returns the runtime record plus "path" and "bytes".
     """
-    from core.bundle import BundleError, load_bundle, verify_bundle, write_card
+    from core.bundle import HEAD_FILE, BundleError, load_bundle, runtime_info
+    from core.heads import LinearHead
     from core.releases import claims_release
 
     bundle = load_bundle(bundle_dir, runtime="keras")
     bundle_dir = Path(bundle.path)
-    if claims_release(bundle.card) is not None:  # write_card would refuse too; say so before converting
-        raise BundleError(f"{bundle_dir}: {bundle.card.display_name} is a shipped release and is never changed; "
+    card = bundle.card
+    if claims_release(card) is not None:  # write_card would refuse too; say so before converting
+        raise BundleError(f"{bundle_dir}: {card.display_name} is a shipped release and is never changed; "
                           "export to a file instead (mpox-triage export OUT)")
-    staged = bundle_dir / f".runtime.staged-{os.getpid()}.tflite"
+    images, source = bundle_check_inputs(bundle, photos)
+    combined = bool(getattr(bundle, "components", None))
+    head = LinearHead.from_keras(bundle.model)
+    staged_head = _staged(bundle_dir, ".npz")
+    staged_tflite = _staged(bundle_dir, ".tflite")
+    new_files: dict[str, Path] = {}
     try:
-        result = export_model(bundle, "tflite", staged, check_images=check_images, tolerance=tolerance)
-    finally:
-        Path(f"{staged}.json").unlink(missing_ok=True)
-    name = f"model-{result['sha256'][:12]}.tflite"
-    try:
-        card = verify_bundle(bundle_dir)  # the card as it is now, checked again just before changing it
-        # A new name per content: the file a current card lists is never overwritten, so a crash at any
+        head.save_npz(staged_head)
+        if combined:
+            info = _combined_runtime(bundle, staged_head, images, source, tolerance)
+        else:
+            info = _backbone_runtime(bundle, staged_tflite, staged_head, images, source, tolerance)
+            new_files[info["file"]] = staged_tflite
+        info["head"] = f"{Path(HEAD_FILE).stem}-{info['head_sha256'][:12]}.npz"
+        new_files[info["head"]] = staged_head
+        from core.bundle import verify_bundle, write_card
+
+        current = verify_bundle(bundle_dir)  # the card as it is now, checked again just before changing it
+        # New names per content: a file the current card lists is never overwritten, so a crash at any
         # point leaves a bundle that verifies (with the old runtime or none).
-        os.replace(staged, bundle_dir / name)
+        for name, staged in new_files.items():
+            if name not in current.files:
+                os.replace(staged, bundle_dir / name)
+        old = runtime_info(current)
+        old_names = {old.get("file"), old.get("head")} - {None, *new_files}
+        for name in old_names:
+            current.files.pop(name, None)
+        for name in new_files:
+            current.files[name] = ""
+        current.extra = dict(current.extra or {})
+        if combined:
+            from core.combined import component_ref
+
+            dims = {r.get("name"): r.get("dim") for r in current.extra.get("components", [])}
+            current.extra["components"] = [component_ref(c.path, dim=dims.get(c.card.name))
+                                           for c in bundle.components]
+        current.extra["runtime"] = info
+        try:
+            write_card(bundle_dir, current)  # save_bundle's rule: hash every listed file, seal, write atomically
+        except BaseException:
+            listed = read_listed(bundle_dir)
+            for name in new_files:  # not listed by the card on disk: leave the bundle as it was
+                if name not in listed:
+                    (bundle_dir / name).unlink(missing_ok=True)
+            raise
+        for name in old_names:
+            if name:
+                (bundle_dir / name).unlink(missing_ok=True)
     finally:
-        staged.unlink(missing_ok=True)
-    old = (card.extra or {}).get("runtime", {}).get("file")
-    if old and old != name:
-        card.files.pop(old, None)
-    card.files[name] = result["sha256"]
-    card.extra = dict(card.extra or {})
-    card.extra["runtime"] = {
-        "format": "tflite", "file": name, "sha256": result["sha256"],
-        "model_sha256": card.model_sha256, "check_images": result["check_images"],
-        "agreement": result["agreement"], "created": result["created"],
-    }
+        staged_head.unlink(missing_ok=True)
+        staged_tflite.unlink(missing_ok=True)
+    main = bundle_dir / (info.get("file") or info["head"])
+    return {**info, "path": str(main), "bytes": main.stat().st_size}
+
+
+def read_listed(bundle_dir: Path) -> set[str]:
+    """File names the bundle's card on disk lists (empty when it cannot be read)."""
     try:
-        write_card(bundle_dir, card)  # save_bundle's rule: hash every listed file, seal, write atomically
-    except BaseException:
-        if name != old:
-            (bundle_dir / name).unlink(missing_ok=True)  # not listed by any card: leave the bundle as it was
+        from core.bundle import read_card
+
+        return set(read_card(bundle_dir).files)
+    except Exception:  # noqa: BLE001 - only used to decide what is safe to remove
+        return set()
+
+
+def _backbone_runtime(bundle, staged_tflite: Path, staged_head: Path, images, source: str, tolerance: float) -> dict:
+    """Convert the backbone, check backbone+numpy head against Keras, return the runtime record (kind backbone)."""
+    from core.bundle import RUNTIME_BACKBONE, sha256_file
+    from core.runtimes import load_light
+
+    card = bundle.card
+    try:
+        _convert(backbone_model(bundle.model), "tflite", staged_tflite)
+    except ExportError:
         raise
-    if old and old != name:
-        (bundle_dir / old).unlink(missing_ok=True)
-    result.pop("sidecar", None)
-    result["path"] = str(bundle_dir / name)
-    return result
+    except Exception as exc:  # converters raise many types; the user needs the gist
+        raise ExportError(f"converting {card.display_name}'s backbone to LiteRT failed: {exc}") from None
+    if not staged_tflite.is_file():
+        raise ExportError(f"converting to LiteRT wrote no file at {staged_tflite}")
+    try:
+        runner = load_light(staged_tflite, staged_head)
+    except RuntimeLoadError as exc:
+        raise ExportError(str(exc)) from None
+    agreement = check_agreement(bundle, runner, images, tolerance,
+                                what=f"the LiteRT backbone + numpy head of {card.display_name}")
+    fmap, emb = runner.features(_take(images, 0, 1))
+    digest = sha256_file(staged_tflite)
+    return {"format": "tflite", "kind": RUNTIME_BACKBONE, "file": f"backbone-{digest[:12]}.tflite",
+            "sha256": digest, "head_sha256": sha256_file(staged_head), "model_sha256": card.model_sha256,
+            "outputs": {"feature_map": list(fmap.shape[1:]), "embedding": int(emb.shape[1])},
+            "head_features": "signed square root" if bundle.head.sqrt else "embedding",
+            "check_images": source, "agreement": agreement, "created": utc_now()}
+
+
+def _combined_runtime(bundle, staged_head: Path, images, source: str, tolerance: float) -> dict:
+    """Check the combined bundle's light path (components' LiteRT runtimes, numpy head) against Keras."""
+    from core.bundle import RUNTIME_BACKBONE, RUNTIME_HEAD, load_bundle, runtime_info, sha256_file
+    from core.combined import CombinedBundle
+    from core.heads import LinearHead
+
+    card = bundle.card
+    light_parts = []
+    for comp in bundle.components:
+        light = load_bundle(comp.path)
+        if runtime_info(light.card).get("kind") != RUNTIME_BACKBONE or light.runtime is None:
+            raise ExportError(f"{card.display_name}: component {comp.card.display_name} has no verified LiteRT "
+                              "runtime; attach its runtime first (components before the combined bundle)")
+        light_parts.append(light)
+    light = CombinedBundle(card, None, bundle.ood, bundle.path, light_parts, head=LinearHead.load_npz(staged_head))
+    agreement = check_agreement(bundle, light.forward, images, tolerance,
+                                what=f"the LiteRT components + numpy head of {card.display_name}")
+    return {"format": "numpy", "kind": RUNTIME_HEAD, "head_sha256": sha256_file(staged_head),
+            "model_sha256": card.model_sha256,
+            "components": [{"name": c.card.name, "version": c.card.version, "sha256": c.card.model_sha256,
+                            "runtime_sha256": runtime_info(c.card).get("sha256", "")} for c in light_parts],
+            "check_images": source, "agreement": agreement, "created": utc_now()}
+
+
+def attach_runtime(bundle_dir: str | os.PathLike, check_images=None, tolerance: float = DEFAULT_TOLERANCE) -> dict:
+    """attach_light_runtime under its older name (`mpox-triage export --attach`)."""
+    return attach_light_runtime(bundle_dir, check_images, tolerance)

@@ -74,6 +74,28 @@ class LinearHead:
         f = signed_sqrt(x) if self.sqrt else x
         return f @ self.w + self.b
 
+    def save_npz(self, path) -> None:
+        """Write the head as `head.npz` (w, b, sqrt): what a bundle's numpy runtime reads, no Keras needed."""
+        with open(path, "wb") as fh:
+            np.savez(fh, w=np.asarray(self.w, np.float64), b=np.float64(self.b), sqrt=np.bool_(self.sqrt),
+                     C=np.float64(self.C))
+
+    @classmethod
+    def load_npz(cls, path) -> "LinearHead":
+        with np.load(path, allow_pickle=False) as data:
+            w = np.asarray(data["w"], np.float64).reshape(-1)
+            return cls(w, float(data["b"]), C=float(data["C"]) if "C" in data else DEFAULT_C,
+                       sqrt=bool(data["sqrt"]))
+
+    @classmethod
+    def from_keras(cls, model) -> "LinearHead":
+        """The head of a Keras bundle model: its Dense `logit` layer, on signed-sqrt features when the model
+        has a `signed_sqrt` layer (1.2.0+ heads), else on the embedding itself (older heads; dropout is
+        inactive at inference)."""
+        kernel, bias = model.get_layer("logit").get_weights()
+        sqrt = any(layer.name == "signed_sqrt" for layer in model.layers)
+        return cls(np.asarray(kernel, np.float64).reshape(-1), float(np.asarray(bias).reshape(-1)[0]), sqrt=sqrt)
+
 
 def fit_logistic(x: np.ndarray, y: np.ndarray, sample_weight: np.ndarray | None = None, C: float = DEFAULT_C,
                  sqrt: bool = True, class_weight: bool = True, max_iter: int = 2000) -> LinearHead:

@@ -738,3 +738,100 @@ def reuse_views(views: Sequence[str] | None) -> list[str]:
     """The views train_model will use for a given setting (identity always included)."""
     v = list(views or default_views(8))
     return v if "identity" in v else ["identity"] + v
+
+
+# -- the combined model's head (core.combined loads and runs it) ---------------------------------------
+
+def train_combined(dataset, component_dirs: Sequence[str | os.PathLike], *, views: Sequence[str] = ("identity",),
+                   C: float | None = None, min_sensitivity: float = 0.90, sensitivity_margin: float = 0.0,
+                   name: str = "combined", version: str | None = None, cache_dir=None, weights_dir=None,
+                   n_bootstrap: int = 1000, seed: int = 0, progress=None, cancel=None) -> dict[str, Any]:
+    """Fit a combined head on the cached embeddings of `dataset`'s train split (val: calibration, threshold).
+
+    Each component's embedding is the cached frozen-backbone embedding at that component's feature
+    layer (core.features), i.e. what the component bundle's model reports as its embedding.
+    Returns {"model", "card", "ood", "embeddings_npz", "components", "val_logits", "val_labels"}.
+    """
+    from core.bundle import BundleError, read_card
+    from core.combined import KIND, component_ref
+    from core.features import embeddings_npz_bytes
+    from core.heads import DEFAULT_C, embedding_head_model, fit_logistic
+
+    started = time.monotonic()
+    C = float(C or DEFAULT_C)
+    views = list(views)
+    if "identity" not in views:
+        views = ["identity"] + views
+    ident = views.index("identity")
+    train_ds, val_ds = dataset.subset("train"), dataset.subset("val")
+    if not len(train_ds) or not len(val_ds):
+        raise DatasetError("the combined head needs a dataset with train and val splits")
+    cards = [read_card(d) for d in component_dirs]
+    xs_tr, xs_va, refs, fps = [], [], [], []
+    for d, card in zip(component_dirs, cards):
+        layer = card.training.get("backbone", {}).get("feature_layer")
+        fx = FeatureExtractor(card.architecture, input_size=int(card.input_size), weights_dir=weights_dir,
+                              cache_dir=cache_dir, feature_layer=layer)
+        fp = card.training.get("backbone", {}).get("fingerprint_sha256")
+        if fp and fp != fx.fingerprint:
+            raise BundleError(f"{d}: its backbone fingerprint differs from the local weights; cannot reuse embeddings")
+        xs_tr.append(fx.embed(train_ds, views, progress, cancel))
+        xs_va.append(fx.embed(val_ds, ["identity"], progress, cancel)[:, 0])
+        refs.append(component_ref(d, card, fx.dim))
+        fps.append(fx.fingerprint)
+    x_tr, x_va = np.concatenate(xs_tr, axis=-1), np.concatenate(xs_va, axis=-1)
+    ok_tr = ~np.isnan(x_tr.reshape(len(x_tr), -1)).any(axis=1)
+    ok_va = ~np.isnan(x_va).any(axis=1)
+    x_tr, x_va = x_tr[ok_tr], x_va[ok_va]
+    s_tr = [s for s, ok in zip(train_ds.samples, ok_tr) if ok]
+    s_va = [s for s, ok in zip(val_ds.samples, ok_va) if ok]
+    y_tr, y_va = np.array([s.y for s in s_tr]), np.array([s.y for s in s_va])
+
+    head = fit_logistic(x_tr, y_tr, C=C)
+    z_va = head.logits(x_va)
+    temperature = fit_temperature(z_va, y_va)
+    p_va = apply_temperature(z_va, temperature)
+    threshold, reason = choose_threshold(y_va, p_va, min(1.0, min_sensitivity + sensitivity_margin))
+    centre = float(logit(threshold))
+    band = [float(sigmoid(centre - 1.0)), float(sigmoid(centre + 1.0))]
+    train_emb = x_tr[:, ident]
+    ood = fit_ood(train_emb, n_components=32)
+    ood_threshold = float(np.percentile(ood.score(x_va), 99.0))
+    val_metrics = evaluate_probabilities(y_va, p_va, threshold, n_bootstrap=n_bootstrap, seed=seed)
+    cfg = TrainConfig("mobilenetv2", head="logistic", head_c=C, min_sensitivity=min_sensitivity,
+                      sensitivity_margin=sensitivity_margin, seed=seed)
+    transfer = transfer_estimate(x_tr, y_tr, [s.source for s in s_tr], x_va, y_va, [s.source for s in s_va], ident,
+                                 cfg, progress, cancel)
+    npz = embeddings_npz_bytes(np.concatenate([train_emb, x_va]), np.concatenate([y_tr, y_va]),
+                               [s.source for s in s_tr + s_va], [s.split for s in s_tr + s_va],
+                               [s.file_hash() for s in s_tr + s_va])
+    summary = dataset.summary()
+    summary["test_used_in_training"] = False
+    summary["manifest_sha256"] = dataset.fingerprint()
+    card = ModelCard(
+        name=name, version=version or "0.0.0", architecture=KIND,
+        input_size=max(int(c.input_size) for c in cards),
+        preprocessing=PREPROCESSING_DESCRIPTION + "; then resized again (same function) to each component's "
+        "input size inside the combined bundle",
+        threshold=float(threshold), threshold_reason=reason, temperature=float(temperature), uncertain_band=band,
+        ood_threshold=ood_threshold,
+        metrics=to_jsonable({"val": val_metrics, "transfer": transfer,
+                             "selection": "all choices made on val and leave-one-collection-out; test never used "
+                                          "in training"}),
+        training_data=to_jsonable(summary),
+        training=to_jsonable({
+            "preset": "combined", "seed": seed,
+            "hyperparameters": {"head": {"type": "logistic (core.heads)", "C": C, "views": views,
+                                         "features": "concatenated component embeddings, signed square root, "
+                                                     "standardised (folded into the weights)",
+                                         "class_weight": True}},
+            "components": refs, "backbone_fingerprints": fps,
+            "calibration": "temperature scaling fitted on val (minimise NLL)",
+            "uncertain_band_rule": "calibrated logit within +-1 of the threshold's",
+            "ood_rule": "99th percentile of val out-of-scope scores (whitened distance to the concatenated train "
+                        "embeddings, 32 components)",
+            "time_s": round(time.monotonic() - started, 1)}),
+        limitations=list(LIMITATIONS),
+    )
+    return {"model": embedding_head_model(x_tr.shape[-1], head), "card": card, "ood": ood, "embeddings_npz": npz,
+            "components": refs, "val_logits": z_va, "val_labels": y_va, "val_samples": s_va}

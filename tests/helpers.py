@@ -61,3 +61,15 @@ def make_image_folder(root: Path, n_per_class: int = 4, classes=("mpox", "other"
             make_photo(size, seed).save(root / cls / f"{cls}_{i:02d}{ext}")
             seed += 1
     return root
+
+
+def make_light_combined(models: Path, photos: Path):
+    """A tiny combined bundle and its two components, each with its LiteRT runtime attached (checked on
+    `photos`), as a 1.3.0+ release ships them; returns (combined, alpha, beta) folders."""
+    from core.export import attach_light_runtime
+    from tests.test_combined import make_combined
+
+    out, a, b, _head = make_combined(models)
+    for folder in (a, b, out):  # components first: the combined card records their runtimes
+        attach_light_runtime(folder, photos)
+    return out, a, b

@@ -45,9 +45,10 @@ def test_combined_loads_verifies_components_and_classifies(tmp_path):
     paths = sorted(photos.rglob("*.jpg"))
     records = classify_paths(paths, bundle)
     assert [r.status for r in records] == ["ok"] * 4
-    # The decision is the head on the concatenated component embeddings, each at its own input size.
+    # The decision is the head on the concatenated component embeddings, each component's input decoded
+    # from the file at its own size, exactly as the component alone decodes it.
     x = np.stack([load_model_input(p, 48) for p in paths])
-    ea = load_bundle(a).forward(np.stack([to_model_input(img, 32) for img in x]))[1]
+    ea = load_bundle(a).forward(np.stack([load_model_input(p, 32) for p in paths]))[1]
     eb = load_bundle(b).forward(x)[1]
     want = 1 / (1 + np.exp(-head.logits(np.concatenate([ea, eb], axis=1))))
     got = np.array([r.p_mpox for r in records])

@@ -123,7 +123,7 @@ def test_attached_runtime_scores_like_keras_without_loading_keras(tiny_bundle, i
     result = _attach(bundle_dir, folder)
     assert result["agreement"]["max_abs_diff_p"] <= 1e-4
     fast = load_bundle(bundle_dir)
-    assert fast.runtime is not None and fast.runtime_name == "tflite"
+    assert fast.runtime is not None and fast.runtime_name == "litert"
     assert fast._model is None  # the Keras model is not loaded until something needs it
     reference = load_bundle(bundle_dir, runtime="keras")
     assert reference.runtime is None

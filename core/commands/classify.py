@@ -323,6 +323,11 @@ def _run(args: argparse.Namespace) -> int:
         if card.key in keys:
             raise CliError(f"--model {card.display_name} is given twice")
         keys.append(card.key)
+    if args.engine == "local":
+        from core.inference import share_backbones
+
+        # A combined model given with its components scores them in its own pass (each backbone once).
+        engines = [(e, e.card, e.bundle.runtime_name) for e in share_backbones([e for e, _c, _rt in engines])]
 
     ws = Workspace.open(folder, args.session, found=found)
     if manifest:

@@ -25,8 +25,10 @@ def add_parser(sub) -> None:
     p.add_argument("--check-images", metavar="FOLDER",
                    help="folder of real photos for the agreement check (default: generated images)")
     p.add_argument("--attach", action="store_true",
-                   help="instead of OUT: put a checked .tflite into the bundle and record it in its model card, so "
-                        "classify runs it with LiteRT (faster start and scoring); use --check-images with real photos")
+                   help="instead of OUT: put its LiteRT runtime (backbone .tflite, head in numpy) into the bundle, "
+                        "checked against Keras, and record it in its model card, so classify, Grad-CAM and adapt run "
+                        "without TensorFlow; use --check-images with real photos; for a combined model, attach its "
+                        "components first")
     p.add_argument("--tolerance", type=float, default=1e-4,
                    help="largest allowed p(mpox) difference from the Keras model (default 1e-4)")
     p.set_defaults(run=run)
@@ -37,7 +39,9 @@ def run(args: argparse.Namespace) -> int:
 
     from core.commands import CliError
     from core.export import FORMATS, ExportError
+    from core.tf_runtime import require_tensorflow
 
+    require_tensorflow("exporting a model (it converts the Keras model)")
     if not 0.0 < args.tolerance < 1.0:
         raise CliError(f"--tolerance must be between 0 and 1, got {args.tolerance}")
     if args.attach:
@@ -90,7 +94,7 @@ def _attach(args: argparse.Namespace) -> int:
 
     from core.bundle import BundleError, resolve_bundle_dir
     from core.commands import CliError
-    from core.export import ExportError, attach_runtime
+    from core.export import ExportError, attach_light_runtime
 
     if args.out:
         raise CliError("--attach writes into the bundle; give no OUT file")
@@ -100,11 +104,11 @@ def _attach(args: argparse.Namespace) -> int:
         raise CliError(f"--check-images {args.check_images}: no such folder")
     try:
         bundle_dir = resolve_bundle_dir(args.model)
-        result = attach_runtime(bundle_dir, check_images=args.check_images, tolerance=args.tolerance)
+        result = attach_light_runtime(bundle_dir, args.check_images, tolerance=args.tolerance)
     except (BundleError, ExportError) as exc:
         raise CliError(str(exc)) from None
     agree = result["agreement"]
     print(f"Attached {result['path']} ({result['bytes'] / 2**20:.1f} MiB); agreement with the Keras model on "
           f"{result['check_images']}: max |dp| = {agree['max_abs_diff_p']:.2e} (tolerance {agree['tolerance']:.0e}). "
-          "classify now runs it with LiteRT; MPOX_TRIAGE_RUNTIME=keras forces Keras.", file=sys.stderr)
+          "It now runs on LiteRT and numpy; MPOX_TRIAGE_RUNTIME=keras forces Keras.", file=sys.stderr)
     return 0

@@ -106,6 +106,9 @@ def _printer(quiet: bool):
 
 
 def run(args: argparse.Namespace) -> int:
+    from core.tf_runtime import require_tensorflow
+
+    require_tensorflow("training")  # before reading any data: one line, what to install
     from core.bundle import BundleError, check_save_target, load_bundle, new_bundle_dir
     from core.releases import find_release
     from core.commands import CliError

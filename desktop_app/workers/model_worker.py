@@ -2,7 +2,8 @@
 
 Keras models are not thread-safe, so every call that touches a bundle (load, inference, Grad-CAM)
 runs in the one QThread that owns it; requests arrive as queued signals and are served in order.
-TensorFlow is imported here, inside the worker thread, never on the GUI thread.
+Bundles run on LiteRT and numpy; TensorFlow, where a bundle still needs it, is imported here, inside the
+worker thread, never on the GUI thread.
 """
 
 from __future__ import annotations
@@ -97,9 +98,7 @@ class ModelWorker(QObject):
 
     def _ensure_loaded(self):
         if self.bundle is None:
-            from core.tf_runtime import load_tensorflow
-
-            load_tensorflow()
+            # TensorFlow is imported (here, in this thread) only for a bundle without a LiteRT runtime.
             from core.bundle import load_bundle
 
             bundle = load_bundle(self.bundle_ref)
