@@ -185,13 +185,16 @@ def parent_head(bundle):
 
 @dataclass
 class AdaptResult:
-    model: Any
+    model: Any                       # the end-to-end Keras model, or None where TensorFlow is not installed
     card: Any
     ood: Any
     embeddings_npz: bytes
     report: dict
     warnings: list[str] = field(default_factory=list)
     components: list | None = None   # combined bundles: the component references to keep
+    head: Any = None                 # core.heads.LinearHead: the new head (runs in numpy)
+    parent: Any = None               # the parent Bundle (its LiteRT backbone is reused)
+    photos: list = field(default_factory=list)  # the site photos used (a few check the new runtime)
 
 
 def adapt_bundle(bundle, paths: Sequence[str | os.PathLike], labels: Sequence[int], groups: Sequence[str] | None = None,
@@ -259,7 +262,7 @@ def adapt_bundle(bundle, paths: Sequence[str | os.PathLike], labels: Sequence[in
                                          n_bootstrap=n_bootstrap, seed=seed) if len(set(yv)) == 2 else {}
     base_after = evaluate_probabilities(yv, apply_temperature(z_val_after, temperature), threshold,
                                         n_bootstrap=n_bootstrap, seed=seed) if len(set(yv)) == 2 else {}
-    model = attach_head(bundle.model, head, name=bundle.model.name)
+    model = adapted_keras_model(bundle, head)
 
     ood = fit_ood(np.concatenate([xb, xs]).astype(np.float64), n_components=32)
     ood_ref = np.concatenate([ood.score(xv), ood.score(xs)]) if len(xv) else ood.score(xs)
@@ -309,22 +312,105 @@ def adapt_bundle(bundle, paths: Sequence[str | os.PathLike], labels: Sequence[in
         parent=rep["parent"], extra={k: v for k, v in (card0.extra or {}).items()
                                      if k in ("kind", "components")},
     )
-    return AdaptResult(model, card, ood, npz, rep, warnings,
-                       components=(card0.extra or {}).get("components"))
+    return AdaptResult(model, card, ood, npz, rep, warnings, components=(card0.extra or {}).get("components"),
+                       head=head, parent=bundle, photos=[str(p) for p in kept_paths])
+
+
+def adapted_keras_model(bundle, head):
+    """The parent's model with the new head, as one Keras model, where TensorFlow is installed; else None (the
+    adapted bundle then exists only as its LiteRT runtime: the parent's backbone export and the head in numpy)."""
+    from core.tf_runtime import tensorflow_available
+
+    if not tensorflow_available():
+        return None
+    from core.heads import attach_head
+
+    model = bundle.model
+    return attach_head(model, head, name=model.name)
+
+
+# Site photos the adapted bundle's LiteRT runtime is checked on against its Keras model (where there is one).
+RUNTIME_CHECK_PHOTOS = 32
 
 
 def save_adapted(result: AdaptResult, out_dir: str | os.PathLike, force: bool = False) -> Path:
-    """Write the adapted bundle; refuses an existing folder (unless `force`) and any shipped bundle folder."""
+    """Write the adapted bundle; refuses an existing folder (unless `force`) and any shipped bundle folder.
+
+    The bundle runs on LiteRT and numpy when its parent does: it reuses the parent's backbone export and
+    carries its new head as `head-<sha>.npz`. With TensorFlow installed it also holds the Keras model, and
+    the runtime is checked against it on site photos (core.export.attach_light_runtime); without, the
+    runtime is the model (core.bundle.model_file)."""
     from core.bundle import save_bundle
     from core.features import EMBEDDINGS_FILE
 
     out = check_out_dir(out_dir, force)
     extra = {EMBEDDINGS_FILE: result.embeddings_npz}
+    light = None if result.model is not None else _light_only_runtime(result)
+    if light is not None:
+        files, info = light
+        extra.update(files)
+        result.card.extra = {**(result.card.extra or {}), "runtime": info}
     if result.components:
         from core.combined import save_combined
 
-        return save_combined(result.model, result.card, out, result.components, ood=result.ood, extra_files=extra)
-    return save_bundle(result.model, result.card, out, ood=result.ood, extra_files=extra)
+        path = save_combined(result.model, result.card, out, result.components, ood=result.ood, extra_files=extra)
+    else:
+        path = save_bundle(result.model, result.card, out, ood=result.ood, extra_files=extra)
+    backbone = _parent_backbone(result.parent)
+    if result.model is not None and (backbone is not None or result.components) and result.photos:
+        from core.export import ExportError, attach_light_runtime
+
+        try:
+            attach_light_runtime(path, result.photos[:RUNTIME_CHECK_PHOTOS], backbone_from=backbone)
+        except ExportError:
+            pass  # components without runtimes, or no agreement: the bundle runs on Keras, as its parent does
+    return path
+
+
+def _parent_backbone(parent) -> Path | None:
+    """The parent's verified LiteRT backbone file, when it runs on one."""
+    runner = getattr(getattr(parent, "runtime", None), "backbone", None)
+    path = getattr(runner, "path", None)
+    return Path(path) if path is not None and Path(path).is_file() else None
+
+
+def _light_only_runtime(result: AdaptResult) -> tuple[dict, dict]:
+    """(extra files, card runtime record) of an adapted bundle without a Keras model: the parent's backbone
+    export (a plain bundle) and the new head in numpy."""
+    import hashlib
+    import io
+
+    from core.bundle import HEAD_FILE, RUNTIME_BACKBONE, RUNTIME_HEAD, runtime_info, sha256_file
+    from core.records import utc_now
+
+    parent = result.parent
+    buf = io.BytesIO()
+    result.head.save_npz(buf)
+    head_bytes = buf.getvalue()
+    head_sha = hashlib.sha256(head_bytes).hexdigest()
+    head_name = f"{Path(HEAD_FILE).stem}-{head_sha[:12]}.npz"
+    parent_info = runtime_info(parent.card) if parent is not None else {}
+    info = {"format": "numpy" if result.components else "tflite",
+            "kind": RUNTIME_HEAD if result.components else RUNTIME_BACKBONE,
+            "head": head_name, "head_sha256": head_sha, "model_sha256": head_sha,
+            "head_features": "signed square root" if result.head.sqrt else "embedding",
+            "agreement": {"reference": "none: adapted without TensorFlow, this model has no Keras form; its head "
+                                       "runs in numpy only",
+                          "backbone": "the parent's verified LiteRT export, unchanged",
+                          "parent_agreement": parent_info.get("agreement", {})},
+            "parent": {"name": parent.card.name, "version": parent.card.version,
+                       "sha256": parent.card.model_sha256} if parent is not None else {},
+            "created": utc_now()}
+    files: dict[str, Any] = {head_name: head_bytes}
+    if not result.components:
+        backbone = _parent_backbone(parent)
+        if backbone is None:
+            raise AdaptError(f"{parent.card.display_name} has no LiteRT backbone export, so an adapted model needs "
+                             "TensorFlow to be saved: pip install 'mpox-triage[train]'")
+        info.update({"file": backbone.name, "sha256": sha256_file(backbone),
+                     "outputs": parent_info.get("outputs", {})})
+        files[backbone.name] = backbone
+    return files, info
 
 
 def check_out_dir(out_dir: str | os.PathLike, force: bool = False) -> Path:

@@ -306,7 +306,7 @@ def verify_bundle(bundle_dir: str | os.PathLike, card: ModelCard | None = None,
             f"{card_path}: the model card carries no digest (card_sha256), so an edited threshold or calibration "
             "could not be noticed. Reinstall or retrain this model. Refusing to load it."
         )
-    if MODEL_FILE not in card.files:
+    if model_file(card) not in card.files:
         raise BundleError(f"{bundle_dir}: model card lists no hash for {MODEL_FILE}; refusing an unverifiable model")
     for name, expected in card.files.items():
         path = bundle_dir / name
@@ -318,7 +318,7 @@ def verify_bundle(bundle_dir: str | os.PathLike, card: ModelCard | None = None,
                 f"{path}: SHA-256 {actual[:12]}… does not match the model card ({expected[:12]}…). The file was "
                 "modified or corrupted; reinstall or retrain this model. Refusing to load it."
             )
-    if card.files[MODEL_FILE] != card.model_sha256:
+    if card.files[model_file(card)] != card.model_sha256:
         raise BundleError(f"{bundle_dir}: model card is inconsistent (model_sha256 differs from files table)")
     if card.card_sha256 != card.content_digest():
         raise BundleError(
@@ -537,9 +537,24 @@ def runtime_info(card: ModelCard) -> dict[str, Any]:
     return info if isinstance(info, dict) else {}
 
 
+def model_file(card: ModelCard) -> str:
+    """The file whose SHA-256 is the model's identity (`model_sha256`): model.keras, or, for a bundle without
+    one (adapted where TensorFlow is not installed: core.adapt), the numpy head of its LiteRT runtime."""
+    if MODEL_FILE in card.files:
+        return MODEL_FILE
+    info = runtime_info(card)
+    head = info.get("head")
+    if info.get("kind") in (RUNTIME_BACKBONE, RUNTIME_HEAD) and isinstance(head, str) and head in card.files:
+        return head
+    return MODEL_FILE
+
+
 def runtime_agrees(card: ModelCard, info: dict[str, Any] | None = None) -> bool:
-    """Whether the card's runtime record was made from this model.keras and agreed within RUNTIME_TOLERANCE."""
+    """Whether the card's runtime record was made from this model.keras and agreed within RUNTIME_TOLERANCE
+    (a bundle without model.keras has nothing to disagree with: its runtime is the model)."""
     info = runtime_info(card) if info is None else info
+    if MODEL_FILE not in card.files:
+        return bool(info) and info.get("model_sha256") == card.model_sha256 == card.files.get(model_file(card))
     agreement = info.get("agreement") if isinstance(info.get("agreement"), dict) else {}
     try:
         diff = float(agreement.get("max_abs_diff_p", 1.0))
@@ -563,7 +578,7 @@ def verified_head(bundle_dir: Path, card: ModelCard):
         return None
 
 
-def _verified_runtime(bundle_dir: Path, card: ModelCard):
+def verified_runtime(bundle_dir: Path, card: ModelCard, num_threads: int | None = None):
     """The bundle's attached exported model, if it is hash-verified, made from this model.keras and agreed
     within RUNTIME_TOLERANCE when it was attached; else None (the Keras model is used).
 
@@ -582,8 +597,8 @@ def _verified_runtime(bundle_dir: Path, card: ModelCard):
             head = info.get("head")
             if head not in card.files:
                 return None
-            return load_light(bundle_dir / name, bundle_dir / head)
-        return load_exported(bundle_dir / name, info.get("format"))
+            return load_light(bundle_dir / name, bundle_dir / head, num_threads)
+        return load_exported(bundle_dir / name, info.get("format"), num_threads)
     except Exception:  # no LiteRT/ONNX Runtime installed, or an unreadable file: Keras still works
         return None
 
@@ -606,7 +621,10 @@ def load_bundle(name_or_path: str | os.PathLike, models_dir: str | os.PathLike |
         if loader is None:
             raise BundleError(f"{bundle_dir}: unknown kind of model bundle {kind!r}; update mpox-triage")
         return loader(bundle_dir, card, models_dir, runtime=runtime)
-    runner = _verified_runtime(bundle_dir, card) if runtime == "auto" else None
+    runner = verified_runtime(bundle_dir, card) if runtime == "auto" else None
+    if runner is None and MODEL_FILE not in card.files:
+        raise BundleError(f"{bundle_dir}: this model exists only as its LiteRT runtime (no {MODEL_FILE}), which "
+                          f"cannot run here (is ai-edge-litert installed? is {RUNTIME_ENV}=keras set?)")
     model = _load_keras_model(bundle_dir) if runner is None else None
     ood = load_ood(bundle_dir)
     return Bundle(card, model, ood, bundle_dir, runtime=runner)
@@ -644,10 +662,10 @@ def write_card(bundle_dir: str | os.PathLike, card: ModelCard) -> ModelCard:
         if not path.is_file():
             raise BundleError(f"{path}: listed in the model card but missing; cannot seal the card")
         files[name] = sha256_file(path)
-    if MODEL_FILE not in files:
-        raise BundleError(f"{bundle_dir}: a model card must list {MODEL_FILE}")
+    if model_file(card) not in files:
+        raise BundleError(f"{bundle_dir}: a model card must list {MODEL_FILE} (or, without one, its LiteRT runtime)")
     card.files = files
-    card.model_sha256 = files[MODEL_FILE]
+    card.model_sha256 = files[model_file(card)]
     card.format_version = FORMAT_VERSION
     validate_card(card, bundle_dir / CARD_FILE)
     card.card_sha256 = card.content_digest()
@@ -699,8 +717,10 @@ def save_bundle(model, card: ModelCard, out_dir: str | os.PathLike, ood: OODStat
     os.umask(umask)
     os.chmod(tmp, 0o777 & ~umask)  # mkdtemp makes 0700; a bundle folder is as readable as any other folder
     try:
-        model.save(tmp / MODEL_FILE)
-        card.files = {MODEL_FILE: ""}
+        card.files = {}
+        if model is not None:  # None: a model that exists only as its LiteRT runtime (see model_file)
+            model.save(tmp / MODEL_FILE)
+            card.files[MODEL_FILE] = ""
         if ood is not None:
             ood.save(tmp / OOD_FILE)
             card.files[OOD_FILE] = ""

@@ -269,7 +269,8 @@ def _staged(bundle_dir: Path, suffix: str) -> Path:
     return bundle_dir / f".runtime.staged-{os.getpid()}{suffix}"
 
 
-def attach_light_runtime(bundle_dir: str | os.PathLike, photos=None, tolerance: float = DEFAULT_TOLERANCE) -> dict:
+def attach_light_runtime(bundle_dir: str | os.PathLike, photos=None, tolerance: float = DEFAULT_TOLERANCE,
+                         backbone_from: str | os.PathLike | None = None) -> dict:
     """Give a bundle its LiteRT runtime, checked against Keras, and record it in the card; the release builder's call.
 
     A plain bundle gets `backbone-<sha>.tflite` (image -> feature map, embedding) and `head-<sha>.npz` (its
@@ -281,6 +282,8 @@ def attach_light_runtime(bundle_dir: str | os.PathLike, photos=None, tolerance: 
     records the files' digests and the agreement; other `extra` keys are kept; the card is sealed by
     core.bundle.write_card. A previously attached runtime's files are removed once the new card is written.
     load_bundle then runs the bundle without TensorFlow. Returns the runtime record plus "path" and "bytes".
+    `backbone_from`: an existing backbone `.tflite` of the same backbone (an adapted bundle's parent's) to use
+    instead of converting again; it is checked the same way.
     """
     from core.bundle import HEAD_FILE, BundleError, load_bundle, runtime_info
     from core.heads import LinearHead
@@ -303,7 +306,7 @@ def attach_light_runtime(bundle_dir: str | os.PathLike, photos=None, tolerance: 
         if combined:
             info = _combined_runtime(bundle, staged_head, images, source, tolerance)
         else:
-            info = _backbone_runtime(bundle, staged_tflite, staged_head, images, source, tolerance)
+            info = _backbone_runtime(bundle, staged_tflite, staged_head, images, source, tolerance, backbone_from)
             new_files[info["file"]] = staged_tflite
         info["head"] = f"{Path(HEAD_FILE).stem}-{info['head_sha256'][:12]}.npz"
         new_files[info["head"]] = staged_head
@@ -357,14 +360,21 @@ def read_listed(bundle_dir: Path) -> set[str]:
         return set()
 
 
-def _backbone_runtime(bundle, staged_tflite: Path, staged_head: Path, images, source: str, tolerance: float) -> dict:
-    """Convert the backbone, check backbone+numpy head against Keras, return the runtime record (kind backbone)."""
+def _backbone_runtime(bundle, staged_tflite: Path, staged_head: Path, images, source: str, tolerance: float,
+                      backbone_from=None) -> dict:
+    """Convert the backbone (or copy `backbone_from`), check backbone+numpy head against Keras, return the
+    runtime record (kind backbone)."""
+    import shutil
+
     from core.bundle import RUNTIME_BACKBONE, sha256_file
     from core.runtimes import load_light
 
     card = bundle.card
     try:
-        _convert(backbone_model(bundle.model), "tflite", staged_tflite)
+        if backbone_from is not None:
+            shutil.copyfile(backbone_from, staged_tflite)
+        else:
+            _convert(backbone_model(bundle.model), "tflite", staged_tflite)
     except ExportError:
         raise
     except Exception as exc:  # converters raise many types; the user needs the gist

@@ -22,6 +22,7 @@ from typing import Iterable, Iterator, Sequence
 import numpy as np
 
 import hashlib
+import threading
 
 from core import scope
 from core.bundle import Bundle
@@ -74,7 +75,7 @@ class InferenceEngine:
     """Streams one ResultRecord per input path, in input order."""
 
     def __init__(self, bundle: Bundle, batch_size: int = 32, decode_workers: int | None = None,
-                 threshold: float | None = None, with_components: bool = False):
+                 threshold: float | None = None, shared: "SharedRows | None" = None):
         self.bundle = bundle
         self.batch_size = max(1, int(batch_size))
         self.decode_workers = decode_workers or max(2, min(8, (os.cpu_count() or 2)))
@@ -84,12 +85,11 @@ class InferenceEngine:
         self.scope_limit = scope.SCOPE_LIMIT
         # Embeddings (float16) of the photos scored so far that the scope check kept, for the shift test.
         self.embeddings: list[np.ndarray] = []
-        # A combined bundle's components, scored from the same pass (see component_engines).
+        # A combined bundle's components, scored from the same pass into `shared` (see SharedRows).
+        self.shared = shared if hasattr(bundle, "forward_parts") else None
         self.parts: list[InferenceEngine] = []
-        self.part_records: list[dict[str, ResultRecord]] = []
-        if with_components and hasattr(bundle, "forward_parts"):
+        if self.shared is not None:
             self.parts = [InferenceEngine(c, self.batch_size, self.decode_workers) for c in bundle.components]
-            self.part_records = [{} for _ in self.parts]
 
     @property
     def card(self):
@@ -98,11 +98,6 @@ class InferenceEngine:
     @property
     def input_sizes(self) -> tuple[int, ...]:
         return tuple(getattr(self.bundle, "input_sizes", (self.bundle.input_size,)))
-
-    def component_engines(self) -> list["ComponentEngine"]:
-        """Engines for the combined bundle's components that hand out the rows this engine made for them in
-        its own pass (each backbone runs once per photo), scoring only photos it did not see."""
-        return [ComponentEngine(part, kept) for part, kept in zip(self.parts, self.part_records)]
 
     def _record(self, path: Path, **fields) -> ResultRecord:
         card = self.bundle.card
@@ -119,11 +114,14 @@ class InferenceEngine:
         batch = stack_inputs([item[1] for item in items])
         if self.parts:
             logits, emb, parts = self.bundle.forward_parts(batch)
-            for i, (part, kept) in enumerate(zip(self.parts, self.part_records)):
+            for i, part in enumerate(self.parts):
                 size = part.bundle.input_size
                 sub = [(item[0], None, item[2], _at(item[3] if len(item) > 3 else None, size)) for item in items]
-                for rec in part.records(sub, *parts[i]):
-                    kept[str(rec.path)] = rec
+                recs = part.records(sub, *parts[i])
+                part.embeddings.clear()  # each row carries its own to the component's engine (shift test)
+                embs = [None if scope.is_out_of_scope(item[3], part.scope_limit) else
+                        np.asarray(parts[i][1][j], dtype=np.float16) for j, item in enumerate(sub)]
+                self.shared.put(i, list(zip(recs, embs)))
         else:
             logits, emb = self.bundle.forward(batch)
         main = max(self.input_sizes)
@@ -198,13 +196,16 @@ class InferenceEngine:
                     if arr is not None:
                         yield next(scored)
                     else:
-                        for part, kept in zip(self.parts, self.part_records):
-                            kept[str(path)] = part._record(path, status=STATUS_ERROR, file_sha256=digest, error=error)
+                        for i, part in enumerate(self.parts):
+                            self.shared.put(i, [(part._record(path, status=STATUS_ERROR, file_sha256=digest,
+                                                              error=error), None)])
                         yield self._record(path, status=STATUS_ERROR, file_sha256=digest, error=error)
                 done += len(chunk)
                 report(progress, done, total, str(chunk[-1][0].name), "classify")
         finally:
             pool.shutdown(wait=True, cancel_futures=True)
+            if self.shared is not None:
+                self.shared.close()  # components waiting for rows this run did not make score them themselves
 
 
 def _at(value, size: int):
@@ -212,13 +213,50 @@ def _at(value, size: int):
     return value.get(size) if isinstance(value, dict) else value
 
 
-class ComponentEngine:
-    """A component's engine inside a combined run: yields the rows the combined pass made for this component
-    (InferenceEngine.component_engines) and scores any other photo itself, in input order. Same interface
-    as InferenceEngine (`run`, `card`, `shift`, `batch_size`, `bundle`)."""
+class SharedRows:
+    """Rows a combined bundle's pass makes for its components, handed to the components' engines (in this
+    thread or others: the app runs each model in its own worker). Thread-safe."""
 
-    def __init__(self, engine: InferenceEngine, kept: dict[str, ResultRecord]):
-        self.engine, self.kept = engine, kept
+    def __init__(self, n_parts: int):
+        self._cond = threading.Condition()
+        self._rows: list[dict[str, tuple]] = [{} for _ in range(n_parts)]
+        self._closed = False
+
+    def put(self, part: int, rows: Sequence[tuple[ResultRecord, np.ndarray | None]]) -> None:
+        """Rows (record, embedding for the shift test or None) the combined pass made for component `part`."""
+        with self._cond:
+            for rec, emb in rows:
+                self._rows[part][str(rec.path)] = (rec, emb)
+            self._cond.notify_all()
+
+    def close(self) -> None:
+        """The combined run has ended (finished, cancelled or failed): no more rows will come."""
+        with self._cond:
+            self._closed = True
+            self._cond.notify_all()
+
+    def take(self, part: int, path: str, cancel: CancelToken | None = None) -> tuple | None:
+        """(record, embedding or None) for `path`, waiting for the combined pass to make it; None once the pass
+        has ended without it (or on cancel)."""
+        with self._cond:
+            while True:
+                row = self._rows[part].pop(path, None)
+                if row is not None or self._closed or (cancel is not None and cancel.cancelled):
+                    return row
+                self._cond.wait(0.2)
+
+    def has(self, part: int, path: str) -> bool:
+        with self._cond:
+            return path in self._rows[part]
+
+
+class ComponentEngine:
+    """A component's engine beside its combined bundle: yields the rows the combined pass made for this
+    component (SharedRows) and scores any other photo itself, in input order. Same interface as
+    InferenceEngine (`run`, `card`, `shift`, `batch_size`, `bundle`, `threshold`)."""
+
+    def __init__(self, engine: InferenceEngine, shared: SharedRows, part: int):
+        self.engine, self.shared, self.part = engine, shared, int(part)
         self.bundle, self.batch_size = engine.bundle, engine.batch_size
 
     @property
@@ -229,24 +267,38 @@ class ComponentEngine:
     def threshold(self) -> float:
         return self.engine.threshold
 
+    @property
+    def embeddings(self) -> list:
+        return self.engine.embeddings
+
     def shift(self, reference: np.ndarray | None = None, alpha: float = 0.05):
+        """The folder test over this component's rows (those from the combined pass and its own)."""
         return self.engine.shift(reference, alpha)
 
     def run(self, paths: Iterable[str | os.PathLike], progress: ProgressFn | None = None,
             cancel: CancelToken | None = None) -> Iterator[ResultRecord]:
         paths = [Path(p) for p in paths]
         total = len(paths)
-        missing = [p for p in paths if str(p) not in self.kept]
-        fresh = iter(self.engine.run(missing, cancel=cancel)) if missing else iter(())
         report(progress, 0, total, "starting", "classify")
+        fresh = None
         done = 0
-        for path in paths:
+        for i, path in enumerate(paths):
             if cancel is not None and cancel.cancelled:
                 break
-            rec = self.kept.pop(str(path), None)
-            if rec is None:
+            row = self.shared.take(self.part, str(path), cancel)
+            rec = None
+            if row is not None:
+                rec, emb = row
+                if emb is not None:
+                    self.engine.embeddings.append(emb)
+            else:
+                if cancel is not None and cancel.cancelled:
+                    break
+                if fresh is None:  # the combined pass has ended: score what it did not, in order
+                    rest = [p for p in paths[i:] if not self.shared.has(self.part, str(p))]
+                    fresh = iter(self.engine.run(rest, cancel=cancel))
                 rec = next(fresh, None)
-                if rec is None:  # the scoring engine stopped (cancelled)
+                if rec is None:  # cancelled
                     break
             yield rec
             done += 1
@@ -254,34 +306,53 @@ class ComponentEngine:
                 report(progress, done, total, path.name, "classify")
 
 
-def share_backbones(engines: Sequence) -> list:
-    """The engines to run, in the order to run them, so that each backbone runs once per photo.
-
-    A combined bundle's engine given together with engines of its own components (same model SHA-256) scores
-    the components in its own pass: it runs first, and those engines become its component_engines(), which
-    hand out the rows it made. Other engines are returned as they are, in their order."""
-    engines = list(engines)
-    out = list(engines)
-    for i, engine in enumerate(engines):
-        bundle = getattr(engine, "bundle", None)
-        comps = getattr(bundle, "components", None)
-        if not isinstance(engine, InferenceEngine) or not comps:
+def backbone_sharing(cards: Sequence) -> list[tuple | None]:
+    """Per card, its role in one pass over the photos: ("combined", SharedRows), ("component", SharedRows,
+    index in the combined bundle), or None. A combined model run together with its own components (same model
+    SHA-256) scores them in its pass, so each backbone runs once per photo."""
+    roles: list[tuple | None] = [None] * len(cards)
+    keys = [getattr(c, "key", None) for c in cards]
+    for i, card in enumerate(cards):
+        extra = getattr(card, "extra", None)
+        refs = extra.get("components") if isinstance(extra, dict) and extra.get("kind") == "combined" else None
+        if not refs or roles[i] is not None:
             continue
-        keys = [c.card.key for c in comps]
-        mates = {j: keys.index(e.card.key) for j, e in enumerate(engines)
-                 if j != i and getattr(getattr(e, "card", None), "key", None) in keys}
+        mates = {j: k for k, ref in enumerate(refs) for j, key in enumerate(keys)
+                 if j != i and roles[j] is None and key and key == ref.get("sha256")}
         if not mates:
             continue
-        shared = InferenceEngine(bundle, engine.batch_size, engine.decode_workers, engine.threshold,
-                                 with_components=True)
-        parts = shared.component_engines()
+        shared = SharedRows(len(refs))
+        roles[i] = ("combined", shared)
         for j, k in mates.items():
-            parts[k].engine.threshold = engines[j].threshold
-            out[j] = parts[k]
-        out[i] = shared
-        # the combined engine first, then everything else in the given order
-        out = [shared] + [e for e in out if e is not shared]
-    return out
+            roles[j] = ("component", shared, k)
+    return roles
+
+
+def shared_engine(bundle: Bundle, role: tuple | None, **kwargs) -> "InferenceEngine | ComponentEngine":
+    """The engine for `bundle` in its backbone_sharing role (kwargs: InferenceEngine's)."""
+    if role is None:
+        return InferenceEngine(bundle, **kwargs)
+    if role[0] == "combined":
+        return InferenceEngine(bundle, shared=role[1], **kwargs)
+    return ComponentEngine(InferenceEngine(bundle, **kwargs), role[1], role[2])
+
+
+def share_backbones(engines: Sequence) -> list:
+    """The engines to run, in the order to run them one after the other, so that each backbone runs once per
+    photo: a combined bundle's engine with engines of its own components runs first and hands them its rows
+    (backbone_sharing). Engines that are not local InferenceEngines are returned as they are."""
+    engines = list(engines)
+    local = [isinstance(e, InferenceEngine) for e in engines]
+    roles = backbone_sharing([e.card if ok else None for e, ok in zip(engines, local)])
+    out = []
+    for engine, role in zip(engines, roles):
+        if role is None:
+            out.append(engine)
+            continue
+        kw = {"batch_size": engine.batch_size, "decode_workers": engine.decode_workers, "threshold": engine.threshold}
+        out.append(shared_engine(engine.bundle, role, **kw))
+    first = [e for e, r in zip(out, roles) if r is not None and r[0] == "combined"]
+    return first + [e for e in out if not any(e is f for f in first)]
 
 
 def classify_paths(paths: Iterable[str | os.PathLike], bundle: Bundle, batch_size: int = 32,

@@ -88,6 +88,8 @@ def main(argv: list[str] | None = None) -> int:
                         help="print the seconds until the window is shown, then quit (for packaging checks)")
     parser.add_argument("--smoke-test", metavar="FOLDER",
                         help="open FOLDER, run the selected model, print a summary and quit (packaging check)")
+    parser.add_argument("--model", default="",
+                        help="with --smoke-test: text in the model picker entry to run (e.g. xception, Both)")
     args = parser.parse_args(sys.argv[1:] if argv is None else argv)
 
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
@@ -124,6 +126,8 @@ def main(argv: list[str] | None = None) -> int:
 
         QTimer.singleShot(0, probe)
     elif args.smoke_test:
+        if args.model:
+            window.select_model(args.model)
         return _smoke_test(app, window, args.smoke_test)
     else:
         folder = startup_folder(args.folder, settings)

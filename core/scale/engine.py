@@ -59,12 +59,11 @@ class _Scorer:
             raise BundleError(
                 f"{bundle_dir} on this node holds model {bundle.card.model_sha256[:12]}…, not the driver's "
                 f"{model_sha256[:12]}…; every node must see the same bundle at the same path")
-        info = bundle.card.extra.get("runtime") if isinstance(bundle.card.extra, dict) else None
-        if bundle.runtime is not None and isinstance(info, dict):
-            # Same verified file, but with the actor's share of the cores instead of all of the machine's.
-            from core.export import load_exported
+        if bundle.runtime is not None:
+            # Same verified runtime, but with the actor's share of the cores instead of all of the machine's.
+            from core.bundle import verified_runtime
 
-            bundle.runtime = load_exported(bundle.path / info["file"], info.get("format"), num_threads=threads)
+            bundle.runtime = verified_runtime(bundle.path, bundle.card, num_threads=threads) or bundle.runtime
         self.engine = InferenceEngine(bundle, batch_size=batch_size, threshold=threshold)
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:

@@ -104,10 +104,7 @@ class RetrainWorker(QObject):
         self.cancel = spec.get("cancel") or CancelToken()
         self.adapt_result = None
         try:
-            from core.tf_runtime import load_tensorflow
-
-            load_tensorflow()
-            from core.adapt import adapt_bundle
+            from core.adapt import adapt_bundle  # LiteRT and numpy; TensorFlow only if the model needs it
             from core.bundle import load_bundle
             from core.datasets import dataset_from_labels
             from desktop_app.retrain.adapt_compare import site_predictions

@@ -58,6 +58,8 @@ class RunJob:
     plan: Any                        # core.workspace.ScorePlan for this worker's model
     cancel: Any                      # core.progress.CancelToken
     job_id: int = 0
+    # core.inference.backbone_sharing role: a combined model run beside its components scores them in its pass
+    share: Any = None
 
 
 @dataclass
@@ -143,9 +145,9 @@ class ModelWorker(QObject):
         try:
             bundle = self._ensure_loaded()
             summary.card = bundle.card
-            from core.inference import InferenceEngine
+            from core.inference import shared_engine
 
-            engine = InferenceEngine(bundle, batch_size=self.batch_size, threshold=job.plan.threshold)
+            engine = shared_engine(bundle, job.share, batch_size=self.batch_size, threshold=job.plan.threshold)
 
             pending: list = []
 
@@ -177,6 +179,8 @@ class ModelWorker(QObject):
         except Exception as exc:  # a failed run reports why and keeps the partial results
             summary.failed = str(exc) or type(exc).__name__
         finally:
+            if job.share is not None and job.share[0] == "combined":
+                job.share[1].close()  # even if loading failed: its components then score their photos themselves
             summary.elapsed_s = time.monotonic() - start
             if run is not None:
                 summary.status = run.status or "failed"

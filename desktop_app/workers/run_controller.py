@@ -94,8 +94,12 @@ class RunController(QObject):
             w.run_finished.connect(self._on_finished)
         self.started.emit(self.total)
         self._flush_timer.start()
-        for handle, plan in jobs:
-            handle.run(RunJob(workspace, plan, self.token, self._job_id))
+        from core.inference import backbone_sharing  # NumPy only, no TensorFlow
+
+        # "Both": the combined model scores its components in its own pass; their workers hand out those rows.
+        roles = backbone_sharing([plan.card for _h, plan in jobs])
+        for (handle, plan), role in zip(jobs, roles):
+            handle.run(RunJob(workspace, plan, self.token, self._job_id, share=role))
 
     @property
     def total(self) -> int:
