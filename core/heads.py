@@ -75,10 +75,15 @@ class LinearHead:
         return f @ self.w + self.b
 
     def save_npz(self, path) -> None:
-        """Write the head as `head.npz` (w, b, sqrt): what a bundle's numpy runtime reads, no Keras needed."""
+        """Write the head as `head.npz` (w, b, sqrt) to a path or binary file: what a bundle's numpy runtime
+        reads, no Keras needed."""
+        arrays = {"w": np.asarray(self.w, np.float64), "b": np.float64(self.b), "sqrt": np.bool_(self.sqrt),
+                  "C": np.float64(self.C)}
+        if hasattr(path, "write"):
+            np.savez(path, **arrays)
+            return
         with open(path, "wb") as fh:
-            np.savez(fh, w=np.asarray(self.w, np.float64), b=np.float64(self.b), sqrt=np.bool_(self.sqrt),
-                     C=np.float64(self.C))
+            np.savez(fh, **arrays)
 
     @classmethod
     def load_npz(cls, path) -> "LinearHead":
