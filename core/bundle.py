@@ -329,11 +329,13 @@ def verify_bundle(bundle_dir: str | os.PathLike, card: ModelCard | None = None,
         if name not in card.files and (bundle_dir / name).exists():
             raise BundleError(f"{bundle_dir / name}: file is not listed in the model card; refusing an unverified file")
     check_release(card, card_path)
-    if isinstance(card.extra, dict) and card.extra.get("kind") == "combined":
-        from core.combined import component_refs, find_component  # a combined model is trusted only whole
+    kind = card.extra.get("kind") if isinstance(card.extra, dict) else None
+    if kind:
+        from core.runtimes import bundle_check  # the kind's own step: a combined model is trusted only whole
 
-        for ref in component_refs(card):
-            find_component(ref, bundle_dir, models_dir)
+        check = bundle_check(str(kind))
+        if check is not None:
+            check(card, bundle_dir, models_dir)
     return card
 
 

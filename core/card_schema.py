@@ -48,12 +48,25 @@ class Agreement(_Open):
 
 
 class Runtime(_Open):
-    """extra.runtime: an exported model attached to the bundle (core.export.attach_runtime)."""
+    """extra.runtime: an exported model attached to the bundle (core.export.attach_light_runtime).
 
-    file: Text
+    Release 1.3.0 on: kind "backbone" (a LiteRT backbone `file` and a numpy `head`) or "head" (a combined
+    model's numpy `head`; its components bring their backbones). Before: a whole-model `file`, no kind."""
+
+    file: Optional[Text] = None
     format: Text
+    kind: Optional[StrictStr] = None
+    head: Optional[Text] = None
     model_sha256: StrictStr = ""
     agreement: Optional[Agreement] = None
+
+    @model_validator(mode="after")
+    def _has_a_file(self):
+        if not self.file and not self.head:
+            raise ValueError("names no file (file, or head)")
+        if self.kind == "backbone" and not (self.file and self.head):
+            raise ValueError("a backbone runtime names its file and its head")
+        return self
 
 
 class Component(_Open):

@@ -238,4 +238,40 @@ def save_combined(head_model, card: ModelCard, out_dir: str | os.PathLike, compo
     return save_bundle(head_model, card, out_dir, ood=ood, extra_files=extra_files)
 
 
-register_bundle_loader(KIND, load_combined)
+def check_components(card: ModelCard, bundle_dir: Path, models_dir=None) -> None:
+    """Part of verifying a combined bundle (core.bundle.verify_bundle): each component is found and is what the
+    card records (find_component); BundleError otherwise."""
+    for ref in component_refs(card):
+        find_component(ref, Path(bundle_dir), models_dir)
+
+
+def record_component_cards(bundle_dir: Path) -> None:
+    """A combined bundle whose components were just given their runtimes (new cards: same name, version and
+    weights, another card digest) records their current cards again, so that it verifies. Each component
+    must verify on its own first; nothing changes for a plain bundle or when the records already match."""
+    from core.bundle import verify_bundle, write_card
+    from core.releases import claims_release
+
+    card = read_card(bundle_dir) if (bundle_dir / CARD_FILE).is_file() else None
+    if card is None or card.extra.get("kind") != KIND or claims_release(card) is not None:
+        return
+    refs, changed = [], False
+    for ref in card.extra.get("components") or []:
+        for d in _candidate_dirs(str(ref.get("name", "")), bundle_dir, None):
+            try:
+                comp = read_card(d)
+            except BundleError:
+                continue
+            if (comp.name, comp.version, comp.model_sha256) == (ref.get("name"), ref.get("version"), ref.get("sha256")):
+                if comp.card_sha256 != ref.get("card_sha256"):
+                    verify_bundle(d)
+                    ref = component_ref(d, comp, dim=ref.get("dim"))
+                    changed = True
+                break
+        refs.append(ref)
+    if changed:
+        card.extra = {**card.extra, "components": refs}
+        write_card(bundle_dir, card)
+
+
+register_bundle_loader(KIND, load_combined, check_components)

@@ -289,6 +289,9 @@ def attach_light_runtime(bundle_dir: str | os.PathLike, photos=None, tolerance: 
     from core.heads import LinearHead
     from core.releases import claims_release
 
+    from core.combined import record_component_cards
+
+    record_component_cards(Path(bundle_dir))  # a combined bundle after its components got their runtimes
     bundle = load_bundle(bundle_dir, runtime="keras")
     bundle_dir = Path(bundle.path)
     card = bundle.card

@@ -29,20 +29,34 @@ FORMATS: dict[str, str] = {"tflite": ".tflite", "onnx": ".onnx"}
 # Bundle kinds other than a plain model, and the module that registers each one's loader when imported.
 KIND_MODULES: dict[str, str] = {"combined": "core.combined"}
 _LOADERS: dict[str, Callable] = {}
+_CHECKS: dict[str, Callable] = {}
 
 
-def register_bundle_loader(kind: str, loader: Callable) -> None:
-    """Make `loader(bundle_dir, card, models_dir, runtime=...) -> Bundle` load bundles whose card says `kind`."""
+def register_bundle_loader(kind: str, loader: Callable, check: Callable | None = None) -> None:
+    """Make `loader(bundle_dir, card, models_dir, runtime=...) -> Bundle` load bundles whose card says `kind`;
+    `check(card, bundle_dir, models_dir)`, if given, is part of verifying such a bundle (raises BundleError)."""
     _LOADERS[str(kind)] = loader
+    if check is not None:
+        _CHECKS[str(kind)] = check
 
 
-def bundle_loader(kind: str) -> Callable | None:
-    """The loader registered for `kind` (importing its module first, see KIND_MODULES), or None if unknown."""
+def _import_kind(kind: str) -> None:
     if kind not in _LOADERS and kind in KIND_MODULES:
         import importlib
 
         importlib.import_module(KIND_MODULES[kind])
+
+
+def bundle_loader(kind: str) -> Callable | None:
+    """The loader registered for `kind` (importing its module first, see KIND_MODULES), or None if unknown."""
+    _import_kind(kind)
     return _LOADERS.get(kind)
+
+
+def bundle_check(kind: str) -> Callable | None:
+    """The verification step registered for `kind` (e.g. a combined model's components), or None."""
+    _import_kind(kind)
+    return _CHECKS.get(kind)
 
 Runner = Callable[[np.ndarray], tuple[np.ndarray, np.ndarray]]
 
