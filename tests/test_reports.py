@@ -145,7 +145,7 @@ def test_two_model_run_has_one_row_per_photo_with_both_scores_side_by_side(tmp_p
     # Both models' scores on the photo's one line, then why it needs review.
     assert re.search(r"img_02\.jpg 0\.120 not mpox 0\.700 mpox models disagree", text)
     assert re.search(r"img_00\.jpg 0\.910 mpox 0\.910 mpox", text)
-    assert re.search(r"img_05\.jpg error error could not be read: file is truncated", text)
+    assert re.search(r"img_05\.jpg error error unreadable: file is truncated", text)
 
 
 def test_cover_counts_photos_not_file_x_model(tmp_path, photos):
@@ -190,21 +190,26 @@ def test_photos_needing_review_come_first_in_their_order_then_highest_risk(tmp_p
     second = [second_model(r, p=0.2 if r.path.endswith("dis.jpg") else None) for r in first]
     records = second + first  # input order must not matter
     rows = photo_rows(records)
-    assert [Path(r.path).stem for r in rows] == ["err", "ood", "unc", "dis", "pos", "mid", "neg"]
+    assert [Path(r.path).stem for r in rows] == ["err", "ood", "dis", "unc", "pos", "mid", "neg"]
     out = write_pdf_report(records, tmp_path / "o.pdf", folder=str(folder), cards=two_cards())
     body = " ".join(pdf_pages(out)[1:])
-    at = [body.index(f"{n}.jpg") for n in ("err", "ood", "unc", "dis", "pos", "mid", "neg")]
+    at = [body.index(f"{n}.jpg") for n in ("err", "ood", "dis", "unc", "pos", "mid", "neg")]
     assert at == sorted(at)
     assert body.index("Photos that need review (4)") < at[0] and body.index("Other photos (3)") < at[4]
 
 
-def test_out_of_scope_row_gives_its_score_and_the_limit(tmp_path, photos):
+def test_out_of_scope_row_gives_its_true_score_and_limit(tmp_path, photos):
     out = write_pdf_report(mixed_records(photos), tmp_path / "r.pdf", folder=str(photos[0].parent),
                            cards=[make_card(ood_threshold=1.44)])
-    assert "out of scope (score 1.9, limit 1.44)" in " ".join(pdf_pages(out))
-    out = write_pdf_report(mixed_records(photos), tmp_path / "s.pdf", folder=str(photos[0].parent),
-                           cards=[make_card(ood_threshold=1.44)], scope_limit=1.25)
-    assert "out of scope (score 1.9, limit 1.25)" in " ".join(pdf_pages(out))
+    assert "unlike the training photos, out-of-scope score 1.90 > limit 1.44" in " ".join(pdf_pages(out))
+    # The not-a-skin-photo check has its own score and limit; neither is ever printed against the other's.
+    records = mixed_records(photos)
+    records[2] = ResultRecord(**{**records[2].to_dict(), "flag": "out_of_scope", "scope_score": 1.0, "ood_score": 1.39})
+    out = write_pdf_report(records, tmp_path / "s.pdf", folder=str(photos[0].parent),
+                           cards=[make_card(ood_threshold=1.44)], scope_limit=0.95)
+    text = " ".join(pdf_pages(out))
+    assert "Not-a-skin-photo score 1.00 > limit 0.95" in text
+    assert "1.39 > 1.44" not in text and "1.39" not in text
 
 
 def test_sign_off_block_on_the_cover(tmp_path, photos):

@@ -10,6 +10,7 @@ import numpy as np
 
 from core.agreement import Agreement, compute_agreement, reference_labels
 from core.progress import CancelToken, ProgressFn, report
+from core.reasons import deciding_key
 from core.records import ResultRecord
 from core.reports.rows import ModelInfo, PhotoCounts, PhotoRow, count_photos, model_key, models_of, photo_rows
 
@@ -39,6 +40,7 @@ class ReportContext:
     progress: ProgressFn | None = None
     cancel: CancelToken | None = None
     drawn: int = 0
+    decider: str = ""                  # core.reasons.deciding_key: the model whose call is the photo's
 
     @property
     def multi(self) -> bool:
@@ -71,7 +73,7 @@ def build_context(records: Sequence[ResultRecord], *, folder: str, cards: Sequen
     cards = list(cards or [])
     report(progress, 0, 1, "Computing summary", "summary")
     models = models_of(records, cards, origins)
-    photos = photo_rows(records, models, reviews, truth, scope_limit)
+    photos = photo_rows(records, models, reviews, truth, scope_limit, shift)
     has_refs = bool(reference_labels(records, reviews, truth))
     agreements = {m.key: compute_agreement([r for r in records if model_key(r) == m.key], reviews, truth)
                   if has_refs else None for m in models}
@@ -81,6 +83,6 @@ def build_context(records: Sequence[ResultRecord], *, folder: str, cards: Sequen
     return ReportContext(records=records, folder=str(folder), cards=cards, models=models, photos=photos,
                          counts=count_photos(photos, len(models)), agreements=agreements, reviews=reviews,
                          truth=truth, gradcam=gradcam, shift=shift, origins=origins, scope_limit=scope_limit,
-                         title=title,
+                         title=title, decider=deciding_key([m.card for m in models if m.card is not None]),
                          when=generated.astimezone().strftime("%Y-%m-%d %H:%M %Z").strip(), progress=progress,
                          cancel=cancel)

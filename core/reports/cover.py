@@ -11,10 +11,13 @@ from reportlab.platypus import KeepTogether, Paragraph, Spacer, Table
 
 from core import DISCLAIMER, __version__
 from core.agreement import REVIEW_UNSURE
+from core.reasons import DISAGREE, KIND_TEXT, NOT_SCORED, ORDER, SHIFT, short_name
 from core.records import LABEL_MPOX, LABEL_NOT_MPOX
 from core.reports.context import ReportContext
-from core.reports.layout import FRAME_W, _C_MPOX, _cell, _fmt_p, _font_for, _grid_style, _pct, _styles
-from core.reports.rows import REASON_DISAGREE, REASON_ORDER, REASON_TEXT, _origin_text, count_records
+from core.reports.layout import (
+    FRAME_W, _C_MPOX, _C_OVERRIDE, _cell, _fmt_p, _grid_style, _pct, _styles, markup,
+)
+from core.reports.rows import _origin_text, count_records
 
 
 SHIFT_ADVICE = ("Predictions on this folder are less reliable than the model card's figures; review more "
@@ -25,13 +28,12 @@ def cover_section(ctx: ReportContext) -> list[Any]:
     """Title, disclaimer, folder, the shift alarm, counts in photos and the models that scored them."""
     st = _styles()
     out: list[Any] = [
-        Paragraph(f"<font name='{_font_for(ctx.title, 'Helvetica-Bold')}'>{escape(ctx.title)}</font>", st["title"]),
+        Paragraph(markup(ctx.title), st["title"]),
         Paragraph(f"Generated {escape(ctx.when)} · mpox-triage {escape(__version__)}", st["body"]),
         Paragraph(escape(DISCLAIMER) + " A clinician must review every photo; the model ranks photos for "
                   "attention and can be wrong, especially on skin tones, body sites, cameras and conditions "
                   "unlike its training data.", st["warn"]),
-        Paragraph(f"<b>Folder:</b> <font name='{_font_for(ctx.folder)}'>{escape(str(ctx.folder))}</font>",
-                  st["body"]),
+        Paragraph(f"<b>Folder:</b> {markup(str(ctx.folder))}", st["body"]),
     ]
     out += _shift_paragraphs(ctx.shift)
     out += [Paragraph("Summary (counts are photos)", st["h2"]), _counts_block(ctx)]
@@ -45,6 +47,8 @@ def cover_section(ctx: ReportContext) -> list[Any]:
 
 
 def _shift_paragraphs(shift: dict | None) -> list[Any]:
+    """The folder's stored shift result (Workspace.shift): the alarm, with the model whose test decides, what it
+    changed and what to do; a quiet line when it ran and found nothing or did not run."""
     st = _styles()
     if not shift:
         return []
@@ -52,14 +56,21 @@ def _shift_paragraphs(shift: dict | None) -> list[Any]:
     figures = ", ".join(x for x in (f"p = {p:.3g}" if p is not None else "",
                                     f"statistic {stat:.3g}" if stat is not None else "",
                                     f"{int(n):,} photos" if n is not None else "") if x)
+    model = f" ({shift['model']})" if shift.get("model") else ""
     if shift.get("detected"):
-        return [Paragraph(f"<b>Shift alarm: these photos differ from the photos the model learned from</b> "
-                          f"({escape(figures)}). {escape(SHIFT_ADVICE)}", st["alarm"])]
+        text = (f"<b>Shift alarm{escape(model)}: these photos differ from the photos the model learned from</b> "
+                f"({escape(figures)}). {escape(SHIFT_ADVICE)}")
+        if shift.get("operating_point") == "out_of_collection":
+            text += (" The review band was widened to the model's out-of-collection operating point, so more "
+                     "photos are marked for review.")
+        if shift.get("remedy"):
+            text += f" What to do: {escape(str(shift['remedy']).rstrip('.'))}."
+        return [Paragraph(text, st["alarm"])]
     if p is None:
         why = shift.get("reason") or "not enough photos"
-        return [Paragraph(f"Shift check not run: {escape(str(why))}.", st["small"])]
-    return [Paragraph(f"Shift check: no shift detected ({escape(figures)}). That does not show these photos "
-                      "are like the training photos; it found no evidence that they differ.", st["small"])]
+        return [Paragraph(f"Shift check not run{escape(model)}: {escape(str(why))}.", st["small"])]
+    return [Paragraph(f"Shift check{escape(model)}: no shift detected ({escape(figures)}). That does not show these "
+                      "photos are like the training photos; it found no evidence that they differ.", st["small"])]
 
 
 def _counts_block(ctx: ReportContext) -> Table:
@@ -70,34 +81,41 @@ def _counts_block(ctx: ReportContext) -> Table:
         return [label, f"{value:,}", _pct(value, base) if base is not None else ""]
 
     scored_label = "Scored by every model" if ctx.multi else "Scored"
-    every = " by every model" if ctx.multi else ""
+    decider = next((m for m in ctx.models if m.card is not None and m.key == ctx.decider), None)
+    by = f" ({short_name(decider.card)} decides)" if decider is not None else (" by every model" if ctx.multi
+                                                                             else "")
     rows = [["", "photos", "share"],
             row("Photos in this report", c.photos, c.photos),
             row("Could not be read", c.errors, c.photos),
             row(scored_label if not c.partly_scored else "Scored", c.scored, c.photos)]
     if c.partly_scored:
         rows.append(row("  not by every model", c.partly_scored, c.scored))
-    rows += [row(f"Called mpox{every}", c.mpox, c.scored),
-             row(f"Called not mpox{every}", c.not_mpox, c.scored)]
+    rows += [row(f"Called mpox{by}", c.mpox, c.scored),
+             row(f"Called not mpox{by}", c.not_mpox, c.scored)]
+    if c.out_of_scope:
+        rows.append(row("Out of scope (no call)", c.out_of_scope, c.scored))
     if ctx.multi:
         rows.append(row("Models disagree", c.disagree, c.scored))
     needs_at = len(rows)
     rows.append(row("Needs review", c.needs_review, c.photos))
-    for reason in REASON_ORDER:
-        if reason == REASON_DISAGREE and not ctx.multi:
+    for reason in ORDER:
+        if (reason == DISAGREE and not ctx.multi) or (reason in (SHIFT, NOT_SCORED) and not c.by_reason.get(reason)):
             continue
-        rows.append(row(f"  {REASON_TEXT[reason]}", c.by_reason.get(reason, 0), c.needs_review))
+        rows.append(row(f"  {KIND_TEXT[reason]}", c.by_reason.get(reason, 0), c.needs_review))
     if ctx.reviews is not None:
         rows.append(row("Reviewed by a person", c.reviewed, c.photos))
         for lab, text in ((LABEL_MPOX, "  reviewer: mpox"), (LABEL_NOT_MPOX, "  reviewer: not mpox"),
                           (REVIEW_UNSURE, "  reviewer: unsure")):
             rows.append(row(text, c.review_labels.get(lab, 0), c.reviewed))
+        rows.append(row("  against the model's call", c.overrides, c.reviewed))
         rows.append(row("Needs review, not yet reviewed", c.needs_review_unreviewed, c.needs_review))
     tint = [("FONT", (0, needs_at), (-1, needs_at), "Helvetica-Bold", 8),
             ("LINEABOVE", (0, needs_at), (-1, needs_at), 0.6, colors.HexColor("#8a99a8"))]
     for k, r_ in enumerate(rows):
         if r_[0].startswith("Called mpox"):
             tint.append(("TEXTCOLOR", (0, k), (-1, k), colors.HexColor(_C_MPOX)))
+        if r_[0] == "  against the model's call" and c.overrides:
+            tint.append(("TEXTCOLOR", (0, k), (-1, k), colors.HexColor(_C_OVERRIDE)))
         if r_[0] == "Reviewed by a person":
             tint.append(("LINEABOVE", (0, k), (-1, k), 0.6, colors.HexColor("#8a99a8")))
     table = Table(rows, colWidths=[150, 45, 45], hAlign="LEFT")
@@ -106,11 +124,14 @@ def _counts_block(ctx: ReportContext) -> Table:
     note = Paragraph(
         "Every figure counts photos, whatever the number of models. Shares of calls are of scored photos; "
         "reasons and reviewer labels are shares of the photos needing review or reviewed. Why a photo needs "
-        "review (a photo can have several reasons): it could not be read; it is <i>out of scope</i> (unlike "
-        "the photos the model was trained on, so its score should not be trusted); it is <i>uncertain</i> "
-        "(p(mpox) inside the model's uncertain band)"
+        "review (a photo can have several reasons, each printed with its figure and limit): it could not be "
+        "read; it is <i>not a skin photo</i> (not-a-skin-photo score above its limit); it is <i>out of scope</i> "
+        "(unlike the photos the model was trained on, so its score should not be trusted); it is "
+        "<i>uncertain</i> (p(mpox) inside the deciding model's uncertain band)"
         + ("; the <i>models disagree</i> (one calls it mpox, another not)." if ctx.multi else ".")
-        + " The photo list starts with these photos.", st["small"])
+        + " The photo list starts with these photos. <i>Against the model's call</i>: a reviewer labelled the "
+        "photo mpox where the model said not mpox, or the reverse; those rows are marked in the photo list.",
+        st["small"])
     return Table([[table, note]], colWidths=[250, FRAME_W - 250],
                  style=[("VALIGN", (0, 0), (-1, -1), "TOP"), ("LEFTPADDING", (0, 0), (-1, -1), 0)])
 

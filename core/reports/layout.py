@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import math
 import os
+import re
 from functools import lru_cache
+from pathlib import Path
 from typing import Any
 from xml.sax.saxutils import escape
 
@@ -28,6 +30,7 @@ PAGE_FRAME_H = A4[1] - 2 * MARGIN - 12 - 12 - 6
 _C_MPOX = "#c0392b"
 _C_NOT = "#2e86c1"
 _C_GREY = "#95a5a6"
+_C_OVERRIDE = "#7d3c98"      # purple: a reviewer overrode the model's call
 _BG_MPOX = "#fbeeee"
 _BG_FLAG = "#fef5e7"
 _BG_ERROR = "#f2f3f4"
@@ -67,12 +70,7 @@ def _num(x: Any) -> bool:
 
 
 def _cell(text: str, style: str = "cell") -> Paragraph:
-    st = _styles()
-    font = _font_for(text)
-    body = escape(text)
-    if font != "Helvetica":
-        body = f"<font name='{font}'>{body}</font>"
-    return Paragraph(body, st[style])
+    return Paragraph(markup(text), _styles()[style])
 
 
 def _truncate_middle(text: str, width: float, font: str, size: float) -> str:
@@ -91,36 +89,109 @@ def _truncate_middle(text: str, width: float, font: str, size: float) -> str:
     return text[: lo // 2] + "…" + text[len(text) - (lo - lo // 2):]
 
 
-_UNICODE_FONT: str | None = None
+# Fonts for text outside Latin-1 (Helvetica draws only Latin-1), tried in this order for each character:
+# shipped in resources/fonts (licences beside them), then a system font. Noto covers Latin, Greek, Cyrillic,
+# Devanagari and Arabic; Unifont (converted to TrueType outlines, which ReportLab needs) covers the rest of the
+# Basic Multilingual Plane (CJK, Hangul, ...) and emoji. ReportLab does not shape: Arabic letters are drawn in
+# their isolated forms and Devanagari without conjuncts, but never as empty boxes.
+FONT_DIR = Path(__file__).resolve().parents[2] / "resources" / "fonts"
+FONT_CHAIN: tuple[tuple[str, str], ...] = (
+    ("NotoSans", "NotoSans-Regular.ttf"),
+    ("NotoSansDevanagari", "NotoSansDevanagari-Regular.ttf"),
+    ("NotoSansArabic", "NotoSansArabic-Regular.ttf"),
+    ("Unifont", "unifont-bmp.ttf"),
+    ("UnifontEmoji", "unifont-upper-emoji.ttf"),
+)
+SYSTEM_FONTS = ("/usr/share/fonts/truetype/dejavu/DejaVuSans.ttf", "C:/Windows/Fonts/arial.ttf",
+                "/Library/Fonts/Arial Unicode.ttf")
+# Invisible format characters (joiners, variation selectors, direction marks) are left out of the drawing:
+# a fallback font would draw them as visible boxes.
+_INVISIBLE = re.compile("[\u200b-\u200f\u2060-\u206f\ufe00-\ufe0f\U000e0100-\U000e01ef]")
 
 
-def _unicode_font() -> str | None:
-    """A TrueType font for names outside Latin-1 (Helvetica cannot draw them), when one is installed."""
-    global _UNICODE_FONT
-    if _UNICODE_FONT is None:
-        from reportlab.pdfbase import pdfmetrics
-        from reportlab.pdfbase.ttfonts import TTFont
-
-        _UNICODE_FONT = ""
-        for cand in ("/usr/share/fonts/truetype/dejavu/DejaVuSans.ttf",
-                     "/usr/share/fonts/dejavu/DejaVuSans.ttf",
-                     "C:/Windows/Fonts/arial.ttf", "/Library/Fonts/Arial Unicode.ttf"):
-            if os.path.isfile(cand):
-                try:
-                    pdfmetrics.registerFont(TTFont("ReportUnicode", cand))
-                    _UNICODE_FONT = "ReportUnicode"
-                    break
-                except Exception:  # a broken system font must not stop the report
-                    continue
-    return _UNICODE_FONT or None
+_LOADED: list[tuple[str, frozenset[int]]] = []   # fonts of the chain loaded so far, in chain order
+_TRIED: set[str] = set()
 
 
-def _font_for(text: str, default: str = "Helvetica") -> str:
+def _candidates() -> list[tuple[str, Path]]:
+    return [(name, FONT_DIR / file) for name, file in FONT_CHAIN] + \
+        [(f"System{k}", Path(p)) for k, p in enumerate(SYSTEM_FONTS)]
+
+
+def _load(name: str, path: Path) -> None:
+    """Register one font of the chain (once); a missing or broken file is skipped, the next one is tried."""
+    from reportlab.lib.fonts import addMapping
+    from reportlab.pdfbase import pdfmetrics
+    from reportlab.pdfbase.ttfonts import TTFont
+
+    _TRIED.add(name)
+    if not path.is_file():
+        return
     try:
-        text.encode("latin-1")
-        return default
+        font = TTFont(name, str(path))
+        pdfmetrics.registerFont(font)
+    except Exception:  # a broken font file must not stop the report
+        return
+    for bold in (0, 1):   # <b> inside a run keeps the regular face rather than failing
+        for italic in (0, 1):
+            addMapping(name, bold, italic, name)
+    _LOADED.append((name, frozenset(font.face.charToGlyph)))
+
+
+def _base_draws(ch: str) -> bool:
+    """Helvetica and the other standard fonts draw Windows-1252 (Latin-1 plus dashes, quotes, €, …)."""
+    try:
+        ch.encode("cp1252")
+        return True
     except UnicodeEncodeError:
-        return _unicode_font() or default
+        return False
+
+
+def _font_of(ch: str) -> str | None:
+    """The first font of the chain that draws `ch` (loaded only when an earlier one lacks it); None when the
+    base font draws it, or when no font has it."""
+    if _base_draws(ch):
+        return None
+    code = ord(ch)
+    for name, cmap in _LOADED:
+        if code in cmap:
+            return name
+    for name, path in _candidates():
+        if name in _TRIED:
+            continue
+        _load(name, path)
+        if _LOADED and _LOADED[-1][0] == name and code in _LOADED[-1][1]:
+            return name
+    return None
+
+
+def font_runs(text: str) -> list[tuple[str | None, str]]:
+    """`text` cut into runs of one font each: (font name or None for the base font, text)."""
+    runs: list[tuple[str | None, str]] = []
+    for ch in _INVISIBLE.sub("", text):
+        font = _font_of(ch)
+        if runs and runs[-1][0] == font:
+            runs[-1] = (font, runs[-1][1] + ch)
+        else:
+            runs.append((font, ch))
+    return runs
+
+
+def markup(text: str) -> str:
+    """`text` escaped for a ReportLab Paragraph, each script in a font that has its glyphs."""
+    return "".join(escape(t) if font is None else f"<font name='{font}'>{escape(t)}</font>"
+                   for font, t in font_runs(str(text)))
+
+
+def draw_text(canvas: Any, x: float, y: float, text: str, font: str, size: float) -> None:
+    """canvas.drawString with the fallback chain (page headers hold file and folder names)."""
+    from reportlab.pdfbase.pdfmetrics import stringWidth
+
+    for run_font, t in font_runs(text):
+        name = run_font or font
+        canvas.setFont(name, size)
+        canvas.drawString(x, y, t)
+        x += stringWidth(t, name, size)
 
 
 def _display_name(path: str, folder: str) -> str:
@@ -166,9 +237,8 @@ class _NumberedCanvas(rl_canvas.Canvas):
         self.setFont("Helvetica", 7.5)
         self.drawRightString(w - 36, 24, f"Page {self._pageNumber} of {total}")
         if self._pageNumber > 1 and self._header:
-            self.setFont(_font_for(self._header), 7)
             self.setFillColor(colors.HexColor("#777777"))
-            self.drawString(36, h - 26, self._header)
+            draw_text(self, 36, h - 26, self._header, "Helvetica", 7)
         self.restoreState()
 
 
@@ -192,6 +262,8 @@ def _styles() -> dict[str, Any]:
         "alarm": ParagraphStyle("a", parent=ss["BodyText"], fontSize=10, leading=13, textColor="#6e2c00",
                                 borderColor="#d35400", borderWidth=1.5, borderPadding=7, backColor="#fdebd0",
                                 spaceBefore=8, spaceAfter=12),
+        # A file name has no spaces to break at: CJK wrapping breaks it anywhere, so the whole name shows.
+        "filename": ParagraphStyle("fn", parent=ss["BodyText"], fontSize=7.5, leading=9, wordWrap="CJK"),
         "cell": ParagraphStyle("c", parent=ss["BodyText"], fontSize=8, leading=10),
         "cellb": ParagraphStyle("cb", parent=ss["BodyText"], fontName="Helvetica-Bold", fontSize=8, leading=10),
         "reason": ParagraphStyle("r", parent=ss["BodyText"], fontSize=7, leading=8.5),

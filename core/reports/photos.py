@@ -11,17 +11,19 @@ from reportlab.lib.pagesizes import A4
 from reportlab.platypus import CondPageBreak, Paragraph, Spacer, Table
 
 from core.agreement import lookup
-from core.records import FLAG_OUT_OF_SCOPE, FLAG_UNCERTAIN, LABEL_MPOX, LABEL_NOT_MPOX
+from core.reasons import call_text
+from core.records import FLAG_OUT_OF_SCOPE, FLAG_UNCERTAIN, LABEL_MPOX
 from core.reports.context import ReportContext
 from core.reports.layout import (
-    FRAME_W, MARGIN, _BG_ERROR, _BG_FLAG, _BG_MPOX, _C_MPOX, _display_name, _fmt_p, _font_for, _grid_style, _styles,
-    _truncate_middle,
+    FRAME_W, MARGIN, _BG_ERROR, _BG_FLAG, _BG_MPOX, _C_MPOX, _C_OVERRIDE, _display_name, _fmt_p, _grid_style, _styles,
+    _truncate_middle, markup,
 )
 from core.reports.rows import PhotoRow
 from core.reports.thumbs import THUMB_PT, _Thumb, make_gradcam_thumbnail, make_thumbnail
 
 
 ROWS_PER_TABLE = 40        # table chunks keep ReportLab's page splitting linear in the number of rows
+MAX_NAME_CHARS = 120       # longer names keep their start and their end (with the extension)
 
 
 def photos_section(ctx: ReportContext) -> list[Any]:
@@ -35,8 +37,10 @@ def photos_section(ctx: ReportContext) -> list[Any]:
     rest = [r for r in ctx.photos if not r.needs_review]
     if needing:
         out += [Paragraph(f"Photos that need review ({len(needing):,})", st["h1"]),
-                Paragraph("In this order: could not be read, out of scope (with its score and limit), uncertain"
-                          + (", models disagree" if ctx.multi else "") + "; within each, highest p(mpox) first. "
+                Paragraph("In this order: could not be read, not a skin photo, out of scope"
+                          + (", models disagree" if ctx.multi else "") + ", uncertain, each with its figure and "
+                          "limit; within each, highest p(mpox) first. Purple: a reviewer's label against the "
+                          "model's call. "
                           "Thumbnails are re-encoded previews without metadata.", st["small"]),
                 Spacer(1, 4)]
         out += layout.tables(needing, start=1)
@@ -57,7 +61,7 @@ class _PhotoTable:
     def __init__(self, ctx: ReportContext):
         self.ctx = ctx
         self.has_cam = bool(ctx.gradcam)
-        model_w = 62 if len(ctx.models) <= 3 else 52
+        model_w = 56 if len(ctx.models) <= 3 else 48
         cam = [Paragraph("Grad-CAM", _styles()["colhead"])] if self.has_cam else []
         self.cols = (["#", "Photo"] + cam + ["File"]
                      + [Paragraph("p(mpox)<br/>" + escape(_truncate_middle(m.name or "?", model_w - 6, "Helvetica-Bold",
@@ -66,7 +70,7 @@ class _PhotoTable:
                                   _styles()["colhead"]) for m in ctx.models]
                      + ["Needs review", "Reviewer"])
         widths = [24, THUMB_PT + 6] + ([THUMB_PT + 14] if self.has_cam else []) + [0] \
-            + [model_w] * len(ctx.models) + [96, 66]
+            + [model_w] * len(ctx.models) + [118, 70]
         self.file_col = 3 if self.has_cam else 2
         widths[self.file_col] = FRAME_W - sum(widths)
         self.widths = widths
@@ -104,10 +108,12 @@ class _PhotoTable:
         if self.has_cam:
             cam = lookup(ctx.gradcam, path)
             cells.append(_Thumb(partial(make_gradcam_thumbnail, path, cam)) if cam is not None else "")
+        # The whole name, wrapped anywhere (a name has no spaces to break at), each script in a font that has it.
         name = _display_name(path, ctx.folder)
-        font = _font_for(name)
-        cells.append(_truncate_middle(name, self.widths[self.file_col] - 6, font, 7.5))
-        style: list[tuple] = [("FONT", (self.file_col, 0), (self.file_col, 0), font, 7.5)]
+        if len(name) > MAX_NAME_CHARS:
+            name = name[:MAX_NAME_CHARS // 2 - 1] + "…" + name[-(MAX_NAME_CHARS // 2):]
+        cells.append(Paragraph(markup(name), st["filename"]))
+        style: list[tuple] = []
         for j, m in enumerate(ctx.models):
             col = self.first_model + j
             r = row.results.get(m.key)
@@ -118,15 +124,17 @@ class _PhotoTable:
                 cells.append("error")
                 style.append(("TEXTCOLOR", (col, 0), (col, 0), colors.HexColor("#7f8c8d")))
             else:
-                call = {LABEL_MPOX: "mpox", LABEL_NOT_MPOX: "not mpox"}.get(r.prediction or "", r.prediction or "")
+                call = call_text(r.prediction)
                 flag = {FLAG_UNCERTAIN: "uncertain", FLAG_OUT_OF_SCOPE: "out of scope"}.get(r.flag, r.flag)
+                if flag == call:
+                    flag = ""
                 cells.append(f"{_fmt_p(r.p_mpox)} {call}" + (f"\n{flag}" if flag else ""))
                 if r.prediction == LABEL_MPOX:
                     style += [("TEXTCOLOR", (col, 0), (col, 0), colors.HexColor(_C_MPOX)),
                               ("FONT", (col, 0), (col, 0), "Helvetica-Bold", 8)]
         if row.reasons:
-            first, *more = [text for _k, text in row.reasons]
-            html = f"<b>{escape(first)}</b>" + "".join(f"<br/>also {escape(t)}" for t in more)
+            first, *more = [x.text for x in row.reasons]
+            html = f"<b>{markup(first)}</b>" + "".join(f"<br/>also {markup(t)}" for t in more)
             cells.append(Paragraph(html, st["reason"]))
         else:
             cells.append("")
@@ -136,17 +144,24 @@ class _PhotoTable:
                       ("TEXTCOLOR", (self.file_col, 0), (self.file_col, 0), colors.HexColor("#7f8c8d"))]
         elif row.needs_review:
             style.append(("BACKGROUND", (0, 0), (-1, 0), colors.HexColor(_BG_FLAG)))
-        elif LABEL_MPOX in row.calls:
+        elif row.call == LABEL_MPOX:
             style.append(("BACKGROUND", (0, 0), (-1, 0), colors.HexColor(_BG_MPOX)))
         return cells, style
 
-    def _reviewer_cell(self, row: PhotoRow, style: list[tuple]) -> str:
+    def _reviewer_cell(self, row: PhotoRow, style: list[tuple]) -> Any:
         col = len(self.cols) - 1
+        st = _styles()
         if row.reviewed:
             rv = row.review or {}
-            lab = {LABEL_MPOX: "mpox", LABEL_NOT_MPOX: "not mpox"}.get(rv.get("label", ""), rv.get("label", ""))
+            lab = call_text(rv.get("label", ""))
             who = _truncate_middle(str(rv.get("reviewer", "") or ""), 60, "Helvetica", 6.5)
-            return lab + (f"\n{who}" if who else "")
+            html = markup(lab) + (f"<br/>{markup(who)}" if who else "")
+            if row.overridden:
+                # A reviewer's label against the model's call is the report's most important line: mark it.
+                html = (f"<font color='{_C_OVERRIDE}'><b>{markup(lab)}</b><br/>overrides the model "
+                        f"({markup(call_text(row.call))})</font>" + (f"<br/>{markup(who)}" if who else ""))
+                style.append(("LINEBEFORE", (col, 0), (col, 0), 2, colors.HexColor(_C_OVERRIDE)))
+            return Paragraph(html, st["reason"])
         if row.truth:
             style.append(("TEXTCOLOR", (col, 0), (col, 0), colors.HexColor("#7f8c8d")))
             return f"folder: {row.truth.replace('_', ' ')}"

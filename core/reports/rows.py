@@ -8,17 +8,10 @@ from dataclasses import dataclass, field
 from typing import Any, Sequence
 
 from core.agreement import lookup
+from core.reasons import (
+    CALLS, ORDER, OUT_OF_SCOPE_CALL, ModelRef, Reason, deciding_key, model_refs, photo_call, photo_reasons,
+)
 from core.records import FLAG_OUT_OF_SCOPE, FLAG_UNCERTAIN, LABEL_MPOX, LABEL_NOT_MPOX, ResultRecord
-
-
-# Why a photo needs review, in the order the report lists them.
-REASON_ERROR = "error"
-REASON_OUT_OF_SCOPE = "out_of_scope"
-REASON_UNCERTAIN = "uncertain"
-REASON_DISAGREE = "disagree"
-REASON_ORDER = (REASON_ERROR, REASON_OUT_OF_SCOPE, REASON_UNCERTAIN, REASON_DISAGREE)
-REASON_TEXT = {REASON_ERROR: "could not be read", REASON_OUT_OF_SCOPE: "out of scope",
-               REASON_UNCERTAIN: "uncertain", REASON_DISAGREE: "models disagree"}
 
 
 ORIGIN_TEXT = {"shipped": "shipped with the app", "local": "local model (not a shipped release)"}
@@ -96,7 +89,8 @@ class PhotoRow:
     results: dict[str, ResultRecord]            # model key -> record
     review: dict | None = None
     truth: str | None = None
-    reasons: list[tuple[str, str]] = field(default_factory=list)   # (REASON_*, text), most urgent first
+    reasons: list[Reason] = field(default_factory=list)   # core.reasons, most urgent first
+    call: str = ""                                        # core.reasons.photo_call: the photo's call
 
     @property
     def ok_results(self) -> list[ResultRecord]:
@@ -108,7 +102,8 @@ class PhotoRow:
 
     @property
     def calls(self) -> set[str]:
-        return {r.prediction for r in self.ok_results if r.prediction}
+        """The mpox / not-mpox calls of the models that scored it (an out-of-scope photo has none)."""
+        return {r.prediction for r in self.ok_results if r.prediction in CALLS}
 
     @property
     def disagree(self) -> bool:
@@ -120,8 +115,8 @@ class PhotoRow:
 
     @property
     def reason(self) -> str:
-        """The first reason (REASON_*), or "" when nothing calls for a look."""
-        return self.reasons[0][0] if self.reasons else ""
+        """The first reason's kind (core.reasons.ORDER), or "" when nothing calls for a look."""
+        return self.reasons[0].kind if self.reasons else ""
 
     @property
     def risk(self) -> float:
@@ -132,65 +127,26 @@ class PhotoRow:
     def reviewed(self) -> bool:
         return bool(self.review and self.review.get("label"))
 
-
-def _short_error(r: ResultRecord) -> str:
-    err = r.error or "unknown error"
-    if err.startswith(f"{r.path}: "):  # the file name is already in the row
-        err = err[len(r.path) + 2:]
-    return err
-
-
-def _reasons(results: dict[str, ResultRecord], models: dict[str, ModelInfo],
-             scope_limit: float | None) -> list[tuple[str, str]]:
-    """Why a photo needs review, most urgent first (REASON_ORDER), each with the figures behind it."""
-    multi = len(models) > 1
-    names = [m.name for m in models.values()]
-
-    def who(key: str) -> str:
-        if not multi or key not in models:
-            return ""
-        m = models[key]
-        return m.name if names.count(m.name) == 1 else m.label
-
-    out: list[tuple[str, str]] = []
-    errors = list(dict.fromkeys(_short_error(r) for r in results.values() if not r.ok))
-    if errors:
-        out.append((REASON_ERROR, "could not be read: " + "; ".join(errors)))
-    ood, unsure = [], []
-    for key, r in results.items():
-        if not r.ok:
-            continue
-        card = models[key].card if key in models else None
-        if r.flag == FLAG_OUT_OF_SCOPE:
-            limit = scope_limit if scope_limit is not None else getattr(card, "ood_threshold", None)
-            score = "score not recorded" if r.ood_score is None else f"score {float(r.ood_score):.3g}"
-            text = f"{score}, limit {'not recorded' if limit is None else f'{float(limit):.3g}'}"
-            ood.append(f"{who(key)}: {text}" if multi else text)
-        elif r.flag == FLAG_UNCERTAIN:
-            band = getattr(card, "uncertain_band", None)
-            unsure.append(who(key) if multi else (f"p(mpox) in the band {band[0]:.2f}–{band[1]:.2f}" if band
-                                                  else "p(mpox) in the uncertain band"))
-    if ood:
-        out.append((REASON_OUT_OF_SCOPE, "out of scope (" + "; ".join(ood) + ")"))
-    if unsure:
-        out.append((REASON_UNCERTAIN, ("uncertain: " if not multi else "uncertain by ") + ", ".join(unsure)))
-    calls = {r.prediction for r in results.values() if r.ok and r.prediction}
-    if len(calls) > 1:
-        out.append((REASON_DISAGREE, "models disagree"))
-    return out
+    @property
+    def overridden(self) -> bool:
+        """A reviewer's mpox / not-mpox label contradicts the model's call."""
+        label = (self.review or {}).get("label")
+        return label in CALLS and self.call in CALLS and label != self.call
 
 
 def photo_rows(records: Sequence[ResultRecord], models: Sequence[ModelInfo] | None = None,
                reviews: dict[str, dict] | None = None, truth: dict[str, str] | None = None,
-               scope_limit: float | None = None) -> list[PhotoRow]:
+               scope_limit: float | None = None, shift: dict | None = None) -> list[PhotoRow]:
     """One row per photo (records of several models for one path are merged), needs-review first.
 
-    Order: photos that could not be read, out of scope, uncertain, models disagree (each highest risk
-    first), then every other photo by its highest p(mpox). A later record of the same model and path
+    Reasons come from core.reasons (the app's table and the CSV say the same). Order: by the first reason
+    (core.reasons.ORDER: unreadable, not a skin photo, out of scope, disagree, uncertain, ...; each highest
+    risk first), then every other photo by its highest p(mpox). A later record of the same model and path
     replaces an earlier one (a resumed run lists the newest result last).
     """
     models = list(models) if models is not None else models_of(records)
-    by_key = {m.key: m for m in models}
+    refs = model_refs_of(models)
+    decider = deciding_key([m.card for m in models if m.card is not None])
     merged: dict[str, dict[str, ResultRecord]] = {}
     shown: dict[str, str] = {}
     for r in records:
@@ -202,13 +158,21 @@ def photo_rows(records: Sequence[ResultRecord], models: Sequence[ModelInfo] | No
         path = shown[norm]
         ordered = {m.key: results[m.key] for m in models if m.key in results}
         rows.append(PhotoRow(path, ordered, lookup(reviews, path), lookup(truth, path),
-                             _reasons(ordered, by_key, scope_limit)))
+                             photo_reasons(ordered, refs, decider=decider, shift=shift, scope_limit=scope_limit),
+                             photo_call(ordered, refs, decider)))
 
     def order(row: PhotoRow) -> tuple[int, float, str]:
-        group = REASON_ORDER.index(row.reason) if row.reason else len(REASON_ORDER)
+        group = ORDER.index(row.reason) if row.reason else len(ORDER)
         return group, -row.risk, row.path
 
     return sorted(rows, key=order)
+
+
+def model_refs_of(models: Sequence[ModelInfo]) -> list[ModelRef]:
+    """core.reasons' view of the report's models: short names from the cards, else "name version"."""
+    with_cards = [m for m in models if m.card is not None]
+    named = {r.key: r for r in model_refs([m.card for m in with_cards])}
+    return [named.get(m.key) or ModelRef(m.key, m.label, m.card) for m in models]
 
 
 @dataclass
@@ -219,8 +183,10 @@ class PhotoCounts:
     errors: int = 0                  # at least one model could not read it
     scored: int = 0
     partly_scored: int = 0           # scored, but not by every model in the report
-    mpox: int = 0                    # scored photos every model called mpox
+    mpox: int = 0                    # scored photos whose call (core.reasons.photo_call) is mpox
     not_mpox: int = 0
+    out_of_scope: int = 0            # called out of scope: not a skin photo, no mpox call made
+    overrides: int = 0               # a reviewer labelled it against the model's call
     disagree: int = 0
     needs_review: int = 0
     by_reason: dict[str, int] = field(default_factory=dict)   # reason -> photos (a photo may have several)
@@ -230,7 +196,7 @@ class PhotoCounts:
 
 
 def count_photos(rows: Sequence[PhotoRow], n_models: int = 1) -> PhotoCounts:
-    c = PhotoCounts(photos=len(rows), by_reason={k: 0 for k in REASON_ORDER})
+    c = PhotoCounts(photos=len(rows), by_reason={k: 0 for k in ORDER})
     labels: Counter[str] = Counter()
     for row in rows:
         if row.has_error or not row.ok_results:
@@ -238,15 +204,16 @@ def count_photos(rows: Sequence[PhotoRow], n_models: int = 1) -> PhotoCounts:
         else:
             c.scored += 1
             c.partly_scored += len(row.ok_results) < n_models
-            calls = row.calls
-            c.disagree += len(calls) > 1
-            c.mpox += calls == {LABEL_MPOX}
-            c.not_mpox += calls == {LABEL_NOT_MPOX}
+            c.disagree += len(row.calls) > 1
+            c.mpox += row.call == LABEL_MPOX
+            c.not_mpox += row.call == LABEL_NOT_MPOX
+            c.out_of_scope += row.call == OUT_OF_SCOPE_CALL
         if row.needs_review:
             c.needs_review += 1
-            for reason in dict.fromkeys(k for k, _text in row.reasons):
+            for reason in dict.fromkeys(x.kind for x in row.reasons):
                 c.by_reason[reason] += 1
             c.needs_review_unreviewed += not row.reviewed
+        c.overrides += row.overridden
         if row.reviewed:
             c.reviewed += 1
             labels[row.review["label"]] += 1

@@ -1,0 +1,121 @@
+"""core.reasons: each photo's reasons to review are true (the figure really is past its limit), name their
+model and are said once; the table, CSV and PDF all read them from here."""
+
+from __future__ import annotations
+
+from core.bundle import ModelCard
+from core.reasons import (DISAGREE, ERROR, NOT_A_PHOTO, NOT_SCORED, OUT_OF_SCOPE, SHIFT, UNCERTAIN, ModelRef,
+                          deciding_key, model_refs, photo_call, photo_reasons, reasons_text)
+from core.records import ResultRecord
+
+SHA_C, SHA_M, SHA_X = "cc" * 32, "aa" * 32, "bb" * 32
+
+
+def card(arch: str, sha: str, band=(0.28, 0.74), ood=1.44, **kw) -> ModelCard:
+    return ModelCard(name=arch, version="1.2.0", architecture=arch, input_size=224, threshold=0.5,
+                     uncertain_band=list(band), model_sha256=sha, ood_threshold=ood, **kw)
+
+
+def rec(sha: str, p: float | None, flag: str = "", scope: float | None = 0.1, ood: float | None = 1.0,
+        status: str = "ok", prediction: str | None = None, error: str = "") -> ResultRecord:
+    if status != "ok":
+        return ResultRecord(path="/f/a.png", status="error", error=error, model_sha256=sha)
+    return ResultRecord(path="/f/a.png", status="ok", p_mpox=p, flag=flag, ood_score=ood, scope_score=scope,
+                        prediction=prediction or ("mpox" if p >= 0.5 else "not_mpox"), model_sha256=sha)
+
+
+BOTH = [card("combined", SHA_C), card("mobilenetv2", SHA_M), card("xception", SHA_X)]
+
+
+def test_a_chart_is_out_of_scope_by_its_not_a_photo_score_and_its_limit_never_by_another_figure():
+    # The bug this replaces: "out of scope 1.39 > 1.44" (the embedding score, under its own limit).
+    models = model_refs(BOTH[1:2])
+    reasons = photo_reasons({SHA_M: rec(SHA_M, 0.2, "out_of_scope", scope=1.0, ood=1.39)}, models, scope_limit=0.95)
+    assert [r.kind for r in reasons] == [NOT_A_PHOTO]
+    assert reasons[0].text == "Not-a-skin-photo score 1.00 > limit 0.95"
+    assert reasons[0].value > reasons[0].limit
+
+
+def test_every_figure_stated_is_on_the_stated_side_of_its_limit():
+    models = model_refs(BOTH[1:2])
+    r = photo_reasons({SHA_M: rec(SHA_M, 0.6, "out_of_scope", scope=0.2, ood=1.62)}, models, scope_limit=0.95)
+    assert [x.kind for x in r] == [OUT_OF_SCOPE, UNCERTAIN]
+    assert r[0].text == "unlike the training photos, out-of-scope score 1.62 > limit 1.44" and r[0].value > r[0].limit
+    assert r[1].text == "uncertain, p(mpox) 0.60 inside 0.28–0.74"
+    lo, hi = r[1].limit
+    assert lo <= r[1].value < hi
+
+
+def test_uncertain_names_the_deciding_model_and_disagreement_names_each_call():
+    models = model_refs(BOTH)
+    decider = deciding_key(BOTH)
+    assert decider == SHA_C
+    records = {SHA_C: rec(SHA_C, 0.787), SHA_M: rec(SHA_M, 0.81), SHA_X: rec(SHA_X, 0.45, "uncertain")}
+    reasons = photo_reasons(records, models, decider=decider)
+    # Xception's uncertainty is not the photo's (combined decides); its disagreement is, with both figures.
+    assert reasons_text(reasons) == "models disagree: combined mpox 0.79, Xception not mpox 0.45"
+    assert photo_call(records, models, decider) == "mpox"
+    records[SHA_C] = rec(SHA_C, 0.45, "uncertain")
+    texts = [r.text for r in photo_reasons(records, models, decider=decider)]
+    assert "combined: uncertain, p(mpox) 0.45 inside 0.28–0.74" in texts
+
+
+def test_unreadable_is_said_once_whatever_the_number_of_models():
+    models = model_refs(BOTH)
+    err = "/f/a.png: cannot decode image (file is truncated)"
+    reasons = photo_reasons({k: rec(k, None, status="error", error=err) for k in (SHA_C, SHA_M, SHA_X)}, models,
+                            decider=SHA_C)
+    assert [r.text for r in reasons] == ["unreadable: cannot decode image (file is truncated)"]
+    assert [r.kind for r in reasons] == [ERROR]
+
+
+def test_a_photo_scored_by_only_some_chosen_models_has_no_call_and_says_so():
+    models = model_refs(BOTH[1:])
+    records = {SHA_M: rec(SHA_M, 0.9)}
+    assert photo_call(records, models) == ""
+    assert [r.text for r in photo_reasons(records, models)] == ["not scored yet by Xception"]
+    assert photo_reasons(records, models)[0].kind == NOT_SCORED
+
+
+def test_records_of_models_not_chosen_are_ignored():
+    models = model_refs(BOTH[1:2])
+    records = {SHA_M: rec(SHA_M, 0.9), SHA_X: rec(SHA_X, 0.1)}
+    assert photo_reasons(records, models) == []
+    assert photo_call(records, models) == "mpox"
+
+
+def test_out_of_scope_prediction_is_its_own_call_and_not_a_disagreement():
+    models = model_refs(BOTH[1:])
+    records = {SHA_M: rec(SHA_M, 0.9, "out_of_scope", scope=0.99, prediction="out_of_scope"),
+               SHA_X: rec(SHA_X, 0.1, "out_of_scope", scope=0.99, prediction="out_of_scope")}
+    reasons = photo_reasons(records, models, scope_limit=0.95)
+    assert [r.kind for r in reasons] == [NOT_A_PHOTO]
+    assert photo_call(records, models) == "out_of_scope"
+
+
+def test_a_shifted_folder_widens_the_review_band_of_the_model_that_decides():
+    wide = {"operating_points": {"out_of_collection": {"uncertain_band": [0.15, 0.9], "threshold": 0.3}}}
+    cards = [card("combined", SHA_C, extra=wide), card("mobilenetv2", SHA_M), card("xception", SHA_X)]
+    models = model_refs(cards)
+    shift = {"detected": True, "p_value": 0.001, "operating_point": "out_of_collection", "model_key": SHA_C}
+    records = {SHA_C: rec(SHA_C, 0.81, "uncertain"), SHA_M: rec(SHA_M, 0.85), SHA_X: rec(SHA_X, 0.9)}
+    reasons = photo_reasons(records, models, decider=SHA_C, shift=shift)
+    assert [r.text for r in reasons] == ["folder unlike the training photos (p 0.81 inside the widened review "
+                                         "band 0.15–0.90)"]
+    assert reasons[0].kind == SHIFT and reasons[0].limit == (0.15, 0.9)
+    # No alarm, or an alarm that did not move the operating point: no such reason.
+    assert photo_reasons(records, models, decider=SHA_C, shift={**shift, "operating_point": "default"})[0].kind \
+        == UNCERTAIN   # the flag the record carries is still reported, with the card's band
+    assert photo_reasons(records, models, decider=SHA_C, shift=None)[0].text.startswith("combined: flagged uncertain")
+    # Inside the ordinary band it stays "uncertain", not the shift reason.
+    records[SHA_C] = rec(SHA_C, 0.5, "uncertain")
+    assert [r.kind for r in photo_reasons(records, models, decider=SHA_C, shift=shift)] == [UNCERTAIN]
+
+
+def test_two_models_of_one_architecture_are_told_apart_by_version():
+    a, b = card("mobilenetv2", SHA_M), card("mobilenetv2", SHA_X)
+    b.version = "1.3.0"
+    names = [m.name for m in model_refs([a, b])]
+    assert names == ["mobilenetv2 1.2.0", "mobilenetv2 1.3.0"]
+    assert ModelRef(SHA_M, "x").card is None
+    assert DISAGREE == "disagree"
