@@ -600,11 +600,40 @@ def test_progress_counts_photos_and_cancel_leaves_no_file(tmp_path):
     assert sorted(p.name for p in tmp_path.iterdir() if p.suffix in (".pdf", ".partial")) == ["ok.pdf"]
 
 
-def test_unicode_file_names_do_not_break_the_report(tmp_path):
-    path = tmp_path / "Łódź_病変_01.jpg"
-    make_photo((40, 40), seed=1).save(path)
-    out = write_pdf_report([rec(path, 0.6)], tmp_path / "u.pdf", folder=str(tmp_path), cards=[make_card()])
-    assert len(pdf_pages(out)) >= 2
+SCRIPT_NAMES = ["Łódź_病変_01.jpg", "फोटो_रोगी.jpg", "صورة_مريض.jpg", "photo_😀_📷.png", "한국어_사진.jpg"]
+
+
+def test_file_names_in_any_script_are_drawn_whole_with_fonts_that_have_their_glyphs(tmp_path):
+    from core.reports.layout import font_runs
+
+    paths = []
+    for k, name in enumerate(SCRIPT_NAMES):
+        paths.append(tmp_path / name)
+        make_photo((40, 40), seed=k).save(paths[-1])
+    out = write_pdf_report([rec(p, 0.6) for p in paths], tmp_path / "u.pdf", folder=str(tmp_path),
+                           cards=[make_card()])
+    text = " ".join(pdf_pages(out))
+    for name in SCRIPT_NAMES:
+        # Every character has a font that draws it (no empty boxes): the chain ends in Unifont.
+        assert all(font is not None or ord(ch) < 0x250 or ch in "…–" for font, run in font_runs(name)
+                   for ch in run), name
+    # The whole names are in the PDF's text (ReportLab embeds a ToUnicode map with each font subset; its map
+    # for characters above U+FFFF is malformed, so the emoji are checked by their font, below).
+    for probe in ("病変", "한국어", "Łódź"):
+        assert probe in text, probe
+    fonts = {str(f.get_object().get("/BaseFont")) for page in PdfReader(str(out)).pages
+             for f in (page["/Resources"].get("/Font") or {}).values()}
+    for family in ("Unifont", "NotoSansDevanagari", "NotoSansArabic", "UnifontUpper"):
+        assert any(family in f for f in fonts), (family, fonts)
+
+
+def test_a_long_file_name_is_shown_whole_with_its_extension(tmp_path):
+    name = "chart_of_the_patient_left_forearm_lesion_series.png"
+    make_photo((40, 40), seed=3).save(tmp_path / name)
+    out = write_pdf_report([rec(tmp_path / name, 0.2)], tmp_path / "n.pdf", folder=str(tmp_path),
+                           cards=[make_card()])
+    body = re.sub(r"\s", "", " ".join(pdf_pages(out)[1:]))
+    assert name in body and "…" not in body
 
 
 _BIG_REPORT_CHILD = r"""
