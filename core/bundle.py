@@ -667,6 +667,11 @@ def write_card(bundle_dir: str | os.PathLike, card: ModelCard) -> ModelCard:
     if model_file(card) not in files:
         raise BundleError(f"{bundle_dir}: a model card must list {MODEL_FILE} (or, without one, its LiteRT runtime)")
     card.files = files
+    # No machine's folders in a card that may be shipped: data paths become relative to the repository.
+    from core.portable import portable_fields
+
+    for name in ("training_data", "training", "metrics", "extra"):
+        setattr(card, name, portable_fields(getattr(card, name)))
     card.model_sha256 = files[model_file(card)]
     card.format_version = FORMAT_VERSION
     validate_card(card, bundle_dir / CARD_FILE)

@@ -21,6 +21,7 @@ from typing import Iterable, Sequence
 import numpy as np
 
 from core.images import discover, file_sha256, load_rgb
+from core.portable import portable_path
 from core.progress import CancelToken, ProgressFn, report
 from core.records import LABEL_MPOX, LABEL_NOT_MPOX
 
@@ -270,7 +271,8 @@ def load_manifest_dataset(csv_path: str | os.PathLike, root: str | os.PathLike |
         shown = ", ".join(missing[:5]) + (f" and {len(missing) - 5} more" if len(missing) > 5 else "")
         raise DatasetError(f"{csv_path}: {len(missing)} listed image(s) not found under {base}: {shown}. "
                            "Fix the paths or pass the image folder as root.")
-    info = {"protocol": "manifest", "manifest": str(csv_path)} if any(s.split for s in samples) else {}
+    # The card records the manifest by digest (Dataset.fingerprint) and a repository-relative path.
+    info = {"protocol": "manifest", "manifest": portable_path(csv_path)} if any(s.split for s in samples) else {}
     return Dataset(samples, base, info)
 
 

@@ -9,6 +9,7 @@ models the user chose and stay true after a restart.
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 from typing import Any, Mapping, Sequence
 
@@ -113,8 +114,10 @@ def _short_error(rec: ResultRecord) -> str:
     err = rec.error or "unknown error"
     for prefix in (f"{rec.path}: ", f"{rec.path} "):
         if err.startswith(prefix):
-            return err[len(prefix):]
-    return err
+            err = err[len(prefix):]
+            break
+    # The file column names the file; a reason never carries the machine's folders.
+    return err.replace(str(rec.path), os.path.basename(str(rec.path)))
 
 
 def _scope_limit(limit: float | None) -> float:

@@ -44,6 +44,7 @@ from core.evaluation import (choose_threshold, evaluate_bundle, evaluate_probabi
                              expected_calibration_error, to_jsonable)
 from core.features import TINY_PREFIX, FeatureExtractor
 from core.ood import OODStats, fit_ood
+from core.portable import portable_path
 from core.preprocess import PREPROCESSING_DESCRIPTION, arch_spec, load_model_input
 from core.progress import CancelToken, Cancelled, ProgressFn, report
 
@@ -639,9 +640,11 @@ def _make_card(config: TrainConfig, spec, size: int, ds: Dataset, fx: FeatureExt
     import keras
     import tensorflow as tf
 
+    from core.heads import DEFAULT_C
+
     now = datetime.now(timezone.utc)
     summary = ds.summary()
-    summary["root"] = str(ds.root) if ds.root else None
+    summary["root"] = portable_path(ds.root) if ds.root else None
     summary["unreadable_files"] = errors[:50]
     summary["unreadable_count"] = len(errors)
     if ds.warnings:  # folders that could not be read, links leading outside the data (not followed)
@@ -657,7 +660,9 @@ def _make_card(config: TrainConfig, spec, size: int, ds: Dataset, fx: FeatureExt
     training = {
         "preset": config.preset,
         "seed": config.seed,
-        "config": {k: v for k, v in asdict(config).items() if k not in ("weights_dir", "cache_dir")},
+        # head_c as used: None in the config means the default C, which a reader should see as its value.
+        "config": {**{k: v for k, v in asdict(config).items() if k not in ("weights_dir", "cache_dir")},
+                   "head_c": (config.head_c or DEFAULT_C) if config.head == "logistic" else config.head_c},
         "hyperparameters": hyper,
         "backbone": {"weights": "random tiny test backbone" if (config.base_model or "").startswith(TINY_PREFIX)
                      else "ImageNet (Keras applications, local file)", "fingerprint_sha256": fx.fingerprint,

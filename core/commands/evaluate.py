@@ -106,8 +106,13 @@ def run_protocol(args: argparse.Namespace) -> int:
                               progress=_printer(args.quiet))
     except ValueError as exc:
         raise CliError(str(exc)) from None
-    res["recipe"] = {"arch": args.arch, "head": args.head, "C": args.head_c, "views": views,
-                     "data": str(args.data), "photos": int(len(y)), "test_split_used": False,
+    from core.heads import DEFAULT_C
+    from core.portable import portable_path
+
+    # The C actually used (the default when none was given), and the data as the card may record it.
+    res["recipe"] = {"arch": args.arch, "head": args.head,
+                     "C": (args.head_c or DEFAULT_C) if args.head == "logistic" else args.head_c, "views": views,
+                     "data": portable_path(args.data), "photos": int(len(y)), "test_split_used": False,
                      "time_s": round(time.monotonic() - started, 1)}
     print(f"{args.protocol} of the {args.head} head on {args.arch} embeddings ({len(y)} train+val photos; "
           f"test untouched). {DISCLAIMER}", file=sys.stderr)

@@ -15,7 +15,7 @@ from core.reasons import DISAGREE, KIND_TEXT, NOT_SCORED, ORDER, SHIFT, short_na
 from core.records import LABEL_MPOX, LABEL_NOT_MPOX
 from core.reports.context import ReportContext
 from core.reports.layout import (
-    FRAME_W, _C_MPOX, _C_OVERRIDE, _cell, _fmt_p, _grid_style, _pct, _styles, markup,
+    FRAME_W, _C_MPOX, _C_OVERRIDE, _cell, _fmt_p, _grid_style, _pct, _styles, folder_label, markup,
 )
 from core.reports.rows import _origin_text, count_records
 
@@ -33,7 +33,8 @@ def cover_section(ctx: ReportContext) -> list[Any]:
         Paragraph(escape(DISCLAIMER) + " A clinician must review every photo; the model ranks photos for "
                   "attention and can be wrong, especially on skin tones, body sites, cameras and conditions "
                   "unlike its training data.", st["warn"]),
-        Paragraph(f"<b>Folder:</b> {markup(str(ctx.folder))}", st["body"]),
+        Paragraph(f"<b>Folder:</b> {markup(folder_label(ctx.folder))} ({ctx.counts.photos:,} photos; the CSV "
+                  "export and the session record each photo's full path)", st["body"]),
     ]
     out += _shift_paragraphs(ctx.shift)
     out += [Paragraph("Summary (counts are photos)", st["h2"]), _counts_block(ctx)]

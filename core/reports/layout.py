@@ -194,6 +194,13 @@ def draw_text(canvas: Any, x: float, y: float, text: str, font: str, size: float
         x += stringWidth(t, name, size)
 
 
+def folder_label(folder: str) -> str:
+    """The folder as the report names it: its own name, never the machine's absolute path (the CSV and the
+    session keep the full path; a filed report travels)."""
+    name = os.path.basename(os.path.normpath(str(folder)))
+    return name or "(the root folder)"
+
+
 def _display_name(path: str, folder: str) -> str:
     try:
         rel = os.path.relpath(path, folder)

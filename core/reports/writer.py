@@ -20,7 +20,7 @@ from core.reports.cards import model_card_section
 from core.reports.charts import agreement_section, distribution_section
 from core.reports.context import DEFAULT_TITLE, ReportContext, build_context
 from core.reports.cover import cover_section, sign_off_section
-from core.reports.layout import MARGIN, _NumberedCanvas
+from core.reports.layout import MARGIN, _NumberedCanvas, folder_label
 from core.reports.photos import photos_section
 from core.reports.publish import publish_atomically
 
@@ -75,7 +75,7 @@ def write_pdf_report(
     story: list[Any] = []
     for section in sections:
         story += section(ctx)
-    header = f"{title} · {ctx.when} · {folder}"
+    header = f"{title} · {ctx.when} · {folder_label(folder)}"
     if len(header) > 140:
         header = header[:139] + "…"
     buf = io.BytesIO()
