@@ -533,8 +533,8 @@ class Workspace:
 
         with_reviews = self.session is not None
         if len(keys) == 1:
-            return CSV_COLUMNS + (REVIEW_COLUMNS if with_reviews else [])
-        return wide_columns(self.slugs(keys), with_reviews)
+            return CSV_COLUMNS + (REVIEW_COLUMNS if with_reviews else []) + ["needs_review"]
+        return wide_columns(self.slugs(keys), with_reviews) + ["needs_review"]
 
     def slugs(self, keys: Sequence[str]) -> list[str]:
         from core.csvio import model_slugs
@@ -545,22 +545,38 @@ class Workspace:
     def csv_row(self, path: str, keys: Sequence[str]) -> dict[str, str] | None:
         """A photo's CSV row (one per photo whatever the number of models), or None if it has no result."""
         from core.csvio import review_cells, wide_row
+        from core.reasons import reasons_text
 
         recs = self.photo_records(path, keys)
         if all(r is None for r in recs):
             return None
         review = self._reviews.get(path)
+        needs = reasons_text(self.reasons(path, keys))
         if len(keys) == 1:
             row = recs[0].to_row()
             row["model_origin"] = self.origin(keys[0])
             row.update(review_cells(review))
+            row["needs_review"] = needs
             return row
         slugs = self.slugs(keys)
         row = wide_row(path, recs, slugs, review)
         for key, slug, rec in zip(keys, slugs, recs):
             if rec is not None:
                 row[f"model_origin__{slug}"] = self.origin(key)
+        row["needs_review"] = needs
         return row
+
+    def reasons(self, path: str, keys: Sequence[str]) -> list:
+        """core.reasons.photo_reasons of one photo over the given models (the CSV's needs_review, the PDF and
+        the app's table say the same), with the folder's stored shift result."""
+        from core.reasons import ModelRef, deciding_key, model_refs, photo_reasons
+
+        cards = [self.cards[k] for k in keys if k in self.cards]
+        named = {r.key: r for r in model_refs(cards)}
+        refs = [named.get(k) or ModelRef(k, f"{self.model_info(k)['name']} {self.model_info(k)['version']}")
+                for k in keys]
+        records = {k: self.results.get(k, {}).get(path) for k in keys}
+        return photo_reasons(records, refs, decider=deciding_key(cards), shift=self.shift)
 
     def origin(self, key: str) -> str:
         """Where a model comes from, for people: "shipped release" (its digests are listed in core.releases),

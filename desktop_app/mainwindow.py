@@ -255,12 +255,15 @@ class MainWindow(QMainWindow):
         self.progress.setTextVisible(True)
         self.progress.hide()
         self.eta = QLabel()
-        self.showing = QLabel()
+        # "showing X of Y" sits above the table, beside the filter it counts (docs/desktop.md).
+        self.showing = self.results.count_label
+        self.showing.show()
+        self.model_in_use = QLabel()
         notice = QLabel(STATUS_NOTICE)
         notice.setToolTip(RESEARCH_NOTICE)
         notice.setStyleSheet("color: #a0301c; font-weight: 600; padding: 0 6px;")
         sb.addWidget(self.message, 1)
-        sb.addPermanentWidget(self.showing)
+        sb.addPermanentWidget(self.model_in_use)
         sb.addPermanentWidget(self.progress)
         sb.addPermanentWidget(self.eta)
         sb.addPermanentWidget(notice)
@@ -306,7 +309,7 @@ class MainWindow(QMainWindow):
             self._set_message(f"Warning: {self.model_problems[0]}{more}", error=True)
         self.choices = model_choices(self.bundles)
         self.model.set_cards([c for _p, c in self.bundles])
-        self.detail.ood_limits = self.model.ood_limits
+        self.detail.results_model = self.model
         self.model_combo.blockSignals(True)
         self.model_combo.clear()
         for label, dirs, cards in self.choices:
@@ -361,6 +364,12 @@ class MainWindow(QMainWindow):
             actions[index].setChecked(True)
         self.model_combo.setToolTip(self._choice_tooltip(self.choices[index][2]))
         self.settings.remember_model(self.choices[index][1])
+        # The table, its reasons and the detail pane follow the picker: the chosen models only, in its order.
+        cards = self.choices[index][2]
+        self.model.set_models(cards)
+        self.model_in_use.setText("Model: " + " + ".join(c.display_name for c in cards))
+        self.model_in_use.setToolTip(self._choice_tooltip(cards))
+        self.detail.show_row(self.detail.row) if self.detail.row is not None else None
         # Load in the background now so the first Run does not wait for TensorFlow.
         for path, card in zip(self.choices[index][1], self.choices[index][2]):
             self.handle_for(path, card).load()
@@ -434,7 +443,6 @@ class MainWindow(QMainWindow):
         self.heatmaps = {}
         self.detail.show_row(None)
         self.shift_banner.hide()
-        self.model.set_shift_alarm("")
         actor = self.settings.reviewer or None
         try:
             self.workspace = Workspace.open(folder, self.session_dir_for(folder), actor=actor, found=found)
@@ -447,6 +455,7 @@ class MainWindow(QMainWindow):
             self.workspace.cards.setdefault(card.key, card)
         self.model.add_records(list(self.workspace.records()))
         self.model.apply_reviews(self.workspace.reviews)
+        self.show_shift(self.workspace.shift)   # the folder's stored shift result stays until a new test
         self.settings.add_recent(folder)
         self.setWindowTitle(f"{folder} — {APP_NAME}")  # ends with the app name, so Qt does not append it again
         msg = f"{len(self.paths)} photos in {folder}"
@@ -489,8 +498,8 @@ class MainWindow(QMainWindow):
             self.warn("No model bundle selected. Put bundles in the models folder "
                                 "(Tools > Settings) or train one with Tools > Retrain wizard.")
             return False
-        # A combined bundle decides for the photo; the other models' scores are shown beside it.
-        self.model.set_decider(cards[0].key if len(cards) > 1 and cards[0].architecture.lower() == "combined" else "")
+        # A combined bundle decides for the photo (core.reasons.deciding_key); the others' scores are shown beside it.
+        self.model.set_models(cards)
         jobs = []
         for path, card in zip(dirs, cards):
             handle = self.handle_for(path, card)
@@ -568,17 +577,30 @@ class MainWindow(QMainWindow):
         self.run_finished.emit(summary)
 
     def show_shift(self, shift: dict | None) -> None:
-        """Present the folder's shift test: a banner and a needs-review reason when it fired; the PDF cover
-        shows it too (Workspace.shift)."""
-        if self.workspace is None or not shift:
+        """Present the folder's shift result (Workspace.shift, kept in the session): a banner naming the model
+        whose test decides, and the reasons it adds; shown again when the folder is reopened."""
+        if self.workspace is None:
             return
-        self.workspace.shift = {k: v for k, v in shift.items() if k != "message"}
-        if shift.get("detected"):
-            self.shift_banner.setText(f"Shift alarm ({shift.get('model', '')}): {shift.get('message', '')}")
-            self.shift_banner.setToolTip("A two-sample test compared this folder's photos with the model's "
-                                         "training photos (core.shift); see docs/shift.md")
-            self.shift_banner.show()
-            self.model.set_shift_alarm("shift alarm")
+        if shift and shift is not self.workspace.shift:
+            self.workspace.shift = dict(shift)
+        shift = self.workspace.shift
+        self.model.set_shift(shift)
+        if not shift or not shift.get("detected"):
+            self.shift_banner.hide()
+            return
+        from core.shift import SHIFT_MEANING
+
+        text = f"Shift alarm ({shift.get('model') or 'the model'}): " + str(
+            shift.get("message") or f"these photos differ from the training photos: {SHIFT_MEANING}.")
+        if shift.get("operating_point") == "out_of_collection":
+            text += " The review band is widened for this folder, so more photos need review."
+        if shift.get("remedy"):
+            text += f" What to do: {str(shift['remedy']).rstrip('.')}."
+        self.shift_banner.setText(text)
+        self.shift_banner.setToolTip("A two-sample test compared this folder's photos with the model's training "
+                                     "photos (core.shift); the result is kept with the folder's session and is "
+                                     "printed on the report's cover. See docs/shift.md")
+        self.shift_banner.show()
 
     @Slot(str)
     def _on_run_failed(self, message: str) -> None:

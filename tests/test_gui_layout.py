@@ -22,17 +22,17 @@ def shown_rows(window):
     return [proxy.index(r, 0).data(ROW_ROLE) for r in range(proxy.rowCount())]
 
 
-def test_needs_review_column_gives_one_reason_and_the_default_order_is_highest_risk_first(qtbot, tmp_path):
+def test_needs_review_column_gives_true_reasons_and_the_default_order_is_highest_risk_first(qtbot, tmp_path):
     window, _folder, recs = window_with_rows(qtbot, tmp_path)
     window.model.set_cards([SimpleNamespace(model_sha256="sha-a", name="m", version="1.0.0", ood_threshold=0.7)])
-    col = window.model.column_of("needs")
-    assert col == window.model.column_of("file") + 1
+    assert window.model.column_of("prediction") == window.model.column_of("file") + 1
     rows = shown_rows(window)
     reasons = [window.model.reason(r)[0] for r in rows]
-    assert reasons[0] == "out of scope 0.90 > 0.70"     # score and limit
-    assert reasons[1] == "uncertain (p 0.48)"
-    assert reasons[-1] == "error: cannot identify image file"  # the reason, not the path; errors last
-    assert window.model.reason(rows[-1])[1] == f"Could not be read: cannot identify image file"
+    # The figure, the limit and the side it is on, from core.reasons (the CSV and the PDF say the same).
+    assert reasons[0] == "unlike the training photos, out-of-scope score 0.90 > limit 0.70"
+    assert reasons[1] == "flagged uncertain, p(mpox) 0.48"
+    assert reasons[-1] == "unreadable: cannot identify image file"  # the reason, not the path; errors last
+    assert window.model.reason(rows[-1])[1] == "unreadable: cannot identify image file"
     risks = [window.model.reason(r)[2] for r in rows]
     assert risks == sorted(risks, reverse=True)
     # Unflagged photos follow, highest p(mpox) first.
@@ -46,20 +46,21 @@ def test_needs_review_column_gives_one_reason_and_the_default_order_is_highest_r
     values = [proxy.index(r, p_col).data(SORT_ROLE) for r in range(proxy.rowCount())]
     assert values == sorted(values, reverse=True) and values[-1] == -1.0
 
-    # A window-level shift alarm shows on photos with no other reason.
-    window.model.set_shift_alarm("the photos differ from the training data")
+    # A folder's shift alarm is said in the tooltip; it invents no reason for a photo it does not concern.
+    window.model.set_shift({"detected": True, "message": "the photos differ from the training data"})
     calm = next(r for r in window.model.rows if r.records.get("sha-a") and r.records["sha-a"].p_mpox == 0.10)
-    assert window.model.reason(calm)[0] == "shift alarm"
+    assert window.model.reason(calm)[0] == ""
+    assert "Shift alarm for this folder: the photos differ" in window.model.reason(calm)[1]
 
 
-def test_at_1024x700_the_needs_review_flag_and_reviewer_columns_are_on_screen(qtbot, tmp_path):
+def test_at_1024x700_the_call_review_needs_review_and_reviewer_columns_are_on_screen(qtbot, tmp_path):
     window, _folder, _recs = window_with_rows(qtbot, tmp_path, size=(1024, 700))
     window.resize(1024, 700)
     QApplication.processEvents()
     table = window.results.table
     header = table.horizontalHeader()
     width = table.viewport().width()
-    for kind in ("file", "needs", "flag", "review", "reviewer"):
+    for kind in ("file", "prediction", "review", "needs", "p", "reviewer"):
         col = window.model.column_of(kind)
         left = header.sectionViewportPosition(col)
         assert left >= 0 and left + header.sectionSize(col) <= width, (kind, left, header.sectionSize(col), width)
@@ -117,7 +118,8 @@ def test_detail_pane_shows_why_a_broken_file_has_no_photo_and_resets_on_reopen(q
     window.results.select_source_row(window.model.row_of(rows[-1].path))
     assert window.detail.view.message.startswith("Cannot display this file: cannot identify image file")
     window.results.select_source_row(window.model.row_of(rows[0].path))   # the out-of-scope photo
-    assert "out-of-scope score 0.90 (limit 0.70)" in window.detail.scores.text()
+    # The side panel lists the same reasons as the table, then each chosen model's score.
+    assert "out-of-scope score 0.90 &gt; limit 0.70" in window.detail.scores.text()
 
     window.open_folder(folder)
     assert window.detail.title.text() == "No photo selected"
@@ -195,5 +197,6 @@ def test_model_card_dialog_is_a_summary_in_words_with_the_full_card_as_a_readabl
 
     for i in range(dialog.appendix.topLevelItemCount()):
         walk(dialog.appendix.topLevelItem(i))
-    assert "false negatives (missed mpox)" in names and "data folder (as seen when trained)" in names
+    # The names come from core.names, the one table the PDF uses too.
+    assert "mpox photos missed" in names and "Data folder (as given to training)" in names
     assert "tn" not in names and "n_mpox" not in names

@@ -10,30 +10,10 @@ from PySide6.QtGui import QColor, QImage, QPainter, QPixmap
 from PySide6.QtWidgets import (QCheckBox, QComboBox, QHBoxLayout, QLabel, QSizePolicy, QSlider, QVBoxLayout,
                                QWidget)
 
-from desktop_app.results.model import FLAG_TEXT, PRED_TEXT, REVIEW_TEXT, FileRow, error_text, model_key
+from core.reasons import call_text
+from desktop_app.results.model import FLAG_TEXT, REVIEW_TEXT, FileRow, error_text
 
 DISPLAY_SIDE = 1024
-
-
-def scope_lines(rec, limit: float | None) -> list[str]:
-    """The out-of-scope figures of one record, each with its limit; one line per score so a second
-    per-photo score (core.scope.SCOPE_LIMIT, to come) is one more entry here."""
-    lines = []
-    if rec.ood_score is not None:
-        over = limit is not None and rec.ood_score > limit
-        if limit is None:
-            verdict = " (this model's card gives no limit)"
-        else:
-            verdict = " — <b>over the limit: out of scope</b>" if over else " — within the limit"
-        lim = f" (limit {limit:.2f})" if limit is not None else ""
-        lines.append(f"&nbsp;&nbsp;out-of-scope score {rec.ood_score:.2f}{lim}{verdict}")
-    if getattr(rec, "scope_score", None) is not None:
-        from core.scope import SCOPE_LIMIT, describe  # NumPy and OpenCV only; no TensorFlow on the GUI thread
-
-        over = rec.scope_score > SCOPE_LIMIT
-        text = html.escape(describe(rec.scope_score))
-        lines.append(f"&nbsp;&nbsp;<b>{text}</b>" if over else f"&nbsp;&nbsp;{text}")
-    return lines
 
 
 def rgb_to_qimage(rgb: np.ndarray) -> QImage:
@@ -83,7 +63,9 @@ class DetailPane(QWidget):
     def __init__(self, parent: QWidget | None = None):
         super().__init__(parent)
         self.row: FileRow | None = None
-        self.ood_limits: dict[str, float] = {}   # model key -> the card's ood_threshold (set by the window)
+        # Set by the window to the table's model: the chosen models' records and core.reasons for a row, so
+        # the pane says exactly what the table and the exports say.
+        self.results_model = None
         self._heat_cache: dict[tuple[str, str], QPixmap] = {}
         self._requested: set[tuple[str, str]] = set()   # asked for once; the worker answers in order
         self.title = QLabel("No photo selected")
@@ -149,9 +131,9 @@ class DetailPane(QWidget):
             else "Loading…"
         self.model_combo.blockSignals(True)
         self.model_combo.clear()
-        for key, rec in row.records.items():
+        for rec in self._records(row):
             if rec.ok:
-                self.model_combo.addItem(f"{rec.model} {rec.model_version}".strip(), key)
+                self.model_combo.addItem(f"{rec.model} {rec.model_version}".strip(), rec.model_key)
         self.model_combo.blockSignals(False)
         self.model_combo.setVisible(self.model_combo.count() > 1)
         self.update_scores()
@@ -183,25 +165,39 @@ class DetailPane(QWidget):
     def has_heatmap(self) -> bool:
         return not self.view.heat.isNull()
 
+    def _records(self, row: FileRow) -> list:
+        model = self.results_model
+        return model.shown_records(row) if model is not None else list(row.records.values())
+
     def update_scores(self) -> None:
         row = self.row
         if row is None:
             return
         lines = []
-        for rec in row.records.values():
+        reasons = self.results_model.reasons(row) if self.results_model is not None else []
+        if reasons:
+            lines.append("<b>Needs review:</b>")
+            lines += [f"&nbsp;&nbsp;• {html.escape(r.text)}" for r in reasons]
+        for rec in self._records(row):
             name = html.escape(f"{rec.model} {rec.model_version}".strip())
             if not rec.ok:
                 lines.append(f"<b>{name}</b>: <span style='color:#b02020'>error — {html.escape(rec.error)}</span>")
                 continue
-            pred = PRED_TEXT.get(rec.prediction or "", rec.prediction or "")
+            pred = html.escape(call_text(rec.prediction))
             flag = f" · <i>{html.escape(FLAG_TEXT.get(rec.flag, rec.flag))}</i>" if rec.flag else ""
             thr = f" (threshold {rec.threshold:.2f})" if rec.threshold is not None else ""
             lines.append(f"<b>{name}</b>: p(mpox) = <b>{rec.p_mpox:.3f}</b> → {pred}{thr}{flag}")
-            lines += scope_lines(rec, self.ood_limits.get(model_key(rec)))
+        scope = next((r.scope_score for r in self._records(row) if r.ok and r.scope_score is not None), None)
+        if scope is not None:
+            from core.scope import describe  # NumPy and OpenCV only; no TensorFlow on the GUI thread
+
+            lines.append(html.escape(describe(scope)))
         if row.review_label:
             lines.append(f"Reviewer label: <b>{REVIEW_TEXT.get(row.review_label, row.review_label)}</b> "
                          f"by {html.escape(row.reviewer)} at {html.escape(row.review_time.replace('T', ' ')[:16])} UTC "
                          "<span style='color:#666'>(Delete clears, Ctrl+Z undoes)</span>")
+        elif row.errors() and not any(r.ok for r in self._records(row)):
+            lines.append("<span style='color:#666'>Not reviewed — an unreadable file cannot be labelled</span>")
         else:
             lines.append("<span style='color:#666'>Not reviewed — press M (mpox), N (not mpox) or U (unsure)</span>")
         self.scores.setText("<br>".join(lines))

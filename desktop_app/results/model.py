@@ -1,8 +1,9 @@
 """The results table: one row per photo over core ResultRecords, reviewer labels kept beside them.
 
 Why one row per file (not per file+model): a reviewer labels a photo, not a model output, so a
-review belongs on one line; with both models each gets its own sortable p(mpox) column and the
-prediction column says "disagree" when they differ, which is itself a reason to look.
+review belongs on one line. The table shows the models chosen in the picker only (set_models), in the
+picker's fixed order: the deciding model's p(mpox) in one column, the other models' scores in one compact
+column. Why a photo needs review comes from core.reasons (the CSV and the PDF say the same words).
 Predictions and reviews live in separate fields and never overwrite each other.
 """
 
@@ -15,6 +16,8 @@ from typing import Any
 from PySide6.QtCore import QAbstractTableModel, QModelIndex, QPersistentModelIndex, Qt, QTimer
 from PySide6.QtGui import QBrush, QColor, QPixmap
 
+from core.reasons import ModelRef, call_text
+
 SORT_ROLE = Qt.ItemDataRole.UserRole + 1
 ROW_ROLE = Qt.ItemDataRole.UserRole + 2
 KIND_ROLE = Qt.ItemDataRole.UserRole + 3
@@ -22,10 +25,12 @@ KIND_ROLE = Qt.ItemDataRole.UserRole + 3
 REVIEW_TEXT = {"mpox": "mpox", "not_mpox": "not mpox", "unsure": "unsure"}
 PRED_TEXT = {"mpox": "mpox", "not_mpox": "not mpox"}
 FLAG_TEXT = {"uncertain": "uncertain", "out_of_scope": "out of scope", "disagree": "models disagree"}
+# Predictions read as core.reasons.call_text says ("out of scope" for a photo the scope check refused).
 
-# Needs-review tiers: the higher, the sooner a person should look. Errors sort below everything
-# (nothing to look at but the file), so "highest risk first" keeps scored photos on top.
-RISK_TIER = {"out_of_scope": 4.0, "disagree": 3.0, "uncertain": 2.0, "shift": 1.0, "": 0.0}
+# Needs-review tiers by the first reason's kind (core.reasons): the higher, the sooner a person should look.
+# Errors sort below everything (nothing to look at but the file), so "highest risk first" keeps scored photos on top.
+RISK_TIER = {"not_a_photo": 5.0, "out_of_scope": 4.0, "disagree": 3.0, "uncertain": 2.0, "shift": 1.5,
+             "shift_alarm": 1.0, "not_scored": 0.5, "": 0.0}
 ERROR_RISK = -1.0
 
 _ROLES = frozenset({ROW_ROLE, KIND_ROLE, SORT_ROLE, Qt.ItemDataRole.DisplayRole, Qt.ItemDataRole.DecorationRole,
@@ -47,10 +52,8 @@ class FileRow:
     review_label: str = ""
     reviewer: str = ""
     review_time: str = ""
-    # (text, tooltip, risk) of the needs-review column; cached because sorting asks for it often.
+    # (text, tooltip, risk, reasons, call) of the chosen models; cached because sorting asks for it often.
     reason_cache: tuple | None = field(default=None, repr=False, compare=False)
-    # The model key whose call is the photo's prediction ("Both" with a combined model); "" = all models alike.
-    decider: str = ""
 
     @property
     def name(self) -> str:
@@ -67,20 +70,9 @@ class FileRow:
 
     def flags(self) -> list[str]:
         flags = [r.flag for r in self.ok_records() if r.flag]
-        if len(self.predictions()) > 1:
+        if len(self.predictions() & {"mpox", "not_mpox"}) > 1:
             flags.append("disagree")
         return flags
-
-    def combined_prediction(self) -> str:
-        """The photo's call: the deciding model's when there is one (its components' disagreement stays a
-        flag, a reason to look), else the models' common call or "disagree"."""
-        deciding = self.records.get(self.decider) if self.decider else None
-        if deciding is not None and deciding.ok and deciding.prediction:
-            return deciding.prediction
-        preds = self.predictions()
-        if not preds:
-            return ""
-        return "disagree" if len(preds) > 1 else next(iter(preds))
 
 
 def error_text(row: FileRow) -> str:
@@ -102,60 +94,28 @@ def short_error(text: str) -> str:
     return gist or text
 
 
-def review_reason(row: FileRow, ood_limits: dict[str, float] | None = None,
-                  shift_alarm: str = "") -> tuple[str, str, float]:
-    """(one reason, every reason, risk) for the needs-review column; risk sorts highest first, errors last."""
-    ok = row.ok_records()
-    if row.errors() and not ok:
-        full = error_text(row)
-        return "error: " + short_error(full), "Could not be read: " + full, ERROR_RISK
-    reasons: list[tuple[float, str]] = []
-    limits = ood_limits or {}
-    for key, rec in row.records.items():
-        if rec.ok and rec.flag == "out_of_scope":
-            limit = limits.get(key)
-            score = f"{rec.ood_score:.2f}" if rec.ood_score is not None else "?"
-            reasons.append((RISK_TIER["out_of_scope"], f"out of scope {score} > {limit:.2f}"
-                            if limit is not None else f"out of scope (score {score})"))
-    if len(row.predictions()) > 1:
-        reasons.append((RISK_TIER["disagree"], "models disagree"))
-    for rec in ok:
-        if rec.flag == "uncertain":
-            reasons.append((RISK_TIER["uncertain"], f"uncertain (p {rec.p_mpox:.2f})"))
-            break
-    if shift_alarm:
-        reasons.append((RISK_TIER["shift"], "shift alarm"))
-    if row.errors():
-        reasons.append((0.0, "error in one model: " + error_text(row)))
-    top_p = max((r.p_mpox for r in ok if r.p_mpox is not None), default=0.0)
-    if not reasons:
-        return "", "", top_p
-    reasons.sort(key=lambda r: -r[0])
-    tooltip = "\n".join(text for _t, text in reasons)
-    tooltip = tooltip.replace(" > ", " above the limit ")
-    if shift_alarm:
-        tooltip += f"\n\nShift alarm: {shift_alarm}"
-    return reasons[0][1], tooltip, reasons[0][0] + top_p
-
-
 def model_key(record) -> str:
     """Rows group a model's records by weights hash (names and versions can repeat across bundles)."""
     return record.model_key
 
 
 class ResultsModel(QAbstractTableModel):
-    """Columns: thumbnail, file, p(mpox) per model, prediction, flag, model + version, review fields."""
+    """Columns: thumbnail, file, call, review, needs review, p(mpox), reviewer, other models' scores, flag,
+    review time, model. One row per photo; only the chosen models' results are shown and counted."""
 
     def __init__(self, parent=None):
         super().__init__(parent)
         self.rows: list[FileRow] = []
         self._index: dict[str, int] = {}
-        self.models: list[tuple[str, str]] = []   # (model key, display name) in column order
+        self.models: list[tuple[str, str]] = []   # (model key, display name) of the chosen models, in order
+        self.refs: list[ModelRef] = []            # the same models for core.reasons (with their cards)
+        self.decider = ""                         # core.reasons.deciding_key of the chosen models
+        self.chosen = False                       # set_models called: records of other models stay hidden
         self.thumbnails = None                    # an ImageLoader, set by the window
-        self.ood_limits: dict[str, float] = {}    # model key -> out-of-scope limit (card.ood_threshold)
-        self.shift_alarm = ""                     # window-level alarm text; "" = none
+        self.cards: dict[str, Any] = {}           # model key -> card, for limits and bands
+        self.shift: dict | None = None            # the folder's stored shift result (Workspace.shift)
+        self.scope_limit: float | None = None     # None: core.scope.SCOPE_LIMIT
         self._columns: list[tuple[str, str]] = []
-        self.decider = ""
         self._rebuild_columns()
         # Thumbnails arrive one by one from the decoder; their repaints are coalesced into one
         # dataChanged per short interval instead of one per photo.
@@ -167,16 +127,26 @@ class ResultsModel(QAbstractTableModel):
 
     # --- columns -------------------------------------------------------------------------------
     def _rebuild_columns(self) -> None:
-        # The needs-review reason sits right after the file name, so it is visible in a narrow window.
-        cols: list[tuple[str, str]] = [("thumb", ""), ("file", ""), ("needs", "")]
-        cols += [("p", key) for key, _ in self.models] or [("p", "")]
-        # Review columns before the (long) model column, so they stay visible in a narrow window.
-        cols += [("prediction", ""), ("flag", ""), ("review", ""), ("reviewer", ""), ("review_time", ""),
-                 ("model", "")]
+        # The call and the review come right after the file, so they stay on screen in a narrow window;
+        # the other models' scores share one compact column.
+        primary = self.primary_key()
+        cols: list[tuple[str, str]] = [("thumb", ""), ("file", ""), ("prediction", ""), ("review", ""),
+                                       ("needs", ""), ("p", primary), ("reviewer", "")]
+        if len(self.models) > 1:
+            cols.append(("scores", ""))
+        cols += [("flag", ""), ("review_time", ""), ("model", "")]
         self._columns = cols
 
+    def primary_key(self) -> str:
+        """The model whose p(mpox) has its own column: the deciding model, else the first chosen."""
+        return self.decider or (self.models[0][0] if self.models else "")
+
+    def others(self) -> list[tuple[str, str]]:
+        primary = self.primary_key()
+        return [(k, n) for k, n in self.models if k != primary]
+
     def column_of(self, kind: str, key: str | None = None) -> int:
-        """Index of a column by kind ('thumb', 'file', 'p', 'prediction', ...); 'p' takes a model key."""
+        """Index of a column by kind ('thumb', 'file', 'p', 'prediction', ...)."""
         for i, (k, mk) in enumerate(self._columns):
             if k == kind and (key is None or mk == key):
                 return i
@@ -188,55 +158,100 @@ class ResultsModel(QAbstractTableModel):
     def _model_name(self, key: str) -> str:
         return dict(self.models).get(key, key[:12])
 
+    def set_models(self, cards: list) -> None:
+        """Show the chosen models' results only, in this order (the picker's choice): their columns, calls and
+        reasons. Records of other models stay in the rows, hidden, and come back when they are chosen again."""
+        from core.reasons import deciding_key, model_refs
+
+        refs = model_refs(cards)
+        models = [(r.key, r.name) for r in refs]
+        decider = deciding_key(cards)
+        self.cards.update({c.key: c for c in cards})
+        if self.chosen and models == self.models and decider == self.decider:
+            return
+        self.beginResetModel()
+        self.chosen = True
+        self.refs, self.models, self.decider = refs, models, decider
+        self._rebuild_columns()
+        for r in self.rows:
+            r.reason_cache = None
+        self.endResetModel()
+
     def set_cards(self, cards: list) -> None:
-        """Take each model's out-of-scope limit from its card (keyed like the records: weights hash)."""
-        # Updated in place: the detail pane holds the same dict.
-        self.ood_limits.clear()
-        self.ood_limits.update({(c.model_sha256 or f"{c.name} {c.version}"): c.ood_threshold
-                                for c in cards if getattr(c, "ood_threshold", None) is not None})
+        """Cards met (every bundle in the models folder): their limits and bands for the reasons."""
+        self.cards.update({(getattr(c, "model_sha256", "") or f"{c.name} {c.version}"): c for c in cards})
+        self.refs = [ModelRef(k, n, self.cards.get(k)) for k, n in self.models]
         self._invalidate_reasons()
 
-    def set_shift_alarm(self, text: str) -> None:
-        """A window-level shift alarm (set by whoever measures drift); rows with no other reason show it."""
-        self.shift_alarm = text or ""
+    def set_shift(self, shift: dict | None) -> None:
+        """The folder's stored shift result: its reasons ("folder unlike the training photos") and tooltip."""
+        self.shift = dict(shift) if shift else None
         self._invalidate_reasons()
 
     def _invalidate_reasons(self) -> None:
         for r in self.rows:
             r.reason_cache = None
         if self.rows:
-            col = self.column_of("needs")
-            self.dataChanged.emit(self.index(0, col), self.index(len(self.rows) - 1, col))
+            self.dataChanged.emit(self.index(0, 0), self.index(len(self.rows) - 1, self.columnCount() - 1))
 
-    def reason(self, row: FileRow) -> tuple[str, str, float]:
+    def _analysis(self, row: FileRow) -> tuple:
         if row.reason_cache is None:
-            row.reason_cache = review_reason(row, self.ood_limits, self.shift_alarm)
+            from core.reasons import ERROR, photo_call, photo_reasons
+
+            records = {k: row.records.get(k) for k, _n in self.models}
+            reasons = photo_reasons(records, self.refs, decider=self.decider, shift=self.shift,
+                                    scope_limit=self.scope_limit)
+            call = photo_call(records, self.refs, self.decider)
+            scored = [r for r in records.values() if r is not None and r.ok and r.p_mpox is not None]
+            top_p = max((float(r.p_mpox) for r in scored), default=0.0)
+            if reasons and reasons[0].kind == ERROR and not scored:
+                risk = ERROR_RISK
+            elif reasons:
+                risk = RISK_TIER.get(reasons[0].kind, 0.0) + top_p
+            else:
+                risk = top_p
+            text = reasons[0].text if reasons else ""
+            tooltip = "\n".join(r.text for r in reasons)
+            if self.shift and self.shift.get("detected"):
+                tooltip += ("\n\n" if tooltip else "") + "Shift alarm for this folder: " + str(
+                    self.shift.get("message") or "these photos differ from the training photos")
+            row.reason_cache = (text, tooltip, risk, reasons, call)
         return row.reason_cache
 
+    def reason(self, row: FileRow) -> tuple[str, str, float]:
+        """(the first reason, every reason one per line, risk) for the needs-review column."""
+        return self._analysis(row)[:3]
+
+    def reasons(self, row: FileRow) -> list:
+        """core.reasons.Reason list of the chosen models for this photo (the side panel lists them)."""
+        return self._analysis(row)[3]
+
+    def call(self, row: FileRow) -> str:
+        """core.reasons.photo_call over the chosen models ("" while not every needed model scored it)."""
+        return self._analysis(row)[4]
+
+    def shown_records(self, row: FileRow) -> list:
+        """The row's records of the chosen models, in column order."""
+        return [row.records[k] for k, _n in self.models if k in row.records]
+
     def ensure_model(self, key: str, display: str) -> None:
-        if key in dict(self.models):
+        """A model met in the records before any choice was made (restored sessions, tests): shown as well."""
+        if self.chosen or key in dict(self.models):
             return
         self.beginResetModel()
         self.models.append((key, display))
+        self.refs.append(ModelRef(key, display, self.cards.get(key)))
         self._rebuild_columns()
         self.endResetModel()
-
-    def set_decider(self, key: str) -> None:
-        """The model whose call is each photo's prediction ("" = every model alike; see FileRow)."""
-        if key == getattr(self, "decider", ""):
-            return
-        self.decider = key
-        for r in self.rows:
-            r.decider = key
-        self._invalidate_reasons()
-        if self.rows:
-            self.dataChanged.emit(self.index(0, 0), self.index(len(self.rows) - 1, self.columnCount() - 1))
 
     # --- rows ----------------------------------------------------------------------------------
     def clear(self) -> None:
         self._thumb_rows.clear()
         self.beginResetModel()
-        self.rows, self._index, self.models = [], {}, []
+        self.rows, self._index = [], {}
+        if not self.chosen:
+            self.models, self.refs = [], []
+        self.shift = None
         self._rebuild_columns()
         self.endResetModel()
 
@@ -269,7 +284,7 @@ class ResultsModel(QAbstractTableModel):
             elif path in new:
                 new[path].records[key] = record
             else:
-                new[path] = FileRow(path, {key: record}, decider=self.decider)
+                new[path] = FileRow(path, {key: record})
         if changed:
             self.dataChanged.emit(self.index(min(changed), 0), self.index(max(changed), self.columnCount() - 1))
         if new:
@@ -296,7 +311,7 @@ class ResultsModel(QAbstractTableModel):
                 self.set_review(row, rev.get("label", ""), rev.get("reviewer", ""), rev.get("time", ""))
 
     def records(self) -> list:
-        """All records, row order then model order (what exports write)."""
+        """The chosen models' records, row order then model order."""
         out = []
         for r in self.rows:
             for key, _ in self.models:
@@ -336,14 +351,19 @@ class ResultsModel(QAbstractTableModel):
         if role == Qt.ItemDataRole.DisplayRole:
             if kind == "p":
                 return "p(mpox)" if len(self.models) <= 1 else f"p(mpox) {self._model_name(key)}"
-            return {"thumb": "", "file": "File", "needs": "Needs review", "prediction": "Prediction", "flag": "Flag",
+            if kind == "scores":
+                return " · ".join(n for _k, n in self.others())
+            return {"thumb": "", "file": "File", "needs": "Needs review", "prediction": "Call", "flag": "Flags",
                     "model": "Model", "review": "Review", "reviewer": "Reviewer",
                     "review_time": "Review time"}[kind]
         if role == Qt.ItemDataRole.ToolTipRole:
-            return {"p": "Calibrated probability of mpox from the model (not a diagnosis)",
-                    "prediction": "Model prediction at the model card's threshold",
-                    "needs": "Why a person should look first: error, out of scope (score > limit), models "
-                             "disagree, uncertain, shift alarm. Sorted highest risk first, errors last",
+            decides = f"; {self._model_name(self.decider)} decides" if self.decider else ""
+            return {"p": f"Calibrated probability of mpox from {self._model_name(key) or 'the model'} "
+                         "(not a diagnosis)",
+                    "scores": "The other chosen models' p(mpox), in the order of the header" + decides,
+                    "prediction": "The photo's call at the model card's threshold" + decides,
+                    "needs": "Why a person should look first, with the model, the figure and its limit. "
+                             "Sorted highest risk first, errors last",
                     "review": "Your label: M = mpox, N = not mpox, U = unsure; Delete clears it"}.get(kind)
         return None
 
@@ -378,24 +398,32 @@ class ResultsModel(QAbstractTableModel):
                 return row.path + ("\n" + "\n".join(errors) if errors else "")
             if kind in ("needs", "prediction"):
                 return self.reason(row)[1] or None
+            if kind == "scores":
+                return "\n".join(f"{n}: {self._p_text(row, k) or 'not scored'}" for k, n in self.models) or None
             if kind == "review_time":
                 return row.review_time or None
             return None
-        if role == Qt.ItemDataRole.ForegroundRole and kind in ("file", "needs", "prediction", "flag") \
-                and row.errors():
+        unreadable = self.call(row) == "error"
+        if role == Qt.ItemDataRole.ForegroundRole and kind in ("file", "needs", "prediction", "flag") and unreadable:
             return QBrush(ERROR_FG)
         if role == Qt.ItemDataRole.BackgroundRole:
-            if kind == "prediction" and row.combined_prediction() == "mpox":
+            if kind == "prediction" and self.call(row) == "mpox":
                 return QBrush(MPOX_BG)
             if kind == "flag" and row.flags():
                 return QBrush(FLAG_BG)
-            if kind == "needs" and self.reason(row)[0] and not row.errors():
+            if kind == "needs" and self.reason(row)[0] and not unreadable:
                 return QBrush(FLAG_BG)
             if kind == "review" and row.review_label:
                 return QBrush(REVIEW_BG)
-        if role == Qt.ItemDataRole.TextAlignmentRole and kind == "p":
+        if role == Qt.ItemDataRole.TextAlignmentRole and kind in ("p", "scores"):
             return int(Qt.AlignmentFlag.AlignRight | Qt.AlignmentFlag.AlignVCenter)
         return None
+
+    def _p_text(self, row: FileRow, key: str) -> str:
+        rec = row.records.get(key)
+        if rec is None:
+            return ""
+        return f"{rec.p_mpox:.3f}" if rec.ok and rec.p_mpox is not None else "—"
 
     def _display(self, row: FileRow, kind: str, key: str):
         if kind == "file":
@@ -403,20 +431,19 @@ class ResultsModel(QAbstractTableModel):
         if kind == "needs":
             return self.reason(row)[0]
         if kind == "p":
-            rec = row.records.get(key) if key else (row.ok_records() or [None])[0]
-            if rec is None:
-                return ""
-            return f"{rec.p_mpox:.3f}" if rec.ok and rec.p_mpox is not None else "—"
+            return self._p_text(row, key)
+        if kind == "scores":
+            return " · ".join(self._p_text(row, k) or "–" for k, _n in self.others())
         if kind == "prediction":
-            errors = row.errors()
-            if errors and not row.ok_records():
+            call = self.call(row)
+            if call == "error":
                 return "error: " + short_error(error_text(row))
-            pred = row.combined_prediction()
-            return {"disagree": "disagree"}.get(pred, PRED_TEXT.get(pred, pred))
+            return {"disagree": "disagree"}.get(call, call_text(call))
         if kind == "flag":
-            return ", ".join(FLAG_TEXT.get(f, f) for f in dict.fromkeys(row.flags()))   # each flag once
+            flags = [r.flag for r in self.shown_records(row) if r.ok and r.flag]
+            return ", ".join(FLAG_TEXT.get(f, f) for f in dict.fromkeys(flags))   # each flag once
         if kind == "model":
-            return " + ".join(f"{r.model} {r.model_version}".strip() for r in row.records.values())
+            return " + ".join(f"{r.model} {r.model_version}".strip() for r in self.shown_records(row))
         if kind == "review":
             return REVIEW_TEXT.get(row.review_label, row.review_label)
         if kind == "reviewer":
@@ -429,10 +456,12 @@ class ResultsModel(QAbstractTableModel):
     def _sort_value(self, row: FileRow, kind: str, key: str):
         if kind == "needs":
             return self.reason(row)[2]
-        if kind == "p":
-            rec = row.records.get(key) if key else (row.ok_records() or [None])[0]
-            # Errors sort below every probability, so "highest first" keeps scored photos on top.
-            return float(rec.p_mpox) if rec is not None and rec.ok and rec.p_mpox is not None else -1.0
+        if kind in ("p", "scores"):
+            keys = [key] if kind == "p" else [k for k, _n in self.others()]
+            values = [float(r.p_mpox) for r in (row.records.get(k) for k in keys)
+                      if r is not None and r.ok and r.p_mpox is not None]
+            # Errors and photos not scored sort below every probability, so "highest first" keeps scores on top.
+            return max(values, default=-1.0)
         value = self._display(row, kind, key)
         return (value or "").lower() if isinstance(value, str) else ""
 

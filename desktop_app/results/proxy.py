@@ -11,28 +11,30 @@ FILTERS: list[tuple[str, str]] = [
     ("all", "All"),
     ("mpox", "mpox (any model)"),
     ("not_mpox", "not mpox (all models)"),
-    ("flagged", "uncertain / flagged"),
+    ("flagged", "needs review"),
     ("errors", "errors"),
     ("unreviewed", "unreviewed"),
 ]
 
 
-def row_matches(row: FileRow, category: str) -> bool:
-    """Whether a row belongs to a filter category. mpox: any model says mpox (a possible positive is
-    never filtered away by a second model); not mpox: every model that scored it says not mpox."""
+def row_matches(row: FileRow, category: str, model=None) -> bool:
+    """Whether a row belongs to a filter category, over the chosen models (`model`, the ResultsModel; all of
+    the row's records without it). mpox: any chosen model says mpox (a possible positive is never filtered
+    away by a second model); not mpox: every chosen model that scored it says not mpox."""
     if category == "all":
         return True
+    records = model.shown_records(row) if model is not None else list(row.records.values())
     if category == "errors":
-        return bool(row.errors())
+        return any(not r.ok for r in records)
     if category == "unreviewed":
         return not row.review_label
-    preds = row.predictions()
+    preds = {r.prediction for r in records if r.ok and r.prediction}
     if category == "mpox":
         return "mpox" in preds
     if category == "not_mpox":
         return preds == {"not_mpox"}
     if category == "flagged":
-        return bool(row.flags())
+        return bool(model.reason(row)[0]) if model is not None else bool(row.flags())
     raise ValueError(f"unknown filter {category!r}")
 
 
@@ -64,4 +66,4 @@ class ResultsProxy(QSortFilterProxyModel):
             return False
         if self.text and self.text not in row.path.lower():
             return False
-        return row_matches(row, self.category)
+        return row_matches(row, self.category, self.sourceModel())

@@ -21,7 +21,7 @@ from desktop_app.results.proxy import FILTERS, ResultsProxy
 REVIEW_KEYS = {Qt.Key.Key_M: "mpox", Qt.Key.Key_N: "not_mpox", Qt.Key.Key_U: "unsure"}
 CLEAR_KEYS = {Qt.Key.Key_Delete, Qt.Key.Key_Backspace}
 TYPING_BURST_S = 0.3
-FILE_MIN, FILE_MAX = 90, 420
+FILE_MIN, FILE_MAX = 130, 420
 # Columns whose first click sorts highest first (risk and probability read top-down).
 DESCENDING_FIRST = {"needs", "p"}
 # A focus frame that shows where the keyboard is (M/N/U act only here).
@@ -142,6 +142,8 @@ class ResultsPanel(QWidget):
         header.setStretchLastSection(False)
         header.setMinimumSectionSize(36)
         self._sorted_section = -1
+        self._fitting = False
+        self._user_widths: dict[str, int] = {}   # column kind -> width the user dragged it to
         self.sort_by_risk()
 
         layout = QVBoxLayout(self)
@@ -160,6 +162,7 @@ class ResultsPanel(QWidget):
             signal.connect(self._update_counts)
         self.model.modelReset.connect(self._fit_columns)
         header.sectionClicked.connect(self._on_header_clicked)
+        header.sectionResized.connect(self._on_resized)
         self.table.doubleClicked.connect(self._on_double_click)
         self.table.customContextMenuRequested.connect(self._context_menu)
         self._fit_columns()
@@ -184,29 +187,44 @@ class ResultsPanel(QWidget):
     def _fit_columns(self) -> None:
         header = self.table.horizontalHeader()
         header.setSectionResizeMode(QHeaderView.ResizeMode.Interactive)
-        # Narrow enough that file, needs review, scores, flag, label and reviewer fit a 1024 px window;
-        # the file column takes what is left (names elide in the middle; the tooltip has the full path).
-        widths = {"thumb": 48, "file": 120, "needs": 134, "p": 58 if len(self.model.models) <= 1 else 150,
-                  "prediction": 72, "flag": 76 if len(self.model.models) <= 1 else 170, "model": 190, "review": 66,
-                  "reviewer": 72, "review_time": 130}
+        # Narrow enough that file, call, review, needs review, score and reviewer fit beside the detail pane in
+        # a 1024 px window; the file column takes what is left (names elide in the middle, keeping the end and
+        # the extension; the tooltip has the full path). A width the user chose is kept (see _on_resized).
+        widths = {"thumb": 48, "file": 140, "prediction": 70, "review": 64, "needs": 150, "p": 58,
+                  "reviewer": 72, "scores": 96, "flag": 90, "model": 190, "review_time": 130}
         metrics = header.fontMetrics()
-        for col in range(self.model.columnCount()):
-            kind = self.model.column_kind(col)[0]
-            width = widths.get(kind, 100)
-            if kind == "p" and len(self.model.models) > 1:
-                # Per-model score columns carry the model's name and version: show it whole.
-                title = str(self.model.headerData(col, Qt.Orientation.Horizontal, Qt.ItemDataRole.DisplayRole) or "")
-                width = max(96, metrics.horizontalAdvance(title) + 28)
-            header.resizeSection(col, width)
+        self._fitting = True
+        try:
+            for col in range(self.model.columnCount()):
+                kind, key = self.model.column_kind(col)
+                width = widths.get(kind, 100)
+                if kind in ("p", "scores") and len(self.model.models) > 1:
+                    title = str(self.model.headerData(col, Qt.Orientation.Horizontal, Qt.ItemDataRole.DisplayRole))
+                    width = max(width, min(170, metrics.horizontalAdvance(title) + 24))
+                header.resizeSection(col, self._user_widths.get(kind, width))
+        finally:
+            self._fitting = False
         self._fit_file_column()
+
+    def _on_resized(self, section: int, _old: int, new: int) -> None:
+        """A column the user resized keeps its width through filters, sorting, runs and model changes."""
+        if self._fitting or not 0 <= section < self.model.columnCount():
+            return
+        self._user_widths[self.model.column_kind(section)[0]] = new
 
     def _fit_file_column(self) -> None:
         """The file column takes the room the columns up to Reviewer leave (at least FILE_MIN px), so those
-        stay on screen in a 1024 px window; the columns after them scroll."""
+        stay on screen in a 1024 px window; the columns after them scroll. Not once the user sized it."""
+        if "file" in self._user_widths:
+            return
         header = self.table.horizontalHeader()
         file_col, last = self.model.column_of("file"), self.model.column_of("reviewer")
         others = sum(header.sectionSize(c) for c in range(last + 1) if c != file_col)
-        header.resizeSection(file_col, max(FILE_MIN, min(FILE_MAX, self.table.viewport().width() - others - 2)))
+        self._fitting = True
+        try:
+            header.resizeSection(file_col, max(FILE_MIN, min(FILE_MAX, self.table.viewport().width() - others - 2)))
+        finally:
+            self._fitting = False
 
     def eventFilter(self, obj, event) -> bool:
         if obj is self.table.viewport() and event.type() == QEvent.Type.Resize:
