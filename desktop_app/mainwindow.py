@@ -79,6 +79,23 @@ def model_choices(bundles: list[tuple[Path, object]]) -> list[tuple[str, list[st
     return choices
 
 
+def run_message(summary: dict) -> str:
+    """The status line after a run, in photos: what was kept per model when cancelled, and scored photos
+    apart from unreadable ones (never "45 photos scored, 3 could not be read")."""
+    errors = summary.get("errors", 0)
+    per = summary.get("per_model") or []
+    if summary.get("cancelled"):
+        text = f"Cancelled — {summary.get('complete', summary['kept'])} of {summary['total']} photos scored by every model"
+        if len(per) > 1:
+            text += " (" + ", ".join(f"{name} {kept} of {total}" for name, kept, total in per) + ")"
+        return text + "; kept in the session, Run scores the rest"
+    readable = summary["kept"] - errors
+    text = f"Done — {readable} photos scored in {summary['elapsed_s']:.1f} s"
+    if errors:
+        text += f"; {errors} more could not be read (see the 'errors' filter)"
+    return text
+
+
 class MainWindow(QMainWindow):
     """Signals for tests and scripting: run_finished(summary dict), folder_opened(n files)."""
 
@@ -123,7 +140,8 @@ class MainWindow(QMainWindow):
         splitter.setStretchFactor(0, 3)
         splitter.setStretchFactor(1, 2)
         splitter.setSizes([900, 460])
-        self.detail.setMinimumWidth(360)
+        self.detail.setMinimumWidth(320)
+        self.splitter = splitter
         # The folder's shift alarm: a banner above the table, never hidden once it fired for this folder.
         self.shift_banner = QLabel()
         self.shift_banner.setWordWrap(True)
@@ -149,6 +167,15 @@ class MainWindow(QMainWindow):
         self._update_actions()
         if not self.model_problems:  # else the skipped model card's warning stays in view
             self._set_message("Open a folder of photos (File > Open folder, or drop it here)")
+        self.restore_window_state()
+
+    def restore_window_state(self) -> None:
+        """The window's size and the table / detail split as the user left them."""
+        geometry, split = self.settings.window_state()
+        if geometry:
+            self.restoreGeometry(geometry)
+        if split:
+            self.splitter.restoreState(split)
 
     # --- the workspace, presented ------------------------------------------------------------------
     @property
@@ -171,7 +198,11 @@ class MainWindow(QMainWindow):
         self.act_open = QAction(style.standardIcon(QStyle.StandardPixmap.SP_DirOpenIcon), "&Open folder…", self)
         self.act_open.setShortcut(QKeySequence.StandardKey.Open)
         self.act_export_pdf = QAction("Export report (&PDF)…", self)
+        self.act_export_pdf.setShortcut(QKeySequence("Ctrl+E"))
         self.act_export_csv = QAction("Export &CSV…", self)
+        self.act_export_csv.setShortcut(QKeySequence("Ctrl+Shift+E"))
+        self.act_export_card = QAction("Export &model card (JSON)…", self)
+        self.act_export_card.setToolTip("The full model card of the selected model(s), every field, as JSON")
         self.act_quit = QAction("&Quit", self)
         self.act_quit.setShortcut(QKeySequence.StandardKey.Quit)
         self.act_run = QAction(style.standardIcon(QStyle.StandardPixmap.SP_MediaPlay), "&Run", self)
@@ -182,6 +213,9 @@ class MainWindow(QMainWindow):
         self.act_cancel.setToolTip("Stop after the current batch; results so far are kept")
         self.act_model_card = QAction("&About this model…", self)
         self.act_retrain = QAction("&Retrain wizard…", self)
+        self.act_adapt = QAction("&Adapt to this site…", self)
+        self.act_adapt.setToolTip("Train a new head on a model's own training embeddings plus this folder's "
+                                  "reviewed photos; you choose where it is saved, nothing is replaced")
         self.act_settings = QAction("&Settings…", self)
         self.act_about = QAction(f"&About {APP_NAME}", self)
         self.act_undo = self.reviews.stack.createUndoAction(self, "&Undo")
@@ -208,6 +242,7 @@ class MainWindow(QMainWindow):
         m_file.addSeparator()
         m_file.addAction(self.act_export_pdf)
         m_file.addAction(self.act_export_csv)
+        m_file.addAction(self.act_export_card)
         m_file.addSeparator()
         m_file.addAction(self.act_quit)
         m_edit = bar.addMenu("&Edit")
@@ -224,6 +259,7 @@ class MainWindow(QMainWindow):
         m_run.addAction(self.act_run)
         m_run.addAction(self.act_cancel)
         m_tools = bar.addMenu("&Tools")
+        m_tools.addAction(self.act_adapt)
         m_tools.addAction(self.act_retrain)
         m_tools.addAction(self.act_settings)
         m_help = bar.addMenu("&Help")
@@ -246,6 +282,10 @@ class MainWindow(QMainWindow):
         tb.addAction(self.act_run)
         tb.addAction(self.act_cancel)
         self.addToolBar(tb)
+        # Open folder and Run are reachable with Tab (toolbar buttons take no focus by default).
+        for act in (self.act_open, self.act_run):
+            tb.widgetForAction(act).setFocusPolicy(Qt.FocusPolicy.StrongFocus)
+        self.toolbar = tb
 
     def _build_status_bar(self) -> None:
         sb = self.statusBar()
@@ -257,7 +297,6 @@ class MainWindow(QMainWindow):
         self.eta = QLabel()
         # "showing X of Y" sits above the table, beside the filter it counts (docs/desktop.md).
         self.showing = self.results.count_label
-        self.showing.show()
         self.model_in_use = QLabel()
         notice = QLabel(STATUS_NOTICE)
         notice.setToolTip(RESEARCH_NOTICE)
@@ -278,6 +317,8 @@ class MainWindow(QMainWindow):
         self.act_cancel.triggered.connect(self.cancel_run)
         self.act_model_card.triggered.connect(self.show_model_card)
         self.act_retrain.triggered.connect(lambda: self.open_retrain_wizard())
+        self.act_adapt.triggered.connect(lambda: self.open_adapt())
+        self.act_export_card.triggered.connect(lambda: self.export_model_card())
         self.act_settings.triggered.connect(self.open_settings)
         self.act_about.triggered.connect(lambda: show_about(self))
         self.model_combo.currentIndexChanged.connect(self._on_choice_changed)
@@ -512,7 +553,8 @@ class MainWindow(QMainWindow):
             return False
         self._resumed = max(plan.restored for _h, plan in jobs)
         self._run_names = ", ".join(c.display_name for c in cards)
-        self.controller.start([(h, plan) for h, plan in jobs if not plan.empty], self.workspace)
+        self.controller.start([(h, plan) for h, plan in jobs if not plan.empty], self.workspace,
+                              names={r.key: r.name for r in self.model.refs})
         return True
 
     def cancel_run(self) -> None:
@@ -563,12 +605,7 @@ class MainWindow(QMainWindow):
         self.last_summary = summary
         self.progress.hide()
         self.eta.setText("")
-        if summary["cancelled"]:
-            text = f"Cancelled — {summary['kept']} of {summary['total']} kept"
-        else:
-            text = f"Done — {summary['kept']} photos scored in {summary['elapsed_s']:.1f} s"
-            if summary["errors"]:
-                text += f", {summary['errors']} photos could not be read (see the 'errors' filter)"
+        text = run_message(summary)
         if summary["failures"]:
             text += " — " + "; ".join(summary["failures"])
         self.show_shift(summary.get("shift"))
@@ -808,6 +845,43 @@ class MainWindow(QMainWindow):
         wizard.open()
         return wizard
 
+    def open_adapt(self):
+        """Tools > Adapt to this site…: the adapt steps on their own (base model, honest progress, the verdict on
+        the same photos, a save location shown and changeable)."""
+        from desktop_app.retrain.wizard import RetrainWizard
+
+        wizard = RetrainWizard(self, adapt_only=True)
+        wizard.bundle_saved.connect(lambda _p: self.refresh_models())
+        wizard.open()
+        return wizard
+
+    def export_model_card(self, out_path: str | None = None) -> str | None:
+        """File > Export model card: the selected models' full cards as JSON (one card, or a list)."""
+        import json
+
+        cards = self.selected_cards()
+        if not cards:
+            self._set_message("No model selected", error=True)
+            return None
+        if out_path is None:
+            name = f"{cards[0].name}-{cards[0].version}-model_card.json" if len(cards) == 1 else "model_cards.json"
+            out_path, _ = QFileDialog.getSaveFileName(self, "Export model card",
+                                                      self.settings.export_path(self.folder or str(Path.home()), name),
+                                                      "JSON files (*.json)")
+            if not out_path:
+                return None
+        data = [c.to_dict() for c in cards]
+        try:
+            from core.reports import publish_atomically
+
+            publish_atomically(out_path, json.dumps(data[0] if len(data) == 1 else data, indent=2).encode())
+        except OSError as exc:
+            self.warn(f"Could not write {out_path}: {exc}")
+            return None
+        self.settings.remember_export(out_path)
+        self._set_message(f"Model card written to {out_path}")
+        return out_path
+
     def reviewed_items(self) -> list[tuple[str, str]]:
         """(path, label) for photos reviewed as mpox / not mpox: the wizard's 'session labels' source."""
         if self.workspace is None:
@@ -842,6 +916,19 @@ class MainWindow(QMainWindow):
         has = bool(self._export_keys())
         self.act_export_csv.setEnabled(has)
         self.act_export_pdf.setEnabled(has)
+        self.act_export_card.setEnabled(bool(self.choices))
+        self.act_adapt.setEnabled(not running)
+        self.results.set_hint(self._empty_hint())
+
+    def _empty_hint(self) -> str:
+        """What an empty table tells the user to do first."""
+        if not self.choices:
+            return "No model found. Put model bundles in the models folder (Tools > Settings)."
+        if self.workspace is None:
+            return "Open a folder of photos to begin: File > Open folder (Ctrl+O), or drop a folder here."
+        if not self.paths:
+            return f"No photos found in {self.folder}. Open another folder (Ctrl+O)."
+        return "Press Run (Ctrl+R) to score the photos with the selected model."
 
     def closeEvent(self, event) -> None:
         self.controller.cancel()
@@ -849,6 +936,7 @@ class MainWindow(QMainWindow):
             handle.shutdown()
         self.images.shutdown()
         self._close_session()
+        self.settings.save_window_state(bytes(self.saveGeometry()), bytes(self.splitter.saveState()))
         self.settings.sync()
         super().closeEvent(event)
 

@@ -242,7 +242,8 @@ def test_resume_retries_error_rows(capsys, folder, bundles, tmp_path):
     code, err = cli(capsys, folder, "--model", bundles[0], "--session", session, "--resume", "--csv", out)
     assert code == 0 and "6 already scored, 1 to go (1 error)" in err
     assert all(r["status"] == "ok" for r in rows_of(out))
-    assert list(rows_of(out)[0])[-3:] == ["reviewer_label", "reviewer", "review_time"]  # a session: reviewer cols
+    # A session: reviewer columns, then why the photo needs review (core.reasons).
+    assert list(rows_of(out)[0])[-4:] == ["reviewer_label", "reviewer", "review_time", "needs_review"]
 
 
 # --- engines -----------------------------------------------------------------------------------------

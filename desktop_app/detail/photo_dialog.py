@@ -1,4 +1,4 @@
-"""The photo large: the full-size image (EXIF-rotated) scaled to fit the screen, in its own window."""
+"""The photo large: the original file (EXIF-rotated) fitted to the screen, up or down, in its own window."""
 
 from __future__ import annotations
 
@@ -11,6 +11,7 @@ class PhotoDialog(QDialog):
     def __init__(self, path: str, parent: QWidget | None = None):
         super().__init__(parent)
         self.path = path
+        self.original = QPixmap()
         self.setWindowTitle(path)
         self.label = QLabel(alignment=Qt.AlignmentFlag.AlignCenter)
         self.label.setStyleSheet("background: #26292e; color: #ddd;")
@@ -24,10 +25,12 @@ class PhotoDialog(QDialog):
             self.label.setText(f"Cannot display this file: {reader.errorString()}")
             self.resize(520, 200)
         else:
-            pix = QPixmap.fromImage(image)
-            if avail is not None and (pix.width() > avail.width() or pix.height() > avail.height()):
-                pix = pix.scaled(avail, Qt.AspectRatioMode.KeepAspectRatio,
-                                 Qt.TransformationMode.SmoothTransformation)
+            self.original = QPixmap.fromImage(image)
+            self.setWindowTitle(f"{path} — original {image.width()} × {image.height()} px")
+            pix = self.original
+            # Fitted to the screen both ways: a 224 px photo is enlarged to be looked at, a large one reduced.
+            if avail is not None:
+                pix = pix.scaled(avail, Qt.AspectRatioMode.KeepAspectRatio, Qt.TransformationMode.SmoothTransformation)
             self.pixmap = pix
             self.label.setPixmap(pix)
             self.resize(pix.size())

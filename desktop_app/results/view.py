@@ -119,7 +119,7 @@ class ResultsPanel(QWidget):
         bar.addWidget(self.filter_combo)
         bar.addWidget(self.search, 1)
         bar.addWidget(self.count_label)
-        self.count_label.hide()  # the status bar shows it; kept for embedding the panel elsewhere
+        # "showing X of Y" sits above the table, beside the filter it counts (docs/desktop.md).
 
         self.table = ResultsTable()
         self.table.setModel(self.proxy)
@@ -145,6 +145,13 @@ class ResultsPanel(QWidget):
         self._fitting = False
         self._user_widths: dict[str, int] = {}   # column kind -> width the user dragged it to
         self.sort_by_risk()
+
+        self.hint = QLabel(self.table.viewport())
+        self.hint.setWordWrap(True)
+        self.hint.setAlignment(Qt.AlignmentFlag.AlignCenter)
+        self.hint.setStyleSheet("color: #555; font-size: 14px;")
+        self.hint.setAttribute(Qt.WidgetAttribute.WA_TransparentForMouseEvents)
+        self.hint.hide()
 
         layout = QVBoxLayout(self)
         layout.setContentsMargins(0, 0, 0, 0)
@@ -229,6 +236,7 @@ class ResultsPanel(QWidget):
     def eventFilter(self, obj, event) -> bool:
         if obj is self.table.viewport() and event.type() == QEvent.Type.Resize:
             self._fit_file_column()
+            self._place_hint()
         return super().eventFilter(obj, event)
 
     # --- keyboard ------------------------------------------------------------------------------
@@ -281,6 +289,8 @@ class ResultsPanel(QWidget):
     def _update_counts(self, *args) -> None:
         shown, total = self.proxy.rowCount(), self.model.rowCount()
         self.count_label.setText(f"showing {shown} of {total}")
+        if hasattr(self, "hint"):
+            self._place_hint()
         self.counts_changed.emit(shown, total)
 
     def _on_current(self, current: QModelIndex, _previous: QModelIndex) -> None:
@@ -288,6 +298,15 @@ class ResultsPanel(QWidget):
             self.current_changed.emit(None)
             return
         self.current_changed.emit(self.model.row_at(self.proxy.mapToSource(current).row()))
+
+    def set_hint(self, text: str) -> None:
+        """The text an empty table shows: what to do first."""
+        self.hint.setText(text)
+        self._place_hint()
+
+    def _place_hint(self) -> None:
+        self.hint.setGeometry(self.table.viewport().rect().adjusted(24, 24, -24, -24))
+        self.hint.setVisible(self.model.rowCount() == 0 and bool(self.hint.text()))
 
     def set_filter(self, key: str) -> None:
         self.filter_combo.setCurrentIndex([k for k, _ in FILTERS].index(key))

@@ -184,14 +184,16 @@ class AdaptRunPage(QWizardPage):
             return
         # core.adapt reports every step under one stage: each message is its own phase here.
         _new, fraction, label = self.phases.update(message or stage, done, total, "")
-        if total <= 1:
-            self.progress.setRange(0, 0)         # a step without counts: busy, not a fake percentage
+        if total <= 1 or fraction >= 1.0:
+            # A step without counts, or one whose counted part is done but still working: busy, never a
+            # percentage that sits at 100% for minutes.
+            self.progress.setRange(0, 0)
         else:
             self.progress.setRange(0, 1000)
             self.progress.setValue(int(round(fraction * 1000)))
-        self.phase_label.setText(label)
+        self.phase_label.setText(label)   # the step is named once, beside the bar
         if self.cancel_button.isEnabled():
-            self.message.setText(label)
+            self.message.setText("Working… Cancel stops after the current batch of photos and saves nothing.")
 
     def present(self, result) -> None:
         self.done = True

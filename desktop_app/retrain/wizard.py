@@ -78,6 +78,7 @@ class DataPage(QWizardPage):
         self.from_folder = QRadioButton("Class folders:")
         self.from_session = QRadioButton("This session's reviewed labels")
         self.from_adapt = QRadioButton("Adapt to this site's reviewed photos")
+        self.load_button = None
         self.from_adapt.setToolTip("Keep a model's training data and add this folder's reviewed photos "
                                    "(core.adapt; needs a bundle that carries its training embeddings)")
         group = QButtonGroup(self)
@@ -91,6 +92,7 @@ class DataPage(QWizardPage):
         browse.clicked.connect(self._browse)
         load = QPushButton("Load and split")
         load.clicked.connect(self.load)
+        self.load_button = load
         self.status = QLabel()
         self.status.setWordWrap(True)
         self.counts = QTableWidget(0, 4)
@@ -112,7 +114,10 @@ class DataPage(QWizardPage):
         layout = QVBoxLayout(self)
         layout.addLayout(row)
         layout.addWidget(self.from_session)
+        # "Load and split" acts on the two choices above it; adapting has its own action (Tools > Adapt to
+        # this site…) and is listed last here, below the button, so the button never sits between choices.
         layout.addWidget(load, 0, Qt.AlignmentFlag.AlignLeft)
+        layout.addSpacing(8)
         layout.addWidget(self.from_adapt)
         layout.addWidget(self.status)
         layout.addWidget(self.counts)
@@ -407,6 +412,10 @@ class SavePage(QWizardPage):
         self.choice_group.addButton(self.discard_choice)
         self.target = QLabel()
         self.target.setWordWrap(True)
+        self.target.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
+        # Where the new bundle goes is shown and can be changed (never a hidden folder with no choice).
+        self.change_button = QPushButton("Change save location…")
+        self.change_button.clicked.connect(lambda: self.choose_location())
         self.save_button = QPushButton("Save bundle")
         self.save_button.clicked.connect(self.save)
         self.message = QLabel()
@@ -414,7 +423,10 @@ class SavePage(QWizardPage):
         self.saved_path: str | None = None
         layout = QVBoxLayout(self)
         layout.addWidget(self.save_choice)
-        layout.addWidget(self.target)
+        where = QHBoxLayout()
+        where.addWidget(self.target, 1)
+        where.addWidget(self.change_button)
+        layout.addLayout(where)
         layout.addWidget(self.save_button, 0, Qt.AlignmentFlag.AlignLeft)
         layout.addWidget(self.discard_choice)
         layout.addWidget(self.message)
@@ -428,9 +440,21 @@ class SavePage(QWizardPage):
 
     def initializePage(self) -> None:
         self.saved_path = None
-        self.target.setText(f"Folder: {self.w.target_dir()}")
+        self._show_target()
         self.message.setText("")
         self._update()
+
+    def _show_target(self) -> None:
+        self.target.setText(f"Save location: {self.w.models_dir}<br>New bundle folder: {self.w.target_dir()}")
+
+    def choose_location(self, folder: str | None = None) -> None:
+        """Change the folder the new bundle is saved in (the model picker lists it from there)."""
+        if folder is None:
+            folder = QFileDialog.getExistingDirectory(self, "Save the new model in", str(self.w.models_dir))
+        if folder:
+            self.w.models_dir = Path(folder)
+            self._show_target()
+            self.message.setText("")
 
     def _update(self) -> None:
         self.save_button.setEnabled(self.save_choice.isChecked() and self.saved_path is None)
@@ -473,10 +497,11 @@ class RetrainWizard(QWizard):
     adapt_finished = Signal(str)             # "adapted" | "cancelled" | "failed"
 
     def __init__(self, window=None, models_dir: str | Path | None = None, current: list | None = None,
-                 session_items: list | None = None, weights_dir: str | None = None, bundles: list | None = None):
+                 session_items: list | None = None, weights_dir: str | None = None, bundles: list | None = None,
+                 adapt_only: bool = False):
         super().__init__(window)
         self.main_window = window
-        self.setWindowTitle("Retrain a model")
+        self.setWindowTitle("Adapt to this site" if adapt_only else "Retrain a model")
         self.setWizardStyle(QWizard.WizardStyle.ClassicStyle)
         # The user's own model folder by default (never the install's models/, see target_problem).
         # A models folder the user chose (Settings or --models-dir) is used as is; target_problem still
@@ -519,6 +544,9 @@ class RetrainWizard(QWizard):
         self.adapt_compare_id = self.addPage(self.adapt_compare_page)
         self.resize(860, 600)
         self.finished.connect(lambda _r: self.host.shutdown())
+        if adapt_only:   # Tools > Adapt to this site…: straight to choosing the model to adapt
+            self.data_page.from_adapt.setChecked(True)
+            self.setStartId(self.adapt_id)
 
     def log_retrain(self, path: str) -> None:
         """Record the retrain (data manifest hash, split seed, parent) in the open session's audit trail."""

@@ -59,6 +59,11 @@ class ReviewController(QObject):
         model, results = self.window.model, self.window.results
         row = model.row_at(source_row)
         next_row = results.next_source_row(source_row)
+        if row.errors() and not any(r.ok for r in row.records.values()):
+            # Nothing was shown to judge: a label here would be a guess filed as a review.
+            self.message.emit(f"{row.name} could not be read, so it cannot be labelled; fix or replace the file "
+                              "and Run again", True)
+            return
         if row.review_label != label:
             self.stack.push(ReviewCommand(self, row.path, label, row.review_label))
         else:

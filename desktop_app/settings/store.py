@@ -126,5 +126,14 @@ class AppSettings:
         self.q.setValue("paths/recent", ([folder] + folders)[:MAX_RECENT])
         self.last_folder = folder
 
+    def window_state(self) -> tuple[bytes | None, bytes | None]:
+        """(window geometry, splitter state) saved when the window last closed, or None each."""
+        geometry, splitter = self.q.value("window/geometry"), self.q.value("window/splitter")
+        return (bytes(geometry) if geometry else None), (bytes(splitter) if splitter else None)
+
+    def save_window_state(self, geometry: bytes, splitter: bytes) -> None:
+        self.q.setValue("window/geometry", geometry)
+        self.q.setValue("window/splitter", splitter)
+
     def sync(self) -> None:
         self.q.sync()

@@ -65,7 +65,7 @@ class RunController(QObject):
         self._flush_timer.setInterval(FLUSH_INTERVAL_MS)
         self._flush_timer.timeout.connect(self._flush)
 
-    def start(self, jobs: Iterable[tuple[ModelHandle, object]], workspace) -> None:
+    def start(self, jobs: Iterable[tuple[ModelHandle, object]], workspace, names: dict | None = None) -> None:
         """Start one run per (model handle, core.workspace.ScorePlan) pair on `workspace`; all share one
         CancelToken."""
         from core.progress import CancelToken  # pure Python, no TensorFlow
@@ -80,6 +80,14 @@ class RunController(QObject):
         self._done = {h.key: 0 for h in self._handles}
         self._totals = {h.key: len(plan.score) for h, plan in jobs}
         self._photos = len({p for _h, plan in jobs for p in plan.score})
+        # A photo is done when every model that has to score it has: progress counts those, never a mean.
+        self._remaining: dict[str, set[str]] = {}
+        for _h, plan in jobs:
+            for p in plan.score:
+                self._remaining.setdefault(str(p), set()).add(plan.key)   # the model key records carry
+        self._complete = 0
+        self._names = {h.key: (names or {}).get(plan.key) or getattr(plan.card, "display_name", h.key)
+                       for h, plan in jobs}
         self._summaries = {}
         self._queue.clear()
         self._final = None
@@ -108,9 +116,8 @@ class RunController(QObject):
 
     @property
     def done(self) -> int:
-        """Photos scored so far (mean over the models of each one's share of its work)."""
-        shares = [self._done[k] / t for k, t in self._totals.items() if t]
-        return int(self._photos * sum(shares) / len(shares)) if shares else 0
+        """Photos scored by every model that has to score them (a photo half scored is not done)."""
+        return self._complete
 
     def cancel(self) -> None:
         if self.token is not None:
@@ -142,6 +149,12 @@ class RunController(QObject):
     def _on_results(self, records: list) -> None:
         # Only queued here: the flush timer inserts them in bounded chunks.
         self._queue.extend(records)
+        for record in records:
+            left = self._remaining.get(str(record.path))
+            if left and record.model_key in left:
+                left.discard(record.model_key)
+                if not left:
+                    self._complete += 1
 
     def _flush(self) -> None:
         """One timer tick: hand over at most a bounded chunk of records, then progress, then the end."""
@@ -185,6 +198,10 @@ class RunController(QObject):
             "elapsed_s": time.monotonic() - self.started_at,
             "failures": failures,
             "models": [s.model_key for s in summaries],
+            # Photos every model of this run scored, and what each model kept (a cancelled run says both).
+            "complete": self._complete,
+            "per_model": [(self._names.get(s.model_key, s.model_key), len(s.scored), self._totals.get(s.model_key, 0))
+                          for s in summaries],
             # The shift test of the first model whose test fired, else of the first that ran.
             "shift": folder_verdict([s.extra["shift"] for s in summaries if "shift" in s.extra]),
         }
