@@ -64,8 +64,9 @@ def test_run_streams_every_file_into_the_table_with_error_rows(qtbot, make_windo
     assert summary["kept"] == 9 and summary["errors"] == 1 and not summary["cancelled"]
     assert window.model.rowCount() == 9
     assert streamed == window.paths  # streamed one by one, in input order
-    assert window.message.text().startswith("Done — 9 photos scored")  # counts are photos (issue 13)
-    assert "1 photos could not be read" in window.message.text()
+    # Counts are photos (issue 13), readable ones apart from the unreadable (issue 19).
+    assert window.message.text().startswith("Done — 8 photos scored")
+    assert "1 more could not be read" in window.message.text()
     broken = window.model.row_at(window.model.row_of(str(photos / "other" / "broken.jpg")))
     assert broken.errors() and "broken.jpg" in broken.errors()[0]
     pred_col = window.model.column_of("prediction")
@@ -176,7 +177,7 @@ def test_cancel_mid_run_keeps_partial_results(qtbot, make_window, tiny_bundle, i
     assert 1 <= summary["kept"] < summary["total"] == 20
     assert summary["kept"] <= 4  # stops after the current batch (batch size 2), not at the end
     assert window.model.rowCount() == summary["kept"]
-    assert window.message.text() == f"Cancelled — {summary['kept']} of 20 kept"
+    assert window.message.text().startswith(f"Cancelled — {summary['kept']} of 20 photos scored by every model")
     assert window.act_run.isEnabled() and not window.act_cancel.isEnabled()
     statuses = [r["status"] for r in window.session.runs()]
     assert statuses == ["cancelled"]
