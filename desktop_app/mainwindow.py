@@ -618,7 +618,7 @@ class MainWindow(QMainWindow):
         whose test decides, and the reasons it adds; shown again when the folder is reopened."""
         if self.workspace is None:
             return
-        if shift and shift is not self.workspace.shift:
+        if shift and self.workspace.shift is None:   # the workspace keeps the verdict (core.workspace.update_shift)
             self.workspace.shift = dict(shift)
         shift = self.workspace.shift
         self.model.set_shift(shift)
