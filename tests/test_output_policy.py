@@ -210,3 +210,18 @@ def test_classify_csv_and_pdf_get_the_same_permissions(capsys, photos, tiny, tmp
     assert code == 0, err
     modes = {stat.S_IMODE((tmp_path / n).stat().st_mode) for n in ("r.csv", "r.pdf", "r.json")}
     assert len(modes) == 1, modes
+
+
+def test_the_wizard_refuses_to_save_a_bundle_inside_another_bundle_or_the_photos(qtbot, tmp_path, tiny, photos):
+    pytest.importorskip("pytestqt")
+    from desktop_app.retrain.wizard import RetrainWizard
+
+    w = RetrainWizard(None, models_dir=tiny, current=[], session_items=[])   # a models folder inside a bundle
+    qtbot.addWidget(w)
+    assert "model bundle" in w.target_problem()
+    w.models_dir = photos / "mpox"
+    w.data_page.folder.setText(str(photos))
+    assert "inside the folder" in w.target_problem()
+    w.models_dir = tmp_path / "user-models"
+    assert w.target_problem() == ""
+    w.host.shutdown()

@@ -618,6 +618,13 @@ class RetrainWizard(QWizard):
                 return f"{target} is inside the shipped models folder; bundles go to {user_models_dir()}."
         except Exception:  # noqa: BLE001 - no shipped folder to protect
             pass
+        from core.outputs import OutputError, check_output
+
+        try:  # the one output policy (core.outputs): never inside another bundle, the photos, a session
+            check_output(target, "model folder", folder=self.data_page.folder.text().strip() or None,
+                         kind="bundle")
+        except OutputError as exc:
+            return str(exc)
         return ""
 
     def _on_failed(self, stage: str, message: str) -> None:
