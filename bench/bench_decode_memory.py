@@ -1,4 +1,12 @@
-"""Peak memory of decoding one hostile image: a tiny PNG that expands to a huge 16-bit greyscale image.
+"""Peak memory of decoding hostile images: tiny PNGs that expand to huge 16-bit greyscale or RGB images.
+
+Issue 18, item 9: a 13000x13000 16-bit RGB PNG peaked at 1.74 GB, four of them at 3.4 GB with two decode
+threads. `--rgb --count 4 --threads 2` decodes four such photos as a run does (core.images.load_rgb with the
+model's input size as max_side, two threads sharing core.images.DECODE_BUDGET); targets: one photo <= 1 GiB
+peak, four <= 1.5 GiB.
+
+    python bench/bench_decode_memory.py --rgb --max-side 299                 # one 16-bit RGB photo
+    python bench/bench_decode_memory.py --rgb --max-side 299 --count 4 --threads 2
 
 Issue 12, hole 6: a 329 KB, 13000x13000 16-bit greyscale PNG (under the pixel limit) took 4.4 GB in
 core.images because of float64 copies in _to_rgb. This writes such a PNG (streamed through zlib, so
@@ -55,6 +63,26 @@ def write_gray16_png(path: str | os.PathLike, width: int, height: int) -> Path:
     return path
 
 
+def write_rgb16_png(path: str | os.PathLike, width: int, height: int) -> Path:
+    """A width x height, 16-bit RGB PNG (row y: red (y * 97) % 65536, green 30000, blue 65535), streamed."""
+    path = Path(path)
+    comp = zlib.compressobj(9)
+    with open(path, "wb") as fh:
+        fh.write(b"\x89PNG\r\n\x1a\n")
+        fh.write(_chunk(b"IHDR", struct.pack(">IIBBBBB", width, height, 16, 2, 0, 0, 0)))
+        out = bytearray()
+        for y in range(height):
+            row = b"\x00" + struct.pack(">HHH", (y * 97) % 65536, 30000, 65535) * width
+            out += comp.compress(row)
+            if len(out) > 1 << 20:
+                fh.write(_chunk(b"IDAT", bytes(out)))
+                out.clear()
+        out += comp.flush()
+        fh.write(_chunk(b"IDAT", bytes(out)))
+        fh.write(_chunk(b"IEND", b""))
+    return path
+
+
 _CHILD = r"""
 import importlib.util, json, resource, sys, time
 sys.path.insert(0, {repo!r})
@@ -65,11 +93,15 @@ if module:
     spec.loader.exec_module(images)
 else:
     import core.images as images
+from concurrent.futures import ThreadPoolExecutor
 t0 = time.perf_counter()
+paths = {paths!r}
 try:
-    arr = images.load_rgb({path!r})
+    with ThreadPoolExecutor({threads}) as pool:   # as core.inference's decode threads
+        arrays = list(pool.map(lambda p: images.load_rgb(p, max_side={max_side!r}), paths))
+    arr = arrays[0]
     result = {{"shape": list(arr.shape), "dtype": str(arr.dtype), "pixel_0_0": int(arr[0, 0, 0]),
-               "pixel_last": int(arr[-1, -1, 0])}}
+               "pixel_last": int(arr[-1, -1, 0]), "photos": len(arrays)}}
 except Exception as exc:
     result = {{"error": str(exc)}}
 result["seconds"] = round(time.perf_counter() - t0, 2)
@@ -77,11 +109,15 @@ print(json.dumps(result))
 """
 
 
-def measure(path: Path, module: str | None = None) -> dict:
-    """Decode `path` in a fresh interpreter; its peak RSS (MiB) and what it returned."""
+def measure(path: Path, module: str | None = None, count: int = 1, threads: int = 1,
+            max_side: int | None = None) -> dict:
+    """Decode `path` (`count` times, on `threads` threads) in a fresh interpreter; its peak RSS (MiB) and what
+    it returned."""
     before = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
     env = dict(os.environ, OPENBLAS_NUM_THREADS="1", OMP_NUM_THREADS="1")
-    proc = subprocess.run([sys.executable, "-c", _CHILD.format(repo=str(REPO), module=module or "", path=str(path))],
+    code = _CHILD.format(repo=str(REPO), module=module or "", paths=[str(path)] * count, threads=threads,
+                         max_side=max_side)
+    proc = subprocess.run([sys.executable, "-c", code],
                           capture_output=True, text=True, env=env)
     peak_kib = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss  # KiB on Linux: max over children so far
     if proc.returncode != 0:
@@ -97,14 +133,24 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--side", type=int, default=13000, help="width and height in pixels (default 13000)")
     ap.add_argument("--repeat", type=int, default=1)
     ap.add_argument("--baseline-module", help="path of another core/images.py to measure instead (e.g. the old one)")
+    ap.add_argument("--rgb", action="store_true", help="a 16-bit RGB PNG instead of 16-bit grey")
+    ap.add_argument("--count", type=int, default=1, help="photos decoded in one process (default 1)")
+    ap.add_argument("--threads", type=int, default=1, help="decode threads (default 1; a run uses 2 or more)")
+    ap.add_argument("--max-side", type=int, default=None,
+                    help="the model's input size, as a run passes it (e.g. 299); default: full size")
     args = ap.parse_args(argv)
     with tempfile.TemporaryDirectory() as tmp:
-        png = write_gray16_png(Path(tmp) / "gray16.png", args.side, args.side)
+        if args.rgb:
+            png = write_rgb16_png(Path(tmp) / "rgb16.png", args.side, args.side)
+        else:
+            png = write_gray16_png(Path(tmp) / "gray16.png", args.side, args.side)
         size = png.stat().st_size
-        print(f"{png.name}: {args.side}x{args.side} 16-bit grey, {size / 1024:.0f} KiB on disk, "
-              f"{args.side * args.side * 2 / 2**20:.0f} MiB decoded, {args.side * args.side * 3 / 2**20:.0f} MiB as RGB")
+        print(f"{png.name}: {args.side}x{args.side} 16-bit {'RGB' if args.rgb else 'grey'}, {size / 1024:.0f} KiB on "
+              f"disk, {args.side * args.side * (6 if args.rgb else 2) / 2**20:.0f} MiB as 16-bit samples, "
+              f"{args.side * args.side * 3 / 2**20:.0f} MiB as 8-bit RGB; {args.count} photo(s), {args.threads} "
+              f"decode thread(s), max_side {args.max_side}")
         for i in range(args.repeat):
-            r = measure(png, args.baseline_module)
+            r = measure(png, args.baseline_module, args.count, args.threads, args.max_side)
             # ru_maxrss of RUSAGE_CHILDREN is the largest child so far: one run per process gives its own peak
             # only on the first repetition or when it is a new maximum.
             print(f"run {i + 1}: peak RSS {r['peak_rss_mib']:.0f} MiB"

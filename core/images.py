@@ -250,6 +250,86 @@ def _to_rgb(im: Image.Image) -> Image.Image:
     return im
 
 
+def _rgb_strips(im: Image.Image, factor: int = 1) -> np.ndarray:
+    """Any PIL mode as (H, W, 3) uint8, converted strip by strip into one array (the whole-image route,
+    np.asarray(im.convert("RGB")), held two or three full copies at once: 1.7 GB for a 13000x13000 16-bit RGB
+    PNG). With `factor` > 1 each strip is also box-reduced by it (reduce_factor: huge images scored by a
+    small model)."""
+    width, height = im.size
+    rows = max(factor, (STRIP_PIXELS // max(1, width)) // factor * factor)
+    out = np.empty((-(-height // factor), -(-width // factor), 3), np.uint8)
+    for y0 in range(0, height, rows):
+        y1 = min(height, y0 + rows)
+        strip = _to_rgb(im.crop((0, y0, width, y1)))
+        if factor > 1:
+            strip = strip.reduce(factor)
+        out[y0 // factor: y0 // factor + strip.size[1]] = np.asarray(strip, dtype=np.uint8)
+    return out
+
+
+# Images above this many pixels, decoded for a model whose input is `max_side` (core.preprocess), are
+# box-reduced while they are converted (by a whole factor that keeps the short side at least 2 x max_side):
+# a 169 MP photo never becomes a 480 MiB array to be resized to 299 x 299. Smaller photos (phone cameras,
+# 12-48 MP) are converted at full size, exactly as before.
+REDUCE_ABOVE_PIXELS = 64_000_000
+
+
+def reduce_factor(width: int, height: int, max_side: int | None) -> int:
+    if not max_side or width * height <= REDUCE_ABOVE_PIXELS:
+        return 1
+    return max(1, min(width, height) // (2 * int(max_side)))
+
+
+class DecodeBudget:
+    """Bytes of decoded pixels the decode threads of this process may hold at once (shared by all of them).
+
+    A decode waits until its need fits beside the others'; a decode larger than the whole budget runs alone.
+    So a folder of huge photos is decoded one at a time however many decode threads there are, and the
+    memory of a run's decoding stays near one huge photo's. Set by $MPOX_TRIAGE_DECODE_BUDGET_MB.
+    """
+
+    def __init__(self, capacity: int):
+        import threading
+
+        self.capacity = int(capacity)
+        self.used = 0
+        self.peak = 0
+        self._cond = threading.Condition()
+
+    def acquire(self, need: int) -> None:
+        with self._cond:
+            self._cond.wait_for(lambda: self.used == 0 or self.used + need <= self.capacity)
+            self.used += need
+            self.peak = max(self.peak, self.used)
+
+    def release(self, need: int) -> None:
+        with self._cond:
+            self.used -= need
+            self._cond.notify_all()
+
+    def hold(self, need: int):
+        import contextlib
+
+        @contextlib.contextmanager
+        def held():
+            self.acquire(need)
+            try:
+                yield
+            finally:
+                self.release(need)
+        return held()
+
+
+DECODE_BUDGET = DecodeBudget(int(float(os.environ.get("MPOX_TRIAGE_DECODE_BUDGET_MB", "768")) * 2**20))
+
+
+def decode_memory(width: int, height: int, mode: str, factor: int = 1) -> int:
+    """What decoding needs: PIL's pixels (RGB is held as 4 bytes a pixel) and the (reduced) RGB array."""
+    pil = int(width) * int(height) * (4 if mode in ("RGB", "YCbCr", "LAB", "HSV") else _MODE_BYTES.get(mode, 4))
+    out = -(-int(width) // factor) * -(-int(height) // factor) * 3
+    return pil + out
+
+
 # Bytes per pixel of decoded PIL modes (anything unlisted counts as 4).
 _MODE_BYTES = {"1": 1, "L": 1, "P": 1, "LA": 2, "La": 2, "PA": 2, "I;16": 2, "I;16B": 2, "I;16L": 2, "I;16N": 2,
                "RGB": 3, "YCbCr": 3, "LAB": 3, "HSV": 3, "RGBA": 4, "RGBa": 4, "RGBX": 4, "CMYK": 4,
@@ -291,16 +371,19 @@ def decode_rgb(data: bytes, name: str | os.PathLike = "<bytes>", max_side: int |
                     f"{name}: image is {width}x{height} in mode {im.mode}, {need / 2**20:.0f} MiB once decoded, "
                     f"above the {MAX_DECODED_BYTES // 2**20} MiB safety limit; downscale it to review it"
                 )
-            im.load()
-            ImageOps.exif_transpose(im, in_place=True)  # no copy of the whole image when nothing turns
-            if im.mode in _WIDE_GRAY:
-                gray = _gray_to_uint8(im)
-                im.close()  # free the 16/32-bit pixels before the RGB array is made
-                arr = np.empty((*gray.shape, 3), np.uint8)
-                arr[...] = gray[..., None]
-                del gray
-            else:
-                arr = np.asarray(_to_rgb(im), dtype=np.uint8)
+            factor = reduce_factor(*im.size, max_side)   # im.size: after a JPEG draft
+            with DECODE_BUDGET.hold(decode_memory(*im.size, im.mode, factor)):
+                im.load()
+                ImageOps.exif_transpose(im, in_place=True)  # no copy of the whole image when nothing turns
+                if im.mode in _WIDE_GRAY:
+                    gray = _gray_to_uint8(im)
+                    im.close()  # free the 16/32-bit pixels before the RGB array is made
+                    arr = np.empty((*gray.shape, 3), np.uint8)
+                    arr[...] = gray[..., None]
+                    del gray
+                else:
+                    arr = _rgb_strips(im, factor)
+                    im.close()
     except ImageDecodeError:
         raise
     except UnidentifiedImageError:
