@@ -316,8 +316,33 @@ class DecodeBudget:
             try:
                 yield
             finally:
+                if need >= TRIM_ABOVE_BYTES:
+                    _return_freed_memory()   # before the next decode may start, in whichever thread
                 self.release(need)
         return held()
+
+
+# After a decode this large, freed memory is handed back to the system (glibc's malloc_trim): else each
+# decode thread's malloc arena keeps the last huge photo's pixels and a run's memory grows with its threads
+# (four 13000x13000 photos on two threads: 1.34 GiB instead of 0.69).
+TRIM_ABOVE_BYTES = 128 * 2**20
+
+
+def _return_freed_memory() -> None:
+    global _malloc_trim
+    if _malloc_trim is None:
+        try:
+            import ctypes
+            import ctypes.util
+
+            _malloc_trim = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6").malloc_trim
+        except (OSError, AttributeError):   # not glibc (macOS, Windows, musl): nothing to do
+            _malloc_trim = False
+    if _malloc_trim:
+        _malloc_trim(0)
+
+
+_malloc_trim = None
 
 
 DECODE_BUDGET = DecodeBudget(int(float(os.environ.get("MPOX_TRIAGE_DECODE_BUDGET_MB", "768")) * 2**20))
