@@ -90,6 +90,7 @@ module = {module!r}
 if module:
     spec = importlib.util.spec_from_file_location("images_under_test", module)
     images = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = images  # dataclasses look their module up while the module runs
     spec.loader.exec_module(images)
 else:
     import core.images as images
