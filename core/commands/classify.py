@@ -18,8 +18,9 @@ from core import DISCLAIMER
 from core.progress import Progress
 
 RAY_MISSING = '--engine ray needs the scale extra: pip install -e ".[scale]"'
-# (argument dest, what it is): every output a run writes. Each is refused if it is an input, lies inside the
-# scanned folder or equals another. A new output (e.g. --parquet DIR, core.parquet) is added here too.
+# (argument dest, what it is): every output a run writes, each checked by the one output policy (core.outputs:
+# never an input or inside the scanned folder, a session database, a file in a bundle, a link or a special file,
+# nor another output's path). A new output is added here too.
 OUTPUTS = (("csv_path", "--csv"), ("report_path", "--report"), ("summary_path", "--summary"),
            ("parquet_dir", "--parquet"), ("session", "--session"))
 MANIFEST_SUFFIXES = (".csv", ".tsv", ".parquet")
