@@ -870,6 +870,17 @@ class MainWindow(QMainWindow):
                                                       "JSON files (*.json)")
             if not out_path:
                 return None
+        from core.outputs import OutputError, check_output
+        from core.workspace import WorkspaceError
+
+        try:  # the one output policy (core.outputs): never a bundle's own card, a photo, a session, a link
+            if self.workspace is not None:
+                self.workspace.check_output(out_path, "model card")
+            else:
+                check_output(out_path, "model card")
+        except (OutputError, WorkspaceError) as exc:
+            self.warn(f"Could not write {out_path}: {exc}")
+            return None
         data = [c.to_dict() for c in cards]
         try:
             from core.reports import publish_atomically

@@ -225,3 +225,17 @@ def test_the_wizard_refuses_to_save_a_bundle_inside_another_bundle_or_the_photos
     w.models_dir = tmp_path / "user-models"
     assert w.target_problem() == ""
     w.host.shutdown()
+
+
+def test_the_apps_model_card_export_never_writes_over_a_bundles_card(qtbot, tmp_path, tiny):
+    pytest.importorskip("pytestqt")
+    from desktop_app.mainwindow import MainWindow
+    from tests.gui_fixtures import settings_at
+
+    window = MainWindow(settings_at(tmp_path), models_dir=tiny.parent, sessions_dir=tmp_path / "sessions")
+    qtbot.addWidget(window)
+    card = tiny / "model_card.json"
+    before = digest(card)
+    assert window.export_model_card(out_path=str(card)) is None
+    assert digest(card) == before
+    assert window.export_model_card(out_path=str(tmp_path / "card.json")) == str(tmp_path / "card.json")
