@@ -16,7 +16,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from core.records import LABEL_MPOX, LABEL_NOT_MPOX, ResultRecord
+from core.records import CALLS, LABEL_MPOX, LABEL_NOT_MPOX, ResultRecord
 
 BOOTSTRAP_RESAMPLES = 1000
 BOOTSTRAP_SEED = 0
@@ -56,6 +56,7 @@ class Agreement:
     resamples: int = BOOTSTRAP_RESAMPLES
     seed: int = BOOTSTRAP_SEED
     engine: str = ENGINE_ONE_THRESHOLD               # which core.evaluation function gave the intervals
+    left_out_out_of_scope: int = 0                   # labelled, scored, but out of scope: no call
 
 
 def reference_labels(records: Sequence[ResultRecord], reviews: dict[str, dict] | None,
@@ -96,7 +97,9 @@ def compute_agreement(records: Sequence[ResultRecord], reviews: dict[str, dict] 
     refs = reference_labels(records, reviews, truth)
     if not refs:
         return None
-    idx = [i for i in refs if records[i].ok and records[i].p_mpox is not None]
+    # An out-of-scope photo has no call to agree or disagree with: left out, and said so.
+    scoped = [i for i in refs if records[i].ok and records[i].p_mpox is not None]
+    idx = [i for i in scoped if records[i].prediction in CALLS]
     from_truth = sum(1 for i in idx if lookup(truth, records[i].path) in (LABEL_MPOX, LABEL_NOT_MPOX))
     unsure = sum(1 for r in records if (lookup(reviews, r.path) or {}).get("label") == REVIEW_UNSURE
                  and lookup(truth, r.path) is None)
@@ -107,7 +110,8 @@ def compute_agreement(records: Sequence[ResultRecord], reviews: dict[str, dict] 
     fp, tn = int(np.sum(~y & pred)), int(np.sum(~y & ~pred))
     ag = Agreement(n=len(idx), from_truth=from_truth, from_review=len(idx) - from_truth,
                    left_out_unsure=unsure, left_out_error=sum(1 for i in refs if not records[i].ok),
-                   confusion={"tp": tp, "fn": fn, "fp": fp, "tn": tn}, resamples=resamples, seed=seed)
+                   confusion={"tp": tp, "fn": fn, "fp": fp, "tn": tn}, resamples=resamples, seed=seed,
+                   left_out_out_of_scope=len(scoped) - len(idx))
     if not idx:
         return ag
     ag.sensitivity = _ratio(tp, tp + fn)

@@ -29,14 +29,14 @@ import sys
 import tempfile
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Sequence
 
 import numpy as np
 
 from core import __version__
 from core.ood import OODStats
 from core.releases import bundle_origin, bundle_parent, claims_release, is_genuine_release, origin_text  # noqa: F401
-from core.records import FLAG_OUT_OF_SCOPE, FLAG_UNCERTAIN, LABEL_MPOX, LABEL_NOT_MPOX, utc_now
+from core.records import LABEL_MPOX, LABEL_NOT_MPOX, decide, utc_now
 
 FORMAT_VERSION = 1
 MODEL_FILE = "model.keras"
@@ -476,24 +476,27 @@ class Bundle:
         return 1.0 / (1.0 + np.exp(-z))
 
     def decide(self, p: np.ndarray, ood_score: np.ndarray | None, threshold: float | None = None,
-               point=None) -> Scored:
+               point=None, scope_score: Sequence[float | None] | None = None,
+               scope_limit: float | None = None) -> Scored:
         """Calls and flags at an operating point (core.operating_point): the card's default point, moved to
-        `threshold` when given (its uncertain band moves along), or an explicit `point`."""
+        `threshold` when given (its uncertain band moves along), or an explicit `point`. One rule per photo
+        (core.records.decide): out of scope when the embedding is farther than the card's ood_threshold or
+        the image's scope score (core.scope) is above its limit."""
+        from core import scope
         from core.operating_point import card_point
 
         if point is None:
             point = card_point(self.card, threshold=threshold)
         thr = point.threshold
-        lo, hi = point.band
-        preds = [LABEL_MPOX if pi >= thr else LABEL_NOT_MPOX for pi in p]
-        flags = []
+        band = tuple(point.band)
+        ood_thr = self.card.ood_threshold
+        preds, flags = [], []
         for i, pi in enumerate(p):
-            if ood_score is not None and self.card.ood_threshold is not None and ood_score[i] > self.card.ood_threshold:
-                flags.append(FLAG_OUT_OF_SCOPE)
-            elif lo <= pi < hi:
-                flags.append(FLAG_UNCERTAIN)
-            else:
-                flags.append("")
+            far = ood_score is not None and ood_thr is not None and ood_score[i] > ood_thr
+            odd = scope_score is not None and scope.is_out_of_scope(scope_score[i], scope_limit)
+            pred, flag = decide(float(pi), thr, band, bool(far or odd))
+            preds.append(pred)
+            flags.append(flag)
         return Scored(p, preds, flags, ood_score)
 
     def score(self, batch: np.ndarray, threshold: float | None = None) -> Scored:

@@ -4,8 +4,9 @@ One engine owns one Bundle; Keras models are not thread-safe, so `run` must be c
 thread at a time (the desktop app keeps one long-lived worker per model).
 
 Two checks ride along. Per photo: core.scope scores "not a skin photo" on the decoded image (in the
-decode threads); above core.scope.SCOPE_LIMIT the record's flag is `out_of_scope`, whatever the
-model's own embedding-distance check (`ood_score`, card `ood_threshold`) says. The scope score goes to
+decode threads); above core.scope.SCOPE_LIMIT the record's flag and prediction are `out_of_scope`
+(Bundle.decide, core.records.decide), as when the model's own embedding-distance check (`ood_score`,
+card `ood_threshold`) fires. The scope score goes to
 ResultRecord.scope_score where the record has that field. Per folder: the engine keeps the embedding
 of every photo it scored that the scope check kept (float16), and `shift()` runs core.shift.shift_test against the bundle's
 training embeddings.
@@ -29,7 +30,7 @@ from core.bundle import Bundle
 from core.images import ImageDecodeError, decode_rgb, load_rgb_with_hash, read_file_bytes
 from core.preprocess import to_model_input
 from core.progress import CancelToken, ProgressFn, report
-from core.records import FLAG_OUT_OF_SCOPE, STATUS_ERROR, STATUS_OK, ResultRecord
+from core.records import STATUS_ERROR, STATUS_OK, ResultRecord
 
 # Set by the ws colleague's records change; until then the scope score is only used for the flag.
 _HAS_SCOPE_FIELD = "scope_score" in ResultRecord.__dataclass_fields__
@@ -132,15 +133,15 @@ class InferenceEngine:
         """Records of photos [(path, _, file sha256, scope score)] from the model's logits and embeddings."""
         bundle = self.bundle
         ood_score = bundle.ood.score(emb) if bundle.ood is not None else None
-        scored = bundle.decide(bundle.calibrate(logits), ood_score, self.threshold)
+        scope_scores = [item[3] if len(item) > 3 else None for item in items]
+        scored = bundle.decide(bundle.calibrate(logits), ood_score, self.threshold, scope_score=scope_scores,
+                               scope_limit=self.scope_limit)
         out = []
         for i, item in enumerate(items):
             path, _, digest = item[:3]
-            scope_score = item[3] if len(item) > 3 else None
+            scope_score = scope_scores[i]
             flag = scored.flag[i]
-            if scope.is_out_of_scope(scope_score, self.scope_limit):
-                flag = FLAG_OUT_OF_SCOPE
-            else:
+            if not scope.is_out_of_scope(scope_score, self.scope_limit):
                 # Photos far from the training embeddings stay in: they are what the shift test is for.
                 self.embeddings.append(np.asarray(emb[i], dtype=np.float16))
             ood = None if scored.ood_score is None else float(scored.ood_score[i])

@@ -13,7 +13,8 @@ import os
 from dataclasses import dataclass
 from typing import Any, Mapping, Sequence
 
-from core.records import FLAG_OUT_OF_SCOPE, FLAG_UNCERTAIN, LABEL_MPOX, LABEL_NOT_MPOX, ResultRecord
+from core.records import (CALLS, FLAG_OUT_OF_SCOPE, FLAG_UNCERTAIN, LABEL_MPOX, LABEL_NOT_MPOX,
+                          PREDICTION_OUT_OF_SCOPE, ResultRecord)
 
 # Kinds, most urgent first: the order of the table's sort, the report's groups and the CSV cell.
 ERROR = "error"
@@ -31,9 +32,9 @@ KIND_TEXT = {ERROR: "could not be read", NOT_A_PHOTO: "not a skin photo", OUT_OF
 
 # What a prediction reads as, wherever it is shown or counted. "out_of_scope" is the call of a photo the scope
 # check refused (its p(mpox) is kept but means nothing).
-OUT_OF_SCOPE_CALL = "out_of_scope"
+OUT_OF_SCOPE_CALL = PREDICTION_OUT_OF_SCOPE  # core.records.decide gives it
 CALL_TEXT = {LABEL_MPOX: "mpox", LABEL_NOT_MPOX: "not mpox", OUT_OF_SCOPE_CALL: "out of scope"}
-CALLS = (LABEL_MPOX, LABEL_NOT_MPOX)   # the calls that can agree or disagree
+# CALLS (core.records): mpox and not_mpox, the calls that can agree or disagree
 
 
 @dataclass(frozen=True)

@@ -12,6 +12,11 @@ LABEL_MPOX = "mpox"
 LABEL_NOT_MPOX = "not_mpox"
 FLAG_UNCERTAIN = "uncertain"
 FLAG_OUT_OF_SCOPE = "out_of_scope"
+# An out-of-scope photo (not a skin photo, or far from every training photo) gets no mpox / not-mpox
+# call: its prediction says out_of_scope, its p(mpox) stays in its column, and it is counted as
+# needing review, never as mpox or not mpox.
+PREDICTION_OUT_OF_SCOPE = "out_of_scope"
+CALLS = (LABEL_MPOX, LABEL_NOT_MPOX)
 
 CSV_COLUMNS = [
     "path",
@@ -90,6 +95,16 @@ def console_text(text: str) -> str:
     (a newline, a tab) are written as escapes (\\n, \\t, \\xNN)."""
     named = {"\n": "\\n", "\t": "\\t", "\r": "\\r"}
     return _CONTROL.sub(lambda m: named.get(m.group(), f"\\x{ord(m.group()):02x}"), safe_text(text))
+
+
+def decide(p_mpox: float, threshold: float, band: tuple[float, float], out_of_scope: bool) -> tuple[str, str]:
+    """(prediction, flag) of one scored photo: the one rule the engine, a re-decision at another
+    threshold and Ray's rows all use. Out of scope wins; else mpox at p >= threshold, flagged uncertain
+    inside the band [lo, hi)."""
+    if out_of_scope:
+        return PREDICTION_OUT_OF_SCOPE, FLAG_OUT_OF_SCOPE
+    lo, hi = band
+    return (LABEL_MPOX if p_mpox >= threshold else LABEL_NOT_MPOX), (FLAG_UNCERTAIN if lo <= p_mpox < hi else "")
 
 
 def utc_now() -> str:

@@ -84,7 +84,8 @@ def engine_card(engine: Any) -> Any:
 
 def decide(card: Any, record: ResultRecord, point: "OperatingPoint | float") -> ResultRecord:
     """`record` with prediction and flag recomputed at an operating point (or a threshold, the card's default
-    point moved there) from its stored p(mpox) and ood score."""
+    point moved there) from its stored p(mpox), ood score and
+    scope score (an out-of-scope photo stays out of scope at any point)."""
     from core.operating_point import OperatingPoint, card_point
 
     if not isinstance(point, OperatingPoint):
@@ -96,7 +97,8 @@ def decide(card: Any, record: ResultRecord, point: "OperatingPoint | float") -> 
     from core.bundle import Bundle
 
     ood = None if record.ood_score is None else np.array([record.ood_score])
-    scored = Bundle(card, None, None).decide(np.array([record.p_mpox]), ood, point=point)
+    scored = Bundle(card, None, None).decide(np.array([record.p_mpox]), ood, point=point,
+                                             scope_score=[record.scope_score])
     return replace(record, prediction=scored.prediction[0], flag=scored.flag[0], threshold=float(point.threshold))
 
 

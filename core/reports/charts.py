@@ -61,6 +61,8 @@ def _agreement_block(ag: Agreement, label: str) -> list[Any]:
         left_out.append(f"{ag.left_out_unsure:,} reviewed as unsure")
     if ag.left_out_error:
         left_out.append(f"{ag.left_out_error:,} labelled but not scored (error)")
+    if ag.left_out_out_of_scope:
+        left_out.append(f"{ag.left_out_out_of_scope:,} out of scope (no call)")
     out.append(Paragraph(
         f"{ag.n:,} scored photos have a reference label ({', '.join(srcs) or 'none'}). "
         + (f"Left out: {', '.join(left_out)}. " if left_out else "")
