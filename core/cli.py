@@ -61,6 +61,13 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print(f"mpox-triage {args.command}: interrupted", file=sys.stderr)
         return 130
+    except ValueError as exc:
+        from core.npz import ArrayFileError  # a bundle's garbage .npz met by any command: its one line
+
+        if not isinstance(exc, ArrayFileError):
+            raise
+        print(f"mpox-triage {args.command}: error: {exc}", file=sys.stderr)
+        return 2
     except OSError as exc:  # a file or folder problem a command did not word itself: still one line, exit 2
         from core.records import safe_text
 

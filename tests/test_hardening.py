@@ -243,3 +243,13 @@ def test_duplicate_manifest_rows_are_reported_and_each_photo_scored_once(capsys,
     assert any(line.startswith("warning:") and "2 row(s) repeat" in line for line in err.splitlines()), err
     assert len(rows(tmp_path / "o.csv")) == len(files)
     assert any("repeat" in e for e in json.loads((tmp_path / "s.json").read_text())["walk_errors"])
+
+
+def test_adapt_on_a_bundle_with_garbage_embeddings_is_one_line(capsys, tmp_path):
+    bundle = make_tiny_bundle(tmp_path / "models" / "odd", name="odd")
+    _reseal_with(bundle, "embeddings.npz", b"garbage")
+    photos = make_image_folder(tmp_path / "photos", n_per_class=10, size=(32, 32))
+    code, _out, err = cli(capsys, "adapt", "--model", bundle, "--labelled", photos, "--out", tmp_path / "site",
+                          "--quiet")
+    assert code == 2 and len(error_lines(err)) == 1 and "embeddings.npz" in err, err
+    assert not (tmp_path / "site").exists()
