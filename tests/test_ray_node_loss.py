@@ -33,7 +33,8 @@ pytest.importorskip("pyarrow", reason='pyarrow is not installed (pip install -e 
 from tests.conftest import REPO  # noqa: E402
 from tests.helpers import make_image_folder  # noqa: E402
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow,
+              pytest.mark.skipif(not sys.platform.startswith("linux"), reason="finds its Ray processes in /proc")]
 
 PHOTOS = 500
 KILL_AFTER = 100   # results stored in the session before the worker node is killed
