@@ -119,3 +119,76 @@ def test_two_models_of_one_architecture_are_told_apart_by_version():
     assert names == ["mobilenetv2 1.2.0", "mobilenetv2 1.3.0"]
     assert ModelRef(SHA_M, "x").card is None
     assert DISAGREE == "disagree"
+
+
+# --- the CSV, the PDF and the CLI read the same reasons ----------------------------------------------------
+
+def _workspace_with_results(tmp_path):
+    from core.workspace import Workspace
+    from tests.helpers import make_photo
+
+    folder = tmp_path / "ward"
+    folder.mkdir()
+    for i in range(3):
+        make_photo((32, 32), seed=i).save(folder / f"p{i}.jpg")
+    ws = Workspace.open(folder, tmp_path / "session")
+    cards = BOTH
+    for c in cards:
+        ws.cards[c.key] = c
+    first = ws.paths[0]
+    for c, p, flag in ((BOTH[0], 0.787, ""), (BOTH[1], 0.81, ""), (BOTH[2], 0.45, "uncertain")):
+        r = ResultRecord(path=first, status="ok", p_mpox=p, flag=flag, prediction="mpox" if p >= 0.5 else "not_mpox",
+                         model=c.name, model_version=c.version, model_sha256=c.model_sha256, threshold=0.5)
+        ws.results.setdefault(c.key, {})[first] = r
+    return ws, first
+
+
+def test_the_csv_needs_review_column_says_what_the_table_says(tmp_path):
+    import csv
+
+    ws, first = _workspace_with_results(tmp_path)
+    keys = [c.key for c in BOTH]
+    assert ws.csv_columns(keys)[-1] == "needs_review"
+    assert ws.csv_row(first, keys)["needs_review"] == "models disagree: combined mpox 0.79, Xception not mpox 0.45"
+    out = ws.export_csv(tmp_path / "out.csv", keys)
+    rows = list(csv.DictReader(open(out, encoding="utf-8")))
+    assert rows[0]["needs_review"] == "models disagree: combined mpox 0.79, Xception not mpox 0.45"
+    ws.close()
+
+
+def test_a_report_made_later_from_the_session_carries_the_folders_shift_alarm(tmp_path):
+    from pypdf import PdfReader
+
+    from core.records import safe_text
+    from core.workspace import ACTION_SHIFT, Workspace
+
+    ws, first = _workspace_with_results(tmp_path)
+    verdict = {"detected": True, "p_value": 0.001, "statistic": 0.08, "n": 60, "model": "combined",
+               "model_key": SHA_C, "message": "These photos differ from the model's training photos.",
+               "operating_point": "out_of_collection", "remedy": "review about 60 photos with Review next, then adapt",
+               "review_n": 60}
+    ws.session.log(ACTION_SHIFT, {"folder": safe_text(str(ws.folder)), "verdict": verdict, "entries": []})
+    folder = ws.folder
+    ws.close()
+    with Workspace.open(folder, tmp_path / "session") as again:   # nothing new scored
+        assert again.shift["detected"]
+        for c in BOTH:
+            again.cards[c.key] = c
+        # The results as the session would hold them (this test stores none); nothing is scored now.
+        again.results = {c.key: {first: ResultRecord(path=first, status="ok", p_mpox=0.2, prediction="not_mpox",
+                                                     model=c.name, model_version=c.version,
+                                                     model_sha256=c.model_sha256, threshold=0.5)} for c in BOTH}
+        out = again.export_pdf(tmp_path / "later.pdf", [c.key for c in BOTH], cards=BOTH)
+    cover = " ".join(PdfReader(str(out)).pages[0].extract_text().split())
+    assert "Shift alarm (combined)" in cover and "review about 60 photos with Review next, then adapt" in cover
+
+
+def test_models_card_prints_the_full_card_as_json(capsys):
+    import json
+
+    from core.cli import main
+
+    assert main(["models", "--card", "mobilenetv2"]) == 0
+    card = json.loads(capsys.readouterr().out)
+    assert card["name"] == "mobilenetv2" and "metrics" in card and "training_data" in card
+    assert main(["models", "--card", "no-such-model"]) == 2
