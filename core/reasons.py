@@ -47,6 +47,11 @@ class Reason:
     value: float | None
     limit: float | tuple[float, float] | None
     text: str
+    short: str = ""          # the same reason for a narrow table cell ("not a photo 1.00 > 0.95"); "" = text
+
+    @property
+    def brief(self) -> str:
+        return self.short or self.text
 
 
 @dataclass(frozen=True)
@@ -160,7 +165,8 @@ def photo_reasons(records: Mapping[str, ResultRecord | None], models: Sequence[M
     score = next((float(r.scope_score) for _m, r in ok if r.scope_score is not None), None)
     limit = _scope_limit(scope_limit) if score is not None else None
     if score is not None and score > limit:
-        out.append(Reason(NOT_A_PHOTO, "", score, limit, f"Not-a-skin-photo score {score:.2f} > limit {limit:.2f}"))
+        out.append(Reason(NOT_A_PHOTO, "", score, limit, f"Not-a-skin-photo score {score:.2f} > limit {limit:.2f}",
+                          f"not a skin photo {score:.2f} > {limit:.2f}"))
 
     # A model's own out-of-scope check: the embedding is far from its training photos.
     for m, r in ok:
@@ -168,7 +174,8 @@ def photo_reasons(records: Mapping[str, ResultRecord | None], models: Sequence[M
         if r.ood_score is not None and ood_limit is not None and float(r.ood_score) > float(ood_limit):
             out.append(Reason(OUT_OF_SCOPE, m.name, float(r.ood_score), float(ood_limit),
                               f"{who(m)}unlike the training photos, out-of-scope score {float(r.ood_score):.2f} > "
-                              f"limit {float(ood_limit):.2f}"))
+                              f"limit {float(ood_limit):.2f}",
+                              f"{who(m)}out of scope {float(r.ood_score):.2f} > {float(ood_limit):.2f}"))
         elif r.flag == FLAG_OUT_OF_SCOPE and not any(x.kind == NOT_A_PHOTO for x in out):
             # Flagged with limits this workspace cannot see (an older card, another scope limit): say so.
             figure = "score not recorded" if r.ood_score is None else f"out-of-scope score {float(r.ood_score):.2f}"
@@ -181,8 +188,9 @@ def photo_reasons(records: Mapping[str, ResultRecord | None], models: Sequence[M
         first = next(((m, r) for m, r in calls if m.key == decider), calls[0])
         others = [(m, r) for m, r in calls if m is not first[0] and r.prediction != first[1].prediction]
         parts = [f"{m.name} {call_text(r.prediction)} {float(r.p_mpox):.2f}" for m, r in [first] + others]
+        short = ", ".join(f"{m.name} {call_text(r.prediction)}" for m, r in others)
         out.append(Reason(DISAGREE, first[0].name, float(first[1].p_mpox), None,
-                          "models disagree: " + ", ".join(parts)))
+                          "models disagree: " + ", ".join(parts), f"disagree: {short}"))
 
     # Uncertain: the deciding model's band (every model's when none decides).
     shift_key = ""
@@ -199,11 +207,12 @@ def photo_reasons(records: Mapping[str, ResultRecord | None], models: Sequence[M
         band, wide = _band(m.card), out_of_collection_band(m.card)
         if band is not None and _inside(p, band):
             out.append(Reason(UNCERTAIN, m.name, p, band,
-                              f"{who(m)}uncertain, p(mpox) {p:.2f} inside {band[0]:.2f}–{band[1]:.2f}"))
+                              f"{who(m)}uncertain, p(mpox) {p:.2f} inside {band[0]:.2f}–{band[1]:.2f}",
+                              f"{who(m)}uncertain {p:.2f}"))
         elif ooc and m.key == shift_key and wide is not None and _inside(p, wide):
             out.append(Reason(SHIFT, m.name, p, wide,
                               f"folder unlike the training photos (p {p:.2f} inside the widened review band "
-                              f"{wide[0]:.2f}–{wide[1]:.2f})"))
+                              f"{wide[0]:.2f}–{wide[1]:.2f})", f"shifted folder: p {p:.2f} in wider band"))
         elif r.flag == FLAG_UNCERTAIN:
             out.append(Reason(UNCERTAIN, m.name, p, band,
                               f"{who(m)}flagged uncertain, p(mpox) {p:.2f}" + (
@@ -214,6 +223,9 @@ def photo_reasons(records: Mapping[str, ResultRecord | None], models: Sequence[M
     if missing and present:
         out.append(Reason(NOT_SCORED, missing[0], None, None, "not scored yet by " + ", ".join(missing)))
 
+    if any(x.kind == NOT_A_PHOTO for x in out):
+        # Not a skin photo: the models' scores of it mean nothing, so their flags are no further reasons.
+        out = [x for x in out if x.kind in (ERROR, NOT_A_PHOTO, NOT_SCORED)]
     return sorted(out, key=lambda x: ORDER.index(x.kind))
 
 

@@ -27,9 +27,10 @@ def test_needs_review_column_gives_true_reasons_and_the_default_order_is_highest
     window.model.set_cards([SimpleNamespace(model_sha256="sha-a", name="m", version="1.0.0", ood_threshold=0.7)])
     assert window.model.column_of("prediction") == window.model.column_of("file") + 1
     rows = shown_rows(window)
-    reasons = [window.model.reason(r)[0] for r in rows]
+    reasons = [window.model.reason(r)[1] for r in rows]
     # The figure, the limit and the side it is on, from core.reasons (the CSV and the PDF say the same).
     assert reasons[0] == "unlike the training photos, out-of-scope score 0.90 > limit 0.70"
+    assert window.model.reason(rows[0])[0] == "out of scope 0.90 > 0.70"   # the cell, briefly
     assert reasons[1] == "flagged uncertain, p(mpox) 0.48"
     assert reasons[-1] == "unreadable: cannot identify image file"  # the reason, not the path; errors last
     assert window.model.reason(rows[-1])[1] == "unreadable: cannot identify image file"

@@ -118,11 +118,13 @@ def test_both_shows_the_deciding_models_score_and_the_others_in_one_compact_colu
     kinds = [window.model.column_kind(c)[0] for c in range(window.model.columnCount())]
     assert kinds.count("p") == 1 and kinds.count("scores") == 1
     head = window.model.headerData(kinds.index("p"), Qt.Orientation.Horizontal)
-    assert head == "p(mpox) combined"
-    assert window.model.headerData(kinds.index("scores"), Qt.Orientation.Horizontal) == "MobileNetV2 · Xception"
+    assert head == "p(mpox)\ncombined"
+    assert window.model.headerData(kinds.index("scores"), Qt.Orientation.Horizontal) == "MobileNetV2 ·\nXception"
     assert cell(window, first, "p") == "0.787" and cell(window, first, "scores") == "0.810 · 0.450"
     assert cell(window, first, "prediction") == "mpox"   # combined decides
-    assert cell(window, first, "needs") == "models disagree: combined mpox 0.79, Xception not mpox 0.45"
+    # The cell says it briefly; the tooltip, the side panel, the CSV and the PDF say it in full.
+    assert cell(window, first, "needs") == "disagree: Xception not mpox"
+    assert window.model.reason(row_of(window, first))[1] == "models disagree: combined mpox 0.79, Xception not mpox 0.45"
 
 
 def test_switching_to_one_model_shows_only_its_results_and_reasons(qtbot, tmp_path, models, folder):
@@ -132,7 +134,8 @@ def test_switching_to_one_model_shows_only_its_results_and_reasons(qtbot, tmp_pa
     assert kinds.count("p") == 1 and "scores" not in kinds
     assert window.model.headerData(kinds.index("p"), Qt.Orientation.Horizontal) == "p(mpox)"
     assert cell(window, first, "p") == "0.450" and cell(window, first, "prediction") == "not mpox"
-    assert cell(window, first, "needs") == "uncertain, p(mpox) 0.45 inside 0.28–0.74"   # no "models disagree"
+    assert window.model.reason(row_of(window, first))[1] == "uncertain, p(mpox) 0.45 inside 0.28–0.74"  # no disagree
+    assert cell(window, first, "needs") == "uncertain 0.45"
     window.select_model("Both")
     assert cell(window, first, "prediction") == "mpox" and cell(window, first, "scores") == "0.810 · 0.450"
 
@@ -149,7 +152,7 @@ def test_the_columns_follow_the_picker_before_any_run_and_keep_one_order(qtbot, 
     path = window.paths[0]
     add(window, [rec(path, models["xception"], 0.2), rec(path, models["mobilenetv2"], 0.3)])
     assert window.model.headerData(window.model.column_of("scores"), Qt.Orientation.Horizontal) == \
-        "MobileNetV2 · Xception"
+        "MobileNetV2 ·\nXception"
 
 
 def test_the_deciding_models_call_is_the_same_after_a_restart(qtbot, tmp_path, models, folder):
@@ -161,7 +164,8 @@ def test_the_deciding_models_call_is_the_same_after_a_restart(qtbot, tmp_path, m
     assert again.open_folder(folder)
     add(again, records)   # as restored from the session
     assert cell(again, first, "prediction") == "mpox"
-    assert cell(again, first, "needs") == "models disagree: combined mpox 0.79, Xception not mpox 0.45"
+    assert again.model.reason(row_of(again, first))[1] == \
+        "models disagree: combined mpox 0.79, Xception not mpox 0.45"
 
 
 def test_a_photo_not_yet_scored_by_the_deciding_model_has_no_call(qtbot, tmp_path, models, folder):
@@ -181,7 +185,8 @@ def test_an_out_of_scope_call_reads_out_of_scope_and_is_not_an_mpox(qtbot, tmp_p
     path = window.paths[0]
     add(window, [rec(path, models["mobilenetv2"], 0.93, "out_of_scope", prediction="out_of_scope", scope=1.0)])
     assert cell(window, path, "prediction") == "out of scope"
-    assert cell(window, path, "needs").startswith("Not-a-skin-photo score 1.00 > limit ")
+    assert cell(window, path, "needs").startswith("not a skin photo 1.00 > ")
+    assert window.model.reason(row_of(window, path))[1].startswith("Not-a-skin-photo score 1.00 > limit ")
     window.results.set_filter("mpox")
     assert window.results.proxy.rowCount() == 0
     window.results.set_filter("flagged")

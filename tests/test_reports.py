@@ -700,3 +700,39 @@ def test_truth_from_class_folders_only_for_labelled_layouts(tmp_path):
     assert truth == {str(paths[0]): "mpox", str(paths[1]): "not_mpox"}
     assert truth_from_class_folders([root / "visit1" / "a.jpg", root / "visit2" / "b.jpg"], root) is None
     assert truth_from_class_folders([root / "mpox" / "a.jpg"], root) is None  # one class is no ground truth
+
+
+def test_forty_photos_three_models_fit_twelve_pages_with_overrides_marked_and_counted(tmp_path):
+    from core.bundle import read_card
+
+    repo = Path(__file__).resolve().parent.parent
+    cards = [read_card(repo / "models" / m) for m in ("combined", "mobilenetv2", "xception")]
+    folder = tmp_path / "ward"
+    folder.mkdir()
+    rng = np.random.default_rng(0)
+    records, reviews = [], {}
+    for i in range(40):
+        path = folder / f"IMG_2026_site_A_{i:03d}.jpg"
+        make_photo((64, 48), seed=i).save(path)
+        base = float(rng.random())
+        for k, card in enumerate(cards):
+            p = float(np.clip(base + rng.normal(0, 0.15), 0.01, 0.99))
+            lo, hi = card.uncertain_band
+            records.append(ResultRecord(path=str(path), status="ok", p_mpox=p,
+                                        prediction="mpox" if p >= card.threshold else "not_mpox",
+                                        flag="uncertain" if lo <= p < hi else "", ood_score=1.0,
+                                        model=card.name, model_version=card.version,
+                                        model_sha256=card.model_sha256, threshold=card.threshold))
+        if i < 6:
+            reviews[str(path)] = {"label": "mpox" if i % 2 else "not_mpox", "reviewer": "Dr A", "time": "t"}
+    out = write_pdf_report(records, tmp_path / "r.pdf", folder=str(folder), cards=cards, reviews=reviews)
+    pages = pdf_pages(out)
+    assert len(pages) <= 12, len(pages)
+    assert sum("Model card: " in p for p in pages) == 3     # one page per card
+    text = " ".join(pages)
+    overrides = [path for path, rv in reviews.items()
+                 if (rv["label"] == "mpox") != (next(r for r in records if r.path == path and r.model == "combined")
+                                                .p_mpox >= cards[0].threshold)]
+    assert re.search(rf"against the model's call {len(overrides)}\b", pages[0])
+    assert text.count("overrides the model") == len(overrides) > 0
+    assert not re.search(r"\{'|\['|\bNone\b(?! of these)|\bnan\b", text)

@@ -61,7 +61,7 @@ class _PhotoTable:
     def __init__(self, ctx: ReportContext):
         self.ctx = ctx
         self.has_cam = bool(ctx.gradcam)
-        model_w = 56 if len(ctx.models) <= 3 else 48
+        model_w = 48 if len(ctx.models) <= 3 else 42
         cam = [Paragraph("Grad-CAM", _styles()["colhead"])] if self.has_cam else []
         self.cols = (["#", "Photo"] + cam + ["File"]
                      + [Paragraph("p(mpox)<br/>" + escape(_truncate_middle(m.name or "?", model_w - 6, "Helvetica-Bold",
@@ -70,7 +70,7 @@ class _PhotoTable:
                                   _styles()["colhead"]) for m in ctx.models]
                      + ["Needs review", "Reviewer"])
         widths = [24, THUMB_PT + 6] + ([THUMB_PT + 14] if self.has_cam else []) + [0] \
-            + [model_w] * len(ctx.models) + [118, 70]
+            + [model_w] * len(ctx.models) + [112, 68]
         self.file_col = 3 if self.has_cam else 2
         widths[self.file_col] = FRAME_W - sum(widths)
         self.widths = widths
@@ -128,7 +128,8 @@ class _PhotoTable:
                 flag = {FLAG_UNCERTAIN: "uncertain", FLAG_OUT_OF_SCOPE: "out of scope"}.get(r.flag, r.flag)
                 if flag == call:
                     flag = ""
-                cells.append(f"{_fmt_p(r.p_mpox)} {call}" + (f"\n{flag}" if flag else ""))
+                # Score, call and flag on their own lines: three models' cells never run into each other.
+                cells.append(f"{_fmt_p(r.p_mpox)}\n{call}" + (f"\n{flag}" if flag else ""))
                 if r.prediction == LABEL_MPOX:
                     style += [("TEXTCOLOR", (col, 0), (col, 0), colors.HexColor(_C_MPOX)),
                               ("FONT", (col, 0), (col, 0), "Helvetica-Bold", 8)]

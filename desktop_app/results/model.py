@@ -210,7 +210,7 @@ class ResultsModel(QAbstractTableModel):
                 risk = RISK_TIER.get(reasons[0].kind, 0.0) + top_p
             else:
                 risk = top_p
-            text = reasons[0].text if reasons else ""
+            text = reasons[0].brief if reasons else ""   # the cell; the tooltip and side panel say it in full
             tooltip = "\n".join(r.text for r in reasons)
             if self.shift and self.shift.get("detected"):
                 tooltip += ("\n\n" if tooltip else "") + "Shift alarm for this folder: " + str(
@@ -219,7 +219,7 @@ class ResultsModel(QAbstractTableModel):
         return row.reason_cache
 
     def reason(self, row: FileRow) -> tuple[str, str, float]:
-        """(the first reason, every reason one per line, risk) for the needs-review column."""
+        """(the first reason in brief, every reason in full one per line, risk) for the needs-review column."""
         return self._analysis(row)[:3]
 
     def reasons(self, row: FileRow) -> list:
@@ -349,10 +349,10 @@ class ResultsModel(QAbstractTableModel):
             return None
         kind, key = self._columns[section]
         if role == Qt.ItemDataRole.DisplayRole:
-            if kind == "p":
-                return "p(mpox)" if len(self.models) <= 1 else f"p(mpox) {self._model_name(key)}"
+            if kind == "p":   # two lines, so a named score column stays narrow
+                return "p(mpox)" if len(self.models) <= 1 else f"p(mpox)\n{self._model_name(key)}"
             if kind == "scores":
-                return " · ".join(n for _k, n in self.others())
+                return " ·\n".join(n for _k, n in self.others())
             return {"thumb": "", "file": "File", "needs": "Needs review", "prediction": "Call", "flag": "Flags",
                     "model": "Model", "review": "Review", "reviewer": "Reviewer",
                     "review_time": "Review time"}[kind]

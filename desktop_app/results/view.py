@@ -21,7 +21,8 @@ from desktop_app.results.proxy import FILTERS, ResultsProxy
 REVIEW_KEYS = {Qt.Key.Key_M: "mpox", Qt.Key.Key_N: "not_mpox", Qt.Key.Key_U: "unsure"}
 CLEAR_KEYS = {Qt.Key.Key_Delete, Qt.Key.Key_Backspace}
 TYPING_BURST_S = 0.3
-FILE_MIN, FILE_MAX = 130, 420
+FILE_MIN, FILE_MAX = 130, 380
+NEEDS_MIN, NEEDS_PREF, NEEDS_MAX = 150, 200, 420
 # Columns whose first click sorts highest first (risk and probability read top-down).
 DESCENDING_FIRST = {"needs", "p"}
 # A focus frame that shows where the keyboard is (M/N/U act only here).
@@ -207,7 +208,8 @@ class ResultsPanel(QWidget):
                 width = widths.get(kind, 100)
                 if kind in ("p", "scores") and len(self.model.models) > 1:
                     title = str(self.model.headerData(col, Qt.Orientation.Horizontal, Qt.ItemDataRole.DisplayRole))
-                    width = max(width, min(170, metrics.horizontalAdvance(title) + 24))
+                    longest = max(metrics.horizontalAdvance(line) for line in title.splitlines() or [""])
+                    width = max(width, min(150, longest + 20))
                 header.resizeSection(col, self._user_widths.get(kind, width))
         finally:
             self._fitting = False
@@ -220,16 +222,22 @@ class ResultsPanel(QWidget):
         self._user_widths[self.model.column_kind(section)[0]] = new
 
     def _fit_file_column(self) -> None:
-        """The file column takes the room the columns up to Reviewer leave (at least FILE_MIN px), so those
-        stay on screen in a 1024 px window; the columns after them scroll. Not once the user sized it."""
-        if "file" in self._user_widths:
-            return
+        """The file column, then the needs-review column, take the room the columns up to Reviewer leave (file
+        at least FILE_MIN px), so those stay on screen in a 1024 px window and reasons read whole in a wide
+        one; the columns after them scroll. A column the user sized is left as it is."""
         header = self.table.horizontalHeader()
-        file_col, last = self.model.column_of("file"), self.model.column_of("reviewer")
-        others = sum(header.sectionSize(c) for c in range(last + 1) if c != file_col)
+        file_col, needs_col, last = (self.model.column_of("file"), self.model.column_of("needs"),
+                                     self.model.column_of("reviewer"))
+        room = self.table.viewport().width() - 2 - sum(header.sectionSize(c) for c in range(last + 1)
+                                                        if c not in (file_col, needs_col))
         self._fitting = True
         try:
-            header.resizeSection(file_col, max(FILE_MIN, min(FILE_MAX, self.table.viewport().width() - others - 2)))
+            if "file" not in self._user_widths:
+                # Reasons first get room enough to read ("disagree: Xception not mpox"), then the file name.
+                needs = self._user_widths.get("needs", max(NEEDS_MIN, min(NEEDS_PREF, room - FILE_MIN)))
+                header.resizeSection(file_col, max(FILE_MIN, min(FILE_MAX, room - needs)))
+            if "needs" not in self._user_widths:
+                header.resizeSection(needs_col, max(NEEDS_MIN, min(NEEDS_MAX, room - header.sectionSize(file_col))))
         finally:
             self._fitting = False
 
