@@ -273,6 +273,7 @@ def _styles() -> dict[str, Any]:
         "filename": ParagraphStyle("fn", parent=ss["BodyText"], fontSize=7.5, leading=9, wordWrap="CJK"),
         "cell": ParagraphStyle("c", parent=ss["BodyText"], fontSize=8, leading=10),
         "cellb": ParagraphStyle("cb", parent=ss["BodyText"], fontName="Helvetica-Bold", fontSize=8, leading=10),
+        "score": ParagraphStyle("sc", parent=ss["BodyText"], fontSize=7.5, leading=9),
         "reason": ParagraphStyle("r", parent=ss["BodyText"], fontSize=7, leading=8.5),
         "colhead": ParagraphStyle("ch", parent=ss["BodyText"], fontName="Helvetica-Bold", fontSize=7, leading=8.5),
         # 6.5 pt Courier fits a whole SHA-256 (64 hex digits) on one line in the model table.

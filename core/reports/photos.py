@@ -61,7 +61,7 @@ class _PhotoTable:
     def __init__(self, ctx: ReportContext):
         self.ctx = ctx
         self.has_cam = bool(ctx.gradcam)
-        model_w = 48 if len(ctx.models) <= 3 else 42
+        model_w = 52 if len(ctx.models) <= 3 else 44
         cam = [Paragraph("Grad-CAM", _styles()["colhead"])] if self.has_cam else []
         self.cols = (["#", "Photo"] + cam + ["File"]
                      + [Paragraph("p(mpox)<br/>" + escape(_truncate_middle(m.name or "?", model_w - 6, "Helvetica-Bold",
@@ -70,7 +70,7 @@ class _PhotoTable:
                                   _styles()["colhead"]) for m in ctx.models]
                      + ["Needs review", "Reviewer"])
         widths = [24, THUMB_PT + 6] + ([THUMB_PT + 14] if self.has_cam else []) + [0] \
-            + [model_w] * len(ctx.models) + [112, 68]
+            + [model_w] * len(ctx.models) + [106, 66]
         self.file_col = 3 if self.has_cam else 2
         widths[self.file_col] = FRAME_W - sum(widths)
         self.widths = widths
@@ -128,11 +128,12 @@ class _PhotoTable:
                 flag = {FLAG_UNCERTAIN: "uncertain", FLAG_OUT_OF_SCOPE: "out of scope"}.get(r.flag, r.flag)
                 if flag == call:
                     flag = ""
-                # Score, call and flag on their own lines: three models' cells never run into each other.
-                cells.append(f"{_fmt_p(r.p_mpox)}\n{call}" + (f"\n{flag}" if flag else ""))
+                # Score, call and flag on their own lines, wrapped inside the cell: three models' cells never
+                # run into each other.
+                html = f"{_fmt_p(r.p_mpox)}<br/>{escape(call)}" + (f"<br/><i>{escape(flag)}</i>" if flag else "")
                 if r.prediction == LABEL_MPOX:
-                    style += [("TEXTCOLOR", (col, 0), (col, 0), colors.HexColor(_C_MPOX)),
-                              ("FONT", (col, 0), (col, 0), "Helvetica-Bold", 8)]
+                    html = f"<font color='{_C_MPOX}'><b>{html}</b></font>"
+                cells.append(Paragraph(html, st["score"]))
         if row.reasons:
             first, *more = [x.text for x in row.reasons]
             html = f"<b>{markup(first)}</b>" + "".join(f"<br/>also {markup(t)}" for t in more)
