@@ -45,7 +45,8 @@ NAMES: dict[str, str] = {
     "class_weight": "Class weights", "views": "Views per photo", "optimizer": "Optimizer", "arch": "Architecture",
     "n_bootstrap": "Bootstrap resamples", "min_sensitivity": "Minimum sensitivity (on validation)",
     "ci95": "95% intervals", "confusion": "Confusion counts", "matrix": "Confusion matrix", "C": "Regularisation C",
-    "head_c": "Classifier head C", "tp": "mpox photos found", "fn": "mpox photos missed", "fp": "false alarms", "tn": "other photos cleared",
+    "head_c": "Classifier head C", "tp": "mpox photos found", "fn": "mpox photos missed", "fp": "false alarms",
+    "tn": "other photos cleared",
 }
 _TOKENS = {"lr": "learning rate", "ood": "out-of-scope", "sha256": "SHA-256", "abs": "absolute", "diff": "difference",
            "p": "p(mpox)", "n": "number of", "min": "minimum", "max": "maximum", "arch": "architecture",

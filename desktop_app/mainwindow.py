@@ -85,7 +85,8 @@ def run_message(summary: dict) -> str:
     errors = summary.get("errors", 0)
     per = summary.get("per_model") or []
     if summary.get("cancelled"):
-        text = f"Cancelled — {summary.get('complete', summary['kept'])} of {summary['total']} photos scored by every model"
+        complete = summary.get("complete", summary["kept"])
+        text = f"Cancelled — {complete} of {summary['total']} photos scored by every model"
         if len(per) > 1:
             text += " (" + ", ".join(f"{name} {kept} of {total}" for name, kept, total in per) + ")"
         return text + "; kept in the session, Run scores the rest"

@@ -124,7 +124,8 @@ def test_both_shows_the_deciding_models_score_and_the_others_in_one_compact_colu
     assert cell(window, first, "prediction") == "mpox"   # combined decides
     # The cell says it briefly; the tooltip, the side panel, the CSV and the PDF say it in full.
     assert cell(window, first, "needs") == "disagree: Xception not mpox"
-    assert window.model.reason(row_of(window, first))[1] == "models disagree: combined mpox 0.79, Xception not mpox 0.45"
+    full = window.model.reason(row_of(window, first))[1]
+    assert full == "models disagree: combined mpox 0.79, Xception not mpox 0.45"
 
 
 def test_switching_to_one_model_shows_only_its_results_and_reasons(qtbot, tmp_path, models, folder):

@@ -56,7 +56,8 @@ FULL_CARD_NOTE = ("The full model card (every field, as JSON) is in the app unde
                   "from the command line: mpox-triage models --card {name}.")
 
 
-_ARCH_NAMES = {"combined": "Combined (MobileNetV2 and Xception features)", "mobilenetv2": "MobileNetV2", "xception": "Xception", "efficientnetb0": "EfficientNet-B0",
+_ARCH_NAMES = {"combined": "Combined (MobileNetV2 and Xception features)", "mobilenetv2": "MobileNetV2",
+               "xception": "Xception", "efficientnetb0": "EfficientNet-B0",
                "resnet50": "ResNet-50", "densenet121": "DenseNet-121"}
 
 
