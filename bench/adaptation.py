@@ -1,13 +1,26 @@
-"""Leave-one-collection-out learning curve of adaptation (core/adapt.py's recipe on cached embeddings).
+"""Which photos to review first: review orders for adaptation, leave-one-collection-out (core/adapt.py's recipe).
 
-Base = one collection's train+val photos; site = the other collection's train+val photos (the
-test split is never read). Each draw splits the site photos in half at random (stratified): K
-labelled photos are taken from the first half, either at random or in the review order of
-core.adapt.suggest_next (rounds of `--round` photos, refitting after each round: nearest the
-boundary, kept diverse), and the adapted head (base + K site photos, site weight `--weight`) is
-scored on the untouched second half. K = 0 is the base head alone.
+Base = one collection's train+val photos; site = the other collection's train+val photos (the test
+split is never read). Each draw splits the site photos at random (stratified) into a pool
+(`--pool-frac`) and an eval part. K photos are taken from the pool in each review order and labelled;
+the adapted head (base + K site photos, site weight `--weight`) is scored on the eval part only,
+never on the pool's leftovers (those are biased against any order that picks the hard photos).
+K = 0 is the base head alone. Orders:
 
-    MPOX_TRIAGE_WEIGHTS_DIR=../shared/weights python bench/adaptation.py ../shared/data/manifest.csv --arch combined
+- random: a random sample of the pool;
+- uncertainty: core.adapt.uncertainty_order from the base head (what `adapt --suggest K` did before 1.3.0);
+- uncertainty-rounds: the same in rounds of `--round` photos, refitting the head after each round;
+- medoids: core.adapt.medoid_order (k-means medoids of the embeddings, biggest cluster first);
+- stratified: core.adapt.stratified_order (spread over the base head's score range, widest gap first);
+- medoids+uncertainty: half the photos by medoids, refit, the other half by uncertainty.
+
+With `--operating-point`, the orders named in `--op-orders` also get the adapted operating point of
+core.adapt.choose_operating_point on cross-validated predictions of their K photos, and its
+sensitivity / specificity (at the threshold) and triage sensitivity / specificity (at the review
+floor) on the eval part.
+
+    MPOX_TRIAGE_WEIGHTS_DIR=../shared/weights python bench/adaptation.py ../shared/data/manifest.csv \\
+        --arch mobilenetv2 --draws 10 --ks 0,25,50,100
 """
 
 from __future__ import annotations
@@ -15,11 +28,14 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+import time
 from pathlib import Path
 
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+ORDERS = ("random", "uncertainty", "uncertainty-rounds", "medoids", "stratified", "medoids+uncertainty")
 
 
 def features(manifest: str, arch: str):
@@ -29,68 +45,142 @@ def features(manifest: str, arch: str):
     return x[:, 0], y, np.asarray(src)
 
 
-def curve(xb, yb, xs, ys, ks, draws, weight, C, order, round_size, seed=0):
+def pick(order: str, k: int, pool: np.ndarray, xs, ys, fit, base_head, round_size: int, rng, seed: int) -> list[int]:
+    """Site indices (into xs) of the K photos `order` would have labelled from `pool`."""
+    from core.adapt import medoid_order, stratified_order, uncertainty_order
+
+    if k == 0:
+        return []
+    if order == "random":
+        return [int(i) for i in rng.permutation(pool)[:k]]
+    if order == "uncertainty":
+        return [int(pool[i]) for i in uncertainty_order(base_head.logits(xs[pool]), xs[pool], k)]
+    if order == "medoids":
+        return [int(pool[i]) for i in medoid_order(xs[pool], k, seed=seed)]
+    if order == "stratified":
+        return [int(pool[i]) for i in stratified_order(base_head.logits(xs[pool]), k)]
+    seq: list[int] = []
+    head = base_head
+    if order == "medoids+uncertainty":
+        seq = [int(pool[i]) for i in medoid_order(xs[pool], k // 2, seed=seed)]
+        head = fit(seq)
+        round_size = k - len(seq)
+    while len(seq) < k:
+        left = np.setdiff1d(pool, seq)
+        take = uncertainty_order(head.logits(xs[left]), xs[left], min(round_size, k - len(seq)), 0.0,
+                                 xs[seq] if seq else None)
+        seq += [int(left[i]) for i in take]
+        if len(seq) < k:
+            head = fit(seq)
+    return seq
+
+
+def operating_point_metrics(xb, yb, xs, ys, lab, held, weight, C, seed) -> dict:
+    """core.adapt's operating point from cross-validated predictions of the K labelled photos, on the eval part."""
+    from core.adapt import _folds, choose_operating_point, cv_site_logits, fit_with_site
+    from core.calibration import sigmoid
+
+    folds = _folds(ys[lab], None, 5, seed)
+    z_cv = cv_site_logits(xb, yb, xs[lab], ys[lab], weight, C, folds)
+    point = choose_operating_point(ys[lab], sigmoid(z_cv), None, seed=seed)
+    p_eval = sigmoid(fit_with_site(xb, yb, xs[lab], ys[lab], weight, C).logits(xs[held]))
+    y = ys[held]
+    called = p_eval >= point["threshold"]
+    review = p_eval >= min(point["uncertain_band"][0], point["threshold"])
+    return {"sensitivity": float(called[y == 1].mean()), "specificity": float((~called[y == 0]).mean()),
+            "triage_sensitivity": float(review[y == 1].mean()), "triage_specificity": float((~review[y == 0]).mean()),
+            "own": float(point["source"] == "site")}
+
+
+def curve(xb, yb, xs, ys, ks, draws, weight, C, orders, round_size, pool_frac, op_orders=(), seed=0):
     from sklearn.metrics import roc_auc_score
     from sklearn.model_selection import train_test_split
 
-    from core.adapt import fit_with_site, suggest_next
+    from core.adapt import fit_with_site
 
-    out = {k: [] for k in ks}
+    out = {(o, k): [] for o in orders for k in ks}
+    ops = {(o, k): [] for o in op_orders for k in ks if k}
+    base_head = fit_with_site(xb, yb, xs[:0], ys[:0], weight, C)
     for d in range(draws):
-        pool, held = train_test_split(np.arange(len(ys)), test_size=0.5, stratify=ys, random_state=seed + d)
-        rng = np.random.default_rng(seed + d)
-        if order == "random":
-            seq = list(rng.permutation(pool))
-        else:
-            seq = []
-            head = fit_with_site(xb, yb, xs[:0], ys[:0], weight, C)
-            while len(seq) < min(max(ks), len(pool)):
-                left = np.array([i for i in pool if i not in set(seq)])
-                z = head.logits(xs[left])
-                take = suggest_next(z, xs[left], min(round_size, len(left)), 0.0,
-                                    xs[seq] if seq else None)
-                seq += [int(left[i]) for i in take]
-                head = fit_with_site(xb, yb, xs[seq], ys[seq], weight, C)
-        for k in ks:
-            if k > len(pool):
-                continue
-            lab = np.array(seq[:k], dtype=int)
-            if k and len(set(ys[lab])) < 2:
-                out[k].append(np.nan)
-                continue
-            head = fit_with_site(xb, yb, xs[lab], ys[lab], weight, C)
-            out[k].append(roc_auc_score(ys[held], head.logits(xs[held])))
-    return out
+        pool, held = train_test_split(np.arange(len(ys)), train_size=pool_frac, stratify=ys, random_state=seed + d)
+
+        def fit(idx):
+            idx = np.asarray(idx, dtype=int)
+            return fit_with_site(xb, yb, xs[idx], ys[idx], weight, C)
+
+        for order in orders:
+            for k in ks:
+                if k > len(pool):
+                    continue
+                lab = np.array(pick(order, k, pool, xs, ys, fit, base_head, round_size,
+                                    np.random.default_rng(seed + d), seed + d), dtype=int)
+                if k and len(set(ys[lab])) < 2:
+                    out[(order, k)].append(np.nan)
+                    continue
+                head = fit(lab) if k else base_head
+                out[(order, k)].append(roc_auc_score(ys[held], head.logits(xs[held])))
+                if order in op_orders and k and min(np.bincount(ys[lab], minlength=2)) >= 2:
+                    ops[(order, k)].append(operating_point_metrics(xb, yb, xs, ys, lab, held, weight, C, seed + d))
+        print(f"  draw {d + 1}/{draws} done", file=sys.stderr, flush=True)
+    return out, ops
+
+
+def cell(values) -> str:
+    from core.evaluation import mean_ci95
+
+    m = mean_ci95(values)
+    return f"{m['mean']:.3f} [{m['ci95'][0]:.3f}, {m['ci95'][1]:.3f}]" if m["n"] else "n/a"
 
 
 def main(argv=None) -> int:
-    from core.evaluation import mean_ci95
     from core.heads import DEFAULT_C
 
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("manifest")
     ap.add_argument("--arch", default="combined")
-    ap.add_argument("--ks", default="0,25,50,100,200")
-    ap.add_argument("--draws", type=int, default=5)
+    ap.add_argument("--ks", default="0,25,50,100")
+    ap.add_argument("--draws", type=int, default=10)
     ap.add_argument("--weight", type=float, default=10.0)
     ap.add_argument("--C", type=float, default=DEFAULT_C)
-    ap.add_argument("--round", type=int, default=5, help="photos per review round (uncertainty order)")
+    ap.add_argument("--round", type=int, default=25, help="photos per review round (uncertainty-rounds)")
+    ap.add_argument("--pool-frac", type=float, default=0.6, help="share of the site photos in the pool")
+    ap.add_argument("--orders", default=",".join(ORDERS))
+    ap.add_argument("--operating-point", action="store_true", help="also the adapted operating point's rates")
+    ap.add_argument("--op-orders", default="random,medoids")
+    ap.add_argument("--direction", help="only this base collection (e.g. MSID)")
     args = ap.parse_args(argv)
     ks = [int(k) for k in args.ks.split(",")]
+    orders = args.orders.split(",")
+    op_orders = args.op_orders.split(",") if args.operating_point else []
     x, y, src = features(args.manifest, args.arch)
-    print(f"Adaptation learning curve, {args.arch}, logistic head C={args.C:g}, site weight {args.weight:g}, "
-          f"{args.draws} draws; ROC-AUC on the untouched half of the site's train+val photos (mean [95% CI])")
-    print(f"{'base -> site':<22} {'order':<12} " + " ".join(f"{'K=' + str(k):>22}" for k in ks))
+    print(f"Review orders, {args.arch}, logistic head C={args.C:g}, site weight {args.weight:g}, {args.draws} draws, "
+          f"pool {args.pool_frac:g} of the site's train+val photos; ROC-AUC on the eval part (mean [95% CI])")
+    print(f"| base -> site | order | " + " | ".join(f"K={k}" for k in ks) + " |")
+    print("|---|---|" + "---|" * len(ks))
+    op_rows = []
     for a in sorted(set(src)):
+        if args.direction and a != args.direction:
+            continue
         b = src != a
-        for order in ("random", "uncertainty"):
-            res = curve(x[src == a], y[src == a], x[b], y[b], ks, args.draws, args.weight, args.C, order, args.round)
-            cells = []
-            for k in ks:
-                m = mean_ci95(res[k])
-                cells.append(f"{m['mean']:.3f} [{m['ci95'][0]:.3f},{m['ci95'][1]:.3f}]" if m["n"] else "n/a")
-            name = f"{a} -> {', '.join(sorted(set(src[b])))}"
-            print(f"{name:<22} {order:<12} " + " ".join(f"{c:>22}" for c in cells), flush=True)
+        name = f"{a} -> {', '.join(sorted(set(src[b])))}"
+        t0 = time.time()
+        res, ops = curve(x[src == a], y[src == a], x[b], y[b], ks, args.draws, args.weight, args.C, orders,
+                         args.round, args.pool_frac, op_orders)
+        for order in orders:
+            print(f"| {name} | {order} | " + " | ".join(cell(res[(order, k)]) for k in ks) + " |", flush=True)
+        print(f"  ({time.time() - t0:.0f} s)", file=sys.stderr)
+        for (order, k), rows in ops.items():
+            if rows:
+                op_rows.append(f"| {name} | {order} | {k} | " + " | ".join(
+                    cell([r[m] for r in rows]) for m in ("sensitivity", "specificity", "triage_sensitivity",
+                                                          "triage_specificity"))
+                    + f" | {np.mean([r['own'] for r in rows]):.2f} |")
+    if op_rows:
+        print("\nAdapted operating point on the eval part (mean [95% CI]); own = share of draws where the site "
+              "sample allowed its own review floor (else the parent's point)")
+        print("| base -> site | order | K | sensitivity | specificity | triage sensitivity | triage specificity | own |")
+        print("|---|---|---|---|---|---|---|---|")
+        print("\n".join(op_rows))
     return 0
 
 

@@ -114,6 +114,193 @@ def embed_photos(bundle, paths: Sequence[str | os.PathLike], batch_size: int = 1
     return logits, out, ok, errors
 
 
+# -- the site photos: guards before any slow work --------------------------------------------------
+
+# Class folder names `adapt --labelled` accepts, compared lower-cased without punctuation
+# (core.datasets._norm): mpox aliases are mpox; these name other photos. Any other name is refused,
+# so a `suspected_mpox/` or `unsure/` folder never silently becomes not-mpox.
+OTHER_CONDITION_NAMES = frozenset({
+    "normal", "healthy", "healthyskin", "chickenpox", "varicella", "measles", "cowpox", "hfmd",
+    "handfootmouth", "handfootandmouthdisease", "acne", "herpes", "shingles", "zoster", "scabies", "eczema",
+    "psoriasis", "impetigo", "molluscum", "molluscumcontagiosum",
+})
+MIN_ROC_AUC = 0.6   # below this cross-validated site ROC-AUC an adapted model is refused (unless accepted)
+
+
+def not_mpox_names() -> frozenset[str]:
+    """Every class name adapt reads as not-mpox (normalised): core.datasets' generic ones plus named conditions."""
+    from core.datasets import NOT_MPOX_ALIASES
+
+    return NOT_MPOX_ALIASES | OTHER_CONDITION_NAMES
+
+
+def class_name_problem(dataset) -> str | None:
+    """One line naming class folders outside the accepted list (docs/adaptation.md), or None."""
+    from core.datasets import MPOX_ALIASES, _norm
+
+    accepted = MPOX_ALIASES | not_mpox_names()
+    unknown = sorted({s.fine_label for s in dataset.samples
+                      if _norm(s.fine_label) not in accepted and s.label != "mpox"})
+    if not unknown:
+        return None
+    return (f"class folder(s) {', '.join(unknown)} not understood: adapt reads mpox/ (or monkeypox/) as mpox and "
+            "other/, not_mpox/, normal/, chickenpox/, measles/ ... as not-mpox (the list is in docs/adaptation.md); "
+            "rename or move the folder (photos you are unsure of are left out, not guessed)")
+
+
+def duplicate_label_problem(paths: Sequence[str | os.PathLike], labels: Sequence[int],
+                            sha256: Sequence[str | None]) -> str | None:
+    """One line when the same photo content (SHA-256) carries both labels, or None."""
+    seen: dict[str, tuple[int, str]] = {}
+    for p, y, h in zip(paths, labels, sha256):
+        if not h:
+            continue
+        if h in seen and seen[h][0] != int(y):
+            first = seen[h]
+            names = {1: "mpox", 0: "not-mpox"}
+            return (f"the same photo (SHA-256 {h[:12]}...) is labelled {names[first[0]]} as {first[1]} and "
+                    f"{names[int(y)]} as {p}; fix one label (or remove the copy) before adapting")
+        seen.setdefault(h, (int(y), str(p)))
+    return None
+
+
+def content_sha256(paths: Sequence[str | os.PathLike]) -> list[str | None]:
+    """SHA-256 of each file now (None when it cannot be read)."""
+    from core.images import file_sha256
+
+    out: list[str | None] = []
+    for p in paths:
+        try:
+            out.append(file_sha256(p))
+        except OSError:
+            out.append(None)
+    return out
+
+
+def stale_mask(recorded: Sequence[str | None] | None, current: Sequence[str | None]) -> np.ndarray:
+    """True where a photo's content differs from the content its review labelled (unknown = not stale)."""
+    if recorded is None:
+        return np.zeros(len(current), dtype=bool)
+    return np.array([bool(r) and r != c for r, c in zip(recorded, current)], dtype=bool)
+
+
+@dataclass
+class SiteCheck:
+    """The site photos adapt will use: stale ones left out, with their current SHA-256."""
+    paths: list
+    labels: np.ndarray
+    groups: list | None
+    sha256: list
+    stale: list[str]
+    warnings: list[str]
+
+
+def check_site(paths: Sequence[str | os.PathLike], labels: Sequence[int], groups: Sequence[str] | None = None,
+               review_sha256: Sequence[str | None] | None = None) -> SiteCheck:
+    """Leave out stale labels (content changed since the review), then AdaptError (one line) for one content
+    under both labels or too few photos. Reads (hashes) the files; fast, so callers run it before slow work."""
+    labels = np.asarray(labels).astype(int)
+    paths = list(paths)
+    shas = content_sha256(paths)
+    stale = stale_mask(review_sha256, shas)
+    warnings: list[str] = []
+    stale_paths = [str(p) for p, st in zip(paths, stale) if st]
+    if stale.any():
+        warnings.append(f"{len(stale_paths)} reviewed photo(s) changed since they were reviewed (e.g. "
+                        f"{stale_paths[0]}): their reviews are stale and were not used")
+        keep = ~stale
+        paths, labels, shas = [p for p, k in zip(paths, keep) if k], labels[keep], [h for h, k in zip(shas, keep) if k]
+        groups = None if groups is None else [g for g, k in zip(groups, keep) if k]
+    problem = duplicate_label_problem(paths, labels, shas) or count_problem(labels)
+    if problem:
+        raise AdaptError(problem)
+    return SiteCheck(paths, labels, None if groups is None else list(groups), shas, stale_paths, warnings)
+
+
+def quality_problem(site_cv: dict, site_parent: dict) -> str | None:
+    """What is wrong when the adapted head ranks the site's photos below MIN_ROC_AUC or below the parent, or None."""
+    auc, parent = float(site_cv.get("roc_auc", float("nan"))), float(site_parent.get("roc_auc", float("nan")))
+    if np.isfinite(auc) and auc < MIN_ROC_AUC:
+        return (f"the adapted model's cross-validated ROC-AUC on the site photos is {auc:.3f}, below "
+                f"{MIN_ROC_AUC:.1f} (it would not rank this site's photos usefully)")
+    if np.isfinite(auc) and np.isfinite(parent) and auc < parent:
+        return (f"the adapted model ranks the site photos worse than its parent (cross-validated ROC-AUC {auc:.3f} "
+                f"vs {parent:.3f} for the parent on the same photos)")
+    return None
+
+
+# -- the adapted operating point --------------------------------------------------------------------
+
+TARGET_TRIAGE_SENSITIVITY = 0.95
+MIN_MPOX_FOR_OWN_POINT = 20   # fewer mpox site photos cannot show 0.95 (one miss is 5%): keep the parent's point
+
+
+def parent_out_of_collection_point(card) -> dict:
+    """The parent's out-of-collection operating point ({threshold, uncertain_band}); its top-level one when the
+    card has none (cards before release 1.3.0)."""
+    ooc = ((card.extra or {}).get("operating_points") or {}).get("out_of_collection") \
+        if isinstance(card.extra, dict) else None
+    if isinstance(ooc, dict) and "threshold" in ooc and "uncertain_band" in ooc:
+        return {"threshold": float(ooc["threshold"]), "uncertain_band": [float(b) for b in ooc["uncertain_band"]],
+                "from": "parent out_of_collection"}
+    band = list(card.uncertain_band or [card.threshold, card.threshold])
+    return {"threshold": float(card.threshold), "uncertain_band": [float(b) for b in band],
+            "from": "parent threshold (the card has no out-of-collection point)"}
+
+
+def review_floor_lower_bound(p_mpox: np.ndarray, target: float = TARGET_TRIAGE_SENSITIVITY,
+                             n_bootstrap: int = 1000, seed: int = 0) -> float:
+    """A review floor that keeps >= `target` of mpox photos in 95% of bootstrap resamples of their scores.
+
+    Per resample: the highest floor with >= target of the resampled mpox scores at or above it; the
+    floor returned is the 5th percentile of those, so the triage sensitivity target holds at the
+    bootstrap's lower bound rather than only on this one sample."""
+    pos = np.sort(np.asarray(p_mpox, dtype=np.float64))
+    keep = int(np.ceil(target * len(pos) - 1e-9))
+    rng = np.random.default_rng(seed)
+    draws = np.sort(rng.choice(pos, size=(max(1, n_bootstrap), len(pos)), replace=True), axis=1)
+    floors = draws[:, len(pos) - keep]
+    # Just below the bound's score, so that photo itself is kept (scores tie at float precision).
+    return float(np.nextafter(np.percentile(floors, 5.0, method="lower"), -np.inf))
+
+
+def choose_operating_point(y: Sequence[int], p_cv: Sequence[float], parent_point: dict | None,
+                           threshold: float | None = None, target: float = TARGET_TRIAGE_SENSITIVITY,
+                           n_bootstrap: int = 1000, seed: int = 0) -> dict:
+    """The adapted model's threshold and uncertain band, from cross-validated site predictions `p_cv`.
+
+    With MIN_MPOX_FOR_OWN_POINT or more mpox photos: the threshold is `threshold` (or the highest with
+    sensitivity >= 0.90 there), and the band's lower edge (the review floor) is lowered, if needed, to
+    review_floor_lower_bound, so triage sensitivity >= `target` holds at its bootstrap lower bound.
+    With fewer: the parent's out-of-collection point, unchanged. Returns {threshold, uncertain_band,
+    source ("site" | "parent"), reason, triage_sensitivity, triage_specificity (on p_cv)}.
+    """
+    from core.calibration import logit, sigmoid
+    from core.evaluation import choose_threshold
+
+    y = np.asarray(y).astype(int)
+    p = np.asarray(p_cv, dtype=np.float64)
+    n_pos = int((y == 1).sum())
+    if n_pos < MIN_MPOX_FOR_OWN_POINT and parent_point is not None:
+        thr, band = float(parent_point["threshold"]), [float(b) for b in parent_point["uncertain_band"]]
+        source = "parent"
+        reason = (f"only {n_pos} mpox site photos (fewer than {MIN_MPOX_FOR_OWN_POINT}: a triage sensitivity of "
+                  f"{target:.2f} cannot be shown on them); kept the parent's out-of-collection operating point")
+    else:
+        thr = float(threshold) if threshold is not None else choose_threshold(y, p, 0.90)[0]
+        centre = float(logit(thr))
+        lo, hi = float(sigmoid(centre - 1.0)), float(sigmoid(centre + 1.0))
+        floor = review_floor_lower_bound(p[y == 1], target, n_bootstrap, seed)
+        band = [min(lo, floor), hi]
+        source = "site"
+        reason = (f"review floor {band[0]:.3f}: triage sensitivity >= {target:.2f} at the bootstrap lower bound on "
+                  f"cross-validated site predictions ({n_pos} mpox)")
+    review = p >= min(band[0], thr)
+    return {"threshold": thr, "uncertain_band": band, "source": source, "reason": reason,
+            "triage_sensitivity": float(review[y == 1].mean()) if n_pos else float("nan"),
+            "triage_specificity": float((~review[y == 0]).mean()) if (y == 0).any() else float("nan")}
+
+
 # -- the recipe on embeddings -----------------------------------------------------------------------
 
 def _folds(y: np.ndarray, groups: Sequence[str] | None, n_splits: int, seed: int):
@@ -195,26 +382,31 @@ class AdaptResult:
     head: Any = None                 # core.heads.LinearHead: the new head (runs in numpy)
     parent: Any = None               # the parent Bundle (its LiteRT backbone is reused)
     photos: list = field(default_factory=list)  # the site photos used (a few check the new runtime)
+    stale: list[str] = field(default_factory=list)   # photos left out: changed since their review
 
 
 def adapt_bundle(bundle, paths: Sequence[str | os.PathLike], labels: Sequence[int], groups: Sequence[str] | None = None,
                  *, name: str | None = None, version: str | None = None, min_sensitivity: float = 0.90,
                  C: float | None = None, seed: int = 0, n_bootstrap: int = 1000, site_label: str = "",
+                 review_sha256: Sequence[str | None] | None = None, accept_worse: bool = False,
                  progress: ProgressFn | None = None, cancel: CancelToken | None = None) -> AdaptResult:
-    """Adapt `bundle` to labelled site photos (labels 1 = mpox, 0 = not mpox); writes nothing."""
+    """Adapt `bundle` to labelled site photos (labels 1 = mpox, 0 = not mpox); writes nothing.
+
+    `review_sha256`: the content each label was given to (from the session's reviews); a photo whose
+    content differs now has a stale label and is left out. Refused with AdaptError (one line): too few
+    photos, one content under both labels, or an adapted model that ranks the site photos below
+    MIN_ROC_AUC or below the parent (unless `accept_worse`)."""
     from core.bundle import ModelCard
-    from core.calibration import apply_temperature, fit_temperature, logit, sigmoid
+    from core.calibration import apply_temperature, fit_temperature
     from core.evaluation import choose_threshold, evaluate_probabilities, to_jsonable
     from core.features import embeddings_npz_bytes
     from core.heads import DEFAULT_C, attach_head
-    from core.images import file_sha256
     from core.ood import fit_ood
     from core.records import utc_now
 
     labels = np.asarray(labels).astype(int)
-    problem = count_problem(labels)
-    if problem:
-        raise AdaptError(problem)
+    site = check_site(paths, labels, groups, review_sha256)
+    paths, labels, groups, shas = site.paths, site.labels, site.groups, site.sha256
     base = base_embeddings(bundle)
     parent_logits, xs_all, ok, errors = embed_photos(bundle, paths, progress=progress, cancel=cancel)
     ys = labels[ok]
@@ -222,9 +414,10 @@ def adapt_bundle(bundle, paths: Sequence[str | os.PathLike], labels: Sequence[in
     if problem:
         raise AdaptError(f"{len(errors)} photo(s) could not be read; {problem}")
     xs, z_parent = xs_all[ok], parent_logits[ok]
+    site_sha = [h for h, good in zip(shas, ok) if good]
     kept_paths = [p for p, good in zip(paths, ok) if good]
     g = None if groups is None else [gg for gg, good in zip(groups, ok) if good]
-    warnings = count_warnings(ys)
+    warnings = site.warnings + count_warnings(ys)
 
     card0 = bundle.card
     C = float(C or card0.training.get("hyperparameters", {}).get("head", {}).get("C") or DEFAULT_C)
@@ -241,6 +434,13 @@ def adapt_bundle(bundle, paths: Sequence[str | os.PathLike], labels: Sequence[in
     # would drive T to its floor and saturate every probability.
     temperature = fit_temperature(np.concatenate([z_cv, z_val_after]), np.concatenate([ys, yv]))
     p_cv = apply_temperature(z_cv, temperature)
+    p_parent = apply_temperature(z_parent, card0.temperature)
+    problem = quality_problem({"roc_auc": _auc(ys, z_cv)}, {"roc_auc": _auc(ys, p_parent)})
+    if problem and not accept_worse:
+        raise AdaptError(f"{problem}; refused, nothing saved: check the labels, review more photos, or keep it "
+                         "anyway with --accept-worse")
+    if problem:
+        warnings.append(f"kept with --accept-worse although {problem}")
     threshold, reason = choose_threshold(ys, p_cv, min_sensitivity)
     reason = reason.replace("on the validation split", "on cross-validated site predictions")
     if len(set(yv.tolist())) == 2:
@@ -251,8 +451,12 @@ def adapt_bundle(bundle, paths: Sequence[str | os.PathLike], labels: Sequence[in
             threshold = base_thr
             reason += (f"; lowered to {base_thr:.3f}, the highest that also keeps sensitivity >= {min_sensitivity:.2f} "
                        "on the base val photos")
+    parent_point = parent_out_of_collection_point(card0)
+    point = choose_operating_point(ys, p_cv, parent_point, threshold, n_bootstrap=n_bootstrap, seed=seed)
+    if point["source"] == "parent":
+        threshold = point["threshold"]
+    reason += f"; {point['reason']}"
     site_cv = evaluate_probabilities(ys, p_cv, threshold, n_bootstrap=n_bootstrap, seed=seed)
-    p_parent = apply_temperature(z_parent, card0.temperature)
     site_parent = evaluate_probabilities(ys, p_parent, card0.threshold, n_bootstrap=n_bootstrap, seed=seed)
     report(progress, 0, 1, "learning curve", "adapt")
     curve = learning_curve(xb, yb, xs, ys, weight, C, folds, seed)
@@ -267,10 +471,8 @@ def adapt_bundle(bundle, paths: Sequence[str | os.PathLike], labels: Sequence[in
     ood = fit_ood(np.concatenate([xb, xs]).astype(np.float64), n_components=32)
     ood_ref = np.concatenate([ood.score(xv), ood.score(xs)]) if len(xv) else ood.score(xs)
     ood_threshold = float(np.percentile(ood_ref, 99.0))
-    centre = float(logit(threshold))
-    band = [float(sigmoid(centre - 1.0)), float(sigmoid(centre + 1.0))]
+    band = [float(b) for b in point["uncertain_band"]]
 
-    site_sha = [file_sha256(p) for p in kept_paths]
     npz = embeddings_npz_bytes(
         np.concatenate([base["embedding"], xs]), np.concatenate([base["label"], ys]),
         list(base["source"]) + [SITE_SOURCE] * len(ys), list(base["split"]) + ["site"] * len(ys),
@@ -286,6 +488,7 @@ def adapt_bundle(bundle, paths: Sequence[str | os.PathLike], labels: Sequence[in
         "base_val_before": {k: base_before[k] for k in keys} if base_before else {},
         "base_val_after": {k: base_after[k] for k in keys} if base_after else {},
         "learning_curve": curve, "warnings": warnings,
+        "operating_point": {"adapted": point, "parent_out_of_collection": parent_point},
         "method": ("logistic head (core.heads) on the parent's base training embeddings plus the site photos, "
                    "site weight chosen by cross-validated site ROC-AUC; threshold (sensitivity >= "
                    f"{min_sensitivity:.2f}) from the cross-validated site predictions; temperature from those and "
@@ -294,7 +497,7 @@ def adapt_bundle(bundle, paths: Sequence[str | os.PathLike], labels: Sequence[in
     rep = to_jsonable(rep)
     d = card0.to_dict()
     training = dict(card0.training or {})
-    training["adapt"] = {k: rep[k] for k in ("site_weight", "site_weight_selection", "C", "method")}
+    training["adapt"] = {k: rep[k] for k in ("site_weight", "site_weight_selection", "C", "method", "operating_point")}
     card = ModelCard(
         name=name or f"{card0.name}-site", version=version or f"{card0.version}+site.{utc_now()[:10]}",
         architecture=card0.architecture, input_size=card0.input_size, preprocessing=card0.preprocessing,
@@ -313,7 +516,7 @@ def adapt_bundle(bundle, paths: Sequence[str | os.PathLike], labels: Sequence[in
                                      if k in ("kind", "components")},
     )
     return AdaptResult(model, card, ood, npz, rep, warnings, components=(card0.extra or {}).get("components"),
-                       head=head, parent=bundle, photos=[str(p) for p in kept_paths])
+                       head=head, parent=bundle, photos=[str(p) for p in kept_paths], stale=site.stale)
 
 
 def adapted_keras_model(bundle, head):
@@ -333,8 +536,12 @@ def adapted_keras_model(bundle, head):
 RUNTIME_CHECK_PHOTOS = 32
 
 
-def save_adapted(result: AdaptResult, out_dir: str | os.PathLike, force: bool = False) -> Path:
+def save_adapted(result: AdaptResult, out_dir: str | os.PathLike, force: bool = False,
+                 keep_previous_as: str | os.PathLike | None = None) -> Path:
     """Write the adapted bundle; refuses an existing folder (unless `force`) and any shipped bundle folder.
+
+    With `force` a bundle already at `out_dir` is replaced and kept whole at `keep_previous_as`
+    (default `<out>.replaced-<time>`, core.bundle.save_bundle): a model is never lost.
 
     The bundle runs on LiteRT and numpy when its parent does: it reuses the parent's backbone export and
     carries its new head as `head-<sha>.npz`. With TensorFlow installed it also holds the Keras model, and
@@ -350,12 +557,14 @@ def save_adapted(result: AdaptResult, out_dir: str | os.PathLike, force: bool = 
         files, info = light
         extra.update(files)
         result.card.extra = {**(result.card.extra or {}), "runtime": info}
+    options = {"replace": force, "keep_previous_as": keep_previous_as}
     if result.components:
         from core.combined import save_combined
 
-        path = save_combined(result.model, result.card, out, result.components, ood=result.ood, extra_files=extra)
+        path = save_combined(result.model, result.card, out, result.components, ood=result.ood, extra_files=extra,
+                             **options)
     else:
-        path = save_bundle(result.model, result.card, out, ood=result.ood, extra_files=extra)
+        path = save_bundle(result.model, result.card, out, ood=result.ood, extra_files=extra, **options)
     backbone = _parent_backbone(result.parent)
     if result.model is not None and (backbone is not None or result.components) and result.photos:
         from core.export import ExportError, attach_light_runtime
@@ -414,8 +623,9 @@ def _light_only_runtime(result: AdaptResult) -> tuple[dict, dict]:
 
 
 def check_out_dir(out_dir: str | os.PathLike, force: bool = False) -> Path:
-    """`out_dir` resolved, or AdaptError: never inside the shipped models folder, never over a folder unless forced."""
-    from core.bundle import default_models_dir
+    """`out_dir` resolved, or AdaptError: never inside the shipped models folder, never over a folder unless
+    forced, and then only over a bundle you made (core.bundle.check_save_target)."""
+    from core.bundle import BundleError, check_save_target, default_models_dir
 
     out = Path(out_dir).expanduser().resolve()
     shipped = default_models_dir().resolve()
@@ -426,22 +636,112 @@ def check_out_dir(out_dir: str | os.PathLike, force: bool = False) -> Path:
         raise AdaptError(f"{out} already exists; choose a new folder (or --force to replace a model you made)")
     if out.exists() and not out.is_dir():
         raise AdaptError(f"{out} is a file, not a folder")
+    try:
+        check_save_target(out, force)
+    except BundleError as exc:
+        raise AdaptError(str(exc)) from None
     return out
 
 
 # -- what to review next ----------------------------------------------------------------------------
 
-def suggest_next(logits: np.ndarray, embeddings: np.ndarray, k: int, threshold_logit: float = 0.0,
-                 labelled_embeddings: np.ndarray | None = None, pool_factor: int = 4) -> list[int]:
-    """Indices of the `k` photos to label next: the most uncertain, kept diverse.
+# Review orders (bench/adaptation.py measures them; docs/adaptation.md has the table).
+ORDER_MEDOIDS = "medoids"          # k-means medoids of the embeddings: photos that stand for many others
+ORDER_STRATIFIED = "stratified"    # spread over the model's score range: quantiles of p(mpox), widest gap first
+ORDER_UNCERTAINTY = "uncertainty"  # nearest the decision boundary, kept diverse (the order before 1.3.0)
+REVIEW_ORDERS = (ORDER_MEDOIDS, ORDER_STRATIFIED, ORDER_UNCERTAINTY)
+DEFAULT_ORDER = ORDER_MEDOIDS
 
-    Uncertainty is closeness of the (calibrated) logit to the threshold's logit. Among the
-    `pool_factor * k` most uncertain photos, greedy k-center on the standardised, square-rooted
-    embeddings picks each next photo farthest from those already labelled or chosen, so a review
-    round does not spend itself on near-copies. Returned in the order to review.
-    """
+
+def _review_space(embeddings: np.ndarray, labelled: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """Standardised, square-rooted embeddings (the head's own feature space) of the pool and the labelled."""
     from core.heads import signed_sqrt
 
+    f = signed_sqrt(np.asarray(embeddings, dtype=np.float64))
+    lab = signed_sqrt(np.asarray(labelled, dtype=np.float64)) if labelled is not None and len(labelled) else \
+        np.zeros((0, f.shape[1]))
+    both = np.concatenate([f, lab]) if len(lab) else f
+    mu, sd = both.mean(axis=0), both.std(axis=0) + 1e-6
+    return (f - mu) / sd, (lab - mu) / sd
+
+
+def medoid_order(embeddings: np.ndarray, k: int, labelled_embeddings: np.ndarray | None = None,
+                 seed: int = 0) -> list[int]:
+    """Indices of `k` photos that stand for the pool: k-means medoids, biggest cluster first.
+
+    The pool and the photos already labelled are clustered together into (labelled + k) groups; a
+    group that holds a labelled photo is covered, every other group gives the photo nearest its
+    centre. A lone outlier (a blank, a strip, a screenshot) forms a group of one, so it comes last.
+    """
+    from sklearn.cluster import KMeans
+
+    f, lab = _review_space(embeddings, labelled_embeddings)
+    n = len(f)
+    k = int(min(max(k, 0), n))
+    if k == 0:
+        return []
+    both = np.concatenate([f, lab]) if len(lab) else f
+    chosen: list[int] = []
+    m = min(len(both), k + len(lab))
+    while True:
+        km = KMeans(n_clusters=m, n_init=3, random_state=seed).fit(both)
+        cl_pool, cl_lab = km.labels_[:n], set(km.labels_[n:].tolist())
+        groups = []
+        for c in range(m):
+            members = np.flatnonzero(cl_pool == c)
+            if c in cl_lab or not len(members):
+                continue
+            d = ((f[members] - km.cluster_centers_[c]) ** 2).sum(-1)
+            groups.append((-len(members), float(d.min()), int(members[np.argmin(d)])))
+        chosen = [i for _, _, i in sorted(groups)]
+        if len(chosen) >= k or m >= len(both):
+            break
+        m = min(len(both), m + (k - len(chosen)))
+    if len(chosen) < k:   # every group covered: fill with the rest, farthest from the covered first
+        rest = np.setdiff1d(np.arange(n), chosen)
+        ref = np.concatenate([lab, f[chosen]]) if len(chosen) else lab
+        d = np.min(((f[rest][:, None, :] - ref[None]) ** 2).sum(-1), axis=1) if len(ref) else np.zeros(len(rest))
+        chosen += [int(i) for i in rest[np.argsort(-d, kind="stable")]]
+    return chosen[:k]
+
+
+def stratified_order(logits: np.ndarray, k: int, labelled_logits: np.ndarray | None = None) -> list[int]:
+    """Indices of `k` photos spread evenly over the score range: each next one fills the widest gap.
+
+    Scores become ranks among the pool and the labelled photos (q in (0, 1)); greedy max-min on q, the
+    ends counting double, so from nothing the picks run median, quartiles, octiles ... and photos
+    already labelled fill their part of the range. Needs scores only (the app's Review next has no
+    embeddings)."""
+    z = np.asarray(logits, dtype=np.float64).reshape(-1)
+    lab = np.asarray(labelled_logits, dtype=np.float64).reshape(-1) if labelled_logits is not None else np.zeros(0)
+    n = len(z)
+    k = int(min(max(k, 0), n))
+    if k == 0:
+        return []
+    both = np.concatenate([z, lab])
+    q = (np.argsort(np.argsort(both, kind="stable"), kind="stable") + 0.5) / len(both)
+    qp = q[:n]
+    gap = np.minimum(2 * qp, 2 * (1 - qp))          # distance to the ends, doubled
+    for ql in q[n:]:
+        gap = np.minimum(gap, np.abs(qp - ql))
+    chosen: list[int] = []
+    while len(chosen) < k:
+        g = gap.copy()
+        g[chosen] = -1.0
+        nxt = int(np.argmax(g))
+        chosen.append(nxt)
+        gap = np.minimum(gap, np.abs(qp - qp[nxt]))
+    return chosen
+
+
+def uncertainty_order(logits: np.ndarray, embeddings: np.ndarray, k: int, threshold_logit: float = 0.0,
+                      labelled_embeddings: np.ndarray | None = None, pool_factor: int = 4) -> list[int]:
+    """Indices of `k` photos nearest the decision boundary, kept diverse (the review order before 1.3.0).
+
+    Among the `pool_factor * k` photos whose logit is nearest the threshold's, greedy k-center on the
+    standardised, square-rooted embeddings picks each next photo farthest from those already
+    labelled or chosen.
+    """
     z = np.asarray(logits, dtype=np.float64).reshape(-1)
     n = len(z)
     k = int(min(max(k, 0), n))
@@ -449,12 +749,9 @@ def suggest_next(logits: np.ndarray, embeddings: np.ndarray, k: int, threshold_l
         return []
     order = np.argsort(np.abs(z - threshold_logit), kind="stable")
     pool = order[: min(n, max(k, pool_factor * k))]
-    f = signed_sqrt(np.asarray(embeddings, dtype=np.float64))
-    mu, sd = f.mean(axis=0), f.std(axis=0) + 1e-6
-    f = (f - mu) / sd
+    f, lab = _review_space(embeddings, labelled_embeddings)
     cand = f[pool]
-    if labelled_embeddings is not None and len(labelled_embeddings):
-        lab = (signed_sqrt(np.asarray(labelled_embeddings, dtype=np.float64)) - mu) / sd
+    if len(lab):
         dist = np.min(((cand[:, None, :] - lab[None, :, :]) ** 2).sum(-1), axis=1)
         chosen: list[int] = []
     else:
@@ -469,19 +766,59 @@ def suggest_next(logits: np.ndarray, embeddings: np.ndarray, k: int, threshold_l
     return [int(pool[i]) for i in chosen]
 
 
+def suggest_next(logits: np.ndarray, embeddings: np.ndarray, k: int, threshold_logit: float = 0.0,
+                 labelled_embeddings: np.ndarray | None = None, pool_factor: int = 4,
+                 order: str = DEFAULT_ORDER, seed: int = 0, labelled_logits: np.ndarray | None = None) -> list[int]:
+    """Indices of the `k` photos to label next, in the order to review them (`order`: REVIEW_ORDERS).
+
+    `labelled_logits`: the scores of the photos already labelled (stratified order); the others use
+    `labelled_embeddings`."""
+    if order == ORDER_UNCERTAINTY:
+        return uncertainty_order(logits, embeddings, k, threshold_logit, labelled_embeddings, pool_factor)
+    if order == ORDER_MEDOIDS:
+        return medoid_order(embeddings, k, labelled_embeddings, seed)
+    if order == ORDER_STRATIFIED:
+        return stratified_order(logits, k, labelled_logits)
+    raise ValueError(f"review order must be one of {', '.join(REVIEW_ORDERS)}, not {order!r}")
+
+
+# A photo this small or this elongated is not a skin photo worth a reviewer's first look (a blank 1x1, a
+# 6000x50 strip, an icon): it is listed after every usable photo, never first.
+REVIEW_MIN_SIDE = 64
+REVIEW_MAX_ASPECT = 5.0
+
+
+def odd_shape(path: str | os.PathLike) -> bool:
+    """True for an image under REVIEW_MIN_SIDE pixels a side or longer than REVIEW_MAX_ASPECT times its width
+    (read from the header only); False when the header cannot be read (the embedding step reports it)."""
+    from PIL import Image
+
+    try:
+        with Image.open(path) as im:
+            w, h = im.size
+    except Exception:  # noqa: BLE001 - any unreadable header: left to the decoder's own error row
+        return False
+    return min(w, h) < REVIEW_MIN_SIDE or max(w, h) > REVIEW_MAX_ASPECT * max(1, min(w, h))
+
+
 def suggest_paths(bundle, paths: Sequence[str | os.PathLike], k: int,
                   labelled_paths: Sequence[str | os.PathLike] = (), progress: ProgressFn | None = None,
-                  cancel: CancelToken | None = None) -> list[dict]:
-    """The `k` unlabelled photos to review next under `bundle` ([{path, p_mpox, rank}]), for "Review next"."""
+                  cancel: CancelToken | None = None, order: str = DEFAULT_ORDER, seed: int = 0) -> list[dict]:
+    """The `k` unlabelled photos to review next under `bundle` ([{path, p_mpox, rank}]), for `adapt --suggest`.
+
+    Photos of an odd shape (odd_shape) and photos that cannot be read come after every usable photo."""
     from core.calibration import apply_temperature, logit
 
     z, emb, ok, _ = embed_photos(bundle, paths, progress=progress, cancel=cancel)
-    idx = np.flatnonzero(ok)
+    odd = np.array([bool(good) and odd_shape(p) for p, good in zip(paths, ok)], dtype=bool)
+    idx = np.flatnonzero(ok & ~odd)
     lab = None
     if labelled_paths:
         _, le, lok, _ = embed_photos(bundle, labelled_paths, cancel=cancel)
         lab = le[lok]
     t = float(bundle.card.temperature or 1.0)
-    picks = suggest_next(z[idx] / t, emb[idx], k, float(logit(bundle.card.threshold)), lab)
-    return [{"path": str(paths[idx[i]]), "p_mpox": float(apply_temperature(z[idx[i]], t)), "rank": r + 1}
+    picks = [int(idx[i]) for i in suggest_next(z[idx] / t, emb[idx], k, float(logit(bundle.card.threshold)), lab,
+                                               order=order, seed=seed)] if len(idx) else []
+    picks += [int(i) for i in np.flatnonzero(odd)][: max(0, k - len(picks))]
+    return [{"path": str(paths[i]), "p_mpox": float(apply_temperature(z[i], t)), "rank": r + 1}
             for r, i in enumerate(picks)]

@@ -231,11 +231,12 @@ def component_ref(bundle_dir: str | os.PathLike, card: ModelCard | None = None, 
 
 
 def save_combined(head_model, card: ModelCard, out_dir: str | os.PathLike, components: Sequence[dict[str, Any]],
-                  ood: OODStats | None = None, extra_files: dict | None = None) -> Path:
-    """Write a combined bundle (head only; components referenced by name, version and SHA-256)."""
+                  ood: OODStats | None = None, extra_files: dict | None = None, **save_options) -> Path:
+    """Write a combined bundle (head only; components referenced by name, version and SHA-256).
+    `save_options` (replace, keep_previous_as) go to core.bundle.save_bundle."""
     card.extra = {**(card.extra or {}), "kind": KIND, "components": list(components)}
     card.input_size = max(int(c["input_size"]) for c in components)
-    return save_bundle(head_model, card, out_dir, ood=ood, extra_files=extra_files)
+    return save_bundle(head_model, card, out_dir, ood=ood, extra_files=extra_files, **save_options)
 
 
 def check_components(card: ModelCard, bundle_dir: Path, models_dir=None) -> None:

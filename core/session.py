@@ -26,7 +26,7 @@ from typing import Any, Iterable
 from core import __version__
 from core.records import ResultRecord, utc_now
 
-FORMAT_VERSION = 3
+FORMAT_VERSION = 4
 SESSION_FILE = "session.sqlite"
 # PRAGMA application_id of every session database ("MPXT"): a foreign SQLite file is refused untouched.
 APPLICATION_ID = 0x4D505854
@@ -52,8 +52,8 @@ _RECORD_FIELDS = list(ResultRecord.__dataclass_fields__)
 # Current schema. Format 1 (pre-release) lacked results.flag, results.ood_score, reviews.reviewer
 # and the audit guard triggers; format 2 lacked results.file_size / file_mtime_ns (what the file looked
 # like when it was scored, so a resume notices a changed file), results.scope_score (core.scope) and the ''
-# (cleared) review label.
-# _migrate() adds them.
+# (cleared) review label; format 3 lacked reviews.file_sha256 (the content a review labelled: a photo changed
+# since then has a stale review, which adapt never uses). _migrate() adds them.
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS runs (
     run_id        TEXT PRIMARY KEY,
@@ -94,7 +94,8 @@ CREATE TABLE IF NOT EXISTS reviews (
     path     TEXT NOT NULL,
     label    TEXT NOT NULL CHECK (label IN ('mpox', 'not_mpox', 'unsure', '')),
     reviewer TEXT NOT NULL DEFAULT '',
-    time     TEXT NOT NULL
+    time     TEXT NOT NULL,
+    file_sha256 TEXT
 );
 CREATE INDEX IF NOT EXISTS reviews_path ON reviews(path);
 CREATE TABLE IF NOT EXISTS audit (
@@ -284,6 +285,53 @@ class SessionStore:
             raise
         return store
 
+    @classmethod
+    def open_read_only(cls, path: str | os.PathLike) -> "SessionStore":
+        """Open an existing session for reading only: nothing is written (no schema upgrade, no journal mode
+        change), so a session on a read-only disk or folder can be read. Writing through it fails."""
+        db_path = _session_db_path(Path(path).expanduser())
+        if not db_path.is_file():
+            raise SessionError(f"{db_path}: no session database here; give the folder of an existing session")
+        try:
+            with open(db_path, "rb") as fh:
+                header = fh.read(len(_SQLITE_HEADER))
+        except OSError as exc:
+            raise SessionError(f"{db_path}: cannot read the session ({exc.strerror or exc})") from None
+        if header != _SQLITE_HEADER:
+            raise SessionError(f"{db_path}: not a session database (not an SQLite file); nothing was changed")
+        conn, last = None, None
+        # mode=ro reads a WAL database when its -shm can be used; immutable=1 when the folder is read-only.
+        for query in ("mode=ro", "immutable=1"):
+            try:
+                conn = sqlite3.connect(f"{db_path.resolve().as_uri()}?{query}", uri=True, timeout=30.0,
+                                       isolation_level=None, check_same_thread=False)
+                conn.row_factory = sqlite3.Row
+                _check_identity(conn, db_path)
+                problems = [str(r[0]) for r in conn.execute("PRAGMA quick_check").fetchall()]
+                version = int(conn.execute("PRAGMA user_version").fetchone()[0])
+                break
+            except SessionError:
+                conn.close()
+                raise
+            except sqlite3.DatabaseError as exc:
+                last = exc
+                if conn is not None:
+                    conn.close()
+                conn = None
+        if conn is None:
+            raise SessionError(_database_error_message(db_path, last or sqlite3.DatabaseError("cannot open")))
+        if problems != ["ok"]:
+            conn.close()
+            raise SessionError(f"{db_path}: the session database is damaged (quick_check: {problems[0][:120]}); "
+                               "restore it from a backup")
+        if not 3 <= version <= FORMAT_VERSION:
+            conn.close()
+            raise SessionError(f"{db_path}: session format {version} cannot be read without upgrading it "
+                               f"(this version reads 3 to {FORMAT_VERSION}); open it once with a writable copy")
+        store = cls(db_path, conn)
+        store.journal_mode = "read-only"
+        return store
+
     def close(self) -> None:
         with self._lock:
             if self._conn is not None:
@@ -355,6 +403,18 @@ class SessionStore:
             raise SessionError(f"{self.db_path}: has tables but no session format version; not a session database")
         if version >= FORMAT_VERSION:
             return
+        if version < 3:
+            self._migrate_to_3(version)
+        # Format 4: the SHA-256 of the photo a review labelled (NULL for older reviews).
+        rcols = {r["name"] for r in self._conn.execute("PRAGMA table_info(reviews)")}
+        if "file_sha256" not in rcols:
+            self._conn.execute("ALTER TABLE reviews ADD COLUMN file_sha256 TEXT")
+        self._append_audit(
+            "migrated", {"from_format": version, "to_format": FORMAT_VERSION, "app_version": __version__}, "mpox-triage"
+        )
+
+    def _migrate_to_3(self, version: int) -> None:
+        """Formats 1 and 2 to 3 (inside the caller's transaction)."""
         cols = {r["name"] for r in self._conn.execute("PRAGMA table_info(results)")}
         if version == 1:
             if "flag" not in cols:
@@ -376,9 +436,6 @@ class SessionStore:
         self._conn.execute("INSERT INTO reviews (id, path, label, reviewer, time) "
                            "SELECT id, path, label, reviewer, time FROM reviews_v2")
         self._conn.execute("DROP TABLE reviews_v2")
-        self._append_audit(
-            "migrated", {"from_format": version, "to_format": FORMAT_VERSION, "app_version": __version__}, "mpox-triage"
-        )
 
     # --- audit ---------------------------------------------------------------------------
     def _append_audit(self, action: str, details: dict[str, Any], actor: str | None) -> None:
@@ -536,17 +593,29 @@ class SessionStore:
             return {r[0] for r in self._conn.execute(sql, (model_sha256,))}
 
     # --- reviews -------------------------------------------------------------------------
-    def set_review(self, path: str | os.PathLike, label: str, reviewer: str | None = None) -> None:
-        """Record a human label for a file; the newest review wins, older ones stay as history."""
+    def set_review(self, path: str | os.PathLike, label: str, reviewer: str | None = None,
+                   file_sha256: str | None = None) -> None:
+        """Record a human label for a file; the newest review wins, older ones stay as history.
+
+        `file_sha256` is the content that was labelled (hashed here from `path` when not given and `path`
+        is a readable file): a photo whose content differs later has a stale review (core.adapt skips it)."""
         if label not in REVIEW_LABELS:
             raise ValueError(f"review label must be one of {', '.join(REVIEW_LABELS)}, not {label!r}")
-        self._write_review(path, label, reviewer)
+        if file_sha256 is None:
+            from core.images import file_sha256 as sha256_of
+
+            try:
+                file_sha256 = sha256_of(path) if os.path.isfile(path) else None
+            except OSError:
+                file_sha256 = None
+        self._write_review(path, label, reviewer, file_sha256)
 
     def clear_review(self, path: str | os.PathLike, reviewer: str | None = None) -> None:
         """Take a photo's label back (it is unreviewed again); the history and the audit keep the old one."""
         self._write_review(path, REVIEW_CLEARED, reviewer)
 
-    def _write_review(self, path: str | os.PathLike, label: str, reviewer: str | None) -> None:
+    def _write_review(self, path: str | os.PathLike, label: str, reviewer: str | None,
+                      file_sha256: str | None = None) -> None:
         """One review row and its audit entry (old and new label; None = unreviewed). Clearing a photo that
         has no label writes nothing."""
         who = reviewer or default_actor()
@@ -558,21 +627,28 @@ class SessionStore:
             old = prev[0] if prev and prev[0] != REVIEW_CLEARED else None   # cleared = unreviewed
             if label == REVIEW_CLEARED and old is None:
                 return
-            self._conn.execute("INSERT INTO reviews (path, label, reviewer, time) VALUES (?, ?, ?, ?)",
-                               (key, label, who, utc_now()))
+            self._conn.execute("INSERT INTO reviews (path, label, reviewer, time, file_sha256) VALUES (?, ?, ?, ?, ?)",
+                               (key, label, who, utc_now(), file_sha256))
             self._append_audit(ACTION_REVIEW, {"path": key, "old_label": old, "new_label": label or None,
                                                "reviewer": who}, who)
 
     def reviews(self) -> dict[str, dict[str, Any]]:
-        """Latest review per path: {path: {label, reviewer, time}}; cleared reviews are left out."""
+        """Latest review per path: {path: {label, reviewer, time, file_sha256}}; cleared reviews are left out.
+
+        `file_sha256` is the content the review labelled; for reviews stored before format 4 it is the
+        content of the latest result of that photo stored at or before the review (None when there is none)."""
         with self._lock:
+            rcols = {r["name"] for r in self._fetch("PRAGMA table_info(reviews)")}
+            own = "r.file_sha256" if "file_sha256" in rcols else "NULL"
             rows = self._fetch(
-                "SELECT r.path, r.label, r.reviewer, r.time FROM reviews r "
+                f"SELECT r.path, r.label, r.reviewer, r.time, coalesce({own}, "
+                "(SELECT s.file_sha256 FROM results s WHERE s.path = r.path AND s.timestamp <= r.time "
+                "AND s.file_sha256 IS NOT NULL ORDER BY s.timestamp DESC LIMIT 1)) AS file_sha256 FROM reviews r "
                 "JOIN (SELECT path, max(id) AS id FROM reviews GROUP BY path) last ON last.id = r.id "
                 "ORDER BY r.id"
             )
-        return {r["path"]: {"label": r["label"], "reviewer": r["reviewer"], "time": r["time"]} for r in rows
-                if r["label"] != REVIEW_CLEARED}
+        return {r["path"]: {"label": r["label"], "reviewer": r["reviewer"], "time": r["time"],
+                            "file_sha256": r["file_sha256"]} for r in rows if r["label"] != REVIEW_CLEARED}
 
     def review_history(self, path: str | os.PathLike | None = None) -> list[dict[str, Any]]:
         """Every review, oldest first, optionally of one file."""

@@ -434,13 +434,30 @@ class Workspace:
         if label not in REVIEW_LABELS:
             raise ValueError(f"review label must be one of {', '.join(REVIEW_LABELS)}, not {label!r}")
         who = reviewer or self.actor
+        sha = self._content_sha(path)
         if self.session is not None:
-            self._write("the session", self.session.db_path, self.session.set_review, path, label, who)
+            self._write("the session", self.session.db_path, self.session.set_review, path, label, who, sha)
         from core.session import default_actor
 
-        entry = {"label": label, "reviewer": who or default_actor(), "time": utc_now()}
+        entry = {"label": label, "reviewer": who or default_actor(), "time": utc_now(), "file_sha256": sha}
         self._reviews[path] = entry
         return entry
+
+    def _content_sha(self, path: str) -> str | None:
+        """SHA-256 of the photo as it is now (what a review labels): a stored result's hash when the file's size
+        and mtime still match it, else hashed now; None when the file cannot be read."""
+        st = _stat(self.file_of(path))
+        if st is None:
+            return None
+        for results in self.results.values():
+            rec = results.get(path)
+            if rec is not None and rec.file_sha256 and (rec.file_size, rec.file_mtime_ns) == st:
+                return rec.file_sha256
+        try:
+            with open(self.file_of(path), "rb") as fh:
+                return hashlib.file_digest(fh, "sha256").hexdigest()
+        except OSError:
+            return None
 
     def clear_review(self, path: str, reviewer: str | None = None) -> None:
         """Take a label back: the photo is unreviewed again (the audit trail keeps the old label)."""

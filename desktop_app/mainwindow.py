@@ -901,6 +901,12 @@ class MainWindow(QMainWindow):
         return [(str(self.workspace.file_of(p)), r["label"]) for p, r in self.workspace.reviews.items()
                 if r["label"] in ("mpox", "not_mpox")]
 
+    def reviewed_sha256(self) -> dict[str, str | None]:
+        """File path -> SHA-256 of the content each review labelled: core.adapt leaves out stale reviews."""
+        if self.workspace is None:
+            return {}
+        return {str(self.workspace.file_of(p)): r.get("file_sha256") for p, r in self.workspace.reviews.items()}
+
     # --- status --------------------------------------------------------------------------------
     def warn(self, text: str) -> QMessageBox:
         """A window-modal message that does not block the event loop (workers keep reporting)."""

@@ -159,7 +159,7 @@ def test_session_reviews_feed_adapt_and_unsure_is_left_out(tmp_path):
     assert sorted(labelled) == sorted([(str(files[0]), "mpox"), (str(files[2]), "mpox")])
 
 
-def test_suggest_next_prefers_uncertain_and_diverse():
+def test_uncertainty_order_prefers_uncertain_and_diverse():
     from core.adapt import suggest_next
 
     rng = np.random.default_rng(0)
@@ -167,7 +167,7 @@ def test_suggest_next_prefers_uncertain_and_diverse():
     logits = np.linspace(-6, 6, 40)          # index 20 is nearest the boundary (0)
     emb[21] = emb[20]                        # a near-copy of the most uncertain photo
     emb[19] = emb[20] + 1e-6
-    picks = suggest_next(logits, emb, 4)
+    picks = suggest_next(logits, emb, 4, order="uncertainty")
     assert picks[0] in (19, 20)
     assert len(set(picks)) == 4 and not {19, 20, 21} <= set(picks)   # not three copies of one photo
     assert all(abs(logits[i]) <= 3.0 for i in picks)                  # all from the uncertain pool

@@ -29,19 +29,24 @@ def add_parser(sub) -> None:
     p.add_argument("--name", help="name in the new card (default: NAME-site)")
     p.add_argument("--version", help="version in the new card (default: parent version +site.DATE)")
     p.add_argument("--min-sensitivity", type=float, default=0.90)
+    p.add_argument("--accept-worse", action="store_true",
+                   help="keep an adapted model whose cross-validated site ROC-AUC is below 0.6 or below the parent's")
     p.add_argument("--suggest", type=int, metavar="K", help="list the K unreviewed photos to label next, then stop")
+    p.add_argument("--order", choices=("medoids", "uncertainty"), default=None,
+                   help="review order for --suggest (default: core.adapt.DEFAULT_ORDER; see docs/adaptation.md)")
     p.add_argument("--json", dest="json_path", help="write the adaptation report (or suggestions) as JSON here")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--quiet", action="store_true")
     p.set_defaults(run=run)
 
 
-def _session_items(session_dir: str) -> tuple[list[tuple[str, str]], list[str]]:
-    """(reviewed (path, label) without 'unsure', unreviewed paths that were scored in the session)."""
+def _session_items(session_dir: str) -> tuple[list[tuple[str, str, str | None]], list[str]]:
+    """(reviewed (path, label, SHA-256 the review labelled) without 'unsure', unreviewed paths scored in the
+    session). The session is opened read-only: adapt never writes to it."""
     from core.session import SessionError, SessionStore
 
     try:
-        store = SessionStore.open(session_dir)
+        store = SessionStore.open_read_only(session_dir)
     except SessionError as exc:
         from core.commands import CliError
 
@@ -51,13 +56,18 @@ def _session_items(session_dir: str) -> tuple[list[tuple[str, str]], list[str]]:
         scored = [rec.path for rec in store.results() if rec.status == "ok"]
     finally:
         store.close()
-    labelled = [(p, r["label"]) for p, r in reviews.items() if r["label"] in ("mpox", "not_mpox")]
+    labelled = [(p, r["label"], r.get("file_sha256")) for p, r in reviews.items() if r["label"] in ("mpox", "not_mpox")]
     reviewed = set(reviews) - {p for p, r in reviews.items() if r["label"] == "unsure"}
     return labelled, [p for p in dict.fromkeys(scored) if p not in reviewed]
 
 
+def _point(p: dict) -> str:
+    lo, hi = p["uncertain_band"]
+    return f"threshold {p['threshold']:.3f}, uncertain band [{lo:.3f}, {hi:.3f}]"
+
+
 def run(args: argparse.Namespace) -> int:
-    from core.adapt import AdaptError, adapt_bundle, check_out_dir, save_adapted, suggest_paths
+    from core.adapt import DEFAULT_ORDER, AdaptError, adapt_bundle, check_out_dir, save_adapted, suggest_paths
     from core.bundle import BundleError, load_bundle
     from core.commands import CliError
     from core.commands.train import _printer
@@ -67,6 +77,8 @@ def run(args: argparse.Namespace) -> int:
     progress = _printer(args.quiet)
     if args.suggest is None and not args.out:
         raise CliError("--out DIR is required (a new folder for the adapted model)")
+    if args.suggest is not None and args.suggest < 1:
+        raise CliError(f"--suggest {args.suggest}: give how many photos to suggest (1 or more)")
     if args.suggest is None and args.pool:
         raise CliError("--pool is for --suggest; adapt with --labelled FOLDER or --session DIR")
     from core.commands import check_outputs
@@ -88,49 +100,66 @@ def run(args: argparse.Namespace) -> int:
     if args.suggest is not None:
         if args.session:
             labelled, pool = _session_items(args.session)
-            labelled_paths = [p for p, _ in labelled]
+            labelled_paths = [p for p, _, _ in labelled]
         elif args.pool:
             from core.images import discover_images
 
-            pool, labelled_paths = [str(p) for p in discover_images(Path(args.pool))], []
+            if not Path(args.pool).is_dir():
+                raise CliError(f"{args.pool}: not a folder; --pool takes a folder of unlabelled photos")
+            errors: list[str] = []
+            pool, labelled_paths = [str(p) for p in discover_images(Path(args.pool), errors)], []
+            for e in errors:
+                print(f"warning: {e}", file=sys.stderr)
         else:
             raise CliError("--suggest needs --session DIR (its unreviewed photos) or --pool FOLDER")
         if not pool:
             raise CliError("no unreviewed photos to choose from")
-        picks = suggest_paths(bundle, pool, args.suggest, labelled_paths, progress=progress)
-        print(f"Label these {len(picks)} of {len(pool)} unreviewed photos next (nearest the decision boundary, "
-              f"kept diverse; {bundle.card.display_name}):", file=sys.stderr)
+        order = args.order or DEFAULT_ORDER
+        picks = suggest_paths(bundle, pool, args.suggest, labelled_paths, progress=progress, order=order,
+                              seed=args.seed)
+        how = {"medoids": "photos that stand for many others (k-means medoids of the embeddings)",
+               "uncertainty": "nearest the decision boundary, kept diverse"}[order]
+        print(f"Label these {len(picks)} of {len(pool)} unreviewed photos next ({how}; "
+              f"{bundle.card.display_name}):", file=sys.stderr)
         for item in picks:
             print(f"{item['rank']:>3}  p={item['p_mpox']:.3f}  {item['path']}")
         if args.json_path:
-            save_json({"model": bundle.card.display_name, "suggestions": picks}, args.json_path)
+            save_json({"model": bundle.card.display_name, "order": order, "suggestions": picks}, args.json_path)
         return 0
 
+    from core.adapt import class_name_problem
+
+    review_sha = None
     try:
         if args.labelled:
             ds = load_folder_dataset(args.labelled)
             site_label = str(args.labelled)
+            if class_name_problem(ds):
+                raise CliError(f"{args.labelled}: {class_name_problem(ds)}")
         else:
             labelled, _ = _session_items(args.session)
             if not labelled:
                 raise CliError(f"{args.session}: no reviewed photos (mpox / not_mpox) in this session")
-            ds = dataset_from_labels(labelled, source="session")
+            ds = dataset_from_labels([(p, label) for p, label, _ in labelled], source="session")
+            review_sha = [sha for _, _, sha in labelled]
             site_label = f"session {args.session}"
     except DatasetError as exc:
         raise CliError(str(exc)) from None
     paths = [s.path for s in ds.samples]
     labels = [s.y for s in ds.samples]
     groups = [s.group for s in ds.samples]
-    from core.adapt import count_problem
+    from core.adapt import check_site
 
-    if count_problem(labels):
-        raise CliError(count_problem(labels))
+    try:
+        check_site(paths, labels, groups, review_sha)   # one line, before the slow work (adapt_bundle checks again)
+    except AdaptError as exc:
+        raise CliError(str(exc)) from None
     print(f"Adapting {bundle.card.display_name} to {len(paths)} site photos ({sum(labels)} mpox). {DISCLAIMER}",
           file=sys.stderr)
     try:
         result = adapt_bundle(bundle, paths, labels, groups, name=args.name, version=args.version,
                               min_sensitivity=args.min_sensitivity, seed=args.seed, site_label=site_label,
-                              progress=progress)
+                              review_sha256=review_sha, accept_worse=args.accept_worse, progress=progress)
     except AdaptError as exc:
         raise CliError(str(exc)) from None
     rep = result.report
@@ -144,15 +173,30 @@ def run(args: argparse.Namespace) -> int:
         return (f"{label:<34} ROC-AUC {m['roc_auc']:.3f} [{ci[0]:.3f}, {ci[1]:.3f}]  sensitivity "
                 f"{m['sensitivity']:.3f}  specificity {m['specificity']:.3f}  (n={m['n']})")
 
+    op = rep["operating_point"]
     print(f"site weight {rep['site_weight']:g} (cross-validated), threshold {result.card.threshold:.3f}")
+    chosen = op["adapted"]
+    where = "chosen on the site photos" if chosen["source"] == "site" else "the parent's out-of-collection point, kept"
+    print(f"operating point: {_point(chosen)} ({where}); triage sensitivity {chosen['triage_sensitivity']:.3f}, "
+          f"triage specificity {chosen['triage_specificity']:.3f} on cross-validated site predictions")
+    print(f"parent's out-of-collection point: {_point(op['parent_out_of_collection'])}")
     print(line("site, parent model", rep["site_parent"]))
     print(line("site, adapted (cross-validated)", rep["site_cv"]))
     print(line("base val, parent", rep["base_val_before"]))
     print(line("base val, adapted", rep["base_val_after"]))
     print("learning curve (site photos per fold -> CV ROC-AUC): "
           + ", ".join(f"{c['k_site']}: {c['cv_roc_auc']:.3f}" for c in rep["learning_curve"]))
-    out = save_adapted(result, args.out, force=args.force)
+    from core.bundle import replaced_bundle_dir
+
+    target = Path(args.out).expanduser().resolve()
+    keep = replaced_bundle_dir(target) if args.force and target.exists() else None
+    try:
+        out = save_adapted(result, args.out, force=args.force, keep_previous_as=keep)
+    except (AdaptError, BundleError) as exc:
+        raise CliError(str(exc)) from None
     print(f"Saved {result.card.display_name} to {out}", file=sys.stderr)
+    if keep is not None:
+        print(f"The model that was there is kept at {keep}", file=sys.stderr)
     if args.json_path:
         save_json(rep, args.json_path)
         print(f"JSON: {args.json_path}", file=sys.stderr)

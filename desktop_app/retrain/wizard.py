@@ -498,7 +498,7 @@ class RetrainWizard(QWizard):
 
     def __init__(self, window=None, models_dir: str | Path | None = None, current: list | None = None,
                  session_items: list | None = None, weights_dir: str | None = None, bundles: list | None = None,
-                 adapt_only: bool = False):
+                 adapt_only: bool = False, review_sha256: dict | None = None):
         super().__init__(window)
         self.main_window = window
         self.setWindowTitle("Adapt to this site" if adapt_only else "Retrain a model")
@@ -514,6 +514,9 @@ class RetrainWizard(QWizard):
             list(zip(window.selected_dirs(), window.selected_cards())) if window is not None else [])
         self.session_items = session_items if session_items is not None else (
             window.reviewed_items() if window is not None else [])
+        # The content each review labelled: core.adapt leaves out photos changed since (stale reviews).
+        self.review_sha256 = review_sha256 if review_sha256 is not None else (
+            window.reviewed_sha256() if window is not None and hasattr(window, "reviewed_sha256") else {})
         self.weights_dir = weights_dir if weights_dir is not None else (
             window.settings.weights_dir if window is not None else None)
         # Every bundle the window lists (any of them can be a base to adapt), the selected one first choice.
@@ -585,7 +588,7 @@ class RetrainWizard(QWizard):
 
     def start_adapt(self) -> None:
         path, _card = self.adapt_page.chosen()
-        self.host.adapt({"bundle": str(path), "items": list(self.session_items),
+        self.host.adapt({"bundle": str(path), "items": list(self.session_items), "review_sha256": self.review_sha256,
                          "name": self.adapt_page.name.text().strip(), "version": self.adapt_page.version.text().strip(),
                          "n_bootstrap": self.n_bootstrap})
 

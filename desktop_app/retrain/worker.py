@@ -94,7 +94,8 @@ class RetrainWorker(QObject):
 
     @Slot(object)
     def adapt(self, spec: dict) -> None:
-        """spec: {"bundle": folder, "items": [(path, label)], "name", "version", "seed", "n_bootstrap"}.
+        """spec: {"bundle": folder, "items": [(path, label)], "review_sha256": {path: SHA-256 the review labelled},
+        "name", "version", "seed", "n_bootstrap"}. core.adapt's refusals reach the page as `failed` (one line).
 
         core.adapt.adapt_bundle on the session's reviewed photos (as `mpox-triage adapt --session`), then the
         per-photo predictions of both models on the same site photos for the paired verdict."""
@@ -115,10 +116,16 @@ class RetrainWorker(QObject):
             labels = [s.y for s in ds.samples]
             groups = [s.group for s in ds.samples]
             seed = int(spec.get("seed", 0))
+            shas = spec.get("review_sha256") or {}
             result = adapt_bundle(bundle, paths, labels, groups, name=spec.get("name") or None,
+                                  review_sha256=[shas.get(str(p)) for p in paths],
                                   version=spec.get("version") or None, seed=seed,
                                   n_bootstrap=int(spec.get("n_bootstrap", 1000)), site_label="session (app)",
                                   progress=self._progress, cancel=self.cancel)
+            if result.stale:   # the comparison uses the photos adapt used
+                stale = set(result.stale)
+                keep = [str(p) not in stale for p in paths]
+                paths, labels, groups = ([v for v, k in zip(col, keep) if k] for col in (paths, labels, groups))
             self._progress_text("comparing both models on the same site photos")
             paired = site_predictions(bundle, result, paths, labels, groups, seed=seed, progress=self._compare_progress,
                                       cancel=self.cancel)
