@@ -650,7 +650,7 @@ ORDER_MEDOIDS = "medoids"          # k-means medoids of the embeddings: photos t
 ORDER_STRATIFIED = "stratified"    # spread over the model's score range: quantiles of p(mpox), widest gap first
 ORDER_UNCERTAINTY = "uncertainty"  # nearest the decision boundary, kept diverse (the order before 1.3.0)
 REVIEW_ORDERS = (ORDER_MEDOIDS, ORDER_STRATIFIED, ORDER_UNCERTAINTY)
-DEFAULT_ORDER = ORDER_MEDOIDS
+DEFAULT_ORDER = ORDER_STRATIFIED   # see docs/adaptation.md: no order beat random clearly; this one is representative
 
 
 def _review_space(embeddings: np.ndarray, labelled: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
@@ -812,13 +812,13 @@ def suggest_paths(bundle, paths: Sequence[str | os.PathLike], k: int,
     z, emb, ok, _ = embed_photos(bundle, paths, progress=progress, cancel=cancel)
     odd = np.array([bool(good) and odd_shape(p) for p, good in zip(paths, ok)], dtype=bool)
     idx = np.flatnonzero(ok & ~odd)
-    lab = None
-    if labelled_paths:
-        _, le, lok, _ = embed_photos(bundle, labelled_paths, cancel=cancel)
-        lab = le[lok]
+    lab, lab_z = None, None
     t = float(bundle.card.temperature or 1.0)
+    if labelled_paths:
+        lz, le, lok, _ = embed_photos(bundle, labelled_paths, cancel=cancel)
+        lab, lab_z = le[lok], lz[lok] / t
     picks = [int(idx[i]) for i in suggest_next(z[idx] / t, emb[idx], k, float(logit(bundle.card.threshold)), lab,
-                                               order=order, seed=seed)] if len(idx) else []
+                                               order=order, seed=seed, labelled_logits=lab_z)] if len(idx) else []
     picks += [int(i) for i in np.flatnonzero(odd)][: max(0, k - len(picks))]
     return [{"path": str(paths[i]), "p_mpox": float(apply_temperature(z[i], t)), "rank": r + 1}
             for r, i in enumerate(picks)]

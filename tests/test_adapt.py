@@ -156,7 +156,7 @@ def test_session_reviews_feed_adapt_and_unsure_is_left_out(tmp_path):
         store.set_review(files[2], "not_mpox")
         store.set_review(files[2], "mpox")   # the newest review wins
     labelled, _ = _session_items(str(tmp_path / "sess"))
-    assert sorted(labelled) == sorted([(str(files[0]), "mpox"), (str(files[2]), "mpox")])
+    assert sorted((p, label) for p, label, _ in labelled) == sorted([(str(files[0]), "mpox"), (str(files[2]), "mpox")])
 
 
 def test_uncertainty_order_prefers_uncertain_and_diverse():

@@ -209,7 +209,7 @@ def test_suggest_never_ranks_a_tiny_or_strip_image_first(tmp_path, base_dir, cap
         Image.fromarray(img).resize((96, 96)).save(pool / f"photo_{i}.png")
     Image.new("RGB", (1, 1), (120, 90, 80)).save(pool / "a_1x1.png")
     Image.new("RGB", (6000, 50), (120, 90, 80)).save(pool / "a_strip.png")
-    for order in ("medoids", "uncertainty"):
+    for order in ("stratified", "medoids", "uncertainty"):
         code, err, out = _run(["adapt", "--model", str(base_dir), "--suggest", "10", "--pool", str(pool), "--quiet",
                                "--order", order, "--json", str(tmp_path / f"{order}.json")], capsys)
         assert code == 0, err
@@ -233,4 +233,19 @@ def test_medoid_order_takes_the_biggest_groups_first_and_skips_covered_ones():
     assert group[picks[-1]] == 3                       # the lone outlier is a group of one: last
     labelled = emb[group == 0][:2]                     # group 0 already reviewed
     assert list(group[medoid_order(emb, 2, labelled)]) == [1, 2]
-    assert suggest_next(np.zeros(len(emb)), emb, 4) == picks   # the default order
+    assert suggest_next(np.zeros(len(emb)), emb, 4, order="medoids") == picks
+
+
+def test_the_default_order_spreads_over_the_score_range_and_fills_gaps_left_by_reviews():
+    from core.adapt import DEFAULT_ORDER, suggest_next
+
+    assert DEFAULT_ORDER == "stratified"
+    z = np.linspace(-5, 5, 101)                        # index 50 is the median score
+    emb = np.ones((101, 2))
+    first = suggest_next(z, emb, 3)
+    assert first[0] == 50 and sorted(z[first[1:]] < 0) == [False, True]   # then one from each half
+    picks = suggest_next(z, emb, 7)
+    assert np.ptp(z[picks]) > 6                        # spread, not bunched at the boundary
+    # Photos already reviewed at the low end: the next one comes from the high end.
+    nxt = suggest_next(z[50:], emb[50:], 1, labelled_logits=z[:50])[0]
+    assert z[50:][nxt] > 2

@@ -2,8 +2,8 @@
 
 Adapting: core.adapt's one-line refusal below MIN_PER_CLASS (Next disabled), Next enabled when there are
 enough, a bundle without embeddings named as such, a saved adapted bundle in the user's model folder, an
-existing folder refused. Review next: the unreviewed photo nearest the threshold first, reviewed photos
-skipped, diversity in folder order, and "nothing left" said when all are reviewed.
+existing folder refused. Review next: core.adapt's default order (the median score first, then the widest gaps
+in the score range), reviewed photos skipped, and "nothing left" said when all are reviewed.
 Tiny generated data: the base bundle of tests/test_adapt.py (embeddings = mean colour features).
 """
 
@@ -139,23 +139,25 @@ def test_adapt_path_compares_and_saves_into_the_user_models_folder(qtbot, tmp_pa
     w.host.shutdown()
 
 
-def test_pick_next_prefers_the_boundary_then_keeps_away_from_reviewed():
+def test_pick_next_spreads_over_the_score_range():
     from desktop_app.review.next import pick_next
 
     def rec(p):
         return SimpleNamespace(status="ok", p_mpox=p, threshold=0.5)
 
-    order = [f"p{i}" for i in range(10)]
-    probs = [0.05, 0.49, 0.47, 0.9, 0.2, 0.1, 0.95, 0.15, 0.46, 0.02]
+    order = [f"p{i}" for i in range(9)]
+    probs = [0.05, 0.49, 0.47, 0.9, 0.2, 0.1, 0.95, 0.15, 0.46]
     records = {p: rec(x) for p, x in zip(order, probs)}
-    assert pick_next(order, records, set()).path == "p1"          # nearest the threshold
-    # p1 reviewed: p2 is next nearest but sits beside it in the folder; p8 is almost as uncertain and far.
-    assert pick_next(order, records, {"p1"}).path == "p8"
+    assert pick_next(order, records, set()).path == "p8"          # the median score first (core.adapt order)
+    # p8 reviewed: next from a quarter of the way in from either end, not its neighbours p2 / p1 at 0.47 / 0.49.
+    assert pick_next(order, records, {"p8"}).path in ("p5", "p3")
+    # The low half reviewed: the next one comes from the high end.
+    assert records[pick_next(order, records, {"p0", "p5", "p7", "p4", "p8"}).path].p_mpox >= 0.9
     everything = pick_next(order, records, set(order))
     assert everything.path is None and everything.candidates == 0
 
 
-def test_review_next_selects_unreviewed_nearest_the_boundary(qtbot, tmp_path):
+def test_review_next_selects_an_unreviewed_photo_from_the_middle_of_the_score_range(qtbot, tmp_path):
     from desktop_app.review.shortcuts import shortcuts_html
     from tests.gui_fixtures import window_with_rows
 
@@ -167,9 +169,9 @@ def test_review_next_selects_unreviewed_nearest_the_boundary(qtbot, tmp_path):
     assert window.act_review_next in edit.actions()
 
     scored = [r for r in recs if r.status == "ok"]
-    nearest = min(scored, key=lambda r: abs(r.p_mpox - 0.5)).path
+    middle = sorted(scored, key=lambda r: r.p_mpox)[len(scored) // 2 - 1: len(scored) // 2 + 1]
     window.act_review_next.trigger()
-    assert window.results.current_source_row() == window.model.row_of(nearest)
+    nearest = next(r.path for r in middle if window.results.current_source_row() == window.model.row_of(r.path))
     assert "Review next" in window.message.text()
 
     window.review(window.model.row_of(nearest), "mpox")
@@ -216,3 +218,22 @@ def test_the_window_gives_the_wizard_its_reviews_without_unsure(qtbot, tmp_path)
     assert not w.adapt_page.isComplete()     # no bundles here, and far too few photos
     w.host.shutdown()
     w.close()
+
+
+def test_adapts_refusal_shows_on_the_run_page(qtbot, tmp_path, base):
+    import shutil
+
+    from tests.test_adapt import site_folder
+
+    site = site_folder(tmp_path / "site", 12, 12)
+    twin = sorted((site / "mpox").glob("*.png"))[0]
+    shutil.copyfile(twin, site / "other" / "copy.png")          # one content under both labels
+    w = _wizard(qtbot, [base], _items(site), tmp_path / "user")
+    w.data_page.use_adapt()
+    w.next()
+    with qtbot.waitSignal(w.adapt_finished, timeout=TIMEOUT_MS) as done:
+        w.next()
+    assert done.args == ["failed"]
+    text = w.adapt_run_page.message.text()
+    assert "Failed (adapt)" in text and "the same photo" in text and "copy.png" in text
+    w.host.shutdown()

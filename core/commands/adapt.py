@@ -32,7 +32,7 @@ def add_parser(sub) -> None:
     p.add_argument("--accept-worse", action="store_true",
                    help="keep an adapted model whose cross-validated site ROC-AUC is below 0.6 or below the parent's")
     p.add_argument("--suggest", type=int, metavar="K", help="list the K unreviewed photos to label next, then stop")
-    p.add_argument("--order", choices=("medoids", "uncertainty"), default=None,
+    p.add_argument("--order", choices=("stratified", "medoids", "uncertainty"), default=None,
                    help="review order for --suggest (default: core.adapt.DEFAULT_ORDER; see docs/adaptation.md)")
     p.add_argument("--json", dest="json_path", help="write the adaptation report (or suggestions) as JSON here")
     p.add_argument("--seed", type=int, default=0)
@@ -117,7 +117,8 @@ def run(args: argparse.Namespace) -> int:
         order = args.order or DEFAULT_ORDER
         picks = suggest_paths(bundle, pool, args.suggest, labelled_paths, progress=progress, order=order,
                               seed=args.seed)
-        how = {"medoids": "photos that stand for many others (k-means medoids of the embeddings)",
+        how = {"stratified": "spread over the model's score range, widest gap first",
+               "medoids": "photos that stand for many others (k-means medoids of the embeddings)",
                "uncertainty": "nearest the decision boundary, kept diverse"}[order]
         print(f"Label these {len(picks)} of {len(pool)} unreviewed photos next ({how}; "
               f"{bundle.card.display_name}):", file=sys.stderr)

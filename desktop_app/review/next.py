@@ -1,18 +1,16 @@
-"""Review next (Ctrl+J): the unreviewed photo the current model would most want labelled next (no Qt).
+"""Review next (Ctrl+J): the unreviewed photo worth labelling next under the current model (no Qt).
 
 From stored results only, so it is instant and never blocks the window: the current model's
 calibrated p(mpox) of every scored photo (the session keeps them; embeddings are not stored), through
-core.adapt.suggest_next with k = 1:
+core.adapt.suggest_next with k = 1 in its default order (core.adapt.DEFAULT_ORDER, chosen by
+bench/adaptation.py; docs/adaptation.md): for the stratified order, the photo whose score fills the
+widest gap in the score range left by the photos already reviewed (the median score first), so a
+run of Ctrl+J labels photos from the whole range, as a random sample would, not only the boundary.
+The folder positions are passed as the "embeddings" for the orders that use them (medoids,
+uncertainty): bursts of near-identical photos of one patient sit next to each other in a folder.
 
-- uncertainty: the photo's logit nearest the logit of the threshold it was decided with;
-- diversity: among the POOL unreviewed photos nearest the threshold, the one farthest in folder
-  order from every photo already reviewed (the session's reviews, unsure included). File order is
-  the stand-in for the embeddings core.adapt uses in `adapt --suggest`: bursts of near-identical
-  photos of one patient sit next to each other in a folder, so repeated Ctrl+J does not walk through
-  one burst. With nothing reviewed yet it is simply the photo nearest the threshold.
-
-`mpox-triage adapt --suggest K --session DIR` ranks with the model's embeddings instead (it re-embeds
-every unreviewed photo: minutes on a large folder), so the two orders can differ beyond the first pick.
+`mpox-triage adapt --suggest K --session DIR` ranks with the same order (medoids and uncertainty
+with the model's embeddings instead: it re-embeds every unreviewed photo, minutes on a large folder).
 """
 
 from __future__ import annotations
@@ -62,6 +60,11 @@ def pick_next(order: Sequence[str], records: Mapping[str, object], reviewed: Ite
     # the distance it measures is the distance in folder order.
     pos = np.array([[float(position[p]) ** 2] for p in cands])
     labelled = np.array([[float(position[p]) ** 2] for p in order if p in done]) if done & set(position) else None
-    i = suggest_next(np.asarray(z), pos, 1, 0.0, labelled, pool_factor=POOL)[0]
+    # The reviewed photos' own scores: the default (stratified) order fills the widest gap they leave.
+    zl = [float(logit(float(r.p_mpox))) - float(logit(float(r.threshold if r.threshold is not None
+                                                             else default_threshold)))
+          for p in order if p in done and (r := records.get(p)) is not None
+          and getattr(r, "status", "") == "ok" and getattr(r, "p_mpox", None) is not None]
+    i = suggest_next(np.asarray(z), pos, 1, 0.0, labelled, pool_factor=POOL, labelled_logits=np.asarray(zl))[0]
     p = cands[i]
     return NextPick(p, float(records[p].p_mpox), float(thr_of[p]), len(cands), unscored)
