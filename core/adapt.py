@@ -231,29 +231,30 @@ def quality_problem(site_cv: dict, site_parent: dict) -> str | None:
 
 # -- the adapted operating point --------------------------------------------------------------------
 
-TARGET_TRIAGE_SENSITIVITY = 0.95
+from core.operating_point import TARGET_TRIAGE_SENSITIVITY  # noqa: E402 - one target for every operating point
+
 MIN_MPOX_FOR_OWN_POINT = 20   # fewer mpox site photos cannot show 0.95 (one miss is 5%): keep the parent's point
 
 
 def parent_out_of_collection_point(card) -> dict:
-    """The parent's out-of-collection operating point ({threshold, uncertain_band}); its top-level one when the
-    card has none (cards before release 1.3.0)."""
-    ooc = ((card.extra or {}).get("operating_points") or {}).get("out_of_collection") \
+    """The parent's out-of-collection operating point ({threshold, uncertain_band, from}): core.operating_point's
+    reading of the card, which falls back to the card's own threshold and band (cards before release 1.3.0)."""
+    from core.operating_point import OUT_OF_COLLECTION, card_points, has_distinct_out_of_collection_point
+
+    point = card_points(card)[OUT_OF_COLLECTION]
+    ooc = ((card.extra or {}).get("operating_points") or {}).get(OUT_OF_COLLECTION) \
         if isinstance(card.extra, dict) else None
-    if isinstance(ooc, dict) and "threshold" in ooc and "uncertain_band" in ooc:
-        return {"threshold": float(ooc["threshold"]), "uncertain_band": [float(b) for b in ooc["uncertain_band"]],
-                "from": "parent out_of_collection"}
-    band = list(card.uncertain_band or [card.threshold, card.threshold])
-    return {"threshold": float(card.threshold), "uncertain_band": [float(b) for b in band],
-            "from": "parent threshold (the card has no out-of-collection point)"}
+    source = "parent out_of_collection" if isinstance(ooc, dict) or has_distinct_out_of_collection_point(card) \
+        else "parent threshold (the card has no out-of-collection point)"
+    return {"threshold": float(point.threshold), "uncertain_band": [float(b) for b in point.band], "from": source}
 
 
 def review_floor_lower_bound(p_mpox: np.ndarray, target: float = TARGET_TRIAGE_SENSITIVITY,
                              n_bootstrap: int = 1000, seed: int = 0) -> float:
     """A review floor that keeps >= `target` of mpox photos in 95% of bootstrap resamples of their scores.
 
-    Per resample: the highest floor with >= target of the resampled mpox scores at or above it; the
-    floor returned is the 5th percentile of those, so the triage sensitivity target holds at the
+    Per resample: the highest floor with >= target of the resampled mpox scores at or above it (the rule of
+    core.operating_point.floor_for_sensitivity, vectorised over the resamples); the floor returned is the 5th percentile of those, so the triage sensitivity target holds at the
     bootstrap's lower bound rather than only on this one sample."""
     pos = np.sort(np.asarray(p_mpox, dtype=np.float64))
     keep = int(np.ceil(target * len(pos) - 1e-9))
