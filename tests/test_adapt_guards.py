@@ -180,10 +180,9 @@ def test_force_replaces_an_adapted_model_and_keeps_the_old_one(tmp_path, base_di
     from core.bundle import read_card
 
     site = site_folder(tmp_path / "site", 12, 12)
-    out = tmp_path / "adapted"
-    args = ["adapt", "--model", str(base_dir), "--labelled", str(site), "--out", str(out), "--quiet"]
-    assert _run(args + ["--version", "1"], capsys)[0] == 0
+    out = make_base_bundle(tmp_path / "adapted", seed=4)      # a model the user made earlier
     old_card = (out / "model_card.json").read_bytes()
+    args = ["adapt", "--model", str(base_dir), "--labelled", str(site), "--out", str(out), "--quiet"]
     code, err, _ = _run(args + ["--version", "2", "--force"], capsys)
     assert code == 0, err
     assert read_card(out).version == "2"
