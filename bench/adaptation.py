@@ -178,7 +178,8 @@ def main(argv=None) -> int:
     if op_rows:
         print("\nAdapted operating point on the eval part (mean [95% CI]); own = share of draws where the site "
               "sample allowed its own review floor (else the parent's point)")
-        print("| base -> site | order | K | sensitivity | specificity | triage sensitivity | triage specificity | own |")
+        print("| base -> site | order | K | sensitivity | specificity | triage sensitivity | triage specificity "
+              "| own |")
         print("|---|---|---|---|---|---|---|---|")
         print("\n".join(op_rows))
     return 0

@@ -254,8 +254,9 @@ def review_floor_lower_bound(p_mpox: np.ndarray, target: float = TARGET_TRIAGE_S
     """A review floor that keeps >= `target` of mpox photos in 95% of bootstrap resamples of their scores.
 
     Per resample: the highest floor with >= target of the resampled mpox scores at or above it (the rule of
-    core.operating_point.floor_for_sensitivity, vectorised over the resamples); the floor returned is the 5th percentile of those, so the triage sensitivity target holds at the
-    bootstrap's lower bound rather than only on this one sample."""
+    core.operating_point.floor_for_sensitivity, vectorised over the resamples); the floor returned is the
+    5th percentile of those, so the triage sensitivity target holds at the bootstrap's lower bound rather
+    than only on this one sample."""
     pos = np.sort(np.asarray(p_mpox, dtype=np.float64))
     keep = int(np.ceil(target * len(pos) - 1e-9))
     rng = np.random.default_rng(seed)
