@@ -342,3 +342,34 @@ def test_adapting_with_tensorflow_also_writes_keras_and_checks_the_runtime_again
     batch = np.stack([load_model_input(p, 16) for p in paths])
     np.testing.assert_allclose(fast.calibrate(fast.forward(batch)[0]), keras.calibrate(keras.forward(batch)[0]),
                                atol=1e-5)
+
+
+def test_both_in_separate_threads_waits_for_the_combined_pass_and_scores_what_it_missed(light):
+    """As in the app (one worker thread per model): the component engines wait for the combined engine's
+    rows; a photo the combined run does not score (already in its session) is scored by the component."""
+    import threading
+
+    from core.bundle import load_bundle
+    from core.inference import InferenceEngine, backbone_sharing, shared_engine
+
+    models, photos, *_ = light
+    paths = _photos(photos)
+    bundles = [load_bundle(n, models_dir=models) for n in ("combined", "alpha", "beta")]
+    roles = backbone_sharing([b.card for b in bundles])
+    assert [r[0] for r in roles] == ["combined", "component", "component"]
+    engines = [shared_engine(b, r, batch_size=2) for b, r in zip(bundles, roles)]
+    out: dict = {}
+
+    def work(i, todo):
+        out[i] = list(engines[i].run(todo))
+
+    threads = [threading.Thread(target=work, args=(1, paths)), threading.Thread(target=work, args=(2, paths))]
+    for t in threads:
+        t.start()
+    work(0, paths[1:])  # the combined run skips the first photo
+    for t in threads:
+        t.join(60)
+    for i, name in ((1, "alpha"), (2, "beta")):
+        want = list(InferenceEngine(load_bundle(name, models_dir=models)).run(paths))
+        assert [r.path for r in out[i]] == [r.path for r in want]
+        np.testing.assert_allclose([r.p_mpox for r in out[i]], [r.p_mpox for r in want], atol=1e-6)
