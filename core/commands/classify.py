@@ -119,8 +119,30 @@ def _warn_bad_bundles() -> None:
         print(f"warning: {line}", file=sys.stderr)
 
 
-def _make_engine(args: argparse.Namespace, ref: str):
-    """(engine, card, runtime name) for one --model value."""
+def _make_engines(args: argparse.Namespace, refs: list[str]) -> list:
+    """(engine, card, runtime name) per --model value, in their order. Locally, combined models load first and
+    a --model that is one of their components reuses the component already loaded (one copy in memory)."""
+    if args.engine != "local":
+        return [_make_engine(args, ref) for ref in refs]
+    from core.bundle import BundleError, read_card, resolve_bundle_dir
+
+    kinds = []
+    for ref in refs:
+        try:
+            kinds.append(read_card(resolve_bundle_dir(ref)).extra.get("kind"))
+        except BundleError:
+            kinds.append(None)  # load_bundle says what is wrong, in its turn
+    loaded: dict[str, object] = {}   # folder -> a component bundle loaded with a combined model
+    out: list = [None] * len(refs)
+    for i in sorted(range(len(refs)), key=lambda i: kinds[i] != "combined"):
+        out[i] = _make_engine(args, refs[i], loaded)
+        for comp in getattr(out[i][0].bundle, "components", None) or []:
+            loaded.setdefault(str(Path(comp.path).resolve()), comp)
+    return out
+
+
+def _make_engine(args: argparse.Namespace, ref: str, loaded: dict | None = None):
+    """(engine, card, runtime name) for one --model value (`loaded`: bundles already loaded, by model key)."""
     from core.commands import CliError
 
     if args.engine == "ray":
@@ -139,7 +161,12 @@ def _make_engine(args: argparse.Namespace, ref: str):
     from core.inference import InferenceEngine
 
     try:
-        bundle = load_bundle(ref)
+        bundle = None
+        if loaded:
+            from core.bundle import resolve_bundle_dir
+
+            bundle = loaded.get(str(resolve_bundle_dir(ref).resolve()))  # the very folder a combined model uses
+        bundle = bundle or load_bundle(ref)
     except BundleError as exc:
         raise CliError(str(exc)) from None
     try:
@@ -318,7 +345,7 @@ def _run(args: argparse.Namespace) -> int:
     if manifest:
         check_outputs(outputs, None, list(paths) + [source], session_files(args.session))
 
-    engines = [_make_engine(args, ref) for ref in refs]
+    engines = _make_engines(args, refs)
     keys = []
     for _e, card, _rt in engines:
         if card.key in keys:
