@@ -286,10 +286,9 @@ def attach_light_runtime(bundle_dir: str | os.PathLike, photos=None, tolerance: 
     instead of converting again; it is checked the same way.
     """
     from core.bundle import HEAD_FILE, BundleError, load_bundle, runtime_info
+    from core.combined import record_component_cards
     from core.heads import LinearHead
     from core.releases import claims_release
-
-    from core.combined import record_component_cards
 
     record_component_cards(Path(bundle_dir))  # a combined bundle after its components got their runtimes
     bundle = load_bundle(bundle_dir, runtime="keras")
@@ -327,14 +326,7 @@ def attach_light_runtime(bundle_dir: str | os.PathLike, photos=None, tolerance: 
             current.files.pop(name, None)
         for name in new_files:
             current.files[name] = ""
-        current.extra = dict(current.extra or {})
-        if combined:
-            from core.combined import component_ref
-
-            dims = {r.get("name"): r.get("dim") for r in current.extra.get("components", [])}
-            current.extra["components"] = [component_ref(c.path, dim=dims.get(c.card.name))
-                                           for c in bundle.components]
-        current.extra["runtime"] = info
+        current.extra = {**(current.extra or {}), "runtime": info}
         try:
             write_card(bundle_dir, current)  # save_bundle's rule: hash every listed file, seal, write atomically
         except BaseException:
