@@ -108,12 +108,14 @@ def test_a_logistic_head_bundle_loads_in_a_fresh_process(tmp_path):
 
 
 def test_both_in_the_app_decides_with_the_combined_model_and_shows_each_backbone_score(qtbot, tmp_path):
-    """'Both' runs the combined bundle (its call is the photo's prediction) and its two components (a score
-    column each); the CSV export has one row per photo with every model side by side."""
+    """'Both' runs the combined bundle (its call is the photo's prediction, its p(mpox) has its own column) and
+    its two components (their scores side by side in one compact column, docs/desktop.md "Layout"); the CSV
+    export has one row per photo with every model side by side."""
     import csv
 
-    from PySide6.QtCore import QSettings
+    from PySide6.QtCore import QSettings, Qt
 
+    from core.reasons import call_text
     from desktop_app.mainwindow import MainWindow
     from desktop_app.settings.store import AppSettings
 
@@ -134,14 +136,24 @@ def test_both_in_the_app_decides_with_the_combined_model_and_shows_each_backbone
     keys = [k for k, _name in window.model.models]
     combined_key = window.selected_cards()[0].key
     assert keys[0] == combined_key and len(keys) == 3
-    headers = [window.model.headerData(c, __import__("PySide6.QtCore").QtCore.Qt.Orientation.Horizontal)
-               for c in range(window.model.columnCount())]
-    assert sum(1 for h in headers if h and h.startswith("p(mpox)")) == 3
-    for row in window.model.rows:
-        assert row.combined_prediction() == row.records[combined_key].prediction
+    model = window.model
+    headers = [model.headerData(c, Qt.Orientation.Horizontal) for c in range(model.columnCount())]
+    assert sum(1 for h in headers if h and h.startswith("p(mpox)")) == 1
+    p_col, scores_col = model.column_of("p"), model.column_of("scores")
+    assert model.column_kind(p_col) == ("p", combined_key)
+    names = dict(model.models)
+    assert headers[p_col] == f"p(mpox)\n{names[combined_key]}"
+    assert headers[scores_col] == " ·\n".join(names[k] for k in keys[1:])   # the components, in picker order
+    for row in model.rows:
+        assert model.call(row) == row.records[combined_key].prediction   # the combined model decides
+        r = model.row_of(row.path)
+        assert model.index(r, model.column_of("prediction")).data() == call_text(row.records[combined_key].prediction)
+        assert model.index(r, p_col).data() == f"{row.records[combined_key].p_mpox:.3f}"
+        assert model.index(r, scores_col).data() == " · ".join(f"{row.records[k].p_mpox:.3f}" for k in keys[1:])
     csv_path = window.export_csv(str(tmp_path / "both.csv"))
     with open(csv_path, newline="", encoding="utf-8") as fh:
         rows = list(csv.DictReader(fh))
     assert len(rows) == 6
     assert {"p_mpox__combined", "p_mpox__alpha", "p_mpox__beta", "agreement"} <= set(rows[0])
+    assert list(rows[0])[-1] == "needs_review"
     window.close()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import json
 import subprocess
 import sys
 
@@ -73,25 +74,38 @@ def test_cancel_mid_run_keeps_results_so_far(tiny_bundle, image_folder):
 
 
 def test_cli_classify_writes_csv_contract(tiny_bundle, image_folder, tmp_path):
+    """classify --csv writes the record columns, then needs_review (docs/reports.md, CSV): the photo's
+    core.reasons sentences, with the figure and the card's limit, and no machine folders."""
     folder = image_folder(3)
     (folder / "mpox" / "bad.png").write_bytes(b"\x89PNG\r\n\x1a\n truncated")
     out = tmp_path / "results.csv"
-    proc = subprocess.run([sys.executable, "-m", "core.cli", "classify", str(folder), "--model", str(tiny_bundle()),
+    bundle = tiny_bundle()
+    lo, hi = json.loads((bundle / "model_card.json").read_text())["uncertain_band"]
+    proc = subprocess.run([sys.executable, "-m", "core.cli", "classify", str(folder), "--model", str(bundle),
                            "--csv", str(out), "--quiet"], capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr
     assert "Traceback" not in proc.stderr
     with open(out, newline="") as fh:
         reader = csv.DictReader(fh)
         rows = list(reader)
-        assert set(REQUIRED_CSV_COLUMNS) <= set(reader.fieldnames) and reader.fieldnames == CSV_COLUMNS
+        assert set(REQUIRED_CSV_COLUMNS) <= set(reader.fieldnames)
+        assert reader.fieldnames == CSV_COLUMNS + ["needs_review"]   # no session: no reviewer columns
     assert len(rows) == len(discover_images(folder)) == 7
     for row in rows:
         assert row["status"] in ("ok", "error")
         if row["status"] == "ok":
             assert 0.0 <= float(row["p_mpox"]) <= 1.0 and row["prediction"] in ("mpox", "not_mpox")
             assert row["error"] == "" and len(row["model_sha256"]) == 64
+            p = float(row["p_mpox"])
+            expected = f"uncertain, p(mpox) {p:.2f} inside {lo:.2f}–{hi:.2f}" if row["flag"] == "uncertain" else ""
+            assert row["needs_review"] == expected, row
         else:
             assert row["p_mpox"] == "" and "bad.png" in row["error"]
+            # The reason names the file's problem, not the machine's folders (the path column does that).
+            assert row["needs_review"] == "unreadable: " + row["error"].removeprefix(row["path"] + ": ")
+            assert row["needs_review"].startswith("unreadable: cannot decode image") and str(folder) not in row[
+                "needs_review"]
+    assert any(row["needs_review"].startswith("uncertain, p(mpox)") for row in rows)   # the band's rows say so
     assert not (tmp_path / "results.csv.partial").exists()
 
 
