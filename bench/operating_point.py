@@ -79,7 +79,28 @@ def boot_floor(y, p, target, n_boot=1000, seed=0):
     return np.asarray(out)
 
 
-def choose(y, loco, cv, target=TARGET):
+def save_predictions(path: Path, y, loco, cv) -> None:
+    flat = {"y": y}
+    for tag, folds in (("loco", loco), ("cv", cv)):
+        for i, (name, tr, te, p, thr) in enumerate(folds):
+            flat[f"{tag}{i}_name"] = np.array(name)
+            flat[f"{tag}{i}_te"], flat[f"{tag}{i}_p"], flat[f"{tag}{i}_thr"] = te, p, np.array(thr)
+    np.savez_compressed(path, **flat)
+
+
+def load_predictions(path: Path):
+    d = np.load(path)
+    folds = {"loco": [], "cv": []}
+    for tag in folds:
+        i = 0
+        while f"{tag}{i}_p" in d:
+            folds[tag].append((str(d[f"{tag}{i}_name"]), None, d[f"{tag}{i}_te"], d[f"{tag}{i}_p"],
+                               float(d[f"{tag}{i}_thr"])))
+            i += 1
+    return d["y"], folds["loco"], folds["cv"]
+
+
+def choose(y, loco, cv, target=TARGET, previous_floor: float | None = None):
     from core.operating_point import floor_for_sensitivity, triage_report
 
     yl, pl = pooled(y, loco)
@@ -89,10 +110,17 @@ def choose(y, loco, cv, target=TARGET):
     per_dir = {n: floor_for_sensitivity(y[te], p, target) for n, _tr, te, p, _t in loco}
     # Never above the default floor; each LOCO direction alone keeps the target.
     ooc = min(default, *per_dir.values())
-    # The rank rule (core.operating_point.folder_point): the share of a folder that must go to review for the
-    # target in each LOCO direction by rank alone; the largest is the card's review_share.
+    # The rank rule (core.operating_point.folder_point): the share of each folder that must go to review, by
+    # rank alone (no calibrated floor), for the target. Per LOCO direction (reported) and pooled over both
+    # directions (each folder reviewing its own top share): the pooled one is the card's review_share.
     shares = {n: float(np.mean(p >= per_dir[n])) for n, _tr, _te, p, _t in loco}
-    share = max(shares.values())
+    share = 1.0
+    for s in np.arange(0.30, 1.0001, 0.005):
+        review = np.concatenate([p >= np.quantile(p, 1 - s, method="lower") for _n, _tr, _te, p, _t in loco])
+        ys = np.concatenate([y[te] for _n, _tr, te, _p, _t in loco])
+        if review[ys == 1].mean() >= target:
+            share = float(s)
+            break
     res = {"default_floor": default, "out_of_collection_floor": ooc,
            "floors": {"loco_pooled": f_loco, "cv5_pooled": f_cv, **{f"loco {k}": v for k, v in per_dir.items()}},
            "default": {"loco": triage_report(yl, pl, default), "cv5": triage_report(yc, pc, default),
@@ -106,6 +134,10 @@ def choose(y, loco, cv, target=TARGET):
         f = min(ooc, float(np.quantile(p, 1 - share, method="lower")))
         ranked[f"loco {n}"] = triage_report(y[te], p, f)
     res["out_of_collection_with_share"] = ranked
+    if previous_floor is not None:  # what the card's current (previous release's) band gives on the same predictions
+        res["previous"] = {"review_floor": previous_floor, "loco": triage_report(yl, pl, previous_floor),
+                           "cv5": triage_report(yc, pc, previous_floor),
+                           **{f"loco {n}": triage_report(y[te], p, previous_floor) for n, _tr, te, p, _t in loco}}
     bl = boot_floor(yl, pl, target)
     res["loco_floor_bootstrap_p5"] = float(np.percentile(bl, 5)) if len(bl) else None
     return res
@@ -119,15 +151,28 @@ def main(argv=None) -> int:
     ap.add_argument("--draws", type=int, default=5, help="cv5 repetitions (seeds)")
     ap.add_argument("--C", type=float, default=0.01)
     ap.add_argument("--json", dest="json_path")
+    ap.add_argument("--predictions", metavar="DIR", help="keep (and reuse) the out-of-fold predictions here")
     ap.add_argument("--from-bundles", metavar="MODELS", help="read train+val embeddings from each bundle's "
                     "embeddings.npz in MODELS (identity view) instead of the feature cache")
     args = ap.parse_args(argv)
     out = {}
     for arch in args.only.split(","):
         t0 = time.monotonic()
-        y, loco, cv = predictions(args.manifest, arch, args.views.split(","), args.draws, args.C,
-                                  Path(args.from_bundles) if args.from_bundles else None)
-        res = choose(y, loco, cv)
+        cache = Path(args.predictions) / f"{arch}.npz" if args.predictions else None
+        if cache is not None and cache.is_file():
+            y, loco, cv = load_predictions(cache)
+        else:
+            y, loco, cv = predictions(args.manifest, arch, args.views.split(","), args.draws, args.C,
+                                      Path(args.from_bundles) if args.from_bundles else None)
+            if cache is not None:
+                cache.parent.mkdir(parents=True, exist_ok=True)
+                save_predictions(cache, y, loco, cv)
+        previous = None
+        if args.from_bundles:
+            from core.bundle import read_card
+
+            previous = float(read_card(Path(args.from_bundles) / arch).uncertain_band[0])
+        res = choose(y, loco, cv, previous_floor=previous)
         res["command"] = "python bench/operating_point.py MANIFEST"
         res["recipe"] = {"head": "logistic", "C": args.C, "cv5_draws": args.draws, "test_split_used": False,
                          "views": ["identity"] if args.from_bundles else args.views.split(","),
@@ -136,9 +181,11 @@ def main(argv=None) -> int:
         print(f"{arch} ({time.monotonic() - t0:.0f} s) floors: " +
               ", ".join(f"{k} {v:.3f}" for k, v in res["floors"].items()))
         print(f"  review share under an alarm {res['review_share']:.3f} ({res['review_shares']})")
-        for point in ("default", "out_of_collection", "out_of_collection_with_share"):
-            print(f"  {point} floor {res.get(point + '_floor', float('nan')):.3f}")
-            for k, r in res[point].items():
+        for point in ("previous", "default", "out_of_collection", "out_of_collection_with_share"):
+            if point not in res:
+                continue
+            print(f"  {point} floor {res.get(point + '_floor', res[point].get('review_floor', float('nan'))):.3f}")
+            for k, r in ((k, r) for k, r in res[point].items() if isinstance(r, dict)):
                 print(f"    {k:<22} triage sens {r['triage_sensitivity']:.3f} "
                       f"[{r['triage_sensitivity_ci95'][0]:.3f}, {r['triage_sensitivity_ci95'][1]:.3f}]  "
                       f"triage spec {r['triage_specificity']:.3f} "

@@ -258,3 +258,48 @@ def test_evaluate_reports_triage_sensitivity_counting_flags(tiny_bundle, image_f
     y = [p["label"] == "mpox" for p in got["predictions"]]
     assert got["triage"]["triage_sensitivity"] == pytest.approx(
         sum(r for r, m in zip(review, y) if m) / sum(y))
+
+
+# --- the shipped release ---------------------------------------------------------------------------------------
+SHIPPED = Path(__file__).resolve().parent.parent / "models"
+
+
+@pytest.mark.parametrize("name", ["mobilenetv2", "xception", "combined"])
+def test_every_shipped_bundle_states_its_triage_figures_at_points_chosen_out_of_collection(name):
+    from core.bundle import read_card
+
+    card = read_card(SHIPPED / name)
+    ops = card.extra.get("operating_points")
+    assert ops, f"{name} {card.version} has no operating points (release 1.3.0 on)"
+    assert card.parent and card.parent.get("version") == "1.2.0" and card.parent.get("card_sha256")
+    default, ooc = ops["default"], ops[OUT_OF_COLLECTION]
+    assert default["uncertain_band"] == list(card.uncertain_band)
+    pts = card_points(card)
+    assert pts[OUT_OF_COLLECTION].review_floor <= pts[DEFAULT].review_floor
+    assert 0 < ooc["review_share"] < 1 and ooc["review_n"] > 0
+    for where in ("loco", "cv5"):
+        t = default["triage"][where]
+        lo, hi = t["triage_sensitivity_ci95"]
+        assert lo <= t["triage_sensitivity"] <= hi and t["n_mpox"] > 50
+    # The point was chosen for triage sensitivity >= 0.95 on both pooled out-of-fold sets (never on test).
+    assert default["triage"]["loco"]["triage_sensitivity"] >= 0.95
+    assert default["triage"]["cv5"]["triage_sensitivity"] >= 0.95
+    assert ops["recipe"]["test_split_used"] is False
+    # Beside the previous release's figures on the same predictions.
+    previous = default["previous_release"]
+    assert previous["review_floor"] > 0 and {"loco", "cv5"} <= set(previous)
+
+
+@pytest.mark.parametrize("name", ["mobilenetv2", "xception", "combined"])
+def test_the_shipped_alarm_floor_is_quiet_on_new_patients_and_fires_on_other_collections(name):
+    from core.bundle import read_card
+    from core.shift import card_floor_table
+
+    card = read_card(SHIPPED / name)
+    table = card_floor_table(card)
+    assert table, f"{name} carries no calibrated effect floor"
+    assert effect_floor(362, table) < 0.026  # the external folder 1.2.0 stayed silent on
+    for row in card.extra["shift_alarm"]["measured"]["by_size"]:
+        quiet, n = row["null_quiet"]
+        fired, m = row["loco_fired"]
+        assert quiet >= 0.95 * n and fired >= 0.95 * m, row
