@@ -91,19 +91,21 @@ def retune_card(card, pts: dict, table: dict, shift_fig: dict, scope: dict | Non
     card.uncertain_band = [default_floor, hi]
     n_review = review_n(curve)
     extra = dict(card.extra or {})
-    extra["operating_points"] = {
+    extra["operating_points_method"] = {
         "rule": ("review floor (uncertain band's lower edge) = the highest with triage sensitivity >= 0.95 on "
                  "pooled out-of-fold predictions, leave-one-collection-out both directions AND cv5 "
                  f"({pts['recipe']['cv5_draws']} draws); out_of_collection: >= 0.95 in each LOCO direction alone, "
                  "plus the top review_share of the folder by rank; test never used"),
+        "command": "python bench/operating_point.py MANIFEST --from-bundles models --draws 3",
+        "recipe": pts["recipe"],
+    }
+    extra["operating_points"] = {
         "default": {"threshold": thr, "uncertain_band": [default_floor, hi],
                     "triage": {k: pts["default"][k] for k in pts["default"]},
                     "previous_release": pts.get("previous")},
         OUT_OF_COLLECTION: {"threshold": thr, "uncertain_band": [ooc_floor, hi],
                             "review_share": round(float(pts["review_share"]), 4), "review_n": n_review,
                             "triage": pts.get("out_of_collection_with_share") or pts["out_of_collection"]},
-        "command": "python bench/operating_point.py MANIFEST --from-bundles models --draws 3",
-        "recipe": pts["recipe"],
     }
     extra["shift_alarm"] = {"effect_floor": table, "measured": shift_fig,
                             "method": "mmd-rbf-permutation, alpha 0.05, effect floor by folder size (97.5th "

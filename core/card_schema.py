@@ -82,22 +82,50 @@ class Component(_Open):
     dim: Annotated[StrictInt, Field(ge=0)] = 0
 
 
+Probability = Annotated[Number, Field(ge=0.0, le=1.0)]
+
+
+class OperatingPointSpec(_Open):
+    """One entry of extra.operating_points (core.operating_point): a threshold, its uncertain band, and for the
+    out-of-collection point the share of a folder reviewed by rank and the photos to review before adapting."""
+
+    threshold: Probability
+    uncertain_band: Annotated[list[Probability], Field(min_length=2, max_length=2)]
+    review_share: Optional[Annotated[Number, Field(gt=0.0, lt=1.0)]] = None
+    review_n: Optional[Annotated[StrictInt, Field(ge=1)]] = None
+
+    @model_validator(mode="after")
+    def _ordered(self):
+        lo, hi = self.uncertain_band
+        if lo > hi:
+            raise ValueError(f"uncertain_band {self.uncertain_band} runs backwards")
+        return self
+
+
+class EffectFloor(_Open):
+    """extra.shift_alarm.effect_floor (core.shift.effect_floor): folder sizes and the floor at each."""
+
+    n: Annotated[list[Annotated[StrictInt, Field(ge=1)]], Field(min_length=1)]
+    effect: Annotated[list[Annotated[Number, Field(ge=0.0)]], Field(min_length=1)]
+
+    @model_validator(mode="after")
+    def _same_length(self):
+        if len(self.n) != len(self.effect):
+            raise ValueError("n and effect differ in length")
+        return self
+
+
+class ShiftAlarm(_Open):
+    effect_floor: Optional[EffectFloor] = None
+
+
 class Extra(_Open):
     kind: Optional[StrictStr] = None
     runtime: Optional[Runtime] = None
     components: Optional[Annotated[list[Component], Field(min_length=1)]] = None
-    # Named operating points (e.g. {"screening": {"threshold": 0.3, ...}}): each a table, any threshold in [0, 1].
-    operating_points: Optional[dict[StrictStr, dict[StrictStr, Any]]] = None
-
-    @field_validator("operating_points")
-    @classmethod
-    def _thresholds(cls, points):
-        for name, point in (points or {}).items():
-            if "threshold" in point:
-                t = point["threshold"]
-                if isinstance(t, bool) or not isinstance(t, (int, float)) or not 0.0 <= t <= 1.0:
-                    raise ValueError(f"point {name!r} has threshold {t!r}; it must be a number in [0, 1]")
-        return points
+    # Named operating points ("default", "out_of_collection"; core.operating_point).
+    operating_points: Optional[dict[StrictStr, OperatingPointSpec]] = None
+    shift_alarm: Optional[ShiftAlarm] = None
 
 
 class SplitMetrics(_Open):

@@ -284,7 +284,7 @@ def test_every_shipped_bundle_states_its_triage_figures_at_points_chosen_out_of_
     # The point was chosen for triage sensitivity >= 0.95 on both pooled out-of-fold sets (never on test).
     assert default["triage"]["loco"]["triage_sensitivity"] >= 0.95
     assert default["triage"]["cv5"]["triage_sensitivity"] >= 0.95
-    assert ops["recipe"]["test_split_used"] is False
+    assert card.extra["operating_points_method"]["recipe"]["test_split_used"] is False
     # Beside the previous release's figures on the same predictions.
     previous = default["previous_release"]
     assert previous["review_floor"] > 0 and {"loco", "cv5"} <= set(previous)
@@ -303,3 +303,15 @@ def test_the_shipped_alarm_floor_is_quiet_on_new_patients_and_fires_on_other_col
         quiet, n = row["null_quiet"]
         fired, m = row["loco_fired"]
         assert quiet >= 0.95 * n and fired >= 0.95 * m, row
+
+
+@pytest.mark.parametrize("bad", [{"threshold": 1.5, "uncertain_band": [0.1, 0.9]},
+                                 {"threshold": 0.5, "uncertain_band": [0.8, 0.2]},
+                                 {"threshold": 0.5, "uncertain_band": [0.1, 0.9], "review_share": 1.0},
+                                 {"threshold": 0.5}])
+def test_a_card_with_a_malformed_operating_point_is_refused_naming_the_field(bad):
+    from core.bundle import BundleError, validate_card
+
+    with pytest.raises(BundleError, match="operating_points") as exc:
+        validate_card(_card(operating_points={OUT_OF_COLLECTION: bad}))
+    assert "\n" not in str(exc.value)
