@@ -355,10 +355,16 @@ def folder_shift(bundle, embeddings, reference: np.ndarray | None = None, alpha:
     return replace(weakest, detected=all(r.detected for r in results))
 
 
-def folder_verdict(entries: Sequence[dict]) -> dict | None:
+def folder_verdict(entries: Sequence[dict], decider: str = "") -> dict | None:
     """One shift entry for a run of several models (each a ShiftResult.to_dict() plus extras): the first that
     fired, else the first that ran, else the first (which says why it did not run); None without entries.
     The CLI summary and the app's banner both use it."""
     entries = list(entries)
+    # The model whose call is the photo's call (a combined model run with its components) speaks for the
+    # folder when its test ran; the app's banner and the CLI then name the same model every time.
+    own = next((e for e in entries if decider and e.get("model_key") == decider and e.get("p_value") is not None),
+               None)
+    if own is not None:
+        return own
     return next((e for e in entries if e.get("detected")),
                 next((e for e in entries if e.get("p_value") is not None), entries[0] if entries else None))

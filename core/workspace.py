@@ -397,7 +397,10 @@ class Workspace:
                 self._shift_entries[e.get("model_key", "")] = e
             if not ran and self.shift is not None:
                 return self.shift
-            verdict = folder_verdict(list(self._shift_entries.values()) or entries)
+            from core.reasons import deciding_key
+
+            verdict = folder_verdict(list(self._shift_entries.values()) or entries,
+                                     deciding_key(list(self.cards.values())))
             if verdict is None:
                 return self.shift
             verdict = {**verdict, "scored_now": int(scored_now)}

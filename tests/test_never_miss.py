@@ -315,3 +315,15 @@ def test_a_card_with_a_malformed_operating_point_is_refused_naming_the_field(bad
     with pytest.raises(BundleError, match="operating_points") as exc:
         validate_card(_card(operating_points={OUT_OF_COLLECTION: bad}))
     assert "\n" not in str(exc.value)
+
+
+def test_the_deciding_model_speaks_for_the_folder_whichever_model_finished_first():
+    from core.shift import folder_verdict
+
+    mob = {"detected": True, "p_value": 0.001, "model": "mobilenetv2", "model_key": "m"}
+    comb = {"detected": False, "p_value": 0.4, "model": "combined", "model_key": "c"}
+    assert folder_verdict([mob, comb], decider="c")["model"] == "combined"
+    assert folder_verdict([comb, mob], decider="c")["model"] == "combined"
+    assert folder_verdict([mob, comb])["model"] == "mobilenetv2"          # no decider: the first alarm
+    not_run = {"detected": False, "p_value": None, "model": "combined", "model_key": "c"}
+    assert folder_verdict([not_run, mob], decider="c")["model"] == "mobilenetv2"
