@@ -153,22 +153,30 @@ def main(argv=None) -> int:
     cal = json.loads(Path(args.shift_floor).read_text())
     scope = json.loads(Path(args.scope).read_text()) if args.scope else None
     curves = json.loads(Path(args.adaptation).read_text()) if args.adaptation else {}
+    def attach(name):
+        info = attach_light_runtime(models / name, [s.path for s in test.samples])
+        log(f"{name}: runtime attached, max |dp| {info['agreement']['max_abs_diff_p']:.2e}")
+
+    def has_runtime(name):  # a light runtime (backbone .tflite and/or numpy head), not 1.2.0's whole-model export
+        return bool(((read_card(models / name).extra or {}).get("runtime") or {}).get("head"))
+
+    # Resumable: a bundle already at the new version keeps its card; a step already done is not done again.
     for name in ORDER:
-        pts = json.loads((Path(args.points) / f"points_{name}.json").read_text())[name]
-        table = floor_table(cal[name])
         card = read_card(models / name)
-        retune_card(card, pts, table, shift_figures(cal[name], table), scope, curves.get(name), args.version)
-        write_card(models / name, card)
-        if name == "combined":  # its runtime first: the test is scored as users run it (LiteRT, each backbone once)
-            info = attach_light_runtime(models / name, [s.path for s in test.samples])
-            log(f"{name}: runtime attached, max |dp| {info['agreement']['max_abs_diff_p']:.2e}")
-        bundle = load_bundle(models / name)
-        card = read_card(models / name)
-        card.metrics["test"] = test_once(bundle, test)
-        write_card(models / name, card)
-        if name != "combined":
-            info = attach_light_runtime(models / name, [s.path for s in test.samples])
-            log(f"{name}: runtime attached, max |dp| {info['agreement']['max_abs_diff_p']:.2e}")
+        if card.version != args.version:
+            pts = json.loads((Path(args.points) / f"points_{name}.json").read_text())[name]
+            table = floor_table(cal[name])
+            retune_card(card, pts, table, shift_figures(cal[name], table), scope, curves.get(name), args.version)
+            write_card(models / name, card)
+        if name == "combined" and not has_runtime(name):
+            attach(name)  # its runtime first: the test is scored as users run it (LiteRT, each backbone once)
+        if "triage" not in (read_card(models / name).metrics.get("test") or {}):
+            bundle = load_bundle(models / name)
+            card = read_card(models / name)
+            card.metrics["test"] = test_once(bundle, test)
+            write_card(models / name, card)
+        if name != "combined" and not has_runtime(name):
+            attach(name)
     from core.releases import release_line
 
     for name in ORDER:
