@@ -6,7 +6,7 @@ Inputs are what the benches wrote (none of them reads the test split):
 - bench/shift_calibration.py --json FLOOR.json            (effect floor by folder size, null and LOCO rates)
 - optional JSON files with the scope check's and the adaptation curve's figures (copied into the cards).
 Then, once per bundle and after every choice is fixed, the test split is scored and only reported.
-Components first (their cards change, then their runtimes), then combined, whose card records their digests.
+Components first (card, runtime, test figures), then combined, whose card records their final card digests.
 
     MPOX_TRIAGE_WEIGHTS_DIR=../shared/weights python bench/retune_release.py ../shared/data/manifest.csv \\
         --points /tmp/miss --shift-floor /tmp/miss/shift_floor.json --scope scope.json --adaptation adapt.json
@@ -168,15 +168,13 @@ def main(argv=None) -> int:
             table = floor_table(cal[name])
             retune_card(card, pts, table, shift_figures(cal[name], table), scope, curves.get(name), args.version)
             write_card(models / name, card)
-        if name == "combined" and not has_runtime(name):
-            attach(name)  # its runtime first: the test is scored as users run it (LiteRT, each backbone once)
+        if not has_runtime(name):
+            attach(name)  # runtime first: the test is scored as users run it (LiteRT, each backbone once)
         if "triage" not in (read_card(models / name).metrics.get("test") or {}):
             bundle = load_bundle(models / name)
             card = read_card(models / name)
             card.metrics["test"] = test_once(bundle, test)
             write_card(models / name, card)
-        if name != "combined" and not has_runtime(name):
-            attach(name)
     from core.releases import release_line
 
     for name in ORDER:
