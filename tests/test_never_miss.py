@@ -327,3 +327,18 @@ def test_the_deciding_model_speaks_for_the_folder_whichever_model_finished_first
     assert folder_verdict([mob, comb])["model"] == "mobilenetv2"          # no decider: the first alarm
     not_run = {"detected": False, "p_value": None, "model": "combined", "model_key": "c"}
     assert folder_verdict([not_run, mob], decider="c")["model"] == "mobilenetv2"
+
+
+def test_the_report_card_page_states_triage_figures_and_the_alarm_point_in_words():
+    from core.reports.cards import _points_in_words, metrics_in_words
+
+    tri = {"triage_sensitivity": 0.951, "triage_sensitivity_ci95": [0.92, 0.97],
+           "triage_specificity": 0.698, "triage_specificity_ci95": [0.657, 0.736]}
+    text = metrics_in_words({"n": 155, "sensitivity": 0.8, "triage": tri}, "test")
+    assert "triage sensitivity 95.1%" in text and "triage specificity 69.8%" in text
+    card = _card(operating_points={"default": {"threshold": 0.5, "uncertain_band": [0.2, 0.7],
+                                               "triage": {"loco": tri}},
+                                   OUT_OF_COLLECTION: {**OOC, "review_share": 0.565}})
+    words = _points_in_words(card)
+    assert "leave-one-collection-out" in words and "0.05" in words and "56.5%" in words
+    assert "{" not in words and "None" not in words

@@ -84,6 +84,7 @@ def metrics_in_words(m: dict, kind: str = "") -> str:
         bits.append(s)
     if _num(m.get("roc_auc")):
         bits.append(f"ROC-AUC {m['roc_auc']:.3f}{_ci_words(ci.get('roc_auc'), percent=False)}")
+    bits += triage_in_words(m.get("triage"))
     head = ""
     if _num(m.get("n")):
         head = f"{int(m['n']):,} {kind + ' ' if kind else ''}photos"
@@ -91,6 +92,42 @@ def metrics_in_words(m: dict, kind: str = "") -> str:
             head += f" ({int(m['n_mpox']):,} mpox)"
         head += ": "
     return head + ("; ".join(bits) if bits else "no figures recorded") + "."
+
+
+def triage_in_words(t: Any) -> list[str]:
+    """Triage sensitivity and specificity (core.operating_point) as phrases; none when not recorded."""
+    if not isinstance(t, dict):
+        return []
+    out = []
+    if _num(t.get("triage_sensitivity")):
+        out.append(f"triage sensitivity {_pct1(t['triage_sensitivity'])}{_ci_words(t.get('triage_sensitivity_ci95'))}"
+                   " (mpox photos called mpox or flagged for review)")
+    if _num(t.get("triage_specificity")):
+        out.append(f"triage specificity {_pct1(t['triage_specificity'])}{_ci_words(t.get('triage_specificity_ci95'))}"
+                   " (other photos cleared with no flag)")
+    return out
+
+
+def _points_in_words(card: Any) -> str:
+    """The card's operating points (release 1.3.0 on) and what they gave out of collection, in words."""
+    extra = card.extra if isinstance(card.extra, dict) else {}
+    ops = extra.get("operating_points")
+    if not isinstance(ops, dict):
+        return ""
+    parts = []
+    default = ops.get("default") if isinstance(ops.get("default"), dict) else {}
+    loco = (default.get("triage") or {}).get("loco") if isinstance(default.get("triage"), dict) else None
+    if isinstance(loco, dict):
+        parts.append("On photos from a collection the model did not learn from (leave-one-collection-out): "
+                     + "; ".join(triage_in_words(loco)) + ".")
+    ooc = ops.get("out_of_collection") if isinstance(ops.get("out_of_collection"), dict) else {}
+    band = ooc.get("uncertain_band")
+    if isinstance(band, list) and len(band) == 2 and _num(band[0]):
+        text = (f"When a folder's shift alarm fires, photos with p(mpox) of at least {float(band[0]):.2f} go to review")
+        if _num(ooc.get("review_share")):
+            text += f", and so does the top {_pct1(ooc['review_share'])} of that folder by score"
+        parts.append(text + ".")
+    return " ".join(parts)
 
 
 def _training_in_words(td: Any) -> str:
@@ -155,6 +192,9 @@ def card_summary(card: Any, origin: str | None = None, scope_limit: float | None
     if limit is not None:
         flags.append(f"Out of scope when the photo's out-of-scope score is above {float(limit):.3g}: the photo is "
                      "unlike the training photos, so its score should not be trusted.")
+    points = _points_in_words(card)
+    if points:
+        flags.append(points)
     rows.append(("Flags for review", escape(" ".join(flags) if flags else "No flags set in this card.")))
     metrics = card.metrics if isinstance(card.metrics, dict) else {}
     if isinstance(metrics.get("val"), dict):
@@ -186,7 +226,8 @@ def card_summary(card: Any, origin: str | None = None, scope_limit: float | None
 
 
 FIGURES_NOTE = ("Sensitivity: the share of mpox photos the model calls mpox. Specificity: the share of other photos "
-                "it calls not mpox. ROC-AUC: how well its scores rank mpox photos above others (1 is perfect, 0.5 "
+                "it calls not mpox. Triage sensitivity: the share of mpox photos called mpox or flagged for review; "
+                "triage specificity: the share of other photos cleared with no flag. ROC-AUC: how well its scores rank mpox photos above others (1 is perfect, 0.5 "
                 "is chance). Intervals are 95% bootstrap intervals over photos; photos of one patient are not "
                 "independent, so the true uncertainty can be wider.")
 
