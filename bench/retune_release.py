@@ -64,7 +64,8 @@ def review_n(curve: dict | None, default: int = 100) -> int:
     of the largest K's; the default when no curve is given."""
     if not curve:
         return default
-    rows = [r for r in curve.get("rows", []) if isinstance(r, dict)]
+    order = curve.get("shipped_order")
+    rows = [r for r in curve.get("rows", []) if isinstance(r, dict) and (not order or r.get("order") == order)]
     ks = sorted({int(k[2:]) for r in rows for k in r if k.startswith("K=") and int(k[2:]) > 0})
     if not ks:
         return default
