@@ -169,6 +169,15 @@ def main(argv=None) -> int:
             table = floor_table(cal[name])
             retune_card(card, pts, table, shift_figures(cal[name], table), scope, curves.get(name), args.version)
             write_card(models / name, card)
+        if name == "combined":  # record the 1.3.0 components (name, version, weights, final card digest)
+            from core.combined import component_ref
+
+            card = read_card(models / name)
+            refs = [component_ref(models / r["name"], read_card(models / r["name"]), dim=r.get("dim"))
+                    for r in card.extra["components"]]
+            if refs != card.extra["components"]:
+                card.extra = {**card.extra, "components": refs}
+                write_card(models / name, card)
         if not has_runtime(name):
             attach(name)  # runtime first: the test is scored as users run it (LiteRT, each backbone once)
         if "triage" not in (read_card(models / name).metrics.get("test") or {}):
