@@ -53,6 +53,14 @@ RELEASES: tuple[Release, ...] = (
             ("021e3fcefe000afd358c10bd42678249a312e3432e30fd4d99b53190e5d731a8",)),
     Release("combined", "1.2.0", "b36ad2813484609bce5834c414dd2eb266541ca9c590502b6ec357cb84759efa",
             ("a0463edf90c415d96f37286a9383ef6739072bd4e78b2592373eaca78c756ee5",)),
+    # 1.3.0 (parents: the 1.2.0 bundles, same weights and heads): operating points chosen out of collection, the
+    # shift alarm's floor by folder size, LiteRT backbones and numpy heads (bench/retune_release.py).
+    Release("mobilenetv2", "1.3.0", "5c5533eb2dcfd623cef17075f5f2441f10623fde61154fcd2d08d983fff547f5",
+            ("a32b203268d5d8bb34e4fc96358732b51fdcace4d1c2d44c4581e72896d0b26c",)),
+    Release("xception", "1.3.0", "88704d93e3e3da587178ebb38ae9ab2afc6bf738baa92b562893a0a5668795f7",
+            ("1f3a9665a34783b849b92b34755a7e4ea6b2e323c67043cc3f51d2c4ad139a02",)),
+    Release("combined", "1.3.0", "b36ad2813484609bce5834c414dd2eb266541ca9c590502b6ec357cb84759efa",
+            ("62e3164cddb70de66d8aff695a65abee029f8c3debdea74c238767a2c1b40eda",)),
 )
 
 
