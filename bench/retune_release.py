@@ -121,6 +121,11 @@ def retune_card(card, pts: dict, table: dict, shift_fig: dict, scope: dict | Non
     if curve:
         card.metrics["adaptation_curve"] = curve
     card.metrics["previous_test"] = card.metrics.pop("test", None)
+    from core.heads import DEFAULT_C
+
+    for proto in (card.metrics.get("protocols") or {}).values():  # 1.2.0 recorded C: null for the default C
+        if isinstance(proto, dict) and isinstance(proto.get("recipe"), dict) and proto["recipe"].get("C") is None:
+            proto["recipe"]["C"] = DEFAULT_C
 
 
 def test_once(bundle, test) -> dict:

@@ -64,7 +64,8 @@ def test_schema_format_version_is_the_bundles():
 
 def test_known_extras_are_checked_and_unknown_extras_allowed():
     data = json.loads((REPO / "models" / "mobilenetv2" / CARD_FILE).read_text())
-    data["extra"] = {**data.get("extra", {}), "operating_points": {"screening": {"threshold": 0.3, "note": "x"}},
+    data["extra"] = {**data.get("extra", {}), "operating_points": {"screening": {"threshold": 0.3, "uncertain_band": [0.2, 0.4],
+                                                                      "note": "x"}},
                      "runtime": {"file": "m.tflite", "format": "tflite", "agreement": {"max_abs_diff_p": 1e-6},
                                  "delegate": "xnnpack"},
                      "something_new": {"any": [1, 2]}}

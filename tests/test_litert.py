@@ -59,14 +59,14 @@ def test_reattaching_keeps_other_card_fields_and_removes_the_old_runtime_files(t
 
     bundle_dir = make_tiny_bundle(tmp_path / "tiny")
     card = read_card(bundle_dir)
-    card.extra["operating_points"] = {"screening": {"threshold": 0.3}}  # someone else's field: kept
+    card.extra["operating_points"] = {"screening": {"threshold": 0.3, "uncertain_band": [0.2, 0.4]}}  # someone else's field: kept
     write_card(bundle_dir, card)
     first = attach_light_runtime(bundle_dir, image_folder(1))
     # A different check set gives the same files (same content, same names): nothing to remove.
     second = attach_light_runtime(bundle_dir, None)
     assert (first["file"], first["head"]) == (second["file"], second["head"])
     card = read_card(bundle_dir)
-    assert card.extra["operating_points"] == {"screening": {"threshold": 0.3}}
+    assert card.extra["operating_points"] == {"screening": {"threshold": 0.3, "uncertain_band": [0.2, 0.4]}}
     assert card.extra["runtime"]["check_images"].startswith("16 generated")
     assert sorted(p.name for p in bundle_dir.iterdir() if p.suffix in (".tflite", ".npz") and p.name != "ood.npz") \
         == sorted([second["file"], second["head"]])
