@@ -40,15 +40,26 @@ def make_tiny_bundle(out_dir: Path, name: str = "tiny", input_size: int = 32, th
 
 
 def make_photo(size=(64, 48), seed: int = 0, mode: str = "RGB") -> Image.Image:
+    """A small generated photo of skin: a varied skin tone under soft lighting with a few darker red lesions and
+    sensor noise, so JPEG compression behaves as on photos and the scope check (core.scope) sees it in scope."""
     rng = np.random.default_rng(seed)
     w, h = size
-    arr = rng.integers(0, 256, size=(h, w, 3), dtype=np.uint8)
-    # Smooth blobs so JPEG compression behaves like on photos.
     yy, xx = np.mgrid[0:h, 0:w]
-    cx, cy = rng.integers(0, w), rng.integers(0, h)
-    blob = np.exp(-((xx - cx) ** 2 + (yy - cy) ** 2) / (2 * (min(w, h) / 4) ** 2))
-    arr = (arr * 0.3 + blob[..., None] * np.array([200, 80, 60]) * 0.7).astype(np.uint8)
-    return Image.fromarray(arr, "RGB").convert(mode)
+    base = np.array([205, 150, 125]) * (0.85 + 0.15 * rng.random())   # a skin tone, varied per photo
+    shade = 0.85 + 0.15 * (yy / h)                                      # soft lighting
+    arr = base[None, None, :] * shade[..., None]
+    for _ in range(3):
+        cx, cy, r = rng.integers(0, w), rng.integers(0, h), min(w, h) / rng.uniform(5, 9)
+        blob = np.exp(-((xx - cx) ** 2 + (yy - cy) ** 2) / (2 * r ** 2))
+        arr = arr * (1 - 0.5 * blob[..., None]) + blob[..., None] * np.array([150, 60, 50]) * 0.5
+    # Skin grain at the scale of a 160-pixel photo whatever the size (the scope check looks at the photo resized to
+    # 160 pixels, where fine noise on a large photo averages out into a too-smooth rendering), plus sensor noise.
+    step = max(1, round(max(w, h) / 160))
+    grain = rng.normal(0, 6, (-(-h // step), -(-w // step), 3))
+    arr = arr + np.repeat(np.repeat(grain, step, 0), step, 1)[:h, :w]
+    if step > 1:
+        arr = arr + rng.normal(0, 3, arr.shape)
+    return Image.fromarray(np.clip(arr, 0, 255).astype(np.uint8), "RGB").convert(mode)
 
 
 def make_image_folder(root: Path, n_per_class: int = 4, classes=("mpox", "other"), size=(64, 48),
