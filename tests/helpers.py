@@ -53,9 +53,10 @@ def make_photo(size=(64, 48), seed: int = 0, mode: str = "RGB") -> Image.Image:
         blob = np.exp(-((xx - cx) ** 2 + (yy - cy) ** 2) / (2 * r ** 2))
         arr = arr * (1 - 0.5 * blob[..., None]) + blob[..., None] * np.array([150, 60, 50]) * 0.5
     # Skin grain at the scale of a 160-pixel photo whatever the size (the scope check looks at the photo resized to
-    # 160 pixels, where fine noise on a large photo averages out into a too-smooth rendering), plus sensor noise.
+    # 160 pixels, where fine noise on a large photo averages out into a too-smooth rendering), plus sensor noise;
+    # strong enough that JPEG on a 32-pixel photo keeps it (weaker grain is smoothed into a rendering).
     step = max(1, round(max(w, h) / 160))
-    grain = rng.normal(0, 6, (-(-h // step), -(-w // step), 3))
+    grain = rng.normal(0, 10, (-(-h // step), -(-w // step), 3))
     arr = arr + np.repeat(np.repeat(grain, step, 0), step, 1)[:h, :w]
     if step > 1:
         arr = arr + rng.normal(0, 3, arr.shape)

@@ -20,10 +20,12 @@ TINY = "tiny:32"
 
 
 def _lesion_photo(mpox: bool, seed: int, size: int = 40) -> Image.Image:
-    """Two visibly different classes: reddish skin with dark pocks vs smooth bluish-grey skin."""
+    """Two visibly different classes: reddish skin with dark pocks vs smooth pale skin under soft lighting (both
+    photos of skin to the scope check; flat grey-blue noise is not)."""
     rng = np.random.default_rng(seed)
-    base = np.array([200, 120, 110] if mpox else [120, 140, 170], dtype=np.float64)
-    img = np.ones((size, size, 3)) * base + rng.normal(0, 12, (size, size, 3))
+    base = np.array([200, 120, 110] if mpox else [210, 170, 150], dtype=np.float64)
+    shade = np.ones(size) if mpox else 0.8 + 0.2 * np.arange(size) / size
+    img = np.ones((size, size, 3)) * base * shade[:, None, None] + rng.normal(0, 12, (size, size, 3))
     if mpox:
         yy, xx = np.mgrid[0:size, 0:size]
         for _ in range(4):
