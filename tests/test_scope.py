@@ -90,7 +90,8 @@ def test_model_roundtrips_through_json_and_refuses_other_features(tmp_path):
     assert np.all(model.score_features(others) > 0.5) and np.all(model.score_features(photos) < 0.5)
     model.save(tmp_path / "m.json")
     again = scope.load_scope_model(str(tmp_path / "m.json"))
-    np.testing.assert_allclose(again.score_features(photos), model.score_features(photos))
+    # The file keeps 6 significant digits (core.scope._rounded): the same scores to far below their noise.
+    np.testing.assert_allclose(again.score_features(photos), model.score_features(photos), rtol=1e-4, atol=1e-7)
     data = model.to_json()
     data["features"] = data["features"][:-1]
     with pytest.raises(ValueError, match="refit"):

@@ -20,11 +20,11 @@ TINY = "tiny:32"
 
 
 def _lesion_photo(mpox: bool, seed: int, size: int = 40) -> Image.Image:
-    """Two visibly different classes: reddish skin with dark pocks vs smooth pale skin under soft lighting (both
-    photos of skin to the scope check; flat grey-blue noise is not)."""
+    """Two visibly different classes under the same soft lighting: reddish skin with dark pocks vs smooth dark
+    skin (both photos of skin to the scope check; flat grey-blue noise is not)."""
     rng = np.random.default_rng(seed)
-    base = np.array([200, 120, 110] if mpox else [210, 170, 150], dtype=np.float64)
-    shade = np.ones(size) if mpox else 0.8 + 0.2 * np.arange(size) / size
+    base = np.array([200, 120, 110] if mpox else [130, 95, 80], dtype=np.float64)
+    shade = 0.8 + 0.2 * np.arange(size) / size  # soft lighting, top to bottom
     img = np.ones((size, size, 3)) * base * shade[:, None, None] + rng.normal(0, 12, (size, size, 3))
     if mpox:
         yy, xx = np.mgrid[0:size, 0:size]
