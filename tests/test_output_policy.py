@@ -84,9 +84,11 @@ def test_classify_never_writes_inside_any_bundle(capsys, photos, args):
 
 
 def test_export_refuses_to_write_over_the_bundles_own_tflite(capsys):
-    tflite = next(SHIPPED.joinpath("mobilenetv2").glob("model-*.tflite"), None)
-    if tflite is None:
-        pytest.skip("the shipped mobilenetv2 bundle has no attached .tflite")
+    import json
+
+    runtime = json.loads((SHIPPED / "mobilenetv2" / "model_card.json").read_text())["extra"]["runtime"]
+    tflite = SHIPPED / "mobilenetv2" / runtime["file"]  # the bundle's own LiteRT backbone (release 1.3.0 on)
+    assert tflite.is_file() and tflite.suffix == ".tflite"
     before = digest(tflite)
     code, err = run_cli(capsys, "export", "--model", "mobilenetv2", "--format", "tflite", tflite)
     refused(code, err, "model bundle")
