@@ -151,6 +151,17 @@ def _session_db_path(p: Path) -> Path:
     return p / SESSION_FILE
 
 
+def _check_sqlite_header(db_path: Path, advice: str = "") -> None:
+    """SessionError (one line, nothing changed) unless the file starts with SQLite's header."""
+    try:
+        with open(db_path, "rb") as fh:
+            header = fh.read(len(_SQLITE_HEADER))
+    except OSError as exc:
+        raise SessionError(f"{db_path}: cannot read the session ({exc.strerror or exc})") from None
+    if header != _SQLITE_HEADER:
+        raise SessionError(f"{db_path}: not a session database (not an SQLite file); nothing was changed." + advice)
+
+
 def _check_session_file(db_path: Path) -> None:
     """Refuse, before SQLite touches it, a session file that is not a regular SQLite file or is read-only."""
     try:
@@ -163,14 +174,7 @@ def _check_session_file(db_path: Path) -> None:
         if not stat.S_ISREG(st.st_mode):
             raise SessionError(f"{db_path}: is not a regular file; a session database is a file")
         if st.st_size:
-            try:
-                with open(db_path, "rb") as fh:
-                    header = fh.read(len(_SQLITE_HEADER))
-            except OSError as exc:
-                raise SessionError(f"{db_path}: cannot read the session ({exc.strerror or exc})") from None
-            if header != _SQLITE_HEADER:
-                raise SessionError(f"{db_path}: not a session database (not an SQLite file); nothing was changed. "
-                                   "Move it away or choose another session folder")
+            _check_sqlite_header(db_path, " Move it away or choose another session folder")
         if not os.access(db_path, os.W_OK):
             raise SessionError(f"{db_path}: the session database is read-only; make it writable or copy the session "
                                "folder somewhere writable")
@@ -292,13 +296,7 @@ class SessionStore:
         db_path = _session_db_path(Path(path).expanduser())
         if not db_path.is_file():
             raise SessionError(f"{db_path}: no session database here; give the folder of an existing session")
-        try:
-            with open(db_path, "rb") as fh:
-                header = fh.read(len(_SQLITE_HEADER))
-        except OSError as exc:
-            raise SessionError(f"{db_path}: cannot read the session ({exc.strerror or exc})") from None
-        if header != _SQLITE_HEADER:
-            raise SessionError(f"{db_path}: not a session database (not an SQLite file); nothing was changed")
+        _check_sqlite_header(db_path)
         conn, last = None, None
         # mode=ro reads a WAL database when its -shm can be used; immutable=1 when the folder is read-only.
         for query in ("mode=ro", "immutable=1"):
