@@ -202,6 +202,10 @@ class MainWindow(QMainWindow):
         self.act_export_pdf.setShortcut(QKeySequence("Ctrl+E"))
         self.act_export_csv = QAction("Export &CSV…", self)
         self.act_export_csv.setShortcut(QKeySequence("Ctrl+Shift+E"))
+        # Exports show what the table shows (the picked model, or Both's models); every model ever run on the
+        # folder is an explicit choice.
+        self.act_export_all = QAction("Exports include every model stored for this folder", self)
+        self.act_export_all.setCheckable(True)
         self.act_export_card = QAction("Export &model card (JSON)…", self)
         self.act_export_card.setToolTip("The full model card of the selected model(s), every field, as JSON")
         self.act_quit = QAction("&Quit", self)
@@ -243,6 +247,7 @@ class MainWindow(QMainWindow):
         m_file.addSeparator()
         m_file.addAction(self.act_export_pdf)
         m_file.addAction(self.act_export_csv)
+        m_file.addAction(self.act_export_all)
         m_file.addAction(self.act_export_card)
         m_file.addSeparator()
         m_file.addAction(self.act_quit)
@@ -412,6 +417,7 @@ class MainWindow(QMainWindow):
         self.model_in_use.setText("Model: " + " + ".join(c.display_name for c in cards))
         self.model_in_use.setToolTip(self._choice_tooltip(cards))
         self.detail.show_row(self.detail.row) if self.detail.row is not None else None
+        self.show_shift()   # the banner names the picked models' own verdicts
         # Load in the background now so the first Run does not wait for TensorFlow.
         for path, card in zip(self.choices[index][1], self.choices[index][2]):
             self.handle_for(path, card).load()
@@ -614,29 +620,32 @@ class MainWindow(QMainWindow):
         self._update_actions()
         self.run_finished.emit(summary)
 
-    def show_shift(self, shift: dict | None) -> None:
-        """Present the folder's shift result (Workspace.shift, kept in the session): a banner naming the model
-        whose test decides, and the reasons it adds; shown again when the folder is reopened."""
+    def show_shift(self, shift: dict | None = None) -> None:
+        """Present the shift verdicts of the picked models (each model's own under Both: core.workspace keeps one
+        per source and model, computed from what the session stores): a banner naming each model whose alarm
+        stands, and the reasons the deciding verdict adds; shown again when the folder is reopened."""
         if self.workspace is None:
             return
-        if shift and self.workspace.shift is None:   # the workspace keeps the verdict (core.workspace.update_shift)
-            self.workspace.shift = dict(shift)
-        shift = self.workspace.shift
-        self.model.set_shift(shift)
-        if not shift or not shift.get("detected"):
+        keys = [c.key for c in self.selected_cards()] or list(self.workspace.cards)
+        self.model.set_shift(self.workspace.deciding_verdict(keys))
+        alarms = [v for v in (self.workspace.verdict_for(k) for k in keys) if v and v.get("detected")]
+        if not alarms:
             self.shift_banner.hide()
             return
         from core.shift import SHIFT_MEANING
 
-        text = f"Shift alarm ({shift.get('model') or 'the model'}): " + str(
-            shift.get("message") or f"these photos differ from the training photos: {SHIFT_MEANING}.")
-        if shift.get("operating_point") == "out_of_collection":
-            text += " The review band is widened for this folder, so more photos need review."
-        if shift.get("remedy"):
-            text += f" What to do: {str(shift['remedy']).rstrip('.')}."
-        self.shift_banner.setText(text)
-        self.shift_banner.setToolTip("A two-sample test compared this folder's photos with the model's training "
-                                     "photos (core.shift); the result is kept with the folder's session and is "
+        parts = []
+        for shift in alarms:
+            text = f"Shift alarm ({shift.get('model') or 'the model'}): " + str(
+                shift.get("message") or f"these photos differ from the training photos: {SHIFT_MEANING}.")
+            if shift.get("operating_point") == "out_of_collection":
+                text += " The review band is widened for this folder, so more photos need review."
+            if shift.get("remedy"):
+                text += f" What to do: {str(shift['remedy']).rstrip('.')}."
+            parts.append(text)
+        self.shift_banner.setText("\n".join(parts))
+        self.shift_banner.setToolTip("A two-sample test compared this folder's photos with each model's training "
+                                     "photos (core.shift); each verdict is kept with the folder's session and is "
                                      "printed on the report's cover. See docs/shift.md")
         self.shift_banner.show()
 
@@ -742,7 +751,14 @@ class MainWindow(QMainWindow):
 
     # --- exports -------------------------------------------------------------------------------
     def _export_keys(self) -> list[str]:
-        return self.workspace.model_keys() if self.workspace is not None else []
+        """The models an export covers: those the table shows (the picker's), unless the user asked for every
+        model stored for this folder (File > Exports include every model...)."""
+        if self.workspace is None:
+            return []
+        stored = self.workspace.model_keys()
+        if self.act_export_all.isChecked():
+            return stored
+        return [c.key for c in self.selected_cards() if c.key in stored]
 
     def export_csv(self, out_path: str | None = None) -> str | None:
         """The workspace's CSV (one row per photo, every model side by side), as `classify --csv` writes it."""

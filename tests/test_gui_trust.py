@@ -69,7 +69,8 @@ def new_window(qtbot, tmp_path, size=(1320, 820)) -> MainWindow:
 
 def rec(path, card: ModelCard, p: float | None, flag: str = "", prediction: str | None = None,
         error: str = "", scope: float | None = 0.1) -> ResultRecord:
-    common = dict(path=str(path), model=card.name, model_version=card.version, model_sha256=card.model_sha256)
+    common = dict(path=str(path), model=card.name, model_version=card.version, model_sha256=card.model_sha256,
+                  scoring_digest=card.key)
     if error:
         return ResultRecord(status="error", error=error, **common)
     return ResultRecord(status="ok", p_mpox=p, flag=flag, threshold=0.5, ood_score=1.0, scope_score=scope,
@@ -240,33 +241,33 @@ SHIFT = {"detected": True, "p_value": 0.001, "statistic": 0.08, "n": 60, "model"
          "review_n": 60}
 
 
+def store_shift(window, card, verdict: dict) -> None:
+    """A verdict as a run's end keeps it: in the session, for this source, model and stored set."""
+    ws = window.workspace
+    fingerprint = ws.stored_set(card.key)[2]
+    ws.store_verdict(card.key, {**verdict, "model_key": card.key, "fingerprint": fingerprint})
+
+
 def test_the_shift_banner_names_the_deciding_model_and_what_to_do(qtbot, tmp_path, models, folder):
     window, _first = scored_window(qtbot, tmp_path, models, folder)
-    window.show_shift({**SHIFT, "model_key": models["combined"].key})
+    store_shift(window, models["combined"], SHIFT)
+    window.show_shift()
     text = window.shift_banner.text()
     assert window.shift_banner.isVisible() and text.startswith("Shift alarm (combined): These photos differ")
     assert "review about 60 photos with Review next, then adapt" in text and "widened" in text
 
 
-def test_the_shift_banner_returns_when_the_folder_is_reopened(qtbot, tmp_path, models, folder, monkeypatch):
-    from core.workspace import Workspace
-
+def test_the_shift_banner_returns_when_the_folder_is_reopened(qtbot, tmp_path, models, folder):
     window, _first = scored_window(qtbot, tmp_path, models, folder)
-    window.show_shift(SHIFT)
-    stored = dict(window.workspace.shift)
+    store_shift(window, models["combined"], SHIFT)
     window.close()
-    # Workspace.open restores the folder's shift result from its session (core); the window shows what it holds.
-    real_open = Workspace.open.__func__
-
-    def open_with_shift(cls, *a, **k):
-        ws = real_open(cls, *a, **k)
-        ws.shift = ws.shift or stored
-        return ws
-
-    monkeypatch.setattr(Workspace, "open", classmethod(open_with_shift))
+    # Workspace.open reads each model's verdict for this folder from its session; the window shows the picked ones.
     again = new_window(qtbot, tmp_path)
+    again.select_model("Both")
     assert again.open_folder(folder)
     assert again.shift_banner.isVisible() and "Shift alarm (combined)" in again.shift_banner.text()
+    again.select_model("Xception")   # a model without an alarm of its own: no banner
+    assert not again.shift_banner.isVisible()
 
 
 # --- 5. counts and progress ------------------------------------------------------------------------------

@@ -168,14 +168,12 @@ class ModelWorker(QObject):
                     pending.append(record)
             finally:
                 emit_pending()
-            if run.status == "finished":
-                # The folder's shift test (core.shift), here in the worker: it takes up to a second. The
-                # workspace keeps the verdict (in the session too) and, under an alarm, moves the folder to the
-                # model's out-of-collection operating point: its re-decided rows go to the table like results.
-                verdict = job.workspace.update_shift([(bundle.card, engine.shift())], run.scored)
-                pending.extend(job.workspace.redecide(bundle.card, job.plan.user_threshold))
-                emit_pending()
-                summary.extra["shift"] = verdict
+            # However the run ended, the workspace recomputed this model's verdict on what is stored (core.workspace,
+            # WorkspaceRun._after_run: the shift test, here in the worker) and moved its stored rows to the point that
+            # verdict gives: the re-decided rows go to the table like results.
+            pending.extend(run.redecided)
+            emit_pending()
+            summary.extra["shift"] = run.verdict
         except Exception as exc:  # a failed run reports why and keeps the partial results
             summary.failed = str(exc) or type(exc).__name__
         finally:
