@@ -432,11 +432,22 @@ class MainWindow(QMainWindow):
             handle.worker.loaded.connect(self._on_model_loaded)
             handle.worker.explained.connect(self._on_explained)
             handle.worker.explain_failed.connect(self._on_explain_failed)
+            handle.worker.attached.connect(self._on_attached)
             self.handles[bundle_dir] = handle
         if card is not None:
             self._key_of_handle[bundle_dir] = card.key
             self._handle_of_key[card.key] = handle
         return handle
+
+    @Slot(object, object)
+    def _on_attached(self, workspace, moved) -> None:
+        """A model's verdict on the open folder was brought up to date (ModelWorker.attach): its re-decided rows
+        replace theirs in the table, and the banner shows the verdicts now stored."""
+        if workspace is not self.workspace:
+            return   # another folder was opened meanwhile
+        if moved:
+            self.model.add_records(list(moved))
+        self.show_shift()
 
     @Slot(object)
     def _on_model_loaded(self, card) -> None:
@@ -503,12 +514,21 @@ class MainWindow(QMainWindow):
             self.workspace.cards.setdefault(card.key, card)
         self.model.add_records(list(self.workspace.records()))
         self.model.apply_reviews(self.workspace.reviews)
-        self.show_shift(self.workspace.shift)   # the folder's stored shift result stays until a new test
+        self.show_shift()   # each picked model's stored verdict for this folder
+        if self.session is not None:
+            # A run killed before it ended left results no verdict covers: each picked model's worker tests what
+            # is stored (in its thread) and the table and banner follow (_on_attached).
+            for path, card in zip(self.selected_dirs(), self.selected_cards()):
+                if self.workspace.results.get(card.key):
+                    self.handle_for(path, card).attach(self.workspace)
         self.settings.add_recent(folder)
         self.setWindowTitle(f"{folder} — {APP_NAME}")  # ends with the app name, so Qt does not append it again
         msg = f"{len(self.paths)} photos in {folder}"
         if self.model.rowCount():
             msg += f" — {self.model.rowCount()} restored from the last session"
+        if self.workspace.moved:
+            n = len(self.workspace.moved)
+            msg += f" — {n} renamed or moved photo{'s' if n != 1 else ''} kept {'their' if n != 1 else 'its'} results"
         if found.unreadable_dirs:
             msg += f" ({len(found.unreadable_dirs)} folders unreadable)"
         if found.skipped_links:
