@@ -138,6 +138,16 @@ def band_text(p: float, band: tuple[float, float], digits: int = 2) -> tuple[str
     return f"{p:.10g}", f"{lo:.10g}–{hi:.10g}"
 
 
+def limit_text(label: str, value: float, limit: float) -> str:
+    """A figure against its limit for the detail pane: "embedding distance 1.5003 (limit 1.5000): above the limit",
+    printed with the digits that keep the side it is on visible."""
+    if value > limit:
+        v, lim = above_text(value, limit)
+        return f"{label} {v} (limit {lim}): above the limit"
+    lim, v = above_text(limit, value) if limit > value else (f"{limit:.2f}", f"{value:.2f}")
+    return f"{label} {v} (limit {lim}): within the limit"
+
+
 def _short_error(rec: ResultRecord) -> str:
     err = rec.error or "unknown error"
     for prefix in (f"{rec.path}: ", f"{rec.path} "):

@@ -632,6 +632,13 @@ class MainWindow(QMainWindow):
             shift.get("message") or f"these photos differ from the training photos: {SHIFT_MEANING}.")
         if shift.get("operating_point") == "out_of_collection":
             text += " The review band is widened for this folder, so more photos need review."
+        from core.operating_point import card_point, point_message
+
+        for card in self.workspace.cards.values():   # the text classify prints and the PDF cover carries
+            point, default = self.workspace.point_for(card), card_point(card)
+            if not point.same_as(default):
+                name = getattr(card, "display_name", "") or f"{card.name} {card.version}"
+                text += f" {point_message(name, point, default)}."
         if shift.get("remedy"):
             text += f" What to do: {str(shift['remedy']).rstrip('.')}."
         self.shift_banner.setText(text)
