@@ -146,6 +146,13 @@ def wilson(k: int, n: int, z: float = 1.96) -> list[float]:
     return [max(0.0, centre - half), min(1.0, centre + half)]
 
 
+# What each triage figure is, wherever it is printed (evaluate, reports, docs).
+TRIAGE_MEANING = {
+    "triage_sensitivity": "share of mpox photos called mpox or flagged for review",
+    "triage_specificity": "share of other photos cleared: called not mpox with no flag",
+}
+
+
 def triage_from_review(y: Sequence[int], review: Sequence[bool]) -> dict[str, Any]:
     """Triage sensitivity (mpox photos called mpox or flagged: `review`) and specificity (other photos not
     reviewed) with 95% Wilson intervals and counts."""
