@@ -622,7 +622,7 @@ class MainWindow(QMainWindow):
         if shift and self.workspace.shift is None:   # the workspace keeps the verdict (core.workspace.update_shift)
             self.workspace.shift = dict(shift)
         shift = self.workspace.shift
-        self.model.set_shift(shift)
+        self.model.set_shift(shift, {k: self.workspace.point_for(c) for k, c in self.workspace.cards.items()})
         if not shift or not shift.get("detected"):
             self.shift_banner.hide()
             return
