@@ -123,9 +123,11 @@ def verdict_entry(result: "ShiftResult", card) -> dict:
         entry.update({"operating_point": OUT_OF_COLLECTION if moved else DEFAULT, "review_n": review_n,
                       "remedy": f"review about {review_n} photos with Review next, then adapt"})
         if moved:
-            entry["point_message"] = (f"{name}: decided at its out-of-collection operating point (threshold "
-                                      f"{ooc.threshold:.3f}, photos with p(mpox) >= {ooc.review_floor:.3f} go to "
-                                      "review) because this folder is unlike the training photos")
+            from core.operating_point import point_message
+
+            # The card's point; the folder's review floor (folder_point) is added where the folder's scores are
+            # known: classify's stderr and --summary, the app's banner and the PDF render it with point_message.
+            entry["point_message"] = point_message(name, ooc, card_points(card)[DEFAULT])
     else:
         entry["operating_point"] = DEFAULT
     return entry

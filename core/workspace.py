@@ -565,15 +565,19 @@ class Workspace:
         return bool((self.verdict_for(key) or {}).get("detected"))
 
     def point_for(self, card: Any, threshold: float | None = None) -> "OperatingPoint":
-        """The operating point this source is decided at for `card`: its out-of-collection point while that
-        model's own shift alarm stands, else its default point; moved to `threshold` when given."""
-        from core.operating_point import DEFAULT, OUT_OF_COLLECTION, card_point, folder_point, review_share
+        """The operating point this source is decided at for `card` (core.operating_point.decided_point): its
+        out-of-collection point, with this folder's review floor, while that model's own shift alarm stands, else
+        its default point; moved to `threshold` when given."""
+        from core.operating_point import decided_point, stored_scores
 
-        if not self.alarm_for(card_key(card)):
-            return card_point(card, DEFAULT, threshold)
-        stored = self.results.get(card_key(card), {})
-        return folder_point(card_point(card, OUT_OF_COLLECTION, threshold), review_share(card),
-                            [r.p_mpox for r in stored.values() if r.ok and r.p_mpox is not None])
+        key = card_key(card)
+        alarm = self.alarm_for(key)
+        return decided_point(card, alarm, stored_scores(self.results.get(key, {}).values()) if alarm else [],
+                             threshold)
+
+    def points(self, keys: Sequence[str]) -> dict[str, "OperatingPoint"]:
+        """The point each of these models (with a card met) decides this source at, by key (see point_for)."""
+        return {k: self.point_for(self.cards[k]) for k in keys if k in self.cards}
 
     def redecide(self, card: Any, threshold: float | None = None) -> list[ResultRecord]:
         """Re-decide `card`'s stored results at the folder's current operating point (after the shift verdict
@@ -765,7 +769,19 @@ class Workspace:
         refs = [named.get(k) or ModelRef(k, f"{self.model_info(k)['name']} {self.model_info(k)['version']}")
                 for k in keys]
         records = {k: self.results.get(k, {}).get(path) for k in keys}
-        return photo_reasons(records, refs, decider=deciding_key(cards), shift=self.deciding_verdict(keys))
+        return photo_reasons(records, refs, decider=deciding_key(cards), shift=self.deciding_verdict(keys),
+                             points=self._points_now(tuple(keys)))
+
+    def _points_now(self, keys: tuple[str, ...]) -> dict:
+        """points(keys), kept until a result changes: csv_row asks for it on every row."""
+        stamp = (keys, self._changes, tuple(k in self.cards for k in keys),
+                 tuple((self.verdict_for(k) or {}).get("fingerprint") for k in keys))
+        cached = getattr(self, "_points_cache", None)
+        if cached is not None and cached[0] == stamp:
+            return cached[1]
+        points = self.points(keys)
+        self._points_cache = (stamp, points)
+        return points
 
     def origin(self, key: str) -> str:
         """Where a model comes from, for people: "shipped release" (its digests are listed in core.releases),
@@ -846,7 +862,7 @@ class Workspace:
             origins = {card_key(c): bundle_origin(c) for c in use_cards}
             write_pdf_report(records, tmp, folder=str(self.folder), cards=use_cards, reviews=reviews,
                              gradcam=gradcam or None, progress=progress, cancel=cancel, origins=origins,
-                             shift=self.deciding_verdict(keys))
+                             shift=self.deciding_verdict(keys), points=self.points(keys))
             from core.outputs import publish
 
             publish(tmp, out)

@@ -647,19 +647,29 @@ class MainWindow(QMainWindow):
         if self.workspace is None:
             return
         keys = [c.key for c in self.selected_cards()] or list(self.workspace.cards)
-        self.model.set_shift(self.workspace.deciding_verdict(keys))
-        alarms = [v for v in (self.workspace.verdict_for(k) for k in keys) if v and v.get("detected")]
+        cards = {k: self.workspace.cards[k] for k in keys if k in self.workspace.cards}
+        self.model.set_shift(self.workspace.deciding_verdict(keys),
+                             {k: self.workspace.point_for(c) for k, c in cards.items()})
+        alarms = [(k, v) for k, v in ((k, self.workspace.verdict_for(k)) for k in keys) if v and v.get("detected")]
         if not alarms:
             self.shift_banner.hide()
             return
         from core.shift import SHIFT_MEANING
 
+        from core.operating_point import card_point, point_message
+
         parts = []
-        for shift in alarms:
+        for key, shift in alarms:
             text = f"Shift alarm ({shift.get('model') or 'the model'}): " + str(
                 shift.get("message") or f"these photos differ from the training photos: {SHIFT_MEANING}.")
             if shift.get("operating_point") == "out_of_collection":
                 text += " The review band is widened for this folder, so more photos need review."
+            card = cards.get(key)
+            if card is not None:   # the text classify prints and the PDF cover carries
+                point, default = self.workspace.point_for(card), card_point(card)
+                if not point.same_as(default):
+                    name = getattr(card, "display_name", "") or f"{card.name} {card.version}"
+                    text += f" {point_message(name, point, default)}."
             if shift.get("remedy"):
                 text += f" What to do: {str(shift['remedy']).rstrip('.')}."
             parts.append(text)

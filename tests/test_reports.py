@@ -201,7 +201,7 @@ def test_photos_needing_review_come_first_in_their_order_then_highest_risk(tmp_p
 def test_out_of_scope_row_gives_its_true_score_and_limit(tmp_path, photos):
     out = write_pdf_report(mixed_records(photos), tmp_path / "r.pdf", folder=str(photos[0].parent),
                            cards=[make_card(ood_threshold=1.44)])
-    assert "unlike the training photos, out-of-scope score 1.90 > limit 1.44" in " ".join(pdf_pages(out))
+    assert "unlike the training photos, embedding distance 1.90 > limit 1.44" in " ".join(pdf_pages(out))
     # The not-a-skin-photo check has its own score and limit; neither is ever printed against the other's.
     records = mixed_records(photos)
     records[2] = ResultRecord(**{**records[2].to_dict(), "flag": "out_of_scope", "scope_score": 1.0, "ood_score": 1.39})

@@ -230,26 +230,46 @@ def _shift_alarm(ws, engines, runs, threshold: float | None) -> list:
     that model and source, recomputed when each run ended, so a resume or a cancelled run cannot replace it with
     a test of only the new photos). Under a model's alarm its stored rows were moved to its out-of-collection
     operating point when its run ended; the re-decided records are returned (the CSV is then written from the
-    workspace)."""
-    from core.operating_point import card_point
-
+    workspace). The point each model is decided at is said by the one point text (core.operating_point)."""
     changed = [rec for run in runs for rec in run.redecided]
     for _engine, card, _rt in engines:
         verdict = ws.verdict_for(card.key)
         if verdict is None:
             continue
         print(f"{card.display_name}: {verdict.get('message', '')}", file=sys.stderr)
-        if not verdict.get("detected"):
-            continue
-        print(f"Shift alarm ({card.display_name}): folder unlike the training photos; {verdict.get('remedy', '')}.",
-              file=sys.stderr)
-        point = ws.point_for(card, threshold)
-        default = card_point(card, threshold=threshold)
-        if not point.same_as(default):
-            print(f"{card.display_name}: this folder is decided at the out-of-collection operating point "
-                  f"(threshold {point.threshold:.3f}; photos with p(mpox) >= {point.review_floor:.3f} go to "
-                  f"review, {default.review_floor:.3f} otherwise)", file=sys.stderr)
+        if verdict.get("detected"):
+            print(f"Shift alarm ({card.display_name}): folder unlike the training photos; "
+                  f"{verdict.get('remedy', '')}.", file=sys.stderr)
+    for message in _point_messages(ws, [card for _e, card, _rt in engines], threshold).values():
+        print(message, file=sys.stderr)
     return changed
+
+
+def _point_messages(ws, cards, threshold: float | None) -> dict[str, str]:
+    """core.operating_point.point_message of each model whose folder point is not its default one (under a shift
+    alarm), by model key: stderr and --summary's point_message print exactly these."""
+    from core.operating_point import card_point, point_message
+
+    out = {}
+    for card in cards:
+        point, default = ws.point_for(card, threshold), card_point(card, threshold=threshold)
+        if not point.same_as(default):
+            out[card.key] = point_message(card.display_name, point, default)
+    return out
+
+
+def _summary_point(summary: dict, ws, cards, threshold: float | None) -> dict:
+    """The summary with its shift verdict's point_message rendered from the point the folder is decided at now
+    (the stored verdict's own text predates the folder's review floor), the one text stderr printed."""
+    shift = summary.get("shift")
+    if not isinstance(shift, dict):
+        return summary
+    messages = _point_messages(ws, cards, threshold)
+    shift = {k: v for k, v in shift.items() if k != "point_message"}
+    message = messages.get(shift.get("model_key", ""), next(iter(messages.values()), None))
+    if message:
+        shift["point_message"] = message
+    return {**summary, "shift": shift}
 
 
 def _write_json_atomic(data: dict, path: str) -> None:
@@ -415,7 +435,8 @@ def _classify(args, ws, engines, keys) -> int:
         ws.export_pdf(args.report_path, keys, cards=[card for _e, card, _rt in engines])
     outputs = {"csv": args.csv_path, "report": args.report_path, "summary": args.summary_path,
                "parquet": args.parquet_dir}
-    summary = ws.summary(keys, status, runs, outputs)
+    summary = _summary_point(ws.summary(keys, status, runs, outputs), ws, [c for _e, c, _rt in engines],
+                             args.threshold)
     if args.summary_path:
         _write_json_atomic(summary, args.summary_path)
 

@@ -174,21 +174,27 @@ def run(args: argparse.Namespace) -> int:
     print(f"Evaluating {card.name} {card.version} (sha256 {card.short_sha}) on {len(ds)} images ({where}). "
           f"{DISCLAIMER}", file=sys.stderr)
     started = time.monotonic()
-    result = evaluate_bundle(bundle, ds, progress=_printer(args.quiet), n_bootstrap=args.bootstrap,
-                             threshold=args.threshold, batch_size=args.batch_size)
+    try:
+        result = evaluate_bundle(bundle, ds, progress=_printer(args.quiet), n_bootstrap=args.bootstrap,
+                                 threshold=args.threshold, batch_size=args.batch_size)
+    except ValueError as exc:
+        raise CliError(f"{args.data}: {exc}") from None
     result["data"] = {"source": str(args.data), "split": where, "n_images": len(ds),
                       "time_s": round(time.monotonic() - started, 1)}
-    print(f"{'metric':<12} {'value':>7}  95% CI", file=sys.stderr)
+    print(f"{'metric':<12} {'value':>7}  95% CI   (over the {result['n']} photos with an mpox / not-mpox call)",
+          file=sys.stderr)
     for k in SHOWN:
         lo, hi = result["ci95"].get(k, [float("nan")] * 2)
         print(f"{k:<12} {result[k]:>7.3f}  [{lo:.3f}, {hi:.3f}]")
     t = result["triage"]
     for k in ("triage_sensitivity", "triage_specificity"):
         lo, hi = t[k + "_ci95"]
-        print(f"{k:<19} {t[k]:>7.3f}  [{lo:.3f}, {hi:.3f}]  (called mpox or flagged for review)")
-    c = result["confusion"]
-    print(f"confusion (threshold {result['threshold']:.3f}): TN {c['tn']} FP {c['fp']} FN {c['fn']} TP {c['tp']}; "
-          f"flagged uncertain {result['flags']['uncertain']}, out_of_scope {result['flags']['out_of_scope']}")
+        print(f"{k:<19} {t[k]:>7.3f}  [{lo:.3f}, {hi:.3f}]  ({t['meaning'][k]})")
+    c, none = result["confusion"], result["no_call"]
+    print(f"confusion (threshold {result['threshold']:.3f}; photos with a call): TN {c['tn']} FP {c['fp']} "
+          f"FN {c['fn']} TP {c['tp']}; flagged uncertain {result['flags']['uncertain']}")
+    print(f"no call (out of scope): {none['out_of_scope']} photos ({none['n_mpox']} mpox, {none['n_other']} other), "
+          "outside accuracy and the confusion matrix; they go to review")
     if result["errors"]:
         print(f"warning: {len(result['errors'])} image(s) could not be read, e.g. {result['errors'][0]['error']}",
               file=sys.stderr)
@@ -196,7 +202,9 @@ def run(args: argparse.Namespace) -> int:
         save_json(result, args.json_path)
         print(f"JSON: {args.json_path}", file=sys.stderr)
     if args.plots:
-        preds = result["predictions"]
+        from core.records import CALLS
+
+        preds = [p for p in result["predictions"] if p["prediction"] in CALLS]   # the confusion's photos
         files = save_plots([p["label"] for p in preds], [p["p_mpox"] for p in preds], result["threshold"],
                            Path(args.plots), history=card.training.get("history"), title=f"{card.name} {where}")
         print(f"Plots: {', '.join(str(f) for f in files.values())}", file=sys.stderr)

@@ -96,15 +96,14 @@ def metrics_in_words(m: dict, kind: str = "") -> str:
 
 def triage_in_words(t: Any) -> list[str]:
     """Triage sensitivity and specificity (core.operating_point) as phrases; none when not recorded."""
+    from core.operating_point import TRIAGE_MEANING
+
     if not isinstance(t, dict):
         return []
     out = []
-    if _num(t.get("triage_sensitivity")):
-        out.append(f"triage sensitivity {_pct1(t['triage_sensitivity'])}{_ci_words(t.get('triage_sensitivity_ci95'))}"
-                   " (mpox photos called mpox or flagged for review)")
-    if _num(t.get("triage_specificity")):
-        out.append(f"triage specificity {_pct1(t['triage_specificity'])}{_ci_words(t.get('triage_specificity_ci95'))}"
-                   " (other photos cleared with no flag)")
+    for key, words in TRIAGE_MEANING.items():
+        if _num(t.get(key)):
+            out.append(f"{key.replace('_', ' ')} {_pct1(t[key])}{_ci_words(t.get(key + '_ci95'))} ({words})")
     return out
 
 
@@ -227,9 +226,10 @@ def card_summary(card: Any, origin: str | None = None, scope_limit: float | None
 
 FIGURES_NOTE = ("Sensitivity: the share of mpox photos the model calls mpox. Specificity: the share of other photos "
                 "it calls not mpox. Triage sensitivity: the share of mpox photos called mpox or flagged for review; "
-                "triage specificity: the share of other photos cleared with no flag. ROC-AUC: how well its scores rank mpox photos above others (1 is perfect, 0.5 "
-                "is chance). Intervals are 95% bootstrap intervals over photos; photos of one patient are not "
-                "independent, so the true uncertainty can be wider.")
+                "triage specificity: the share of other photos cleared: called not mpox with no flag. ROC-AUC: how "
+                "well its scores rank mpox photos above others (1 is perfect, 0.5 is chance). Intervals are 95% "
+                "bootstrap intervals over photos; photos of one patient are not independent, so the true "
+                "uncertainty can be wider.")
 
 
 def _headline_metrics(metrics: Any) -> list[list[str]]:

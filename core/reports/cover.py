@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections import Counter
-from typing import Any
+from typing import Any, Sequence
 from xml.sax.saxutils import escape
 
 from reportlab.lib import colors
@@ -36,7 +36,7 @@ def cover_section(ctx: ReportContext) -> list[Any]:
         Paragraph(f"<b>Folder:</b> {markup(folder_label(ctx.folder))} ({ctx.counts.photos:,} photos; the CSV "
                   "export and the session record each photo's full path)", st["body"]),
     ]
-    out += _shift_paragraphs(ctx.shift)
+    out += _shift_paragraphs(ctx.shift, _point_messages(ctx))
     out += [Paragraph("Summary (counts are photos)", st["h2"]), _counts_block(ctx)]
     out += [Paragraph("Models", st["h2"]), _models_table(ctx),
             Spacer(1, 3),
@@ -47,7 +47,23 @@ def cover_section(ctx: ReportContext) -> list[Any]:
     return out
 
 
-def _shift_paragraphs(shift: dict | None) -> list[Any]:
+def _point_messages(ctx: ReportContext) -> list[str]:
+    """core.operating_point.point_message of each model whose folder point is not its default one: the text
+    classify printed and the app's banner shows."""
+    from core.operating_point import card_point, point_message
+
+    out = []
+    for m in ctx.models:
+        point = (ctx.points or {}).get(m.key)
+        if m.card is None or point is None:
+            continue
+        default = card_point(m.card, threshold=point.threshold if point.name == "manual" else None)
+        if not point.same_as(default):
+            out.append(point_message(m.card.display_name, point, default))
+    return out
+
+
+def _shift_paragraphs(shift: dict | None, points: Sequence[str] = ()) -> list[Any]:
     """The folder's stored shift result (Workspace.shift): the alarm, with the model whose test decides, what it
     changed and what to do; a quiet line when it ran and found nothing or did not run."""
     st = _styles()
@@ -64,6 +80,8 @@ def _shift_paragraphs(shift: dict | None) -> list[Any]:
         if shift.get("operating_point") == "out_of_collection":
             text += (" The review band was widened to the model's out-of-collection operating point, so more "
                      "photos are marked for review.")
+        for message in points:
+            text += f" {escape(message)}."
         if shift.get("remedy"):
             text += f" What to do: {escape(str(shift['remedy']).rstrip('.'))}."
         return [Paragraph(text, st["alarm"])]

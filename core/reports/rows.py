@@ -136,13 +136,15 @@ class PhotoRow:
 
 def photo_rows(records: Sequence[ResultRecord], models: Sequence[ModelInfo] | None = None,
                reviews: dict[str, dict] | None = None, truth: dict[str, str] | None = None,
-               scope_limit: float | None = None, shift: dict | None = None) -> list[PhotoRow]:
+               scope_limit: float | None = None, shift: dict | None = None,
+               points: dict[str, Any] | None = None) -> list[PhotoRow]:
     """One row per photo (records of several models for one path are merged), needs-review first.
 
     Reasons come from core.reasons (the app's table and the CSV say the same). Order: by the first reason
     (core.reasons.ORDER: unreadable, not a skin photo, out of scope, disagree, uncertain, ...; each highest
     risk first), then every other photo by its highest p(mpox). A later record of the same model and path
-    replaces an earlier one (a resumed run lists the newest result last).
+    replaces an earlier one (a resumed run lists the newest result last). `points`: the operating point each
+    model decides this folder at (folder_points), so an uncertain row cites the band it was decided at.
     """
     models = list(models) if models is not None else models_of(records)
     refs = model_refs_of(models)
@@ -158,7 +160,8 @@ def photo_rows(records: Sequence[ResultRecord], models: Sequence[ModelInfo] | No
         path = shown[norm]
         ordered = {m.key: results[m.key] for m in models if m.key in results}
         rows.append(PhotoRow(path, ordered, lookup(reviews, path), lookup(truth, path),
-                             photo_reasons(ordered, refs, decider=decider, shift=shift, scope_limit=scope_limit),
+                             photo_reasons(ordered, refs, decider=decider, shift=shift, scope_limit=scope_limit,
+                                           points=points),
                              photo_call(ordered, refs, decider)))
 
     def order(row: PhotoRow) -> tuple[int, float, str]:
@@ -166,6 +169,16 @@ def photo_rows(records: Sequence[ResultRecord], models: Sequence[ModelInfo] | No
         return group, -row.risk, row.path
 
     return sorted(rows, key=order)
+
+
+def folder_points(records: Sequence[ResultRecord], models: Sequence[ModelInfo], shift: dict | None) -> dict[str, Any]:
+    """The operating point each model with a card decides these records' folder at (the workspace's rule,
+    core.operating_point.records_point, over the records the report holds), by model key."""
+    from core.operating_point import records_point
+
+    alarm = bool(shift and shift.get("detected"))
+    return {m.key: records_point(m.card, alarm, [r for r in records if model_key(r) == m.key])
+            for m in models if m.card is not None}
 
 
 def model_refs_of(models: Sequence[ModelInfo]) -> list[ModelRef]:

@@ -51,6 +51,7 @@ def write_pdf_report(
     shift: dict | None = None,
     origins: dict[str, str] | None = None,
     scope_limit: float | None = None,
+    points: dict[str, Any] | None = None,
     sections: Sequence[Callable[[ReportContext], list[Any]]] = SECTIONS,
 ) -> Path:
     """Write the PDF report of one classified folder and return its path.
@@ -71,6 +72,7 @@ def write_pdf_report(
     out_path = Path(out_path)
     ctx = build_context(records, folder=folder, cards=cards, reviews=reviews, truth=truth, gradcam=gradcam,
                         shift=shift, origins=origins, scope_limit=scope_limit, title=title, generated=generated,
+                        points=points,
                         progress=progress, cancel=cancel)
     story: list[Any] = []
     for section in sections:

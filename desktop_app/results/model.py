@@ -115,6 +115,7 @@ class ResultsModel(QAbstractTableModel):
         self.cards: dict[str, Any] = {}           # model key -> card, for limits and bands
         self.shift: dict | None = None            # the folder's stored shift result (Workspace.shift)
         self.scope_limit: float | None = None     # None: core.scope.SCOPE_LIMIT
+        self.points: dict | None = None            # model key -> the point the folder is decided at (point_for)
         self._columns: list[tuple[str, str]] = []
         self._rebuild_columns()
         # Thumbnails arrive one by one from the decoder; their repaints are coalesced into one
@@ -183,9 +184,11 @@ class ResultsModel(QAbstractTableModel):
         self.refs = [ModelRef(k, n, self.cards.get(k)) for k, n in self.models]
         self._invalidate_reasons()
 
-    def set_shift(self, shift: dict | None) -> None:
-        """The folder's stored shift result: its reasons ("folder unlike the training photos") and tooltip."""
+    def set_shift(self, shift: dict | None, points: dict | None = None) -> None:
+        """The folder's stored shift result: its reasons ("folder unlike the training photos") and tooltip; `points`
+        the operating point each model decides the folder at (Workspace.point_for), for the band a row cites."""
         self.shift = dict(shift) if shift else None
+        self.points = dict(points) if points else None
         self._invalidate_reasons()
 
     def _invalidate_reasons(self) -> None:
@@ -200,7 +203,7 @@ class ResultsModel(QAbstractTableModel):
 
             records = {k: row.records.get(k) for k, _n in self.models}
             reasons = photo_reasons(records, self.refs, decider=self.decider, shift=self.shift,
-                                    scope_limit=self.scope_limit)
+                                    scope_limit=self.scope_limit, points=self.points)
             call = photo_call(records, self.refs, self.decider)
             scored = [r for r in records.values() if r is not None and r.ok and r.p_mpox is not None]
             top_p = max((float(r.p_mpox) for r in scored), default=0.0)
@@ -251,7 +254,7 @@ class ResultsModel(QAbstractTableModel):
         self.rows, self._index = [], {}
         if not self.chosen:
             self.models, self.refs = [], []
-        self.shift = None
+        self.shift = self.points = None
         self._rebuild_columns()
         self.endResetModel()
 
