@@ -142,10 +142,14 @@ def test_the_apps_shift_banner_prints_the_folders_operating_point_as_classify_do
                      uncertain_band=[0.3, 0.7], model_sha256="sha-a", ood_threshold=0.7,
                      extra={"operating_points": {"out_of_collection": {"threshold": 0.5,
                                                                        "uncertain_band": [0.1, 0.7]}}})
-    window.workspace.cards[card.key] = card
+    ws = window.workspace
+    ws.cards[card.key] = card
     window.model.set_cards([card])
-    window.show_shift({"detected": True, "p_value": 0.001, "n": 60, "model": "m 1.0.0", "model_key": "sha-a",
-                       "operating_point": "out_of_collection", "point_message": "a stale text from the verdict"})
+    # The model's verdict as a run's end stores it (for this source, model and stored set), with a stale text.
+    ws.store_verdict(card.key, {"detected": True, "p_value": 0.001, "n": 60, "model": "m 1.0.0", "model_key": "sha-a",
+                                "operating_point": "out_of_collection", "fingerprint": ws.stored_set(card.key)[2],
+                                "point_message": "a stale text from the verdict"})
+    window.show_shift()
     text = window.shift_banner.text()
     assert point_message(card.display_name, window.workspace.point_for(card), card_point(card)) in text
     assert "stale" not in text and ">= 0.100 go to review, 0.300 otherwise" in text

@@ -18,8 +18,8 @@ ORIGIN_TEXT = {"shipped": "shipped with the app", "local": "local model (not a s
 
 
 def model_key(record: Any) -> str:
-    """How results of one model are told apart: ResultRecord.model_key / ModelCard.key (the weights' SHA-256,
-    else "name version"); the same rule for other objects with those fields."""
+    """How results of one model are told apart: ResultRecord.model_key / ModelCard.key (the scoring digest,
+    else the weights' SHA-256, else "name version"); the same rule for other objects with those fields."""
     key = getattr(record, "model_key", None) or getattr(record, "key", None)
     if isinstance(key, str) and key:
         return key
@@ -55,8 +55,8 @@ class ModelInfo:
 
 
 def _card_for(key: str, name: str, version: str, cards: Sequence[Any]) -> Any | None:
-    for c in cards:
-        if c.model_sha256 and c.model_sha256 == key:
+    for c in cards:   # the card whose key (its scoring digest, core.records.scoring_digest) the results carry
+        if model_key(c) == key:
             return c
     for c in cards:
         if not c.model_sha256 and (c.name, c.version) == (name, version):
