@@ -335,7 +335,7 @@ class MainWindow(QMainWindow):
         self.eta = QLabel()
         # "showing X of Y" sits above the table, beside the filter it counts (docs/desktop.md).
         self.showing = self.results.count_label
-        self.model_in_use = ElidingLabel(max_width=340)
+        self.model_in_use = ElidingLabel(max_width=460)
         notice = QLabel(STATUS_NOTICE)
         notice.setToolTip(RESEARCH_NOTICE)
         notice.setStyleSheet("color: #a0301c; font-weight: 600; padding: 0 6px;")
