@@ -12,8 +12,6 @@ import pytest
 
 pytest.importorskip("pytestqt")
 
-from PySide6.QtWidgets import QWizard  # noqa: E402
-
 from desktop_app.retrain.common import parent_for  # noqa: E402
 
 ITEMS = [(f"/site/p{i}.jpg", "mpox" if i % 2 else "not_mpox") for i in range(24)]

@@ -106,7 +106,8 @@ def _agreement_block(ag: Agreement, label: str, adapted: Adaptation | None = Non
                 ["NPV", _fmt_metric(ag.npv)],
                 ["Accuracy", _fmt_metric(ag.accuracy)]]
     if adapted is not None:
-        cv, cv_ci = adapted.site_cv, adapted.site_cv.get("ci95") if isinstance(adapted.site_cv.get("ci95"), dict) else {}
+        cv = adapted.site_cv
+        cv_ci = cv.get("ci95") if isinstance(cv.get("ci95"), dict) else {}
         figures = {"Sensitivity": "sensitivity", "Specificity": "specificity", "ROC AUC": "roc_auc",
                    "Accuracy": "accuracy"}
         head = [Paragraph(f"<b>Cross-validated, its {adapted.photos:,} site photos</b>", st["colhead"]),
