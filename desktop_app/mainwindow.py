@@ -328,6 +328,7 @@ class MainWindow(QMainWindow):
         sb = self.statusBar()
         # Status text is never cut silently: too long, it ends in "…" and its tooltip has it whole.
         self.message = ElidingLabel()
+        self.message.setMinimumWidth(420)   # the message wins room over the model name beside it
         self.progress = QProgressBar()
         self.progress.setMaximumWidth(220)
         self.progress.setTextVisible(True)

@@ -150,7 +150,7 @@ def _models_table(ctx: ReportContext) -> Table:
 
     def add(name: str, short: str, version: str, origin: str, arch: str, thr: str, sha: str) -> None:
         name_html = markup(name) + (f"<br/><font size='6.5' color='#555555'>in tables: {markup(short)}</font>"
-                                    if short and short != f"{name} {version}" else "")
+                                    if short and short.lower() != f"{name} {version}".lower() else "")
         cells = [fit_cell(name_html, name, widths[0] - 12), fit_cell(markup(version), version, widths[1] - 12)]
         if show_origin:
             cells.append(fit_cell(markup(origin), origin, widths[2] - 12))
