@@ -42,6 +42,7 @@ class ModelInfo:
     card: Any | None = None
     origin: str | None = None          # "shipped" | "local" | None (not stated)
     thresholds: list[float] = field(default_factory=list)
+    short: str = ""                    # the name in narrow places (short_labels); the Models table has it whole
 
     @property
     def label(self) -> str:
@@ -78,7 +79,34 @@ def models_of(records: Sequence[ResultRecord], cards: Sequence[Any] = (),
     for info in found.values():
         info.card = _card_for(info.key, info.name, info.version, cards)
         info.origin = (origins or {}).get(info.key)
-    return list(found.values())
+    models = list(found.values())
+    for info, short in zip(models, short_labels(models)):
+        info.short = short
+    return models
+
+
+def short_version(version: str) -> str:
+    """A version for a narrow place: build metadata cut after its first word ("1.3.0+site.2026-12-07" ->
+    "1.3.0+site"); the Models table and the card page print it whole."""
+    head, plus, meta = str(version or "").partition("+")
+    return head + (plus + meta.split(".")[0] if plus else "")
+
+
+def short_labels(models: Sequence[ModelInfo]) -> list[str]:
+    """One short name per model, used alike by the photo table, the per-model counts and the charts: the
+    architecture as core.reasons names it ("MobileNetV2", "combined") and the short version; the model's own
+    name instead when two would read the same."""
+    from core.reasons import short_name
+
+    def short(m: ModelInfo, own_name: bool) -> str:
+        name = m.name or "?"
+        if not own_name and m.card is not None:
+            arch = short_name(m.card)   # "name version" when the architecture is not a known one
+            name = name if arch == f"{m.card.name} {m.card.version}" else arch
+        return f"{name} {short_version(m.version)}".strip()
+
+    first = [short(m, False) for m in models]
+    return [s if first.count(s) == 1 else short(m, True) for s, m in zip(first, models)]
 
 
 @dataclass

@@ -162,6 +162,20 @@ class DetailPane(QWidget):
     def current_model_key(self) -> str | None:
         return self.model_combo.currentData()
 
+    def heat_for(self, path: str) -> tuple[QPixmap | None, str]:
+        """The Grad-CAM computed for `path` (the model chosen here first, else any chosen model) and its model's
+        name, for the photo large; (None, "") when none has been computed."""
+        keys = [self.current_model_key()] + [self.model_combo.itemData(i) for i in range(self.model_combo.count())]
+        for key in keys:
+            heat = self._heat_cache.get((path, key)) if key is not None else None
+            if heat is not None:
+                index = self.model_combo.findData(key)
+                return heat, self.model_combo.itemText(index) if index >= 0 else ""
+        for (shown, _key), heat in self._heat_cache.items():   # a photo other than the one shown here
+            if shown == path:
+                return heat, ""
+        return None, ""
+
     def has_heatmap(self) -> bool:
         return not self.view.heat.isNull()
 

@@ -15,6 +15,7 @@ from PySide6.QtGui import QKeyEvent, QKeySequence, QShortcut
 from PySide6.QtWidgets import (QAbstractItemView, QComboBox, QHBoxLayout, QHeaderView, QLabel, QLineEdit, QMenu,
                                QTableView, QVBoxLayout, QWidget)
 
+from desktop_app.elide import ElideDelegate
 from desktop_app.results.model import ROW_ROLE, ResultsModel
 from desktop_app.results.proxy import FILTERS, ResultsProxy
 
@@ -23,6 +24,15 @@ CLEAR_KEYS = {Qt.Key.Key_Delete, Qt.Key.Key_Backspace}
 TYPING_BURST_S = 0.3
 FILE_MIN, FILE_MAX = 130, 380
 NEEDS_MIN, NEEDS_PREF, NEEDS_MAX = 150, 200, 420
+CALL_WORDS = ("out of scope", "not mpox", "disagree", "mpox")
+# What an empty filtered view says (the table shows it over the empty rows).
+EMPTY_FILTER_TEXT = {
+    "mpox": "No photo is called mpox by any chosen model.",
+    "not_mpox": "No photo is called not mpox by every chosen model.",
+    "flagged": "No photo needs review: every photo was read, and none is out of scope, uncertain or disputed.",
+    "errors": "No errors: every photo in this folder could be read.",
+    "unreviewed": "Every photo is reviewed.",
+}
 # Columns whose first click sorts highest first (risk and probability read top-down).
 DESCENDING_FIRST = {"needs", "p"}
 # A focus frame that shows where the keyboard is (M/N/U act only here).
@@ -106,6 +116,8 @@ class ResultsPanel(QWidget):
         self.proxy = ResultsProxy(self)
         self.proxy.setSourceModel(model)
         self.photo_dialog = None
+        # path -> (heat map pixmap or None, model name): set by the window from the detail pane's Grad-CAM.
+        self.heat_for = None
 
         self.filter_combo = QComboBox()
         for key, label in FILTERS:
@@ -132,9 +144,13 @@ class ResultsPanel(QWidget):
         self.table.verticalHeader().hide()
         self.table.setAlternatingRowColors(True)
         self.table.setWordWrap(False)
-        # Keep both ends of file names (and of reasons: "error: file…truncated"); the tooltip has the whole text.
-        # One elide mode for every column: a Python item delegate cost the GUI thread ~0.2 ms per painted cell.
+        # Two columns elide their own way (the tooltip has the whole text): a file name keeps its distinguishing end
+        # ("iconla…sit_2026_129.jpg"), a reason its beginning ("shifted folder: p 0.81 in…"). The other columns keep
+        # Qt's own middle elision: a Python delegate costs the GUI thread ~0.2 ms per painted cell, so only these
+        # two have one.
         self.table.setTextElideMode(Qt.TextElideMode.ElideMiddle)
+        self.file_delegate = ElideDelegate("file", self.table)
+        self.reason_delegate = ElideDelegate("right", self.table)
         self.table.setEditTriggers(QAbstractItemView.EditTrigger.NoEditTriggers)
         self.table.setStyleSheet(FOCUS_STYLE)
         self.table.setContextMenuPolicy(Qt.ContextMenuPolicy.CustomContextMenu)
@@ -147,6 +163,7 @@ class ResultsPanel(QWidget):
         self._user_widths: dict[str, int] = {}   # column kind -> width the user dragged it to
         self.sort_by_risk()
 
+        self._hint_text = ""
         self.hint = QLabel(self.table.viewport())
         self.hint.setWordWrap(True)
         self.hint.setAlignment(Qt.AlignmentFlag.AlignCenter)
@@ -168,6 +185,8 @@ class ResultsPanel(QWidget):
         for signal in (self.proxy.rowsInserted, self.proxy.rowsRemoved, self.proxy.modelReset,
                        self.proxy.layoutChanged):
             signal.connect(self._update_counts)
+        self.filter_combo.currentIndexChanged.connect(lambda _i: self._update_counts())
+        self.search.textChanged.connect(lambda _t: self._update_counts())
         self.model.modelReset.connect(self._fit_columns)
         header.sectionClicked.connect(self._on_header_clicked)
         header.sectionResized.connect(self._on_resized)
@@ -200,6 +219,11 @@ class ResultsPanel(QWidget):
         # the extension; the tooltip has the full path). A width the user chose is kept (see _on_resized).
         widths = {"thumb": 48, "file": 140, "prediction": 70, "review": 64, "needs": 150, "p": 58,
                   "reviewer": 72, "scores": 96, "flag": 90, "model": 190, "review_time": 130}
+        # The call column fits its longest word whole ("out of scope"), in the table's own font.
+        cells = self.table.fontMetrics()
+        widths["prediction"] = max(widths["prediction"], max(cells.horizontalAdvance(t) for t in CALL_WORDS) + 22)
+        for kind, delegate in (("file", self.file_delegate), ("needs", self.reason_delegate)):
+            self.table.setItemDelegateForColumn(self.model.column_of(kind), delegate)
         metrics = header.fontMetrics()
         self._fitting = True
         try:
@@ -264,7 +288,8 @@ class ResultsPanel(QWidget):
 
         if self.photo_dialog is not None:
             self.photo_dialog.close()
-        self.photo_dialog = PhotoDialog(path, self)
+        heat, model = self.heat_for(path) if self.heat_for is not None else (None, "")
+        self.photo_dialog = PhotoDialog(path, self, heat=heat, heat_model=model)
         self.photo_dialog.show()
         self.photo_requested.emit(path)
         return self.photo_dialog
@@ -309,12 +334,33 @@ class ResultsPanel(QWidget):
 
     def set_hint(self, text: str) -> None:
         """The text an empty table shows: what to do first."""
-        self.hint.setText(text)
+        self._hint_text = text
         self._place_hint()
 
     def _place_hint(self) -> None:
+        """Over an empty table: what to do first (no rows at all), or why the filter shows nothing."""
         self.hint.setGeometry(self.table.viewport().rect().adjusted(24, 24, -24, -24))
-        self.hint.setVisible(self.model.rowCount() == 0 and bool(self.hint.text()))
+        if self.model.rowCount() == 0:
+            self.hint.setText(self._hint_text)
+            self.hint.setVisible(bool(self._hint_text))
+            return
+        if self.proxy.rowCount() == 0:
+            self.hint.setText(self.filter_hint())
+            self.hint.setVisible(True)
+            return
+        self.hint.setVisible(False)
+
+    def filter_hint(self) -> str:
+        """Why the filtered view is empty, and how to see the photos again."""
+        total = self.model.rowCount()
+        text = self.search.text().strip()
+        if text:
+            why = f"No photo name contains \u201c{text}\u201d"
+            if self.proxy.category != "all":
+                why += f" among the photos shown by \u201c{self.filter_combo.currentText()}\u201d"
+            return f"{why}. Clear the name filter to see all {total:,} photos."
+        why = EMPTY_FILTER_TEXT.get(self.proxy.category, "No photo matches this filter.")
+        return f"{why} Show: All lists all {total:,} photos."
 
     def set_filter(self, key: str) -> None:
         self.filter_combo.setCurrentIndex([k for k, _ in FILTERS].index(key))
