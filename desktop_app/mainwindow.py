@@ -840,9 +840,10 @@ class MainWindow(QMainWindow):
         if self.workspace is None:
             return []
         stored = self.workspace.model_keys()
-        if self.act_export_all.isChecked():
+        picked = [c.key for c in self.selected_cards()]
+        if self.act_export_all.isChecked() or not picked:   # no model installed to pick: the table shows them all
             return stored
-        return [c.key for c in self.selected_cards() if c.key in stored]
+        return [k for k in picked if k in stored]
 
     def export_csv(self, out_path: str | None = None) -> str | None:
         """The workspace's CSV (one row per photo, every model side by side), as `classify --csv` writes it."""
