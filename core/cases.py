@@ -329,6 +329,56 @@ def case_counts(view: CaseView) -> dict[str, Any]:
             "no_call": sum(c.call == NO_CALL for c in cs), "needs_review": sum(c.needs_review for c in cs)}
 
 
+def case_triage(labels: Mapping[str, int], review: Mapping[str, bool], case_of: Mapping[str, str]) -> dict[str, Any]:
+    """Case-level triage (core.operating_point.triage_from_review, with 95% Wilson intervals): a case is mpox when any
+    of its photos is labelled mpox (`labels`: photo -> 1/0) and goes to review when any of its photos does
+    (`review`: photo -> called mpox or flagged, core.operating_point.records_review)."""
+    from core.operating_point import triage_from_review
+
+    y: dict[str, int] = {}
+    looked: dict[str, bool] = {}
+    for path, label in labels.items():
+        case = case_of.get(path, path)
+        y[case] = max(y.get(case, 0), int(label))
+        looked[case] = looked.get(case, False) or bool(review.get(path, False))
+    cases = list(y)
+    out = triage_from_review([y[c] for c in cases], [looked[c] for c in cases])
+    return {"n_cases": len(cases), "n_mpox_cases": out.pop("n_mpox"), "n_other_cases": out.pop("n_other"), **out}
+
+
+def evaluation_cases(predictions: Sequence[Mapping[str, Any]], grouping: Grouping, data: str | os.PathLike
+                     ) -> dict[str, Any]:
+    """Case-level triage of `evaluate`'s per-photo predictions ({path, label, prediction, flag}). Its data's
+    first-level subfolders are the classes, so cases come from a pattern (`regex:`) or a manifest column
+    (`column:`, DATA being the manifest CSV or a folder with manifest.csv). CaseError (one line) otherwise."""
+    from core.operating_point import records_review
+
+    if grouping.kind == SUBFOLDER:
+        raise CaseError("--cases subfolder: in evaluate the first-level subfolders are the classes; group cases with "
+                        "'regex:PATTERN' or 'column:NAME'")
+    data = Path(data).expanduser()
+    real = [os.path.realpath(str(p["path"])) for p in predictions]
+    column = None
+    if grouping.kind == COLUMN:
+        manifest = data if data.is_file() else data / "manifest.csv"
+        if not manifest.is_file():
+            raise CaseError(f"--cases {grouping.text} needs a manifest: {safe_text(str(data))} is a folder without "
+                            "manifest.csv")
+        from core.scale.sources import ManifestError, read_manifest_columns
+
+        try:
+            rows = read_manifest_columns(manifest, [grouping.value])
+        except ManifestError as exc:
+            raise CaseError(str(exc)) from None
+        column = {os.path.realpath(p): "" if c[grouping.value] is None else str(c[grouping.value]) for p, c in rows}
+    root = data.parent if data.is_file() else data
+    case_of = assign(real, grouping, os.path.realpath(root), column)
+    review = records_review([p.get("prediction") for p in predictions], [p.get("flag") or "" for p in predictions])
+    labels = {r: int(p["label"] == LABEL_MPOX) for r, p in zip(real, predictions)}
+    out = case_triage(labels, dict(zip(real, review.tolist())), case_of)
+    return {"grouping": grouping.text, **out}
+
+
 # --- outputs --------------------------------------------------------------------------------------------------
 class WithCaseColumn:
     """A Workspace whose CSV rows carry a `case_id` column after `path` (everything else is the workspace's own).

@@ -202,6 +202,9 @@ class MainWindow(QMainWindow):
         self.act_export_pdf.setShortcut(QKeySequence("Ctrl+E"))
         self.act_export_csv = QAction("Export &CSV…", self)
         self.act_export_csv.setShortcut(QKeySequence("Ctrl+Shift+E"))
+        self.act_export_fhir = QAction("Export &FHIR bundle (JSON)…", self)
+        self.act_export_fhir.setToolTip("A FHIR R4 Bundle for a health record: a DiagnosticReport per case, an "
+                                        "Observation per scored photo, a Device per model (docs/interop.md)")
         self.act_export_card = QAction("Export &model card (JSON)…", self)
         self.act_export_card.setToolTip("The full model card of the selected model(s), every field, as JSON")
         self.act_quit = QAction("&Quit", self)
@@ -243,6 +246,7 @@ class MainWindow(QMainWindow):
         m_file.addSeparator()
         m_file.addAction(self.act_export_pdf)
         m_file.addAction(self.act_export_csv)
+        m_file.addAction(self.act_export_fhir)
         m_file.addAction(self.act_export_card)
         m_file.addSeparator()
         m_file.addAction(self.act_quit)
@@ -313,6 +317,7 @@ class MainWindow(QMainWindow):
         self.act_open.triggered.connect(lambda: self.choose_folder())
         self.act_export_csv.triggered.connect(lambda: self.export_csv())
         self.act_export_pdf.triggered.connect(lambda: self.export_pdf())
+        self.act_export_fhir.triggered.connect(lambda: self.export_fhir())
         self.act_quit.triggered.connect(self.close)
         self.act_run.triggered.connect(self.run)
         self.act_cancel.triggered.connect(self.cancel_run)
@@ -495,6 +500,7 @@ class MainWindow(QMainWindow):
             self._set_message(f"Session not available ({exc}); reviews will not be saved", error=True)
         for _dir, card in self.bundles:   # restored results name their model's origin in exports
             self.workspace.cards.setdefault(card.key, card)
+        self.results.set_case_root(str(self.workspace.folder))   # its first-level subfolders can be cases
         self.model.add_records(list(self.workspace.records()))
         self.model.apply_reviews(self.workspace.reviews)
         self.show_shift(self.workspace.shift)   # the folder's stored shift result stays until a new test
@@ -759,7 +765,14 @@ class MainWindow(QMainWindow):
             if not out_path:
                 return None
         try:
-            self.workspace.export_csv(out_path, keys)
+            grouping = self.results.case_grouping()
+            if grouping is not None:   # grouped by case: the CSV carries each photo's case_id (core.cases)
+                from core.cases import assign, export_csv
+
+                export_csv(self.workspace, out_path, keys, assign(self.workspace.paths, grouping,
+                                                                  self.workspace.folder))
+            else:
+                self.workspace.export_csv(out_path, keys)
         except (WorkspaceError, OSError, ValueError) as exc:
             self.warn(f"Could not write {out_path}: {exc}")
             return None
@@ -795,8 +808,13 @@ class MainWindow(QMainWindow):
             return False
         cards = [c for _p, c in self.bundles if c.key in keys]
         workspace, heatmaps = self.workspace, dict(self.heatmaps)
+        view = self._case_view(keys)
 
         def work(progress):
+            if view is not None:   # grouped by case: a case summary, photos under their cases (core.cases)
+                from core.cases import export_pdf
+
+                return export_pdf(workspace, out_path, view, cards=cards, gradcam=heatmaps or None, progress=progress)
             return workspace.export_pdf(out_path, keys, cards=cards, gradcam=heatmaps or None, progress=progress)
 
         self._set_message("Writing the PDF report…")
@@ -806,6 +824,47 @@ class MainWindow(QMainWindow):
                                  lambda d, t: (self.progress.setRange(0, max(1, t)), self.progress.setValue(d)))
         self._background.append(task)
         return True
+
+    def _case_view(self, keys: list[str]):
+        """core.cases.CaseView of the workspace under the panel's grouping, None when photos are not grouped."""
+        grouping = self.results.case_grouping()
+        if grouping is None or self.workspace is None:
+            return None
+        from core.cases import workspace_view
+
+        return workspace_view(self.workspace, keys, grouping)
+
+    def export_fhir(self, out_path: str | None = None) -> str | None:
+        """File > Export FHIR bundle: one FHIR R4 Bundle (core.fhir_export) of the workspace, a DiagnosticReport per
+        case (the panel's grouping; each photo its own case without one), as `classify --fhir` writes it."""
+        from core.workspace import WorkspaceError
+
+        keys = self._export_keys()
+        if not keys:
+            self._set_message("Nothing to export yet: run a model first", error=True)
+            return None
+        if out_path is None:
+            out_path, _ = QFileDialog.getSaveFileName(self, "Export FHIR bundle",
+                                                      self.settings.export_path(self.folder, "triage_fhir.json"),
+                                                      "FHIR JSON (*.json)")
+            if not out_path:
+                return None
+        try:
+            from core.cases import workspace_view
+            from core.fhir_export import FhirExportError, export_workspace
+
+            view = workspace_view(self.workspace, keys, self.results.case_grouping())
+            export_workspace(self.workspace, out_path, view)
+        except ImportError:
+            self.warn("FHIR export needs the fhir.resources package: pip install fhir.resources")
+            return None
+        except (WorkspaceError, FhirExportError, OSError, ValueError) as exc:
+            self.warn(f"Could not write {out_path}: {exc}")
+            return None
+        self.settings.remember_export(out_path)
+        self._set_message(f"Exported {len(view.cases)} case(s), {len(view.photos)} photos to {out_path}")
+        self.export_finished.emit(out_path)
+        return out_path
 
     def _pdf_done(self, out_path: str) -> None:
         self.progress.hide()
@@ -934,6 +993,7 @@ class MainWindow(QMainWindow):
         has = bool(self._export_keys())
         self.act_export_csv.setEnabled(has)
         self.act_export_pdf.setEnabled(has)
+        self.act_export_fhir.setEnabled(has)
         self.act_export_card.setEnabled(bool(self.choices))
         self.act_adapt.setEnabled(not running)
         self.results.set_hint(self._empty_hint())

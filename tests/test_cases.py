@@ -303,3 +303,59 @@ def test_parquet_rows_carry_the_case_id_and_give_the_same_fhir_cases(case_run, t
     reports = sorted(e.resource.identifier[0].value for e in bundle.entry
                      if e.resource.get_resource_type() == "DiagnosticReport")
     assert reports == ["P1", "P2", "P3", "loose.jpg"]
+
+
+# --- evaluate: triage per case ----------------------------------------------------------------------------------
+def test_case_triage_counts_a_case_as_mpox_when_any_photo_is_and_as_reviewed_when_any_photo_is():
+    from core.cases import case_triage
+    from core.operating_point import wilson
+
+    labels = {"a1": 1, "a2": 0, "b1": 0, "b2": 0, "c1": 1, "d1": 0}
+    review = {"a1": False, "a2": True, "b1": False, "b2": False, "c1": False, "d1": True}
+    case_of = {"a1": "A", "a2": "A", "b1": "B", "b2": "B", "c1": "C", "d1": "D"}
+    out = case_triage(labels, review, case_of)
+    # Mpox cases A (reviewed through a2) and C (missed); other cases B (not reviewed) and D (reviewed).
+    assert (out["n_cases"], out["n_mpox_cases"], out["n_other_cases"]) == (4, 2, 2)
+    assert out["triage_sensitivity"] == 0.5 and out["triage_sensitivity_ci95"] == wilson(1, 2)
+    assert out["triage_specificity"] == 0.5 and out["triage_specificity_ci95"] == wilson(1, 2)
+
+
+def test_evaluate_reports_case_level_triage_from_a_pattern_or_a_manifest_column(case_run, tmp_path, capsys):
+    from tests.helpers import make_image_folder
+
+    data = make_image_folder(tmp_path / "data", n_per_class=3, size=(40, 32))
+    report = tmp_path / "e.json"
+    assert main(["evaluate", str(data), "--model", str(case_run.bundle), "--bootstrap", "0", "--quiet",
+                 "--cases", r"regex:^([a-z]+)_", "--json", str(report)]) == 0
+    result = json.loads(report.read_text())
+    cases = result["cases"]
+    assert (cases["n_cases"], cases["n_mpox_cases"], cases["n_other_cases"]) == (2, 1, 1)
+    preds = result["predictions"]
+    looked = {p["label"]: False for p in preds}
+    for p in preds:
+        looked[p["label"]] = looked[p["label"]] or p["prediction"] == "mpox" or bool(p["flag"])
+    assert cases["triage_sensitivity"] == float(looked["mpox"])
+    assert cases["triage_specificity"] == float(not looked["not_mpox"])
+    assert "case_triage_sensitivity" in capsys.readouterr().out
+
+    manifest = tmp_path / "m.csv"
+    files = sorted(data.rglob("*.jpg"))
+    with open(manifest, "w", newline="", encoding="utf-8") as fh:
+        w = csv.writer(fh)
+        w.writerow(["path", "label", "patient"])
+        for i, p in enumerate(files):
+            w.writerow([str(p.relative_to(tmp_path)), p.parent.name, f"pt{i}"])
+    assert main(["evaluate", str(manifest), "--model", str(case_run.bundle), "--bootstrap", "0", "--quiet",
+                 "--cases", "column:patient", "--json", str(report)]) == 0
+    assert json.loads(report.read_text())["cases"]["n_cases"] == len(files)
+
+
+def test_evaluate_refuses_subfolder_cases_because_subfolders_are_the_classes(case_run, tmp_path, capsys):
+    from tests.helpers import make_image_folder
+
+    data = make_image_folder(tmp_path / "data", n_per_class=2, size=(40, 32))
+    assert main(["evaluate", str(data), "--model", str(case_run.bundle), "--cases", "subfolder", "--quiet"]) == 2
+    assert main(["evaluate", str(data), "--model", str(case_run.bundle), "--cases", "column:patient",
+                 "--bootstrap", "0", "--quiet"]) == 2
+    err = capsys.readouterr().err
+    assert "Traceback" not in err and "subfolders are the classes" in err and "manifest" in err
