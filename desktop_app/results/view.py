@@ -128,7 +128,8 @@ class ResultsPanel(QWidget):
         bar.addWidget(self.search, 1)
         # Cases (core.cases): a folder's first-level subfolders or a pattern on the file name (docs/desktop.md).
         self.group_combo = QComboBox()
-        for label, key in (("No cases", ""), ("Cases: subfolders", "subfolder"), ("Cases: file-name pattern…", "regex")):
+        for label, key in (("No cases", ""), ("Cases: subfolders", "subfolder"),
+                           ("Cases: file-name pattern…", "regex")):
             self.group_combo.addItem(label, key)
         self.group_combo.setToolTip("Group photos into cases (patient or visit): each case shows its call, highest "
                                     "p(mpox) and counts, with its photos under it")
