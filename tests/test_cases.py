@@ -359,3 +359,37 @@ def test_evaluate_refuses_subfolder_cases_because_subfolders_are_the_classes(cas
                  "--bootstrap", "0", "--quiet"]) == 2
     err = capsys.readouterr().err
     assert "Traceback" not in err and "subfolders are the classes" in err and "manifest" in err
+
+
+@pytest.mark.slow
+def test_the_ray_engine_writes_the_same_case_ids_and_its_parquet_gives_the_fhir_cases(case_run, tmp_path):
+    import importlib.util
+    import shutil
+    import subprocess
+    import sys
+    import tempfile
+
+    if not all(importlib.util.find_spec(m) for m in ("ray", "pyarrow")):
+        pytest.skip('Ray is not installed (pip install -e ".[scale]")')
+    from core.scale.sources import read_parquet_results
+
+    repo = Path(__file__).resolve().parents[1]
+    temp = tempfile.mkdtemp(prefix="mpox-ray-")   # Ray's socket paths must stay short
+    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2", PYTHONPATH=str(repo), MPOX_TRIAGE_RAY_TEMP=temp,
+               RAY_USAGE_STATS_ENABLED="0")
+    shards, out = tmp_path / "shards", tmp_path / "ray.csv"
+    try:
+        proc = subprocess.run([sys.executable, "-m", "core.cli", "classify", str(case_run.photos), "--model",
+                               str(case_run.bundle), "--engine", "ray", "--cases", "subfolder", "--parquet",
+                               str(shards), "--csv", str(out), "--quiet"],
+                              cwd=repo, env=env, capture_output=True, text=True, timeout=600)
+    finally:
+        shutil.rmtree(temp, ignore_errors=True)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    local = {r["path"]: r["case_id"] for r in rows_of(case_run.out / "r.csv")}
+    assert {r["path"]: r["case_id"] for r in rows_of(out)} == local
+    assert {r["path"]: r["case_id"] for r in read_parquet_results(shards)} == local
+    fhir = tmp_path / "ray.json"
+    assert main(["fhir", str(shards), str(fhir), "--model", str(case_run.bundle), "--root", str(case_run.photos)]) == 0
+    kinds = [e.resource.get_resource_type() for e in fhir_bundle(fhir).entry]
+    assert kinds.count("DiagnosticReport") == 4 and kinds.count("Observation") == 7
