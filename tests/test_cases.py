@@ -393,3 +393,32 @@ def test_the_ray_engine_writes_the_same_case_ids_and_its_parquet_gives_the_fhir_
     assert main(["fhir", str(shards), str(fhir), "--model", str(case_run.bundle), "--root", str(case_run.photos)]) == 0
     kinds = [e.resource.get_resource_type() for e in fhir_bundle(fhir).entry]
     assert kinds.count("DiagnosticReport") == 4 and kinds.count("Observation") == 7
+
+
+def test_fhir_images_embeds_each_scored_photo_once_only_when_asked(case_run, tmp_path):
+    import base64
+
+    from core.fhir_export import PHOTO_PATH_SYSTEM
+
+    out = tmp_path / "img.json"
+    assert main(["classify", str(case_run.photos), "--model", str(case_run.bundle), "--cases", "subfolder",
+                 "--fhir", str(out), "--fhir-images", "--quiet"]) == 0
+    entries = fhir_bundle(out).entry
+    media = [e for e in entries if e.resource.get_resource_type() == "Media"]
+    obs = [e.resource for e in entries if e.resource.get_resource_type() == "Observation"]
+    assert len(media) == len(obs) == 7
+    urls = {e.fullUrl for e in media}
+    assert all(o.derivedFrom[0].reference in urls for o in obs)
+    for e in json.loads(out.read_text())["entry"]:   # the file holds the bytes as FHIR base64Binary text
+        res = e["resource"]
+        if res["resourceType"] == "Media":
+            rel = {i["system"]: i["value"] for i in res["identifier"]}[PHOTO_PATH_SYSTEM]
+            assert base64.b64decode(res["content"]["data"]) == (case_run.photos / rel).read_bytes()
+
+
+def test_a_case_id_that_looks_like_a_formula_is_written_as_text_in_the_case_csv(tmp_path):
+    from core.cases import write_case_csv
+
+    view = view_of([rec("/r/=HYPERLINK(1)/a.jpg", 0.7)], {"/r/=HYPERLINK(1)/a.jpg": "=HYPERLINK(1)"})
+    out = write_case_csv(view, tmp_path / "c.csv")
+    assert rows_of(out)[0]["case_id"] == "'=HYPERLINK(1)"

@@ -123,3 +123,15 @@ def test_export_fhir_from_the_app_writes_one_report_per_case_and_one_observation
     csv_out = tmp_path / "out.csv"
     assert window.export_csv(str(csv_out)) == str(csv_out)
     assert "case_id" in csv_out.read_text(encoding="utf-8").splitlines()[0].split(",")
+
+
+def test_the_pdf_exported_while_grouped_has_the_case_summary(qtbot, tmp_path):
+    from pypdf import PdfReader
+
+    window, _folder, _recs = window_with_rows(qtbot, tmp_path)
+    window.results.set_grouping("subfolder")
+    out = tmp_path / "r.pdf"
+    with qtbot.waitSignal(window.export_finished, timeout=60000):
+        assert window.export_pdf(str(out))
+    text = "\n".join(p.extract_text() for p in PdfReader(out).pages)
+    assert "Cases (2)" in text and "Case mpox:" in text and "Case other:" in text
