@@ -458,7 +458,9 @@ def _classify(args, ws, engines, keys, case_column: dict[str, str] | None, case_
         raise
     status = combined_status(runs)
     grouping = cases.Grouping.parse(args.cases) if args.cases else None
-    view = cases.workspace_view(ws, keys, grouping, case_of=case_of)
+    view = None   # computed only for an output that needs it: an archive run with --parquet alone stays lean
+    if case_column is not None or args.case_csv_path or args.fhir_path:
+        view = cases.workspace_view(ws, keys, grouping, case_of=case_of)
     if args.report_path:
         if case_column is not None:
             cases.export_pdf(ws, args.report_path, view, cards=[card for _e, card, _rt in engines])
@@ -474,7 +476,8 @@ def _classify(args, ws, engines, keys, case_column: dict[str, str] | None, case_
     outputs = {"csv": args.csv_path, "report": args.report_path, "summary": args.summary_path,
                "parquet": args.parquet_dir, "case_csv": args.case_csv_path, "fhir": args.fhir_path}
     summary = ws.summary(keys, status, runs, outputs)
-    summary["cases"] = cases.case_counts(view)
+    if view is not None:
+        summary["cases"] = cases.case_counts(view)
     if args.summary_path:
         _write_json_atomic(summary, args.summary_path)
 
@@ -486,8 +489,9 @@ def _classify(args, ws, engines, keys, case_column: dict[str, str] | None, case_
     agree_text = f"; models disagree on {agree.get('disagree', 0)}" if agree else ""
     print(f"Done: {summary['with_result']} photos ({preds}); flagged for review: {flag_text}{agree_text}",
           file=sys.stderr)
-    c = summary["cases"]
-    print(f"Cases: {c['cases']} ({c['mpox']} called mpox, {c['needs_review']} need review)", file=sys.stderr)
+    if view is not None:
+        c = summary["cases"]
+        print(f"Cases: {c['cases']} ({c['mpox']} called mpox, {c['needs_review']} need review)", file=sys.stderr)
     for label, path in (("CSV", args.csv_path), ("Report", args.report_path), ("Summary", args.summary_path),
                         ("Case CSV", args.case_csv_path), ("FHIR", args.fhir_path)):
         if path:
