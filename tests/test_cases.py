@@ -422,3 +422,38 @@ def test_a_case_id_that_looks_like_a_formula_is_written_as_text_in_the_case_csv(
     view = view_of([rec("/r/=HYPERLINK(1)/a.jpg", 0.7)], {"/r/=HYPERLINK(1)/a.jpg": "=HYPERLINK(1)"})
     out = write_case_csv(view, tmp_path / "c.csv")
     assert rows_of(out)[0]["case_id"] == "'=HYPERLINK(1)"
+
+
+@pytest.mark.shared_data
+@pytest.mark.slow
+def test_evaluate_on_msld_v1_counts_one_case_per_patient_and_a_patient_as_mpox_when_any_photo_is(shared_data,
+                                                                                                 tmp_path):
+    """MSLD v1 is the one collection in ../shared with patient ids (its `group`s are duplicate-photo groups, not
+    patients): cases by `patient_id` over its test split, with the shipped combined model."""
+    rows = [r for r in csv.DictReader(open(shared_data / "manifest.csv", encoding="utf-8"))
+            if r["dataset"] == "MSLD v1" and r["split"] == "test" and r["patient_id"]]
+    if not rows:
+        pytest.skip("no MSLD v1 test photos with patient ids in ../shared/data/manifest.csv")
+    manifest = tmp_path / "msld_test.csv"
+    with open(manifest, "w", newline="", encoding="utf-8") as fh:
+        w = csv.DictWriter(fh, fieldnames=list(rows[0]))
+        w.writeheader()
+        for r in rows:
+            w.writerow({**r, "path": str((shared_data / r["path"]).resolve())})
+    report = tmp_path / "e.json"
+    assert main(["evaluate", str(manifest), "--model", "combined", "--split", "all", "--bootstrap", "0", "--quiet",
+                 "--cases", "column:patient_id", "--json", str(report)]) == 0
+    result = json.loads(report.read_text())
+    patients = {r["patient_id"] for r in rows}
+    mpox_patients = {r["patient_id"] for r in rows if r["label_binary"] == "mpox"}
+    scored = {os.path.realpath(p["path"]) for p in result["predictions"]}
+    assert len(scored) == len(rows)   # every photo scored: each patient is a case of its own photos
+    cases = result["cases"]
+    assert (cases["n_cases"], cases["n_mpox_cases"]) == (len(patients), len(mpox_patients))
+    # A patient goes to review when any of their photos is called mpox or flagged.
+    patient_of = {os.path.realpath(str((shared_data / r["path"]).resolve())): r["patient_id"] for r in rows}
+    looked = {patient_of[os.path.realpath(p["path"])] for p in result["predictions"]
+              if p["prediction"] == "mpox" or p["flag"]}
+    assert cases["triage_sensitivity"] == pytest.approx(len(looked & mpox_patients) / len(mpox_patients))
+    others = patients - mpox_patients
+    assert cases["triage_specificity"] == pytest.approx(len(others - looked) / len(others))

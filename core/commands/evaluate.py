@@ -219,7 +219,7 @@ def run(args: argparse.Namespace) -> int:
             raise CliError(str(exc)) from None
         for k in ("triage_sensitivity", "triage_specificity"):
             lo, hi = cases[k + "_ci95"]
-            print(f"case_{k:<19} {cases[k]:>7.3f}  [{lo:.3f}, {hi:.3f}]  ({cases['n_cases']} cases: "
+            print(f"{'case_' + k:<19} {cases[k]:>7.3f}  [{lo:.3f}, {hi:.3f}]  ({cases['n_cases']} cases: "
                   f"{cases['n_mpox_cases']} mpox, {cases['n_other_cases']} other)")
     c = result["confusion"]
     print(f"confusion (threshold {result['threshold']:.3f}): TN {c['tn']} FP {c['fp']} FN {c['fn']} TP {c['tp']}; "
