@@ -48,8 +48,9 @@ def case_summary_section(ctx: ReportContext) -> list[Any]:
                                 "highest p(mpox) of those photos; it needs review when any photo does, for the "
                                 "reason given (that of its photo most likely to be mpox). Cases needing review "
                                 "first, then mpox calls, highest score first.", st["small"]), Spacer(1, 4)]
-    head = ["Case", "Call", "Highest p(mpox)", "Photos", "Flagged", "Reviewed", "Needs review"]
-    widths = [0, 62, 52, 40, 40, 44, 150]
+    head = [Paragraph(t, st["colhead"]) for t in ("Case", "Call", "Highest<br/>p(mpox)", "Photos", "Flagged",
+                                                  "Reviewed", "Needs review (its photo most likely mpox)")]
+    widths = [0, 62, 52, 40, 44, 48, 170]
     widths[0] = FRAME_W - sum(widths)
     data: list[list[Any]] = [head]
     cmds: list[tuple] = [("FONT", (0, 1), (-1, -1), "Helvetica", 8), ("ALIGN", (2, 1), (5, -1), "RIGHT")]
