@@ -176,7 +176,6 @@ class ResultsPanel(QWidget):
 
         self.case_model = CaseTreeModel(self.proxy, self)
         self.case_tree = CaseTree(self.case_model, self.table)
-        self.case_tree.setIconSize(QSize(44, 44))
         self.case_tree.setStyleSheet(FOCUS_STYLE.replace("QTableView", "QTreeView"))
         self.stack = QStackedWidget()
         self.stack.addWidget(self.table)
@@ -255,6 +254,7 @@ class ResultsPanel(QWidget):
             header = self.case_tree.header()
             for col in range(self.model.columnCount()):
                 header.resizeSection(col, self.table.horizontalHeader().sectionSize(col))
+            header.resizeSection(0, 2 * self.case_tree.indentation() + self.case_tree.iconSize().width() + 6)
         if keep is not None:
             self.select_source_row(keep)
         return True
