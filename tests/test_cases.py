@@ -457,3 +457,24 @@ def test_evaluate_on_msld_v1_counts_one_case_per_patient_and_a_patient_as_mpox_w
     assert cases["triage_sensitivity"] == pytest.approx(len(looked & mpox_patients) / len(mpox_patients))
     others = patients - mpox_patients
     assert cases["triage_specificity"] == pytest.approx(len(others - looked) / len(others))
+
+
+def test_the_case_csv_of_a_reopened_session_is_the_one_the_run_wrote(case_run, tmp_path):
+    """Facts are functions of what the session stores: reopening the folder and its session gives the same cases
+    (with the model's card met, as the app adds its bundles' cards when it opens a folder)."""
+    from core.bundle import read_card
+    from core.cases import workspace_view
+    from core.workspace import Workspace
+
+    with Workspace.open(case_run.photos, case_run.root / "session") as ws:
+        card = read_card(case_run.bundle)
+        ws.cards.setdefault(card.key, card)
+        view = workspace_view(ws, None, Grouping.parse("subfolder"))
+        out = write_case_csv_again(view, tmp_path / "again.csv")
+    assert rows_of(out) == rows_of(case_run.out / "cases.csv")
+
+
+def write_case_csv_again(view, out):
+    from core.cases import write_case_csv
+
+    return write_case_csv(view, out)

@@ -184,6 +184,8 @@ class ResultsPanel(QWidget):
         self.case_pattern = ""
         self.group_combo.activated.connect(self._on_group_chosen)
         self.case_tree.doubleClicked.connect(self._on_double_click)
+        self.case_tree.setContextMenuPolicy(Qt.ContextMenuPolicy.CustomContextMenu)
+        self.case_tree.customContextMenuRequested.connect(self._tree_context_menu)
 
         self.find_shortcut = QShortcut(QKeySequence(QKeySequence.StandardKey.Find), self)
         self.find_shortcut.setContext(Qt.ShortcutContext.WindowShortcut)
@@ -268,6 +270,13 @@ class ResultsPanel(QWidget):
     def case_grouping(self):
         """The grouping shown (core.cases.Grouping), None without cases."""
         return self.case_model.grouping
+
+    def _tree_context_menu(self, pos) -> None:
+        index = self.case_tree.indexAt(pos)
+        menu = self.context_menu_for(self.case_model.proxy_index(index))   # a photo's menu; none on a case row
+        if menu is not None:
+            self.case_tree.setCurrentIndex(index)
+            menu.popup(self.case_tree.viewport().mapToGlobal(pos))
 
     def _on_tree_current(self, current: QModelIndex, _previous: QModelIndex) -> None:
         row = self.case_model.source_row(current) if current.isValid() else None
