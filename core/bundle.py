@@ -105,8 +105,16 @@ class ModelCard:
         return f"{self.name} {self.version}"
 
     @property
-    def key(self) -> str:  # how results, sessions and the app name this model: weights SHA-256, else "name version"
-        return self.model_sha256 or f"{self.name} {self.version}"
+    def key(self) -> str:
+        """How results, sessions and the app name this model: its scoring digest (core.records.scoring_digest),
+        else "name version"."""
+        return self.scoring_digest or f"{self.name} {self.version}"
+
+    @property
+    def scoring_digest(self) -> str:
+        from core.records import scoring_digest
+
+        return scoring_digest(self)
 
     @property
     def short_sha(self) -> str:

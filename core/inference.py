@@ -84,6 +84,7 @@ class InferenceEngine:
         if not 0.0 <= self.threshold <= 1.0:
             raise ValueError(f"threshold must be between 0 and 1, got {self.threshold}")
         self.scope_limit = scope.SCOPE_LIMIT
+        self.scoring_digest = bundle.card.scoring_digest   # the key every record of this engine carries
         # Embeddings (float16) of the photos scored so far that the scope check kept, for the shift test.
         self.embeddings: list[np.ndarray] = []
         # A combined bundle's components, scored from the same pass into `shared` (see SharedRows).
@@ -103,7 +104,8 @@ class InferenceEngine:
     def _record(self, path: Path, **fields) -> ResultRecord:
         card = self.bundle.card
         return ResultRecord(path=str(path), model=card.name, model_version=card.version,
-                            model_sha256=card.model_sha256, threshold=self.threshold, **fields)
+                            model_sha256=card.model_sha256, scoring_digest=self.scoring_digest,
+                            threshold=self.threshold, **fields)
 
     def score_batch(self, items: Sequence[tuple]) -> list[ResultRecord]:
         """Score decoded inputs [(path, input, file sha256[, scope score])] in one forward pass.
@@ -141,14 +143,16 @@ class InferenceEngine:
             path, _, digest = item[:3]
             scope_score = scope_scores[i]
             flag = scored.flag[i]
+            kept = None
             if not scope.is_out_of_scope(scope_score, self.scope_limit):
                 # Photos far from the training embeddings stay in: they are what the shift test is for.
-                self.embeddings.append(np.asarray(emb[i], dtype=np.float16))
+                kept = np.asarray(emb[i], dtype=np.float16)
+                self.embeddings.append(kept)
             ood = None if scored.ood_score is None else float(scored.ood_score[i])
             extra = {"scope_score": scope_score} if _HAS_SCOPE_FIELD else {}
             out.append(self._record(path, status=STATUS_OK, p_mpox=float(scored.p_mpox[i]),
                                     prediction=scored.prediction[i], flag=flag, ood_score=ood,
-                                    file_sha256=digest, **extra))
+                                    file_sha256=digest, embedding=kept, **extra))
         return out
 
     def shift(self, reference: np.ndarray | None = None, alpha: float = 0.05):
@@ -292,6 +296,8 @@ class ComponentEngine:
                 rec, emb = row
                 if emb is not None:
                     self.engine.embeddings.append(emb)
+                    if rec.embedding is None:
+                        rec.embedding = emb
             else:
                 if cancel is not None and cancel.cancelled:
                     break
@@ -319,7 +325,7 @@ def backbone_sharing(cards: Sequence) -> list[tuple | None]:
         if not refs or roles[i] is not None:
             continue
         mates = {j: k for k, ref in enumerate(refs) for j, key in enumerate(keys)
-                 if j != i and roles[j] is None and key and key == ref.get("sha256")}
+                 if j != i and roles[j] is None and key and getattr(cards[j], "model_sha256", None) == ref.get("sha256")}
         if not mates:
             continue
         shared = SharedRows(len(refs))

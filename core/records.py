@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import re
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from datetime import datetime, timezone
+from typing import Any
 
 STATUS_OK = "ok"
 STATUS_ERROR = "error"
@@ -30,6 +31,7 @@ CSV_COLUMNS = [
     "model",
     "model_version",
     "model_sha256",
+    "scoring_digest",
     "model_origin",
     "file_sha256",
     "error",
@@ -135,18 +137,25 @@ class ResultRecord:
     # How unlike a skin photo the image is (core.scope: blank, text, screenshot, chart, drawing, noise,
     # tiny); above core.scope.SCOPE_LIMIT the flag is out_of_scope. Independent of the model.
     scope_score: float | None = None
+    # The model that made p(mpox): ModelCard.scoring_digest (weights, runtime files, head, preprocessing, input
+    # size, temperature). Results are keyed by it, so a card that changes any of those scores again.
+    scoring_digest: str = ""
+    # The photo's embedding (float16) when the scope check kept it, on its way to the session (the folder's shift
+    # test is computed from what is stored). Not a CSV column, not compared.
+    embedding: Any = field(default=None, repr=False, compare=False)
 
     @property
     def model_key(self) -> str:
-        """The model's key, as ModelCard.key: weights SHA-256, else "name version"."""
-        return self.model_sha256 or f"{self.model} {self.model_version}"
+        """The model's key, as ModelCard.key: its scoring digest, else the weights' SHA-256, else "name version"."""
+        return self.scoring_digest or self.model_sha256 or f"{self.model} {self.model_version}"
 
     @property
     def ok(self) -> bool:
         return self.status == STATUS_OK
 
     def to_dict(self) -> dict:
-        return asdict(self)
+        """The persisted fields (not the transient embedding)."""
+        return {k: getattr(self, k) for k in RECORD_FIELDS}
 
     def safe(self) -> "ResultRecord":
         """This record with path and error message as valid UTF-8 (see safe_text); self if already so."""
@@ -160,7 +169,7 @@ class ResultRecord:
     def to_row(self) -> dict[str, str]:
         """CSV-ready strings; probabilities with 6 decimals, missing values empty."""
         row: dict[str, str] = {}
-        for key, value in asdict(self).items():
+        for key, value in self.to_dict().items():
             if value is None:
                 row[key] = ""
             elif key in ("p_mpox", "ood_score", "scope_score", "threshold"):
@@ -171,5 +180,52 @@ class ResultRecord:
 
     @classmethod
     def from_dict(cls, data: dict) -> "ResultRecord":
+        """A record from a dict of its persisted fields (others are ignored)."""
         known = {k: data[k] for k in cls.__dataclass_fields__ if k in data}
         return cls(**known)
+
+
+# The fields a session, a CSV or a Parquet shard keeps (the embedding travels only to the session's own table).
+RECORD_FIELDS = [f for f in ResultRecord.__dataclass_fields__ if f != "embedding"]
+
+
+# Runtime fields that describe how the runtime was checked, not what it computes.
+_RUNTIME_NOTES = ("created", "agreement", "check_images")
+
+
+def scoring_digest(card: Any) -> str:
+    """SHA-256 of what changes p(mpox) for a card (a ModelCard or its dict): the weights and every file a score
+    is computed from (runtime backbone and head, the out-of-scope statistics), preprocessing, input size,
+    temperature, class names and a combined model's components. A card that changes any of them is another
+    model and scores again; a change of threshold, band or operating point only re-decides stored scores.
+    "" for a card without weights' SHA-256 (a test double named only by name and version); the weights' SHA-256
+    itself for a card that lists no files (no bundle on disk: a hand-made card or test double, whose scores come
+    from nothing else)."""
+    import hashlib
+    import json
+
+    get = card.get if isinstance(card, dict) else (lambda n, d=None: getattr(card, n, d))
+    sha = get("model_sha256", "") or ""
+    if not sha:
+        return ""
+    files = get("files", None) or {}
+    if not files:
+        return sha
+    extra = get("extra", None) or {}
+    extra = extra if isinstance(extra, dict) else {}
+    runtime = extra.get("runtime") if isinstance(extra.get("runtime"), dict) else {}
+    parts = {
+        "digest_format": 1,
+        "model_sha256": sha,
+        "architecture": get("architecture", ""),
+        "input_size": get("input_size", None),
+        "preprocessing": get("preprocessing", ""),
+        "temperature": get("temperature", None),
+        "class_names": get("class_names", None),
+        "files": {k: v for k, v in files.items() if k != "embeddings.npz"} if isinstance(files, dict) else {},
+        "runtime": {k: v for k, v in runtime.items() if k not in _RUNTIME_NOTES},
+        "components": [{k: c.get(k) for k in ("sha256", "input_size", "feature_layer", "dim")}
+                       for c in extra.get("components") or [] if isinstance(c, dict)],
+    }
+    text = json.dumps(parts, sort_keys=True, default=str, separators=(",", ":"))
+    return "sd1-" + hashlib.sha256(text.encode("utf-8")).hexdigest()

@@ -23,14 +23,17 @@ import uuid
 from pathlib import Path
 from typing import Any, Iterable
 
-from core import __version__
-from core.records import ResultRecord, utc_now
+import numpy as np
 
-FORMAT_VERSION = 4
+from core import __version__
+from core.records import RECORD_FIELDS, ResultRecord, utc_now
+
+FORMAT_VERSION = 5
 SESSION_FILE = "session.sqlite"
 # PRAGMA application_id of every session database ("MPXT"): a foreign SQLite file is refused untouched.
 APPLICATION_ID = 0x4D505854
 _OUR_TABLES = {"runs", "results", "reviews", "audit"}
+_V5_TABLES = {"embeddings"}
 CACHE_DIR = "cache"
 
 REVIEW_LABELS = ("mpox", "not_mpox", "unsure")
@@ -43,17 +46,21 @@ ACTION_REVIEW = "review"
 ACTION_RUN_FINISHED = "run_finished"
 ACTION_RETRAIN = "retrain"
 ACTION_REPORT_EXPORTED = "report_exported"
+ACTION_MOVED = "moved"
 
 RUN_RUNNING = "running"
 
 # Columns of `results` that mirror ResultRecord fields (run_id and id are extra).
-_RECORD_FIELDS = list(ResultRecord.__dataclass_fields__)
+_RECORD_FIELDS = list(RECORD_FIELDS)
 
 # Current schema. Format 1 (pre-release) lacked results.flag, results.ood_score, reviews.reviewer
 # and the audit guard triggers; format 2 lacked results.file_size / file_mtime_ns (what the file looked
 # like when it was scored, so a resume notices a changed file), results.scope_score (core.scope) and the ''
 # (cleared) review label; format 3 lacked reviews.file_sha256 (the content a review labelled: a photo changed
-# since then has a stale review, which adapt never uses). _migrate() adds them.
+# since then has a stale review, which adapt never uses); format 4 keyed results by the weights' SHA-256 alone
+# and kept no embeddings (format 5: results.scoring_digest, core.records.scoring_digest, is the key, and the
+# `embeddings` table keeps each in-scope photo's embedding by model and content, what the folder's shift test is
+# computed from). _migrate() adds them.
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS runs (
     run_id        TEXT PRIMARY KEY,
@@ -86,7 +93,8 @@ CREATE TABLE IF NOT EXISTS results (
     file_size     INTEGER,
     file_mtime_ns INTEGER,
     scope_score   REAL,
-    UNIQUE (model_sha256, path)
+    scoring_digest TEXT NOT NULL DEFAULT '',
+    UNIQUE (scoring_digest, path)
 );
 CREATE INDEX IF NOT EXISTS results_run ON results(run_id);
 CREATE TABLE IF NOT EXISTS reviews (
@@ -98,6 +106,13 @@ CREATE TABLE IF NOT EXISTS reviews (
     file_sha256 TEXT
 );
 CREATE INDEX IF NOT EXISTS reviews_path ON reviews(path);
+CREATE TABLE IF NOT EXISTS embeddings (
+    scoring_digest TEXT NOT NULL,
+    file_sha256    TEXT NOT NULL,
+    dim            INTEGER NOT NULL,
+    vector         BLOB NOT NULL,
+    PRIMARY KEY (scoring_digest, file_sha256)
+) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS audit (
     id      INTEGER PRIMARY KEY AUTOINCREMENT,
     time    TEXT NOT NULL,
@@ -183,21 +198,61 @@ def _check_session_file(db_path: Path) -> None:
                            "beside the database); choose a writable folder")
 
 
+# Columns a session of any format has in each table, and the columns later formats added: a file is one of
+# ours only when every table holds at least the first and nothing beyond both (its exact schema, read-only).
+_BASE_COLUMNS = {
+    "runs": {"run_id", "model", "model_version", "model_sha256", "threshold", "app_version", "folder", "started",
+             "finished", "status"},
+    "results": {"id", "run_id", "path", "status", "p_mpox", "prediction", "model", "model_version", "model_sha256",
+                "threshold", "file_sha256", "error", "timestamp"},
+    "reviews": {"id", "path", "label", "time"},
+    "audit": {"id", "time", "actor", "action", "details"},
+    "embeddings": {"scoring_digest", "file_sha256", "dim", "vector"},
+}
+_ADDED_COLUMNS = {
+    "results": {"flag", "ood_score", "file_size", "file_mtime_ns", "scope_score", "scoring_digest"},
+    "reviews": {"reviewer", "file_sha256"},
+}
+
+
+def _schema_problem(conn: sqlite3.Connection, tables: set[str]) -> str:
+    """Why the file's tables are not a session's of some format ("" when they are); reads only."""
+    extra = tables - _OUR_TABLES - _V5_TABLES - {"reviews_v2"}
+    if extra:
+        return f"tables {', '.join(sorted(extra)[:5])}"
+    if not _OUR_TABLES <= tables:
+        return f"tables {', '.join(sorted(tables)[:5])}"
+    for table in sorted(tables & set(_BASE_COLUMNS)):
+        cols = {str(r[1]) for r in conn.execute(f"PRAGMA table_info({table})")}
+        base, added = _BASE_COLUMNS[table], _ADDED_COLUMNS.get(table, set())
+        if not base <= cols or not cols <= base | added:
+            odd = sorted((cols - base - added) or (base - cols))
+            return f"table {table} with columns unlike a session's ({', '.join(odd[:4])})"
+    return ""
+
+
 def _check_identity(conn: sqlite3.Connection, db_path: Path) -> None:
     """Refuse (SessionError), before anything is written, an SQLite file that is not one of our sessions: one
-    marked with another PRAGMA application_id, or an unmarked one holding tables that are not a session's.
-    An empty file is a new session; an unmarked file with exactly our tables is a session from before the mark
-    (it is marked when opened)."""
+    marked with another PRAGMA application_id, one whose tables are not exactly a session's (whatever its mark),
+    or an unmarked one whose format version is not one of ours. An empty file is a new session; an unmarked file
+    with exactly a session's schema of formats 1-4 is a session from before the mark (it is marked when opened).
+    Reads only: nothing is written before this passes (WAL mode changes the file's header)."""
     app_id = int(conn.execute("PRAGMA application_id").fetchone()[0])
-    if app_id == APPLICATION_ID:
-        return
     tables = {str(r[0]) for r in conn.execute("SELECT name FROM sqlite_master WHERE type IN ('table', 'view') "
                                               "AND name NOT LIKE 'sqlite_%'")}
-    if app_id == 0 and (not tables or (_OUR_TABLES <= tables and tables <= _OUR_TABLES | {"reviews_v2"})):
-        return
-    what = f"application id {app_id:#x}" if app_id else f"tables {', '.join(sorted(tables)[:5])}"
-    raise SessionError(f"{db_path}: an SQLite database of another program ({what}), not an mpox-triage session; "
-                       "it was not changed. Choose another session folder")
+    version = int(conn.execute("PRAGMA user_version").fetchone()[0])
+    problem = ""
+    if app_id not in (0, APPLICATION_ID):
+        problem = f"application id {app_id:#x}"
+    elif tables:
+        problem = _schema_problem(conn, tables)
+        if not problem and app_id == 0 and not 1 <= version < FORMAT_VERSION:
+            problem = f"our table names but format version {version}"
+    elif version:
+        problem = f"format version {version} with no tables"
+    if problem:
+        raise SessionError(f"{db_path}: an SQLite database of another program ({problem}), not an mpox-triage "
+                           "session; it was not changed. Choose another session folder")
 
 
 def _database_error_message(db_path: Path, exc: Exception, what: str = "not a usable session database") -> str:
@@ -407,9 +462,26 @@ class SessionStore:
         rcols = {r["name"] for r in self._conn.execute("PRAGMA table_info(reviews)")}
         if "file_sha256" not in rcols:
             self._conn.execute("ALTER TABLE reviews ADD COLUMN file_sha256 TEXT")
+        if version < 5:
+            self._migrate_to_5()
         self._append_audit(
             "migrated", {"from_format": version, "to_format": FORMAT_VERSION, "app_version": __version__}, "mpox-triage"
         )
+
+    def _migrate_to_5(self) -> None:
+        """Format 5 (inside the caller's transaction): results keyed by (scoring digest, path), and the
+        embeddings table. An older result's scoring digest is unknown (its card's temperature and runtime were not
+        recorded): it keeps its weights' SHA-256 as its key, so it stays readable under its own model and a run
+        of a current card scores that photo again; reviews are by photo and all kept."""
+        cols = [r["name"] for r in self._conn.execute("PRAGMA table_info(results)")]
+        self._conn.execute("ALTER TABLE results RENAME TO results_v4")
+        self._conn.execute("DROP INDEX IF EXISTS results_run")
+        for stmt in _split_sql(_SCHEMA + _AUDIT_GUARDS):   # IF NOT EXISTS: the new results and embeddings tables
+            self._conn.execute(stmt)
+        keep = [c for c in cols if c != "scoring_digest"]
+        self._conn.execute(f"INSERT INTO results ({', '.join(keep)}, scoring_digest) "
+                           f"SELECT {', '.join(keep)}, model_sha256 FROM results_v4 ORDER BY id")
+        self._conn.execute("DROP TABLE results_v4")
 
     def _migrate_to_3(self, version: int) -> None:
         """Formats 1 and 2 to 3 (inside the caller's transaction)."""
@@ -527,13 +599,20 @@ class SessionStore:
             return 0
         cols = ", ".join(["run_id"] + _RECORD_FIELDS)
         marks = ", ".join("?" * (len(_RECORD_FIELDS) + 1))
-        updates = ", ".join(f"{c} = excluded.{c}" for c in ["run_id"] + _RECORD_FIELDS if c not in ("path", "model_sha256"))
+        updates = ", ".join(f"{c} = excluded.{c}" for c in ["run_id"] + _RECORD_FIELDS
+                            if c not in ("path", "scoring_digest"))
         sql = (f"INSERT INTO results ({cols}) VALUES ({marks}) "
-               f"ON CONFLICT (model_sha256, path) DO UPDATE SET {updates}")
+               f"ON CONFLICT (scoring_digest, path) DO UPDATE SET {updates}")
         with self._transaction():
             for rec in records:
-                values = [run_id] + [_db_value(getattr(rec, f)) for f in _RECORD_FIELDS]
+                values = [run_id] + [rec.model_key if f == "scoring_digest" else _db_value(getattr(rec, f))
+                                     for f in _RECORD_FIELDS]
                 self._conn.execute(sql, values)
+                if rec.embedding is not None and rec.ok and rec.file_sha256:
+                    vec = np.asarray(rec.embedding, dtype=np.float16).ravel()
+                    self._conn.execute("INSERT OR REPLACE INTO embeddings (scoring_digest, file_sha256, dim, vector) "
+                                       "VALUES (?, ?, ?, ?)", (rec.model_key, rec.file_sha256, int(vec.size),
+                                                               vec.tobytes()))
                 self._append_audit(ACTION_PREDICTION, {
                     "run_id": run_id, "path": str(rec.path), "file_sha256": rec.file_sha256, "status": rec.status,
                     "p_mpox": rec.p_mpox, "prediction": rec.prediction, "flag": rec.flag,
@@ -568,7 +647,12 @@ class SessionStore:
 
     def results(self, model_sha256: str | None = None, run_id: str | None = None) -> list[ResultRecord]:
         """Stored results in the order they were first stored, optionally for one model or one run."""
-        sql = f"SELECT {', '.join(_RECORD_FIELDS)} FROM results"
+        with self._lock:
+            have = {r["name"] for r in self._fetch("PRAGMA table_info(results)")}
+        # A format 3-4 file opened read-only has no scoring_digest: its rows keep their weights' SHA-256 as key.
+        cols = [c if c in have else ("model_sha256 AS scoring_digest" if c == "scoring_digest" else f"NULL AS {c}")
+                for c in _RECORD_FIELDS]
+        sql = f"SELECT {', '.join(cols)} FROM results"
         where, args = [], []
         if model_sha256 is not None:
             where.append("model_sha256 = ?")
@@ -580,15 +664,52 @@ class SessionStore:
             sql += " WHERE " + " AND ".join(where)
         with self._lock:
             rows = self._fetch(sql + " ORDER BY id", args)
-        return [ResultRecord(**dict(r)) for r in rows]
+        out = []
+        for r in rows:
+            rec = dict(r)
+            if rec["scoring_digest"] == rec["model_sha256"]:
+                rec["scoring_digest"] = ""   # keyed by its weights' SHA-256 (a row of format 4 or before)
+            out.append(ResultRecord(**rec))
+        return out
 
-    def done_paths(self, model_sha256: str, include_errors: bool = True) -> set[str]:
-        """Paths this model already has a stored result for: what a resumed run must skip."""
-        sql = "SELECT path FROM results WHERE model_sha256 = ?"
+    def done_paths(self, model_key: str, include_errors: bool = True) -> set[str]:
+        """Paths this model (its key: ResultRecord.model_key) already has a stored result for."""
+        sql = "SELECT path FROM results WHERE scoring_digest = ?"
         if not include_errors:
             sql += " AND status = 'ok'"
         with self._lock:
-            return {r[0] for r in self._conn.execute(sql, (model_sha256,))}
+            return {r[0] for r in self._conn.execute(sql, (model_key,))}
+
+    def embeddings(self, model_key: str, file_sha256s: Iterable[str]) -> dict[str, np.ndarray]:
+        """Stored embeddings (float16) of this model for these photo contents: {file sha256: vector}."""
+        wanted = sorted(set(file_sha256s))
+        out: dict[str, np.ndarray] = {}
+        with self._lock:
+            for start in range(0, len(wanted), 500):
+                chunk = wanted[start:start + 500]
+                rows = self._fetch(f"SELECT file_sha256, dim, vector FROM embeddings WHERE scoring_digest = ? AND "
+                                   f"file_sha256 IN ({', '.join('?' * len(chunk))})", [model_key, *chunk])
+                for sha, dim, blob in rows:
+                    vec = np.frombuffer(blob, dtype=np.float16)
+                    if vec.size == dim:   # a truncated or forged blob is left out, never reshaped
+                        out[str(sha)] = vec
+        return out
+
+    def move(self, old_path: str, new_path: str, file_sha256: str, actor: str | None = None) -> int:
+        """A photo renamed or moved (same content, old path gone): its results and reviews follow it to the new
+        path, and the audit says so. Returns how many results moved; nothing moves onto a path that has results
+        or reviews of its own."""
+        with self._transaction():
+            taken = self._conn.execute("SELECT 1 FROM results WHERE path = ? UNION SELECT 1 FROM reviews WHERE "
+                                       "path = ? LIMIT 1", (new_path, new_path)).fetchone()
+            if taken:
+                return 0
+            n = self._conn.execute("UPDATE results SET path = ? WHERE path = ? AND file_sha256 = ?",
+                                   (new_path, old_path, file_sha256)).rowcount
+            self._conn.execute("UPDATE reviews SET path = ? WHERE path = ?", (new_path, old_path))
+            self._append_audit(ACTION_MOVED, {"from": old_path, "to": new_path, "file_sha256": file_sha256,
+                                              "results": n}, actor)
+        return n
 
     # --- reviews -------------------------------------------------------------------------
     def set_review(self, path: str | os.PathLike, label: str, reviewer: str | None = None,

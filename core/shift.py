@@ -322,7 +322,8 @@ def reference_sets(bundle, splits: tuple[str, ...] = ("train",), min_rows: int =
     return sets
 
 
-def folder_shift(bundle, embeddings, reference: np.ndarray | None = None, alpha: float = 0.05) -> ShiftResult:
+def folder_shift(bundle, embeddings, reference: np.ndarray | None = None, alpha: float = 0.05,
+                 seed: int = 0) -> ShiftResult:
     """The shift test of a run: `embeddings` of the folder's in-scope photos vs the bundle's training
     embeddings (or an explicit `reference`). Not run, with a reason, when either side is missing.
 
@@ -347,7 +348,7 @@ def folder_shift(bundle, embeddings, reference: np.ndarray | None = None, alpha:
                            reason=f"the training embeddings (embeddings.npz) are {sorted(wide)} wide; the model gives "
                                   f"{folder.shape[-1]}: not comparable")
     table = card_floor_table(getattr(bundle, "card", None)) if bundle is not None else None
-    results = [shift_test(folder, ref, alpha=alpha, floor_table=table) for ref in sets.values()]
+    results = [shift_test(folder, ref, alpha=alpha, floor_table=table, seed=seed) for ref in sets.values()]
     if len(results) == 1 or not all(r.ran for r in results):
         return results[0]
     # The least significant comparison decides: its p-value and statistic are the folder's.

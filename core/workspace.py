@@ -56,7 +56,7 @@ STATUS_FAILED = "failed"
 RUN_STATUSES = (STATUS_FINISHED, STATUS_CANCELLED, STATUS_INTERRUPTED, STATUS_FAILED)
 
 ACTION_EXPORTED = "report_exported"   # one audit action for every export; details say the kind
-ACTION_SHIFT = "shift_test"           # the folder's shift verdict (core.shift.verdict), the latest one stands
+ACTION_SHIFT = "shift_test"           # a model's shift verdict on a source, with the stored set it was computed on
 REASON_MISSING, REASON_ERROR, REASON_CHANGED = "missing", "error", "changed"
 
 
@@ -69,8 +69,10 @@ def card_key(card: Any) -> str:
     key = getattr(card, "key", None)
     if isinstance(key, str):
         return key
+    from core.records import scoring_digest
+
     get = card.get if isinstance(card, dict) else (lambda n, d="": getattr(card, n, d))
-    return get("model_sha256", "") or f"{get('name', '')} {get('version', '')}"
+    return scoring_digest(card) or f"{get('name', '')} {get('version', '')}"
 
 
 def engine_card(engine: Any) -> Any:
@@ -100,6 +102,31 @@ def decide(card: Any, record: ResultRecord, point: "OperatingPoint | float") -> 
     scored = Bundle(card, None, None).decide(np.array([record.p_mpox]), ood, point=point,
                                              scope_score=[record.scope_score])
     return replace(record, prediction=scored.prediction[0], flag=scored.flag[0], threshold=float(point.threshold))
+
+
+def _clean_verdict(obj: Any) -> dict | None:
+    """A stored verdict as a dict with well-typed fields, or None when it is malformed (a row written by hand, or
+    by another program): such a row is ignored, never trusted or crashed on."""
+    import math
+
+    if not isinstance(obj, dict) or not isinstance(obj.get("detected"), bool):
+        return None
+    p, n = obj.get("p_value"), obj.get("n")
+    if p is not None and (isinstance(p, bool) or not isinstance(p, (int, float)) or not 0.0 <= float(p) <= 1.0):
+        return None
+    if isinstance(n, bool) or not isinstance(n, int) or n < 0:
+        return None
+    for name in ("statistic", "effect", "min_effect", "alpha"):
+        v = obj.get(name)
+        if v is not None and (isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(float(v))):
+            return None
+    for name in ("message", "model", "model_key", "operating_point", "remedy", "point_message", "fingerprint"):
+        if obj.get(name) is not None and not isinstance(obj.get(name), str):
+            return None
+    review_n = obj.get("review_n")
+    if review_n is not None and (isinstance(review_n, bool) or not isinstance(review_n, int) or review_n < 0):
+        return None
+    return dict(obj)
 
 
 def _decided_alike(a: ResultRecord, b: ResultRecord) -> bool:
@@ -192,10 +219,17 @@ class Workspace:
         self.paths: list[str] = list(self._files)
         self.results: dict[str, dict[str, ResultRecord]] = {}   # model key -> photo -> latest result
         self.cards: dict[str, Any] = {}                           # model key -> card, as met
-        # The folder's shift verdict (core.shift.verdict_entry of the model that decides; folder_verdict), restored
-        # from the session, and the latest entry of each model tested.
-        self.shift: dict | None = None
-        self._shift_entries: dict[str, dict] = {}
+        # Each model's shift verdict on this source (core.shift.verdict_entry plus `fingerprint`, the stored set it
+        # was computed on): a function of what the session stores for this source and model (refresh_verdict).
+        self.source = safe_text(str(self.folder))   # a manifest's path when the photos come from one
+        self.verdicts: dict[str, dict] = {}
+        self.bundles: dict[str, Any] = {}             # model key -> loaded bundle (attach), for its shift test
+        self.moved: list[tuple[str, str]] = []        # (old, new) photos found renamed or moved when opened
+        self._changes = 0                              # results remembered so far (a verdict's cache is by it)
+        self._verdict_seen: dict[str, int] = {}
+        # Embeddings of photos scored while this workspace is open, by model and content: the stored set of a
+        # workspace without a session (with one, the session's `embeddings` table holds them too).
+        self._embeddings: dict[str, dict[str, Any]] = {}
         # The folder outputs may not enter (core.outputs); None when the photos come from a manifest.
         self.scanned_folder: Path | None = self.folder
         self._origins_from_audit: dict[str, str] | None = None
@@ -277,14 +311,55 @@ class Workspace:
             if rec.path in wanted:
                 self.results.setdefault(rec.model_key, {})[rec.path] = rec
         self._reviews = {p: r for p, r in self.session.reviews().items() if p in wanted}
-        folder = safe_text(str(self.folder))
-        for entry in reversed(self.session.audit(ACTION_SHIFT)):
-            details = entry.get("details") or {}
-            if details.get("folder") == folder and isinstance(details.get("verdict"), dict):
-                self.shift = details["verdict"]
-                self._shift_entries = {e.get("model_key", ""): e for e in details.get("entries") or []
-                                       if isinstance(e, dict)}
-                break
+        if self._follow_moves():
+            self.results = {}
+            for rec in self.session.results():
+                if rec.path in wanted:
+                    self.results.setdefault(rec.model_key, {})[rec.path] = rec
+            self._reviews = {p: r for p, r in self.session.reviews().items() if p in wanted}
+
+    def _follow_moves(self) -> int:
+        """Photos renamed or moved inside the folder since they were stored (the same SHA-256 at a new path, the
+        old path gone): their results and reviews follow them (SessionStore.move, one audit entry each), so they
+        are neither scored again nor an error row. A copy (both paths present) is two photos. Returns how many
+        moved. Only files whose size matches a vanished photo's are hashed."""
+        listed = set(self.paths)
+        gone: dict[int | None, dict[str, str]] = {}   # size -> {sha: old path}
+        known: set[str] = set()
+        inside = str(self.folder) + os.sep
+        for rec in self.session.results():
+            known.add(rec.path)
+            if rec.path in listed or not rec.file_sha256 or not rec.ok:
+                continue
+            if self.scanned_folder is not None and not rec.path.startswith(inside):
+                continue
+            if os.path.lexists(self.file_of(rec.path)):
+                continue
+            gone.setdefault(rec.file_size, {})[rec.file_sha256] = rec.path
+        if not gone:
+            return 0
+        known |= set(self.session.reviews())
+        moved = 0
+        for path in self.paths:
+            if path in known:
+                continue
+            st = _stat(self._files[path])
+            if st is None or (st[0] not in gone and None not in gone):
+                continue
+            try:
+                with open(self._files[path], "rb") as fh:
+                    digest = hashlib.file_digest(fh, "sha256").hexdigest()
+            except OSError:
+                continue
+            old = (gone.get(st[0]) or {}).get(digest) or (gone.get(None) or {}).get(digest)
+            if old is None:
+                continue
+            if self._write("the session", self.session.db_path, self.session.move, old, path, digest, self.actor):
+                moved += 1
+                self.moved.append((old, path))
+                for bucket in gone.values():
+                    bucket.pop(digest, None)
+        return moved
 
     def close(self) -> None:
         if self.session is not None:
@@ -363,53 +438,142 @@ class Workspace:
         key = card_key(engine_card(engine))
         if key != plan.key:
             raise ValueError(f"engine runs model {key!r} but the plan is for {plan.key!r}")
+        bundle = getattr(engine, "bundle", None)
+        if bundle is not None and getattr(bundle, "card", None) is not None and card_key(bundle.card) == key:
+            self.bundles.setdefault(key, bundle)
         size = commit_every or getattr(engine, "batch_size", None) or 32
         return WorkspaceRun(self, engine, plan, progress, cancel, int(size))
 
-    # --- the folder's shift verdict and operating point -------------------------------------------
+    # --- each model's shift verdict on this source, and its operating point --------------------------
+    def attach(self, bundle: Any) -> dict | None:
+        """Register a loaded bundle with this workspace (its card, and its training embeddings for the shift test)
+        and bring its verdict up to date with what is stored (after a kill, the stored set may have changed since
+        the last verdict). Returns the model's verdict (or None)."""
+        key = card_key(bundle.card)
+        self.cards.setdefault(key, bundle.card)
+        self.bundles[key] = bundle
+        self._verdict_seen.pop(key, None)
+        return self.refresh_verdict(key)
+
+    def stored_set(self, key: str) -> tuple[list[str], dict[str, Any], str]:
+        """The photos a model's shift test on this source covers: every photo of the source with an ok result of
+        that model and a stored embedding (the scope check kept it), by content. Returns (sorted file SHA-256s,
+        their embeddings, fingerprint of the set)."""
+        shas = {r.file_sha256 for p, r in self.results.get(key, {}).items()
+                if r.ok and r.file_sha256 and p in self._files}
+        vectors = self.session.embeddings(key, shas) if self.session is not None and shas else {}
+        held = self._embeddings.get(key, {})
+        vectors.update({s: held[s] for s in shas if s in held and s not in vectors})
+        kept = sorted(vectors)
+        fingerprint = hashlib.sha256("\n".join([key, *kept]).encode()).hexdigest()
+        return kept, vectors, fingerprint
+
+    def _stored_verdict(self, key: str, fingerprint: str) -> dict | None:
+        """The latest verdict stored for this source and model, if it was computed on this very set and is well
+        formed (a malformed or forged row is ignored, never trusted)."""
+        if self.session is None:
+            return None
+        for entry in reversed(self.session.audit(ACTION_SHIFT)):
+            d = entry.get("details") or {}
+            if not isinstance(d, dict) or d.get("source") != self.source or d.get("model_key") != key:
+                continue
+            verdict = _clean_verdict(d.get("verdict"))
+            if verdict is not None and d.get("fingerprint") == fingerprint == verdict.get("fingerprint"):
+                return verdict
+            return None
+        return None
+
+    def refresh_verdict(self, key: str) -> dict | None:
+        """A model's verdict on this source as a function of what is stored: the shift test of its stored set
+        (stored_set), seeded from that set, so the same stored set gives the same verdict whatever runs (cancelled,
+        resumed, with photos added or renamed) produced it. Reused from the session when it was computed on the
+        same set, else computed (with the attached bundle's training embeddings) and stored. None when the model
+        is not attached and no stored verdict fits. The test itself runs outside the workspace's lock, so the
+        app's GUI thread never waits for it."""
+        with self._lock:
+            changes = self._changes
+            if self._verdict_seen.get(key) == changes and (key in self.verdicts or key not in self.bundles):
+                return self.verdicts.get(key)   # nothing stored has changed since
+            shas, vectors, fingerprint = self.stored_set(key)
+            current = self.verdicts.get(key)
+            if current is not None and current.get("fingerprint") == fingerprint:
+                self._verdict_seen[key] = changes
+                return current
+            verdict = self._stored_verdict(key, fingerprint)
+            bundle = self.bundles.get(key)
+        if verdict is None and bundle is not None:
+            verdict = self._test(bundle, shas, vectors, fingerprint)
+            if shas:   # an empty stored set has nothing to keep
+                self.store_verdict(key, verdict)
+        with self._lock:
+            if self._changes == changes:
+                self._verdict_seen[key] = changes
+            if verdict is None:
+                self.verdicts.pop(key, None)
+                return None
+            self.verdicts[key] = verdict
+            return verdict
+
+    def store_verdict(self, key: str, verdict: dict) -> None:
+        """Keep a model's verdict on this source in the session (audit `shift_test`), for the stored set named by
+        its `fingerprint`: a reopened folder, a later report and the app's banner read it without the model."""
+        if self.session is not None:
+            self._write("the session", self.session.db_path, self.session.log, ACTION_SHIFT,
+                        {"source": self.source, "model_key": key, "fingerprint": verdict.get("fingerprint"),
+                         "verdict": verdict}, self.actor)
+        with self._lock:
+            self._verdict_seen.pop(key, None)
+            self.verdicts.pop(key, None)
+
+    def _test(self, bundle: Any, shas: list[str], vectors: dict[str, Any], fingerprint: str) -> dict:
+        """core.shift.folder_shift of a stored set (rows in content order, seeded by the set's fingerprint)."""
+        import numpy as np
+
+        from core.shift import folder_shift, verdict_entry
+
+        emb = [vectors[s] for s in shas]
+        if len({v.size for v in emb}) > 1:  # a model's embeddings have one width; mixed ones are not its own
+            emb = []
+        result = folder_shift(bundle, [np.asarray(v, np.float32) for v in emb], seed=int(fingerprint[:8], 16))
+        return {**verdict_entry(result, bundle.card), "fingerprint": fingerprint, "source": self.source}
+
+    def verdict_for(self, key: str) -> dict | None:
+        """The model's current verdict on this source (refreshed from what is stored), or None."""
+        return self.refresh_verdict(key)
+
+    def deciding_verdict(self, keys: Sequence[str] | None = None) -> dict | None:
+        """The verdict that speaks for the photos shown with these models (default: every model met): the deciding
+        model's (core.reasons.deciding_key) when it has one, else the first alarm, else the first that ran."""
+        from core.reasons import deciding_key
+        from core.shift import folder_verdict
+
+        keys = list(keys) if keys is not None else list(self.cards) or self.model_keys()
+        entries = [v for v in (self.verdict_for(k) for k in keys) if v is not None]
+        return folder_verdict(entries, deciding_key([self.cards[k] for k in keys if k in self.cards]))
+
+    @property
+    def shift(self) -> dict | None:
+        """The deciding verdict over every model met (deciding_verdict); per model, see verdict_for."""
+        return self.deciding_verdict()
+
     @property
     def shift_alarm(self) -> bool:
-        """True while the folder's latest shift verdict stands as an alarm."""
-        return bool(self.shift and self.shift.get("detected"))
+        """True while any model met has a standing shift alarm on this source."""
+        return any((self.verdict_for(k) or {}).get("detected") for k in list(self.cards) or self.model_keys())
+
+    def alarm_for(self, key: str) -> bool:
+        return bool((self.verdict_for(key) or {}).get("detected"))
 
     def point_for(self, card: Any, threshold: float | None = None) -> "OperatingPoint":
-        """The operating point this folder is decided at for `card`: its out-of-collection point while the
-        shift alarm stands, else its default point; moved to `threshold` when given."""
+        """The operating point this source is decided at for `card`: its out-of-collection point while that
+        model's own shift alarm stands, else its default point; moved to `threshold` when given."""
         from core.operating_point import DEFAULT, OUT_OF_COLLECTION, card_point, folder_point, review_share
 
-        if not self.shift_alarm:
+        if not self.alarm_for(card_key(card)):
             return card_point(card, DEFAULT, threshold)
         stored = self.results.get(card_key(card), {})
         return folder_point(card_point(card, OUT_OF_COLLECTION, threshold), review_share(card),
                             [r.p_mpox for r in stored.values() if r.ok and r.p_mpox is not None])
-
-    def update_shift(self, results: Sequence[tuple[Any, Any]], scored_now: int) -> dict | None:
-        """Take the shift tests of a run (`(card, core.shift.ShiftResult)` per model) and keep the folder's
-        verdict: the new one when a test ran, else the stored one stands (a resume that scored too few new
-        photos to test does not forget an alarm). The verdict is written to the session's audit trail, so a
-        reopened folder, a resumed run and a later report carry it. Returns the verdict (or None)."""
-        from core.shift import folder_verdict, verdict_entry
-
-        entries = [verdict_entry(result, card) for card, result in results]
-        ran = [e for e in entries if e.get("p_value") is not None]
-        with self._lock:
-            for e in ran:
-                self._shift_entries[e.get("model_key", "")] = e
-            if not ran and self.shift is not None:
-                return self.shift
-            from core.reasons import deciding_key
-
-            verdict = folder_verdict(list(self._shift_entries.values()) or entries,
-                                     deciding_key(list(self.cards.values())))
-            if verdict is None:
-                return self.shift
-            verdict = {**verdict, "scored_now": int(scored_now)}
-            self.shift = verdict
-            stored = list(self._shift_entries.values())
-        if self.session is not None and ran:
-            self._write("the session", self.session.db_path, self.session.log, ACTION_SHIFT,
-                        {"folder": safe_text(str(self.folder)), "verdict": verdict, "entries": stored}, self.actor)
-        return verdict
 
     def redecide(self, card: Any, threshold: float | None = None) -> list[ResultRecord]:
         """Re-decide `card`'s stored results at the folder's current operating point (after the shift verdict
@@ -423,6 +587,9 @@ class Workspace:
     def _remember(self, rec: ResultRecord) -> None:
         with self._lock:
             self.results.setdefault(rec.model_key, {})[rec.path] = rec
+            self._changes += 1
+            if rec.embedding is not None and rec.ok and rec.file_sha256:
+                self._embeddings.setdefault(rec.model_key, {})[rec.file_sha256] = rec.embedding
 
     # --- reviews ---------------------------------------------------------------------------------
     @property
@@ -598,7 +765,7 @@ class Workspace:
         refs = [named.get(k) or ModelRef(k, f"{self.model_info(k)['name']} {self.model_info(k)['version']}")
                 for k in keys]
         records = {k: self.results.get(k, {}).get(path) for k in keys}
-        return photo_reasons(records, refs, decider=deciding_key(cards), shift=self.shift)
+        return photo_reasons(records, refs, decider=deciding_key(cards), shift=self.deciding_verdict(keys))
 
     def origin(self, key: str) -> str:
         """Where a model comes from, for people: "shipped release" (its digests are listed in core.releases),
@@ -679,7 +846,7 @@ class Workspace:
             origins = {card_key(c): bundle_origin(c) for c in use_cards}
             write_pdf_report(records, tmp, folder=str(self.folder), cards=use_cards, reviews=reviews,
                              gradcam=gradcam or None, progress=progress, cancel=cancel, origins=origins,
-                             shift=self.shift)
+                             shift=self.deciding_verdict(keys))
             from core.outputs import publish
 
             publish(tmp, out)
@@ -724,7 +891,10 @@ class Workspace:
                 "walk_errors": list(self.walk_errors), "unreadable_folders": list(self.unreadable_dirs),
                 "skipped_links": len(self.skipped_links), "outputs": dict(outputs or {}),
                 "session": safe_text(str(self.session.session_dir)) if self.session is not None else None,
-                "shift": self.shift}
+                "shift": self.deciding_verdict(keys),
+                "shifts": {self.model_info(k)["name"] + " " + self.model_info(k)["version"]: self.verdict_for(k)
+                           for k in keys},
+                "moved": [{"from": a, "to": b} for a, b in self.moved]}
 
 
 def combined_status(runs: Iterable["WorkspaceRun"]) -> str:
@@ -770,6 +940,8 @@ class WorkspaceRun:
         self.errors = 0          # of which error rows
         self.scored_paths: list[str] = []
         self.error_paths: list[str] = []
+        self.verdict: dict | None = None           # the model's verdict on the stored set when the run ended
+        self.redecided: list[ResultRecord] = []    # stored rows that verdict moved to another operating point
         self._buffer: list[ResultRecord] = []
         self._started = False
 
@@ -789,7 +961,9 @@ class WorkspaceRun:
         key = self.ws._keys.get(str(rec.path))
         rec = rec.safe() if key is None else replace(rec, path=key, error=safe_text(rec.error or ""))
         size, mtime = self.plan.stats.get(rec.path, (None, None))
-        rec = replace(rec, file_size=size, file_mtime_ns=mtime)
+        # The run's model is the record's key (its scoring digest), whatever the engine filled in.
+        digest = self.plan.key if self.plan.key != rec.model_sha256 else rec.scoring_digest
+        rec = replace(rec, file_size=size, file_mtime_ns=mtime, scoring_digest=digest)
         decided = decide(self.plan.card, rec, self.plan.point)
         if not _decided_alike(rec, decided):
             rec = decided  # an engine that decides at another point (its card's default, or no --threshold)
@@ -867,6 +1041,20 @@ class WorkspaceRun:
                     ws.session.finish_run(self.run_id, status, ws.actor)
                 except Exception:  # noqa: BLE001 - e.g. the disk is full; the run stays 'running' (killed)
                     pass
+            if not isinstance(self.engine, _Redecider):
+                self._after_run()
+
+    def _after_run(self) -> None:
+        """However the run ended (finished, cancelled, interrupted, failed): the model's verdict on the stored set
+        is recomputed, and stored rows move to the operating point it gives (Workspace.redecide)."""
+        ws, plan = self.ws, self.plan
+        try:
+            self.verdict = ws.refresh_verdict(plan.key)
+            if not ws.point_for(plan.card, plan.user_threshold).same_as(plan.point):
+                self.redecided = ws.redecide(plan.card, plan.user_threshold)
+        except BaseException as exc:  # noqa: BLE001 - never hides why the run itself ended
+            if not self.error:
+                self.error = safe_text(str(exc)) or type(exc).__name__
 
     def _safe_flush(self) -> None:
         try:

@@ -205,6 +205,10 @@ class MainWindow(QMainWindow):
         self.act_export_fhir = QAction("Export &FHIR bundle (JSON)…", self)
         self.act_export_fhir.setToolTip("A FHIR R4 Bundle for a health record: a DiagnosticReport per case, an "
                                         "Observation per scored photo, a Device per model (docs/interop.md)")
+        # Exports show what the table shows (the picked model, or Both's models); every model ever run on the
+        # folder is an explicit choice.
+        self.act_export_all = QAction("Exports include every model stored for this folder", self)
+        self.act_export_all.setCheckable(True)
         self.act_export_card = QAction("Export &model card (JSON)…", self)
         self.act_export_card.setToolTip("The full model card of the selected model(s), every field, as JSON")
         self.act_quit = QAction("&Quit", self)
@@ -247,6 +251,7 @@ class MainWindow(QMainWindow):
         m_file.addAction(self.act_export_pdf)
         m_file.addAction(self.act_export_csv)
         m_file.addAction(self.act_export_fhir)
+        m_file.addAction(self.act_export_all)
         m_file.addAction(self.act_export_card)
         m_file.addSeparator()
         m_file.addAction(self.act_quit)
@@ -417,6 +422,7 @@ class MainWindow(QMainWindow):
         self.model_in_use.setText("Model: " + " + ".join(c.display_name for c in cards))
         self.model_in_use.setToolTip(self._choice_tooltip(cards))
         self.detail.show_row(self.detail.row) if self.detail.row is not None else None
+        self.show_shift()   # the banner names the picked models' own verdicts
         # Load in the background now so the first Run does not wait for TensorFlow.
         for path, card in zip(self.choices[index][1], self.choices[index][2]):
             self.handle_for(path, card).load()
@@ -431,11 +437,22 @@ class MainWindow(QMainWindow):
             handle.worker.loaded.connect(self._on_model_loaded)
             handle.worker.explained.connect(self._on_explained)
             handle.worker.explain_failed.connect(self._on_explain_failed)
+            handle.worker.attached.connect(self._on_attached)
             self.handles[bundle_dir] = handle
         if card is not None:
             self._key_of_handle[bundle_dir] = card.key
             self._handle_of_key[card.key] = handle
         return handle
+
+    @Slot(object, object)
+    def _on_attached(self, workspace, moved) -> None:
+        """A model's verdict on the open folder was brought up to date (ModelWorker.attach): its re-decided rows
+        replace theirs in the table, and the banner shows the verdicts now stored."""
+        if workspace is not self.workspace:
+            return   # another folder was opened meanwhile
+        if moved:
+            self.model.add_records(list(moved))
+        self.show_shift()
 
     @Slot(object)
     def _on_model_loaded(self, card) -> None:
@@ -503,12 +520,21 @@ class MainWindow(QMainWindow):
         self.results.set_case_root(str(self.workspace.folder))   # its first-level subfolders can be cases
         self.model.add_records(list(self.workspace.records()))
         self.model.apply_reviews(self.workspace.reviews)
-        self.show_shift(self.workspace.shift)   # the folder's stored shift result stays until a new test
+        self.show_shift()   # each picked model's stored verdict for this folder
+        if self.session is not None:
+            # A run killed before it ended left results no verdict covers: each picked model's worker tests what
+            # is stored (in its thread) and the table and banner follow (_on_attached).
+            for path, card in zip(self.selected_dirs(), self.selected_cards()):
+                if self.workspace.results.get(card.key):
+                    self.handle_for(path, card).attach(self.workspace)
         self.settings.add_recent(folder)
         self.setWindowTitle(f"{folder} — {APP_NAME}")  # ends with the app name, so Qt does not append it again
         msg = f"{len(self.paths)} photos in {folder}"
         if self.model.rowCount():
             msg += f" — {self.model.rowCount()} restored from the last session"
+        if self.workspace.moved:
+            n = len(self.workspace.moved)
+            msg += f" — {n} renamed or moved photo{'s' if n != 1 else ''} kept {'their' if n != 1 else 'its'} results"
         if found.unreadable_dirs:
             msg += f" ({len(found.unreadable_dirs)} folders unreadable)"
         if found.skipped_links:
@@ -620,29 +646,32 @@ class MainWindow(QMainWindow):
         self._update_actions()
         self.run_finished.emit(summary)
 
-    def show_shift(self, shift: dict | None) -> None:
-        """Present the folder's shift result (Workspace.shift, kept in the session): a banner naming the model
-        whose test decides, and the reasons it adds; shown again when the folder is reopened."""
+    def show_shift(self, shift: dict | None = None) -> None:
+        """Present the shift verdicts of the picked models (each model's own under Both: core.workspace keeps one
+        per source and model, computed from what the session stores): a banner naming each model whose alarm
+        stands, and the reasons the deciding verdict adds; shown again when the folder is reopened."""
         if self.workspace is None:
             return
-        if shift and self.workspace.shift is None:   # the workspace keeps the verdict (core.workspace.update_shift)
-            self.workspace.shift = dict(shift)
-        shift = self.workspace.shift
-        self.model.set_shift(shift)
-        if not shift or not shift.get("detected"):
+        keys = [c.key for c in self.selected_cards()] or list(self.workspace.cards)
+        self.model.set_shift(self.workspace.deciding_verdict(keys))
+        alarms = [v for v in (self.workspace.verdict_for(k) for k in keys) if v and v.get("detected")]
+        if not alarms:
             self.shift_banner.hide()
             return
         from core.shift import SHIFT_MEANING
 
-        text = f"Shift alarm ({shift.get('model') or 'the model'}): " + str(
-            shift.get("message") or f"these photos differ from the training photos: {SHIFT_MEANING}.")
-        if shift.get("operating_point") == "out_of_collection":
-            text += " The review band is widened for this folder, so more photos need review."
-        if shift.get("remedy"):
-            text += f" What to do: {str(shift['remedy']).rstrip('.')}."
-        self.shift_banner.setText(text)
-        self.shift_banner.setToolTip("A two-sample test compared this folder's photos with the model's training "
-                                     "photos (core.shift); the result is kept with the folder's session and is "
+        parts = []
+        for shift in alarms:
+            text = f"Shift alarm ({shift.get('model') or 'the model'}): " + str(
+                shift.get("message") or f"these photos differ from the training photos: {SHIFT_MEANING}.")
+            if shift.get("operating_point") == "out_of_collection":
+                text += " The review band is widened for this folder, so more photos need review."
+            if shift.get("remedy"):
+                text += f" What to do: {str(shift['remedy']).rstrip('.')}."
+            parts.append(text)
+        self.shift_banner.setText("\n".join(parts))
+        self.shift_banner.setToolTip("A two-sample test compared this folder's photos with each model's training "
+                                     "photos (core.shift); each verdict is kept with the folder's session and is "
                                      "printed on the report's cover. See docs/shift.md")
         self.shift_banner.show()
 
@@ -748,7 +777,14 @@ class MainWindow(QMainWindow):
 
     # --- exports -------------------------------------------------------------------------------
     def _export_keys(self) -> list[str]:
-        return self.workspace.model_keys() if self.workspace is not None else []
+        """The models an export covers: those the table shows (the picker's), unless the user asked for every
+        model stored for this folder (File > Exports include every model...)."""
+        if self.workspace is None:
+            return []
+        stored = self.workspace.model_keys()
+        if self.act_export_all.isChecked():
+            return stored
+        return [c.key for c in self.selected_cards() if c.key in stored]
 
     def export_csv(self, out_path: str | None = None) -> str | None:
         """The workspace's CSV (one row per photo, every model side by side), as `classify --csv` writes it."""

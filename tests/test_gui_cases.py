@@ -109,6 +109,7 @@ def test_export_fhir_from_the_app_writes_one_report_per_case_and_one_observation
 
     window, _folder, recs = window_with_rows(qtbot, tmp_path)
     window.results.set_grouping("subfolder")
+    window.act_export_all.setChecked(True)   # the synthetic results' model is not in the picker
     out = tmp_path / "out.json"
     assert window.export_fhir(str(out)) == str(out)
     bundle = Bundle.model_validate_json(out.read_text(encoding="utf-8"))
@@ -130,6 +131,7 @@ def test_the_pdf_exported_while_grouped_has_the_case_summary(qtbot, tmp_path):
 
     window, _folder, _recs = window_with_rows(qtbot, tmp_path)
     window.results.set_grouping("subfolder")
+    window.act_export_all.setChecked(True)
     out = tmp_path / "r.pdf"
     with qtbot.waitSignal(window.export_finished, timeout=60000):
         assert window.export_pdf(str(out))

@@ -196,21 +196,6 @@ def test_without_an_alarm_the_default_point_decides(tmp_path, capsys):
         assert not ws.shift_alarm and ws.point_for(read_card(bdir)).name == DEFAULT
 
 
-def test_update_shift_keeps_the_stored_alarm_when_a_new_run_is_too_small_to_test(tmp_path):
-    from core.workspace import Workspace
-
-    (tmp_path / "f").mkdir()
-    card = _card(operating_points={OUT_OF_COLLECTION: OOC})
-    with Workspace.open(tmp_path / "f", tmp_path / "s") as ws:
-        ws.update_shift([(card, ShiftResult(True, 0.001, 0.05, 200, extra={"min_effect": 0.004}))], 200)
-        kept = ws.update_shift([(card, ShiftResult(False, None, None, 5, reason="too few"))], 5)
-        assert kept["detected"] and kept["n"] == 200
-        assert ws.point_for(card).name == OUT_OF_COLLECTION
-        # A later test that ran and found nothing lifts the alarm.
-        assert not ws.update_shift([(card, ShiftResult(False, 0.6, 0.0, 80))], 80)["detected"]
-        assert ws.point_for(card).name == DEFAULT
-
-
 @pytest.mark.shared_data
 def test_shift_test_on_real_collections_fires_on_the_other_collection_and_not_on_new_patients(shared_data):
     """With the shipped MobileNetV2 bundle's own train+val embeddings (no test photos) and the floor by size:

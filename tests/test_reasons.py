@@ -167,13 +167,16 @@ def test_a_report_made_later_from_the_session_carries_the_folders_shift_alarm(tm
                "model_key": SHA_C, "message": "These photos differ from the model's training photos.",
                "operating_point": "out_of_collection", "remedy": "review about 60 photos with Review next, then adapt",
                "review_n": 60}
-    ws.session.log(ACTION_SHIFT, {"folder": safe_text(str(ws.folder)), "verdict": verdict, "entries": []})
+    # Stored as a run's end stores it: for this source and model, on the stored set it was computed on.
+    fingerprint = ws.stored_set(SHA_C)[2]
+    ws.session.log(ACTION_SHIFT, {"source": safe_text(str(ws.folder)), "model_key": SHA_C, "fingerprint": fingerprint,
+                                  "verdict": {**verdict, "fingerprint": fingerprint}})
     folder = ws.folder
     ws.close()
     with Workspace.open(folder, tmp_path / "session") as again:   # nothing new scored
-        assert again.shift["detected"]
         for c in BOTH:
             again.cards[c.key] = c
+        assert again.shift["detected"]
         # The results as the session would hold them (this test stores none); nothing is scored now.
         again.results = {c.key: {first: ResultRecord(path=first, status="ok", p_mpox=0.2, prediction="not_mpox",
                                                      model=c.name, model_version=c.version,

@@ -76,16 +76,18 @@ def test_train_refuses_a_foreign_session_before_training(capsys, photos, tmp_pat
 
 
 def test_new_sessions_are_marked_and_unmarked_old_sessions_are_marked_on_open(tmp_path):
+    from tests.session_formats import write_old_session
+
     with SessionStore.open(tmp_path / "s") as store:
         store.log("hello")
     conn = sqlite3.connect(tmp_path / "s" / "session.sqlite")
     assert conn.execute("PRAGMA application_id").fetchone()[0] == APPLICATION_ID
-    conn.execute("PRAGMA application_id = 0")   # a session written before the mark existed
-    conn.commit()
     conn.close()
-    with SessionStore.open(tmp_path / "s") as store:
-        assert [e["action"] for e in store.audit("hello")] == ["hello"]
-    conn = sqlite3.connect(tmp_path / "s" / "session.sqlite")
+    # A format-4 session written before the mark existed: recognised by its exact schema, marked when opened.
+    db = write_old_session(tmp_path / "old" / "session.sqlite", 4, "/p/a.jpg", "f" * 64, "a" * 64)
+    with SessionStore.open(tmp_path / "old") as store:
+        assert store.reviews()["/p/a.jpg"]["label"] == "mpox"
+    conn = sqlite3.connect(db)
     assert conn.execute("PRAGMA application_id").fetchone()[0] == APPLICATION_ID
     conn.close()
 

@@ -31,9 +31,9 @@ def _session_view(session_dir: Path, out_path: str) -> dict:
                 details["path"] = "<out>"
             audit.append((e["actor"], e["action"], details))
         reviews = {p: {k: r[k] for k in ("label", "reviewer")} for p, r in store.reviews().items()}
-    # The app runs two models side by side, the command line one after the other: predictions and run
-    # entries are compared per model, the rest (review, export) in order.
-    run_actions = ("prediction", "run_started", "run_finished")
+    # The app runs two models side by side, the command line one after the other: predictions, run entries and
+    # each model's shift verdict are compared per model, the rest (review, export) in order.
+    run_actions = ("prediction", "run_started", "run_finished", "shift_test")
     per_run = sorted((a for a in audit if a[1] in run_actions), key=repr)
     others = [a for a in audit if a[1] not in run_actions]
     runs.sort(key=lambda r: r["model"])
@@ -108,6 +108,8 @@ def test_cli_and_app_give_the_same_session_csv_and_audit(qtbot, tmp_path, image_
     assert cli_view["reviews"] == app_view["reviews"] == {first: {"label": "not_mpox", "reviewer": default_actor()}}
     assert cli_view["audit"] == app_view["audit"]
     assert [a[1] for a in cli_view["audit"]] == ["review", "report_exported"]
+    # Each model's verdict on what it stored (session format 5), the same from both faces.
+    assert sum(a[1] == "shift_test" for a in cli_view["per_run"]) == n_models
     assert sum(a[1] == "run_finished" and a[2]["status"] == "finished" for a in cli_view["per_run"]) == n_models
 
     cli_cols, cli_rows = _csv_rows(cli_csv)

@@ -237,38 +237,29 @@ def _write_parquet(ws, keys: list[str], out_dir: str, case_of: dict[str, str] | 
 
 
 def _shift_alarm(ws, engines, runs, threshold: float | None) -> list:
-    """The folder's shift test (core.shift) for each model whose engine keeps embeddings, kept by the workspace
-    (Workspace.update_shift: the verdict is stored in the session, so a resume that scores too few new photos
-    keeps it). Photos restored by --resume were not embedded in this run, so a new test covers the photos
-    scored now. Under an alarm every model's stored rows move to its out-of-collection operating point; the
-    re-decided records are returned (the CSV must then be written from the workspace)."""
-    tests = []
-    for engine, card, _rt in engines:
-        test = getattr(engine, "shift", None)
-        if test is not None:
-            result = test()
-            print(f"{card.display_name}: {result.message()}", file=sys.stderr)
-            tests.append((card, result))
-    before = ws.shift_alarm
-    verdict = ws.update_shift(tests, sum(r.scored for r in runs))
-    if verdict and verdict.get("detected"):
-        if not tests or not any(r.detected for _c, r in tests):
-            print(f"Shift alarm stands for this folder (stored, {verdict.get('model', '')}): "
-                  f"{verdict.get('message', '')}", file=sys.stderr)
-        print(f"Shift alarm: folder unlike the training photos; {verdict.get('remedy', '')}.", file=sys.stderr)
-    changed = []
-    if verdict is not None and (ws.shift_alarm or before):
-        for _engine, card, _rt in engines:
-            changed += ws.redecide(card, threshold)
-            if ws.shift_alarm:
-                from core.operating_point import card_point
+    """Say each model's shift verdict on this source (core.workspace: a test of every in-scope photo stored for
+    that model and source, recomputed when each run ended, so a resume or a cancelled run cannot replace it with
+    a test of only the new photos). Under a model's alarm its stored rows were moved to its out-of-collection
+    operating point when its run ended; the re-decided records are returned (the CSV is then written from the
+    workspace)."""
+    from core.operating_point import card_point
 
-                point = ws.point_for(card, threshold)
-                default = card_point(card, threshold=threshold)
-                if not point.same_as(default):
-                    print(f"{card.display_name}: this folder is decided at the out-of-collection operating point "
-                          f"(threshold {point.threshold:.3f}; photos with p(mpox) >= {point.review_floor:.3f} go to "
-                          f"review, {default.review_floor:.3f} otherwise)", file=sys.stderr)
+    changed = [rec for run in runs for rec in run.redecided]
+    for _engine, card, _rt in engines:
+        verdict = ws.verdict_for(card.key)
+        if verdict is None:
+            continue
+        print(f"{card.display_name}: {verdict.get('message', '')}", file=sys.stderr)
+        if not verdict.get("detected"):
+            continue
+        print(f"Shift alarm ({card.display_name}): folder unlike the training photos; {verdict.get('remedy', '')}.",
+              file=sys.stderr)
+        point = ws.point_for(card, threshold)
+        default = card_point(card, threshold=threshold)
+        if not point.same_as(default):
+            print(f"{card.display_name}: this folder is decided at the out-of-collection operating point "
+                  f"(threshold {point.threshold:.3f}; photos with p(mpox) >= {point.review_floor:.3f} go to "
+                  f"review, {default.review_floor:.3f} otherwise)", file=sys.stderr)
     return changed
 
 
@@ -392,7 +383,14 @@ def _run(args: argparse.Namespace) -> int:
     ws = Workspace.open(folder, args.session, found=found)
     if manifest:
         ws.scanned_folder = None   # outputs may sit beside a manifest, never on one of its photos
+        ws.source = safe_text(str(source))   # two manifests over one folder keep verdicts of their own
     try:
+        for moved_from, moved_to in ws.moved:
+            print(f"moved: {safe_text(moved_from)} -> {safe_text(moved_to)} (same photo: its results and review "
+                  "follow it)", file=sys.stderr)
+        for engine, _card, _rt in engines:
+            if getattr(engine, "bundle", None) is not None:
+                ws.attach(engine.bundle)   # its verdict on what is stored decides the operating point of its plan
         from core.cases import assign
 
         case_of = assign(ws.paths, grouping, ws.folder, column)

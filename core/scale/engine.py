@@ -156,7 +156,8 @@ class RayEngine:
             prediction=str(row["prediction"]) if ok else None, flag=str(row["flag"]),
             ood_score=float(row["ood_score"]) if ok and row["has_ood"] else None,
             scope_score=None if np.isnan(row["scope_score"]) else float(row["scope_score"]),
-            model=card.name, model_version=card.version, model_sha256=card.model_sha256, threshold=self.threshold,
+            model=card.name, model_version=card.version, model_sha256=card.model_sha256,
+            scoring_digest=card.scoring_digest, threshold=self.threshold,
             file_sha256=str(row["file_sha256"]) or None, error=str(row["error"]))
 
     def run(self, paths: Iterable[str | os.PathLike], progress: ProgressFn | None = None,
