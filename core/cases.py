@@ -473,7 +473,8 @@ def export_pdf(ws: Any, out: str | os.PathLike, view: CaseView, cards: Sequence[
     try:
         write_pdf_report(ws.records(keys), tmp, folder=str(ws.folder), cards=use_cards, reviews=reviews,
                          gradcam=gradcam or None, progress=progress, cancel=cancel,
-                         origins={card_key(c): bundle_origin(c) for c in use_cards}, shift=ws.shift, cases=view)
+                         origins={card_key(c): bundle_origin(c) for c in use_cards},
+                         shift=ws.deciding_verdict(keys), cases=view)
         publish(tmp, out)
     except OSError as exc:
         Path(tmp).unlink(missing_ok=True)
