@@ -291,6 +291,8 @@ class MainWindow(QMainWindow):
         tb.addSeparator()
         tb.addAction(self.act_run)
         tb.addAction(self.act_cancel)
+        tb.addSeparator()
+        tb.addWidget(self.results.group_combo)   # cases (core.cases): the results panel's grouping
         self.addToolBar(tb)
         # Open folder and Run are reachable with Tab (toolbar buttons take no focus by default).
         for act in (self.act_open, self.act_run):

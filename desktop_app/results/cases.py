@@ -49,7 +49,7 @@ class CaseTreeModel(QAbstractItemModel):
         for signal in (proxy.rowsInserted, proxy.rowsRemoved, proxy.modelReset, proxy.layoutChanged):
             signal.connect(self._schedule)
         proxy.dataChanged.connect(self._on_data_changed)
-        self.results.modelReset.connect(lambda: self.rebuild(reset=True))   # its columns may have changed
+        self.results.modelReset.connect(self._on_results_reset)   # its columns may have changed
 
     # --- grouping --------------------------------------------------------------------------------
     def set_grouping(self, grouping: Grouping | None, root: str | os.PathLike | None = None) -> dict[str, str] | None:
@@ -68,6 +68,9 @@ class CaseTreeModel(QAbstractItemModel):
     def _schedule(self, *args) -> None:
         if self.grouping is not None and not self._timer.isActive():
             self._timer.start()
+
+    def _on_results_reset(self) -> None:
+        self.rebuild(reset=True)
 
     def _on_data_changed(self, _top, _bottom, roles=()) -> None:
         if self.grouping is None:

@@ -133,7 +133,8 @@ class ResultsPanel(QWidget):
             self.group_combo.addItem(label, key)
         self.group_combo.setToolTip("Group photos into cases (patient or visit): each case shows its call, highest "
                                     "p(mpox) and counts, with its photos under it")
-        bar.addWidget(self.group_combo)
+        # The window puts it in its toolbar (which folds into a menu when narrow): in this bar it would widen the
+        # window's minimum.
         bar.addWidget(self.count_label)
         # "showing X of Y" sits above the table, beside the filter it counts (docs/desktop.md).
 
