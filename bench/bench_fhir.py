@@ -1,6 +1,6 @@
 """How long grouping into cases and building the FHIR Bundle take for N photos (synthetic records, one model, no
-model run): `PYTHONPATH=. python bench/bench_fhir.py [N ...]` prints seconds and the JSON size per size. The Bundle is built and
-validated by fhir.resources (pydantic), which is most of the time."""
+model run): `PYTHONPATH=. python bench/bench_fhir.py [N ...]` prints seconds and the JSON size per size. The Bundle is
+built and validated by fhir.resources (pydantic), which is most of the time."""
 
 from __future__ import annotations
 
