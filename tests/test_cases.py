@@ -478,3 +478,14 @@ def write_case_csv_again(view, out):
     from core.cases import write_case_csv
 
     return write_case_csv(view, out)
+
+
+def test_the_case_csv_and_the_fhir_bundle_each_leave_one_export_entry_in_the_audit_trail(case_run):
+    from core.workspace import ACTION_EXPORTED, Workspace
+
+    with Workspace.open(case_run.photos, case_run.root / "session") as ws:
+        entries = [e["details"] for e in ws.session.audit(ACTION_EXPORTED)]
+    kinds = [d["kind"] for d in entries]
+    assert kinds.count("case_csv") == 1 and kinds.count("fhir") == 1 and kinds.count("pdf") == 1
+    fhir = next(d for d in entries if d["kind"] == "fhir")
+    assert fhir["path"] == str(case_run.out / "r.json") and fhir["photos"] == 8
