@@ -137,3 +137,20 @@ def test_the_pdf_exported_while_grouped_has_the_case_summary(qtbot, tmp_path):
         assert window.export_pdf(str(out))
     text = "\n".join(p.extract_text() for p in PdfReader(out).pages)
     assert "Cases (2)" in text and "Case mpox:" in text and "Case other:" in text
+
+
+def test_up_and_down_in_the_case_view_move_from_photo_to_photo_over_case_rows(qtbot, tmp_path):
+    window, _folder, _recs = window_with_rows(qtbot, tmp_path)
+    window.results.set_grouping("subfolder")
+    view, tree = window.results.case_tree, window.results.case_model
+    view.setFocus()
+    photos = [tree.source_row(i) for i in tree.photo_rows()]
+    view.setCurrentIndex(tree.photo_rows()[0])
+    seen = [window.results.current_source_row()]
+    for _ in range(len(photos) - 1):
+        qtbot.keyClick(view, Qt.Key.Key_Down)
+        seen.append(window.results.current_source_row())
+    assert seen == photos                     # every photo in case order, never a case row (None)
+    for _ in range(len(photos) - 1):
+        qtbot.keyClick(view, Qt.Key.Key_Up)
+    assert window.results.current_source_row() == photos[0]

@@ -6,7 +6,7 @@ The tree reads the results proxy, so the filter and the sort the user chose appl
 a case's own figures are always over all of its photos (a filter never changes a case's call). Cases come in
 review order (core.cases.review_order). Review stays photo by photo: M / N / U on a photo row label that photo
 (the table's own review signals, so undo and the reviewer name work as in the flat table), on a case row they do
-nothing, and Up / Down walk through the photos as well as the case rows.
+nothing, and Up / Down move from photo to photo (case rows are headings).
 """
 
 from __future__ import annotations
@@ -288,3 +288,25 @@ class CaseTree(QTreeView):
 
     def keyboardSearch(self, search: str) -> None:
         """Typed letters do not move the selection (as in the table)."""
+
+    def moveCursor(self, action, modifiers):
+        """Up / Down, Page Up / Down, Home / End move from photo to photo: case rows are headings, skipped (down to
+        the case's first photo, up to the last photo of the case above)."""
+        index = super().moveCursor(action, modifiers)
+        model = self.model()
+        if not index.isValid() or model.source_row(index) is not None:
+            return index
+        current = self.currentIndex()
+        stay = current if model.source_row(current) is not None else index
+        Move = QAbstractItemView.CursorAction
+        if action == Move.MoveHome:
+            photos = model.photo_rows()
+            return photos[0] if photos else index
+        if action in (Move.MoveUp, Move.MovePageUp, Move.MovePrevious):
+            if index.row() == 0:
+                return stay
+            above = model.index(index.row() - 1, 0)
+            n = model.rowCount(above)
+            return model.index(n - 1, 1, above) if n else stay
+        case = model.index(index.row(), 0)
+        return model.index(0, 1, case) if model.rowCount(case) else stay
