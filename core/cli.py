@@ -1,4 +1,4 @@
-"""Command line: `mpox-triage classify|models|train|evaluate|export`. Sub-commands live in core/commands/."""
+"""Command line: `mpox-triage classify|models|train|evaluate|export|adapt|fhir`. Sub-commands live in core/commands/."""
 
 from __future__ import annotations
 
@@ -18,6 +18,7 @@ COMMANDS = {
     "evaluate": "core.commands.evaluate",
     "export": "core.commands.export",
     "adapt": "core.commands.adapt",
+    "fhir": "core.commands.fhir",
 }
 
 

@@ -237,6 +237,9 @@ class MainWindow(QMainWindow):
                                     "lines (Export report writes the full PDF with photos and charts)")
         self.act_export_csv = QAction("Export &CSV…", self)
         self.act_export_csv.setShortcut(QKeySequence("Ctrl+Shift+E"))
+        self.act_export_fhir = QAction("Export &FHIR bundle (JSON)…", self)
+        self.act_export_fhir.setToolTip("A FHIR R4 Bundle for a health record: a DiagnosticReport per case, an "
+                                        "Observation per scored photo, a Device per model (docs/interop.md)")
         # Exports show what the table shows (the picked model, or Both's models); every model ever run on the
         # folder is an explicit choice.
         self.act_export_all = QAction("Exports include every model stored for this folder", self)
@@ -283,6 +286,7 @@ class MainWindow(QMainWindow):
         m_file.addAction(self.act_export_pdf)
         m_file.addAction(self.act_print)
         m_file.addAction(self.act_export_csv)
+        m_file.addAction(self.act_export_fhir)
         m_file.addAction(self.act_export_all)
         m_file.addAction(self.act_export_card)
         m_file.addSeparator()
@@ -323,6 +327,8 @@ class MainWindow(QMainWindow):
         tb.addSeparator()
         tb.addAction(self.act_run)
         tb.addAction(self.act_cancel)
+        tb.addSeparator()
+        tb.addWidget(self.results.group_combo)   # cases (core.cases): the results panel's grouping
         self.addToolBar(tb)
         # Open folder and Run are reachable with Tab (toolbar buttons take no focus by default).
         for act in (self.act_open, self.act_run):
@@ -357,6 +363,7 @@ class MainWindow(QMainWindow):
         self.act_export_csv.triggered.connect(lambda: self.export_csv())
         self.act_export_pdf.triggered.connect(lambda: self.export_pdf())
         self.act_print.triggered.connect(lambda: self.print_report())
+        self.act_export_fhir.triggered.connect(lambda: self.export_fhir())
         self.act_quit.triggered.connect(self.close)
         self.act_run.triggered.connect(self.run)
         self.act_cancel.triggered.connect(self.cancel_run)
@@ -551,6 +558,7 @@ class MainWindow(QMainWindow):
             self._set_message(f"Session not available ({exc}); reviews will not be saved", error=True)
         for _dir, card in self.bundles:   # restored results name their model's origin in exports
             self.workspace.cards.setdefault(card.key, card)
+        self.results.set_case_root(str(self.workspace.folder))   # its first-level subfolders can be cases
         self.model.add_records(list(self.workspace.records()))
         self.model.apply_reviews(self.workspace.reviews)
         self.show_shift()   # each picked model's stored verdict for this folder
@@ -860,7 +868,14 @@ class MainWindow(QMainWindow):
             if not out_path:
                 return None
         try:
-            self.workspace.export_csv(out_path, keys)
+            grouping = self.results.case_grouping()
+            if grouping is not None:   # grouped by case: the CSV carries each photo's case_id (core.cases)
+                from core.cases import assign, export_csv
+
+                export_csv(self.workspace, out_path, keys, assign(self.workspace.paths, grouping,
+                                                                  self.workspace.folder))
+            else:
+                self.workspace.export_csv(out_path, keys)
         except (WorkspaceError, OSError, ValueError) as exc:
             self.warn(f"Could not write {out_path}: {exc}")
             return None
@@ -896,8 +911,13 @@ class MainWindow(QMainWindow):
             return False
         cards = [c for _p, c in self.bundles if c.key in keys]
         workspace, heatmaps = self.workspace, dict(self.heatmaps)
+        view = self._case_view(keys)
 
         def work(progress):
+            if view is not None:   # grouped by case: a case summary, photos under their cases (core.cases)
+                from core.cases import export_pdf
+
+                return export_pdf(workspace, out_path, view, cards=cards, gradcam=heatmaps or None, progress=progress)
             return workspace.export_pdf(out_path, keys, cards=cards, gradcam=heatmaps or None, progress=progress)
 
         self._set_message("Writing the PDF report…")
@@ -923,7 +943,8 @@ class MainWindow(QMainWindow):
         cards = [c for _p, c in self.bundles if c.key in keys]
         cards += [c for k, c in workspace.cards.items() if k in keys and all(k != x.key for x in cards)]
         origins = {c.key: bundle_origin(c) for c in cards}
-        records, reviews, shift = list(workspace.records(keys)), dict(workspace.reviews), workspace.shift
+        records, reviews = list(workspace.records(keys)), dict(workspace.reviews)
+        shift = workspace.deciding_verdict(keys)
 
         def work(_progress):
             return printable_html(records, folder=str(workspace.folder), cards=cards, reviews=reviews, shift=shift,
@@ -955,6 +976,47 @@ class MainWindow(QMainWindow):
         self._set_message("Report sent to the printer" if not printer.outputFileName()
                           else f"Report printed to {printer.outputFileName()}")
         self.print_finished.emit(True)
+
+    def _case_view(self, keys: list[str]):
+        """core.cases.CaseView of the workspace under the panel's grouping, None when photos are not grouped."""
+        grouping = self.results.case_grouping()
+        if grouping is None or self.workspace is None:
+            return None
+        from core.cases import workspace_view
+
+        return workspace_view(self.workspace, keys, grouping)
+
+    def export_fhir(self, out_path: str | None = None) -> str | None:
+        """File > Export FHIR bundle: one FHIR R4 Bundle (core.fhir_export) of the workspace, a DiagnosticReport per
+        case (the panel's grouping; each photo its own case without one), as `classify --fhir` writes it."""
+        from core.workspace import WorkspaceError
+
+        keys = self._export_keys()
+        if not keys:
+            self._set_message("Nothing to export yet: run a model first", error=True)
+            return None
+        if out_path is None:
+            out_path, _ = QFileDialog.getSaveFileName(self, "Export FHIR bundle",
+                                                      self.settings.export_path(self.folder, "triage_fhir.json"),
+                                                      "FHIR JSON (*.json)")
+            if not out_path:
+                return None
+        try:
+            from core.cases import workspace_view
+            from core.fhir_export import FhirExportError, export_workspace
+
+            view = workspace_view(self.workspace, keys, self.results.case_grouping())
+            export_workspace(self.workspace, out_path, view)
+        except ImportError:
+            self.warn("FHIR export needs the fhir.resources package: pip install fhir.resources")
+            return None
+        except (WorkspaceError, FhirExportError, OSError, ValueError) as exc:
+            self.warn(f"Could not write {out_path}: {exc}")
+            return None
+        self.settings.remember_export(out_path)
+        self._set_message(f"Exported {len(view.cases)} case(s), {len(view.photos)} photos to {out_path}")
+        self.export_finished.emit(out_path)
+        return out_path
 
     def _pdf_done(self, out_path: str) -> None:
         self.progress.hide()
@@ -1084,6 +1146,7 @@ class MainWindow(QMainWindow):
         self.act_export_csv.setEnabled(has)
         self.act_export_pdf.setEnabled(has)
         self.act_print.setEnabled(has)
+        self.act_export_fhir.setEnabled(has)
         self.act_export_card.setEnabled(bool(self.choices))
         self.act_adapt.setEnabled(not running)
         self.results.set_hint(self._empty_hint())

@@ -46,6 +46,9 @@ def add_parser(sub) -> None:
                                                           "(default: the shipped recipe's)")
     p.add_argument("--views", default="identity,hflip", help="with --protocol: training views")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--cases", help="also measure triage per case (patient or visit): 'regex:PATTERN' on the file "
+                                   "name or 'column:NAME' of the manifest; a case is mpox if any photo is labelled "
+                                   "mpox, and goes to review if any photo does (subfolders are the classes here)")
     p.set_defaults(run=run)
 
 
@@ -143,6 +146,26 @@ def _check_outputs(args: argparse.Namespace, photos=()) -> None:
                   folder=data if data.is_dir() else None, inputs=[data, *photos], dirs=("--plots",))
 
 
+def _grouping(text: str | None, data: str):
+    """--cases as a core.cases.Grouping (None without it); a bad value or `subfolder` is one line, exit 2."""
+    if not text:
+        return None
+    from core.cases import CaseError, Grouping
+    from core.commands import CliError
+
+    try:
+        grouping = Grouping.parse(text)
+    except CaseError as exc:
+        raise CliError(str(exc)) from None
+    if grouping.kind == "subfolder":
+        raise CliError("--cases subfolder: in evaluate the first-level subfolders are the classes; group cases with "
+                       "'regex:PATTERN' or 'column:NAME'")
+    folder = Path(data).expanduser()
+    if grouping.kind == "column" and folder.is_dir() and not (folder / "manifest.csv").is_file():
+        raise CliError(f"--cases {grouping.text} needs a manifest: {folder} is a folder without manifest.csv")
+    return grouping
+
+
 def run(args: argparse.Namespace) -> int:
     from core.bundle import BundleError, load_bundle
     from core.commands import CliError
@@ -154,6 +177,7 @@ def run(args: argparse.Namespace) -> int:
         return run_protocol(args)
     if args.threshold is not None and not 0.0 <= args.threshold <= 1.0:
         raise CliError(f"--threshold must be between 0 and 1, got {args.threshold}")
+    grouping = _grouping(args.cases, args.data)
     try:
         ds = load_dataset(args.data)
     except DatasetError as exc:
@@ -190,6 +214,17 @@ def run(args: argparse.Namespace) -> int:
     for k in ("triage_sensitivity", "triage_specificity"):
         lo, hi = t[k + "_ci95"]
         print(f"{k:<19} {t[k]:>7.3f}  [{lo:.3f}, {hi:.3f}]  ({t['meaning'][k]})")
+    if grouping is not None:
+        from core.cases import CaseError, evaluation_cases
+
+        try:
+            result["cases"] = cases = evaluation_cases(result["predictions"], grouping, args.data)
+        except CaseError as exc:
+            raise CliError(str(exc)) from None
+        for k in ("triage_sensitivity", "triage_specificity"):
+            lo, hi = cases[k + "_ci95"]
+            print(f"{'case_' + k:<19} {cases[k]:>7.3f}  [{lo:.3f}, {hi:.3f}]  ({cases['n_cases']} cases: "
+                  f"{cases['n_mpox_cases']} mpox, {cases['n_other_cases']} other)")
     c, none = result["confusion"], result["no_call"]
     print(f"confusion (threshold {result['threshold']:.3f}; photos with a call): TN {c['tn']} FP {c['fp']} "
           f"FN {c['fn']} TP {c['tp']}; flagged uncertain {result['flags']['uncertain']}")

@@ -43,6 +43,7 @@ class ReportContext:
     drawn: int = 0
     decider: str = ""                  # core.reasons.deciding_key: the model whose call is the photo's
     points: dict[str, Any] | None = None   # the operating point each model decides the folder at (folder_points)
+    cases: Any = None                  # core.cases.CaseView: a case summary, photos listed under their cases
 
     @property
     def multi(self) -> bool:
@@ -70,7 +71,7 @@ def build_context(records: Sequence[ResultRecord], *, folder: str, cards: Sequen
                   origins: dict[str, str] | None = None, scope_limit: float | None = None,
                   title: str = DEFAULT_TITLE, generated: datetime | None = None,
                   progress: ProgressFn | None = None, cancel: CancelToken | None = None,
-                  points: dict[str, Any] | None = None) -> ReportContext:
+                  points: dict[str, Any] | None = None, cases: Any = None) -> ReportContext:
     """Everything the sections need, computed once: models, one row per photo, counts, agreement per model."""
     records = list(records)
     cards = list(cards or [])
@@ -90,4 +91,4 @@ def build_context(records: Sequence[ResultRecord], *, folder: str, cards: Sequen
                          truth=truth, gradcam=gradcam, shift=shift, origins=origins, scope_limit=scope_limit,
                          title=title, decider=deciding_key([m.card for m in models if m.card is not None]),
                          when=generated.astimezone().strftime("%Y-%m-%d %H:%M %Z").strip(), progress=progress,
-                         cancel=cancel, points=points)
+                         cancel=cancel, points=points, cases=cases)

@@ -33,6 +33,10 @@ def photos_section(ctx: ReportContext) -> list[Any]:
     if not ctx.photos:
         return out + [Paragraph("Photos", st["h1"]), Paragraph("The folder held no photos.", st["body"])]
     layout = _PhotoTable(ctx)
+    if ctx.cases is not None:
+        from core.reports.case_summary import photos_by_case
+
+        return out + photos_by_case(ctx, layout)
     needing = [r for r in ctx.photos if r.needs_review]
     rest = [r for r in ctx.photos if not r.needs_review]
     if needing:

@@ -116,6 +116,7 @@ class ResultsModel(QAbstractTableModel):
         self.shift: dict | None = None            # the folder's stored shift result (Workspace.shift)
         self.scope_limit: float | None = None     # None: core.scope.SCOPE_LIMIT
         self.points: dict | None = None            # model key -> the point the folder is decided at (point_for)
+        self.case_of: dict[str, str] | None = None  # photo -> case id (core.cases) while photos are grouped
         self._columns: list[tuple[str, str]] = []
         self._rebuild_columns()
         # Thumbnails arrive one by one from the decoder; their repaints are coalesced into one
@@ -131,8 +132,9 @@ class ResultsModel(QAbstractTableModel):
         # The call and the review come right after the file, so they stay on screen in a narrow window;
         # the other models' scores share one compact column.
         primary = self.primary_key()
-        cols: list[tuple[str, str]] = [("thumb", ""), ("file", ""), ("prediction", ""), ("review", ""),
-                                       ("needs", ""), ("p", primary), ("reviewer", "")]
+        cols: list[tuple[str, str]] = [("thumb", ""), ("file", "")] + ([("case", "")] if self.case_of is not None
+                                                                       else []) + [
+            ("prediction", ""), ("review", ""), ("needs", ""), ("p", primary), ("reviewer", "")]
         if len(self.models) > 1:
             cols.append(("scores", ""))
         cols += [("flag", ""), ("review_time", ""), ("model", "")]
@@ -176,6 +178,13 @@ class ResultsModel(QAbstractTableModel):
         self._rebuild_columns()
         for r in self.rows:
             r.reason_cache = None
+        self.endResetModel()
+
+    def set_cases(self, case_of: dict[str, str] | None) -> None:
+        """Photo -> case id (core.cases.assign) to show in a Case column after the file; None hides the column."""
+        self.beginResetModel()
+        self.case_of = dict(case_of) if case_of is not None else None
+        self._rebuild_columns()
         self.endResetModel()
 
     def set_cards(self, cards: list) -> None:
@@ -357,7 +366,7 @@ class ResultsModel(QAbstractTableModel):
             if kind == "scores":
                 return " ·\n".join(n for _k, n in self.others())
             return {"thumb": "", "file": "File", "needs": "Needs review", "prediction": "Call", "flag": "Flags",
-                    "model": "Model", "review": "Review", "reviewer": "Reviewer",
+                    "model": "Model", "review": "Review", "reviewer": "Reviewer", "case": "Case",
                     "review_time": "Review time"}[kind]
         if role == Qt.ItemDataRole.ToolTipRole:
             decides = f"; {self._model_name(self.decider)} decides" if self.decider else ""
@@ -431,6 +440,8 @@ class ResultsModel(QAbstractTableModel):
     def _display(self, row: FileRow, kind: str, key: str):
         if kind == "file":
             return row.name
+        if kind == "case":
+            return (self.case_of or {}).get(row.path, row.name)
         if kind == "needs":
             return self.reason(row)[0]
         if kind == "p":
