@@ -421,21 +421,21 @@ def write_case_csv(view: CaseView, out: str | os.PathLike, ws: Any = None) -> Pa
     writer (core.csvio: formula cells neutralised). With `ws`, the output policy is the workspace's and the export
     gets its one audit entry (kind `case_csv`)."""
     from core.csvio import ResultCsvWriter
-    from core.workspace import _write_error
+    from core.workspace import write_error
 
     if ws is not None:
         ws.check_output(out, "case CSV")
     try:
         writer = ResultCsvWriter(out, columns=CASE_CSV_COLUMNS)
     except OSError as exc:
-        raise _write_error("case CSV", out, exc) from None
+        raise write_error("case CSV", out, exc) from None
     try:
         for case in view.cases:
             writer.write_row(case.row(view.root))
         writer.close()
     except OSError as exc:
         writer.abort()
-        raise _write_error("case CSV", out, exc) from None
+        raise write_error("case CSV", out, exc) from None
     except BaseException:
         writer.abort()
         raise
@@ -446,41 +446,5 @@ def write_case_csv(view: CaseView, out: str | os.PathLike, ws: Any = None) -> Pa
 
 def export_pdf(ws: Any, out: str | os.PathLike, view: CaseView, cards: Sequence[Any] = (),
                gradcam: dict | None = None, progress: Any = None, cancel: Any = None) -> Path:
-    """Workspace.export_pdf with the case summary and the photos listed under their cases (core.reports.cases).
-
-    The same steps as Workspace.export_pdf (output policy, cards that pass the card schema, a temporary file
-    published atomically, one audit entry); kept here until the workspace takes a `cases` argument itself."""
-    import tempfile
-
-    from core.card_schema import card_problem
-    from core.outputs import publish
-    from core.releases import bundle_origin
-    from core.reports import write_pdf_report
-    from core.workspace import _write_error, card_key
-
-    keys = view.keys
-    out = Path(out)
-    by_key = {card_key(c): c for c in cards}
-    by_key.update({k: c for k, c in ws.cards.items() if k not in by_key})
-    use_cards = [by_key[k] for k in keys if k in by_key and not card_problem(by_key[k])]
-    reviews = ws.reviews if ws.session is not None else None
-    ws.check_output(out, "report")
-    try:
-        fd, tmp = tempfile.mkstemp(prefix=f".{out.name}.", suffix=".partial.pdf", dir=out.parent)
-        os.close(fd)
-    except OSError as exc:
-        raise _write_error("report", out, exc) from None
-    try:
-        write_pdf_report(ws.records(keys), tmp, folder=str(ws.folder), cards=use_cards, reviews=reviews,
-                         gradcam=gradcam or None, progress=progress, cancel=cancel,
-                         origins={card_key(c): bundle_origin(c) for c in use_cards},
-                         shift=ws.deciding_verdict(keys), cases=view)
-        publish(tmp, out)
-    except OSError as exc:
-        Path(tmp).unlink(missing_ok=True)
-        raise _write_error("report", out, exc) from None
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    ws.log_export("pdf", out, keys)
-    return out
+    """Workspace.export_pdf of the view's models with the case summary and the photos under their cases."""
+    return ws.export_pdf(out, view.keys, cards=cards, gradcam=gradcam, progress=progress, cancel=cancel, cases=view)

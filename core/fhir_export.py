@@ -288,7 +288,7 @@ def write_bundle(bundle: Any, out: str | os.PathLike, check: Callable[[Any, str]
     """Write the Bundle's JSON atomically (a hidden temporary file, then core.outputs.publish). `check(out, what)`
     is the output policy to apply first (e.g. Workspace.check_output); default core.outputs.check_output."""
     from core.outputs import check_output, publish
-    from core.workspace import _write_error
+    from core.workspace import write_error
 
     out = Path(out)
     if check is not None:
@@ -299,14 +299,14 @@ def write_bundle(bundle: Any, out: str | os.PathLike, check: Callable[[Any, str]
     try:
         fd, tmp = tempfile.mkstemp(prefix=f".{out.name}.", suffix=".partial", dir=out.parent)
     except OSError as exc:
-        raise _write_error("FHIR bundle", out, exc) from None
+        raise write_error("FHIR bundle", out, exc) from None
     try:
         with os.fdopen(fd, "w", encoding="utf-8") as fh:
             fh.write(text + "\n")
         publish(tmp, out)
     except OSError as exc:
         Path(tmp).unlink(missing_ok=True)
-        raise _write_error("FHIR bundle", out, exc) from None
+        raise write_error("FHIR bundle", out, exc) from None
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise

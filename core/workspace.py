@@ -135,7 +135,8 @@ def _decided_alike(a: ResultRecord, b: ResultRecord) -> bool:
     return same_thr and a.prediction == b.prediction and a.flag == b.flag
 
 
-def _write_error(what: str, path: Any, exc: BaseException) -> WorkspaceError:
+def write_error(what: str, path: Any, exc: BaseException) -> WorkspaceError:
+    """The one-line WorkspaceError for an output that could not be written (its reason from the OS error)."""
     reason = getattr(exc, "strerror", None) or str(exc) or type(exc).__name__
     return WorkspaceError(f"cannot write {what} {path}: {reason}")
 
@@ -649,7 +650,7 @@ class Workspace:
         try:
             return fn(*args)
         except (sqlite3.Error, OSError, SessionError) as exc:
-            raise _write_error(what, where, exc) from None
+            raise write_error(what, where, exc) from None
 
     # --- views in photos -------------------------------------------------------------------------
     def model_keys(self) -> list[str]:
@@ -835,9 +836,10 @@ class Workspace:
 
     def export_pdf(self, out: str | os.PathLike, keys: Sequence[str] | None = None, cards: Sequence[Any] = (),
                    gradcam: dict | None = None, progress: ProgressFn | None = None,
-                   cancel: CancelToken | None = None) -> Path:
+                   cancel: CancelToken | None = None, cases: Any = None) -> Path:
         """Write the PDF report (core.reports.write_pdf_report) into a temporary file published atomically;
-        one audit entry."""
+        one audit entry. With `cases` (a core.cases.CaseView) the report has a case summary and lists each photo
+        under its case."""
         from core.reports import write_pdf_report
 
         keys = self.ordered(keys) if keys is not None else self.model_keys()
@@ -855,20 +857,20 @@ class Workspace:
             fd, tmp = tempfile.mkstemp(prefix=f".{out.name}.", suffix=".partial.pdf", dir=out.parent)
             os.close(fd)
         except OSError as exc:
-            raise _write_error("report", out, exc) from None
+            raise write_error("report", out, exc) from None
         try:
             from core.releases import bundle_origin
 
             origins = {card_key(c): bundle_origin(c) for c in use_cards}
             write_pdf_report(records, tmp, folder=str(self.folder), cards=use_cards, reviews=reviews,
                              gradcam=gradcam or None, progress=progress, cancel=cancel, origins=origins,
-                             shift=self.deciding_verdict(keys), points=self.points(keys))
+                             shift=self.deciding_verdict(keys), points=self.points(keys), cases=cases)
             from core.outputs import publish
 
             publish(tmp, out)
         except OSError as exc:
             Path(tmp).unlink(missing_ok=True)
-            raise _write_error("report", out, exc) from None
+            raise write_error("report", out, exc) from None
         except BaseException:
             Path(tmp).unlink(missing_ok=True)
             raise
@@ -1098,7 +1100,7 @@ class CsvStream:
         try:
             self.writer = ResultCsvWriter(out, columns=ws.csv_columns(keys))
         except OSError as exc:
-            raise _write_error("CSV", out, exc) from None
+            raise write_error("CSV", out, exc) from None
         self.closed = False
         try:
             for path in ws.paths:
@@ -1122,7 +1124,7 @@ class CsvStream:
             self.writer.flush()  # row by row: a killed run leaves every row so far in the hidden .partial file
         except OSError as exc:
             self.abort()
-            raise _write_error("CSV", self.out, exc) from None
+            raise write_error("CSV", self.out, exc) from None
 
     def add(self, record: ResultRecord) -> None:
         """A record has arrived (and been committed): write its photo's row if that photo is complete."""
@@ -1152,7 +1154,7 @@ class CsvStream:
             self.writer.close()
         except OSError as exc:
             self.abort()
-            raise _write_error("CSV", self.out, exc) from None
+            raise write_error("CSV", self.out, exc) from None
         except BaseException:
             self.abort()
             raise
