@@ -5,6 +5,15 @@ class CliError(Exception):
     """A user-facing error: printed as one line by core.cli, exit status 2."""
 
 
+def warn(message: str) -> None:
+    """A `warning: ...` line on stderr, its control characters (a CR or newline in a file name) escaped."""
+    import sys
+
+    from core.records import console_text
+
+    print(f"warning: {console_text(str(message))}", file=sys.stderr)
+
+
 def check_outputs(outputs, **policy) -> None:
     """core.outputs.check_outputs (the one output policy) for a sub-command; a refusal is a CliError.
 
