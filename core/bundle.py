@@ -350,7 +350,8 @@ def scan_bundles(models_dir: str | os.PathLike | None = None,
                  problems: list[str] | None = None) -> list[tuple[Path, ModelCard]]:
     """(folder, card) of every bundle in a folder (default: shipped, then the user's), sorted by folder name
     within each; unreadable or malformed cards (core.card_schema) and hidden folders (saves in progress) are
-    skipped, each with one line appended to `problems` when given (the model list shows them as warnings).
+    skipped, each with one line appended to `problems` when given (the model list shows them as warnings), and
+    a card's legal but unusual values (core.card_schema.unusual_values) add one line each, once per process.
 
     Reads JSON only (no TensorFlow), so a GUI can list models at start-up.
     """
@@ -371,6 +372,11 @@ def scan_bundles(models_dir: str | os.PathLike | None = None,
                 except (BundleError, ValueError, TypeError) as exc:  # one bad card never hides the others
                     if problems is not None:
                         problems.append(f"skipped the model bundle {sub}: {' '.join(str(exc).split())}")
+                    continue
+                if problems is not None:  # legal but unusual values: said once per process (card_schema.warn_once)
+                    from core.card_schema import warn_once
+
+                    problems.extend(warn_once(found[-1][1].to_dict(), str(sub)))
     return found
 
 

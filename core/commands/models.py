@@ -30,15 +30,12 @@ def run(args: argparse.Namespace) -> int:
     if getattr(args, "card", None):
         return print_card(found, args.card)
     from core.bundle import refusal, replaced_on
-    from core.card_schema import warn_once
     from core.records import console_text
 
     print(f"{'name':<14} {'version':<10} {'arch':<12} {'input':>5} {'threshold':>9}  sha256        test metrics"
           "           origin")
     memo: dict = {}
     for path, card in found:
-        for note in warn_once(card.to_dict(), str(path)):
-            warn(note)
         test = card.metrics.get("test", {}) if isinstance(card.metrics, dict) else {}
         acc, auc = test.get("accuracy"), test.get("roc_auc")
         summary = f"acc {acc:.3f} AUC {auc:.3f}" if isinstance(acc, float) and isinstance(auc, float) else "-"
