@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import sys
 
 from core.bundle import model_search_dirs, scan_bundles
 from core.commands import warn
