@@ -326,7 +326,11 @@ def check_card(data: Any, where: str = "model card") -> None:
         shown = repr(value)
         if len(shown) > 60:
             shown = shown[:57] + "..."
-        text = f"{where}: model card field {field!r} is {shown}: {msg}"
+        if isinstance(value, dict):  # a rule across fields: the rule names them, the whole object says nothing
+            text = (f"{where}: model card: {msg}" if field == "card" else
+                    f"{where}: model card field {field!r}: {msg}")
+        else:
+            text = f"{where}: model card field {field!r} is {shown}: {msg}"
         raise CardError(" ".join(text.split())) from None
 
 
