@@ -65,6 +65,9 @@ def main(argv: list[str] | None = None) -> int:
         with warnings.catch_warnings():
             # Library warnings (numpy's RuntimeWarning, a deprecation) are not the user's to act on.
             warnings.simplefilter("ignore")
+            from core.commands import check_numbers
+
+            check_numbers(args)
             return int(args.run(args) or 0)
     except (CliError, TensorFlowMissing) as exc:  # TensorFlow is the [train] extra: say so in one line
         return fail(str(exc))

@@ -407,3 +407,21 @@ def test_evaluate_protocol_with_a_dense_head_says_it_needs_the_train_extra(tmp_p
     proc = clinic("evaluate", str(tmp_path), "--protocol", "cv5", "--head", "dense", "--quiet")
     line = the_error(proc.returncode, proc.stderr.strip().splitlines(), "evaluate")
     assert "--head dense" in line and "mpox-triage[train]" in line
+
+
+# -- numbers on the command line -----------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("argv, option", [
+    (["classify", "PHOTOS", "--batch-size", str(10**30)], "--batch-size"),
+    (["evaluate", "PHOTOS", "--bootstrap", str(10**23)], "--bootstrap"),
+    (["evaluate", "PHOTOS", "--protocol", "cv5", "--C", "nan"], "--C"),
+    (["adapt", "--labelled", "PHOTOS", "--min-sensitivity", "nan", "--out", "OUT"], "--min-sensitivity"),
+    (["adapt", "--suggest", str(10**23), "--pool", "PHOTOS"], "--suggest"),
+    (["classify", "PHOTOS", "--actors", "-1"], "--actors"),
+])
+def test_a_number_out_of_range_on_the_command_line_is_one_line_before_any_work(argv, option, photos, tmp_path,
+                                                                               capsys):
+    argv = [str(photos) if a == "PHOTOS" else str(tmp_path / "o") if a == "OUT" else a for a in argv]
+    line = the_error(*run(argv + ["--quiet"], capsys)[:2], argv[0])
+    assert line.split(": error: ")[1].startswith(f"{option} must be"), line
+    assert not (tmp_path / "o").exists()
