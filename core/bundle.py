@@ -380,9 +380,6 @@ def scan_bundles(models_dir: str | os.PathLike | None = None,
     return found
 
 
-REPLACED_MARK = ".replaced-"   # replaced_bundle_dir: `<folder>.replaced-<UTC time>`, a bundle kept when replaced
-
-
 def replaced_on(bundle_dir: str | os.PathLike) -> str:
     """For a backup kept by save_bundle(replace=True), the UTC time it was replaced ("2026-12-07 17:35 UTC");
     '' for any other folder."""

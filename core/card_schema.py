@@ -9,6 +9,10 @@ Unknown top-level keys and unknown keys inside `extra` (and inside its known par
 newer cards with more fields still load; the known parts of `extra` are checked:
 `kind`, `runtime` (an attached exported model), `components` (a combined model's parts) and
 `operating_points` (named thresholds).
+
+Beyond types, cards must make sense (rules across fields): each operating point calls both classes with its band
+inside (0, 1), the out-of-collection point is no stricter than the default, effect floors, temperatures and metrics
+lie in their ranges. A card file is read within bounds (load_card_json: size and nesting checked before parsing).
 """
 
 from __future__ import annotations
@@ -32,9 +36,6 @@ MAX_EFFECT_FLOOR = 0.5          # an MMD effect floor above this could never be 
 MAX_FOLDER_N = 10_000_000       # folder sizes in an effect-floor table: whole numbers of photos, not 10**400
 MAX_CARD_BYTES = 1_000_000      # a card is a few tens of kB; anything above 1 MB is refused before parsing
 MAX_CARD_DEPTH = 32             # nesting of [ and { in a card; deeper is refused before parsing (no RecursionError)
-# metrics.test / metrics.val figures that are rates or areas, each in [0, 1].
-UNIT_METRICS = ("accuracy", "precision", "recall", "sensitivity", "specificity", "f1", "roc_auc", "pr_auc",
-                "brier", "ece", "uncalibrated_ece")
 
 Hex64 = Annotated[StrictStr, Field(pattern=r"^[0-9a-f]{64}$")]
 Number = float   # the models are strict: an int is a number, "0.5" and True are not
