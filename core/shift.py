@@ -371,3 +371,73 @@ def folder_verdict(entries: Sequence[dict], decider: str = "") -> dict | None:
         return own
     return next((e for e in entries if e.get("detected")),
                 next((e for e in entries if e.get("p_value") is not None), entries[0] if entries else None))
+
+
+# -- a stored verdict read back (session audit rows, summaries): typed or refused --------------------------------
+
+_VERDICT_TEXT = ("method", "reason", "model", "model_key", "message", "remedy", "point_message", "source")
+_VERDICT_POINTS = ("default", "out_of_collection")
+
+
+def _finite_or_none(value, low: float = -float("inf"), high: float = float("inf")):
+    """(ok, value as float or None): numbers only (not bools, not text), finite, within [low, high]."""
+    import math  # here, not at the top: this block stays self-contained
+
+    if value is None:
+        return True, None
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return False, None
+    try:
+        x = float(value)
+    except OverflowError:  # an int of 400 digits
+        return False, None
+    return (math.isfinite(x) and low <= x <= high), x
+
+
+def clean_verdict(obj) -> dict | None:
+    """A stored shift verdict with well-typed fields, or None when it is malformed (then it is ignored, never
+    trusted or crashed on): `detected` a bool; `p_value` in [0, 1] or None (and not None when detected);
+    `statistic`, `min_effect` finite or None; `alpha` in (0, 1); `n`, `review_n` whole numbers >= 0; the texts
+    (`method`, `reason`, `model`, `message`...) strings; `operating_point` one of the card's point names.
+    Other keys are kept when they hold a string, bool or finite number, and dropped otherwise."""
+    if not isinstance(obj, dict) or not isinstance(obj.get("detected"), bool):
+        return None
+    out: dict = {"detected": obj["detected"]}
+    inf = float("inf")
+    for key, low, high in (("p_value", 0.0, 1.0), ("statistic", -inf, inf), ("min_effect", -inf, inf)):
+        ok, value = _finite_or_none(obj.get(key), low, high)
+        if not ok:
+            return None
+        if key in obj:
+            out[key] = value
+    if out["detected"] and out.get("p_value") is None:
+        return None
+    if "alpha" in obj:
+        ok, alpha = _finite_or_none(obj["alpha"], 0.0, 1.0)
+        if not ok or alpha is None or not 0.0 < alpha < 1.0:
+            return None
+        out["alpha"] = alpha
+    for key in ("n", "review_n"):
+        value = obj.get(key)
+        if value is None:
+            if key == "n" and key in obj:
+                return None
+            continue
+        if isinstance(value, bool) or not isinstance(value, int) or value < 0 or value > 10**12:
+            return None
+        out[key] = int(value)
+    for key in _VERDICT_TEXT:
+        if key in obj:
+            if not isinstance(obj[key], str):
+                return None
+            out[key] = obj[key]
+    if "operating_point" in obj:
+        if obj["operating_point"] not in _VERDICT_POINTS:
+            return None
+        out["operating_point"] = obj["operating_point"]
+    for key, value in obj.items():
+        if key in out or key in ("n", "review_n", "alpha", "operating_point"):
+            continue
+        if isinstance(value, (str, bool)) or (_finite_or_none(value)[0] and value is not None):
+            out[key] = value
+    return out

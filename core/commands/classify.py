@@ -15,6 +15,7 @@ import time
 from pathlib import Path
 
 from core import DISCLAIMER
+from core.commands import warn
 from core.progress import Progress
 
 RAY_MISSING = '--engine ray needs the scale extra: pip install -e ".[scale]"'
@@ -127,7 +128,7 @@ def _warn_bad_bundles() -> None:
     problems: list[str] = []
     scan_bundles(None, problems)
     for line in problems:
-        print(f"warning: {line}", file=sys.stderr)
+        warn(line)
 
 
 def _make_engines(args: argparse.Namespace, refs: list[str]) -> list:
@@ -368,7 +369,7 @@ def _run(args: argparse.Namespace) -> int:
     found = _read_manifest(source) if manifest else Workspace.discover(folder)
     paths = found.paths
     for message in found.errors:
-        print(f"warning: {message}", file=sys.stderr)
+        warn(message)
     if found.skipped_links:
         print(f"note: {len(found.skipped_links)} symbolic link(s) lead outside {safe_text(str(folder))} and were "
               "not followed", file=sys.stderr)

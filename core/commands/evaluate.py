@@ -57,16 +57,42 @@ def protocol_features(data: str, arch: str, views: list[str], progress=None):
     from core.datasets import load_dataset
     from core.features import FeatureExtractor
 
+    from core.tf_runtime import tensorflow_available
+
     ds = load_dataset(data)
     if ds.has_splits():
         ds.samples = [s for s in ds.samples if s.split in ("train", "val")]
     arches = ["mobilenetv2", "xception"] if arch == "combined" else [arch]
-    parts = [FeatureExtractor(a).embed(ds, views, progress) for a in arches]
+    # Without TensorFlow (the default install) the embeddings come from the installed bundles' LiteRT backbones.
+    extractors = ([FeatureExtractor(a) for a in arches] if tensorflow_available()
+                  else [runtime_extractor(a) for a in arches])
+    parts = [fx.embed(ds, views, progress) for fx in extractors]
     x = np.concatenate(parts, axis=-1)
     ok = ~np.isnan(x.reshape(len(x), -1)).any(axis=1)
     samples = [s for s, good in zip(ds.samples, ok) if good]
     return (x[ok], np.array([s.y for s in samples]), [s.group or str(s.path) for s in samples],
             [s.source for s in samples])
+
+
+def runtime_extractor(arch: str):
+    """A core.features.RuntimeFeatureExtractor over the installed bundle named `arch` (the shipped release's
+    name), when it runs on LiteRT and was trained on its frozen backbone; CliError (one line) otherwise."""
+    from core.bundle import BundleError, load_bundle
+    from core.commands import CliError
+    from core.features import RuntimeFeatureExtractor
+    from core.tf_runtime import TRAIN_EXTRA_HINT
+
+    try:
+        bundle = load_bundle(arch)
+    except BundleError as exc:
+        raise CliError(f"--protocol without TensorFlow takes its {arch} embeddings from the installed {arch} model, "
+                       f"which cannot be used: {exc}") from None
+    preset = bundle.card.training.get("preset") if isinstance(bundle.card.training, dict) else None
+    if bundle.runtime is None or getattr(bundle.runtime, "features", None) is None or preset != "quick":
+        raise CliError(f"--protocol without TensorFlow needs the installed {arch} model to carry a LiteRT backbone "
+                       f"trained frozen (release 1.3.0 or later); {bundle.card.display_name} does not. Or install "
+                       f"TensorFlow: {TRAIN_EXTRA_HINT}")
+    return RuntimeFeatureExtractor(bundle)
 
 
 def recipe(head: str, C: float | None):
@@ -75,6 +101,10 @@ def recipe(head: str, C: float | None):
         from core.heads import DEFAULT_C, fit_logistic
 
         return lambda x, y: fit_logistic(x, y, C=C or DEFAULT_C).logits
+
+    from core.tf_runtime import require_tensorflow
+
+    require_tensorflow("--head dense (a Keras head)")  # one line; --head logistic runs without it
 
     def fit(x, y):
         from sklearn.model_selection import train_test_split
@@ -99,23 +129,26 @@ def run_protocol(args: argparse.Namespace) -> int:
     if not views or views[0] != "identity":
         views = ["identity"] + [v for v in views if v != "identity"]
     _check_outputs(args)
+    fit = recipe(args.head, args.head_c)  # before the embeddings: a head this install cannot fit says so first
     started = time.monotonic()
     try:
         x, y, groups, sources = protocol_features(args.data, args.arch, views, _printer(args.quiet))
     except (DatasetError, ValueError) as exc:
         raise CliError(str(exc)) from None
     try:
-        res = recipe_protocol(x, y, groups, sources, args.protocol, recipe(args.head, args.head_c), seed=args.seed,
+        res = recipe_protocol(x, y, groups, sources, args.protocol, fit, seed=args.seed,
                               progress=_printer(args.quiet))
     except ValueError as exc:
         raise CliError(str(exc)) from None
     from core.heads import DEFAULT_C
     from core.portable import portable_path
+    from core.tf_runtime import tensorflow_available
 
     # The C actually used (the default when none was given), and the data as the card may record it.
     res["recipe"] = {"arch": args.arch, "head": args.head,
                      "C": (args.head_c or DEFAULT_C) if args.head == "logistic" else args.head_c, "views": views,
                      "data": portable_path(args.data), "photos": int(len(y)), "test_split_used": False,
+                     "embeddings": "keras" if tensorflow_available() else "litert (the installed bundles' backbones)",
                      "time_s": round(time.monotonic() - started, 1)}
     print(f"{args.protocol} of the {args.head} head on {args.arch} embeddings ({len(y)} train+val photos; "
           f"test untouched). {DISCLAIMER}", file=sys.stderr)

@@ -66,9 +66,15 @@ def _point_messages(ctx: ReportContext) -> list[str]:
 def _shift_paragraphs(shift: dict | None, points: Sequence[str] = ()) -> list[Any]:
     """The folder's stored shift result (Workspace.shift): the alarm, with the model whose test decides, what it
     changed and what to do; a quiet line when it ran and found nothing or did not run."""
+    from core.shift import clean_verdict
+
     st = _styles()
     if not shift:
         return []
+    shift = clean_verdict(shift)
+    if shift is None:  # a damaged or hand-edited stored verdict: neither trusted nor crashed on
+        return [Paragraph("Warning: the folder's stored shift check result is malformed and was ignored; run the "
+                          "folder again to test it.", st["warn"])]
     p, n, stat = shift.get("p_value"), shift.get("n"), shift.get("statistic")
     figures = ", ".join(x for x in (f"p = {p:.3g}" if p is not None else "",
                                     f"statistic {stat:.3g}" if stat is not None else "",
