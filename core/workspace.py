@@ -104,31 +104,6 @@ def decide(card: Any, record: ResultRecord, point: "OperatingPoint | float") -> 
     return replace(record, prediction=scored.prediction[0], flag=scored.flag[0], threshold=float(point.threshold))
 
 
-def _clean_verdict(obj: Any) -> dict | None:
-    """A stored verdict as a dict with well-typed fields, or None when it is malformed (a row written by hand, or
-    by another program): such a row is ignored, never trusted or crashed on."""
-    import math
-
-    if not isinstance(obj, dict) or not isinstance(obj.get("detected"), bool):
-        return None
-    p, n = obj.get("p_value"), obj.get("n")
-    if p is not None and (isinstance(p, bool) or not isinstance(p, (int, float)) or not 0.0 <= float(p) <= 1.0):
-        return None
-    if isinstance(n, bool) or not isinstance(n, int) or n < 0:
-        return None
-    for name in ("statistic", "effect", "min_effect", "alpha"):
-        v = obj.get(name)
-        if v is not None and (isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(float(v))):
-            return None
-    for name in ("message", "model", "model_key", "operating_point", "remedy", "point_message", "fingerprint"):
-        if obj.get(name) is not None and not isinstance(obj.get(name), str):
-            return None
-    review_n = obj.get("review_n")
-    if review_n is not None and (isinstance(review_n, bool) or not isinstance(review_n, int) or review_n < 0):
-        return None
-    return dict(obj)
-
-
 def _decided_alike(a: ResultRecord, b: ResultRecord) -> bool:
     same_thr = (a.threshold is not None and b.threshold is not None
                 and abs(float(a.threshold) - float(b.threshold)) <= 1e-12)
@@ -478,7 +453,9 @@ class Workspace:
             d = entry.get("details") or {}
             if not isinstance(d, dict) or d.get("source") != self.source or d.get("model_key") != key:
                 continue
-            verdict = _clean_verdict(d.get("verdict"))
+            from core.shift import clean_verdict
+
+            verdict = clean_verdict(d.get("verdict"))
             if verdict is not None and d.get("fingerprint") == fingerprint == verdict.get("fingerprint"):
                 return verdict
             return None

@@ -95,7 +95,9 @@ class AdaptPage(QWizardPage):
                             "of each are needed; photos marked unsure are left out)")
         if card is not None:
             self.name.setText(f"{card.name}-site")
-            self.version.setText(f"{card.version}+site.{utc_now()[:10]}")
+            from core.adapt import site_version
+
+            self.version.setText(site_version(card.version))
             self.base_note.setText(f"{path}" if has_embeddings(path, card) else
                                    f"{card.display_name} carries no {EMBEDDINGS_FILE} (bundles before release 1.2.0): "
                                    "it cannot be adapted. Choose a bundle of release 1.2.0 or later.")
