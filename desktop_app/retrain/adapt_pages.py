@@ -87,7 +87,6 @@ class AdaptPage(QWizardPage):
 
     def refresh(self) -> None:
         from core.adapt import MIN_PER_CLASS
-        from core.records import utc_now
 
         path, card = self.chosen()
         n_pos, n_neg = site_counts(self.w.session_items)
