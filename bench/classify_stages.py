@@ -59,7 +59,6 @@ def main_thread(code: Path, folder: Path, model: str, env: dict) -> dict:
     for stage, keys in STAGES.items():
         out[stage] = sum(v[3] for (f, _line, name), v in stats.items()
                          if any(f.endswith(suffix) and name == fn for suffix, fn in keys))
-    out["rest"] = total - sum(out[s] for s in STAGES if s != "imports") - out["imports"]
     return out
 
 
