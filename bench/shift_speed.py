@@ -122,12 +122,30 @@ def old_against(folder, refs, alpha=0.05, seed=0, **kw) -> ShiftResult:
 # -- embeddings -------------------------------------------------------------------------------------------
 
 
-def embeddings(name: str, cache: Path) -> dict:
+def bundle_embeddings(name: str) -> dict:
+    """The train+val embeddings the bundle ships (embeddings.npz), with each photo's manifest group."""
+    import csv
+
+    from core.bundle import load_bundle
+    from core.shift import read_embeddings
+
+    bundle = load_bundle(name, models_dir=REPO / "models")
+    data = dict(read_embeddings(Path(bundle.path) / "embeddings.npz"))
+    with open(SHARED / "manifest.csv", newline="", encoding="utf-8") as fh:
+        group_of = {r["sha256"]: r["group"] for r in csv.DictReader(fh)}
+    data["group"] = np.array([group_of.get(str(s), str(s)) for s in data["path_sha"]])
+    data["bundle"], data["runtime"] = bundle, "embeddings.npz"
+    return data
+
+
+def embeddings(name: str, cache: Path, from_bundle: bool = False) -> dict:
     """Every shared photo's embedding under the shipped bundle `name` (cached), with its group."""
     from core.bundle import load_bundle
     from core.datasets import load_manifest_dataset
     from core.shift import dataset_embeddings
 
+    if from_bundle:
+        return bundle_embeddings(name)
     dataset = load_manifest_dataset(SHARED / "manifest.csv")
     bundle = load_bundle(name, models_dir=REPO / "models")
     parts = getattr(bundle, "components", None)
@@ -258,6 +276,9 @@ def main(argv=None) -> int:
     ap.add_argument("--repeat", type=int, default=5, help="timed runs per implementation in (a)")
     ap.add_argument("--only", default="ab", help="a: speed, b: agreement")
     ap.add_argument("--cache", default="/work/wt/_cache/shiftspeed")
+    ap.add_argument("--from-bundle", action="store_true",
+                    help="use the train+val embeddings each bundle ships (embeddings.npz) instead of computing every "
+                         "shared photo's through its runtime (quicker; (a) then picks its 300 from train+val)")
     ap.add_argument("--json", dest="json_path")
     args = ap.parse_args(argv)
     if not (SHARED / "manifest.csv").is_file():
@@ -272,7 +293,7 @@ def main(argv=None) -> int:
     report = {}
     for name in args.models.split(","):
         t0 = time.monotonic()
-        data = embeddings(name, Path(args.cache))
+        data = embeddings(name, Path(args.cache), args.from_bundle)
         print(f"{name}: {len(data['embedding'])} embeddings {data['embedding'].shape[1]}-wide "
               f"(runtime {data['runtime']}, {time.monotonic() - t0:.0f} s incl. cache)", flush=True)
         entry = report.setdefault(name, {})
