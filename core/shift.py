@@ -256,7 +256,7 @@ def _permutation_null(K: np.ndarray, n: int, n_permutations: int, alpha: float, 
 
     observed = float(quad(first)[0])
     threshold = observed - 100 * np.finfo(np.float32).eps * abs(observed)
-    # p < alpha needs at most this many exceedances among all draws; one more settles "not significant".
+    # This many draws reaching the observed value settle "not significant": the full test's p would be >= alpha.
     stop_at = max(1, int(np.ceil(alpha * (n_permutations + 1) - 1)))
     exceed, done, batch = 0, 0, 100
     while done < n_permutations:
