@@ -47,6 +47,10 @@ def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     command = next((a for a in argv if not a.startswith("-")), None)
+    if command == "classify":
+        # numpy's OpenBLAS threads only spin against the decode threads and LiteRT's own on a busy machine (the
+        # shift test took 5-10x longer with two): a classify run's matrices are small. Read when numpy loads.
+        os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
     parser = build_parser(only=command if command in COMMANDS else None)
     args = parser.parse_args(argv)
     if not getattr(args, "command", None):

@@ -155,13 +155,13 @@ class InferenceEngine:
                                     file_sha256=digest, embedding=kept, **extra))
         return out
 
-    def shift(self, reference: np.ndarray | None = None, alpha: float = 0.05):
+    def shift(self, reference: np.ndarray | None = None, alpha: float = 0.05, seed: int = 0):
         """core.shift.ShiftResult of the in-scope photos scored so far against the bundle's training
         embeddings (or `reference`); not run (detected False, with a reason) below 30 photos or when
-        the bundle carries no embeddings."""
+        the bundle carries no embeddings. A function of the set of embeddings and `seed` (core.shift.folder_shift)."""
         from core.shift import folder_shift
 
-        return folder_shift(self.bundle, self.embeddings, reference=reference, alpha=alpha)
+        return folder_shift(self.bundle, self.embeddings, reference=reference, alpha=alpha, seed=seed)
 
     def run(self, paths: Iterable[str | os.PathLike], progress: ProgressFn | None = None,
             cancel: CancelToken | None = None) -> Iterator[ResultRecord]:
@@ -276,9 +276,9 @@ class ComponentEngine:
     def embeddings(self) -> list:
         return self.engine.embeddings
 
-    def shift(self, reference: np.ndarray | None = None, alpha: float = 0.05):
+    def shift(self, reference: np.ndarray | None = None, alpha: float = 0.05, seed: int = 0):
         """The folder test over this component's rows (those from the combined pass and its own)."""
-        return self.engine.shift(reference, alpha)
+        return self.engine.shift(reference, alpha, seed)
 
     def run(self, paths: Iterable[str | os.PathLike], progress: ProgressFn | None = None,
             cancel: CancelToken | None = None) -> Iterator[ResultRecord]:
