@@ -166,6 +166,8 @@ def main(argv=None) -> int:
     ap.add_argument("--write", action="store_true", help="write resources/scope_model.json")
     ap.add_argument("--no-report", action="store_true", help="do not touch test or the report sets")
     ap.add_argument("--cost-only", action="store_true", help="measure the CPU cost per photo only")
+    ap.add_argument("--metrics-out", help="also write the report's metrics.scope_check JSON here "
+                                           "(for bench/retune_release.py --scope)")
     ap.add_argument("--C", type=float, default=3.0)
     args = ap.parse_args(argv)
     t0 = time.time()
@@ -222,7 +224,9 @@ def main(argv=None) -> int:
                       f"of held-out hard variants' (val under the train fit, train out of fold, {FOLDS}-fold)",
         "work_side": scope.WORK_SIDE, "C": args.C, "refit": "python bench/scope_fit.py --write"})
     if not args.no_report:
-        report(sets, final)
+        metrics = report(sets, final)
+        if args.metrics_out:
+            Path(args.metrics_out).write_text(json.dumps(metrics, indent=1) + "\n", encoding="utf-8")
     if args.write:
         final.save(scope.PARAMS_FILE)
         print(f"wrote {scope.PARAMS_FILE}")
