@@ -908,11 +908,15 @@ def _hard_old_slide(rng, rgb, photos=None):
 
 
 def _hard_small(rng, rgb, photos=None):
-    """A thumbnail: 32-120 px on its short side (still above TINY_SIDE: a lesion can be seen)."""
+    """A thumbnail: 32-120 px on its short side (still above TINY_SIDE: a lesion can be seen), half of them
+    with the sensor noise of a small camera at that scale."""
     h, w = rgb.shape[:2]
     s = rng.uniform(TINY_SIDE, 120) / min(h, w)
-    return _jpeg_q(cv2.resize(rgb, (max(TINY_SIDE, round(w * s)), max(TINY_SIDE, round(h * s))),
-                              interpolation=cv2.INTER_AREA), int(rng.integers(60, 95)))
+    small = cv2.resize(rgb, (max(TINY_SIDE, round(w * s)), max(TINY_SIDE, round(h * s))),
+                       interpolation=cv2.INTER_AREA)
+    if rng.random() < 0.5:
+        small = _u8(_f(small) + rng.normal(0, rng.uniform(3, 14), small.shape))
+    return _jpeg_q(small, int(rng.integers(60, 95)))
 
 
 def _jpeg_q(rgb: np.ndarray, quality: int) -> np.ndarray:
