@@ -225,10 +225,10 @@ class MainWindow(QMainWindow):
         self.act_redo.setShortcuts([QKeySequence("Ctrl+Shift+Z"), QKeySequence.StandardKey.Redo])
         self.act_clear_label = QAction("&Clear label", self)
         self.act_clear_label.setToolTip("Return the current photo to unreviewed (Delete or Backspace in the table)")
-        self.act_review_next = QAction("Review &next (most useful to label)", self)
+        self.act_review_next = QAction("Review &next (likeliest missed mpox)", self)
         self.act_review_next.setShortcut(QKeySequence("Ctrl+J"))
-        self.act_review_next.setToolTip("Select the unreviewed photo the current model is least sure of, kept "
-                                        "away from photos already reviewed (Ctrl+J)")
+        self.act_review_next.setToolTip("Select the unreviewed photo not called mpox that the current model scores "
+                                        "highest: the likeliest missed mpox (Ctrl+J)")
         self.act_find = QAction("&Filter by file name", self)
         self.act_find.setShortcut(QKeySequence.StandardKey.Find)
         self.act_find.setShortcutContext(Qt.ShortcutContext.WidgetShortcut)  # the panel's own Ctrl+F acts

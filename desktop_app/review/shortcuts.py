@@ -17,7 +17,7 @@ SHORTCUTS: list[tuple[str, str]] = [
     ("M", "Label the current photo mpox, then move on (table focused)"),
     ("N", "Label not mpox, then move on"),
     ("U", "Label unsure, then move on"),
-    ("Ctrl+J", "Review next: the unreviewed photo the model is least sure of, away from those reviewed"),
+    ("Ctrl+J", "Review next: the unreviewed photo not called mpox with the highest score"),
     ("Delete / Backspace", "Clear the current photo's label (back to unreviewed)"),
     ("Ctrl+Z", "Undo the last label or clear"),
     ("Ctrl+Shift+Z", "Redo"),
