@@ -244,3 +244,25 @@ def test_too_few_site_mpox_keep_the_parents_point_on_the_card():
     assert point["source"] == "parent" and "only 12 mpox" in point["reason"]
     points = card_operating_points(point, _parent_point())
     assert points["default"]["threshold"] == 0.45 and points["out_of_collection"]["review_share"] == 0.6
+
+
+def test_after_adapting_the_rest_of_the_site_is_quiet_and_a_third_collection_still_alarms(tmp_path):
+    from core.adapt import adapt_bundle, save_adapted
+    from core.bundle import load_bundle
+    from core.shift import folder_shift
+    from tests.test_adapt import SIZE
+
+    parent = load_bundle(make_base_bundle(tmp_path / "base"))
+    paths, labels = folder_items(site_folder(tmp_path / "site", 24, 40))
+    adapted = load_bundle(save_adapted(adapt_bundle(parent, paths, labels, n_bootstrap=50), tmp_path / "adapted"))
+
+    def embeddings(bundle, imgs):
+        return list(bundle.forward(np.stack([np.asarray(Image.fromarray(i).resize((SIZE, SIZE))) for i in imgs]))[1])
+
+    rng = np.random.default_rng(7)
+    rest = np.concatenate([photos(20, True, True, rng), photos(30, False, True, rng)])        # more of the site
+    third = np.concatenate([photos(20, True, False, rng), photos(30, False, False, rng)]).astype(int)
+    third = np.clip(third + [-30, 10, 40], 0, 255).astype(np.uint8)                            # a bluer place
+    assert folder_shift(parent, embeddings(parent, rest)).detected                 # the site alarmed the parent
+    assert not folder_shift(adapted, embeddings(adapted, rest)).detected
+    assert folder_shift(adapted, embeddings(adapted, third)).detected
