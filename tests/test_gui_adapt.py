@@ -238,3 +238,38 @@ def test_adapts_refusal_shows_on_the_run_page(qtbot, tmp_path, base):
     text = w.adapt_run_page.message.text()
     assert "Failed (adapt)" in text and "the same photo" in text and "copy.png" in text
     w.host.shutdown()
+
+
+def test_label_next_walks_the_folders_labelling_sample_and_passes_over_unsure():
+    from core.adapt import folder_seed, labelling_sample
+    from desktop_app.review.next import pick_for_labelling
+
+    order = [f"/f/p{i}.jpg" for i in range(30)]
+    records = {p: SimpleNamespace(status="ok", p_mpox=0.5, file_sha256=f"{i:064x}") for i, p in enumerate(order)}
+    sample = labelling_sample([records[p].file_sha256 for p in order], 12, folder_seed("/f"))
+    first = pick_for_labelling(order, records, {}, "/f", 12)
+    assert first.path == order[sample.order[0]] and first.position == 1 and first.size == 12 and first.left == 12
+    reviews = {first.path: {"label": "unsure"}}
+    second = pick_for_labelling(order, records, reviews, "/f", 12)
+    assert second.path not in (None, first.path)
+    # Labelled as it asks, one class short: the sample grows and says why.
+    reviews = {}
+    while (pick := pick_for_labelling(order, records, reviews, "/f", 12)).path is not None:
+        reviews[pick.path] = {"label": "not_mpox" if len(reviews) % 6 else "mpox"}
+    assert pick.size > 12 and "mpox" in pick.reason
+
+
+def test_label_next_selects_a_photo_of_the_labelling_sample(qtbot, tmp_path):
+    from tests.gui_fixtures import window_with_rows
+
+    window, _folder, recs = window_with_rows(qtbot, tmp_path)
+    for i, r in enumerate(recs):
+        r.file_sha256 = None if r.status != "ok" else f"{i:064x}"
+    card = SimpleNamespace(key=recs[0].model_key, threshold=0.5, display_name="m 1.0.0", training_data={})
+    window.selected_cards = lambda: [card]
+    edit = next(a.menu() for a in window.menuBar().actions() if a.text() == "&Edit")
+    assert window.act_label_next in edit.actions()
+    path = window.label_next()
+    assert path in {r.path for r in recs if r.status == "ok"}
+    assert window.results.current_source_row() == window.model.row_of(path)
+    assert "labelling sample" in window.message.text()

@@ -47,3 +47,33 @@ def pick_next(order: Sequence[str], records: Mapping[str, object], reviewed: Ite
         return NextPick(None, None, None, 0, unscored)
     p = cands[review_queue(p_of, called, [False] * len(cands))[0]]
     return NextPick(p, float(records[p].p_mpox), float(thr_of[p]), len(cands), unscored)
+
+
+@dataclass
+class LabelPick:
+    path: str | None          # None: the sample is labelled (or no photo has a hash yet: Run first)
+    position: int             # 1-based place in the labelling sample
+    size: int                 # the sample's size now (grown past N when a class is short)
+    left: int                 # photos of the sample still to label
+    reason: str               # why the sample grew, or why it cannot reach the minimum
+
+
+def pick_for_labelling(order: Sequence[str], records: Mapping[str, object], reviews: Mapping[str, object],
+                       folder: str, n: int) -> LabelPick:
+    """The next photo of the folder's labelling sample (core.adapt.labelling_sample, seeded by `folder`) that has
+    no mpox / not-mpox review; photos reviewed `unsure` are passed over. `records`: path -> ResultRecord of
+    one model (their file SHA-256 places each photo; the sample is blind to the scores)."""
+    from core.adapt import folder_seed, labelling_sample
+
+    def label(p):
+        r = reviews.get(p)
+        r = r.get("label") if isinstance(r, dict) else r
+        return {"mpox": 1, "not_mpox": 0}.get(r) if r != "unsure" else "unsure"
+
+    photos = [p for p in order if label(p) != "unsure"]
+    shas = [getattr(records.get(p), "file_sha256", None) for p in photos]
+    sample = labelling_sample(shas, n, folder_seed(folder), [label(p) for p in photos])
+    todo = sample.to_label
+    if not todo:
+        return LabelPick(None, 0, sample.size, 0, sample.reason)
+    return LabelPick(photos[todo[0]], sample.order.index(todo[0]) + 1, sample.size, len(todo), sample.reason)

@@ -18,6 +18,7 @@ SHORTCUTS: list[tuple[str, str]] = [
     ("N", "Label not mpox, then move on"),
     ("U", "Label unsure, then move on"),
     ("Ctrl+J", "Review next: the unreviewed photo not called mpox with the highest score"),
+    ("Ctrl+Shift+J", "Label next for adapting: the next photo of the folder's labelling sample"),
     ("Delete / Backspace", "Clear the current photo's label (back to unreviewed)"),
     ("Ctrl+Z", "Undo the last label or clear"),
     ("Ctrl+Shift+Z", "Redo"),
