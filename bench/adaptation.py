@@ -222,6 +222,41 @@ def main(argv=None) -> int:
     return 0
 
 
+def floor_rules(xb, yb, xs, ys, ks, draws, weight, C, pool_frac, seed=0) -> dict:
+    """Per K: the adapted default point from a random K-photo sample, by the rule before this release (bootstrap
+    on the site's cross-validated mpox scores alone) and the shipped one (pooled with held-out base photos, refused
+    under 0.30 triage specificity: then the parent's point), scored on the site's eval part."""
+    from sklearn.model_selection import train_test_split
+
+    from core.adapt import _folds, choose_operating_point, cv_site_logits, fit_with_site, review_floor_lower_bound
+    from core.calibration import sigmoid
+
+    tr_b, va_b = train_test_split(np.arange(len(yb)), test_size=0.2, stratify=yb, random_state=seed)
+    parent = {"threshold": 0.5, "uncertain_band": [float(sigmoid(-1.0)), float(sigmoid(1.0))], "from": "parent"}
+    out = {k: {"old": [], "new": []} for k in ks}
+    for d in range(draws):
+        pool, held = train_test_split(np.arange(len(ys)), train_size=pool_frac, stratify=ys, random_state=seed + d)
+        for k in ks:
+            lab = np.random.default_rng(seed + d).permutation(pool)[:k]
+            if min(np.bincount(ys[lab], minlength=2)) < 10:
+                continue
+            folds = _folds(ys[lab], None, 5, seed + d)
+            p_cv = sigmoid(cv_site_logits(xb[tr_b], yb[tr_b], xs[lab], ys[lab], weight, C, folds))
+            head = fit_with_site(xb[tr_b], yb[tr_b], xs[lab], ys[lab], weight, C)
+            p_eval, p_val = sigmoid(head.logits(xs[held])), sigmoid(head.logits(xb[va_b]))
+            y = ys[held]
+            old_floor = review_floor_lower_bound(p_cv[ys[lab] == 1], n_bootstrap=500, seed=seed + d)
+            new = choose_operating_point(ys[lab], p_cv, parent, 0.5, n_bootstrap=500, seed=seed + d,
+                                         prior_y=yb[va_b], prior_p=p_val)
+            for rule, floor, refused in (("old", min(old_floor, float(sigmoid(-1.0))), False),
+                                         ("new", min(new["uncertain_band"][0], new["threshold"]),
+                                          new["source"] != "site")):
+                review = p_eval >= floor
+                out[k][rule].append({"floor": floor, "triage_sensitivity": float(review[y == 1].mean()),
+                                     "triage_specificity": float((~review[y == 0]).mean()), "refused": refused})
+    return out
+
+
 def pseudo_main(args) -> int:
     sys.path.insert(0, str(Path(__file__).resolve().parent))
     from pseudo_sites import pseudo_sites
@@ -238,6 +273,7 @@ def pseudo_main(args) -> int:
     print("|---|---|" + "---|" * len(ks))
     diffs = {(o, k): [] for o in orders if o != "random" for k in ks}
     shorts = []
+    rules = []
     for name, xb, yb, xs, ys in pseudo_sites(args.manifest, args.pseudo, site_prevalence=args.site_prevalence):
         t0 = time.time()
         res, _ = curve(xb, yb, xs, ys, ks, args.draws, args.weight, args.C, orders, args.round, args.pool_frac)
@@ -248,6 +284,8 @@ def pseudo_main(args) -> int:
                 for k in ks:
                     diffs[(order, k)] += paired(res, order, k)
         shorts.append(short_share(ys, ks, args.draws, args.pool_frac))
+        if args.operating_point:
+            rules.append((name, floor_rules(xb, yb, xs, ys, ks, args.draws, args.weight, args.C, args.pool_frac)))
         print(f"  ({time.time() - t0:.0f} s)", file=sys.stderr)
     print("\nOrder minus random, paired by draw, pooled over the sites (mean [95% CI]; n = draws x sites)")
     print("| order | " + " | ".join(f"K={k}" for k in ks) + " |")
@@ -273,6 +311,23 @@ def pseudo_main(args) -> int:
         print(f"| {order} | " + " | ".join(cells) + " |")
     print("\nRandom samples short of 10 of a class (share of draws): "
           + ", ".join(f"K={k}: {np.mean([s[k] for s in shorts]):.2f}" for k in ks))
+    if rules:
+        print("\nThe adapted default point from a random K-photo sample, on the eval part (mean [min, max] over "
+              "draws): review floor, triage sensitivity, triage specificity; before = bootstrap on the site's mpox "
+              "scores alone, now = pooled with held-out base photos, refused under 0.30 (then the parent's point)")
+        print("| site | K | rule | floor | triage sensitivity | triage specificity | refused |")
+        print("|---|---|---|---|---|---|---|")
+
+        def span(rows, key):
+            v = [r[key] for r in rows]
+            return f"{np.mean(v):.3f} [{min(v):.3f}, {max(v):.3f}]" if v else "n/a"
+
+        for name, res in rules:
+            for k in ks:
+                for rule, label in (("old", "before"), ("new", "now")):
+                    rows = res[k][rule]
+                    print(f"| {name} | {k} | {label} | {span(rows, 'floor')} | {span(rows, 'triage_sensitivity')} | "
+                          f"{span(rows, 'triage_specificity')} | {sum(r['refused'] for r in rows)}/{len(rows)} |")
     reproduced = all(verdict.get(o, (False, True))[1] for o in ("stratified", "uncertainty") if o in verdict)
     winners = [o for o, (win, _) in verdict.items() if win]
     if not reproduced:
