@@ -266,3 +266,35 @@ def test_after_adapting_the_rest_of_the_site_is_quiet_and_a_third_collection_sti
     assert folder_shift(parent, embeddings(parent, rest)).detected                 # the site alarmed the parent
     assert not folder_shift(adapted, embeddings(adapted, rest)).detected
     assert folder_shift(adapted, embeddings(adapted, third)).detected
+
+
+def test_suggest_from_a_session_and_the_apps_label_next_walk_the_same_sample(tmp_path):
+    from core.cli import main
+    from core.images import file_sha256
+    from core.records import ResultRecord
+    from core.session import SessionStore
+    from desktop_app.review.next import pick_for_labelling
+
+    base = make_base_bundle(tmp_path / "base")
+    folder = tmp_path / "clinic"
+    (folder / "day1").mkdir(parents=True)
+    files = []
+    for i, img in enumerate(photos(30, False, True, np.random.default_rng(4))):
+        files.append(folder / "day1" / f"p{i:02d}.png")
+        Image.fromarray(img).resize((96, 96)).save(files[-1])
+    records = {str(f): ResultRecord(path=str(f), status="ok", p_mpox=0.3, prediction="not_mpox", model="m",
+                                    model_sha256="a" * 64, threshold=0.5, file_sha256=file_sha256(f)) for f in files}
+    with SessionStore.open(tmp_path / "sess") as store:
+        run = store.start_run({"name": "m", "version": "1", "model_sha256": "a" * 64, "threshold": 0.5}, folder)
+        store.add_results(run, list(records.values()))
+        store.finish_run(run)
+    out = tmp_path / "s.json"
+    assert main(["adapt", "--model", str(base), "--suggest", "12", "--session", str(tmp_path / "sess"), "--quiet",
+                 "--json", str(out)]) == 0
+    cli = [p["path"] for p in json.loads(out.read_text())["suggestions"]]
+    app, reviews = [], {}
+    while len(app) < 12:
+        pick = pick_for_labelling([str(f) for f in files], records, reviews, str(folder), 12)
+        app.append(pick.path)
+        reviews[pick.path] = {"label": "not_mpox"}
+    assert cli == app                          # seeded by the folder the session scored, not the photos' subfolder

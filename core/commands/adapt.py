@@ -67,6 +67,21 @@ def _session_items(session_dir: str) -> tuple[list[tuple[str, str, str | None]],
     return labelled, [p for p in dict.fromkeys(scored) if p not in reviewed]
 
 
+def _session_folder(session_dir: str) -> str | None:
+    """The photo folder the session's latest run scored (the labelling sample's seed, as the app's), or None."""
+    from core.session import SessionError, SessionStore
+
+    try:
+        store = SessionStore.open_read_only(session_dir)
+    except SessionError:
+        return None
+    try:
+        folders = [r.get("folder") for r in store.runs() if r.get("folder")]
+    finally:
+        store.close()
+    return folders[-1] if folders else None
+
+
 def _point(p: dict) -> str:
     lo, hi = p["uncertain_band"]
     return f"threshold {p['threshold']:.3f}, uncertain band [{lo:.3f}, {hi:.3f}]"
@@ -126,7 +141,8 @@ def run(args: argparse.Namespace) -> int:
         n = args.suggest if args.suggest > 0 else labelling_sample_size(bundle.card)
         reason = ""
         if order == "random":
-            picks, sample = sample_paths(pool, n, {p: int(lab == "mpox") for p, lab, _ in labelled})
+            folder = _session_folder(args.session) if args.session else args.pool
+            picks, sample = sample_paths(pool, n, {p: int(lab == "mpox") for p, lab, _ in labelled}, folder=folder)
             reason = sample.reason
             print(f"The labelling sample: {sample.size} photos of this folder drawn at random (seeded by the folder, "
                   f"blind to class and score; {sample.counts['mpox']} mpox and {sample.counts['not_mpox']} not-mpox "
