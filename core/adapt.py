@@ -393,8 +393,8 @@ def choose_operating_point(y: Sequence[int], p_cv: Sequence[float], parent_point
                        f"specificity {where}, under {MIN_TRIAGE_SPECIFICITY:.2f})")
         else:
             source = "site"
-            reason = (f"review floor {band[0]:.3f}: triage sensitivity >= {target:.2f} at the bootstrap lower bound on "
-                      f"cross-validated site predictions ({n_pos} mpox){prior_note}")
+            reason = (f"review floor {band[0]:.3f}: triage sensitivity >= {target:.2f} at the bootstrap lower bound "
+                      f"on cross-validated site predictions ({n_pos} mpox){prior_note}")
     if refused is not None:
         if parent_point is None:
             raise AdaptError(f"{refused}, and there is no parent point to keep")
