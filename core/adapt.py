@@ -18,8 +18,10 @@ embeddings plus the site photos, each site photo weighted `w` times a base photo
 
 Fewer than MIN_PER_CLASS photos of either class is refused (the message says how many more are
 needed); fewer than ROUGH_BELOW adapts but warns that the site figures are rough.
-`suggest_next` orders unlabelled photos for review: nearest the decision boundary first, kept
-diverse (greedy k-center on the embeddings among the most uncertain).
+Two orders, each for its job: `review_queue` (the app's Review next: unreviewed photos not called
+mpox, highest score first: safety) and `labelling_sample` (`adapt --suggest N`: a seeded, class-blind
+random sample that reaches MIN_PER_CLASS of each class: teaching). `suggest_next` keeps the ordered
+candidates the bench compares with random (bench/adaptation.py).
 """
 
 from __future__ import annotations
@@ -85,11 +87,13 @@ def count_warnings(y: Sequence[int]) -> list[str]:
 
 
 def embed_photos(bundle, paths: Sequence[str | os.PathLike], batch_size: int = 16, progress: ProgressFn | None = None,
-                 cancel: CancelToken | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray, list[str]]:
+                 cancel: CancelToken | None = None, scope_scores: list | None = None
+                 ) -> tuple[np.ndarray, np.ndarray, np.ndarray, list[str]]:
     """(logits (N,), embeddings (N, D), ok mask (N,), errors) of photos under the bundle's own model.
 
     Photos are decoded as the classify engine decodes them (core.inference.load_input: once per input size
-    of the bundle), so a site photo's parent logit is the one classify gave it."""
+    of the bundle), so a site photo's parent logit is the one classify gave it. `scope_scores`, a list,
+    receives each photo's not-a-skin-photo score (core.scope; the highest over input sizes; None unread)."""
     from core.inference import load_input, stack_inputs
 
     sizes = tuple(getattr(bundle, "input_sizes", (bundle.input_size,)))
@@ -102,7 +106,11 @@ def embed_photos(bundle, paths: Sequence[str | os.PathLike], batch_size: int = 1
             cancel.raise_if_cancelled()
         idx, arrays = [], []
         for i in range(start, min(start + batch_size, len(paths))):
-            arr, _, err, _ = load_input(paths[i], sizes)
+            arr, _, err, scope = load_input(paths[i], sizes)
+            if scope_scores is not None:
+                vals = list(scope.values()) if isinstance(scope, dict) else [scope]
+                vals = [float(v) for v in vals if v is not None]
+                scope_scores.append(max(vals) if vals else None)
             if arr is None:
                 errors.append(f"{paths[i]}: {err}")
             else:
@@ -119,6 +127,26 @@ def embed_photos(bundle, paths: Sequence[str | os.PathLike], batch_size: int = 1
     out = np.stack([e if e is not None else np.full(dim, np.nan, np.float32) for e in embs]) if dim else \
         np.zeros((len(paths), 0), np.float32)
     return logits, out, ok, errors
+
+
+def out_of_scope_mask(scores: Sequence[float | None]) -> np.ndarray:
+    """True where the scope check says a photo is not a skin photo (core.scope.is_out_of_scope)."""
+    from core.scope import is_out_of_scope
+
+    return np.array([is_out_of_scope(s) for s in scores], dtype=bool)
+
+
+def out_of_scope_line(paths: Sequence, labels: np.ndarray, mask: np.ndarray, included: bool) -> str:
+    """One line counting the labelled photos that are not skin photos (by class), or ""."""
+    if not mask.any():
+        return ""
+    lab = np.asarray(labels)[: len(mask)]
+    n_pos, n_neg = int((mask & (lab == 1)).sum()), int((mask & (lab == 0)).sum())
+    first = next(str(p) for p, m in zip(paths, mask) if m)
+    what = f"{int(mask.sum())} labelled photo(s) are not skin photos ({n_pos} mpox, {n_neg} not-mpox; e.g. {first})"
+    if included:
+        return f"{what}: used anyway (--include-out-of-scope)"
+    return f"{what}: left out (core.scope); --include-out-of-scope uses them"
 
 
 # -- the site photos: guards before any slow work --------------------------------------------------
@@ -253,7 +281,12 @@ def parent_out_of_collection_point(card) -> dict:
         if isinstance(card.extra, dict) else None
     source = "parent out_of_collection" if isinstance(ooc, dict) or has_distinct_out_of_collection_point(card) \
         else "parent threshold (the card has no out-of-collection point)"
-    return {"threshold": float(point.threshold), "uncertain_band": [float(b) for b in point.band], "from": source}
+    from core.operating_point import review_share
+
+    out = {"threshold": float(point.threshold), "uncertain_band": [float(b) for b in point.band], "from": source}
+    if review_share(card) is not None:
+        out["review_share"] = review_share(card)
+    return out
 
 
 def review_floor_lower_bound(p_mpox: np.ndarray, target: float = TARGET_TRIAGE_SENSITIVITY,
@@ -273,41 +306,133 @@ def review_floor_lower_bound(p_mpox: np.ndarray, target: float = TARGET_TRIAGE_S
     return float(np.nextafter(np.percentile(floors, 5.0, method="lower"), -np.inf))
 
 
+MIN_TRIAGE_SPECIFICITY = 0.30   # a review floor that clears fewer other photos than this is refused
+BAND_EDGE = 1e-4                 # bands stay inside (0, 1): a floor of exactly 0 would review every photo
+
+
+def pooled_floor_lower_bound(p_site: np.ndarray, p_prior: np.ndarray | None = None,
+                             target: float = TARGET_TRIAGE_SENSITIVITY, n_bootstrap: int = 1000,
+                             seed: int = 0) -> float:
+    """A review floor for the site: the lower of (a) the bootstrap lower bound of the floor keeping >= `target`
+    of the mpox scores of the site's cross-validated predictions `p_site` pooled with the prior's `p_prior`
+    (held-out base photos under the adapted head; site and prior resampled separately), and (b) the floor
+    keeping >= `target` of the site's own mpox scores (core.operating_point.floor_for_sensitivity).
+
+    On about 20 site photos alone the bootstrap bound is the lowest mpox score (floors of 0.000 were seen):
+    one outlier, drawn twice in a resample, sets it. Pooled with the prior's photos it is an estimate, and
+    (b) keeps the site's own sensitivity at the target on its photos."""
+    from core.operating_point import floor_for_sensitivity
+
+    site = np.asarray(p_site, dtype=np.float64)
+    prior = np.asarray(p_prior if p_prior is not None else [], dtype=np.float64)
+    if not len(prior):
+        return review_floor_lower_bound(site, target, n_bootstrap, seed)
+    rng = np.random.default_rng(seed)
+    n = len(site) + len(prior)
+    keep = int(np.ceil(target * n - 1e-9))
+    draws = np.sort(np.concatenate([rng.choice(site, size=(max(1, n_bootstrap), len(site)), replace=True),
+                                    rng.choice(prior, size=(max(1, n_bootstrap), len(prior)), replace=True)],
+                                   axis=1), axis=1)
+    pooled = float(np.percentile(draws[:, n - keep], 5.0, method="lower"))
+    own = floor_for_sensitivity(np.ones(len(site), dtype=int), site, target)
+    return float(np.nextafter(min(pooled, own), -np.inf))
+
+
 def choose_operating_point(y: Sequence[int], p_cv: Sequence[float], parent_point: dict | None,
                            threshold: float | None = None, target: float = TARGET_TRIAGE_SENSITIVITY,
-                           n_bootstrap: int = 1000, seed: int = 0) -> dict:
-    """The adapted model's threshold and uncertain band, from cross-validated site predictions `p_cv`.
+                           n_bootstrap: int = 1000, seed: int = 0, prior_y: Sequence[int] | None = None,
+                           prior_p: Sequence[float] | None = None) -> dict:
+    """The adapted model's default point (threshold and uncertain band) for its site.
 
-    With MIN_MPOX_FOR_OWN_POINT or more mpox photos: the threshold is `threshold` (or the highest with
-    sensitivity >= 0.90 there), and the band's lower edge (the review floor) is lowered, if needed, to
-    review_floor_lower_bound, so triage sensitivity >= `target` holds at its bootstrap lower bound.
-    With fewer: the parent's out-of-collection point, unchanged. Returns {threshold, uncertain_band,
-    source ("site" | "parent"), reason, triage_sensitivity, triage_specificity (on p_cv)}.
+    With MIN_MPOX_FOR_OWN_POINT or more mpox site photos: the threshold is `threshold` (or the highest with
+    sensitivity >= 0.90 on the cross-validated site predictions `p_cv`); the review floor is lowered, if
+    needed, to pooled_floor_lower_bound of the site's mpox scores and the prior's (`prior_y`, `prior_p`:
+    held-out base photos under the adapted head). A floor whose triage specificity is under
+    MIN_TRIAGE_SPECIFICITY on the site's other photos, or on site and prior pooled,
+    is refused, as are fewer mpox photos:
+    then the parent's out-of-collection point, unchanged, with the reason. Returns {threshold,
+    uncertain_band, source ("site" | "parent"), reason, triage_sensitivity, triage_specificity (on p_cv),
+    triage: {"site_cv": ..., "base_val": ...} (core.operating_point.triage_report of the point's floor)}.
     """
     from core.calibration import logit, sigmoid
     from core.evaluation import choose_threshold
+    from core.operating_point import triage_report
 
     y = np.asarray(y).astype(int)
     p = np.asarray(p_cv, dtype=np.float64)
+    py = None if prior_y is None else np.asarray(prior_y).astype(int)
+    pp = None if prior_p is None else np.asarray(prior_p, dtype=np.float64)
     n_pos = int((y == 1).sum())
-    if n_pos < MIN_MPOX_FOR_OWN_POINT and parent_point is not None:
-        thr, band = float(parent_point["threshold"]), [float(b) for b in parent_point["uncertain_band"]]
-        source = "parent"
-        reason = (f"only {n_pos} mpox site photos (fewer than {MIN_MPOX_FOR_OWN_POINT}: a triage sensitivity of "
-                  f"{target:.2f} cannot be shown on them); kept the parent's out-of-collection operating point")
+
+    def evidence(floor: float) -> dict:
+        out = {"site_cv": triage_report(y, p, floor)}
+        if py is not None and len(py) and (py == 1).any():
+            out["base_val"] = triage_report(py, pp, floor)
+            # Site and prior pooled, as the floor pools them.
+            yy, review = np.concatenate([y, py]), np.concatenate([p, pp]) >= floor
+            out["pooled"] = {
+                "triage_sensitivity": float(review[yy == 1].mean()),
+                "triage_specificity": float((~review[yy == 0]).mean()) if (yy == 0).any() else float("nan"),
+                "review_floor": float(floor)}
+        return out
+
+    refused = None
+    if n_pos < MIN_MPOX_FOR_OWN_POINT:
+        refused = (f"only {n_pos} mpox site photos (fewer than {MIN_MPOX_FOR_OWN_POINT}: a triage sensitivity of "
+                   f"{target:.2f} cannot be shown on them)")
     else:
         thr = float(threshold) if threshold is not None else choose_threshold(y, p, 0.90)[0]
         centre = float(logit(thr))
         lo, hi = float(sigmoid(centre - 1.0)), float(sigmoid(centre + 1.0))
-        floor = review_floor_lower_bound(p[y == 1], target, n_bootstrap, seed)
-        band = [min(lo, floor), hi]
-        source = "site"
-        reason = (f"review floor {band[0]:.3f}: triage sensitivity >= {target:.2f} at the bootstrap lower bound on "
-                  f"cross-validated site predictions ({n_pos} mpox)")
-    review = p >= min(band[0], thr)
+        prior_pos = pp[py == 1] if pp is not None and py is not None else None
+        floor = pooled_floor_lower_bound(p[y == 1], prior_pos, target, n_bootstrap=n_bootstrap, seed=seed)
+        band = [min(max(min(lo, floor), BAND_EDGE), thr), min(max(hi, thr), 1.0 - BAND_EDGE)]
+        triage = evidence(min(band[0], thr))
+        specs = {k: v["triage_specificity"] for k, v in triage.items()
+                 if k in ("site_cv", "pooled") and np.isfinite(v["triage_specificity"])}
+        low = {k: s for k, s in specs.items() if s < MIN_TRIAGE_SPECIFICITY}
+        prior_note = f" pooled with {int((py == 1).sum())} held-out base val mpox photos" \
+            if prior_pos is not None and len(prior_pos) else ""
+        if low:
+            names = {"site_cv": "site's cross-validated", "pooled": "site and base val pooled"}
+            where = ", ".join(f"{s:.2f} on the {names[k]} photos" for k, s in low.items())
+            refused = (f"the site's own review floor {band[0]:.3f} would clear too few other photos (triage "
+                       f"specificity {where}, under {MIN_TRIAGE_SPECIFICITY:.2f})")
+        else:
+            source = "site"
+            reason = (f"review floor {band[0]:.3f}: triage sensitivity >= {target:.2f} at the bootstrap lower bound "
+                      f"on cross-validated site predictions ({n_pos} mpox){prior_note}")
+    if refused is not None:
+        if parent_point is None:
+            raise AdaptError(f"{refused}, and there is no parent point to keep")
+        thr, band = float(parent_point["threshold"]), [float(b) for b in parent_point["uncertain_band"]]
+        source = "parent"
+        reason = f"{refused}; kept the parent's out-of-collection operating point"
+        triage = evidence(min(band[0], thr))
+    site = triage["site_cv"]
     return {"threshold": thr, "uncertain_band": band, "source": source, "reason": reason,
-            "triage_sensitivity": float(review[y == 1].mean()) if n_pos else float("nan"),
-            "triage_specificity": float((~review[y == 0]).mean()) if (y == 0).any() else float("nan")}
+            "triage_sensitivity": site["triage_sensitivity"], "triage_specificity": site["triage_specificity"],
+            "triage": triage}
+
+
+def card_operating_points(default: dict, parent_point: dict) -> dict:
+    """extra.operating_points of an adapted card: `default` (its site's point, with its triage evidence) and
+    `out_of_collection` (the parent's, for photos from a third place), never stricter than `default`: its
+    threshold and review floor are at most the default's (core/card_schema.py checks the same)."""
+    thr = float(default["threshold"])
+    lo, hi = (float(b) for b in default["uncertain_band"])
+    o_thr = min(float(parent_point["threshold"]), thr)
+    o_lo, o_hi = (float(b) for b in parent_point["uncertain_band"])
+    o_lo, o_hi = min(o_lo, lo, o_thr), max(o_hi, o_thr)
+    ooc = {"threshold": o_thr, "uncertain_band": [max(o_lo, BAND_EDGE), min(o_hi, 1.0 - BAND_EDGE)],
+           "from": parent_point.get("from", "parent")}
+    if (o_thr, o_lo) != (float(parent_point["threshold"]), float(parent_point["uncertain_band"][0])):
+        ooc["note"] = "lowered to the site point's threshold or floor: a third place is never decided more strictly"
+    if parent_point.get("review_share") is not None:
+        ooc["review_share"] = float(parent_point["review_share"])
+    return {"default": {"threshold": thr, "uncertain_band": [lo, hi], "source": default["source"],
+                        "reason": default["reason"], "triage": default.get("triage", {})},
+            "out_of_collection": ooc}
 
 
 # -- the recipe on embeddings -----------------------------------------------------------------------
@@ -398,13 +523,16 @@ def adapt_bundle(bundle, paths: Sequence[str | os.PathLike], labels: Sequence[in
                  *, name: str | None = None, version: str | None = None, min_sensitivity: float = 0.90,
                  C: float | None = None, seed: int = 0, n_bootstrap: int = 1000, site_label: str = "",
                  review_sha256: Sequence[str | None] | None = None, accept_worse: bool = False,
-                 progress: ProgressFn | None = None, cancel: CancelToken | None = None) -> AdaptResult:
+                 include_out_of_scope: bool = False, progress: ProgressFn | None = None,
+                 cancel: CancelToken | None = None) -> AdaptResult:
     """Adapt `bundle` to labelled site photos (labels 1 = mpox, 0 = not mpox); writes nothing.
 
     `review_sha256`: the content each label was given to (from the session's reviews); a photo whose
     content differs now has a stale label and is left out. Refused with AdaptError (one line): too few
     photos, one content under both labels, or an adapted model that ranks the site photos below
-    MIN_ROC_AUC or below the parent (unless `accept_worse`)."""
+    MIN_ROC_AUC or below the parent (unless `accept_worse`). Photos that fail the scope check (core.scope: not
+    a skin photo) are left out, counted in one warning, unless `include_out_of_scope`; photos the embedding
+    distance (ood) alone flags stay in."""
     from core.bundle import ModelCard
     from core.calibration import apply_temperature, fit_temperature
     from core.evaluation import choose_threshold, evaluate_probabilities, to_jsonable
@@ -417,16 +545,24 @@ def adapt_bundle(bundle, paths: Sequence[str | os.PathLike], labels: Sequence[in
     site = check_site(paths, labels, groups, review_sha256)
     paths, labels, groups, shas = site.paths, site.labels, site.groups, site.sha256
     base = base_embeddings(bundle)
-    parent_logits, xs_all, ok, errors = embed_photos(bundle, paths, progress=progress, cancel=cancel)
+    scope_scores: list = []
+    parent_logits, xs_all, ok, errors = embed_photos(bundle, paths, progress=progress, cancel=cancel,
+                                                     scope_scores=scope_scores)
+    out_of_scope = out_of_scope_mask(scope_scores) & ok
+    scope_warning = out_of_scope_line(paths, labels, out_of_scope, include_out_of_scope)
+    if not include_out_of_scope:
+        ok = ok & ~out_of_scope
     ys = labels[ok]
     problem = count_problem(ys)
     if problem:
-        raise AdaptError(f"{len(errors)} photo(s) could not be read; {problem}")
+        why = "; ".join(w for w in (f"{len(errors)} photo(s) could not be read" if errors else "",
+                                    scope_warning if not include_out_of_scope else "") if w)
+        raise AdaptError(f"{why}; {problem}" if why else problem)
     xs, z_parent = xs_all[ok], parent_logits[ok]
     site_sha = [h for h, good in zip(shas, ok) if good]
     kept_paths = [p for p, good in zip(paths, ok) if good]
     g = None if groups is None else [gg for gg, good in zip(groups, ok) if good]
-    warnings = site.warnings + count_warnings(ys)
+    warnings = site.warnings + ([scope_warning] if scope_warning else []) + count_warnings(ys)
 
     card0 = bundle.card
     C = float(C or card0.training.get("hyperparameters", {}).get("head", {}).get("C") or DEFAULT_C)
@@ -461,7 +597,9 @@ def adapt_bundle(bundle, paths: Sequence[str | os.PathLike], labels: Sequence[in
             reason += (f"; lowered to {base_thr:.3f}, the highest that also keeps sensitivity >= {min_sensitivity:.2f} "
                        "on the base val photos")
     parent_point = parent_out_of_collection_point(card0)
-    point = choose_operating_point(ys, p_cv, parent_point, threshold, n_bootstrap=n_bootstrap, seed=seed)
+    p_val_after = apply_temperature(z_val_after, temperature)
+    point = choose_operating_point(ys, p_cv, parent_point, threshold, n_bootstrap=n_bootstrap, seed=seed,
+                                   prior_y=yv, prior_p=p_val_after)
     if point["source"] == "parent":
         threshold = point["threshold"]
     reason += f"; {point['reason']}"
@@ -473,7 +611,7 @@ def adapt_bundle(bundle, paths: Sequence[str | os.PathLike], labels: Sequence[in
     before = parent_head(bundle)(xv)
     base_before = evaluate_probabilities(yv, apply_temperature(before, card0.temperature), card0.threshold,
                                          n_bootstrap=n_bootstrap, seed=seed) if len(set(yv)) == 2 else {}
-    base_after = evaluate_probabilities(yv, apply_temperature(z_val_after, temperature), threshold,
+    base_after = evaluate_probabilities(yv, p_val_after, threshold,
                                         n_bootstrap=n_bootstrap, seed=seed) if len(set(yv)) == 2 else {}
     model = adapted_keras_model(bundle, head)
 
@@ -484,13 +622,16 @@ def adapt_bundle(bundle, paths: Sequence[str | os.PathLike], labels: Sequence[in
 
     npz = embeddings_npz_bytes(
         np.concatenate([base["embedding"], xs]), np.concatenate([base["label"], ys]),
-        list(base["source"]) + [SITE_SOURCE] * len(ys), list(base["split"]) + ["site"] * len(ys),
+        # The site photos join the training rows as their own source: core.shift then compares a folder with
+        # every source, so the rest of this site is quiet and a third collection still alarms.
+        list(base["source"]) + [SITE_SOURCE] * len(ys), list(base["split"]) + ["train"] * len(ys),
         list(base["path_sha"]) + site_sha)
     keys = ("roc_auc", "sensitivity", "specificity", "accuracy", "ece", "n", "n_mpox", "ci95")
     rep = {
         "parent": {"name": card0.name, "version": card0.version, "sha256": card0.model_sha256},
         "site": {"photos": int(len(ys)), "mpox": int(ys.sum()), "not_mpox": int((ys == 0).sum()),
-                 "unreadable": errors[:20], "from": site_label},
+                 "unreadable": errors[:20], "from": site_label,
+                 "out_of_scope": {"flagged": int(out_of_scope.sum()), "used": bool(include_out_of_scope)}},
         "site_weight": weight, "site_weight_selection": weight_table, "C": C,
         "site_cv": {k: site_cv[k] for k in keys},
         "site_parent": {k: site_parent[k] for k in keys},
@@ -522,8 +663,8 @@ def adapt_bundle(bundle, paths: Sequence[str | os.PathLike], labels: Sequence[in
         training=training, limitations=list(card0.limitations) + warnings + [
             "Adapted to one site's reviewed photos: its figures describe that site; re-check after changes in "
             "camera, population or referral pattern."],
-        parent=rep["parent"], extra={k: v for k, v in (card0.extra or {}).items()
-                                     if k in ("kind", "components")},
+        parent=rep["parent"], extra={**{k: v for k, v in (card0.extra or {}).items() if k in ("kind", "components")},
+                                     "operating_points": to_jsonable(card_operating_points(point, parent_point))},
     )
     return AdaptResult(model, card, ood, npz, rep, warnings, components=(card0.extra or {}).get("components"),
                        head=head, parent=bundle, photos=[str(p) for p in kept_paths], stale=site.stale)
@@ -655,12 +796,158 @@ def check_out_dir(out_dir: str | os.PathLike, force: bool = False) -> Path:
 
 # -- what to review next ----------------------------------------------------------------------------
 
-# Review orders (bench/adaptation.py measures them; docs/adaptation.md has the table).
+# Two orders, each for its job (docs/adaptation.md):
+# - the review queue (the app's Review next) is for safety: review_queue;
+# - the labelling sample (`adapt --suggest N`) is for teaching: a seeded, class-blind random sample
+#   (labelling_sample), because no order beat it on held-out collections (bench/adaptation.py).
+# The other orders stay for the bench.
+ORDER_RANDOM = "random"            # the labelling sample: seeded by the folder, class-blind
 ORDER_MEDOIDS = "medoids"          # k-means medoids of the embeddings: photos that stand for many others
 ORDER_STRATIFIED = "stratified"    # spread over the model's score range: quantiles of p(mpox), widest gap first
 ORDER_UNCERTAINTY = "uncertainty"  # nearest the decision boundary, kept diverse (the order before 1.3.0)
-REVIEW_ORDERS = (ORDER_MEDOIDS, ORDER_STRATIFIED, ORDER_UNCERTAINTY)
-DEFAULT_ORDER = ORDER_STRATIFIED   # see docs/adaptation.md: no order beat random clearly; this one is representative
+REVIEW_ORDERS = (ORDER_RANDOM, ORDER_MEDOIDS, ORDER_STRATIFIED, ORDER_UNCERTAINTY)
+DEFAULT_ORDER = ORDER_RANDOM       # the ordered ones taught less than random on photos from elsewhere (issue 23)
+
+
+def review_queue(p_mpox: Sequence[float | None], called_mpox: Sequence[bool], reviewed: Sequence[bool]) -> list[int]:
+    """The review queue, for safety: indices of unreviewed photos, those NOT called mpox first, the one the
+    deciding model scores highest first (the likeliest missed mpox); then those called mpox (reviewed as
+    positives anyway), highest first. Photos without a score are left to the caller."""
+    rows = [(not bool(c), float(p), i) for i, (p, c, r) in enumerate(zip(p_mpox, called_mpox, reviewed))
+            if not r and p is not None and np.isfinite(float(p))]
+    return [i for _, _, i in sorted(rows, key=lambda t: (not t[0], -t[1], t[2]))]
+
+
+def folder_seed(folder: str | os.PathLike) -> str:
+    """The labelling sample's seed: a hash of the folder's resolved path (so the sample does not change when
+    photos are added; a moved folder draws a new sample)."""
+    import hashlib
+
+    return hashlib.sha256(str(Path(folder).expanduser().resolve()).encode("utf-8")).hexdigest()[:16]
+
+
+def sample_rank(seed: str, photo_sha256: str) -> str:
+    """A photo's place in the labelling sample: a hash of (folder seed, its content's SHA-256). It depends on
+    that photo alone, so photos added later slot in among the others and never push the first ones out of
+    the order they had (only past the end of a sample that is already drawn)."""
+    import hashlib
+
+    return hashlib.sha256(f"{seed}:{photo_sha256}".encode("ascii")).hexdigest()
+
+
+def random_order(seed: str, sha256: Sequence[str | None]) -> list[int]:
+    """Indices in labelling-sample order (lowest rank first); photos without a hash (unreadable) last."""
+    known = [(sample_rank(seed, h), i) for i, h in enumerate(sha256) if h]
+    return [i for _, i in sorted(known)] + [i for i, h in enumerate(sha256) if not h]
+
+
+# How likely a labelling sample of the suggested size holds MIN_PER_CLASS photos of each class.
+SAMPLE_CONFIDENCE = 0.95
+# The lowest share of mpox seen on a collection the models did not learn from (issue 23's held-back photos).
+LOWEST_SEEN_PREVALENCE = 0.24
+
+
+def sample_size(prevalence: float, min_per_class: int = MIN_PER_CLASS, confidence: float = SAMPLE_CONFIDENCE) -> int:
+    """The smallest N whose random sample holds >= min_per_class of each class with probability >= confidence,
+    at `prevalence` mpox (binomial). 62 at 24% mpox; 50 falls short about a time in five there."""
+    from scipy.stats import binom
+
+    p = float(min(max(prevalence, 0.01), 0.99))
+    n = 2 * min_per_class
+    while n < 5000:
+        # P(min_per_class <= X <= n - min_per_class)
+        if binom.cdf(n - min_per_class, n, p) - binom.cdf(min_per_class - 1, n, p) >= confidence:
+            return n
+        n += 1
+    return n
+
+
+def _card_get(card, name: str, default=None):
+    return card.get(name, default) if isinstance(card, dict) else getattr(card, name, default)
+
+
+def expected_prevalence(card) -> float:
+    """The share of mpox to plan a labelling sample for: the lowest of the card's training collections (or
+    its site's, for an adapted card) and LOWEST_SEEN_PREVALENCE."""
+    data = _card_get(card, "training_data") or {}
+    shares = [LOWEST_SEEN_PREVALENCE]
+    counts = data.get("counts") if isinstance(data, dict) else None
+    if isinstance(counts, dict):
+        for split in ("train", "val"):
+            c = counts.get(split) or {}
+            n = float(c.get("mpox", 0)) + float(c.get("not_mpox", 0))
+            if n:
+                shares.append(float(c.get("mpox", 0)) / n)
+    site = data.get("site") if isinstance(data, dict) else None
+    if isinstance(site, dict) and site.get("photos"):
+        shares.append(float(site.get("mpox", 0)) / float(site["photos"]))
+    return float(min(s for s in shares if s > 0))
+
+
+def labelling_sample_size(card) -> int:
+    """N of `adapt --suggest N` and of the shift alarm's remedy: reaches MIN_PER_CLASS of each class with
+    probability SAMPLE_CONFIDENCE at the card's expected prevalence."""
+    return sample_size(expected_prevalence(card))
+
+
+def is_adapted(card) -> bool:
+    return bool(_card_get(card, "parent"))
+
+
+def remedy(card, adapted: bool | None = None) -> str:
+    """The shift alarm's remedy line for a model (core.shift.verdict_entry): label the labelling sample, then
+    adapt; for a model already adapted (its card names a parent), review more and re-adapt with them."""
+    if adapted is None:
+        adapted = is_adapted(card)
+    if adapted:
+        return ("review more of this folder's photos (Review next), then adapt again with them: this model was "
+                "adapted to another site, or this site has changed")
+    n = labelling_sample_size(card)
+    return f"label the {n} photos of the labelling sample (adapt --suggest {n}), then adapt"
+
+
+@dataclass
+class LabellingSample:
+    """The labelling sample of a folder: `order` (indices, sample order) of its first `size` photos, those
+    still `to_label`, and `reason` when it grew past the size asked for (or cannot reach the minimum)."""
+    order: list[int]
+    size: int
+    to_label: list[int]
+    counts: dict
+    reason: str = ""
+
+
+def labelling_sample(sha256: Sequence[str | None], n: int, seed: str,
+                     labels: Sequence[int | None] | None = None, min_per_class: int = MIN_PER_CLASS
+                     ) -> LabellingSample:
+    """The first `n` photos in random_order, grown until their labels hold `min_per_class` of each class.
+
+    `labels` (1 mpox, 0 not mpox, None not labelled yet) aligned with `sha256`. While every photo of the
+    sample is labelled and a class is short, the sample takes the next photos of the same order: as many
+    as that class's share so far says will bring it to the minimum. It says why in `reason`."""
+    order = random_order(seed, sha256)
+    usable = [i for i in order if sha256[i]]
+    labels = list(labels) if labels is not None else [None] * len(sha256)
+    size = min(max(int(n), 0), len(usable))
+    reason = ""
+    while True:
+        part = usable[:size]
+        todo = [i for i in part if labels[i] is None]
+        have = {1: sum(labels[i] == 1 for i in part), 0: sum(labels[i] == 0 for i in part)}
+        short = {c: min_per_class - have[c] for c in (1, 0) if have[c] < min_per_class}
+        if todo or not short:
+            break
+        names = {1: "mpox", 0: "not-mpox"}
+        found = f"the sample's {size} photos hold {have[1]} mpox and {have[0]} not-mpox"
+        if size >= len(usable):
+            reason = (f"{found}, and the folder has no more photos: adapt needs {min_per_class} of each class "
+                      f"({' and '.join(f'{k} more {names[c]}' for c, k in short.items())})")
+            break
+        more = max(int(np.ceil(k * size / max(have[c], 1))) for c, k in short.items())
+        size = min(len(usable), size + max(1, more))
+        reason = (f"{found} (adapt needs {min_per_class} of each class), so it asks for {size - n} more photos: "
+                  "the next ones of the same random order")
+    return LabellingSample(usable[:size], size, todo, {"mpox": have[1], "not_mpox": have[0]}, reason)
 
 
 def _review_space(embeddings: np.ndarray, labelled: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
@@ -778,8 +1065,9 @@ def uncertainty_order(logits: np.ndarray, embeddings: np.ndarray, k: int, thresh
 
 def suggest_next(logits: np.ndarray, embeddings: np.ndarray, k: int, threshold_logit: float = 0.0,
                  labelled_embeddings: np.ndarray | None = None, pool_factor: int = 4,
-                 order: str = DEFAULT_ORDER, seed: int = 0, labelled_logits: np.ndarray | None = None) -> list[int]:
-    """Indices of the `k` photos to label next, in the order to review them (`order`: REVIEW_ORDERS).
+                 order: str = ORDER_STRATIFIED, seed: int = 0, labelled_logits: np.ndarray | None = None) -> list[int]:
+    """Indices of the `k` photos to label next in an ordered (bench) order: stratified, medoids or uncertainty.
+    The labelling sample (random) needs the photos' hashes: labelling_sample.
 
     `labelled_logits`: the scores of the photos already labelled (stratified order); the others use
     `labelled_embeddings`."""
@@ -811,13 +1099,33 @@ def odd_shape(path: str | os.PathLike) -> bool:
     return min(w, h) < REVIEW_MIN_SIDE or max(w, h) > REVIEW_MAX_ASPECT * max(1, min(w, h))
 
 
+def sample_paths(paths: Sequence[str | os.PathLike], n: int, labelled: dict | None = None,
+                 folder: str | os.PathLike | None = None) -> tuple[list[dict], LabellingSample]:
+    """The labelling sample of a folder's photos (`paths`, unlabelled, plus `labelled`: path -> 1 / 0):
+    ([{path, rank, p_mpox: None}] of its photos still to label, in order; the LabellingSample). No model
+    runs: the sample is class-blind. `folder` seeds it (default: the photos' common folder). Photos of an
+    odd shape (odd_shape) and unreadable ones are never in it."""
+    labelled = {str(p): int(y) for p, y in (labelled or {}).items()}
+    every = list(dict.fromkeys([str(p) for p in paths] + list(labelled)))
+    if folder is None:
+        folder = os.path.commonpath([str(Path(p).resolve().parent) for p in every]) if every else "."
+    shas = [h if h and not odd_shape(p) else None for p, h in zip(every, content_sha256(every))]
+    sample = labelling_sample(shas, n, folder_seed(folder), [labelled.get(p) for p in every])
+    picks = [{"path": every[i], "p_mpox": None, "rank": r + 1} for r, i in enumerate(sample.to_label)]
+    return picks, sample
+
+
 def suggest_paths(bundle, paths: Sequence[str | os.PathLike], k: int,
                   labelled_paths: Sequence[str | os.PathLike] = (), progress: ProgressFn | None = None,
                   cancel: CancelToken | None = None, order: str = DEFAULT_ORDER, seed: int = 0) -> list[dict]:
-    """The `k` unlabelled photos to review next under `bundle` ([{path, p_mpox, rank}]), for `adapt --suggest`.
+    """The `k` unlabelled photos to review next under `bundle` ([{path, p_mpox, rank}]), for `adapt --suggest`
+    with an ordered (bench) order; the default, random, is sample_paths (no model runs).
 
     Photos of an odd shape (odd_shape) and photos that cannot be read come after every usable photo."""
     from core.calibration import apply_temperature, logit
+
+    if order == ORDER_RANDOM:
+        return sample_paths(paths, k)[0]
 
     z, emb, ok, _ = embed_photos(bundle, paths, progress=progress, cancel=cancel)
     odd = np.array([bool(good) and odd_shape(p) for p, good in zip(paths, ok)], dtype=bool)

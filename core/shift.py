@@ -120,12 +120,12 @@ def verdict_entry(result: "ShiftResult", card) -> dict:
     entry["message"] = shift_message(entry)
     if result.detected:
         ooc = card_points(card)[OUT_OF_COLLECTION]
-        extra = (card.get("extra") if isinstance(card, dict) else getattr(card, "extra", None)) or {}
-        spec = ((extra.get("operating_points") or {}).get(OUT_OF_COLLECTION) or {}) if isinstance(extra, dict) else {}
-        review_n = int(spec.get("review_n") or REVIEW_N_DEFAULT)
+        from core.adapt import labelling_sample_size, remedy  # N reaches adapt's minimum of each class
+
+        review_n = labelling_sample_size(card)
         moved = has_distinct_out_of_collection_point(card)
         entry.update({"operating_point": OUT_OF_COLLECTION if moved else DEFAULT, "review_n": review_n,
-                      "remedy": f"review about {review_n} photos with Review next, then adapt"})
+                      "remedy": remedy(card)})
         if moved:
             from core.operating_point import point_message
 

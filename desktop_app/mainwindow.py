@@ -267,10 +267,14 @@ class MainWindow(QMainWindow):
         self.act_redo.setShortcuts([QKeySequence("Ctrl+Shift+Z"), QKeySequence.StandardKey.Redo])
         self.act_clear_label = QAction("&Clear label", self)
         self.act_clear_label.setToolTip("Return the current photo to unreviewed (Delete or Backspace in the table)")
-        self.act_review_next = QAction("Review &next (most useful to label)", self)
+        self.act_review_next = QAction("Review &next (likeliest missed mpox)", self)
         self.act_review_next.setShortcut(QKeySequence("Ctrl+J"))
-        self.act_review_next.setToolTip("Select the unreviewed photo the current model is least sure of, kept "
-                                        "away from photos already reviewed (Ctrl+J)")
+        self.act_review_next.setToolTip("Select the unreviewed photo not called mpox that the current model scores "
+                                        "highest: the likeliest missed mpox (Ctrl+J)")
+        self.act_label_next = QAction("&Label next for adapting (labelling sample)", self)
+        self.act_label_next.setShortcut(QKeySequence("Ctrl+Shift+J"))
+        self.act_label_next.setToolTip("Select the next unlabelled photo of this folder's labelling sample: a random "
+                                       "sample, the photos that teach an adapted model best (Ctrl+Shift+J)")
         self.act_find = QAction("&Filter by file name", self)
         self.act_find.setShortcut(QKeySequence.StandardKey.Find)
         self.act_find.setShortcutContext(Qt.ShortcutContext.WidgetShortcut)  # the panel's own Ctrl+F acts
@@ -297,6 +301,7 @@ class MainWindow(QMainWindow):
         m_edit.addSeparator()
         m_edit.addAction(self.act_clear_label)
         m_edit.addAction(self.act_review_next)
+        m_edit.addAction(self.act_label_next)
         m_edit.addAction(self.act_find)
         self.menu_model = bar.addMenu("&Model")
         self.model_group = QActionGroup(self)
@@ -387,6 +392,7 @@ class MainWindow(QMainWindow):
         self.folder_opened.connect(lambda _n: self.reviews.reset())
         self.act_clear_label.triggered.connect(self.clear_current_label)
         self.act_review_next.triggered.connect(lambda: self.review_next())
+        self.act_label_next.triggered.connect(lambda: self.label_next())
         self.act_find.triggered.connect(self.results.focus_filter)
         self.act_shortcuts.triggered.connect(self.show_shortcuts)
         self.images.loaded.connect(self._on_image_loaded)
@@ -756,6 +762,31 @@ class MainWindow(QMainWindow):
         row = self.results.current_source_row()
         if row is not None:
             self.reviews.clear(row)
+
+    def label_next(self) -> str | None:
+        """Select the next photo of the folder's labelling sample to label for adapting (review/next.py; no model
+        call); returns its path, or None with the reason in the status bar."""
+        from core.adapt import labelling_sample_size
+        from desktop_app.review.next import pick_for_labelling
+
+        cards = [c for c in self.selected_cards() if self.workspace is not None and self.workspace.results.get(c.key)]
+        if self.workspace is None or not cards:
+            self._set_message("Label next: open a folder and run a model first (its run records each photo's hash)")
+            return None
+        card = cards[0]
+        n = labelling_sample_size(getattr(card, "card", card))
+        pick = pick_for_labelling(self.paths, self.workspace.results[card.key], self.workspace.reviews,
+                                  str(self.workspace.folder), n)
+        why = f" {pick.reason}." if pick.reason else ""
+        if pick.path is None:
+            self._set_message(f"The labelling sample ({pick.size} photos) is labelled: adapt with it.{why}")
+            return None
+        row = self.model.row_of(pick.path)
+        if row is not None:
+            self.results.select_source_row(row)
+        self._set_message(f"Label next for adapting: {Path(pick.path).name} — photo {pick.position} of the "
+                          f"{pick.size}-photo labelling sample, {pick.left} left. M / N to label.{why}")
+        return pick.path
 
     def review_next(self) -> str | None:
         """Select the unreviewed photo the current model would most want labelled next (review/next.py: from

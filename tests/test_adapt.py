@@ -32,16 +32,29 @@ def colour_features(rgb: np.ndarray) -> np.ndarray:
     return np.concatenate([c, 1 - c], axis=1)
 
 
+PHOTO = 48   # the files' side: photos of skin to the scope check (core.scope), resized to SIZE by the model
+
+
 def photos(n: int, mpox: bool, site: bool, rng) -> np.ndarray:
-    """Base: mpox photos are redder. Site: red says nothing; mpox photos are greener."""
-    out = rng.integers(60, 200, size=(n, SIZE, SIZE, 3)).astype(np.float64)
-    shift = rng.normal(0, 25, size=(n, 3))
-    if site:
-        shift[:, 1] += 45 if mpox else -45
-        shift[:, 0] += rng.normal(0, 40, size=n)
-    else:
-        shift[:, 0] += 45 if mpox else -45
-    return np.clip(out + shift[:, None, None, :], 0, 255).astype(np.uint8)
+    """Generated skin photos (tests.helpers.make_photo) with a class tint. Base: mpox photos are redder.
+    Site: red says nothing; mpox photos are greener and bluer. A draw the scope check would call not a
+    skin photo is drawn again, so adapt leaves none out."""
+    from core.scope import is_out_of_scope, scope_score
+    from tests.helpers import make_photo
+
+    out = []
+    while len(out) < n:
+        img = np.asarray(make_photo((PHOTO, PHOTO), seed=int(rng.integers(1 << 30)))).astype(np.float64)
+        shift = rng.normal(0, 6, size=3)
+        if site:
+            shift[1:] += 14 if mpox else -14
+            shift[0] += rng.normal(0, 14)
+        else:
+            shift[0] += 15 if mpox else -15
+        img = np.clip(img + shift, 0, 255).astype(np.uint8)
+        if not is_out_of_scope(scope_score(img)):
+            out.append(img)
+    return np.stack(out)
 
 
 def make_base_bundle(out: Path, seed: int = 0) -> Path:
@@ -90,7 +103,8 @@ def test_adapting_improves_the_sites_cross_validated_auc(tmp_path):
     assert rep["site_parent"]["roc_auc"] < 0.75           # the base model does not transfer
     assert rep["site_cv"]["roc_auc"] > rep["site_parent"]["roc_auc"] + 0.15
     assert rep["site_cv"]["roc_auc"] > 0.85
-    assert rep["site"] == {"photos": 40, "mpox": 20, "not_mpox": 20, "unreadable": [], "from": ""}
+    assert rep["site"] == {"photos": 40, "mpox": 20, "not_mpox": 20, "unreadable": [], "from": "",
+                           "out_of_scope": {"flagged": 0, "used": False}}
     assert result.warnings and "rough" in result.warnings[0]          # fewer than 30 per class
     assert rep["base_val_before"]["roc_auc"] > 0.9 and rep["base_val_after"]["n"] == 15
     curve = rep["learning_curve"]

@@ -163,7 +163,7 @@ def test_adapt_reads_a_read_only_session_and_writes_nothing_to_it(tmp_path, base
                               str(out), "--quiet"], capsys)
     assert code == 0, err
     assert any("stale" in line for line in err)
-    assert "operating point:" in stdout and "parent's out-of-collection point:" in stdout
+    assert "operating point:" in stdout and "out-of-collection point (photos from a third place" in stdout
     after = {p.name: p.read_bytes() for p in (tmp_path / "sess").iterdir() if p.is_file()}
     # The database is not changed by a byte; SQLite may leave its WAL index files where the folder allows.
     assert after["session.sqlite"] == before["session.sqlite"]
@@ -215,6 +215,11 @@ def test_suggest_never_ranks_a_tiny_or_strip_image_first(tmp_path, base_dir, cap
         ranked = [Path(s["path"]).name for s in json.loads((tmp_path / f"{order}.json").read_text())["suggestions"]]
         assert len(ranked) == 10 and set(ranked[:8]) == {f"photo_{i}.png" for i in range(8)}
         assert set(ranked[8:]) == {"a_1x1.png", "a_strip.png"}
+    # The labelling sample (the default order) never holds them at all.
+    code, err, out = _run(["adapt", "--model", str(base_dir), "--suggest", "10", "--pool", str(pool), "--quiet",
+                           "--json", str(tmp_path / "random.json")], capsys)
+    ranked = [Path(s["path"]).name for s in json.loads((tmp_path / "random.json").read_text())["suggestions"]]
+    assert code == 0 and sorted(ranked) == sorted(f"photo_{i}.png" for i in range(8))
 
 
 # -- the review order --------------------------------------------------------------------------------------------
@@ -235,10 +240,9 @@ def test_medoid_order_takes_the_biggest_groups_first_and_skips_covered_ones():
     assert suggest_next(np.zeros(len(emb)), emb, 4, order="medoids") == picks
 
 
-def test_the_default_order_spreads_over_the_score_range_and_fills_gaps_left_by_reviews():
-    from core.adapt import DEFAULT_ORDER, suggest_next
+def test_the_stratified_order_spreads_over_the_score_range_and_fills_gaps_left_by_reviews():
+    from core.adapt import suggest_next
 
-    assert DEFAULT_ORDER == "stratified"
     z = np.linspace(-5, 5, 101)                        # index 50 is the median score
     emb = np.ones((101, 2))
     first = suggest_next(z, emb, 3)

@@ -139,25 +139,25 @@ def test_adapt_path_compares_and_saves_into_the_user_models_folder(qtbot, tmp_pa
     w.host.shutdown()
 
 
-def test_pick_next_spreads_over_the_score_range():
+def test_review_next_puts_the_highest_scored_photo_not_called_mpox_first():
     from desktop_app.review.next import pick_next
 
     def rec(p):
-        return SimpleNamespace(status="ok", p_mpox=p, threshold=0.5)
+        return SimpleNamespace(status="ok", p_mpox=p, threshold=0.5, prediction="mpox" if p >= 0.5 else "not_mpox")
 
     order = [f"p{i}" for i in range(9)]
     probs = [0.05, 0.49, 0.47, 0.9, 0.2, 0.1, 0.95, 0.15, 0.46]
     records = {p: rec(x) for p, x in zip(order, probs)}
-    assert pick_next(order, records, set()).path == "p8"          # the median score first (core.adapt order)
-    # p8 reviewed: next from a quarter of the way in from either end, not its neighbours p2 / p1 at 0.47 / 0.49.
-    assert pick_next(order, records, {"p8"}).path in ("p5", "p3")
-    # The low half reviewed: the next one comes from the high end.
-    assert records[pick_next(order, records, {"p0", "p5", "p7", "p4", "p8"}).path].p_mpox >= 0.9
+    assert pick_next(order, records, set()).path == "p1"          # 0.49: the likeliest missed mpox
+    assert pick_next(order, records, {"p1"}).path == "p2"         # then 0.47, 0.46 ... down the scores
+    assert pick_next(order, records, {"p1", "p2", "p8"}).path == "p4"
+    # Every photo not called mpox reviewed: then those called mpox, highest first.
+    assert pick_next(order, records, {"p0", "p1", "p2", "p4", "p5", "p7", "p8"}).path == "p6"
     everything = pick_next(order, records, set(order))
     assert everything.path is None and everything.candidates == 0
 
 
-def test_review_next_selects_an_unreviewed_photo_from_the_middle_of_the_score_range(qtbot, tmp_path):
+def test_review_next_selects_the_unreviewed_photo_not_called_mpox_with_the_highest_score(qtbot, tmp_path):
     from desktop_app.review.shortcuts import shortcuts_html
     from tests.gui_fixtures import window_with_rows
 
@@ -169,14 +169,15 @@ def test_review_next_selects_an_unreviewed_photo_from_the_middle_of_the_score_ra
     assert window.act_review_next in edit.actions()
 
     scored = [r for r in recs if r.status == "ok"]
-    middle = sorted(scored, key=lambda r: r.p_mpox)[len(scored) // 2 - 1: len(scored) // 2 + 1]
+    not_called = [r for r in scored if r.prediction != "mpox"]
+    first = max(not_called or scored, key=lambda r: r.p_mpox)
     window.act_review_next.trigger()
-    nearest = next(r.path for r in middle if window.results.current_source_row() == window.model.row_of(r.path))
+    assert window.results.current_source_row() == window.model.row_of(first.path)
     assert "Review next" in window.message.text()
 
-    window.review(window.model.row_of(nearest), "mpox")
+    window.review(window.model.row_of(first.path), "mpox")
     picked = window.review_next()
-    assert picked is not None and picked != nearest and picked in {r.path for r in scored}
+    assert picked is not None and picked != first.path and picked in {r.path for r in scored}
     # Label every remaining scored photo: nothing left, and it says so (the broken file was never scored).
     for r in scored:
         if r.path not in window.workspace.reviews:
@@ -240,3 +241,38 @@ def test_adapts_refusal_shows_on_the_run_page(qtbot, tmp_path, base):
     # Issue 24: no live control after a failure: Cancel off, the bar not busy.
     assert not page.cancel_button.isEnabled() and page.progress.maximum() > 0
     w.host.shutdown()
+
+
+def test_label_next_walks_the_folders_labelling_sample_and_passes_over_unsure():
+    from core.adapt import folder_seed, labelling_sample
+    from desktop_app.review.next import pick_for_labelling
+
+    order = [f"/f/p{i}.jpg" for i in range(30)]
+    records = {p: SimpleNamespace(status="ok", p_mpox=0.5, file_sha256=f"{i:064x}") for i, p in enumerate(order)}
+    sample = labelling_sample([records[p].file_sha256 for p in order], 12, folder_seed("/f"))
+    first = pick_for_labelling(order, records, {}, "/f", 12)
+    assert first.path == order[sample.order[0]] and first.position == 1 and first.size == 12 and first.left == 12
+    reviews = {first.path: {"label": "unsure"}}
+    second = pick_for_labelling(order, records, reviews, "/f", 12)
+    assert second.path not in (None, first.path)
+    # Labelled as it asks, one class short: the sample grows and says why.
+    reviews = {}
+    while (pick := pick_for_labelling(order, records, reviews, "/f", 12)).path is not None:
+        reviews[pick.path] = {"label": "not_mpox" if len(reviews) % 6 else "mpox"}
+    assert pick.size > 12 and "mpox" in pick.reason
+
+
+def test_label_next_selects_a_photo_of_the_labelling_sample(qtbot, tmp_path):
+    from tests.gui_fixtures import window_with_rows
+
+    window, _folder, recs = window_with_rows(qtbot, tmp_path)
+    for i, r in enumerate(recs):
+        r.file_sha256 = None if r.status != "ok" else f"{i:064x}"
+    card = SimpleNamespace(key=recs[0].model_key, threshold=0.5, display_name="m 1.0.0", training_data={})
+    window.selected_cards = lambda: [card]
+    edit = next(a.menu() for a in window.menuBar().actions() if a.text() == "&Edit")
+    assert window.act_label_next in edit.actions()
+    path = window.label_next()
+    assert path in {r.path for r in recs if r.status == "ok"}
+    assert window.results.current_source_row() == window.model.row_of(path)
+    assert "labelling sample" in window.message.text()

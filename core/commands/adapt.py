@@ -3,8 +3,9 @@
 Trains a new head on the bundle's own training embeddings plus the site's labelled photos (site
 weight, temperature and threshold from cross-validation on the site photos; see core/adapt.py),
 prints the cross-validated site figures next to the parent's on the same photos, and saves a new
-bundle into `--out` (a new folder, never a shipped bundle). `--suggest K` instead lists the K
-unreviewed photos of a session (or of `--pool FOLDER`) worth labelling next.
+bundle into `--out` (a new folder, never a shipped bundle). `--suggest N` instead lists the photos of the
+labelling sample still to label (a seeded random sample of the folder, grown until it holds adapt's
+minimum of each class; core.adapt.labelling_sample).
 """
 
 from __future__ import annotations
@@ -33,9 +34,14 @@ def add_parser(sub) -> None:
     p.add_argument("--min-sensitivity", type=float, default=0.90)
     p.add_argument("--accept-worse", action="store_true",
                    help="keep an adapted model whose cross-validated site ROC-AUC is below 0.6 or below the parent's")
-    p.add_argument("--suggest", type=int, metavar="K", help="list the K unreviewed photos to label next, then stop")
-    p.add_argument("--order", choices=("stratified", "medoids", "uncertainty"), default=None,
-                   help="review order for --suggest (default: core.adapt.DEFAULT_ORDER; see docs/adaptation.md)")
+    p.add_argument("--suggest", type=int, metavar="N", nargs="?", const=-1,
+                   help="list the photos of the N-photo labelling sample still to label, then stop (N omitted: "
+                        "the size that reaches 10 of each class at the model's expected share of mpox)")
+    p.add_argument("--order", choices=("random", "stratified", "medoids", "uncertainty"), default=None,
+                   help="order for --suggest (default random: the labelling sample; the others are for the bench, "
+                        "see docs/adaptation.md)")
+    p.add_argument("--include-out-of-scope", action="store_true",
+                   help="also learn from labelled photos the scope check says are not skin photos")
     p.add_argument("--json", dest="json_path", help="write the adaptation report (or suggestions) as JSON here")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--quiet", action="store_true")
@@ -63,13 +69,29 @@ def _session_items(session_dir: str) -> tuple[list[tuple[str, str, str | None]],
     return labelled, [p for p in dict.fromkeys(scored) if p not in reviewed]
 
 
+def _session_folder(session_dir: str) -> str | None:
+    """The photo folder the session's latest run scored (the labelling sample's seed, as the app's), or None."""
+    from core.session import SessionError, SessionStore
+
+    try:
+        store = SessionStore.open_read_only(session_dir)
+    except SessionError:
+        return None
+    try:
+        folders = [r.get("folder") for r in store.runs() if r.get("folder")]
+    finally:
+        store.close()
+    return folders[-1] if folders else None
+
+
 def _point(p: dict) -> str:
     lo, hi = p["uncertain_band"]
     return f"threshold {p['threshold']:.3f}, uncertain band [{lo:.3f}, {hi:.3f}]"
 
 
 def run(args: argparse.Namespace) -> int:
-    from core.adapt import DEFAULT_ORDER, AdaptError, adapt_bundle, check_out_dir, save_adapted, suggest_paths
+    from core.adapt import (DEFAULT_ORDER, AdaptError, adapt_bundle, check_out_dir, labelling_sample_size,
+                            sample_paths, save_adapted, suggest_paths)
     from core.bundle import BundleError, load_bundle
     from core.commands import CliError
     from core.commands.train import _printer
@@ -79,7 +101,7 @@ def run(args: argparse.Namespace) -> int:
     progress = _printer(args.quiet)
     if args.suggest is None and not args.out:
         raise CliError("--out DIR is required (a new folder for the adapted model)")
-    if args.suggest is not None and args.suggest < 1:
+    if args.suggest is not None and (args.suggest == 0 or args.suggest < -1):
         raise CliError(f"--suggest {args.suggest}: give how many photos to suggest (1 or more)")
     if args.suggest is None and args.pool:
         raise CliError("--pool is for --suggest; adapt with --labelled FOLDER or --session DIR")
@@ -100,6 +122,7 @@ def run(args: argparse.Namespace) -> int:
         raise CliError(str(exc)) from None
 
     if args.suggest is not None:
+        labelled = []
         if args.session:
             labelled, pool = _session_items(args.session)
             labelled_paths = [p for p, _, _ in labelled]
@@ -117,17 +140,30 @@ def run(args: argparse.Namespace) -> int:
         if not pool:
             raise CliError("no unreviewed photos to choose from")
         order = args.order or DEFAULT_ORDER
-        picks = suggest_paths(bundle, pool, args.suggest, labelled_paths, progress=progress, order=order,
-                              seed=args.seed)
-        how = {"stratified": "spread over the model's score range, widest gap first",
-               "medoids": "photos that stand for many others (k-means medoids of the embeddings)",
-               "uncertainty": "nearest the decision boundary, kept diverse"}[order]
-        print(f"Label these {len(picks)} of {len(pool)} unreviewed photos next ({how}; "
-              f"{bundle.card.display_name}):", file=sys.stderr)
+        n = args.suggest if args.suggest > 0 else labelling_sample_size(bundle.card)
+        reason = ""
+        if order == "random":
+            folder = _session_folder(args.session) if args.session else args.pool
+            picks, sample = sample_paths(pool, n, {p: int(lab == "mpox") for p, lab, _ in labelled}, folder=folder)
+            reason = sample.reason
+            print(f"The labelling sample: {sample.size} photos of this folder drawn at random (seeded by the folder, "
+                  f"blind to class and score; {sample.counts['mpox']} mpox and {sample.counts['not_mpox']} not-mpox "
+                  f"labelled so far); label these {len(picks)}:", file=sys.stderr)
+            if reason:
+                print(reason, file=sys.stderr)
+        else:
+            picks = suggest_paths(bundle, pool, n, labelled_paths, progress=progress, order=order, seed=args.seed)
+            how = {"stratified": "spread over the model's score range, widest gap first",
+                   "medoids": "photos that stand for many others (k-means medoids of the embeddings)",
+                   "uncertainty": "nearest the decision boundary, kept diverse"}[order]
+            print(f"Label these {len(picks)} of {len(pool)} unreviewed photos next ({how}; "
+                  f"{bundle.card.display_name}):", file=sys.stderr)
         for item in picks:
-            print(f"{item['rank']:>3}  p={item['p_mpox']:.3f}  {console_text(str(item['path']))}")
+            score = "" if item["p_mpox"] is None else f"p={item['p_mpox']:.3f}  "
+            print(f"{item['rank']:>3}  {score}{console_text(str(item['path']))}")
         if args.json_path:
-            save_json({"model": bundle.card.display_name, "order": order, "suggestions": picks}, args.json_path)
+            save_json({"model": bundle.card.display_name, "order": order, "n": n, "reason": reason,
+                       "suggestions": picks}, args.json_path)
         return 0
 
     from core.adapt import class_name_problem
@@ -162,7 +198,8 @@ def run(args: argparse.Namespace) -> int:
     try:
         result = adapt_bundle(bundle, paths, labels, groups, name=args.name, version=args.version,
                               min_sensitivity=args.min_sensitivity, seed=args.seed, site_label=site_label,
-                              review_sha256=review_sha, accept_worse=args.accept_worse, progress=progress)
+                              review_sha256=review_sha, accept_worse=args.accept_worse,
+                              include_out_of_scope=args.include_out_of_scope, progress=progress)
     except AdaptError as exc:
         raise CliError(str(exc)) from None
     rep = result.report
@@ -182,7 +219,11 @@ def run(args: argparse.Namespace) -> int:
     where = "chosen on the site photos" if chosen["source"] == "site" else "the parent's out-of-collection point, kept"
     print(f"operating point: {_point(chosen)} ({where}); triage sensitivity {chosen['triage_sensitivity']:.3f}, "
           f"triage specificity {chosen['triage_specificity']:.3f} on cross-validated site predictions")
-    print(f"parent's out-of-collection point: {_point(op['parent_out_of_collection'])}")
+    if chosen["source"] != "site":
+        print(f"why: {chosen['reason']}")
+    ooc = (result.card.extra or {}).get("operating_points", {}).get("out_of_collection", {})
+    print(f"out-of-collection point (photos from a third place, under a shift alarm): {_point(ooc)} "
+          f"(from the {ooc.get('from', 'parent')})")
     print(line("site, parent model", rep["site_parent"]))
     print(line("site, adapted (cross-validated)", rep["site_cv"]))
     print(line("base val, parent", rep["base_val_before"]))

@@ -1,25 +1,18 @@
-"""Review next (Ctrl+J): the unreviewed photo worth labelling next under the current model (no Qt).
+"""Review next (Ctrl+J): the review queue, for safety (no Qt).
 
-From stored results only, so it is instant and never blocks the window: the current model's
-calibrated p(mpox) of every scored photo (the session keeps them; embeddings are not stored), through
-core.adapt.suggest_next with k = 1 in its default order (core.adapt.DEFAULT_ORDER, chosen by
-bench/adaptation.py; docs/adaptation.md): for the stratified order, the photo whose score fills the
-widest gap in the score range left by the photos already reviewed (the median score first), so a
-run of Ctrl+J labels photos from the whole range, as a random sample would, not only the boundary.
-The folder positions are passed as the "embeddings" for the orders that use them (medoids,
-uncertainty): bursts of near-identical photos of one patient sit next to each other in a folder.
+From stored results only, so it is instant and never blocks the window: among the unreviewed photos the
+current model did not call mpox, the one it scores highest first (core.adapt.review_queue): the photos
+most likely to be a missed mpox are looked at first. Photos called mpox come after them (they are
+reviewed as positives anyway).
 
-`mpox-triage adapt --suggest K --session DIR` ranks with the same order (medoids and uncertainty
-with the model's embeddings instead: it re-embeds every unreviewed photo, minutes on a large folder).
+Photos to label for adapting are another job with another order: the labelling sample
+(`mpox-triage adapt --suggest N`, core.adapt.labelling_sample), a seeded random sample of the folder.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 from typing import Iterable, Mapping, Sequence
-
-POOL = 3   # candidates nearest the threshold among which diversity decides
-
 
 @dataclass
 class NextPick:
@@ -34,14 +27,10 @@ def pick_next(order: Sequence[str], records: Mapping[str, object], reviewed: Ite
               default_threshold: float = 0.5) -> NextPick:
     """`order`: the folder's photos in display order; `records`: path -> ResultRecord of one model;
     `reviewed`: paths with any review (mpox, not mpox, unsure)."""
-    import numpy as np
-
-    from core.adapt import suggest_next
-    from core.calibration import logit
+    from core.adapt import review_queue
 
     done = set(reviewed)
-    position = {p: i for i, p in enumerate(order)}
-    cands, z, thr_of = [], [], {}
+    cands, p_of, thr_of, called = [], [], {}, []
     unscored = 0
     for p in order:
         if p in done:
@@ -50,21 +39,41 @@ def pick_next(order: Sequence[str], records: Mapping[str, object], reviewed: Ite
         if rec is None or getattr(rec, "status", "") != "ok" or getattr(rec, "p_mpox", None) is None:
             unscored += 1
             continue
-        thr = rec.threshold if rec.threshold is not None else default_threshold
         cands.append(p)
-        thr_of[p] = thr
-        z.append(float(logit(float(rec.p_mpox))) - float(logit(float(thr))))   # 0 = on the threshold
+        thr_of[p] = rec.threshold if rec.threshold is not None else default_threshold
+        p_of.append(float(rec.p_mpox))
+        called.append(getattr(rec, "prediction", None) == "mpox")
     if not cands:
         return NextPick(None, None, None, 0, unscored)
-    # suggest_next square-roots the "embeddings" before measuring distance: pass squared positions so
-    # the distance it measures is the distance in folder order.
-    pos = np.array([[float(position[p]) ** 2] for p in cands])
-    labelled = np.array([[float(position[p]) ** 2] for p in order if p in done]) if done & set(position) else None
-    # The reviewed photos' own scores: the default (stratified) order fills the widest gap they leave.
-    zl = [float(logit(float(r.p_mpox))) - float(logit(float(r.threshold if r.threshold is not None
-                                                             else default_threshold)))
-          for p in order if p in done and (r := records.get(p)) is not None
-          and getattr(r, "status", "") == "ok" and getattr(r, "p_mpox", None) is not None]
-    i = suggest_next(np.asarray(z), pos, 1, 0.0, labelled, pool_factor=POOL, labelled_logits=np.asarray(zl))[0]
-    p = cands[i]
+    p = cands[review_queue(p_of, called, [False] * len(cands))[0]]
     return NextPick(p, float(records[p].p_mpox), float(thr_of[p]), len(cands), unscored)
+
+
+@dataclass
+class LabelPick:
+    path: str | None          # None: the sample is labelled (or no photo has a hash yet: Run first)
+    position: int             # 1-based place in the labelling sample
+    size: int                 # the sample's size now (grown past N when a class is short)
+    left: int                 # photos of the sample still to label
+    reason: str               # why the sample grew, or why it cannot reach the minimum
+
+
+def pick_for_labelling(order: Sequence[str], records: Mapping[str, object], reviews: Mapping[str, object],
+                       folder: str, n: int) -> LabelPick:
+    """The next photo of the folder's labelling sample (core.adapt.labelling_sample, seeded by `folder`) that has
+    no mpox / not-mpox review; photos reviewed `unsure` are passed over. `records`: path -> ResultRecord of
+    one model (their file SHA-256 places each photo; the sample is blind to the scores)."""
+    from core.adapt import folder_seed, labelling_sample
+
+    def label(p):
+        r = reviews.get(p)
+        r = r.get("label") if isinstance(r, dict) else r
+        return {"mpox": 1, "not_mpox": 0}.get(r) if r != "unsure" else "unsure"
+
+    photos = [p for p in order if label(p) != "unsure"]
+    shas = [getattr(records.get(p), "file_sha256", None) for p in photos]
+    sample = labelling_sample(shas, n, folder_seed(folder), [label(p) for p in photos])
+    todo = sample.to_label
+    if not todo:
+        return LabelPick(None, 0, sample.size, 0, sample.reason)
+    return LabelPick(photos[todo[0]], sample.order.index(todo[0]) + 1, sample.size, len(todo), sample.reason)
