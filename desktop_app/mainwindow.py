@@ -803,7 +803,10 @@ class MainWindow(QMainWindow):
             self._set_message(f"Review next orders photos by the selected model's scores: run it first "
                               f"({left} photos unreviewed)" if left else "Every photo in this folder is reviewed")
             return None
-        card = cards[0]
+        from core.reasons import deciding_key
+
+        decider = deciding_key(cards)   # under Both, the model whose call is the photo's call
+        card = next((c for c in cards if c.key == decider), cards[0])
         pick = pick_next(self.paths, self.workspace.results[card.key], reviewed, card.threshold)
         if pick.path is None:
             more = f"; {pick.unscored} unreviewed photos are not scored yet (Run)" if pick.unscored else ""
