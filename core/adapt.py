@@ -891,12 +891,15 @@ def labelling_sample_size(card) -> int:
 
 
 def is_adapted(card) -> bool:
-    return bool(_card_get(card, "parent"))
+    """A model adapted to a site (core.adapt writes `training_data.site`). A release's parent is the previous
+    release, so having a parent does not make a model adapted."""
+    data = _card_get(card, "training_data") or {}
+    return isinstance(data, dict) and isinstance(data.get("site"), dict)
 
 
 def remedy(card, adapted: bool | None = None) -> str:
     """The shift alarm's remedy line for a model (core.shift.verdict_entry): label the labelling sample, then
-    adapt; for a model already adapted (its card names a parent), review more and re-adapt with them."""
+    adapt; for a model already adapted (is_adapted), review more and re-adapt with them."""
     if adapted is None:
         adapted = is_adapted(card)
     if adapted:

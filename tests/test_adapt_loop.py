@@ -112,7 +112,9 @@ def test_the_shift_remedy_names_a_sample_that_reaches_the_minimum_and_review_mor
     assert n >= 62                                              # planned at <= 24% mpox, not the card's 40%
     assert remedy(card, adapted=False) == f"label the {n} photos of the labelling sample (adapt --suggest {n}), " \
                                           "then adapt"
-    assert remedy({**card, "parent": {"name": "base"}}).startswith("review more")
+    adapted = {**card, "parent": {"name": "base"},
+               "training_data": {**card["training_data"], "site": {"photos": 100, "mpox": 24, "not_mpox": 76}}}
+    assert remedy(adapted).startswith("review more")
     entry = verdict_entry(ShiftResult(True, 0.001, 0.05, 80), card)
     assert entry["remedy"] == remedy(card) and entry["review_n"] == n
 
@@ -298,3 +300,14 @@ def test_suggest_from_a_session_and_the_apps_label_next_walk_the_same_sample(tmp
         app.append(pick.path)
         reviews[pick.path] = {"label": "not_mpox"}
     assert cli == app                          # seeded by the folder the session scored, not the photos' subfolder
+
+
+def test_a_shipped_release_whose_parent_is_the_previous_release_is_told_to_adapt_not_to_review_more():
+    """The defect: combined 1.3.0 (parent: combined 1.2.0) was told 'this model was adapted to another site'."""
+    from core.adapt import is_adapted, remedy
+    from core.bundle import read_card
+    from tests.conftest import REPO
+
+    card = read_card(REPO / "models" / "combined")
+    assert card.parent and not is_adapted(card)
+    assert "then adapt" in remedy(card) and "adapted to another site" not in remedy(card)
