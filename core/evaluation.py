@@ -212,8 +212,12 @@ def evaluate_bundle(bundle, dataset, progress: ProgressFn | None = None, cancel:
         raise ValueError("no image could be scored: " + "; ".join(r.error for _, r in errors[:3]))
     pairs = [(s, r) for s, r in scored if r.prediction in CALLS]
     left = [(s, r) for s, r in scored if r.prediction not in CALLS]
+    basis = "photos with a call"
     if not pairs:
-        raise ValueError(f"no photo got an mpox / not-mpox call: all {len(scored)} scored photos were out of scope")
+        # Every photo was out of scope (e.g. a small model's embedding-distance limit, fitted on a few photos):
+        # the figures of p(mpox) fall back to every scored photo, and say so, rather than leave a training run
+        # without any measure of its model.
+        pairs, basis = scored, f"every scored photo: none of the {len(scored)} got a call (all out of scope)"
     y = np.array([s.y for s, _ in pairs])
     p = np.array([r.p_mpox for _, r in pairs], dtype=np.float64)
     thr = engine.threshold
@@ -227,6 +231,7 @@ def evaluate_bundle(bundle, dataset, progress: ProgressFn | None = None, cancel:
                       "note": "out of scope: no mpox / not-mpox call, so outside accuracy and the confusion matrix; "
                               "they go to review, so triage counts them"}
     out["n_scored"] = len(scored)
+    out["basis"] = basis
     flags = Counter(r.flag for _, r in scored)
     out["flags"] = {"uncertain": flags.get("uncertain", 0), "out_of_scope": flags.get("out_of_scope", 0),
                     "none": flags.get("", 0)}

@@ -937,6 +937,7 @@ class WorkspaceRun:
         self.error_paths: list[str] = []
         self.verdict: dict | None = None           # the model's verdict on the stored set when the run ended
         self.redecided: list[ResultRecord] = []    # stored rows that verdict moved to another operating point
+        self.point_moved = False                   # the verdict moved the model to another point (reasons change)
         self._buffer: list[ResultRecord] = []
         self._started = False
 
@@ -1046,6 +1047,7 @@ class WorkspaceRun:
         try:
             self.verdict = ws.refresh_verdict(plan.key)
             if not ws.point_for(plan.card, plan.user_threshold).same_as(plan.point):
+                self.point_moved = True
                 self.redecided = ws.redecide(plan.card, plan.user_threshold)
         except BaseException as exc:  # noqa: BLE001 - never hides why the run itself ended
             if not self.error:

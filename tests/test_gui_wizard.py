@@ -64,7 +64,7 @@ def test_wizard_trains_compares_and_saves_a_new_bundle_version(qtbot, wizard, im
     with qtbot.waitSignal(wizard.comparison_ready, timeout=TIMEOUT_MS) as blocker:
         wizard.next()
     new, current = blocker.args
-    assert new["n"] == current["n"]  # the same validation photos for both
+    assert new["n_scored"] == current["n_scored"]  # the same validation photos for both (with a call or not)
     assert new["model"]["version"] == "0.0.2" and current["model"]["version"] == "0.0.1"
     assert wizard.compare_page.table.item(0, 0).text() != "—"
     assert wizard.compare_page.table.item(0, 1).text() != "—"

@@ -68,7 +68,7 @@ def _alarmed_bundle(tmp_path: Path) -> Path:
 
     bdir = _alarm_bundle(tmp_path)
     card = read_card(bdir)
-    card.extra["operating_points"]["out_of_collection"].update(threshold=0.9, uncertain_band=[0.95, 0.99],
+    card.extra["operating_points"]["out_of_collection"].update(threshold=0.5, uncertain_band=[0.4, 0.99],
                                                               review_share=0.9)
     write_card(bdir, card)
     return bdir

@@ -326,10 +326,11 @@ def test_format_2_session_is_migrated_and_keeps_results_and_reviews(folder, tmp_
     conn.close()
     with Workspace.open(folder, db.parent) as ws:
         assert ws.session.format_version == FORMAT_VERSION
-        # Its result stays readable under the weights that made it; its card's scoring digest was never recorded
-        # (format 5 keys results by it), so a run of today's card scores the photo again. The review is kept.
-        assert ws.results[card.model_sha256][p0].p_mpox == 0.7 and ws.reviews[p0]["label"] == "mpox"
+        # A card that lists no files is keyed by its weights' SHA-256 alone (core.records.scoring_digest), as the
+        # format-2 row is: its result is kept. (A bundle's card is keyed by its scoring digest and scores again:
+        # tests/test_stored_verdicts.py.)
+        assert ws.results[card.key][p0].p_mpox == 0.7 and ws.reviews[p0]["label"] == "mpox"
         plan = ws.to_score(card)
-        assert p0 in plan.score and plan.kept == 0
+        assert p0 not in plan.score and plan.kept == 1  # unchanged bytes: kept (hashed, no size/mtime stored)
         ws.clear_review(p0)  # the wider CHECK of format 3
         assert ws.session.audit("migrated")[0]["details"]["from_format"] == 2

@@ -463,7 +463,9 @@ def _classify(args, ws, engines, keys, case_column: dict[str, str] | None, case_
         if args.parquet_dir:
             _write_parquet(ws, keys, args.parquet_dir, case_column)
         if stream is not None:
-            if redecided:  # the rows streamed so far were decided before the alarm: write them all again
+            if redecided or any(r.point_moved for r in runs):
+                # The rows streamed so far were decided (and their reasons written) at the point before the
+                # verdict moved it: write them all again.
                 stream.abort()
                 if case_column is not None:
                     cases.export_csv(ws, args.csv_path, keys, case_column)
