@@ -69,7 +69,7 @@ def test_wizard_trains_compares_and_saves_a_new_bundle_version(qtbot, wizard, im
     assert wizard.compare_page.table.item(0, 0).text() != "—"
     assert wizard.compare_page.table.item(0, 1).text() != "—"
     verdict = wizard.compare_page.verdict   # a plain paired verdict on the same validation photos
-    assert verdict.word in ("better", "worse", "not measurably different") and verdict.n == new["n"]
+    assert verdict.word in ("better", "worse", "not measurably different") and verdict.n == new["n_scored"]
     assert verdict.word in wizard.compare_page.verdict_label.text()
 
     wizard.next()
