@@ -36,6 +36,7 @@ VERSION = "1.4.0"
 TARGET = 0.95          # triage sensitivity the points aim at (core.operating_point.TARGET_TRIAGE_SENSITIVITY)
 CALL_TARGET = 0.95     # sensitivity of the call threshold on the evidence (1.3.0: 0.90 + 0.05 margin on val)
 BAND_LOGIT_WIDTH = 1.0  # the band's upper edge: the threshold's logit + 1 (as before)
+MIN_SPECIFICITY = 0.70  # the bootstrap floor is used where the nested check keeps triage specificity at this
 
 
 def log(msg: str) -> None:
@@ -101,8 +102,61 @@ def previous_head_on_val(name: str, models: Path, x: np.ndarray, y: np.ndarray, 
             "triage_1_3_0_head_at_1_3_0_floor": triage_report(y[val], p_old, floor)}
 
 
+def boot_floor_photos(y: np.ndarray, oof_p: np.ndarray, n_boot: int = 1000, seed: int = 0) -> np.ndarray:
+    """The cv5 floor's bootstrap distribution, resampling photos (each with all its draws' scores, so a photo
+    scored in 3 draws is not counted as 3 independent photos)."""
+    from core.operating_point import floor_for_sensitivity
+
+    rng = np.random.default_rng(seed)
+    out = []
+    for _ in range(n_boot):
+        i = rng.integers(0, len(y), len(y))
+        if (y[i] == 1).any():
+            out.append(floor_for_sensitivity(np.tile(y[i], len(oof_p)), oof_p[:, i].ravel(), TARGET))
+    return np.asarray(out)
+
+
+def evidence_folds(name: str):
+    """(y, loco folds, cv5 folds) of a bundle's cached cross-fitted evidence, as bench/operating_point.choose reads
+    them, and the cached npz."""
+    from core.calibration import apply_temperature
+
+    ev = np.load(STAGE / "evidence" / f"{name}.npz")
+    pts = json.loads((STAGE / "evidence" / f"points_{name}.json").read_text())[name]
+    y = ev["y"]
+    loco = [(n, None, ev[f"loco{i}_te"], ev[f"loco{i}_p"], t)
+            for i, (n, t) in enumerate(pts["loco_temperatures"].items())]
+    oof_p = apply_temperature(ev["oof_logits"], float(ev["temperature"]))
+    cv = [(f"draw {d}", None, np.arange(len(y)), oof_p[d], float("nan")) for d in range(len(oof_p))]
+    return y, loco, cv, ev, pts
+
+
+def floor_rule(name: str) -> str:
+    """"bootstrap_p5" when the nested check kept held-out triage specificity >= MIN_SPECIFICITY at the bootstrap
+    floor, else "point" (rule fixed before the test split was scored; bench/crossfit_release.py nested)."""
+    js = STAGE / "evidence" / f"nested_{name}.json"
+    if not js.is_file():
+        raise SystemExit(f"{js}: run `nested` first (the floor rule depends on it)")
+    spec = json.loads(js.read_text())[name]["bootstrap_p5"]["triage_specificity"]
+    return "bootstrap_p5" if spec >= MIN_SPECIFICITY else "point"
+
+
+def final_points(name: str) -> dict:
+    """The operating points of the 1.4.0 card: bench/operating_point.choose on the cross-fitted evidence, with the
+    cv5 floor at its bootstrap 5th percentile where floor_rule says so."""
+    from bench.operating_point import choose
+
+    y, loco, cv, _ev, pts = evidence_folds(name)
+    rule = floor_rule(name)
+    res = choose(y, loco, cv, previous_floor=pts.get("previous", {}).get("review_floor"),
+                 cv_floor=pts["cv5_floor_bootstrap_p5"] if rule == "bootstrap_p5" else None)
+    keep = ("cv5_floor_bootstrap_p5", "threshold", "threshold_reason", "temperature", "crossfit", "loco_temperatures",
+            "previous_head_on_val", "recipe")
+    return res | {k: pts[k] for k in keep} | {"floor_rule": rule, "point_floors": pts["floors"]}
+
+
 def evidence(args) -> None:
-    from bench.operating_point import boot_floor, choose
+    from bench.operating_point import choose
     from core.bundle import read_card
     from core.crossfit import cross_fit, loco_evidence
     from core.evaluation import choose_threshold
@@ -126,8 +180,7 @@ def evidence(args) -> None:
         previous = float(read_card(args.models / name).uncertain_band[0])
         res = choose(y, loco, cv, previous_floor=previous)
         yc, pc = np.tile(y, len(oof_p)), oof_p.ravel()
-        bc = boot_floor(yc, pc, TARGET)
-        res["cv5_floor_bootstrap_p5"] = float(np.percentile(bc, 5))
+        res["cv5_floor_bootstrap_p5"] = float(np.percentile(boot_floor_photos(y, oof_p), 5))
         thr, reason = choose_threshold(yc, pc, CALL_TARGET)
         res["threshold"], res["threshold_reason"] = thr, reason.replace("the validation split",
                                                                         "the cross-fitted out-of-fold predictions")
@@ -169,11 +222,14 @@ def nested(args) -> None:
     out = STAGE / "evidence"
     out.mkdir(parents=True, exist_ok=True)
     for name in args.only.split(","):
-        js = out / f"nested_{name}.json"
+        js = out / f"nested_{'control_' if args.control else ''}{name}.json"
         if js.is_file() and not args.force:
             log(f"{name}: nested check already in {js}")
             continue
         x = recipe_x(name, args.models, samples, args.embeddings)
+        if args.control:
+            nested_control(name, x, y, groups, sources, split, js)
+            continue
         p_out = {"point": np.full(len(y), np.nan), "bootstrap_p5": np.full(len(y), np.nan)}
         floors = {"point": np.full(len(y), np.nan), "bootstrap_p5": np.full(len(y), np.nan)}
         outer = StratifiedGroupKFold(5, shuffle=True, random_state=100)
@@ -197,6 +253,83 @@ def nested(args) -> None:
                 f"{[round(v, 3) for v in r['triage_sensitivity_ci95']]}, specificity {r['triage_specificity']:.3f} "
                 f"{[round(v, 3) for v in r['triage_specificity_ci95']]} (n {r['n_mpox']}+{r['n_other']})")
         js.write_text(json.dumps({name: res, "draws": args.draws, "test_split_used": False}, indent=1, default=float))
+
+
+
+def nested_control(name, x, y, groups, sources, split, js: Path) -> None:
+    """The same nested check for the 1.3.0 recipe: head fitted on the outer-train part's train split, temperature on
+    its val split, floor chosen on protocol_predictions' cv5 out-of-fold evidence (fold heads, inner temperatures)."""
+    from sklearn.model_selection import StratifiedGroupKFold
+
+    from core.calibration import apply_temperature, fit_temperature
+    from core.commands.evaluate import recipe
+    from core.evaluation import protocol_predictions
+    from core.heads import fit_logistic
+    from core.operating_point import floor_for_sensitivity, triage_report
+
+    p_out, floors = np.full(len(y), np.nan), np.full(len(y), np.nan)
+    outer = StratifiedGroupKFold(5, shuffle=True, random_state=100)
+    for i, (tr, te) in enumerate(outer.split(np.zeros(len(y)), y, groups)):
+        t_, v_ = tr[split[tr] == "train"], tr[split[tr] == "val"]
+        head = fit_logistic(x[t_], y[t_])
+        temperature = fit_temperature(head.logits(x[v_][:, 0]), y[v_])
+        folds = protocol_predictions(x[tr], y[tr], groups[tr], sources[tr], "cv5", recipe("logistic", None), seed=0)
+        yo = np.concatenate([y[tr][f[2]] for f in folds])
+        po = np.concatenate([f[3] for f in folds])
+        floors[te] = floor_for_sensitivity(yo, po, TARGET)
+        p_out[te] = apply_temperature(head.logits(x[te][:, 0]), temperature)
+        log(f"{name} (1.3.0 recipe): outer fold {i + 1}/5: floor {floors[te][0]:.3f}, T {temperature:.3f}; "
+            f"held-out triage sens {np.mean(p_out[te][y[te] == 1] >= floors[te][0]):.3f}")
+    r = triage_report(y, (p_out >= floors).astype(float), 0.5)
+    r.pop("review_floor", None)
+    log(f"{name} (1.3.0 recipe): nested held-out triage sensitivity {r['triage_sensitivity']:.3f} "
+        f"{[round(v, 3) for v in r['triage_sensitivity_ci95']]}, specificity {r['triage_specificity']:.3f} "
+        f"{[round(v, 3) for v in r['triage_specificity_ci95']]}")
+    js.write_text(json.dumps({name: {"point": r}, "test_split_used": False}, indent=1, default=float))
+
+
+WHERE = {"loco": "LOCO pooled", "cv5": "cv5 pooled"}
+
+
+def fmt(r: dict) -> str:
+    """'0.951 [0.920, 0.970]' for triage sensitivity and specificity of a triage report."""
+    def one(k):
+        lo, hi = r[f"{k}_ci95"]
+        return f"{r[k]:.3f} [{lo:.3f}, {hi:.3f}]"
+    return f"{one('triage_sensitivity')} | {one('triage_specificity')}"
+
+
+def table(args) -> None:
+    """The markdown rows of docs/operating_points.md's 1.4.0 tables, from the cached evidence and nested checks."""
+    print("| bundle | point (review floor) | out-of-fold set | triage sensitivity | triage specificity |")
+    print("|---|---|---|---|---|")
+    for name in args.only.split(","):
+        pts = final_points(name)
+        for point, label in (("default", f"**1.4.0 default** ({pts['default_floor']:.3f})"),
+                             ("out_of_collection_with_share",
+                              f"1.4.0 under an alarm (floor {pts['out_of_collection_floor']:.3f}, top "
+                              f"{pts['review_share']:.3f} by rank)")):
+            for where, r in pts[point].items():
+                if isinstance(r, dict) and "triage_sensitivity" in r:
+                    print(f"| {name} | {label} | {WHERE.get(where, where.replace('loco ', 'LOCO '))} | "
+                          f"{fmt(r)} |")
+    print()
+    print("| bundle | floor chosen on the outer-train evidence | held-out triage sensitivity | held-out triage "
+          "specificity |")
+    print("|---|---|---|---|")
+    for name in args.only.split(","):
+        for tag, what in (("", "cross-fitted"), ("control_", "1.3.0 recipe")):
+            js = STAGE / "evidence" / f"nested_{tag}{name}.json"
+            if js.is_file():
+                for key, r in json.loads(js.read_text())[name].items():
+                    print(f"| {name} | {what}, {key.replace('_', ' ')} | {fmt(r)} |")
+    for name in args.only.split(","):
+        pts = final_points(name)
+        print(f"{name}: rule {pts['floor_rule']}; T {pts['temperature']:.3f}; threshold {pts['threshold']:.3f}; "
+              f"floors {json.dumps({k: round(v, 3) for k, v in pts['floors'].items()})}; point floors "
+              f"{json.dumps({k: round(v, 3) for k, v in pts['point_floors'].items()})}; cv5 bootstrap p5 "
+              f"{pts['cv5_floor_bootstrap_p5']:.3f}; review share {pts['review_share']:.3f}; 1.3.0 head on val "
+              f"{json.dumps({k: v for k, v in pts['previous_head_on_val'].items() if not isinstance(v, dict)})}")
 
 
 # -- build --------------------------------------------------------------------------------------------------
@@ -272,6 +405,12 @@ def new_card(name: str, parent_dir: Path, pts: dict, ev, args):
         "command": "python bench/crossfit_release.py evidence MANIFEST",
         "recipe": pts["recipe"],
         "bootstrap_p5_floors": {"cv5": pts.get("cv5_floor_bootstrap_p5"), "loco": pts.get("loco_floor_bootstrap_p5")},
+        "floor_rule": {
+            "used": pts["floor_rule"], "point_estimate_floors": pts["point_floors"],
+            "rule": ("the cv5 floor is its bootstrap 5th percentile (photos resampled: 95% confidence of >= 0.95) when "
+                     "the nested check (outer group 5-fold of train+val, bench/crossfit_release.py nested) keeps "
+                     f"held-out triage specificity >= {MIN_SPECIFICITY} there; else the point estimate"),
+        },
     }
     card.app_version = __import__("core").__version__
     return card0, card
@@ -344,7 +483,7 @@ def build(args) -> None:
                 continue
         else:
             parent_dir = args.models / name
-            pts = json.loads((STAGE / "evidence" / f"points_{name}.json").read_text())[name]
+            pts = final_points(name)
             ev = np.load(STAGE / "evidence" / f"{name}.npz")
             card0, card = new_card(name, parent_dir, pts, ev, args)
             data, head_name = head_bytes(ev)
@@ -419,7 +558,7 @@ def seal(args) -> None:
 
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("step", choices=("evidence", "nested", "build", "test", "seal"))
+    ap.add_argument("step", choices=("evidence", "nested", "table", "build", "test", "seal"))
     ap.add_argument("manifest")
     ap.add_argument("--models", type=Path, default=ROOT / "models", help="the 1.3.0 bundles (parents)")
     ap.add_argument("--embeddings", type=Path, default=STAGE / "embeddings")
@@ -427,11 +566,13 @@ def main(argv=None) -> int:
     ap.add_argument("--draws", type=int, default=3, help="cv5 repetitions of the cross-fit")
     ap.add_argument("--loco-draws", type=int, default=1, help="cv5 repetitions inside each LOCO collection")
     ap.add_argument("--force", action="store_true", help="recompute evidence already cached")
+    ap.add_argument("--control", action="store_true", help="nested: check the 1.3.0 recipe instead")
     ap.add_argument("--shift-floor", help="bench/shift_calibration.py --json output (default: the 1.3.0 cards' table)")
     ap.add_argument("--scope", help="the scope check's figures as JSON (default: the 1.3.0 cards')")
     ap.add_argument("--check-photos", type=int, default=32, help="val photos for the LiteRT/Keras agreement check")
     args = ap.parse_args(argv)
-    {"evidence": evidence, "nested": nested, "build": build, "test": test, "seal": seal}[args.step](args)
+    steps = {"evidence": evidence, "nested": nested, "table": table, "build": build, "test": test, "seal": seal}
+    steps[args.step](args)
     return 0
 
 
