@@ -13,6 +13,9 @@ with the card's `name`, `version`, `model_sha256` and `card_sha256` (`python -m 
 prints the line). tests/test_releases.py checks that every bundle in models/ is listed here and verifies.
 A release's name and version can then never be written again by save_bundle / attach_runtime.
 
+From release 1.4.0 a bundle has no model.keras: its model SHA-256 is its numpy head's, and its LiteRT backbone
+export is pinned through the card digest (the card lists every file's SHA-256).
+
 This module imports nothing from core.bundle: it works on any object (or dict) with the card's fields.
 """
 
@@ -31,7 +34,7 @@ ORIGIN_LOCAL = "local"
 class Release:
     name: str
     version: str
-    model_sha256: str                 # SHA-256 of model.keras
+    model_sha256: str                 # SHA-256 of model.keras; from 1.4.0 (no model.keras) of the numpy head
     card_sha256: tuple[str, ...]      # accepted card digests (a release re-issued with a runtime attached has two)
     notes: str = ""
 
