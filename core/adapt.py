@@ -45,6 +45,13 @@ class AdaptError(ValueError):
 
 # -- data ------------------------------------------------------------------------------------------
 
+
+def site_version(parent_version: str) -> str:
+    """An adapted model's version: its parent's, then the time to the second, so two adaptations never share one."""
+    from core.records import utc_now
+
+    return f"{parent_version}+site.{utc_now()[:19].replace('-', '').replace(':', '')}"
+
 def base_embeddings(bundle) -> dict[str, np.ndarray]:
     """The bundle's own training/validation embeddings (verified against its card), or AdaptError."""
     from core.features import load_embeddings
@@ -501,7 +508,8 @@ def adapt_bundle(bundle, paths: Sequence[str | os.PathLike], labels: Sequence[in
     training = dict(card0.training or {})
     training["adapt"] = {k: rep[k] for k in ("site_weight", "site_weight_selection", "C", "method", "operating_point")}
     card = ModelCard(
-        name=name or f"{card0.name}-site", version=version or f"{card0.version}+site.{utc_now()[:10]}",
+        name=name or f"{card0.name}-site",  # the version to the second: two adaptations a day are two versions
+        version=version or site_version(card0.version),
         architecture=card0.architecture, input_size=card0.input_size, preprocessing=card0.preprocessing,
         class_names=list(card0.class_names), threshold=float(threshold), threshold_reason=reason,
         temperature=float(temperature), uncertain_band=band, ood_threshold=ood_threshold,

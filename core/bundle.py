@@ -262,16 +262,23 @@ def _recover_interrupted_swap(bundle_dir: Path) -> None:
 
 
 def read_card(bundle_dir: str | os.PathLike) -> ModelCard:
+    """The bundle's card, parsed within bounds and validated (core.card_schema.load_card_json); BundleError, one
+    line, for a card that is missing, too large, nested too deep, not UTF-8, not JSON or not well formed."""
+    from core.card_schema import CardError, load_card_json
+
     path = Path(bundle_dir) / CARD_FILE
     try:
-        data = json.loads(path.read_text(encoding="utf-8"))
+        data = load_card_json(path)
     except FileNotFoundError:
         raise BundleError(f"{path}: model card missing") from None
-    except (OSError, json.JSONDecodeError) as exc:
-        raise BundleError(f"{path}: model card unreadable ({exc})") from None
-    if not isinstance(data, dict):
-        raise BundleError(f"{path}: model card is not a JSON object")
-    card = ModelCard.from_dict(data)
+    except OSError as exc:
+        raise BundleError(f"{path}: model card unreadable ({exc.strerror or exc})") from None
+    except CardError as exc:
+        raise BundleError(str(exc)) from None
+    try:
+        card = ModelCard.from_dict(data)
+    except TypeError as exc:  # a field the dataclass cannot take: still the card's fault, one line
+        raise BundleError(f"{path}: model card is malformed ({exc})") from None
     validate_card(card, path)
     return card
 
@@ -353,7 +360,8 @@ def scan_bundles(models_dir: str | os.PathLike | None = None,
                  problems: list[str] | None = None) -> list[tuple[Path, ModelCard]]:
     """(folder, card) of every bundle in a folder (default: shipped, then the user's), sorted by folder name
     within each; unreadable or malformed cards (core.card_schema) and hidden folders (saves in progress) are
-    skipped, each with one line appended to `problems` when given (the model list shows them as warnings).
+    skipped, each with one line appended to `problems` when given (the model list shows them as warnings), and
+    a card's legal but unusual values (core.card_schema.unusual_values) add one line each, once per process.
 
     Reads JSON only (no TensorFlow), so a GUI can list models at start-up.
     """
@@ -374,7 +382,68 @@ def scan_bundles(models_dir: str | os.PathLike | None = None,
                 except (BundleError, ValueError, TypeError) as exc:  # one bad card never hides the others
                     if problems is not None:
                         problems.append(f"skipped the model bundle {sub}: {' '.join(str(exc).split())}")
+                    continue
+                if problems is not None:  # legal but unusual values: said once per process (card_schema.warn_once)
+                    from core.card_schema import warn_once
+
+                    problems.extend(warn_once(found[-1][1].to_dict(), str(sub)))
     return found
+
+
+def replaced_on(bundle_dir: str | os.PathLike) -> str:
+    """For a backup kept by save_bundle(replace=True), the UTC time it was replaced ("2026-12-07 17:35 UTC");
+    '' for any other folder."""
+    m = re.search(r"\.replaced-(\d{4})(\d\d)(\d\d)T(\d\d)(\d\d)(\d\d)Z(?:-\d+)?$", Path(bundle_dir).name)
+    return f"{m[1]}-{m[2]}-{m[3]} {m[4]}:{m[5]} UTC" if m else ""
+
+
+def _runnable(card: ModelCard) -> str:
+    """'' when this install can run the (verified) bundle, else why not: a verified LiteRT/numpy runtime, or
+    Keras with TensorFlow installed, is needed (load_bundle's choice, without loading anything)."""
+    from importlib.util import find_spec
+
+    from core.tf_runtime import TRAIN_EXTRA_HINT, tensorflow_available
+
+    info = runtime_info(card)
+    forced = os.environ.get(RUNTIME_ENV, "").lower() == "keras"
+    listed = all(info.get(k) in card.files for k in ("file", "head") if info.get(k))
+    light = bool(info) and listed and runtime_agrees(card, info) and not forced and (
+        info.get("kind") == RUNTIME_HEAD or find_spec("ai_edge_litert") is not None or tensorflow_available())
+    if light or (MODEL_FILE in card.files and tensorflow_available()):
+        return ""
+    if MODEL_FILE not in card.files:
+        return (f"this model exists only as its LiteRT runtime, which cannot run here"
+                + (f" ({RUNTIME_ENV}=keras is set)" if forced else ""))
+    if forced:
+        return f"{RUNTIME_ENV}=keras is set, which needs TensorFlow; this install does not include it"
+    return f"this model has no verified LiteRT export and needs TensorFlow to run: {TRAIN_EXTRA_HINT}"
+
+
+def refusal(bundle_dir: str | os.PathLike, card: ModelCard, models_dir: str | os.PathLike | None = None,
+            memo: dict | None = None) -> str:
+    """'' when classify would load this bundle here, else its one-line reason: every file's SHA-256, the card's
+    digest, the release pins (verify_bundle), a combined model's components (each verified whole), and a runtime
+    this install can run. `memo` ({folder: reason}) saves hashing a component twice in one listing."""
+    memo = {} if memo is None else memo
+    key = str(Path(bundle_dir).resolve())
+    if key in memo:
+        return memo[key]
+    try:
+        verify_bundle(bundle_dir, card, models_dir)
+        reason = ""
+        if card.extra.get("kind") == "combined":
+            from core.combined import component_refs, find_component
+
+            for ref in component_refs(card):
+                comp = find_component(ref, Path(bundle_dir), models_dir)
+                problem = refusal(comp, read_card(comp), models_dir, memo)
+                if problem and not reason:
+                    reason = f"its component {ref.get('name')} {ref.get('version')} is refused: {problem}"
+        reason = reason or _runnable(card)
+    except BundleError as exc:
+        reason = " ".join(str(exc).split())
+    memo[key] = reason
+    return reason
 
 
 def list_bundles(models_dir: str | os.PathLike | None = None) -> list[ModelCard]:
@@ -528,6 +597,11 @@ def _load_keras_model(bundle_dir: Path, card: ModelCard | None = None):
     try:
         _, keras = load_tensorflow()
     except TensorFlowMissing:
+        if os.environ.get(RUNTIME_ENV, "").lower() == "keras":
+            raise BundleError(
+                f"{bundle_dir}: {RUNTIME_ENV}=keras is set, which runs models through Keras and needs TensorFlow; "
+                f"this install does not include it. Unset {RUNTIME_ENV} to run on LiteRT, or pip install "
+                "'mpox-triage[train]'") from None
         raise BundleError(
             f"{bundle_dir}: this model has no verified LiteRT export, and running it through Keras needs "
             "TensorFlow, which this install does not include: pip install 'mpox-triage[train]' (or use a model "
@@ -806,9 +880,11 @@ def check_save_target(out_dir: str | os.PathLike, replace: bool = False) -> None
     if out_dir.is_symlink() or not out_dir.is_dir():
         raise BundleExistsError(f"{out_dir} exists and is not a bundle folder; refusing to replace it")
     if (out_dir / CARD_FILE).is_file():
+        from core.card_schema import load_card_json
+
         try:
-            existing = json.loads((out_dir / CARD_FILE).read_text(encoding="utf-8"))
-        except (OSError, ValueError):
+            existing = load_card_json(out_dir / CARD_FILE)
+        except (OSError, ValueError):  # CardError is a ValueError
             existing = {}
         if isinstance(existing, dict) and claims_release(existing) is not None:
             raise BundleExistsError(

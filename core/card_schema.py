@@ -9,11 +9,18 @@ Unknown top-level keys and unknown keys inside `extra` (and inside its known par
 newer cards with more fields still load; the known parts of `extra` are checked:
 `kind`, `runtime` (an attached exported model), `components` (a combined model's parts) and
 `operating_points` (named thresholds).
+
+Beyond types, cards must make sense (rules across fields): each operating point calls both classes with its band
+inside (0, 1), the out-of-collection point is no stricter than the default, effect floors, temperatures and metrics
+lie in their ranges. A card file is read within bounds (load_card_json: size and nesting checked before parsing).
 """
 
 from __future__ import annotations
 
+import json
 import math
+import os
+import re
 from typing import Annotated, Any, Optional
 
 from pydantic import (BaseModel, ConfigDict, Field, StrictInt, StrictStr, ValidationError,
@@ -23,6 +30,12 @@ FORMAT_VERSION = 1          # core.bundle.FORMAT_VERSION (kept equal by tests/te
 CARD_FILE = "model_card.json"
 MIN_INPUT_SIZE, MAX_INPUT_SIZE = 8, 1024
 MAX_TEMPERATURE = 1000.0
+# Temperatures a calibration can give (core.calibration.MIN_T, MAX_T); a card outside them was not fitted by us.
+MIN_CARD_TEMPERATURE, MAX_CARD_TEMPERATURE = 0.05, 20.0
+MAX_EFFECT_FLOOR = 0.5          # an MMD effect floor above this could never be reached: the alarm would never fire
+MAX_FOLDER_N = 10_000_000       # folder sizes in an effect-floor table: whole numbers of photos, not 10**400
+MAX_CARD_BYTES = 1_000_000      # a card is a few tens of kB; anything above 1 MB is refused before parsing
+MAX_CARD_DEPTH = 32             # nesting of [ and { in a card; deeper is refused before parsing (no RecursionError)
 
 Hex64 = Annotated[StrictStr, Field(pattern=r"^[0-9a-f]{64}$")]
 Number = float   # the models are strict: an int is a number, "0.5" and True are not
@@ -99,19 +112,27 @@ class OperatingPointSpec(_Open):
         lo, hi = self.uncertain_band
         if lo > hi:
             raise ValueError(f"uncertain_band {self.uncertain_band} runs backwards")
+        problem = point_problem(self.threshold, self.uncertain_band)
+        if problem:
+            raise ValueError(problem)
         return self
 
 
 class EffectFloor(_Open):
     """extra.shift_alarm.effect_floor (core.shift.effect_floor): folder sizes and the floor at each."""
 
-    n: Annotated[list[Annotated[StrictInt, Field(ge=1)]], Field(min_length=1)]
-    effect: Annotated[list[Annotated[Number, Field(ge=0.0)]], Field(min_length=1)]
+    n: Annotated[list[Annotated[StrictInt, Field(ge=1, le=MAX_FOLDER_N)]], Field(min_length=1, max_length=1000)]
+    effect: Annotated[list[Annotated[Number, Field(ge=0.0, le=MAX_EFFECT_FLOOR)]], Field(min_length=1,
+                                                                                        max_length=1000)]
 
     @model_validator(mode="after")
     def _same_length(self):
         if len(self.n) != len(self.effect):
             raise ValueError("n and effect differ in length")
+        if any(b <= a for a, b in zip(self.n, self.n[1:])):
+            raise ValueError("folder sizes n must increase")
+        if not all(math.isfinite(e) for e in self.effect):
+            raise ValueError("effect floors must be finite numbers")
         return self
 
 
@@ -131,10 +152,19 @@ class Extra(_Open):
 class SplitMetrics(_Open):
     """metrics.test / metrics.val: any figures, but the ones the model list and the report show are numbers."""
 
-    accuracy: Optional[Number] = None
-    roc_auc: Optional[Number] = None
-    sensitivity: Optional[Number] = None
-    specificity: Optional[Number] = None
+    accuracy: Optional[Probability] = None
+    precision: Optional[Probability] = None
+    recall: Optional[Probability] = None
+    sensitivity: Optional[Probability] = None
+    specificity: Optional[Probability] = None
+    f1: Optional[Probability] = None
+    roc_auc: Optional[Probability] = None
+    pr_auc: Optional[Probability] = None
+    brier: Optional[Probability] = None
+    ece: Optional[Probability] = None
+    uncalibrated_ece: Optional[Probability] = None
+    n: Optional[Annotated[StrictInt, Field(ge=0)]] = None
+    n_mpox: Optional[Annotated[StrictInt, Field(ge=0)]] = None
 
 
 class Metrics(_Open):
@@ -203,8 +233,10 @@ class CardSchema(BaseModel):
     @field_validator("temperature")
     @classmethod
     def _temperature(cls, v: float) -> float:
-        if not 0.0 < _finite(v) <= MAX_TEMPERATURE:
-            raise ValueError(f"must be above 0 and at most {MAX_TEMPERATURE:g}")
+        # The range a calibration fit can give (core.calibration), with room for rounding.
+        if not MIN_CARD_TEMPERATURE * (1 - 1e-9) <= _finite(v) <= MAX_CARD_TEMPERATURE * (1 + 1e-9):
+            raise ValueError(f"must be from {MIN_CARD_TEMPERATURE:g} to {MAX_CARD_TEMPERATURE:g} (a calibration "
+                             "temperature)")
         return v
 
     @field_validator("ood_threshold")
@@ -244,6 +276,36 @@ class CardSchema(BaseModel):
             raise ValueError("a combined model card must list its components in extra.components")
         return self
 
+    @model_validator(mode="after")
+    def _points_make_sense(self) -> "CardSchema":
+        problem = point_problem(self.threshold, self.uncertain_band)
+        if problem:
+            raise ValueError(f"the default operating point (threshold, uncertain_band): {problem}")
+        ooc = (self.extra.operating_points or {}).get("out_of_collection")
+        if ooc is not None:
+            default_floor = min(self.uncertain_band[0], self.threshold)
+            floor = min(ooc.uncertain_band[0], ooc.threshold)
+            if ooc.threshold > self.threshold + 1e-12:
+                raise ValueError(f"extra.operating_points.out_of_collection threshold {ooc.threshold:g} is above the "
+                                 f"default's {self.threshold:g}: a folder unlike the training photos would be called "
+                                 "mpox less often; that point must be no stricter than the default")
+            if floor > default_floor + 1e-12:
+                raise ValueError(f"extra.operating_points.out_of_collection review floor {floor:g} is above the "
+                                 f"default's {default_floor:g}: a folder unlike the training photos would have fewer "
+                                 "photos reviewed; that point must be no stricter than the default")
+        return self
+
+
+def point_problem(threshold: float, band) -> str:
+    """'' when an operating point can call both classes (0 < threshold < 1) and its uncertain band lies inside
+    (0, 1), else why not (one phrase)."""
+    lo, hi = band
+    if not 0.0 < threshold < 1.0:
+        return (f"threshold {threshold:g} can only ever call one class; it must lie strictly between 0 and 1")
+    if not 0.0 < lo <= hi < 1.0:
+        return f"uncertain_band [{lo:g}, {hi:g}] must lie strictly between 0 and 1"
+    return ""
+
 
 def _where(loc: tuple) -> str:
     parts = [str(p) for p in loc if not isinstance(p, int)]
@@ -265,7 +327,11 @@ def check_card(data: Any, where: str = "model card") -> None:
         shown = repr(value)
         if len(shown) > 60:
             shown = shown[:57] + "..."
-        text = f"{where}: model card field {field!r} is {shown}: {msg}"
+        if isinstance(value, dict):  # a rule across fields: the rule names them, the whole object says nothing
+            text = (f"{where}: model card: {msg}" if field == "card" else
+                    f"{where}: model card field {field!r}: {msg}")
+        else:
+            text = f"{where}: model card field {field!r} is {shown}: {msg}"
         raise CardError(" ".join(text.split())) from None
 
 
@@ -279,4 +345,106 @@ def card_problem(card: Any) -> str:
     return ""
 
 
-__all__ = ["CardError", "CardSchema", "card_problem", "check_card", "FORMAT_VERSION"]
+_TOKEN = re.compile(rb'[\[\]{}"\\]')
+
+
+def nesting_depth(raw: bytes) -> int:
+    """How deep `[` and `{` nest in JSON text (brackets inside strings do not count), without parsing it;
+    one pass over the brackets, quotes and backslashes."""
+    depth = deepest = 0
+    in_string, skip = False, -1
+    for m in _TOKEN.finditer(raw):
+        i, c = m.start(), m.group()
+        if i == skip:           # the character after a backslash inside a string
+            continue
+        if in_string:
+            if c == b"\\":
+                skip = i + 1
+            elif c == b'"':
+                in_string = False
+        elif c == b'"':
+            in_string = True
+        elif c in (b"[", b"{"):
+            depth += 1
+            deepest = max(deepest, depth)
+        elif c in (b"]", b"}"):
+            depth -= 1
+    return deepest
+
+
+def parse_card_bytes(raw: bytes, where: str = "model card") -> dict:
+    """A card's bytes as a dict, within bounds checked BEFORE parsing: at most MAX_CARD_BYTES, nested at most
+    MAX_CARD_DEPTH deep, UTF-8, JSON, an object. CardError (one line) otherwise: never RecursionError,
+    UnicodeDecodeError or a parser's ValueError."""
+    if len(raw) > MAX_CARD_BYTES:
+        raise CardError(f"{where}: model card is {len(raw):,} bytes; a card is at most {MAX_CARD_BYTES:,} bytes, "
+                        "so this is not a model card. Refusing it.")
+    if raw.count(b"[") + raw.count(b"{") > MAX_CARD_DEPTH and nesting_depth(raw) > MAX_CARD_DEPTH:
+        raise CardError(f"{where}: model card nests lists or objects more than {MAX_CARD_DEPTH} deep; a model card "
+                        "never does. Refusing it.")
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise CardError(f"{where}: model card is not UTF-8 text (byte 0x{raw[exc.start]:02X} at offset "
+                        f"{exc.start}); it was damaged or is not a card. Refusing it.") from None
+    try:
+        data = json.loads(text)
+    except (ValueError, RecursionError) as exc:  # JSONDecodeError, or an integer too long to convert
+        reason = " ".join(str(exc).split())[:120]
+        raise CardError(f"{where}: model card is not valid JSON ({reason})") from None
+    if not isinstance(data, dict):
+        raise CardError(f"{where}: model card is not a JSON object")
+    return data
+
+
+def load_card_json(path: str | os.PathLike) -> dict:
+    """The card file at `path` as a dict (parse_card_bytes); reads at most MAX_CARD_BYTES + 1 bytes.
+    OSError (FileNotFoundError...) as raised; CardError for a file that is not a card."""
+    with open(path, "rb") as fh:
+        raw = fh.read(MAX_CARD_BYTES + 1)
+    return parse_card_bytes(raw, str(path))
+
+
+def unusual_values(data: dict) -> list[str]:
+    """Values a well-formed card may hold but that deserve a warning (each one phrase); [] for a usual card."""
+    notes = []
+    if not isinstance(data, dict):
+        return notes
+    t = data.get("temperature")
+    if isinstance(t, (int, float)) and not 0.2 <= t <= 5.0:
+        notes.append(f"temperature {t:g} is unusual (fitted temperatures are usually 0.2 to 5): its probabilities "
+                     "are stretched or squashed far from the raw model's")
+    thr = data.get("threshold")
+    if isinstance(thr, (int, float)) and not 0.02 <= thr <= 0.98:
+        notes.append(f"threshold {thr:g} is unusual: almost every photo gets the same call")
+    band = data.get("uncertain_band")
+    if isinstance(band, list) and len(band) == 2 and band[0] == band[1]:
+        notes.append("uncertain_band is empty: no photo is flagged uncertain for review")
+    extra = data.get("extra") if isinstance(data.get("extra"), dict) else {}
+    ooc = (extra.get("operating_points") or {}).get("out_of_collection") if isinstance(
+        extra.get("operating_points"), dict) else None
+    share = ooc.get("review_share") if isinstance(ooc, dict) else None
+    if isinstance(share, (int, float)) and share > 0.9:
+        notes.append(f"out-of-collection review_share {share:g} is unusual: nearly the whole folder is reviewed")
+    floor = (extra.get("shift_alarm") or {}).get("effect_floor") if isinstance(extra.get("shift_alarm"), dict) else None
+    effects = floor.get("effect") if isinstance(floor, dict) else None
+    if isinstance(effects, list) and any(isinstance(e, (int, float)) and e > 0.1 for e in effects):
+        notes.append("shift_alarm.effect_floor holds floors above 0.1: the shift alarm will hardly ever fire")
+    return notes
+
+
+_WARNED: set[tuple[str, str]] = set()
+
+
+def warn_once(data: dict, where: str) -> list[str]:
+    """The unusual_values of a card not yet reported for `where` in this process (each reported once)."""
+    fresh = []
+    for note in unusual_values(data):
+        if (where, note) not in _WARNED:
+            _WARNED.add((where, note))
+            fresh.append(f"{where}: {note}")
+    return fresh
+
+
+__all__ = ["CardError", "CardSchema", "card_problem", "check_card", "FORMAT_VERSION", "load_card_json",
+           "parse_card_bytes", "point_problem", "unusual_values", "warn_once"]

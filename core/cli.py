@@ -1,4 +1,4 @@
-"""Command line: `mpox-triage classify|models|train|evaluate|export`. Sub-commands live in core/commands/."""
+"""Command line: `mpox-triage classify|models|train|evaluate|export|adapt|fhir`. Sub-commands live in core/commands/."""
 
 from __future__ import annotations
 
@@ -18,6 +18,7 @@ COMMANDS = {
     "evaluate": "core.commands.evaluate",
     "export": "core.commands.export",
     "adapt": "core.commands.adapt",
+    "fhir": "core.commands.fhir",
 }
 
 
@@ -46,34 +47,50 @@ def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     command = next((a for a in argv if not a.startswith("-")), None)
+    if command == "classify":
+        # numpy's OpenBLAS threads only spin against the decode threads and LiteRT's own on a busy machine (the
+        # shift test took 5-10x longer with two): a classify run's matrices are small. Read when numpy loads.
+        os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
     parser = build_parser(only=command if command in COMMANDS else None)
     args = parser.parse_args(argv)
     if not getattr(args, "command", None):
         parser.print_help()
         return 2
+    import warnings
+
+    from core.records import console_text
     from core.tf_runtime import TensorFlowMissing
 
-    try:
-        return int(args.run(args) or 0)
-    except (CliError, TensorFlowMissing) as exc:  # TensorFlow is the [train] extra: say so in one line
-        print(f"mpox-triage {args.command}: error: {exc}", file=sys.stderr)
+    def fail(message: str) -> int:  # one line, control characters escaped (a file name may hold a CR)
+        print(f"mpox-triage {args.command}: error: {console_text(' '.join(str(message).split(chr(10))))}",
+              file=sys.stderr)
         return 2
+
+    try:
+        with warnings.catch_warnings():
+            # Library warnings (numpy's RuntimeWarning, a deprecation) are not the user's to act on.
+            warnings.simplefilter("ignore")
+            from core.commands import check_numbers
+
+            check_numbers(args)
+            return int(args.run(args) or 0)
+    except (CliError, TensorFlowMissing) as exc:  # TensorFlow is the [train] extra: say so in one line
+        return fail(str(exc))
     except KeyboardInterrupt:
         print(f"mpox-triage {args.command}: interrupted", file=sys.stderr)
         return 130
+    except (RecursionError, OverflowError, UnicodeError, MemoryError) as exc:
+        # Input no check foresaw (a number too large, nesting too deep): one line rather than a traceback.
+        return fail(f"an input could not be handled ({type(exc).__name__}: {' '.join(str(exc).split())[:160]})")
     except ValueError as exc:
         from core.npz import ArrayFileError  # a bundle's garbage .npz met by any command: its one line
 
         if not isinstance(exc, ArrayFileError):
             raise
-        print(f"mpox-triage {args.command}: error: {exc}", file=sys.stderr)
-        return 2
+        return fail(str(exc))
     except OSError as exc:  # a file or folder problem a command did not word itself: still one line, exit 2
-        from core.records import safe_text
-
-        where = f" ({safe_text(str(exc.filename))})" if getattr(exc, "filename", None) else ""
-        print(f"mpox-triage {args.command}: error: {safe_text(exc.strerror or str(exc))}{where}", file=sys.stderr)
-        return 2
+        where = f" ({exc.filename})" if getattr(exc, "filename", None) else ""
+        return fail(f"{exc.strerror or exc}{where}")
 
 
 if __name__ == "__main__":

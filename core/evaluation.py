@@ -190,11 +190,14 @@ def evaluate_bundle(bundle, dataset, progress: ProgressFn | None = None, cancel:
                     n_bootstrap: int = 1000, threshold: float | None = None, batch_size: int = 32) -> dict[str, Any]:
     """Run a bundle on every sample of `dataset` (as the app would) and measure it.
 
-    Returns the metrics of evaluate_probabilities plus model identity, flag counts, metrics per
-    source and per fine label (sensitivity for mpox groups, specificity for the others), and one
-    prediction per image.
+    Photos the model calls out of scope get no call (core.records.decide): they are counted as `no_call`, outside
+    accuracy, the confusion matrix and every other metric of p(mpox) (their p means nothing), and inside triage
+    (they go to review). Returns the metrics of evaluate_probabilities over the photos with a call, plus model
+    identity, `no_call`, flag counts, triage figures (core.operating_point.triage_from_review) over every scored
+    photo, metrics per source and per fine label, and one prediction per image.
     """
     from core.inference import InferenceEngine
+    from core.records import CALLS
 
     samples = list(dataset.samples)
     engine = InferenceEngine(bundle, batch_size=batch_size, threshold=threshold)
@@ -204,9 +207,13 @@ def evaluate_bundle(bundle, dataset, progress: ProgressFn | None = None, cancel:
     if cancel is not None:
         cancel.raise_if_cancelled()
     errors = [(s, r) for s, r in zip(samples, records) if not r.ok]
-    pairs = [(s, r) for s, r in zip(samples, records) if r.ok]
-    if not pairs:
+    scored = [(s, r) for s, r in zip(samples, records) if r.ok]
+    if not scored:
         raise ValueError("no image could be scored: " + "; ".join(r.error for _, r in errors[:3]))
+    pairs = [(s, r) for s, r in scored if r.prediction in CALLS]
+    left = [(s, r) for s, r in scored if r.prediction not in CALLS]
+    if not pairs:
+        raise ValueError(f"no photo got an mpox / not-mpox call: all {len(scored)} scored photos were out of scope")
     y = np.array([s.y for s, _ in pairs])
     p = np.array([r.p_mpox for _, r in pairs], dtype=np.float64)
     thr = engine.threshold
@@ -215,7 +222,12 @@ def evaluate_bundle(bundle, dataset, progress: ProgressFn | None = None, cancel:
     out["model"] = {"name": card.name, "version": card.version, "sha256": card.model_sha256,
                     "architecture": card.architecture, "temperature": card.temperature,
                     "uncertain_band": list(card.uncertain_band), "ood_threshold": card.ood_threshold}
-    flags = Counter(r.flag for _, r in pairs)
+    n_left_mpox = sum(int(s.y) for s, _ in left)
+    out["no_call"] = {"out_of_scope": len(left), "n_mpox": n_left_mpox, "n_other": len(left) - n_left_mpox,
+                      "note": "out of scope: no mpox / not-mpox call, so outside accuracy and the confusion matrix; "
+                              "they go to review, so triage counts them"}
+    out["n_scored"] = len(scored)
+    flags = Counter(r.flag for _, r in scored)
     out["flags"] = {"uncertain": flags.get("uncertain", 0), "out_of_scope": flags.get("out_of_scope", 0),
                     "none": flags.get("", 0)}
     unflagged = np.array([r.flag == "" for _, r in pairs])
@@ -223,17 +235,19 @@ def evaluate_bundle(bundle, dataset, progress: ProgressFn | None = None, cancel:
         out["unflagged"] = {k: v for k, v in evaluate_probabilities(y[unflagged], p[unflagged], thr,
                                                                      n_bootstrap=0).items()
                             if k in POINT_METRICS or k == "n"}
-    # Triage as users feel it: an mpox photo counts when called mpox OR flagged for review (core.operating_point).
-    from core.operating_point import records_review, triage_from_review
+    # Triage as users feel it, over every scored photo (core.operating_point): an mpox photo counts when called
+    # mpox OR flagged for review (out of scope included); another photo counts when cleared with no flag.
+    from core.operating_point import TRIAGE_MEANING, records_review, triage_from_review
 
-    out["triage"] = triage_from_review(y, records_review([r.prediction for _, r in pairs],
-                                                         [r.flag for _, r in pairs]))
+    out["triage"] = triage_from_review([s.y for s, _ in scored], records_review([r.prediction for _, r in scored],
+                                                                                [r.flag for _, r in scored]))
+    out["triage"]["meaning"] = dict(TRIAGE_MEANING)
     out["per_source"] = _grouped(pairs, y, p, thr, key=lambda s: s.source)
     out["per_fine_label"] = _grouped(pairs, y, p, thr, key=lambda s: s.fine_label)
     out["errors"] = [{"path": str(s.path), "error": r.error} for s, r in errors]
     out["predictions"] = [{"path": str(s.path), "label": s.label, "fine_label": s.fine_label, "source": s.source,
                            "split": s.split, "p_mpox": r.p_mpox, "prediction": r.prediction, "flag": r.flag,
-                           "ood_score": r.ood_score} for s, r in pairs]
+                           "ood_score": r.ood_score, "scope_score": r.scope_score} for s, r in scored]
     return out
 
 

@@ -216,6 +216,35 @@ class FeatureExtractor:
         return out
 
 
+class RuntimeFeatureExtractor(FeatureExtractor):
+    """FeatureExtractor's embeddings through a loaded bundle's verified LiteRT backbone, for installs without
+    TensorFlow. The bundle must have been trained on its frozen backbone (preset "quick"), so its embedding is
+    the backbone's; cached apart from the Keras embeddings (LiteRT agrees with Keras within ~1e-4, not exactly)."""
+
+    def __init__(self, bundle, cache_dir: str | os.PathLike | None = None, batch_size: int = 32,
+                 use_cache: bool = True):
+        from core.bundle import runtime_info
+
+        info = runtime_info(bundle.card)
+        self.spec = arch_spec(bundle.card.architecture)
+        self.backbone = None
+        self.bundle = bundle
+        backbone = bundle.card.training.get("backbone") if isinstance(bundle.card.training, dict) else None
+        self.feature_layer = str((backbone or {}).get("feature_layer") or "runtime")
+        self.input_size = int(bundle.input_size)
+        self.fingerprint = str(info.get("sha256") or bundle.card.files.get(str(info.get("file")), ""))
+        self.dim = int(bundle.forward(np.zeros((1, self.input_size, self.input_size, 3), np.uint8))[1].shape[-1])
+        self.batch_size = max(1, int(batch_size))
+        self.use_cache = use_cache
+        base = Path(cache_dir).expanduser() if cache_dir else default_cache_dir()
+        self.cache_dir = (base / f"{self.spec.name}-{self.input_size}-{self.feature_layer}-litert-"
+                                 f"{self.fingerprint[:16]}")
+        self._fn = None
+
+    def forward(self, batch: np.ndarray) -> np.ndarray:
+        return np.asarray(self.bundle.forward(np.asarray(batch))[1], dtype=np.float32)
+
+
 # -- embeddings carried by a bundle ----------------------------------------------------------------
 
 EMBEDDINGS_FILE = "embeddings.npz"

@@ -37,12 +37,13 @@ _HAS_SCOPE_FIELD = "scope_score" in ResultRecord.__dataclass_fields__
 
 
 def load_input(path: str | os.PathLike, size: int | Sequence[int]
-               ) -> tuple[np.ndarray | dict | None, str | None, str, float | dict | None]:
+               ) -> tuple[np.ndarray | dict | None, str | None, str, float | None]:
     """(model input or None, file sha256 or None, error message, scope score); never raises for a bad file.
 
-    The scope score is computed on the decoded image before resizing, so tiny images stay tiny.
+    The scope score is computed once per photo, on the decoded image before resizing (so tiny images stay
+    tiny); core.scope works on its own small working size, so it is one score whatever the model's size.
     With several sizes (a combined bundle's `input_sizes`) the file is read once and decoded once per size,
-    exactly as a model of that size alone decodes it; input and scope score are then {size: ...}.
+    exactly as a model of that size alone decodes it; the input is then {size: array}, the score still one.
     """
     sizes = (int(size),) if isinstance(size, (int, np.integer)) else tuple(int(s) for s in size)
     if len(sizes) == 1:
@@ -55,14 +56,15 @@ def load_input(path: str | os.PathLike, size: int | Sequence[int]
     except ImageDecodeError as exc:
         return None, None, str(exc), None
     digest = hashlib.sha256(data).hexdigest()
-    inputs, scores = {}, {}
+    inputs, score = {}, None
     try:
         for s in sizes:
             rgb = decode_rgb(data, path, max_side=s)
-            inputs[s], scores[s] = to_model_input(rgb, s), scope.scope_score(rgb)
+            inputs[s] = to_model_input(rgb, s)
+            score = scope.scope_score(rgb) if score is None else score
     except ImageDecodeError as exc:
         return None, digest, str(exc), None
-    return inputs, digest, "", scores
+    return inputs, digest, "", score
 
 
 def stack_inputs(inputs: Sequence) -> np.ndarray | dict:
@@ -110,7 +112,7 @@ class InferenceEngine:
     def score_batch(self, items: Sequence[tuple]) -> list[ResultRecord]:
         """Score decoded inputs [(path, input, file sha256[, scope score])] in one forward pass.
 
-        An input is an array, or {size: array} for a bundle of several input sizes (scope score likewise).
+        An input is an array, or {size: array} for a bundle of several input sizes (the scope score is one).
         """
         if not items:
             return []
@@ -155,13 +157,13 @@ class InferenceEngine:
                                     file_sha256=digest, embedding=kept, **extra))
         return out
 
-    def shift(self, reference: np.ndarray | None = None, alpha: float = 0.05):
+    def shift(self, reference: np.ndarray | None = None, alpha: float = 0.05, seed: int = 0):
         """core.shift.ShiftResult of the in-scope photos scored so far against the bundle's training
         embeddings (or `reference`); not run (detected False, with a reason) below 30 photos or when
-        the bundle carries no embeddings."""
+        the bundle carries no embeddings. A function of the set of embeddings and `seed` (core.shift.folder_shift)."""
         from core.shift import folder_shift
 
-        return folder_shift(self.bundle, self.embeddings, reference=reference, alpha=alpha)
+        return folder_shift(self.bundle, self.embeddings, reference=reference, alpha=alpha, seed=seed)
 
     def run(self, paths: Iterable[str | os.PathLike], progress: ProgressFn | None = None,
             cancel: CancelToken | None = None) -> Iterator[ResultRecord]:
@@ -276,9 +278,9 @@ class ComponentEngine:
     def embeddings(self) -> list:
         return self.engine.embeddings
 
-    def shift(self, reference: np.ndarray | None = None, alpha: float = 0.05):
+    def shift(self, reference: np.ndarray | None = None, alpha: float = 0.05, seed: int = 0):
         """The folder test over this component's rows (those from the combined pass and its own)."""
-        return self.engine.shift(reference, alpha)
+        return self.engine.shift(reference, alpha, seed)
 
     def run(self, paths: Iterable[str | os.PathLike], progress: ProgressFn | None = None,
             cancel: CancelToken | None = None) -> Iterator[ResultRecord]:

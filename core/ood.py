@@ -43,6 +43,13 @@ class OODStats:
         if dc != d or ks != k:
             raise ArrayFileError(f"{path}: out-of-scope statistics do not fit together (mean {d}, components "
                                  f"{k}x{dc}, scales {ks})")
+        for name in ("mean", "components", "scales", "residual_scale"):
+            if not np.isfinite(data[name]).all():
+                raise ArrayFileError(f"{path}: out-of-scope statistics hold a number that is not finite (in "
+                                     f"{name!r}); the out-of-scope check could never fire. Refusing them.")
+        if not (data["scales"] > 0).all() or not float(data["residual_scale"]) > 0:
+            raise ArrayFileError(f"{path}: out-of-scope statistics hold a scale that is zero or negative; every "
+                                 "distance would divide by it. Refusing them.")
         return cls(data["mean"], data["components"], data["scales"], float(data["residual_scale"]))
 
     def check_dim(self, dim: int) -> None:

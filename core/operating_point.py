@@ -146,6 +146,13 @@ def wilson(k: int, n: int, z: float = 1.96) -> list[float]:
     return [max(0.0, centre - half), min(1.0, centre + half)]
 
 
+# What each triage figure is, wherever it is printed (evaluate, reports, docs).
+TRIAGE_MEANING = {
+    "triage_sensitivity": "share of mpox photos called mpox or flagged for review",
+    "triage_specificity": "share of other photos cleared: called not mpox with no flag",
+}
+
+
 def triage_from_review(y: Sequence[int], review: Sequence[bool]) -> dict[str, Any]:
     """Triage sensitivity (mpox photos called mpox or flagged: `review`) and specificity (other photos not
     reviewed) with 95% Wilson intervals and counts."""
@@ -187,3 +194,55 @@ def band_with_floor(point: OperatingPoint, floor: float, name: str | None = None
     """`point` with its band's lower edge lowered to `floor` (never raised: the band only widens)."""
     lo, hi = point.band
     return OperatingPoint(point.threshold, (min(float(lo), float(floor)), float(hi)), name or point.name)
+
+
+# -- the point a folder is decided at, and the one way it is said ----------------------------------------------
+
+
+def decided_point(card: Any, alarm: bool, scores: Sequence[float | None], threshold: float | None = None
+                  ) -> OperatingPoint:
+    """The point a folder's photos are decided at for `card`: its default point, or while the folder's shift
+    alarm stands its out-of-collection point with this folder's review floor (folder_point over `scores`, the
+    model's stored p(mpox) of the folder); moved to `threshold` when given. Workspace.point_for's rule."""
+    if not alarm:
+        return card_point(card, DEFAULT, threshold)
+    return folder_point(card_point(card, OUT_OF_COLLECTION, threshold), review_share(card), scores)
+
+
+def stored_scores(records: Sequence[Any]) -> list[float]:
+    """The scores folder_point ranks: every stored p(mpox) of one model's ok records of the folder."""
+    return [float(r.p_mpox) for r in records if r.ok and r.p_mpox is not None]
+
+
+def records_point(card: Any, alarm: bool, records: Sequence[Any]) -> OperatingPoint:
+    """decided_point for a model's stored records of one folder, at the threshold they were decided at (a
+    user's --threshold moves the point; the most common stored threshold, the card's when none is stored)."""
+    from collections import Counter
+
+    thresholds = Counter(float(r.threshold) for r in records if r.ok and r.threshold is not None)
+    threshold = thresholds.most_common(1)[0][0] if thresholds else None
+    if threshold is not None and abs(threshold - decided_point(card, alarm, []).threshold) <= 1e-9:
+        threshold = None  # stored at the point's own threshold (CSV rounding aside): not a user's threshold
+    return decided_point(card, alarm, stored_scores(records), threshold)
+
+
+POINT_WORDS = {DEFAULT: "its default operating point", OUT_OF_COLLECTION: "its out-of-collection operating point",
+               MANUAL: "a threshold set by the user"}
+
+
+def point_text(point: OperatingPoint, default: OperatingPoint | None = None) -> str:
+    """A point's figures in words, the same on every surface: "threshold 0.511; photos with p(mpox) >= 0.027 go
+    to review" (", 0.209 otherwise" with the `default` point it replaces, when that differs)."""
+    text = f"threshold {point.threshold:.3f}; photos with p(mpox) >= {point.review_floor:.3f} go to review"
+    if default is not None and not point.same_as(default):
+        text += f", {default.review_floor:.3f} otherwise"
+    return text
+
+
+def point_message(name: str, point: OperatingPoint, default: OperatingPoint | None = None) -> str:
+    """The sentence that says where a model decides a folder (stderr, --summary's point_message, the app's banner
+    and the PDF cover all print this): its name, which point and point_text."""
+    why = " because this folder is unlike the training photos" if point.name == OUT_OF_COLLECTION or (
+        default is not None and not point.same_as(default) and point.name != MANUAL) else ""
+    words = POINT_WORDS.get(point.name, f"its {point.name} operating point")
+    return f"{name}: decided at {words} ({point_text(point, default)}){why}"

@@ -104,38 +104,14 @@ def decide(card: Any, record: ResultRecord, point: "OperatingPoint | float") -> 
     return replace(record, prediction=scored.prediction[0], flag=scored.flag[0], threshold=float(point.threshold))
 
 
-def _clean_verdict(obj: Any) -> dict | None:
-    """A stored verdict as a dict with well-typed fields, or None when it is malformed (a row written by hand, or
-    by another program): such a row is ignored, never trusted or crashed on."""
-    import math
-
-    if not isinstance(obj, dict) or not isinstance(obj.get("detected"), bool):
-        return None
-    p, n = obj.get("p_value"), obj.get("n")
-    if p is not None and (isinstance(p, bool) or not isinstance(p, (int, float)) or not 0.0 <= float(p) <= 1.0):
-        return None
-    if isinstance(n, bool) or not isinstance(n, int) or n < 0:
-        return None
-    for name in ("statistic", "effect", "min_effect", "alpha"):
-        v = obj.get(name)
-        if v is not None and (isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(float(v))):
-            return None
-    for name in ("message", "model", "model_key", "operating_point", "remedy", "point_message", "fingerprint"):
-        if obj.get(name) is not None and not isinstance(obj.get(name), str):
-            return None
-    review_n = obj.get("review_n")
-    if review_n is not None and (isinstance(review_n, bool) or not isinstance(review_n, int) or review_n < 0):
-        return None
-    return dict(obj)
-
-
 def _decided_alike(a: ResultRecord, b: ResultRecord) -> bool:
     same_thr = (a.threshold is not None and b.threshold is not None
                 and abs(float(a.threshold) - float(b.threshold)) <= 1e-12)
     return same_thr and a.prediction == b.prediction and a.flag == b.flag
 
 
-def _write_error(what: str, path: Any, exc: BaseException) -> WorkspaceError:
+def write_error(what: str, path: Any, exc: BaseException) -> WorkspaceError:
+    """The one-line WorkspaceError for an output that could not be written (its reason from the OS error)."""
     reason = getattr(exc, "strerror", None) or str(exc) or type(exc).__name__
     return WorkspaceError(f"cannot write {what} {path}: {reason}")
 
@@ -477,7 +453,9 @@ class Workspace:
             d = entry.get("details") or {}
             if not isinstance(d, dict) or d.get("source") != self.source or d.get("model_key") != key:
                 continue
-            verdict = _clean_verdict(d.get("verdict"))
+            from core.shift import clean_verdict
+
+            verdict = clean_verdict(d.get("verdict"))
             if verdict is not None and d.get("fingerprint") == fingerprint == verdict.get("fingerprint"):
                 return verdict
             return None
@@ -565,15 +543,19 @@ class Workspace:
         return bool((self.verdict_for(key) or {}).get("detected"))
 
     def point_for(self, card: Any, threshold: float | None = None) -> "OperatingPoint":
-        """The operating point this source is decided at for `card`: its out-of-collection point while that
-        model's own shift alarm stands, else its default point; moved to `threshold` when given."""
-        from core.operating_point import DEFAULT, OUT_OF_COLLECTION, card_point, folder_point, review_share
+        """The operating point this source is decided at for `card` (core.operating_point.decided_point): its
+        out-of-collection point, with this folder's review floor, while that model's own shift alarm stands, else
+        its default point; moved to `threshold` when given."""
+        from core.operating_point import decided_point, stored_scores
 
-        if not self.alarm_for(card_key(card)):
-            return card_point(card, DEFAULT, threshold)
-        stored = self.results.get(card_key(card), {})
-        return folder_point(card_point(card, OUT_OF_COLLECTION, threshold), review_share(card),
-                            [r.p_mpox for r in stored.values() if r.ok and r.p_mpox is not None])
+        key = card_key(card)
+        alarm = self.alarm_for(key)
+        return decided_point(card, alarm, stored_scores(self.results.get(key, {}).values()) if alarm else [],
+                             threshold)
+
+    def points(self, keys: Sequence[str]) -> dict[str, "OperatingPoint"]:
+        """The point each of these models (with a card met) decides this source at, by key (see point_for)."""
+        return {k: self.point_for(self.cards[k]) for k in keys if k in self.cards}
 
     def redecide(self, card: Any, threshold: float | None = None) -> list[ResultRecord]:
         """Re-decide `card`'s stored results at the folder's current operating point (after the shift verdict
@@ -645,7 +627,7 @@ class Workspace:
         try:
             return fn(*args)
         except (sqlite3.Error, OSError, SessionError) as exc:
-            raise _write_error(what, where, exc) from None
+            raise write_error(what, where, exc) from None
 
     # --- views in photos -------------------------------------------------------------------------
     def model_keys(self) -> list[str]:
@@ -765,7 +747,19 @@ class Workspace:
         refs = [named.get(k) or ModelRef(k, f"{self.model_info(k)['name']} {self.model_info(k)['version']}")
                 for k in keys]
         records = {k: self.results.get(k, {}).get(path) for k in keys}
-        return photo_reasons(records, refs, decider=deciding_key(cards), shift=self.deciding_verdict(keys))
+        return photo_reasons(records, refs, decider=deciding_key(cards), shift=self.deciding_verdict(keys),
+                             points=self._points_now(tuple(keys)))
+
+    def _points_now(self, keys: tuple[str, ...]) -> dict:
+        """points(keys), kept until a result changes: csv_row asks for it on every row."""
+        stamp = (keys, self._changes, tuple(k in self.cards for k in keys),
+                 tuple((self.verdict_for(k) or {}).get("fingerprint") for k in keys))
+        cached = getattr(self, "_points_cache", None)
+        if cached is not None and cached[0] == stamp:
+            return cached[1]
+        points = self.points(keys)
+        self._points_cache = (stamp, points)
+        return points
 
     def origin(self, key: str) -> str:
         """Where a model comes from, for people: "shipped release" (its digests are listed in core.releases),
@@ -819,9 +813,10 @@ class Workspace:
 
     def export_pdf(self, out: str | os.PathLike, keys: Sequence[str] | None = None, cards: Sequence[Any] = (),
                    gradcam: dict | None = None, progress: ProgressFn | None = None,
-                   cancel: CancelToken | None = None) -> Path:
+                   cancel: CancelToken | None = None, cases: Any = None) -> Path:
         """Write the PDF report (core.reports.write_pdf_report) into a temporary file published atomically;
-        one audit entry."""
+        one audit entry. With `cases` (a core.cases.CaseView) the report has a case summary and lists each photo
+        under its case."""
         from core.reports import write_pdf_report
 
         keys = self.ordered(keys) if keys is not None else self.model_keys()
@@ -839,20 +834,20 @@ class Workspace:
             fd, tmp = tempfile.mkstemp(prefix=f".{out.name}.", suffix=".partial.pdf", dir=out.parent)
             os.close(fd)
         except OSError as exc:
-            raise _write_error("report", out, exc) from None
+            raise write_error("report", out, exc) from None
         try:
             from core.releases import bundle_origin
 
             origins = {card_key(c): bundle_origin(c) for c in use_cards}
             write_pdf_report(records, tmp, folder=str(self.folder), cards=use_cards, reviews=reviews,
                              gradcam=gradcam or None, progress=progress, cancel=cancel, origins=origins,
-                             shift=self.deciding_verdict(keys))
+                             shift=self.deciding_verdict(keys), points=self.points(keys), cases=cases)
             from core.outputs import publish
 
             publish(tmp, out)
         except OSError as exc:
             Path(tmp).unlink(missing_ok=True)
-            raise _write_error("report", out, exc) from None
+            raise write_error("report", out, exc) from None
         except BaseException:
             Path(tmp).unlink(missing_ok=True)
             raise
@@ -1082,7 +1077,7 @@ class CsvStream:
         try:
             self.writer = ResultCsvWriter(out, columns=ws.csv_columns(keys))
         except OSError as exc:
-            raise _write_error("CSV", out, exc) from None
+            raise write_error("CSV", out, exc) from None
         self.closed = False
         try:
             for path in ws.paths:
@@ -1106,7 +1101,7 @@ class CsvStream:
             self.writer.flush()  # row by row: a killed run leaves every row so far in the hidden .partial file
         except OSError as exc:
             self.abort()
-            raise _write_error("CSV", self.out, exc) from None
+            raise write_error("CSV", self.out, exc) from None
 
     def add(self, record: ResultRecord) -> None:
         """A record has arrived (and been committed): write its photo's row if that photo is complete."""
@@ -1136,7 +1131,7 @@ class CsvStream:
             self.writer.close()
         except OSError as exc:
             self.abort()
-            raise _write_error("CSV", self.out, exc) from None
+            raise write_error("CSV", self.out, exc) from None
         except BaseException:
             self.abort()
             raise

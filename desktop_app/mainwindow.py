@@ -12,13 +12,15 @@ import hashlib
 import os
 from pathlib import Path
 
-from PySide6.QtCore import QStandardPaths, Qt, Signal, Slot
-from PySide6.QtGui import QAction, QActionGroup, QDragEnterEvent, QDropEvent, QIcon, QKeySequence, QPixmap
+from PySide6.QtCore import QSize, QStandardPaths, Qt, Signal, Slot
+from PySide6.QtGui import (QAction, QActionGroup, QDragEnterEvent, QDropEvent, QGuiApplication, QIcon, QKeySequence,
+                           QPixmap)
 from PySide6.QtWidgets import (QComboBox, QFileDialog, QLabel, QMainWindow, QMessageBox, QProgressBar, QSplitter,
                                QToolBar, QVBoxLayout, QWidget)
 
 from desktop_app.about import ModelCardDialog, show_about
 from desktop_app.detail.pane import DISPLAY_SIDE, DetailPane
+from desktop_app.elide import ElidingLabel, plural
 from desktop_app.notices import APP_NAME, RESEARCH_NOTICE, STATUS_NOTICE
 from desktop_app.results.model import ResultsModel
 from desktop_app.results.progress import RunProgress
@@ -79,6 +81,17 @@ def model_choices(bundles: list[tuple[Path, object]]) -> list[tuple[str, list[st
     return choices
 
 
+PREFERRED_SIZE = (1320, 820)
+FRAME_ALLOWANCE = (16, 48)   # a window manager's frame and title bar, which resize() does not count
+
+
+def initial_size(available: QSize, preferred: tuple[int, int] = PREFERRED_SIZE) -> QSize:
+    """The window's size on a screen whose available area is `available`: `preferred` where there is room, else
+    the available area less a frame (a 1024x700 screen shows the whole window, status bar included)."""
+    return QSize(max(320, min(preferred[0], available.width() - FRAME_ALLOWANCE[0])),
+                 max(240, min(preferred[1], available.height() - FRAME_ALLOWANCE[1])))
+
+
 def run_message(summary: dict) -> str:
     """The status line after a run, in photos: what was kept per model when cancelled, and scored photos
     apart from unreadable ones (never "45 photos scored, 3 could not be read")."""
@@ -86,12 +99,12 @@ def run_message(summary: dict) -> str:
     per = summary.get("per_model") or []
     if summary.get("cancelled"):
         complete = summary.get("complete", summary["kept"])
-        text = f"Cancelled — {complete} of {summary['total']} photos scored by every model"
+        text = f"Cancelled — {complete} of {plural(summary['total'], 'photo')} scored by every model"
         if len(per) > 1:
             text += " (" + ", ".join(f"{name} {kept} of {total}" for name, kept, total in per) + ")"
         return text + "; kept in the session, Run scores the rest"
     readable = summary["kept"] - errors
-    text = f"Done — {readable} photos scored in {summary['elapsed_s']:.1f} s"
+    text = f"Done — {plural(readable, 'photo')} scored in {summary['elapsed_s']:.1f} s"
     if errors:
         text += f"; {errors} more could not be read (see the 'errors' filter)"
     return text
@@ -103,6 +116,7 @@ class MainWindow(QMainWindow):
     run_finished = Signal(object)
     folder_opened = Signal(int)
     export_finished = Signal(str)
+    print_finished = Signal(bool)     # True: sent to the printer; False: cancelled or failed
 
     def __init__(self, settings: AppSettings | None = None, models_dir: str | os.PathLike | None = None,
                  sessions_dir: str | os.PathLike | None = None):
@@ -128,7 +142,8 @@ class MainWindow(QMainWindow):
         if ICON_PATH.is_file():
             self.setWindowIcon(QIcon(str(ICON_PATH)))
         self.setAcceptDrops(True)
-        self.resize(1320, 820)
+        screen = self.screen() or QGuiApplication.primaryScreen()
+        self.resize(initial_size(screen.availableGeometry().size()) if screen is not None else QSize(*PREFERRED_SIZE))
 
         self.images = ImageLoader(self)
         self.model = ResultsModel(self)
@@ -142,6 +157,7 @@ class MainWindow(QMainWindow):
         splitter.setStretchFactor(1, 2)
         splitter.setSizes([900, 460])
         self.detail.setMinimumWidth(320)
+        self.results.heat_for = self.detail.heat_for   # the photo large shows the detail pane's heat map
         self.splitter = splitter
         # The folder's shift alarm: a banner above the table, never hidden once it fired for this folder.
         self.shift_banner = QLabel()
@@ -175,8 +191,23 @@ class MainWindow(QMainWindow):
         geometry, split = self.settings.window_state()
         if geometry:
             self.restoreGeometry(geometry)
+            self.fit_on_screen()   # saved on a larger screen: never larger than this one
         if split:
             self.splitter.restoreState(split)
+
+    def fit_on_screen(self) -> None:
+        """Shrink the window to the screen's available area (less a frame) and move it inside."""
+        screen = self.screen() or QGuiApplication.primaryScreen()
+        if screen is None:
+            return
+        avail = screen.availableGeometry()
+        size = initial_size(avail.size(), preferred=(self.width(), self.height()))
+        if size != self.size():
+            self.resize(size)
+        x = min(max(self.x(), avail.left()), avail.right() - size.width())
+        y = min(max(self.y(), avail.top()), avail.bottom() - size.height())
+        if (x, y) != (self.x(), self.y()):
+            self.move(x, y)
 
     # --- the workspace, presented ------------------------------------------------------------------
     @property
@@ -200,8 +231,15 @@ class MainWindow(QMainWindow):
         self.act_open.setShortcut(QKeySequence.StandardKey.Open)
         self.act_export_pdf = QAction("Export report (&PDF)…", self)
         self.act_export_pdf.setShortcut(QKeySequence("Ctrl+E"))
+        self.act_print = QAction("&Print report…", self)
+        self.act_print.setShortcut(QKeySequence(QKeySequence.StandardKey.Print))
+        self.act_print.setStatusTip("Print the report's counts, every photo's call and reasons, and the sign-off "
+                                    "lines (Export report writes the full PDF with photos and charts)")
         self.act_export_csv = QAction("Export &CSV…", self)
         self.act_export_csv.setShortcut(QKeySequence("Ctrl+Shift+E"))
+        self.act_export_fhir = QAction("Export &FHIR bundle (JSON)…", self)
+        self.act_export_fhir.setToolTip("A FHIR R4 Bundle for a health record: a DiagnosticReport per case, an "
+                                        "Observation per scored photo, a Device per model (docs/interop.md)")
         # Exports show what the table shows (the picked model, or Both's models); every model ever run on the
         # folder is an explicit choice.
         self.act_export_all = QAction("Exports include every model stored for this folder", self)
@@ -246,7 +284,9 @@ class MainWindow(QMainWindow):
         self.menu_recent.aboutToShow.connect(self._fill_recent)
         m_file.addSeparator()
         m_file.addAction(self.act_export_pdf)
+        m_file.addAction(self.act_print)
         m_file.addAction(self.act_export_csv)
+        m_file.addAction(self.act_export_fhir)
         m_file.addAction(self.act_export_all)
         m_file.addAction(self.act_export_card)
         m_file.addSeparator()
@@ -287,6 +327,8 @@ class MainWindow(QMainWindow):
         tb.addSeparator()
         tb.addAction(self.act_run)
         tb.addAction(self.act_cancel)
+        tb.addSeparator()
+        tb.addWidget(self.results.group_combo)   # cases (core.cases): the results panel's grouping
         self.addToolBar(tb)
         # Open folder and Run are reachable with Tab (toolbar buttons take no focus by default).
         for act in (self.act_open, self.act_run):
@@ -295,7 +337,9 @@ class MainWindow(QMainWindow):
 
     def _build_status_bar(self) -> None:
         sb = self.statusBar()
-        self.message = QLabel()
+        # Status text is never cut silently: too long, it ends in "…" and its tooltip has it whole.
+        self.message = ElidingLabel()
+        self.message.setMinimumWidth(420)   # the message wins room over the model name beside it
         self.progress = QProgressBar()
         self.progress.setMaximumWidth(220)
         self.progress.setTextVisible(True)
@@ -303,7 +347,7 @@ class MainWindow(QMainWindow):
         self.eta = QLabel()
         # "showing X of Y" sits above the table, beside the filter it counts (docs/desktop.md).
         self.showing = self.results.count_label
-        self.model_in_use = QLabel()
+        self.model_in_use = ElidingLabel(max_width=460)
         notice = QLabel(STATUS_NOTICE)
         notice.setToolTip(RESEARCH_NOTICE)
         notice.setStyleSheet("color: #a0301c; font-weight: 600; padding: 0 6px;")
@@ -318,6 +362,8 @@ class MainWindow(QMainWindow):
         self.act_open.triggered.connect(lambda: self.choose_folder())
         self.act_export_csv.triggered.connect(lambda: self.export_csv())
         self.act_export_pdf.triggered.connect(lambda: self.export_pdf())
+        self.act_print.triggered.connect(lambda: self.print_report())
+        self.act_export_fhir.triggered.connect(lambda: self.export_fhir())
         self.act_quit.triggered.connect(self.close)
         self.act_run.triggered.connect(self.run)
         self.act_cancel.triggered.connect(self.cancel_run)
@@ -432,11 +478,22 @@ class MainWindow(QMainWindow):
             handle.worker.loaded.connect(self._on_model_loaded)
             handle.worker.explained.connect(self._on_explained)
             handle.worker.explain_failed.connect(self._on_explain_failed)
+            handle.worker.attached.connect(self._on_attached)
             self.handles[bundle_dir] = handle
         if card is not None:
             self._key_of_handle[bundle_dir] = card.key
             self._handle_of_key[card.key] = handle
         return handle
+
+    @Slot(object, object)
+    def _on_attached(self, workspace, moved) -> None:
+        """A model's verdict on the open folder was brought up to date (ModelWorker.attach): its re-decided rows
+        replace theirs in the table, and the banner shows the verdicts now stored."""
+        if workspace is not self.workspace:
+            return   # another folder was opened meanwhile
+        if moved:
+            self.model.add_records(list(moved))
+        self.show_shift()
 
     @Slot(object)
     def _on_model_loaded(self, card) -> None:
@@ -501,23 +558,43 @@ class MainWindow(QMainWindow):
             self._set_message(f"Session not available ({exc}); reviews will not be saved", error=True)
         for _dir, card in self.bundles:   # restored results name their model's origin in exports
             self.workspace.cards.setdefault(card.key, card)
+        self.results.set_case_root(str(self.workspace.folder))   # its first-level subfolders can be cases
         self.model.add_records(list(self.workspace.records()))
         self.model.apply_reviews(self.workspace.reviews)
-        self.show_shift(self.workspace.shift)   # the folder's stored shift result stays until a new test
+        self.show_shift()   # each picked model's stored verdict for this folder
+        if self.session is not None:
+            # A run killed before it ended left results no verdict covers: each picked model's worker tests what
+            # is stored (in its thread) and the table and banner follow (_on_attached).
+            for path, card in zip(self.selected_dirs(), self.selected_cards()):
+                if self.workspace.results.get(card.key):
+                    self.handle_for(path, card).attach(self.workspace)
         self.settings.add_recent(folder)
         self.setWindowTitle(f"{folder} — {APP_NAME}")  # ends with the app name, so Qt does not append it again
-        msg = f"{len(self.paths)} photos in {folder}"
+        msg = f"{plural(len(self.paths), 'photo')} in {folder}"
         if self.model.rowCount():
             msg += f" — {self.model.rowCount()} restored from the last session"
+        if self.workspace.moved:
+            n = len(self.workspace.moved)
+            msg += f" — {n} renamed or moved photo{'s' if n != 1 else ''} kept {'their' if n != 1 else 'its'} results"
         if found.unreadable_dirs:
             msg += f" ({len(found.unreadable_dirs)} folders unreadable)"
         if found.skipped_links:
             msg += f" ({len(found.skipped_links)} links leading outside the folder not followed)"
         if self.session is not None:
-            self._set_message(msg + (" — press Run" if self.paths else ""))
+            self._set_message(msg + self._next_step())
         self._update_actions()
         self.folder_opened.emit(len(self.paths))
         return True
+
+    def _next_step(self) -> str:
+        """What the folder's status line ends with: "press Run" only when the chosen models have photos left."""
+        cards = self.selected_cards()
+        if not self.paths or not cards or self.workspace is None:
+            return ""
+        left = max(len(self.workspace.to_score(card).score) for card in cards)
+        if left:
+            return f" — {plural(left, 'photo')} to score: press Run"
+        return " — nothing left to score"
 
     def _close_session(self) -> None:
         if self.workspace is not None:
@@ -555,8 +632,8 @@ class MainWindow(QMainWindow):
             # The workspace's one resume policy: missing, error rows, changed files (Run after Cancel resumes).
             jobs.append((handle, self.workspace.to_score(card)))
         if all(plan.empty for _h, plan in jobs):
-            self._set_message(f"All {len(self.paths)} photos were already scored by the selected model(s); "
-                              "the results are restored from this folder's session")
+            self._set_message(f"Nothing left to score: all {plural(len(self.paths), 'photo')} were already "
+                              "scored by the selected model(s); the results are restored from this folder's session")
             return False
         self._resumed = max(plan.restored for _h, plan in jobs)
         self._run_names = ", ".join(c.display_name for c in cards)
@@ -627,21 +704,36 @@ class MainWindow(QMainWindow):
         if self.workspace is None:
             return
         keys = [c.key for c in self.selected_cards()] or list(self.workspace.cards)
-        self.model.set_shift(self.workspace.deciding_verdict(keys))
-        alarms = [v for v in (self.workspace.verdict_for(k) for k in keys) if v and v.get("detected")]
+        cards = {k: self.workspace.cards[k] for k in keys if k in self.workspace.cards}
+        self.model.set_shift(self.workspace.deciding_verdict(keys),
+                             {k: self.workspace.point_for(c) for k, c in cards.items()})
+        alarms = [(k, v) for k, v in ((k, self.workspace.verdict_for(k)) for k in keys) if v and v.get("detected")]
         if not alarms:
             self.shift_banner.hide()
             return
         from core.shift import SHIFT_MEANING
 
+        from core.operating_point import card_point, point_message
+
         parts = []
-        for shift in alarms:
+        for key, shift in alarms:
             text = f"Shift alarm ({shift.get('model') or 'the model'}): " + str(
                 shift.get("message") or f"these photos differ from the training photos: {SHIFT_MEANING}.")
             if shift.get("operating_point") == "out_of_collection":
                 text += " The review band is widened for this folder, so more photos need review."
+            card = cards.get(key)
+            if card is not None:   # the text classify prints and the PDF cover carries
+                point, default = self.workspace.point_for(card), card_point(card)
+                if not point.same_as(default):
+                    name = getattr(card, "display_name", "") or f"{card.name} {card.version}"
+                    text += f" {point_message(name, point, default)}."
             if shift.get("remedy"):
-                text += f" What to do: {str(shift['remedy']).rstrip('.')}."
+                from core.adapt import MIN_PER_CLASS, ROUGH_BELOW
+
+                # The same numbers the adapt page gives: what adapting needs, and what gives usable figures.
+                text += (f" What to do: {str(shift['remedy']).rstrip('.')} (adapting needs at least {MIN_PER_CLASS} "
+                         f"mpox and {MIN_PER_CLASS} not-mpox reviews; {ROUGH_BELOW}+ of each give usable site "
+                         "figures).")
             parts.append(text)
         self.shift_banner.setText("\n".join(parts))
         self.shift_banner.setToolTip("A two-sample test compared this folder's photos with each model's training "
@@ -756,9 +848,10 @@ class MainWindow(QMainWindow):
         if self.workspace is None:
             return []
         stored = self.workspace.model_keys()
-        if self.act_export_all.isChecked():
+        picked = [c.key for c in self.selected_cards()]
+        if self.act_export_all.isChecked() or not picked:   # no model installed to pick: the table shows them all
             return stored
-        return [c.key for c in self.selected_cards() if c.key in stored]
+        return [k for k in picked if k in stored]
 
     def export_csv(self, out_path: str | None = None) -> str | None:
         """The workspace's CSV (one row per photo, every model side by side), as `classify --csv` writes it."""
@@ -775,7 +868,14 @@ class MainWindow(QMainWindow):
             if not out_path:
                 return None
         try:
-            self.workspace.export_csv(out_path, keys)
+            grouping = self.results.case_grouping()
+            if grouping is not None:   # grouped by case: the CSV carries each photo's case_id (core.cases)
+                from core.cases import assign, export_csv
+
+                export_csv(self.workspace, out_path, keys, assign(self.workspace.paths, grouping,
+                                                                  self.workspace.folder))
+            else:
+                self.workspace.export_csv(out_path, keys)
         except (WorkspaceError, OSError, ValueError) as exc:
             self.warn(f"Could not write {out_path}: {exc}")
             return None
@@ -811,8 +911,13 @@ class MainWindow(QMainWindow):
             return False
         cards = [c for _p, c in self.bundles if c.key in keys]
         workspace, heatmaps = self.workspace, dict(self.heatmaps)
+        view = self._case_view(keys)
 
         def work(progress):
+            if view is not None:   # grouped by case: a case summary, photos under their cases (core.cases)
+                from core.cases import export_pdf
+
+                return export_pdf(workspace, out_path, view, cards=cards, gradcam=heatmaps or None, progress=progress)
             return workspace.export_pdf(out_path, keys, cards=cards, gradcam=heatmaps or None, progress=progress)
 
         self._set_message("Writing the PDF report…")
@@ -822,6 +927,96 @@ class MainWindow(QMainWindow):
                                  lambda d, t: (self.progress.setRange(0, max(1, t)), self.progress.setValue(d)))
         self._background.append(task)
         return True
+
+    def print_report(self, printer=None) -> bool:
+        """File > Print: the report's words (core.reports.printable: counts, models, every photo's call and reasons,
+        sign-off lines) through Qt's print dialog. The text is made in the background, printed on the GUI thread.
+        `printer` (a QPrinter) skips the dialog, e.g. to print to a PDF file in a test."""
+        keys = self._export_keys()
+        if not keys:
+            self._set_message("Nothing to print yet: run a model first", error=True)
+            return False
+        from core.releases import bundle_origin
+        from core.reports.printable import printable_html
+
+        workspace = self.workspace
+        cards = [c for _p, c in self.bundles if c.key in keys]
+        cards += [c for k, c in workspace.cards.items() if k in keys and all(k != x.key for x in cards)]
+        origins = {c.key: bundle_origin(c) for c in cards}
+        records, reviews = list(workspace.records(keys)), dict(workspace.reviews)
+        shift = workspace.deciding_verdict(keys)
+
+        def work(_progress):
+            return printable_html(records, folder=str(workspace.folder), cards=cards, reviews=reviews, shift=shift,
+                                  origins=origins)
+
+        self._set_message("Preparing the report for printing…")
+        task = run_in_background(work, lambda html: self._print_html(html, printer),
+                                 lambda message: (self.warn(f"Could not print the report: {message}"),
+                                                  self.print_finished.emit(False)))
+        self._background.append(task)
+        return True
+
+    def _print_html(self, html: str, printer=None) -> None:
+        from PySide6.QtGui import QTextDocument
+        from PySide6.QtPrintSupport import QPrintDialog, QPrinter
+
+        if printer is None:
+            printer = QPrinter(QPrinter.PrinterMode.HighResolution)
+            printer.setDocName(f"{Path(self.folder).name} triage report")
+            dialog = QPrintDialog(printer, self)
+            dialog.setWindowTitle("Print the triage report")
+            if dialog.exec() != QPrintDialog.DialogCode.Accepted:
+                self._set_message("Printing cancelled")
+                self.print_finished.emit(False)
+                return
+        doc = QTextDocument()
+        doc.setHtml(html)
+        doc.print_(printer)
+        self._set_message("Report sent to the printer" if not printer.outputFileName()
+                          else f"Report printed to {printer.outputFileName()}")
+        self.print_finished.emit(True)
+
+    def _case_view(self, keys: list[str]):
+        """core.cases.CaseView of the workspace under the panel's grouping, None when photos are not grouped."""
+        grouping = self.results.case_grouping()
+        if grouping is None or self.workspace is None:
+            return None
+        from core.cases import workspace_view
+
+        return workspace_view(self.workspace, keys, grouping)
+
+    def export_fhir(self, out_path: str | None = None) -> str | None:
+        """File > Export FHIR bundle: one FHIR R4 Bundle (core.fhir_export) of the workspace, a DiagnosticReport per
+        case (the panel's grouping; each photo its own case without one), as `classify --fhir` writes it."""
+        from core.workspace import WorkspaceError
+
+        keys = self._export_keys()
+        if not keys:
+            self._set_message("Nothing to export yet: run a model first", error=True)
+            return None
+        if out_path is None:
+            out_path, _ = QFileDialog.getSaveFileName(self, "Export FHIR bundle",
+                                                      self.settings.export_path(self.folder, "triage_fhir.json"),
+                                                      "FHIR JSON (*.json)")
+            if not out_path:
+                return None
+        try:
+            from core.cases import workspace_view
+            from core.fhir_export import FhirExportError, export_workspace
+
+            view = workspace_view(self.workspace, keys, self.results.case_grouping())
+            export_workspace(self.workspace, out_path, view)
+        except ImportError:
+            self.warn("FHIR export needs the fhir.resources package: pip install fhir.resources")
+            return None
+        except (WorkspaceError, FhirExportError, OSError, ValueError) as exc:
+            self.warn(f"Could not write {out_path}: {exc}")
+            return None
+        self.settings.remember_export(out_path)
+        self._set_message(f"Exported {len(view.cases)} case(s), {len(view.photos)} photos to {out_path}")
+        self.export_finished.emit(out_path)
+        return out_path
 
     def _pdf_done(self, out_path: str) -> None:
         self.progress.hide()
@@ -950,6 +1145,8 @@ class MainWindow(QMainWindow):
         has = bool(self._export_keys())
         self.act_export_csv.setEnabled(has)
         self.act_export_pdf.setEnabled(has)
+        self.act_print.setEnabled(has)
+        self.act_export_fhir.setEnabled(has)
         self.act_export_card.setEnabled(bool(self.choices))
         self.act_adapt.setEnabled(not running)
         self.results.set_hint(self._empty_hint())

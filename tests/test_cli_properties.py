@@ -156,3 +156,99 @@ def test_generated_card_edits_never_crash_models_or_classify(world, edits, extra
         run(["models", "--models-dir", str(models)])
         run(["classify", str(world["photos"]), "--model", str(models / "alpha"), "--quiet",
              "--csv", str(Path(tmp) / "o.csv")])
+
+
+# -- issue 25: card bytes, stored verdicts and ood.npz, generated ----------------------------------------------------
+
+@QUICK
+@given(cut=st.integers(0, 4000), junk=st.binary(min_size=1, max_size=6), depth=st.integers(0, 200),
+       wrap=st.sampled_from(["[", "{\"k\":", "[{\"a\":"]))
+def test_generated_card_bytes_never_crash_models_or_classify(world, cut, junk, depth, wrap):
+    """Bytes spliced into a card (any bytes: not UTF-8, unbalanced, deeply nested) are one warning or one error."""
+    with tempfile.TemporaryDirectory(dir=world["root"]) as tmp:
+        models = Path(tmp) / "models"
+        shutil.copytree(world["bundle"].parent, models)
+        card_path = models / "alpha" / CARD_FILE
+        raw = card_path.read_bytes()
+        cut = min(cut, len(raw))
+        card_path.write_bytes(raw[:cut] + junk + (wrap.encode() * depth) + raw[cut:])
+        run(["models", "--models-dir", str(models)])   # skipped with a warning, or listed as refused
+        code, text = run(["classify", str(world["photos"]), "--model", str(models / "alpha"), "--quiet"])
+        errors = [line for line in text.strip().splitlines() if not line.startswith("warning: ")]
+        assert code == 2 and len(errors) == 1, text   # never a changed card used: its digest no longer matches
+
+
+finite_or_not = st.one_of(st.floats(allow_nan=True, allow_infinity=True), st.integers(-10**400, 10**400), texts,
+                          st.none(), st.booleans(), st.lists(st.integers(), max_size=2))
+VERDICT_KEYS = ["detected", "p_value", "statistic", "min_effect", "alpha", "n", "review_n", "method", "reason",
+                "model", "model_key", "message", "remedy", "operating_point", "point_message", "anything"]
+
+
+@settings(QUICK, max_examples=200)
+@given(verdict=st.dictionaries(st.sampled_from(VERDICT_KEYS), finite_or_not, max_size=10))
+def test_generated_audit_row_verdicts_are_typed_or_refused(verdict):
+    import math
+
+    from core.shift import clean_verdict
+
+    clean = clean_verdict(verdict)
+    if clean is None:
+        return
+    assert isinstance(clean["detected"], bool)
+    p = clean.get("p_value")
+    assert p is None or (isinstance(p, float) and 0.0 <= p <= 1.0)
+    assert not clean["detected"] or p is not None
+    for key in ("statistic", "min_effect"):
+        assert clean.get(key) is None or (isinstance(clean[key], float) and math.isfinite(clean[key]))
+    for key in ("n", "review_n"):
+        assert key not in clean or (type(clean[key]) is int and clean[key] >= 0)
+    for key in ("method", "reason", "model", "message", "remedy"):
+        assert key not in clean or isinstance(clean[key], str)
+    assert clean.get("operating_point", "default") in ("default", "out_of_collection")
+    json.dumps(clean, allow_nan=False)  # what is kept can be stored and shown
+
+
+@QUICK
+@given(verdict=st.dictionaries(st.sampled_from(VERDICT_KEYS), finite_or_not, max_size=8))
+def test_generated_verdicts_never_crash_the_pdf_cover(world, verdict):
+    from reportlab.platypus import SimpleDocTemplate
+
+    from core.reports.cover import _shift_paragraphs
+
+    with tempfile.TemporaryDirectory(dir=world["root"]) as tmp:
+        SimpleDocTemplate(str(Path(tmp) / "c.pdf")).build(_shift_paragraphs(verdict) or [])
+
+
+ood_values = st.sampled_from([0.0, -1.0, 1.0, 1e-300, 1e300, float("nan"), float("inf"), -float("inf")])
+
+
+@QUICK
+@given(which=st.sampled_from(["mean", "components", "scales", "residual_scale"]), value=ood_values,
+       index=st.integers(0, 3), shape_change=st.booleans())
+def test_generated_ood_files_never_crash_classify_and_never_warn(world, which, value, index, shape_change):
+    import warnings
+
+    import numpy as np
+
+    from core.bundle import OOD_FILE, read_card, write_card
+
+    with tempfile.TemporaryDirectory(dir=world["root"]) as tmp:
+        models = Path(tmp) / "models"
+        shutil.copytree(world["bundle"].parent, models)
+        folder = models / "alpha"
+        with np.load(folder / OOD_FILE) as data:
+            arrays = {k: data[k].astype(np.float64) for k in data.files}
+        target = arrays[which]
+        if target.ndim == 0:
+            arrays[which] = np.float64(value)
+        else:
+            flat = target.reshape(-1)
+            flat[index % flat.size] = value
+            arrays[which] = flat.reshape(target.shape)[..., :-1] if shape_change else flat.reshape(target.shape)
+        np.savez(folder / OOD_FILE, **arrays)
+        write_card(folder, read_card(folder))   # re-sealed, as the bundle's owner could
+        with warnings.catch_warnings():
+            warnings.simplefilter("error")      # a library warning that reached the user would fail here
+            code, text = run(["classify", str(world["photos"]), "--model", str(folder), "--quiet",
+                              "--csv", str(Path(tmp) / "o.csv")])
+        assert code == 0 or len(text.strip().splitlines()) == 1, text

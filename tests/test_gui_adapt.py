@@ -234,6 +234,9 @@ def test_adapts_refusal_shows_on_the_run_page(qtbot, tmp_path, base):
     with qtbot.waitSignal(w.adapt_finished, timeout=TIMEOUT_MS) as done:
         w.next()
     assert done.args == ["failed"]
-    text = w.adapt_run_page.message.text()
-    assert "Failed (adapt)" in text and "the same photo" in text and "copy.png" in text
+    page = w.adapt_run_page
+    text = page.message.text()
+    assert "Adapting stopped" in text and "the same photo" in text and "copy.png" in text
+    # Issue 24: no live control after a failure: Cancel off, the bar not busy.
+    assert not page.cancel_button.isEnabled() and page.progress.maximum() > 0
     w.host.shutdown()

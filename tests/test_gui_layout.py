@@ -29,7 +29,7 @@ def test_needs_review_column_gives_true_reasons_and_the_default_order_is_highest
     rows = shown_rows(window)
     reasons = [window.model.reason(r)[1] for r in rows]
     # The figure, the limit and the side it is on, from core.reasons (the CSV and the PDF say the same).
-    assert reasons[0] == "unlike the training photos, out-of-scope score 0.90 > limit 0.70"
+    assert reasons[0] == "unlike the training photos, embedding distance 0.90 > limit 0.70"
     assert window.model.reason(rows[0])[0] == "out of scope 0.90 > 0.70"   # the cell, briefly
     assert reasons[1] == "flagged uncertain, p(mpox) 0.48"
     assert reasons[-1] == "unreadable: cannot identify image file"  # the reason, not the path; errors last
@@ -120,7 +120,7 @@ def test_detail_pane_shows_why_a_broken_file_has_no_photo_and_resets_on_reopen(q
     assert window.detail.view.message.startswith("Cannot display this file: cannot identify image file")
     window.results.select_source_row(window.model.row_of(rows[0].path))   # the out-of-scope photo
     # The side panel lists the same reasons as the table, then each chosen model's score.
-    assert "out-of-scope score 0.90 &gt; limit 0.70" in window.detail.scores.text()
+    assert "embedding distance 0.90 &gt; limit 0.70" in window.detail.scores.text()
 
     window.open_folder(folder)
     assert window.detail.title.text() == "No photo selected"

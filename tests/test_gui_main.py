@@ -194,7 +194,7 @@ def test_cancel_mid_run_keeps_partial_results(qtbot, make_window, tiny_bundle, i
     assert window.model.rowCount() == 20
     assert sorted(r.path for r in window.session.results()) == sorted(window.paths)
     assert not window.run()  # nothing left to score
-    assert window.message.text().startswith("All 20 photos were already scored")
+    assert window.message.text().startswith("Nothing left to score: all 20 photos were already scored")
 
 
 def test_cancel_shows_cancelling_while_the_batch_finishes(qtbot, make_window, tiny_bundle, image_folder):

@@ -415,3 +415,47 @@ def test_the_status_bar_names_the_model_in_use(qtbot, tmp_path, models):
     assert window.model_in_use.text() == "Model: combined 9.0.0 + mobilenetv2 9.0.0 + xception 9.0.0"
     window.select_model("MobileNetV2")
     assert window.model_in_use.text() == "Model: mobilenetv2 9.0.0"
+
+
+# --- one story: exports show what the table shows --------------------------------------------------------
+
+def test_a_csv_exported_with_one_model_picked_names_only_that_model_and_its_reasons(qtbot, tmp_path, models, folder):
+    """The defect: a CSV exported with one model picked gave reasons like "models disagree: combined ... MobileNetV2"."""
+    import csv as csvmod
+
+    window, first = scored_window(qtbot, tmp_path, models, folder)
+    window.select_model("Xception")
+    out = window.export_csv(str(tmp_path / "x.csv"))
+    with open(out, newline="", encoding="utf-8") as fh:
+        rows = {r["path"]: r for r in csvmod.DictReader(fh)}
+    assert {r["model"] for r in rows.values()} == {"xception"}
+    assert "disagree" not in rows[first]["needs_review"] and "combined" not in rows[first]["needs_review"]
+    window.act_export_all.setChecked(True)   # every model stored for the folder: an explicit choice
+    with open(window.export_csv(str(tmp_path / "all.csv")), newline="", encoding="utf-8") as fh:
+        header = next(csvmod.reader(fh))
+    assert any(h.startswith("p_mpox__") for h in header) and len([h for h in header if h.startswith("p_mpox__")]) == 3
+
+
+def test_a_reopened_folder_after_a_killed_run_gets_its_verdict_and_banner_from_the_worker(qtbot, tmp_path):
+    """The defect: a cancelled or killed run left no verdict (the alarm was lost until a later run tested again)."""
+    from core.bundle import load_bundle
+    from core.inference import InferenceEngine
+    from core.workspace import Workspace
+    from tests.test_never_miss import _alarm_bundle
+
+    bdir = _alarm_bundle(tmp_path)
+    photos = make_image_folder(tmp_path / "photos", n_per_class=18, size=(40, 32))
+    window = new_window(qtbot, tmp_path)
+    session = window.session_dir_for(photos)
+    bundle = load_bundle(bdir)
+    with Workspace.open(photos, session) as ws:
+        run = iter(ws.run(InferenceEngine(bundle, batch_size=36), ws.to_score(bundle.card)))
+        for _ in range(36):   # the batch is committed; the process is killed before the run ends
+            next(run)
+        ws.session.close()
+    window.select_model("shifty")
+    assert window.open_folder(photos)
+    assert not window.shift_banner.isVisible()   # nothing stored fits the stored set yet
+    qtbot.waitUntil(lambda: window.shift_banner.isVisible(), timeout=60000)
+    assert "Shift alarm (shifty" in window.shift_banner.text()
+    assert window.workspace.point_for(bundle.card).name == "out_of_collection"

@@ -148,7 +148,7 @@ def test_wizard_uses_the_sessions_reviewed_labels(qtbot, tmp_path, image_folder)
     ds = ready.args[0]
     assert len(ds) == 20 and {s.label for s in ds.samples} == {"mpox", "not_mpox"}
     assert {s.split for s in ds.samples} <= {"train", "val", "test"}
-    assert w.model_page.parent_label.text().startswith("none loaded")
+    assert w.model_page.parent_label.text().startswith("no model of this architecture")
     w.host.shutdown()
 
 

@@ -38,12 +38,15 @@ def test_a_chart_is_out_of_scope_by_its_not_a_photo_score_and_its_limit_never_by
 
 def test_every_figure_stated_is_on_the_stated_side_of_its_limit():
     models = model_refs(BOTH[1:2])
-    r = photo_reasons({SHA_M: rec(SHA_M, 0.6, "out_of_scope", scope=0.2, ood=1.62)}, models, scope_limit=0.95)
-    assert [x.kind for x in r] == [OUT_OF_SCOPE, UNCERTAIN]
-    assert r[0].text == "unlike the training photos, out-of-scope score 1.62 > limit 1.44" and r[0].value > r[0].limit
-    assert r[1].text == "uncertain, p(mpox) 0.60 inside 0.28–0.74"
-    lo, hi = r[1].limit
-    assert lo <= r[1].value < hi
+    r = photo_reasons({SHA_M: rec(SHA_M, 0.6, "out_of_scope", scope=0.2, ood=1.62, prediction="out_of_scope")},
+                      models, scope_limit=0.95)
+    # The flag's trigger is the embedding distance; an out-of-scope record has no band to be uncertain in.
+    assert [x.kind for x in r] == [OUT_OF_SCOPE]
+    assert r[0].text == "unlike the training photos, embedding distance 1.62 > limit 1.44" and r[0].value > r[0].limit
+    r = photo_reasons({SHA_M: rec(SHA_M, 0.6, "uncertain")}, models, scope_limit=0.95)
+    assert r[0].text == "uncertain, p(mpox) 0.60 inside 0.28–0.74"
+    lo, hi = r[0].limit
+    assert lo <= r[0].value < hi
 
 
 def test_uncertain_names_the_deciding_model_and_disagreement_names_each_call():
@@ -98,18 +101,21 @@ def test_a_shifted_folder_widens_the_review_band_of_the_model_that_decides():
     cards = [card("combined", SHA_C, extra=wide), card("mobilenetv2", SHA_M), card("xception", SHA_X)]
     models = model_refs(cards)
     shift = {"detected": True, "p_value": 0.001, "operating_point": "out_of_collection", "model_key": SHA_C}
-    records = {SHA_C: rec(SHA_C, 0.81, "uncertain"), SHA_M: rec(SHA_M, 0.85), SHA_X: rec(SHA_X, 0.9)}
+    records = {SHA_C: rec(SHA_C, 0.81, "uncertain", prediction="mpox"), SHA_M: rec(SHA_M, 0.85),
+               SHA_X: rec(SHA_X, 0.9)}
+    records[SHA_C].threshold = 0.3
     reasons = photo_reasons(records, models, decider=SHA_C, shift=shift)
-    assert [r.text for r in reasons] == ["folder unlike the training photos (p 0.81 inside the widened review "
-                                         "band 0.15–0.90)"]
+    assert [r.text for r in reasons] == ["combined: folder unlike the training photos: p(mpox) 0.81 inside this "
+                                         "folder's widened review band 0.15–0.90"]
     assert reasons[0].kind == SHIFT and reasons[0].limit == (0.15, 0.9)
-    # No alarm, or an alarm that did not move the operating point: no such reason.
-    assert photo_reasons(records, models, decider=SHA_C, shift={**shift, "operating_point": "default"})[0].kind \
-        == UNCERTAIN   # the flag the record carries is still reported, with the card's band
+    # Without the alarm the row would not have been decided at that band: its flag is said, not explained away.
     assert photo_reasons(records, models, decider=SHA_C, shift=None)[0].text.startswith("combined: flagged uncertain")
-    # Inside the ordinary band it stays "uncertain", not the shift reason.
-    records[SHA_C] = rec(SHA_C, 0.5, "uncertain")
-    assert [r.kind for r in photo_reasons(records, models, decider=SHA_C, shift=shift)] == [UNCERTAIN]
+    # Inside the ordinary band it is "uncertain", with the band the folder is decided at (one band per folder).
+    records[SHA_C] = rec(SHA_C, 0.5, "uncertain", prediction="mpox")
+    records[SHA_C].threshold = 0.3
+    reasons = photo_reasons(records, models, decider=SHA_C, shift=shift)
+    assert [r.kind for r in reasons] == [UNCERTAIN]
+    assert reasons[0].text == "combined: uncertain, p(mpox) 0.50 inside this folder's widened review band 0.15–0.90"
 
 
 def test_two_models_of_one_architecture_are_told_apart_by_version():
@@ -195,3 +201,87 @@ def test_models_card_prints_the_full_card_as_json(capsys):
     card = json.loads(capsys.readouterr().out)
     assert card["name"] == "mobilenetv2" and "metrics" in card and "training_data" in card
     assert main(["models", "--card", "no-such-model"]) == 2
+
+
+# --- one reason per fact, true to its printed figures ---------------------------------------------------------
+
+def _numbers(text: str) -> list[float]:
+    import re
+
+    return [float(x) for x in re.findall(r"\d+\.\d+", text)]
+
+
+def test_an_out_of_scope_flag_names_the_score_that_tripped_it_not_another_models_figure():
+    # Measured: "MobileNetV2: flagged out of scope (out-of-scope score 1.04; its limit is not known here)" while
+    # MobileNetV2's own copy of the photo had a not-a-skin-photo score of 0.871 > 0.86 (the others saw 0.82).
+    models = model_refs(BOTH)
+    records = {SHA_C: rec(SHA_C, 0.3, scope=0.82, ood=1.0),
+               SHA_M: rec(SHA_M, 0.3, "out_of_scope", scope=0.871, ood=1.04, prediction="out_of_scope"),
+               SHA_X: rec(SHA_X, 0.3, scope=0.82, ood=1.0)}
+    reasons = photo_reasons(records, models, decider=SHA_C, scope_limit=0.86)
+    assert [r.text for r in reasons] == ["MobileNetV2: not-a-skin-photo score 0.87 > limit 0.86"]
+    assert reasons[0].kind == NOT_A_PHOTO and reasons[0].value == 0.871 and reasons[0].limit == 0.86
+    assert "not known" not in reasons_text(reasons) and "1.04" not in reasons_text(reasons)
+
+
+def test_a_flag_past_its_limit_by_less_than_the_printed_step_is_printed_with_the_digits_that_show_it():
+    # Measured: "out of scope 1.50 > 1.50" (an adapted model's embedding distance 1.5003 against its limit 1.5).
+    models = model_refs([card("mobilenetv2", SHA_M, ood=1.5)])
+    reasons = photo_reasons({SHA_M: rec(SHA_M, 0.3, "out_of_scope", ood=1.5003, prediction="out_of_scope")}, models)
+    assert reasons[0].text == "unlike the training photos, embedding distance 1.5003 > limit 1.5000"
+    for said in (reasons[0].text, reasons[0].short):
+        value, limit = _numbers(said)
+        assert value > limit
+    near = photo_reasons({SHA_M: rec(SHA_M, 0.7059, "uncertain")}, model_refs([card("mobilenetv2", SHA_M,
+                                                                                    band=(0.2, 0.70595))]))
+    p, lo, hi = _numbers(near[0].text)
+    assert lo <= p < hi
+
+
+def test_an_out_of_scope_flag_no_limit_here_explains_gives_both_figures_against_their_own_limits():
+    models = model_refs(BOTH[1:2])
+    reasons = photo_reasons({SHA_M: rec(SHA_M, 0.3, "out_of_scope", scope=0.5, ood=1.04, prediction="out_of_scope")},
+                            models, scope_limit=0.86)
+    assert reasons[0].text == ("flagged out of scope, though not-a-skin-photo score 0.50 (limit 0.86) and embedding "
+                               "distance 1.04 (limit 1.44) are within the limits known here")
+
+
+def _alarmed_folder(n: int = 40):
+    """A combined model's records of a folder under a shift alarm, decided as core.workspace.decide decides them
+    at Workspace.point_for's point (the card's out-of-collection point with the folder's review floor)."""
+    from core.operating_point import decided_point, stored_scores
+    from core.workspace import decide
+
+    points = {"default": {"threshold": 0.51, "uncertain_band": [0.21, 0.74]},
+              "out_of_collection": {"threshold": 0.51, "uncertain_band": [0.17, 0.74], "review_share": 0.9}}
+    c = card("combined", SHA_C, band=(0.21, 0.74), extra={"operating_points": points})
+    c.threshold = 0.51
+    raw = [ResultRecord(path=f"/f/{i}.jpg", status="ok", p_mpox=0.01 + 0.9 * i / n, model_sha256=SHA_C, threshold=0.51)
+           for i in range(n)]
+    point = decided_point(c, True, stored_scores(raw))
+    return c, point, [decide(c, r, point) for r in raw]
+
+
+def test_under_a_shift_alarm_every_uncertain_row_cites_the_one_band_it_was_decided_at():
+    from core.operating_point import records_point
+
+    c, point, recs = _alarmed_folder()
+    assert point.band[0] < 0.17   # the folder's own floor widened the band below the card's
+    shift = {"detected": True, "operating_point": "out_of_collection", "model_key": SHA_C}
+    models = model_refs([c])
+    points = {SHA_C: records_point(c, True, recs)}
+    assert points[SHA_C].same_as(point)
+    flagged = [r for r in recs if r.flag == "uncertain"]
+    assert any(r.p_mpox < 0.17 for r in flagged) and any(0.21 <= r.p_mpox < 0.74 for r in flagged)
+    bands = set()
+    for r in flagged:
+        (reason,) = photo_reasons({SHA_C: r}, models, shift=shift, points=points)
+        assert reason.limit == point.band
+        bands.add(reason.text.split("band ")[-1])
+        p, lo, hi = _numbers(reason.text)
+        assert lo <= p < hi
+    assert len(bands) == 1 and "0.21" not in bands.pop()
+    # Without the folder's point (one photo's records cannot hold its floor), no row cites an edge of its own.
+    texts = [photo_reasons({SHA_C: r}, models, shift=shift)[0].text for r in flagged]
+    assert all("widened review band (below 0.74; its lower edge is set by this folder's scores)" in t for t in texts)
+    assert not any("–" in t for t in texts)   # no lower edge, so no "lo–hi" band

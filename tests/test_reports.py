@@ -201,7 +201,7 @@ def test_photos_needing_review_come_first_in_their_order_then_highest_risk(tmp_p
 def test_out_of_scope_row_gives_its_true_score_and_limit(tmp_path, photos):
     out = write_pdf_report(mixed_records(photos), tmp_path / "r.pdf", folder=str(photos[0].parent),
                            cards=[make_card(ood_threshold=1.44)])
-    assert "unlike the training photos, out-of-scope score 1.90 > limit 1.44" in " ".join(pdf_pages(out))
+    assert "unlike the training photos, embedding distance 1.90 > limit 1.44" in " ".join(pdf_pages(out))
     # The not-a-skin-photo check has its own score and limit; neither is ever printed against the other's.
     records = mixed_records(photos)
     records[2] = ResultRecord(**{**records[2].to_dict(), "flag": "out_of_scope", "scope_score": 1.0, "ood_score": 1.39})
@@ -212,15 +212,17 @@ def test_out_of_scope_row_gives_its_true_score_and_limit(tmp_path, photos):
     assert "1.39 > 1.44" not in text and "1.39" not in text
 
 
-def test_sign_off_block_on_the_cover(tmp_path, photos):
+def test_sign_off_block_on_the_cover_names_each_reviewer_without_nested_parentheses(tmp_path, photos):
+    """Issue 24: the sign-off read "(<reviewer name> (50 photos))"."""
     reviews = {str(photos[0]): {"label": "mpox", "reviewer": "Dr Who", "time": "t"}}
     out = write_pdf_report(mixed_records(photos), tmp_path / "r.pdf", folder=str(photos[0].parent),
                            cards=[make_card()], reviews=reviews)
     cover = pdf_pages(out)[0]
     assert "Sign-off" in cover
     assert re.search(r"Reviewed by \(name, role\) Date Signature", cover)
-    assert "1 of 6 photos carry a reviewer's label (Dr Who (1 photo))" in cover
+    assert "1 of 6 photos carry a reviewer's label, given by Dr Who: 1 photo." in cover
     assert "4 of the 4 photos that need review have none yet" in cover
+    assert not re.search(r"\([^()]*\(", cover.split("Sign-off")[1])
 
 
 def test_shift_alarm_banner_when_detected_only(tmp_path, photos):

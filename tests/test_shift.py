@@ -145,3 +145,35 @@ def test_a_run_of_several_models_reports_the_first_alarm_else_the_first_test_tha
     assert folder_verdict([not_run, quiet])["model"] == "b"
     assert folder_verdict([not_run])["reason"] == "too few"
     assert folder_verdict([]) is None
+
+
+def test_a_verdict_depends_on_the_set_of_photos_and_the_seed_not_their_order(tmp_path):
+    """The lead derives the seed from the stored set: the same set in any order must give the same verdict."""
+    rng = np.random.default_rng(5)
+    ref = _source(rng, 400, np.zeros(64))
+    np.savez_compressed(tmp_path / "embeddings.npz", embedding=ref.astype(np.float16), label=np.zeros(400, np.int8),
+                        source=np.array(["A", "B"] * 200), split=np.array(["train"] * 400))
+    folder = list(_source(rng, 60, np.zeros(64)).astype(np.float16))  # quiet: p is a Monte Carlo estimate
+    first = folder_shift(tmp_path, folder, seed=11)
+    shuffled = [folder[i] for i in rng.permutation(len(folder))]
+    assert folder_shift(tmp_path, shuffled, seed=11).to_dict() == first.to_dict()
+    assert folder_shift(tmp_path, folder, seed=11).to_dict() == first.to_dict()
+
+
+def test_the_effect_is_the_statistic_above_its_exact_permutation_mean():
+    """The null mean is the average of MMD^2 over every split of the pooled rows (here all 70 of 8 rows)."""
+    from itertools import combinations
+
+    from core.shift import _permutation_null, _rbf_kernel
+
+    x = np.random.default_rng(6).normal(size=(8, 3))
+    K = _rbf_kernel(x, 1.0)
+
+    def mmd2(idx):
+        rest = [i for i in range(8) if i not in idx]
+        return K[np.ix_(idx, idx)].mean() + K[np.ix_(rest, rest)].mean() - 2 * K[np.ix_(idx, rest)].mean()
+
+    observed, null_mean, p, _drawn = _permutation_null(K, 4, 99, 0.05, np.random.default_rng(0))
+    assert observed == pytest.approx(mmd2([0, 1, 2, 3]))
+    assert null_mean == pytest.approx(np.mean([mmd2(list(c)) for c in combinations(range(8), 4)]))
+    assert 0 < p <= 1

@@ -257,7 +257,8 @@ def test_cli_train_then_evaluate(lesion_folder, tmp_path, cache_dir, capsys):
                  "--plots", str(tmp_path / "eplots"), "--quiet"])
     assert code == 0
     data = json.loads(report.read_text())
-    assert data["n"] == 48 and len(data["predictions"]) == 48  # a folder without a split: every image
+    assert data["n_scored"] == 48 and len(data["predictions"]) == 48  # a folder without a split: every image
+    assert data["n"] + data["no_call"]["out_of_scope"] == 48   # metrics over the called ones; no call counted apart
     assert data["model"]["sha256"] == card["model_sha256"]
     assert {"roc_auc", "ece", "ci95", "confusion", "per_fine_label"} <= set(data)
     assert (tmp_path / "eplots" / "reliability.png").is_file()
@@ -272,12 +273,12 @@ def test_train_result_scores_test_in_core_and_gives_its_bundle(split, cache_dir,
     result = train_model(split, _config(cache_dir, version="0.0.2"))
     n_test = len(split.subset("test"))
     # Test metrics come from core.training (so the app's retrain gets them too); never used for choosing.
-    assert result.test_metrics is not None and result.test_metrics["n"] == n_test
+    assert result.test_metrics is not None and result.test_metrics["n_scored"] == n_test
     assert result.card.metrics["test"] == result.test_metrics and len(result.test_report["predictions"]) == n_test
     assert result.bundle_path is None
     path = save_trained(result)  # no folder given: a new one in the user's model folder
     assert path == tmp_path / "user-models" / "tiny-mpox-0.0.2" == result.bundle_path
-    assert load_bundle(path).card.metrics["test"]["n"] == n_test
+    assert load_bundle(path).card.metrics["test"]["n_scored"] == n_test
     before = _digest_tree(path)
     with pytest.raises(BundleExistsError):
         save_trained(result)

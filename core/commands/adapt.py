@@ -14,6 +14,8 @@ import sys
 from pathlib import Path
 
 from core import DISCLAIMER
+from core.commands import warn
+from core.records import console_text
 
 
 def add_parser(sub) -> None:
@@ -109,7 +111,7 @@ def run(args: argparse.Namespace) -> int:
             errors: list[str] = []
             pool, labelled_paths = [str(p) for p in discover_images(Path(args.pool), errors)], []
             for e in errors:
-                print(f"warning: {e}", file=sys.stderr)
+                warn(e)
         else:
             raise CliError("--suggest needs --session DIR (its unreviewed photos) or --pool FOLDER")
         if not pool:
@@ -123,7 +125,7 @@ def run(args: argparse.Namespace) -> int:
         print(f"Label these {len(picks)} of {len(pool)} unreviewed photos next ({how}; "
               f"{bundle.card.display_name}):", file=sys.stderr)
         for item in picks:
-            print(f"{item['rank']:>3}  p={item['p_mpox']:.3f}  {item['path']}")
+            print(f"{item['rank']:>3}  p={item['p_mpox']:.3f}  {console_text(str(item['path']))}")
         if args.json_path:
             save_json({"model": bundle.card.display_name, "order": order, "suggestions": picks}, args.json_path)
         return 0
@@ -165,7 +167,7 @@ def run(args: argparse.Namespace) -> int:
         raise CliError(str(exc)) from None
     rep = result.report
     for w in result.warnings:
-        print(f"warning: {w}", file=sys.stderr)
+        warn(w)
 
     def line(label: str, m: dict) -> str:
         if not m:

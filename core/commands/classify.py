@@ -15,6 +15,7 @@ import time
 from pathlib import Path
 
 from core import DISCLAIMER
+from core.commands import warn
 from core.progress import Progress
 
 RAY_MISSING = '--engine ray needs the scale extra: pip install -e ".[scale]"'
@@ -22,7 +23,8 @@ RAY_MISSING = '--engine ray needs the scale extra: pip install -e ".[scale]"'
 # never an input or inside the scanned folder, a session database, a file in a bundle, a link or a special file,
 # nor another output's path). A new output is added here too.
 OUTPUTS = (("csv_path", "--csv"), ("report_path", "--report"), ("summary_path", "--summary"),
-           ("parquet_dir", "--parquet"), ("session", "--session"))
+           ("parquet_dir", "--parquet"), ("session", "--session"), ("case_csv_path", "--case-csv"),
+           ("fhir_path", "--fhir"))
 MANIFEST_SUFFIXES = (".csv", ".tsv", ".parquet")
 
 
@@ -41,6 +43,16 @@ def add_parser(sub) -> None:
     p.add_argument("--parquet", dest="parquet_dir",
                    help="write the results as Parquet shards into this new folder (needs the scale extra; one row "
                         "per file and model, for archives of millions of photos)")
+    from core.cases import CASES_HELP
+
+    p.add_argument("--cases", help=CASES_HELP + "; the CSV gains a case_id column, the PDF a case summary")
+    p.add_argument("--case-csv", dest="case_csv_path",
+                   help="write one row per case to this CSV (call, highest p(mpox), counts, why to review)")
+    p.add_argument("--fhir", dest="fhir_path",
+                   help="write a FHIR R4 Bundle (JSON) for a health record: a DiagnosticReport per case, an "
+                        "Observation per scored photo, a Device per model (docs/interop.md)")
+    p.add_argument("--fhir-images", action="store_true",
+                   help="with --fhir: embed each scored photo's bytes as a Media resource (default: none)")
     p.add_argument("--threshold", type=float,
                    help="decision threshold on p(mpox) (default: the model card's); on --resume, results stored "
                         "at another threshold are re-decided from their stored p(mpox)")
@@ -116,7 +128,7 @@ def _warn_bad_bundles() -> None:
     problems: list[str] = []
     scan_bundles(None, problems)
     for line in problems:
-        print(f"warning: {line}", file=sys.stderr)
+        warn(line)
 
 
 def _make_engines(args: argparse.Namespace, refs: list[str]) -> list:
@@ -201,14 +213,14 @@ def _read_manifest(source: Path):
     return Discovery(root=source.parent, paths=[Path(p) for p in dict.fromkeys(listed)], errors=errors)
 
 
-def _write_parquet(ws, keys: list[str], out_dir: str) -> None:
+def _write_parquet(ws, keys: list[str], out_dir: str, case_of: dict[str, str] | None = None) -> None:
     """Every record of these models (one row per file and model) as Parquet shards, each published atomically."""
     from core.scale import ParquetShardWriter
     from core.workspace import WorkspaceError
 
     writer = None
     try:
-        with ParquetShardWriter(out_dir, origins={k: ws.origin(k) for k in keys}) as writer:
+        with ParquetShardWriter(out_dir, origins={k: ws.origin(k) for k in keys}, cases=case_of) as writer:
             writer.extend(ws.records(keys))
     except OSError as exc:
         # The folder is new (checked before the run): take back what this run put in it, so a full disk leaves
@@ -230,26 +242,46 @@ def _shift_alarm(ws, engines, runs, threshold: float | None) -> list:
     that model and source, recomputed when each run ended, so a resume or a cancelled run cannot replace it with
     a test of only the new photos). Under a model's alarm its stored rows were moved to its out-of-collection
     operating point when its run ended; the re-decided records are returned (the CSV is then written from the
-    workspace)."""
-    from core.operating_point import card_point
-
+    workspace). The point each model is decided at is said by the one point text (core.operating_point)."""
     changed = [rec for run in runs for rec in run.redecided]
     for _engine, card, _rt in engines:
         verdict = ws.verdict_for(card.key)
         if verdict is None:
             continue
         print(f"{card.display_name}: {verdict.get('message', '')}", file=sys.stderr)
-        if not verdict.get("detected"):
-            continue
-        print(f"Shift alarm ({card.display_name}): folder unlike the training photos; {verdict.get('remedy', '')}.",
-              file=sys.stderr)
-        point = ws.point_for(card, threshold)
-        default = card_point(card, threshold=threshold)
-        if not point.same_as(default):
-            print(f"{card.display_name}: this folder is decided at the out-of-collection operating point "
-                  f"(threshold {point.threshold:.3f}; photos with p(mpox) >= {point.review_floor:.3f} go to "
-                  f"review, {default.review_floor:.3f} otherwise)", file=sys.stderr)
+        if verdict.get("detected"):
+            print(f"Shift alarm ({card.display_name}): folder unlike the training photos; "
+                  f"{verdict.get('remedy', '')}.", file=sys.stderr)
+    for message in _point_messages(ws, [card for _e, card, _rt in engines], threshold).values():
+        print(message, file=sys.stderr)
     return changed
+
+
+def _point_messages(ws, cards, threshold: float | None) -> dict[str, str]:
+    """core.operating_point.point_message of each model whose folder point is not its default one (under a shift
+    alarm), by model key: stderr and --summary's point_message print exactly these."""
+    from core.operating_point import card_point, point_message
+
+    out = {}
+    for card in cards:
+        point, default = ws.point_for(card, threshold), card_point(card, threshold=threshold)
+        if not point.same_as(default):
+            out[card.key] = point_message(card.display_name, point, default)
+    return out
+
+
+def _summary_point(summary: dict, ws, cards, threshold: float | None) -> dict:
+    """The summary with its shift verdict's point_message rendered from the point the folder is decided at now
+    (the stored verdict's own text predates the folder's review floor), the one text stderr printed."""
+    shift = summary.get("shift")
+    if not isinstance(shift, dict):
+        return summary
+    messages = _point_messages(ws, cards, threshold)
+    shift = {k: v for k, v in shift.items() if k != "point_message"}
+    message = messages.get(shift.get("model_key", ""), next(iter(messages.values()), None))
+    if message:
+        shift["point_message"] = message
+    return {**summary, "shift": shift}
 
 
 def _write_json_atomic(data: dict, path: str) -> None:
@@ -303,6 +335,16 @@ def _run(args: argparse.Namespace) -> int:
         raise CliError("--batch-size must be at least 1")
     if args.actors < 1:
         raise CliError("--actors must be at least 1")
+    if args.fhir_images and not args.fhir_path:
+        raise CliError("--fhir-images needs --fhir OUT.json")
+    grouping = None
+    if args.cases is not None:
+        from core.cases import CaseError, Grouping
+
+        try:
+            grouping = Grouping.parse(args.cases)
+        except CaseError as exc:
+            raise CliError(str(exc)) from None
     refs = _model_refs(args.model)
     _warn_bad_bundles()
     source = Path(os.path.abspath(Path(args.folder).expanduser()))
@@ -327,7 +369,7 @@ def _run(args: argparse.Namespace) -> int:
     found = _read_manifest(source) if manifest else Workspace.discover(folder)
     paths = found.paths
     for message in found.errors:
-        print(f"warning: {message}", file=sys.stderr)
+        warn(message)
     if found.skipped_links:
         print(f"note: {len(found.skipped_links)} symbolic link(s) lead outside {safe_text(str(folder))} and were "
               "not followed", file=sys.stderr)
@@ -348,6 +390,17 @@ def _run(args: argparse.Namespace) -> int:
         # A combined model given with its components scores them in its own pass (each backbone once).
         engines = [(e, e.card, e.bundle.runtime_name) for e in share_backbones([e for e, _c, _rt in engines])]
 
+    column = None
+    if grouping is not None and grouping.kind == "column":
+        from core.cases import CaseError, manifest_column
+
+        if not manifest:
+            raise CliError(f"--cases {grouping.text} needs a manifest (CSV, TSV or Parquet) that lists the photos; "
+                           "for a folder use 'subfolder' or 'regex:PATTERN'")
+        try:
+            column = manifest_column(source, grouping.value)
+        except CaseError as exc:
+            raise CliError(str(exc)) from None
     ws = Workspace.open(folder, args.session, found=found)
     if manifest:
         ws.scanned_folder = None   # outputs may sit beside a manifest, never on one of its photos
@@ -359,12 +412,18 @@ def _run(args: argparse.Namespace) -> int:
         for engine, _card, _rt in engines:
             if getattr(engine, "bundle", None) is not None:
                 ws.attach(engine.bundle)   # its verdict on what is stored decides the operating point of its plan
-        return _classify(args, ws, engines, keys)
+        from core.cases import assign
+
+        case_of = assign(ws.paths, grouping, ws.folder, column)
+        return _classify(args, ws, engines, keys, case_of if grouping is not None else None, case_of)
     finally:
         ws.close()
 
 
-def _classify(args, ws, engines, keys) -> int:
+def _classify(args, ws, engines, keys, case_column: dict[str, str] | None, case_of: dict[str, str]) -> int:
+    """The runs and outputs; `case_column`: photo -> case id for the CSV's and Parquet's case_id column (with
+    --cases), `case_of`: the cases of the case CSV, the PDF and the FHIR Bundle (each photo its own without)."""
+    from core import cases
     from core.commands import CliError
     from core.records import console_text
     from core.workspace import WorkspaceError, combined_status
@@ -380,7 +439,10 @@ def _classify(args, ws, engines, keys) -> int:
             prefix = f"{card.display_name}: " if len(engines) > 1 else ""
             print(f"Resuming: {prefix}{plan.describe()}", file=sys.stderr)
 
-    stream = ws.csv_stream(args.csv_path, keys, plans) if args.csv_path else None
+    stream = None
+    if args.csv_path:
+        stream = (cases.csv_stream(ws, args.csv_path, keys, plans, case_column) if case_column is not None
+                  else ws.csv_stream(args.csv_path, keys, plans))
     runs = []
     try:
         for (engine, card, _rt), plan in zip(engines, plans):
@@ -399,11 +461,14 @@ def _classify(args, ws, engines, keys) -> int:
                 raise CliError(f"{card.display_name} failed: {exc}") from None
         redecided = _shift_alarm(ws, engines, runs, args.threshold)
         if args.parquet_dir:
-            _write_parquet(ws, keys, args.parquet_dir)
+            _write_parquet(ws, keys, args.parquet_dir, case_column)
         if stream is not None:
             if redecided:  # the rows streamed so far were decided before the alarm: write them all again
                 stream.abort()
-                ws.export_csv(args.csv_path, keys)
+                if case_column is not None:
+                    cases.export_csv(ws, args.csv_path, keys, case_column)
+                else:
+                    ws.export_csv(args.csv_path, keys)
             else:
                 stream.close()
     except BaseException:
@@ -411,11 +476,28 @@ def _classify(args, ws, engines, keys) -> int:
             stream.abort()
         raise
     status = combined_status(runs)
+    grouping = cases.Grouping.parse(args.cases) if args.cases else None
+    view = None   # computed only for an output that needs it: an archive run with --parquet alone stays lean
+    if case_column is not None or args.case_csv_path or args.fhir_path:
+        view = cases.workspace_view(ws, keys, grouping, case_of=case_of)
     if args.report_path:
-        ws.export_pdf(args.report_path, keys, cards=[card for _e, card, _rt in engines])
+        if case_column is not None:
+            cases.export_pdf(ws, args.report_path, view, cards=[card for _e, card, _rt in engines])
+        else:
+            ws.export_pdf(args.report_path, keys, cards=[card for _e, card, _rt in engines])
+    if args.case_csv_path:
+        cases.write_case_csv(view, args.case_csv_path, ws)
+    if args.fhir_path:
+        from core.fhir_export import export_workspace
+
+        run_ids = ",".join(r.run_id for r in runs if r.run_id)
+        export_workspace(ws, args.fhir_path, view, run=run_ids, images=args.fhir_images)
     outputs = {"csv": args.csv_path, "report": args.report_path, "summary": args.summary_path,
-               "parquet": args.parquet_dir}
-    summary = ws.summary(keys, status, runs, outputs)
+               "parquet": args.parquet_dir, "case_csv": args.case_csv_path, "fhir": args.fhir_path}
+    summary = _summary_point(ws.summary(keys, status, runs, outputs), ws, [c for _e, c, _rt in engines],
+                             args.threshold)
+    if view is not None:
+        summary["cases"] = cases.case_counts(view)
     if args.summary_path:
         _write_json_atomic(summary, args.summary_path)
 
@@ -427,7 +509,11 @@ def _classify(args, ws, engines, keys) -> int:
     agree_text = f"; models disagree on {agree.get('disagree', 0)}" if agree else ""
     print(f"Done: {summary['with_result']} photos ({preds}); flagged for review: {flag_text}{agree_text}",
           file=sys.stderr)
-    for label, path in (("CSV", args.csv_path), ("Report", args.report_path), ("Summary", args.summary_path)):
+    if view is not None:
+        c = summary["cases"]
+        print(f"Cases: {c['cases']} ({c['mpox']} called mpox, {c['needs_review']} need review)", file=sys.stderr)
+    for label, path in (("CSV", args.csv_path), ("Report", args.report_path), ("Summary", args.summary_path),
+                        ("Case CSV", args.case_csv_path), ("FHIR", args.fhir_path)):
         if path:
             print(f"{label}: {path}", file=sys.stderr)
     if not args.csv_path and not args.report_path:

@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import argparse
-import sys
 
 from core.bundle import model_search_dirs, scan_bundles
+from core.commands import warn
 from core.releases import origin_text
 
 
@@ -21,21 +21,31 @@ def run(args: argparse.Namespace) -> int:
     problems: list[str] = []
     found = scan_bundles(args.models_dir or None, problems)
     for line in problems:
-        print(f"warning: {line}", file=sys.stderr)
+        warn(line)
     if not found:
         from core.commands import CliError
 
         raise CliError(f"no model bundles in {', '.join(str(d) for d in model_search_dirs(args.models_dir or None))}")
     if getattr(args, "card", None):
         return print_card(found, args.card)
+    from core.bundle import refusal, replaced_on
+    from core.records import console_text
+
     print(f"{'name':<14} {'version':<10} {'arch':<12} {'input':>5} {'threshold':>9}  sha256        test metrics"
           "           origin")
-    for _, card in found:
+    memo: dict = {}
+    for path, card in found:
         test = card.metrics.get("test", {}) if isinstance(card.metrics, dict) else {}
         acc, auc = test.get("accuracy"), test.get("roc_auc")
         summary = f"acc {acc:.3f} AUC {auc:.3f}" if isinstance(acc, float) and isinstance(auc, float) else "-"
-        print(f"{card.name:<14} {card.version:<10} {card.architecture:<12} {card.input_size:>5} "
-              f"{card.threshold:>9.3f}  {card.short_sha:<12}  {summary:<22} {origin_text(card)}")
+        # What classify would do with it: a refused bundle says so, with the reason; a kept backup says so.
+        problem = refusal(path, card, args.models_dir or None, memo)
+        backup = replaced_on(path)
+        origin = (f"REFUSED: {problem}" if problem else
+                  f"backup kept when replaced on {backup} ({path.name}); {origin_text(card)}" if backup else
+                  origin_text(card))
+        print(console_text(f"{card.name:<14} {card.version:<10} {card.architecture:<12} {card.input_size:>5} "
+                           f"{card.threshold:>9.3f}  {card.short_sha:<12}  {summary:<22} {origin}"))
     return 0
 
 

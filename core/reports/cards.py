@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+from dataclasses import dataclass
 from typing import Any
 from xml.sax.saxutils import escape
 
@@ -65,6 +67,54 @@ _SET_NAMES = {"val": "Validation", "test": "Test", "train": "Training"}
 
 _HEADLINE_HEADER = ("Photos", "n", "accuracy", "sensitivity", "specificity", "ROC-AUC", "ECE")
 _HEADLINE_KEYS = ("n", "accuracy", "sensitivity", "specificity", "roc_auc", "ece")
+# An adapted card's evaluated sets (core.adapt writes them), by what they are.
+_ADAPT_SET_NAMES = {"site_cv": "Site photos, cross-validated", "site_parent": "Site photos, original model",
+                    "base_val_before": "Original's validation photos, before",
+                    "base_val_after": "Original's validation photos, after",
+                    "parent_metrics": "Original model, its own validation"}
+
+
+@dataclass
+class Adaptation:
+    """What an adapted model's card records about the site photos it was adapted on (core.adapt)."""
+
+    photos: int
+    mpox: int
+    not_mpox: int
+    source: str                  # where the labels came from, in words (no machine path)
+    date: str                    # YYYY-MM-DD the model was adapted
+    parent: str                  # "name version" of the model it was adapted from
+    site_cv: dict                # cross-validated figures on those photos (each scored by a head that never saw it)
+    base_train: int | None = None
+    base_val: int | None = None
+
+    def in_words(self) -> str:
+        return (f"{self.photos:,} reviewed photos of one site ({self.mpox:,} mpox, {self.not_mpox:,} not mpox; "
+                f"{self.source}), adapted {self.date} from {self.parent}")
+
+
+def adaptation_of(card: Any) -> Adaptation | None:
+    """The site photos an adapted model learned from (its card's training_data.site and metrics.site_cv), or None
+    for a model that was not adapted."""
+    td = card.training_data if isinstance(getattr(card, "training_data", None), dict) else {}
+    metrics = card.metrics if isinstance(getattr(card, "metrics", None), dict) else {}
+    site, cv = td.get("site"), metrics.get("site_cv")
+    if not isinstance(site, dict) or not isinstance(cv, dict) or not _num(site.get("photos")):
+        return None
+    raw = str(site.get("from") or "")
+    if not raw or raw.startswith("session"):
+        source = "labels from a review session"
+    else:   # a labelled folder: its name only, never the machine's path
+        source = f"labels from the folder {os.path.basename(os.path.normpath(raw)) or raw}"
+    parent = card.parent if isinstance(getattr(card, "parent", None), dict) else {}
+    base = td.get("base") if isinstance(td.get("base"), dict) else {}
+    n = int(site["photos"])
+    mpox = int(site["mpox"]) if _num(site.get("mpox")) else int(cv.get("n_mpox") or 0)
+    return Adaptation(photos=n, mpox=mpox, not_mpox=int(site["not_mpox"]) if _num(site.get("not_mpox")) else n - mpox,
+                      source=source, date=str(getattr(card, "created", "") or "")[:10] or "on an unrecorded date",
+                      parent=f"{parent.get('name', '?')} {parent.get('version', '')}".strip(), site_cv=cv,
+                      base_train=int(base["train"]) if _num(base.get("train")) else None,
+                      base_val=int(base["val"]) if _num(base.get("val")) else None)
 
 
 def metrics_in_words(m: dict, kind: str = "") -> str:
@@ -96,15 +146,14 @@ def metrics_in_words(m: dict, kind: str = "") -> str:
 
 def triage_in_words(t: Any) -> list[str]:
     """Triage sensitivity and specificity (core.operating_point) as phrases; none when not recorded."""
+    from core.operating_point import TRIAGE_MEANING
+
     if not isinstance(t, dict):
         return []
     out = []
-    if _num(t.get("triage_sensitivity")):
-        out.append(f"triage sensitivity {_pct1(t['triage_sensitivity'])}{_ci_words(t.get('triage_sensitivity_ci95'))}"
-                   " (mpox photos called mpox or flagged for review)")
-    if _num(t.get("triage_specificity")):
-        out.append(f"triage specificity {_pct1(t['triage_specificity'])}{_ci_words(t.get('triage_specificity_ci95'))}"
-                   " (other photos cleared with no flag)")
+    for key, words in TRIAGE_MEANING.items():
+        if _num(t.get(key)):
+            out.append(f"{key.replace('_', ' ')} {_pct1(t[key])}{_ci_words(t.get(key + '_ci95'))} ({words})")
     return out
 
 
@@ -130,7 +179,19 @@ def _points_in_words(card: Any) -> str:
     return " ".join(parts)
 
 
-def _training_in_words(td: Any) -> str:
+def _adapted_training_in_words(a: Adaptation) -> str:
+    base = ""
+    if a.base_train is not None:
+        base = (f" On top of {a.parent}'s own {a.base_train:,} training embeddings"
+                + (f" ({a.base_val:,} of its validation photos kept apart to check it forgot nothing)"
+                   if a.base_val is not None else "") + ".")
+    return f"Adapted on {a.in_words()}.{base}"
+
+
+def _training_in_words(td: Any, card: Any = None) -> str:
+    adapted = adaptation_of(card) if card is not None else None
+    if adapted is not None:
+        return _adapted_training_in_words(adapted)
     if not isinstance(td, dict) or not td:
         return "Not recorded in the model card."
     parts = []
@@ -174,12 +235,15 @@ def card_summary(card: Any, origin: str | None = None, scope_limit: float | None
     arch = _ARCH_NAMES.get(str(card.architecture).lower(), str(card.architecture))
     what = (f"{arch} image classifier ({card.input_size}×{card.input_size} pixel input) that gives each photo a "
             f"probability of mpox, p(mpox). Version {card.version}, created {str(card.created)[:10]}.")
+    adapted = adaptation_of(card)
+    if adapted is not None:
+        what += f" Adapted from {adapted.parent} on {adapted.photos:,} reviewed photos of one site."
     if origin:
         what += f" Origin: {_origin_text(origin, card)}."
-    elif card.parent:
+    elif card.parent and adapted is None:
         what += f" Fine-tuned from {card.parent.get('name', '?')} {card.parent.get('version', '')}.".replace(" .", ".")
     rows = [("What it is", escape(what)), ("Intended use", escape(card.intended_use)),
-            ("Trained on", escape(_training_in_words(card.training_data)))]
+            ("Trained on", escape(_training_in_words(card.training_data, card)))]
     decide = f"Called mpox when p(mpox) is at least {float(card.threshold):.3f}."
     if card.threshold_reason:
         decide += f" Why: {card.threshold_reason}."
@@ -217,7 +281,22 @@ def card_summary(card: Any, origin: str | None = None, scope_limit: float | None
         if lines:
             rows.append(("Photos from elsewhere", "<br/>".join(lines) + escape(
                 " Expect figures nearer these than the test figures on photos from a new site or camera.")))
-    if not any(k in metrics for k in ("val", "test")):
+    adapted = adaptation_of(card)
+    if adapted is not None:
+        rows.append(("On its site photos", escape(
+            metrics_in_words(adapted.site_cv, "site") + " Cross-validated: each photo scored by a head that never "
+            "saw it. The threshold was chosen on these same predictions, so its sensitivity here is optimistic. "
+            "Its calls on the photos it was adapted on, scored by the final model, agree by construction and are "
+            "no measure of it.")))
+        if isinstance(metrics.get("site_parent"), dict):
+            rows.append(("Original on them", escape(f"{adapted.parent}, unchanged: "
+                                                    + metrics_in_words(metrics["site_parent"], "site"))))
+        after = metrics.get("base_val_after")
+        if isinstance(after, dict) and after:
+            rows.append(("Forgetting check", escape(
+                metrics_in_words(after, "validation") + f" These are {adapted.parent}'s own validation photos, "
+                "not used in adapting.")))
+    elif not any(k in metrics for k in ("val", "test")):
         rows.append(("Measured", escape("No validation or test figures in the model card.")))
     limits = [str(x) for x in card.limitations] or [
         "No limitations recorded in the model card; treat this as unknown, not as absent."]
@@ -227,16 +306,18 @@ def card_summary(card: Any, origin: str | None = None, scope_limit: float | None
 
 FIGURES_NOTE = ("Sensitivity: the share of mpox photos the model calls mpox. Specificity: the share of other photos "
                 "it calls not mpox. Triage sensitivity: the share of mpox photos called mpox or flagged for review; "
-                "triage specificity: the share of other photos cleared with no flag. ROC-AUC: how well its scores rank mpox photos above others (1 is perfect, 0.5 "
-                "is chance). Intervals are 95% bootstrap intervals over photos; photos of one patient are not "
-                "independent, so the true uncertainty can be wider.")
+                "triage specificity: the share of other photos cleared: called not mpox with no flag. ROC-AUC: how "
+                "well its scores rank mpox photos above others (1 is perfect, 0.5 is chance). Intervals are 95% "
+                "bootstrap intervals over photos; photos of one patient are not independent, so the true "
+                "uncertainty can be wider.")
 
 
 def _headline_metrics(metrics: Any) -> list[list[str]]:
     """One row per evaluated set of a card (validation, test, each transfer direction) with its headline figures."""
     if not isinstance(metrics, dict):
         return []
-    sets = [(_SET_NAMES.get(name, readable_key(name)), m) for name, m in metrics.items() if name != "transfer"]
+    sets = [(_SET_NAMES.get(name) or _ADAPT_SET_NAMES.get(name) or readable_key(name), m)
+            for name, m in metrics.items() if name != "transfer"]
     transfer = metrics.get("transfer")
     if isinstance(transfer, dict):
         sets += [(f"Transfer {k}", v) for k, v in transfer.items()]

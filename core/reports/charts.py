@@ -12,6 +12,7 @@ from reportlab.platypus import CondPageBreak, PageBreak, Paragraph, Spacer, Tabl
 
 from core.agreement import Agreement, reference_labels
 from core.records import ResultRecord
+from core.reports.cards import Adaptation, adaptation_of
 from core.reports.context import ReportContext
 from core.reports.layout import FRAME_W, _C_GREY, _C_MPOX, _C_NOT, _fmt_metric, _grid_style, _styles
 
@@ -43,14 +44,24 @@ def agreement_section(ctx: ReportContext) -> list[Any]:
         if ag is None:
             continue
         out.append(CondPageBreak(340))  # a block needs about 330 pt; it shares a page when there is room
-        out += _agreement_block(ag, m.label if ctx.multi else "")
+        adapted = adaptation_of(m.card) if m.card is not None and ag.from_review else None
+        out += _agreement_block(ag, m.label if ctx.multi else "", adapted)
     return out
 
 
-def _agreement_block(ag: Agreement, label: str) -> list[Any]:
+def _agreement_block(ag: Agreement, label: str, adapted: Adaptation | None = None) -> list[Any]:
+    """The model's calls against the reference labels. For a model adapted on this site's reviewed photos
+    (`adapted`), those labels are largely the photos it learned from: the figures are marked in-sample and its
+    cross-validated site figures (from its card) are put first."""
     st = _styles()
     out: list[Any] = [Paragraph("Agreement with reference labels" + (f": {escape(label)}" if label else ""),
                                 st["h1"])]
+    if adapted is not None:
+        out.append(Paragraph(
+            f"<b>In-sample: this model was adapted on {escape(adapted.in_words())}.</b> The reviewer labels "
+            "below are likely the same photos, so its agreement with them is flattered and is no measure of the "
+            "model. Use the cross-validated figures (each photo scored by a head that never saw it), recorded in "
+            "its card, in the first column.", st["alarm"]))
     srcs = []
     if ag.from_truth:
         srcs.append(f"{ag.from_truth:,} from ground-truth folders")
@@ -71,7 +82,7 @@ def _agreement_block(ag: Agreement, label: str) -> list[Any]:
     out.append(Spacer(1, 6))
     cm = ag.confusion
     pos, neg = cm["tp"] + cm["fn"], cm["fp"] + cm["tn"]
-    cm_rows = [["", "called\nmpox", "called\nnot mpox", "total"],
+    cm_rows = [["in-sample" if adapted is not None else "", "called\nmpox", "called\nnot mpox", "total"],
                ["reference mpox", f"{cm['tp']:,}", f"{cm['fn']:,}", f"{pos:,}"],
                ["reference not mpox", f"{cm['fp']:,}", f"{cm['tn']:,}", f"{neg:,}"],
                ["total", f"{cm['tp'] + cm['fp']:,}", f"{cm['fn'] + cm['tn']:,}", f"{ag.n:,}"]]
@@ -94,8 +105,23 @@ def _agreement_block(ag: Agreement, label: str) -> list[Any]:
                 ["PPV (precision)", _fmt_metric(ag.ppv)],
                 ["NPV", _fmt_metric(ag.npv)],
                 ["Accuracy", _fmt_metric(ag.accuracy)]]
-    mtab = Table(met_rows, colWidths=[82, 174])
-    mtab.setStyle(_grid_style())
+    if adapted is not None:
+        cv = adapted.site_cv
+        cv_ci = cv.get("ci95") if isinstance(cv.get("ci95"), dict) else {}
+        figures = {"Sensitivity": "sensitivity", "Specificity": "specificity", "ROC AUC": "roc_auc",
+                   "Accuracy": "accuracy"}
+        head = [Paragraph(f"<b>Cross-validated, its {adapted.photos:,} site photos</b>", st["colhead"]),
+                Paragraph("<b>In-sample, these labels</b>", st["colhead"])]
+        met_rows = [["Measure"] + head] + [
+            [name, _fmt_metric(cv.get(figures[name]), cv_ci.get(figures[name])) if name in figures else "not recorded",
+             value] for name, value in met_rows[1:]]
+        mtab = Table(met_rows, colWidths=[62, 97, 97])
+        mtab.setStyle(_grid_style([("FONT", (1, 1), (1, -1), "Helvetica-Bold", 7.5),
+                                   ("FONT", (2, 1), (2, -1), "Helvetica", 7.5),
+                                   ("TEXTCOLOR", (2, 1), (2, -1), colors.HexColor("#7f8c8d"))]))
+    else:
+        mtab = Table(met_rows, colWidths=[82, 174])
+        mtab.setStyle(_grid_style())
     left_col = [cmt, Spacer(1, 10), mtab, Spacer(1, 6),
                 Paragraph(f"Intervals: 95% percentile bootstrap over photos ({ag.resamples:,} resamples, seed "
                           f"{ag.seed}; {escape(ag.engine)}). Photos of the same patient are not independent, "

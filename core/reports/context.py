@@ -12,7 +12,8 @@ from core.agreement import Agreement, compute_agreement, reference_labels
 from core.progress import CancelToken, ProgressFn, report
 from core.reasons import deciding_key
 from core.records import ResultRecord
-from core.reports.rows import ModelInfo, PhotoCounts, PhotoRow, count_photos, model_key, models_of, photo_rows
+from core.reports.rows import (ModelInfo, PhotoCounts, PhotoRow, count_photos, folder_points, model_key, models_of,
+                                photo_rows)
 
 
 DEFAULT_TITLE = "Mpox triage report"
@@ -41,6 +42,8 @@ class ReportContext:
     cancel: CancelToken | None = None
     drawn: int = 0
     decider: str = ""                  # core.reasons.deciding_key: the model whose call is the photo's
+    points: dict[str, Any] | None = None   # the operating point each model decides the folder at (folder_points)
+    cases: Any = None                  # core.cases.CaseView: a case summary, photos listed under their cases
 
     @property
     def multi(self) -> bool:
@@ -67,13 +70,16 @@ def build_context(records: Sequence[ResultRecord], *, folder: str, cards: Sequen
                   gradcam: dict[str, np.ndarray] | None = None, shift: dict | None = None,
                   origins: dict[str, str] | None = None, scope_limit: float | None = None,
                   title: str = DEFAULT_TITLE, generated: datetime | None = None,
-                  progress: ProgressFn | None = None, cancel: CancelToken | None = None) -> ReportContext:
+                  progress: ProgressFn | None = None, cancel: CancelToken | None = None,
+                  points: dict[str, Any] | None = None, cases: Any = None) -> ReportContext:
     """Everything the sections need, computed once: models, one row per photo, counts, agreement per model."""
     records = list(records)
     cards = list(cards or [])
     report(progress, 0, 1, "Computing summary", "summary")
     models = models_of(records, cards, origins)
-    photos = photo_rows(records, models, reviews, truth, scope_limit, shift)
+    # The point each model decides the folder at: the workspace's (each model under its own verdict) when given.
+    points = {**folder_points(records, models, shift), **(points or {})}
+    photos = photo_rows(records, models, reviews, truth, scope_limit, shift, points)
     has_refs = bool(reference_labels(records, reviews, truth))
     agreements = {m.key: compute_agreement([r for r in records if model_key(r) == m.key], reviews, truth)
                   if has_refs else None for m in models}
@@ -85,4 +91,4 @@ def build_context(records: Sequence[ResultRecord], *, folder: str, cards: Sequen
                          truth=truth, gradcam=gradcam, shift=shift, origins=origins, scope_limit=scope_limit,
                          title=title, decider=deciding_key([m.card for m in models if m.card is not None]),
                          when=generated.astimezone().strftime("%Y-%m-%d %H:%M %Z").strip(), progress=progress,
-                         cancel=cancel)
+                         cancel=cancel, points=points, cases=cases)

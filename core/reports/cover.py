@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections import Counter
-from typing import Any
+from typing import Any, Sequence
 from xml.sax.saxutils import escape
 
 from reportlab.lib import colors
@@ -15,7 +15,7 @@ from core.reasons import DISAGREE, KIND_TEXT, NOT_SCORED, ORDER, SHIFT, short_na
 from core.records import LABEL_MPOX, LABEL_NOT_MPOX
 from core.reports.context import ReportContext
 from core.reports.layout import (
-    FRAME_W, _C_MPOX, _C_OVERRIDE, _cell, _fmt_p, _grid_style, _pct, _styles, folder_label, markup,
+    FRAME_W, _C_MPOX, _C_OVERRIDE, _fmt_p, _grid_style, _pct, _styles, fit_cell, folder_label, markup,
 )
 from core.reports.rows import _origin_text, count_records
 
@@ -36,7 +36,7 @@ def cover_section(ctx: ReportContext) -> list[Any]:
         Paragraph(f"<b>Folder:</b> {markup(folder_label(ctx.folder))} ({ctx.counts.photos:,} photos; the CSV "
                   "export and the session record each photo's full path)", st["body"]),
     ]
-    out += _shift_paragraphs(ctx.shift)
+    out += _shift_paragraphs(ctx.shift, _point_messages(ctx))
     out += [Paragraph("Summary (counts are photos)", st["h2"]), _counts_block(ctx)]
     out += [Paragraph("Models", st["h2"]), _models_table(ctx),
             Spacer(1, 3),
@@ -47,12 +47,34 @@ def cover_section(ctx: ReportContext) -> list[Any]:
     return out
 
 
-def _shift_paragraphs(shift: dict | None) -> list[Any]:
+def _point_messages(ctx: ReportContext) -> list[str]:
+    """core.operating_point.point_message of each model whose folder point is not its default one: the text
+    classify printed and the app's banner shows."""
+    from core.operating_point import card_point, point_message
+
+    out = []
+    for m in ctx.models:
+        point = (ctx.points or {}).get(m.key)
+        if m.card is None or point is None:
+            continue
+        default = card_point(m.card, threshold=point.threshold if point.name == "manual" else None)
+        if not point.same_as(default):
+            out.append(point_message(m.card.display_name, point, default))
+    return out
+
+
+def _shift_paragraphs(shift: dict | None, points: Sequence[str] = ()) -> list[Any]:
     """The folder's stored shift result (Workspace.shift): the alarm, with the model whose test decides, what it
     changed and what to do; a quiet line when it ran and found nothing or did not run."""
+    from core.shift import clean_verdict
+
     st = _styles()
     if not shift:
         return []
+    shift = clean_verdict(shift)
+    if shift is None:  # a damaged or hand-edited stored verdict: neither trusted nor crashed on
+        return [Paragraph("Warning: the folder's stored shift check result is malformed and was ignored; run the "
+                          "folder again to test it.", st["warn"])]
     p, n, stat = shift.get("p_value"), shift.get("n"), shift.get("statistic")
     figures = ", ".join(x for x in (f"p = {p:.3g}" if p is not None else "",
                                     f"statistic {stat:.3g}" if stat is not None else "",
@@ -64,6 +86,8 @@ def _shift_paragraphs(shift: dict | None) -> list[Any]:
         if shift.get("operating_point") == "out_of_collection":
             text += (" The review band was widened to the model's out-of-collection operating point, so more "
                      "photos are marked for review.")
+        for message in points:
+            text += f" {escape(message)}."
         if shift.get("remedy"):
             text += f" What to do: {escape(str(shift['remedy']).rstrip('.'))}."
         return [Paragraph(text, st["alarm"])]
@@ -138,30 +162,43 @@ def _counts_block(ctx: ReportContext) -> Table:
 
 
 def _models_table(ctx: ReportContext) -> Table:
+    """One row per model (name, version, origin, architecture, threshold) with its SHA-256 on a line of its own
+    below, so long local versions ("1.3.0+site.2026-12-07") and origins wrap inside their cells."""
     st = _styles()
     show_origin = any(m.origin for m in ctx.models) or any(ctx.origin_of(c) for c in ctx.cards)
-    header = ["Name", "Version"] + (["Origin"] if show_origin else []) + ["Architecture", "Threshold",
-                                                                          "Model SHA-256"]
+    widths = [118, 92] + ([128] if show_origin else []) + [100]
+    widths.append(FRAME_W - sum(widths))
+    header = ["Name", "Version"] + (["Origin"] if show_origin else []) + ["Architecture", "Threshold"]
     rows: list[list[Any]] = [header]
+    style: list[tuple] = [("VALIGN", (0, 0), (-1, -1), "TOP")]
+
+    def add(name: str, short: str, version: str, origin: str, arch: str, thr: str, sha: str) -> None:
+        name_html = markup(name) + (f"<br/><font size='6.5' color='#555555'>in tables: {markup(short)}</font>"
+                                    if short and short.lower() != f"{name} {version}".lower() else "")
+        cells = [fit_cell(name_html, name, widths[0] - 12), fit_cell(markup(version), version, widths[1] - 12)]
+        if show_origin:
+            cells.append(fit_cell(markup(origin), origin, widths[2] - 12))
+        rows.append(cells + [fit_cell(markup(arch), arch, widths[-2] - 12), thr])
+        rows.append([Paragraph("SHA-256 " + escape(sha or "(not recorded)"), st["mono"])] + [""] * (len(widths) - 1))
+        k = len(rows) - 1
+        style.extend([("SPAN", (0, k), (-1, k)), ("LINEBELOW", (0, k - 1), (-1, k - 1), 0, colors.white),
+                      ("TOPPADDING", (0, k), (-1, k), 0)])
+
     listed = []
     for m in ctx.models:
         c = m.card
         arch = f"{c.architecture} ({c.input_size}px)" if c is not None else "(card not supplied)"
         thr = ", ".join(_fmt_p(t) for t in m.thresholds) if c is None or len(m.thresholds) > 1 \
             else _fmt_p(m.threshold)
-        rows.append([m.name or "?", m.version or "?"] + ([_cell(_origin_text(m.origin, c))] if show_origin else [])
-                    + [arch, thr, Paragraph(escape(m.sha256 or "(not recorded)"), st["mono"])])
+        add(m.name or "?", m.short, m.version or "?", _origin_text(m.origin, c), arch, thr, m.sha256)
         listed.append(c)
     for c in ctx.cards:  # cards supplied for models with no records here: still say what they are
         if any(c is x for x in listed):
             continue
-        rows.append([c.name, c.version] + ([_cell(_origin_text(ctx.origin_of(c), c))] if show_origin else [])
-                    + [f"{c.architecture} ({c.input_size}px)", _fmt_p(c.threshold),
-                       Paragraph(escape(c.model_sha256 or "(not recorded)"), st["mono"])])
-    widths = [70, 38] + ([62] if show_origin else []) + [78, 44]
-    widths.append(FRAME_W - sum(widths))
+        add(c.name, "", c.version, _origin_text(ctx.origin_of(c), c), f"{c.architecture} ({c.input_size}px)",
+            _fmt_p(c.threshold), c.model_sha256)
     t = Table(rows, colWidths=widths, hAlign="LEFT")
-    t.setStyle(_grid_style())
+    t.setStyle(_grid_style(style))
     return t
 
 
@@ -181,10 +218,11 @@ def sign_off_section(ctx: ReportContext) -> list[Any]:
     st = _styles()
     c = ctx.counts
     who = Counter(str(r.review.get("reviewer") or "unnamed") for r in ctx.photos if r.reviewed)
-    recorded = ", ".join(f"{name} ({n:,} photo{'s' if n != 1 else ''})" for name, n in who.most_common())
+    recorded = "; ".join(f"{name}: {n:,} photo{'s' if n != 1 else ''}" for name, n in who.most_common())
     text = (f"{c.reviewed:,} of {c.photos:,} photos carry a reviewer's label"
-            + (f" ({escape(recorded)})" if recorded else "")
-            + f"; {c.needs_review_unreviewed:,} of the {c.needs_review:,} photos that need review have none yet.")
+            + (f", given by {markup(recorded)}" if recorded else "")
+            + f". {c.needs_review_unreviewed:,} of the {c.needs_review:,} photos that need review "
+            + ("have none yet." if c.needs_review_unreviewed != 1 else "has none yet."))
     lines = [["Reviewed by (name, role)", ""], ["Date", ""], ["Signature", ""]]
     table = Table(lines, colWidths=[130, FRAME_W - 130], rowHeights=[22, 22, 30], hAlign="LEFT")
     table.setStyle([("FONT", (0, 0), (0, -1), "Helvetica-Bold", 9),

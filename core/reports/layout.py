@@ -73,6 +73,32 @@ def _cell(text: str, style: str = "cell") -> Paragraph:
     return Paragraph(markup(text), _styles()[style])
 
 
+def fit_size(text: str, width: float, font: str = "Helvetica", size: float = 8.0, floor: float = 5.0) -> float:
+    """The largest font size up to `size` at which the longest word of `text` fits `width`: cells wrap at
+    spaces only, so no word is ever broken ("combine/d")."""
+    from reportlab.pdfbase.pdfmetrics import stringWidth
+
+    longest = max((stringWidth(w, font, 1.0) for w in str(text).split()), default=0.0)
+    return size if longest * size <= width else max(floor, width / longest)
+
+
+@lru_cache(maxsize=64)
+def _sized(style: str, size: float) -> Any:
+    from reportlab.lib.styles import ParagraphStyle
+
+    base = _styles()[style]
+    return ParagraphStyle(f"{base.name}{size:.2f}", parent=base, fontSize=size,
+                          leading=round(size * base.leading / base.fontSize, 2))
+
+
+def fit_cell(html: str, words: str, width: float, style: str = "cell", font: str | None = None) -> Paragraph:
+    """A Paragraph of `html` whose font shrinks (not below 5 pt) until each word of `words` (its plain text,
+    measured in `font`, default the style's) fits `width`; wrapped at spaces only."""
+    base = _styles()[style]
+    size = round(fit_size(words, width, font or base.fontName, base.fontSize) - 0.05, 1)
+    return Paragraph(html, base if size >= base.fontSize else _sized(style, size))
+
+
 def _truncate_middle(text: str, width: float, font: str, size: float) -> str:
     from reportlab.pdfbase.pdfmetrics import stringWidth
 
@@ -271,11 +297,15 @@ def _styles() -> dict[str, Any]:
                                 spaceBefore=8, spaceAfter=12),
         # A file name has no spaces to break at: CJK wrapping breaks it anywhere, so the whole name shows.
         "filename": ParagraphStyle("fn", parent=ss["BodyText"], fontSize=7.5, leading=9, wordWrap="CJK"),
-        "cell": ParagraphStyle("c", parent=ss["BodyText"], fontSize=8, leading=10),
-        "cellb": ParagraphStyle("cb", parent=ss["BodyText"], fontName="Helvetica-Bold", fontSize=8, leading=10),
-        "score": ParagraphStyle("sc", parent=ss["BodyText"], fontSize=7.5, leading=9),
-        "reason": ParagraphStyle("r", parent=ss["BodyText"], fontSize=7, leading=8.5),
-        "colhead": ParagraphStyle("ch", parent=ss["BodyText"], fontName="Helvetica-Bold", fontSize=7, leading=8.5),
+        # Cells wrap at spaces only (splitLongWords=0): a narrow cell shrinks its font (fit_cell) rather than
+        # break a word in two.
+        "cell": ParagraphStyle("c", parent=ss["BodyText"], fontSize=8, leading=10, splitLongWords=0),
+        "cellb": ParagraphStyle("cb", parent=ss["BodyText"], fontName="Helvetica-Bold", fontSize=8, leading=10,
+                                splitLongWords=0),
+        "score": ParagraphStyle("sc", parent=ss["BodyText"], fontSize=7.5, leading=9, splitLongWords=0),
+        "reason": ParagraphStyle("r", parent=ss["BodyText"], fontSize=7, leading=8.5, splitLongWords=0),
+        "colhead": ParagraphStyle("ch", parent=ss["BodyText"], fontName="Helvetica-Bold", fontSize=7, leading=8.5,
+                                  splitLongWords=0),
         # 6.5 pt Courier fits a whole SHA-256 (64 hex digits) on one line in the model table.
         "mono": ParagraphStyle("m", parent=ss["BodyText"], fontName="Courier", fontSize=6.5, leading=8.5),
     }

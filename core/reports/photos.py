@@ -16,7 +16,7 @@ from core.records import FLAG_OUT_OF_SCOPE, FLAG_UNCERTAIN, LABEL_MPOX
 from core.reports.context import ReportContext
 from core.reports.layout import (
     FRAME_W, MARGIN, _BG_ERROR, _BG_FLAG, _BG_MPOX, _C_MPOX, _C_OVERRIDE, _display_name, _fmt_p, _grid_style, _styles,
-    _truncate_middle, markup,
+    _truncate_middle, fit_cell, markup,
 )
 from core.reports.rows import PhotoRow
 from core.reports.thumbs import THUMB_PT, _Thumb, make_gradcam_thumbnail, make_thumbnail
@@ -33,6 +33,10 @@ def photos_section(ctx: ReportContext) -> list[Any]:
     if not ctx.photos:
         return out + [Paragraph("Photos", st["h1"]), Paragraph("The folder held no photos.", st["body"])]
     layout = _PhotoTable(ctx)
+    if ctx.cases is not None:
+        from core.reports.case_summary import photos_by_case
+
+        return out + photos_by_case(ctx, layout)
     needing = [r for r in ctx.photos if r.needs_review]
     rest = [r for r in ctx.photos if not r.needs_review]
     if needing:
@@ -63,11 +67,12 @@ class _PhotoTable:
         self.has_cam = bool(ctx.gradcam)
         model_w = 52 if len(ctx.models) <= 3 else 44
         cam = [Paragraph("Grad-CAM", _styles()["colhead"])] if self.has_cam else []
+        # Each model by its short name (rows.short_labels, as in the other tables), wrapped at spaces; the
+        # font shrinks until every word fits, so no name is broken or cut.
+        self.model_w = model_w
         self.cols = (["#", "Photo"] + cam + ["File"]
-                     + [Paragraph("p(mpox)<br/>" + escape(_truncate_middle(m.name or "?", model_w - 6, "Helvetica-Bold",
-                                                                            7))
-                                  + "<br/>" + escape(_truncate_middle(m.version, model_w - 6, "Helvetica-Bold", 7)),
-                                  _styles()["colhead"]) for m in ctx.models]
+                     + [fit_cell("p(mpox)<br/>" + markup(m.short), f"p(mpox) {m.short}", model_w - 12, "colhead")
+                        for m in ctx.models]
                      + ["Needs review", "Reviewer"])
         widths = [24, THUMB_PT + 6] + ([THUMB_PT + 14] if self.has_cam else []) + [0] \
             + [model_w] * len(ctx.models) + [106, 66]
@@ -133,7 +138,7 @@ class _PhotoTable:
                 html = f"{_fmt_p(r.p_mpox)}<br/>{escape(call)}" + (f"<br/><i>{escape(flag)}</i>" if flag else "")
                 if r.prediction == LABEL_MPOX:
                     html = f"<font color='{_C_MPOX}'><b>{html}</b></font>"
-                cells.append(Paragraph(html, st["score"]))
+                cells.append(fit_cell(html, f"{call} {flag}", self.model_w - 12, "score", "Helvetica-Bold"))
         if row.reasons:
             first, *more = [x.text for x in row.reasons]
             html = f"<b>{markup(first)}</b>" + "".join(f"<br/>also {markup(t)}" for t in more)

@@ -18,8 +18,8 @@ ORIGIN_TEXT = {"shipped": "shipped with the app", "local": "local model (not a s
 
 
 def model_key(record: Any) -> str:
-    """How results of one model are told apart: ResultRecord.model_key / ModelCard.key (the weights' SHA-256,
-    else "name version"); the same rule for other objects with those fields."""
+    """How results of one model are told apart: ResultRecord.model_key / ModelCard.key (the scoring digest,
+    else the weights' SHA-256, else "name version"); the same rule for other objects with those fields."""
     key = getattr(record, "model_key", None) or getattr(record, "key", None)
     if isinstance(key, str) and key:
         return key
@@ -42,6 +42,7 @@ class ModelInfo:
     card: Any | None = None
     origin: str | None = None          # "shipped" | "local" | None (not stated)
     thresholds: list[float] = field(default_factory=list)
+    short: str = ""                    # the name in narrow places (short_labels); the Models table has it whole
 
     @property
     def label(self) -> str:
@@ -55,8 +56,8 @@ class ModelInfo:
 
 
 def _card_for(key: str, name: str, version: str, cards: Sequence[Any]) -> Any | None:
-    for c in cards:
-        if c.model_sha256 and c.model_sha256 == key:
+    for c in cards:   # the card whose key (its scoring digest, core.records.scoring_digest) the results carry
+        if model_key(c) == key:
             return c
     for c in cards:
         if not c.model_sha256 and (c.name, c.version) == (name, version):
@@ -78,7 +79,34 @@ def models_of(records: Sequence[ResultRecord], cards: Sequence[Any] = (),
     for info in found.values():
         info.card = _card_for(info.key, info.name, info.version, cards)
         info.origin = (origins or {}).get(info.key)
-    return list(found.values())
+    models = list(found.values())
+    for info, short in zip(models, short_labels(models)):
+        info.short = short
+    return models
+
+
+def short_version(version: str) -> str:
+    """A version for a narrow place: build metadata cut after its first word ("1.3.0+site.2026-12-07" ->
+    "1.3.0+site"); the Models table and the card page print it whole."""
+    head, plus, meta = str(version or "").partition("+")
+    return head + (plus + meta.split(".")[0] if plus else "")
+
+
+def short_labels(models: Sequence[ModelInfo]) -> list[str]:
+    """One short name per model, used alike by the photo table, the per-model counts and the charts: the
+    architecture as core.reasons names it ("MobileNetV2", "combined") and the short version; the model's own
+    name instead when two would read the same."""
+    from core.reasons import short_name
+
+    def short(m: ModelInfo, own_name: bool) -> str:
+        name = m.name or "?"
+        if not own_name and m.card is not None:
+            arch = short_name(m.card)   # "name version" when the architecture is not a known one
+            name = name if arch == f"{m.card.name} {m.card.version}" else arch
+        return f"{name} {short_version(m.version)}".strip()
+
+    first = [short(m, False) for m in models]
+    return [s if first.count(s) == 1 else short(m, True) for s, m in zip(first, models)]
 
 
 @dataclass
@@ -136,13 +164,15 @@ class PhotoRow:
 
 def photo_rows(records: Sequence[ResultRecord], models: Sequence[ModelInfo] | None = None,
                reviews: dict[str, dict] | None = None, truth: dict[str, str] | None = None,
-               scope_limit: float | None = None, shift: dict | None = None) -> list[PhotoRow]:
+               scope_limit: float | None = None, shift: dict | None = None,
+               points: dict[str, Any] | None = None) -> list[PhotoRow]:
     """One row per photo (records of several models for one path are merged), needs-review first.
 
     Reasons come from core.reasons (the app's table and the CSV say the same). Order: by the first reason
     (core.reasons.ORDER: unreadable, not a skin photo, out of scope, disagree, uncertain, ...; each highest
     risk first), then every other photo by its highest p(mpox). A later record of the same model and path
-    replaces an earlier one (a resumed run lists the newest result last).
+    replaces an earlier one (a resumed run lists the newest result last). `points`: the operating point each
+    model decides this folder at (folder_points), so an uncertain row cites the band it was decided at.
     """
     models = list(models) if models is not None else models_of(records)
     refs = model_refs_of(models)
@@ -158,7 +188,8 @@ def photo_rows(records: Sequence[ResultRecord], models: Sequence[ModelInfo] | No
         path = shown[norm]
         ordered = {m.key: results[m.key] for m in models if m.key in results}
         rows.append(PhotoRow(path, ordered, lookup(reviews, path), lookup(truth, path),
-                             photo_reasons(ordered, refs, decider=decider, shift=shift, scope_limit=scope_limit),
+                             photo_reasons(ordered, refs, decider=decider, shift=shift, scope_limit=scope_limit,
+                                           points=points),
                              photo_call(ordered, refs, decider)))
 
     def order(row: PhotoRow) -> tuple[int, float, str]:
@@ -166,6 +197,16 @@ def photo_rows(records: Sequence[ResultRecord], models: Sequence[ModelInfo] | No
         return group, -row.risk, row.path
 
     return sorted(rows, key=order)
+
+
+def folder_points(records: Sequence[ResultRecord], models: Sequence[ModelInfo], shift: dict | None) -> dict[str, Any]:
+    """The operating point each model with a card decides these records' folder at (the workspace's rule,
+    core.operating_point.records_point, over the records the report holds), by model key."""
+    from core.operating_point import records_point
+
+    alarm = bool(shift and shift.get("detected"))
+    return {m.key: records_point(m.card, alarm, [r for r in records if model_key(r) == m.key])
+            for m in models if m.card is not None}
 
 
 def model_refs_of(models: Sequence[ModelInfo]) -> list[ModelRef]:

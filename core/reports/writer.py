@@ -17,6 +17,7 @@ from core import DISCLAIMER, __version__
 from core.progress import CancelToken, ProgressFn, report
 from core.records import ResultRecord
 from core.reports.cards import model_card_section
+from core.reports.case_summary import case_summary_section
 from core.reports.charts import agreement_section, distribution_section
 from core.reports.context import DEFAULT_TITLE, ReportContext, build_context
 from core.reports.cover import cover_section, sign_off_section
@@ -28,6 +29,7 @@ from core.reports.publish import publish_atomically
 SECTIONS: tuple[Callable[[ReportContext], list[Any]], ...] = (
     cover_section,
     sign_off_section,
+    case_summary_section,
     photos_section,
     distribution_section,
     agreement_section,
@@ -51,7 +53,9 @@ def write_pdf_report(
     shift: dict | None = None,
     origins: dict[str, str] | None = None,
     scope_limit: float | None = None,
+    points: dict[str, Any] | None = None,
     sections: Sequence[Callable[[ReportContext], list[Any]]] = SECTIONS,
+    cases: Any = None,
 ) -> Path:
     """Write the PDF report of one classified folder and return its path.
 
@@ -62,7 +66,8 @@ def write_pdf_report(
     "p_value", "statistic", "n"}, e.g. core.shift's ShiftResult.to_dict()); `origins` maps a model key
     (model SHA-256, else "name version") to "shipped" or "local"; `scope_limit` is the limit out-of-scope
     scores were compared with (default: each card's ood_threshold); it is printed beside the score, while
-    the record's flag decides whether a photo is out of scope.
+    the record's flag decides whether a photo is out of scope. `cases` (core.cases.CaseView) adds a case summary
+    and lists the photos under their cases.
 
     The PDF is published atomically: on any failure the previous file at `out_path` stays as it was and
     nothing half-written is left. Raises ReportWriteError (one line) when the file cannot be written,
@@ -71,7 +76,8 @@ def write_pdf_report(
     out_path = Path(out_path)
     ctx = build_context(records, folder=folder, cards=cards, reviews=reviews, truth=truth, gradcam=gradcam,
                         shift=shift, origins=origins, scope_limit=scope_limit, title=title, generated=generated,
-                        progress=progress, cancel=cancel)
+                        points=points,
+                        progress=progress, cancel=cancel, cases=cases)
     story: list[Any] = []
     for section in sections:
         story += section(ctx)

@@ -6,11 +6,12 @@ import csv
 import os
 import re
 from pathlib import Path
-from typing import Iterable
+from typing import Iterable, Sequence
 
 from core.records import CSV_COLUMNS, ResultRecord
 
 PATH_COLUMN = "path"
+CASE_COLUMN = "case_id"    # core.cases: the case a photo belongs to (with --cases)
 SHARD_GLOB = "part-*.parquet"
 _SHARD_RE = re.compile(r"^part-(\d+)\.parquet$")
 
@@ -21,9 +22,16 @@ class ManifestError(ValueError):
 
 def read_manifest(path: str | os.PathLike) -> list[str]:
     """The `path` column of a CSV or Parquet manifest, in file order; relative paths are taken from its folder."""
+    return [p for p, _cells in read_manifest_columns(path)]
+
+
+def read_manifest_columns(path: str | os.PathLike, columns: Sequence[str] = ()) -> list[tuple[str, dict]]:
+    """(path, {column: cell}) per row of a CSV or Parquet manifest with a path, in file order (read_manifest's
+    paths); each named column must exist (ManifestError names the file and the columns it has)."""
     path = Path(path).expanduser()
     base = path.resolve().parent
     suffix = path.suffix.lower()
+    wanted = [PATH_COLUMN, *[c for c in columns if c != PATH_COLUMN]]
     try:
         if suffix == ".parquet":
             import pyarrow.parquet as pq
@@ -32,15 +40,15 @@ def read_manifest(path: str | os.PathLike) -> list[str]:
 
             require_ray()  # pyarrow comes with the scale extra
             table = pq.read_table(path)
-            if PATH_COLUMN not in table.column_names:
-                raise ManifestError(f"{path}: no '{PATH_COLUMN}' column (columns: {', '.join(table.column_names)})")
-            values = table.column(PATH_COLUMN).to_pylist()
+            names = table.column_names
+            _require(path, wanted, names, "columns")
+            data = {c: table.column(c).to_pylist() for c in wanted}
         elif suffix in (".csv", ".tsv"):
             with open(path, newline="", encoding="utf-8-sig") as fh:
                 reader = csv.DictReader(fh, delimiter="\t" if suffix == ".tsv" else ",")
-                if PATH_COLUMN not in (reader.fieldnames or []):
-                    raise ManifestError(f"{path}: no '{PATH_COLUMN}' column (header: {reader.fieldnames})")
-                values = [row[PATH_COLUMN] for row in reader]
+                _require(path, wanted, reader.fieldnames or [], "header")
+                rows = list(reader)
+            data = {c: [row[c] for row in rows] for c in wanted}
         else:
             raise ManifestError(f"{path}: a manifest must be .csv, .tsv or .parquet")
     except ManifestError:
@@ -50,7 +58,7 @@ def read_manifest(path: str | os.PathLike) -> list[str]:
     except Exception as exc:  # pyarrow's ArrowInvalid for a broken Parquet file
         raise ManifestError(f"{path}: cannot read manifest ({type(exc).__name__}: {exc})") from None
     out = []
-    for row, value in enumerate(values, start=1):
+    for row, value in enumerate(data[PATH_COLUMN], start=1):
         if value is None:
             continue
         if isinstance(value, bytes):
@@ -64,15 +72,23 @@ def read_manifest(path: str | os.PathLike) -> list[str]:
                                 "hold; fix the manifest")
         if text:
             p = Path(text).expanduser()
-            out.append(str(p if p.is_absolute() else base / p))
+            out.append((str(p if p.is_absolute() else base / p), {c: data[c][row - 1] for c in wanted[1:]}))
     return out
 
 
-def _schema():
+def _require(path: Path, wanted: Sequence[str], names: Sequence[str], what: str) -> None:
+    missing = [c for c in wanted if c not in names]
+    if missing:
+        shown = ", ".join(names) if what == "columns" else names
+        raise ManifestError(f"{path}: no '{missing[0]}' column ({what}: {shown})")
+
+
+def _schema(with_cases: bool = False):
     import pyarrow as pa
 
     floats = {"p_mpox", "ood_score", "scope_score", "threshold"}
-    return pa.schema([(c, pa.float64() if c in floats else pa.string()) for c in CSV_COLUMNS])
+    names = CSV_COLUMNS[:1] + [CASE_COLUMN] + CSV_COLUMNS[1:] if with_cases else CSV_COLUMNS
+    return pa.schema([(c, pa.float64() if c in floats else pa.string()) for c in names])
 
 
 def _text(value: str) -> str:
@@ -86,11 +102,12 @@ class ParquetShardWriter:
     Each shard is written to a hidden temporary file and renamed into place, so a reader (or a run
     killed mid-write) only ever sees whole shards. Reopening a folder continues after its last shard,
     so a resumed run adds shards. Columns are those of the CSV (core.records.CSV_COLUMNS); `origins` maps a
-    model key to its `model_origin` text (core.workspace.Workspace.origin).
+    model key to its `model_origin` text (core.workspace.Workspace.origin); `cases` (photo path -> case id,
+    core.cases.assign) adds a `case_id` column after `path`.
     """
 
     def __init__(self, out_dir: str | os.PathLike, rows_per_shard: int = 100_000,
-                 origins: dict[str, str] | None = None):
+                 origins: dict[str, str] | None = None, cases: dict[str, str] | None = None):
         from core.scale import require_ray
 
         require_ray()
@@ -100,6 +117,7 @@ class ParquetShardWriter:
         self.out_dir.mkdir(parents=True, exist_ok=True)
         self.rows_per_shard = int(rows_per_shard)
         self.origins = dict(origins or {})
+        self.cases = None if cases is None else dict(cases)
         existing = [int(m.group(1)) for p in self.out_dir.iterdir() if (m := _SHARD_RE.match(p.name))]
         self._next = max(existing, default=-1) + 1
         self._rows: list[ResultRecord] = []
@@ -122,12 +140,14 @@ class ParquetShardWriter:
         import pyarrow as pa
         import pyarrow.parquet as pq
 
-        schema = _schema()
+        schema = _schema(self.cases is not None)
         columns = {c: [getattr(r, c) for r in self._rows] for c in CSV_COLUMNS if c != "model_origin"}
         columns["model_origin"] = [self.origins.get(r.model_key, "") for r in self._rows]
-        for c in ("path", "error", "file_sha256"):
+        if self.cases is not None:
+            columns[CASE_COLUMN] = [self.cases.get(r.path, r.path) for r in self._rows]
+        for c in ("path", "error", "file_sha256") + ((CASE_COLUMN,) if self.cases is not None else ()):
             columns[c] = [None if v is None else _text(v) for v in columns[c]]
-        table = pa.table({c: pa.array(columns[c], type=schema.field(c).type) for c in CSV_COLUMNS}, schema=schema)
+        table = pa.table({c: pa.array(columns[c], type=schema.field(c).type) for c in schema.names}, schema=schema)
         final = self.out_dir / f"part-{self._next:05d}.parquet"
         tmp = self.out_dir / f".{final.name}.tmp-{os.getpid()}"
         try:
@@ -163,3 +183,19 @@ def read_parquet_results(out_dir: str | os.PathLike) -> list[dict]:
     for shard in sorted(Path(out_dir).glob(SHARD_GLOB)):
         rows.extend(pq.read_table(shard).to_pylist())
     return rows
+
+
+def read_parquet_records(out_dir: str | os.PathLike) -> tuple[list[ResultRecord], dict[str, str] | None]:
+    """The ResultRecords of a shard folder (core.records fields; `model_origin` dropped) and, when the shards carry
+    a `case_id` column (classify --cases), photo path -> case id (else None): what core.fhir_export needs."""
+    records: list[ResultRecord] = []
+    cases: dict[str, str] | None = None
+    for row in read_parquet_results(out_dir):
+        if CASE_COLUMN in row:
+            cases = {} if cases is None else cases
+            cases[row["path"]] = row[CASE_COLUMN] or row["path"]
+        data = {k: v for k, v in row.items() if k in ResultRecord.__dataclass_fields__}
+        data["error"] = data.get("error") or ""
+        data["flag"] = data.get("flag") or ""
+        records.append(ResultRecord.from_dict(data))
+    return records, cases

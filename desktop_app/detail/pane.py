@@ -10,7 +10,7 @@ from PySide6.QtGui import QColor, QImage, QPainter, QPixmap
 from PySide6.QtWidgets import (QCheckBox, QComboBox, QHBoxLayout, QLabel, QSizePolicy, QSlider, QVBoxLayout,
                                QWidget)
 
-from core.reasons import call_text
+from core.reasons import call_text, limit_text
 from desktop_app.results.model import FLAG_TEXT, REVIEW_TEXT, FileRow, error_text
 
 DISPLAY_SIDE = 1024
@@ -162,6 +162,20 @@ class DetailPane(QWidget):
     def current_model_key(self) -> str | None:
         return self.model_combo.currentData()
 
+    def heat_for(self, path: str) -> tuple[QPixmap | None, str]:
+        """The Grad-CAM computed for `path` (the model chosen here first, else any chosen model) and its model's
+        name, for the photo large; (None, "") when none has been computed."""
+        keys = [self.current_model_key()] + [self.model_combo.itemData(i) for i in range(self.model_combo.count())]
+        for key in keys:
+            heat = self._heat_cache.get((path, key)) if key is not None else None
+            if heat is not None:
+                index = self.model_combo.findData(key)
+                return heat, self.model_combo.itemText(index) if index >= 0 else ""
+        for (shown, _key), heat in self._heat_cache.items():   # a photo other than the one shown here
+            if shown == path:
+                return heat, ""
+        return None, ""
+
     def has_heatmap(self) -> bool:
         return not self.view.heat.isNull()
 
@@ -186,12 +200,8 @@ class DetailPane(QWidget):
             pred = html.escape(call_text(rec.prediction))
             flag = f" · <i>{html.escape(FLAG_TEXT.get(rec.flag, rec.flag))}</i>" if rec.flag else ""
             thr = f" (threshold {rec.threshold:.2f})" if rec.threshold is not None else ""
-            lines.append(f"<b>{name}</b>: p(mpox) = <b>{rec.p_mpox:.3f}</b> → {pred}{thr}{flag}")
-        scope = next((r.scope_score for r in self._records(row) if r.ok and r.scope_score is not None), None)
-        if scope is not None:
-            from core.scope import describe  # NumPy and OpenCV only; no TensorFlow on the GUI thread
-
-            lines.append(html.escape(describe(scope)))
+            lines.append(f"<b>{name}</b>: p(mpox) = <b>{rec.p_mpox:.3f}</b> → {pred}{thr}{flag}{self._distance(rec)}")
+        lines += self._scope_lines(row)
         if row.review_label:
             lines.append(f"Reviewer label: <b>{REVIEW_TEXT.get(row.review_label, row.review_label)}</b> "
                          f"by {html.escape(row.reviewer)} at {html.escape(row.review_time.replace('T', ' ')[:16])} UTC "
@@ -201,6 +211,33 @@ class DetailPane(QWidget):
         else:
             lines.append("<span style='color:#666'>Not reviewed — press M (mpox), N (not mpox) or U (unsure)</span>")
         self.scores.setText("<br>".join(lines))
+
+    def _distance(self, rec) -> str:
+        """A model's embedding distance against its card's limit (the out-of-scope check of that model)."""
+        card = (getattr(self.results_model, "cards", None) or {}).get(rec.model_key)
+        limit = getattr(card, "ood_threshold", None)
+        if rec.ood_score is None or limit is None:
+            return ""
+        return " · " + html.escape(limit_text("embedding distance", float(rec.ood_score), float(limit)))
+
+    def _scope_lines(self, row: FileRow) -> list[str]:
+        """The not-a-skin-photo score against its limit: once when every model saw the same score, else each
+        model's own (the one its out-of-scope flag was decided with)."""
+        from core.scope import SCOPE_LIMIT  # NumPy and OpenCV only; no TensorFlow on the GUI thread
+
+        limit = getattr(self.results_model, "scope_limit", None)
+        limit = float(SCOPE_LIMIT if limit is None else limit)
+        scored = [r for r in self._records(row) if r.ok and r.scope_score is not None]
+        out = []
+        for r in scored:
+            s = float(r.scope_score)
+            what = ("this does not look like a skin photo; no mpox / not-mpox call" if s > limit
+                    else "looks like a photo")
+            who = "" if len({x.scope_score for x in scored}) == 1 else f"{r.model} {r.model_version}: ".lstrip()
+            out.append(html.escape(f"{who}{limit_text('Not-a-skin-photo score', s, limit)}: {what}"))
+            if not who:
+                break
+        return out
 
     # --- internals -----------------------------------------------------------------------------
     def _on_toggle(self, checked: bool) -> None:

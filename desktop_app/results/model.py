@@ -115,6 +115,8 @@ class ResultsModel(QAbstractTableModel):
         self.cards: dict[str, Any] = {}           # model key -> card, for limits and bands
         self.shift: dict | None = None            # the folder's stored shift result (Workspace.shift)
         self.scope_limit: float | None = None     # None: core.scope.SCOPE_LIMIT
+        self.points: dict | None = None            # model key -> the point the folder is decided at (point_for)
+        self.case_of: dict[str, str] | None = None  # photo -> case id (core.cases) while photos are grouped
         self._columns: list[tuple[str, str]] = []
         self._rebuild_columns()
         # Thumbnails arrive one by one from the decoder; their repaints are coalesced into one
@@ -130,8 +132,9 @@ class ResultsModel(QAbstractTableModel):
         # The call and the review come right after the file, so they stay on screen in a narrow window;
         # the other models' scores share one compact column.
         primary = self.primary_key()
-        cols: list[tuple[str, str]] = [("thumb", ""), ("file", ""), ("prediction", ""), ("review", ""),
-                                       ("needs", ""), ("p", primary), ("reviewer", "")]
+        cols: list[tuple[str, str]] = [("thumb", ""), ("file", "")] + ([("case", "")] if self.case_of is not None
+                                                                       else []) + [
+            ("prediction", ""), ("review", ""), ("needs", ""), ("p", primary), ("reviewer", "")]
         if len(self.models) > 1:
             cols.append(("scores", ""))
         cols += [("flag", ""), ("review_time", ""), ("model", "")]
@@ -177,15 +180,24 @@ class ResultsModel(QAbstractTableModel):
             r.reason_cache = None
         self.endResetModel()
 
+    def set_cases(self, case_of: dict[str, str] | None) -> None:
+        """Photo -> case id (core.cases.assign) to show in a Case column after the file; None hides the column."""
+        self.beginResetModel()
+        self.case_of = dict(case_of) if case_of is not None else None
+        self._rebuild_columns()
+        self.endResetModel()
+
     def set_cards(self, cards: list) -> None:
         """Cards met (every bundle in the models folder): their limits and bands for the reasons."""
         self.cards.update({(getattr(c, "model_sha256", "") or f"{c.name} {c.version}"): c for c in cards})
         self.refs = [ModelRef(k, n, self.cards.get(k)) for k, n in self.models]
         self._invalidate_reasons()
 
-    def set_shift(self, shift: dict | None) -> None:
-        """The folder's stored shift result: its reasons ("folder unlike the training photos") and tooltip."""
+    def set_shift(self, shift: dict | None, points: dict | None = None) -> None:
+        """The folder's stored shift result: its reasons ("folder unlike the training photos") and tooltip; `points`
+        the operating point each model decides the folder at (Workspace.point_for), for the band a row cites."""
         self.shift = dict(shift) if shift else None
+        self.points = dict(points) if points else None
         self._invalidate_reasons()
 
     def _invalidate_reasons(self) -> None:
@@ -200,7 +212,7 @@ class ResultsModel(QAbstractTableModel):
 
             records = {k: row.records.get(k) for k, _n in self.models}
             reasons = photo_reasons(records, self.refs, decider=self.decider, shift=self.shift,
-                                    scope_limit=self.scope_limit)
+                                    scope_limit=self.scope_limit, points=self.points)
             call = photo_call(records, self.refs, self.decider)
             scored = [r for r in records.values() if r is not None and r.ok and r.p_mpox is not None]
             top_p = max((float(r.p_mpox) for r in scored), default=0.0)
@@ -251,7 +263,7 @@ class ResultsModel(QAbstractTableModel):
         self.rows, self._index = [], {}
         if not self.chosen:
             self.models, self.refs = [], []
-        self.shift = None
+        self.shift = self.points = None
         self._rebuild_columns()
         self.endResetModel()
 
@@ -354,7 +366,7 @@ class ResultsModel(QAbstractTableModel):
             if kind == "scores":
                 return " ·\n".join(n for _k, n in self.others())
             return {"thumb": "", "file": "File", "needs": "Needs review", "prediction": "Call", "flag": "Flags",
-                    "model": "Model", "review": "Review", "reviewer": "Reviewer",
+                    "model": "Model", "review": "Review", "reviewer": "Reviewer", "case": "Case",
                     "review_time": "Review time"}[kind]
         if role == Qt.ItemDataRole.ToolTipRole:
             decides = f"; {self._model_name(self.decider)} decides" if self.decider else ""
@@ -428,6 +440,8 @@ class ResultsModel(QAbstractTableModel):
     def _display(self, row: FileRow, kind: str, key: str):
         if kind == "file":
             return row.name
+        if kind == "case":
+            return (self.case_of or {}).get(row.path, row.name)
         if kind == "needs":
             return self.reason(row)[0]
         if kind == "p":

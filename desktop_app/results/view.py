@@ -12,9 +12,10 @@ import time
 
 from PySide6.QtCore import QEvent, QItemSelectionModel, QModelIndex, QSize, Qt, Signal
 from PySide6.QtGui import QKeyEvent, QKeySequence, QShortcut
-from PySide6.QtWidgets import (QAbstractItemView, QComboBox, QHBoxLayout, QHeaderView, QLabel, QLineEdit, QMenu,
-                               QTableView, QVBoxLayout, QWidget)
+from PySide6.QtWidgets import (QAbstractItemView, QComboBox, QHBoxLayout, QHeaderView, QInputDialog, QLabel, QLineEdit,
+                               QMenu, QStackedWidget, QTableView, QVBoxLayout, QWidget)
 
+from desktop_app.elide import ElideDelegate
 from desktop_app.results.model import ROW_ROLE, ResultsModel
 from desktop_app.results.proxy import FILTERS, ResultsProxy
 
@@ -23,10 +24,52 @@ CLEAR_KEYS = {Qt.Key.Key_Delete, Qt.Key.Key_Backspace}
 TYPING_BURST_S = 0.3
 FILE_MIN, FILE_MAX = 130, 380
 NEEDS_MIN, NEEDS_PREF, NEEDS_MAX = 150, 200, 420
+CALL_WORDS = ("out of scope", "not mpox", "disagree", "mpox")
+# What an empty filtered view says (the table shows it over the empty rows).
+EMPTY_FILTER_TEXT = {
+    "mpox": "No photo is called mpox by any chosen model.",
+    "not_mpox": "No photo is called not mpox by every chosen model.",
+    "flagged": "No photo needs review: every photo was read, and none is out of scope, uncertain or disputed.",
+    "errors": "No errors: every photo in this folder could be read.",
+    "unreviewed": "Every photo is reviewed.",
+}
 # Columns whose first click sorts highest first (risk and probability read top-down).
 DESCENDING_FIRST = {"needs", "p"}
 # A focus frame that shows where the keyboard is (M/N/U act only here).
 FOCUS_STYLE = "QTableView { border: 2px solid transparent; } QTableView:focus { border: 2px solid palette(highlight); }"
+
+
+def review_key_press(view: QAbstractItemView, event: QKeyEvent, row: int | None, review, clear, ignored) -> bool:
+    """The review keys of a results view (the table, the case tree): M / N / U emit `review(row, label)`, Delete /
+    Backspace `clear(row)`, a review key inside a typing burst `ignored(text)`; True when the key was taken.
+    `view` keeps `clock`, `_last_printable` and `_last_was_review`; `row` is the current photo's source row."""
+    mods = event.modifiers() & (Qt.KeyboardModifier.ControlModifier | Qt.KeyboardModifier.AltModifier
+                                | Qt.KeyboardModifier.MetaModifier)
+    key = Qt.Key(event.key())
+    text = event.text()
+    printable = bool(text) and text.isprintable() and not mods
+    if printable:
+        now = view.clock()
+        in_burst = now - view._last_printable < TYPING_BURST_S and not view._last_was_review
+        view._last_printable = now
+        label = REVIEW_KEYS.get(key)
+        editing = view.state() == QAbstractItemView.State.EditingState
+        if label is not None and not in_burst and not editing:
+            view._last_was_review = True
+            if row is not None:
+                review.emit(row, label)
+        else:
+            view._last_was_review = False
+            if label is not None:
+                ignored.emit(text)
+        event.accept()   # letters never jump rows (no keyboard search) and never label by accident
+        return True
+    if key in CLEAR_KEYS and not mods:
+        if row is not None:
+            clear.emit(row)
+        event.accept()
+        return True
+    return False
 
 
 class ResultsTable(QTableView):
@@ -48,35 +91,9 @@ class ResultsTable(QTableView):
         return self.model().mapToSource(index).row() if index.isValid() else None
 
     def keyPressEvent(self, event: QKeyEvent) -> None:
-        mods = event.modifiers() & (Qt.KeyboardModifier.ControlModifier | Qt.KeyboardModifier.AltModifier
-                                    | Qt.KeyboardModifier.MetaModifier)
-        key = Qt.Key(event.key())
-        text = event.text()
-        printable = bool(text) and text.isprintable() and not mods
-        if printable:
-            now = self.clock()
-            in_burst = now - self._last_printable < TYPING_BURST_S and not self._last_was_review
-            self._last_printable = now
-            label = REVIEW_KEYS.get(key)
-            editing = self.state() == QAbstractItemView.State.EditingState
-            if label is not None and not in_burst and not editing:
-                self._last_was_review = True
-                row = self._source_row()
-                if row is not None:
-                    self.review_requested.emit(row, label)
-            else:
-                self._last_was_review = False
-                if label is not None:
-                    self.ignored_typing.emit(text)
-            event.accept()   # letters never jump rows (no keyboard search) and never label by accident
-            return
-        if key in CLEAR_KEYS and not mods:
-            row = self._source_row()
-            if row is not None:
-                self.clear_requested.emit(row)
-            event.accept()
-            return
-        super().keyPressEvent(event)
+        if not review_key_press(self, event, self._source_row(), self.review_requested, self.clear_requested,
+                                self.ignored_typing):
+            super().keyPressEvent(event)
 
     def keyboardSearch(self, search: str) -> None:
         """Typed letters do not move the selection; Ctrl+F filters by name instead."""
@@ -106,6 +123,8 @@ class ResultsPanel(QWidget):
         self.proxy = ResultsProxy(self)
         self.proxy.setSourceModel(model)
         self.photo_dialog = None
+        # path -> (heat map pixmap or None, model name): set by the window from the detail pane's Grad-CAM.
+        self.heat_for = None
 
         self.filter_combo = QComboBox()
         for key, label in FILTERS:
@@ -119,6 +138,15 @@ class ResultsPanel(QWidget):
         bar.addWidget(QLabel("Show:"))
         bar.addWidget(self.filter_combo)
         bar.addWidget(self.search, 1)
+        # Cases (core.cases): a folder's first-level subfolders or a pattern on the file name (docs/desktop.md).
+        self.group_combo = QComboBox()
+        for label, key in (("No cases", ""), ("Cases: subfolders", "subfolder"),
+                           ("Cases: file-name pattern…", "regex")):
+            self.group_combo.addItem(label, key)
+        self.group_combo.setToolTip("Group photos into cases (patient or visit): each case shows its call, highest "
+                                    "p(mpox) and counts, with its photos under it")
+        # The window puts it in its toolbar (which folds into a menu when narrow): in this bar it would widen the
+        # window's minimum.
         bar.addWidget(self.count_label)
         # "showing X of Y" sits above the table, beside the filter it counts (docs/desktop.md).
 
@@ -132,9 +160,13 @@ class ResultsPanel(QWidget):
         self.table.verticalHeader().hide()
         self.table.setAlternatingRowColors(True)
         self.table.setWordWrap(False)
-        # Keep both ends of file names (and of reasons: "error: file…truncated"); the tooltip has the whole text.
-        # One elide mode for every column: a Python item delegate cost the GUI thread ~0.2 ms per painted cell.
+        # Two columns elide their own way (the tooltip has the whole text): a file name keeps its distinguishing end
+        # ("iconla…sit_2026_129.jpg"), a reason its beginning ("shifted folder: p 0.81 in…"). The other columns keep
+        # Qt's own middle elision: a Python delegate costs the GUI thread ~0.2 ms per painted cell, so only these
+        # two have one.
         self.table.setTextElideMode(Qt.TextElideMode.ElideMiddle)
+        self.file_delegate = ElideDelegate("file", self.table)
+        self.reason_delegate = ElideDelegate("right", self.table)
         self.table.setEditTriggers(QAbstractItemView.EditTrigger.NoEditTriggers)
         self.table.setStyleSheet(FOCUS_STYLE)
         self.table.setContextMenuPolicy(Qt.ContextMenuPolicy.CustomContextMenu)
@@ -147,6 +179,7 @@ class ResultsPanel(QWidget):
         self._user_widths: dict[str, int] = {}   # column kind -> width the user dragged it to
         self.sort_by_risk()
 
+        self._hint_text = ""
         self.hint = QLabel(self.table.viewport())
         self.hint.setWordWrap(True)
         self.hint.setAlignment(Qt.AlignmentFlag.AlignCenter)
@@ -157,7 +190,20 @@ class ResultsPanel(QWidget):
         layout = QVBoxLayout(self)
         layout.setContentsMargins(0, 0, 0, 0)
         layout.addLayout(bar)
-        layout.addWidget(self.table, 1)
+        from desktop_app.results.cases import CaseTree, CaseTreeModel
+
+        self.case_model = CaseTreeModel(self.proxy, self)
+        self.case_tree = CaseTree(self.case_model, self.table)
+        self.case_tree.setStyleSheet(FOCUS_STYLE.replace("QTableView", "QTreeView"))
+        self.stack = QStackedWidget()
+        self.stack.addWidget(self.table)
+        self.stack.addWidget(self.case_tree)
+        layout.addWidget(self.stack, 1)
+        self.case_pattern = ""
+        self.group_combo.activated.connect(self._on_group_chosen)
+        self.case_tree.doubleClicked.connect(self._on_double_click)
+        self.case_tree.setContextMenuPolicy(Qt.ContextMenuPolicy.CustomContextMenu)
+        self.case_tree.customContextMenuRequested.connect(self._tree_context_menu)
 
         self.find_shortcut = QShortcut(QKeySequence(QKeySequence.StandardKey.Find), self)
         self.find_shortcut.setContext(Qt.ShortcutContext.WindowShortcut)
@@ -168,6 +214,8 @@ class ResultsPanel(QWidget):
         for signal in (self.proxy.rowsInserted, self.proxy.rowsRemoved, self.proxy.modelReset,
                        self.proxy.layoutChanged):
             signal.connect(self._update_counts)
+        self.filter_combo.currentIndexChanged.connect(lambda _i: self._update_counts())
+        self.search.textChanged.connect(lambda _t: self._update_counts())
         self.model.modelReset.connect(self._fit_columns)
         header.sectionClicked.connect(self._on_header_clicked)
         header.sectionResized.connect(self._on_resized)
@@ -177,6 +225,82 @@ class ResultsPanel(QWidget):
         self.table.viewport().installEventFilter(self)
         self._update_counts()
         self.table.selectionModel().currentRowChanged.connect(self._on_current)
+        self.case_tree.selectionModel().currentRowChanged.connect(self._on_tree_current)
+
+    # --- cases ---------------------------------------------------------------------------------
+    @property
+    def grouped(self) -> bool:
+        return self.case_model.grouping is not None
+
+    def _on_group_chosen(self, _i: int) -> None:
+        key = self.group_combo.currentData()
+        if key == "regex":
+            pattern, ok = QInputDialog.getText(self, "Cases from file names",
+                                               "A pattern on the file name; its first group is the case "
+                                               "(e.g. ^(P\\d+)_ groups P12_left.jpg and P12_right.jpg):",
+                                               text=self.case_pattern or r"^([^_]+)_")
+            if not ok or not pattern.strip():
+                self.group_combo.setCurrentIndex(self._group_index())
+                return
+            key = f"regex:{pattern}"
+        self.set_grouping(key or None)
+
+    def _group_index(self) -> int:
+        grouping = self.case_model.grouping
+        return 0 if grouping is None else 1 if grouping.kind == "subfolder" else 2
+
+    def set_grouping(self, text: str | None, root: str | None = None) -> bool:
+        """Group by `text` ('subfolder' or 'regex:PATTERN', core.cases.Grouping; None: no cases): a Case column in
+        the table and the case tree in its place. A bad pattern is said in the hint line and changes nothing."""
+        from core.cases import CaseError, Grouping
+
+        try:
+            grouping = Grouping.parse(text) if text else None
+        except CaseError as exc:
+            self.count_label.setText(str(exc))
+            return False
+        if grouping is not None and grouping.kind == "column":
+            self.count_label.setText("cases from a manifest column: use the command line (classify --cases)")
+            return False
+        keep = self.current_source_row()
+        if grouping is not None and grouping.kind == "regex":
+            self.case_pattern = grouping.value
+        case_of = self.case_model.set_grouping(grouping, root)
+        self.model.set_cases(case_of)
+        self.sort_by_risk()
+        self._fit_columns()
+        self.case_model.rebuild()
+        self.stack.setCurrentWidget(self.case_tree if grouping is not None else self.table)
+        self.group_combo.setCurrentIndex(self._group_index())
+        if grouping is not None:
+            header = self.case_tree.header()
+            for col in range(self.model.columnCount()):
+                header.resizeSection(col, self.table.horizontalHeader().sectionSize(col))
+            header.resizeSection(0, 2 * self.case_tree.indentation() + self.case_tree.iconSize().width() + 6)
+        if keep is not None:
+            self.select_source_row(keep)
+        return True
+
+    def set_case_root(self, folder: str | None) -> None:
+        """The folder whose first-level subfolders are cases (the open folder)."""
+        self.case_model.root = str(folder or "")
+        if self.grouped:
+            self.set_grouping(self.case_model.grouping.text)
+
+    def case_grouping(self):
+        """The grouping shown (core.cases.Grouping), None without cases."""
+        return self.case_model.grouping
+
+    def _tree_context_menu(self, pos) -> None:
+        index = self.case_tree.indexAt(pos)
+        menu = self.context_menu_for(self.case_model.proxy_index(index))   # a photo's menu; none on a case row
+        if menu is not None:
+            self.case_tree.setCurrentIndex(index)
+            menu.popup(self.case_tree.viewport().mapToGlobal(pos))
+
+    def _on_tree_current(self, current: QModelIndex, _previous: QModelIndex) -> None:
+        row = self.case_model.source_row(current) if current.isValid() else None
+        self.current_changed.emit(self.model.row_at(row) if row is not None else None)
 
     # --- sorting and layout --------------------------------------------------------------------
     def sort_by_risk(self) -> None:
@@ -198,8 +322,13 @@ class ResultsPanel(QWidget):
         # Narrow enough that file, call, review, needs review, score and reviewer fit beside the detail pane in
         # a 1024 px window; the file column takes what is left (names elide in the middle, keeping the end and
         # the extension; the tooltip has the full path). A width the user chose is kept (see _on_resized).
-        widths = {"thumb": 48, "file": 140, "prediction": 70, "review": 64, "needs": 150, "p": 58,
+        widths = {"thumb": 48, "file": 140, "case": 80, "prediction": 70, "review": 64, "needs": 150, "p": 58,
                   "reviewer": 72, "scores": 96, "flag": 90, "model": 190, "review_time": 130}
+        # The call column fits its longest word whole ("out of scope"), in the table's own font.
+        cells = self.table.fontMetrics()
+        widths["prediction"] = max(widths["prediction"], max(cells.horizontalAdvance(t) for t in CALL_WORDS) + 22)
+        for kind, delegate in (("file", self.file_delegate), ("needs", self.reason_delegate)):
+            self.table.setItemDelegateForColumn(self.model.column_of(kind), delegate)
         metrics = header.fontMetrics()
         self._fitting = True
         try:
@@ -264,7 +393,8 @@ class ResultsPanel(QWidget):
 
         if self.photo_dialog is not None:
             self.photo_dialog.close()
-        self.photo_dialog = PhotoDialog(path, self)
+        heat, model = self.heat_for(path) if self.heat_for is not None else (None, "")
+        self.photo_dialog = PhotoDialog(path, self, heat=heat, heat_model=model)
         self.photo_dialog.show()
         self.photo_requested.emit(path)
         return self.photo_dialog
@@ -309,17 +439,45 @@ class ResultsPanel(QWidget):
 
     def set_hint(self, text: str) -> None:
         """The text an empty table shows: what to do first."""
-        self.hint.setText(text)
+        self._hint_text = text
         self._place_hint()
 
     def _place_hint(self) -> None:
+        """Over an empty table: what to do first (no rows at all), or why the filter shows nothing."""
         self.hint.setGeometry(self.table.viewport().rect().adjusted(24, 24, -24, -24))
-        self.hint.setVisible(self.model.rowCount() == 0 and bool(self.hint.text()))
+        if self.model.rowCount() == 0:
+            self.hint.setText(self._hint_text)
+            self.hint.setVisible(bool(self._hint_text))
+            return
+        if self.proxy.rowCount() == 0:
+            self.hint.setText(self.filter_hint())
+            self.hint.setVisible(True)
+            return
+        self.hint.setVisible(False)
+
+    def filter_hint(self) -> str:
+        """Why the filtered view is empty, and how to see the photos again."""
+        total = self.model.rowCount()
+        text = self.search.text().strip()
+        if text:
+            why = f"No photo name contains \u201c{text}\u201d"
+            if self.proxy.category != "all":
+                why += f" among the photos shown by \u201c{self.filter_combo.currentText()}\u201d"
+            return f"{why}. Clear the name filter to see all {total:,} photos."
+        why = EMPTY_FILTER_TEXT.get(self.proxy.category, "No photo matches this filter.")
+        return f"{why} Show: All lists all {total:,} photos."
 
     def set_filter(self, key: str) -> None:
         self.filter_combo.setCurrentIndex([k for k, _ in FILTERS].index(key))
 
     def select_source_row(self, source_row: int) -> None:
+        if self.grouped:
+            index = self.case_model.index_of_source_row(source_row)
+            if index.isValid():
+                self.case_tree.selectionModel().setCurrentIndex(
+                    index, QItemSelectionModel.SelectionFlag.ClearAndSelect | QItemSelectionModel.SelectionFlag.Rows)
+                self.case_tree.scrollTo(index)
+            return
         index = self.proxy.mapFromSource(self.model.index(source_row, 1))
         if index.isValid():
             self.table.selectionModel().setCurrentIndex(
@@ -327,11 +485,18 @@ class ResultsPanel(QWidget):
             self.table.scrollTo(index)
 
     def current_source_row(self) -> int | None:
+        if self.grouped:
+            return self.case_model.source_row(self.case_tree.currentIndex())
         index = self.table.currentIndex()
         return self.proxy.mapToSource(index).row() if index.isValid() else None
 
     def next_source_row(self, source_row: int) -> int | None:
-        """The source row shown just below `source_row`, to move on after a review."""
+        """The source row shown just below `source_row`, to move on after a review (by case, the next photo in
+        case order, over case rows)."""
+        if self.grouped:
+            photos = [self.case_model.source_row(i) for i in self.case_model.photo_rows()]
+            at = photos.index(source_row) if source_row in photos else -1
+            return photos[at + 1] if 0 <= at < len(photos) - 1 else None
         index = self.proxy.mapFromSource(self.model.index(source_row, 1))
         if not index.isValid():
             return None

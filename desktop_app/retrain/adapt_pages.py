@@ -10,18 +10,15 @@ never over an existing folder or a shipped bundle).
 from __future__ import annotations
 
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 from PySide6.QtCore import Qt
 from PySide6.QtWidgets import (QComboBox, QFormLayout, QHBoxLayout, QHeaderView, QLabel, QLineEdit, QProgressBar,
                                QPushButton, QTableWidget, QTableWidgetItem, QVBoxLayout, QWizardPage)
 
 from desktop_app.notices import RESEARCH_NOTICE
+from desktop_app.retrain.common import WizardLike, stop_controls
 from desktop_app.retrain.progress import PhaseProgress
 from desktop_app.retrain.verdict import paired_verdict
-
-if TYPE_CHECKING:  # pragma: no cover
-    from desktop_app.retrain.wizard import RetrainWizard
 
 EMBEDDINGS_FILE = "embeddings.npz"   # core.features.EMBEDDINGS_FILE (not imported: it pulls in no Qt, but numpy)
 SITE_METRICS = [("roc_auc", "ROC AUC"), ("sensitivity", "Sensitivity"), ("specificity", "Specificity"),
@@ -43,7 +40,7 @@ def site_counts(items: list[tuple[str, str]]) -> tuple[int, int]:
 class AdaptPage(QWizardPage):
     """Choose the base bundle; shows the site counts and core.adapt's refusal or warning."""
 
-    def __init__(self, wizard: "RetrainWizard"):
+    def __init__(self, wizard: WizardLike):
         super().__init__()
         self.w = wizard
         self.setTitle("Adapt to this site's reviewed photos")
@@ -90,7 +87,6 @@ class AdaptPage(QWizardPage):
 
     def refresh(self) -> None:
         from core.adapt import MIN_PER_CLASS
-        from core.records import utc_now
 
         path, card = self.chosen()
         n_pos, n_neg = site_counts(self.w.session_items)
@@ -98,7 +94,9 @@ class AdaptPage(QWizardPage):
                             "of each are needed; photos marked unsure are left out)")
         if card is not None:
             self.name.setText(f"{card.name}-site")
-            self.version.setText(f"{card.version}+site.{utc_now()[:10]}")
+            from core.adapt import site_version
+
+            self.version.setText(site_version(card.version))
             self.base_note.setText(f"{path}" if has_embeddings(path, card) else
                                    f"{card.display_name} carries no {EMBEDDINGS_FILE} (bundles before release 1.2.0): "
                                    "it cannot be adapted. Choose a bundle of release 1.2.0 or later.")
@@ -138,7 +136,7 @@ class AdaptPage(QWizardPage):
 class AdaptRunPage(QWizardPage):
     """Runs core.adapt.adapt_bundle in the worker thread, with the phase bar and Cancel."""
 
-    def __init__(self, wizard: "RetrainWizard"):
+    def __init__(self, wizard: WizardLike):
         super().__init__()
         self.w = wizard
         self.setTitle("Adapting")
@@ -171,7 +169,7 @@ class AdaptRunPage(QWizardPage):
         self.progress.setRange(0, 1000)
         self.progress.setValue(0)
         self.cancel_button.setEnabled(True)
-        self.message.setText("Starting (loading TensorFlow and the model)…")
+        self.message.setText("Starting (loading the model)…")
         self.w.start_adapt()
 
     def cancel(self) -> None:
@@ -206,10 +204,16 @@ class AdaptRunPage(QWizardPage):
                              + warnings)
         self.completeChanged.emit()
 
+    def failed(self, message: str) -> None:
+        """core.adapt's refusal or error: said once, and no control left looking alive."""
+        stop_controls(self.cancel_button, self.progress, self.phase_label)
+        self.message.setText(f"<span style='color:{RED}'>Adapting stopped: {message}</span> Nothing was saved. Go "
+                             "Back to change the model or the reviews, or Cancel to close.")
+
     def _on_cancelled(self, stage: str) -> None:
         if stage != "adapt":
             return
-        self.progress.setRange(0, 1000)
+        stop_controls(self.cancel_button, self.progress, self.phase_label)
         self.message.setText("Adapting cancelled — nothing was saved. Go Back to change the model or Cancel to "
                              "close.")
         self.w.adapt_finished.emit("cancelled")
@@ -242,7 +246,7 @@ def forgets(before: dict, after: dict) -> bool:
 class AdaptComparePage(QWizardPage):
     """Old and new on the same site photos (the adapted model cross-validated), the verdict, and forgetting."""
 
-    def __init__(self, wizard: "RetrainWizard"):
+    def __init__(self, wizard: WizardLike):
         super().__init__()
         self.w = wizard
         self.setTitle("Adapted model vs the model it came from")

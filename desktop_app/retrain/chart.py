@@ -20,8 +20,14 @@ class LineChart(QWidget):
         self.y_label = y_label
         self.series: dict[str, list[float]] = {}
         self.dashed: set[str] = set()
+        self.empty_text = "waiting for the first epoch…"
         self.setMinimumSize(260, 180)
         self.setSizePolicy(QSizePolicy.Policy.Expanding, QSizePolicy.Policy.Expanding)
+
+    def set_empty_text(self, text: str) -> None:
+        """What the chart says before it has a point ("waiting for the first epoch…", or why none will come)."""
+        self.empty_text = text
+        self.update()
 
     def clear(self) -> None:
         self.series.clear()
@@ -69,7 +75,7 @@ class LineChart(QWidget):
         p.drawRect(plot)
         p.setPen(QColor(90, 90, 90))
         p.drawText(QRectF(plot.left(), plot.bottom() + 2, plot.width(), fm.height() + 2),
-                   Qt.AlignmentFlag.AlignHCenter, f"epoch (1–{n})" if n else "waiting for the first epoch…")
+                   Qt.AlignmentFlag.AlignHCenter, f"epoch (1–{n})" if n else self.empty_text)
 
         def xy(i: int, v: float) -> QPointF:
             x = plot.left() + (plot.width() * (i / (n - 1)) if n > 1 else plot.width() / 2)

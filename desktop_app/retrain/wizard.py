@@ -27,6 +27,7 @@ from PySide6.QtWidgets import (QButtonGroup, QComboBox, QFileDialog, QFormLayout
 from desktop_app.notices import RESEARCH_NOTICE
 from desktop_app.retrain.adapt_pages import AdaptComparePage, AdaptPage, AdaptRunPage
 from desktop_app.retrain.chart import LineChart
+from desktop_app.retrain.common import parent_for, stop_controls, train_extra_note, training_available
 from desktop_app.retrain.progress import PhaseProgress
 from desktop_app.retrain.verdict import lean, paired_verdict
 from desktop_app.settings.store import user_models_dir
@@ -106,12 +107,23 @@ class DataPage(QWizardPage):
         self.from_adapt.setText(f"Adapt to this site's reviewed photos ({n_reviewed} labelled; a model's own "
                                 "training data plus these)")
         self.from_folder.setChecked(True)
+        # The clinic install has no TensorFlow: say so here, before anything fails, and offer what works.
+        self.can_train = training_available()
+        self.train_note = QLabel(train_extra_note())
+        self.train_note.setWordWrap(True)
+        self.train_note.setStyleSheet("background: #fff1cc; border: 1px solid #d9a400; color: #5a3d00; padding: 6px;")
+        self.train_note.setVisible(not self.can_train)
+        if not self.can_train:
+            for widget in (self.from_folder, self.from_session, self.folder, browse, load):
+                widget.setEnabled(False)
+            self.from_adapt.setChecked(True)
 
         row = QHBoxLayout()
         row.addWidget(self.from_folder)
         row.addWidget(self.folder, 1)
         row.addWidget(browse)
         layout = QVBoxLayout(self)
+        layout.addWidget(self.train_note)
         layout.addLayout(row)
         layout.addWidget(self.from_session)
         # "Load and split" acts on the two choices above it; adapting has its own action (Tools > Adapt to
@@ -218,11 +230,7 @@ class ModelPage(QWizardPage):
 
     def parent_bundle(self) -> tuple[str | None, Any]:
         """The current model of the chosen architecture: recorded as parent and compared against."""
-        arch = self.arch.currentData()
-        for path, card in self.w.current:
-            if card.architecture.lower() == arch:
-                return str(path), card
-        return None, None
+        return parent_for(self.arch.currentData(), self.w.current, self.w.bundles)
 
     def _fill_defaults(self) -> None:
         path, card = self.parent_bundle()
@@ -234,7 +242,8 @@ class ModelPage(QWizardPage):
         else:
             self.name.setText(f"mpox-{self.arch.currentData()}")
             self.version.setText("1.0.0")
-            self.parent_label.setText("none loaded for this architecture: the new model is compared with nothing")
+            self.parent_label.setText("no model of this architecture in the models folder: the new model is "
+                                      "compared with nothing")
 
     def validatePage(self) -> bool:
         return bool(self.name.text().strip() and self.version.text().strip())
@@ -281,8 +290,19 @@ class TrainPage(QWizardPage):
         self.loss.clear()
         self.acc.clear()
         self.cancel_button.setEnabled(True)
-        self.message.setText("Starting (loading TensorFlow and the backbone)…")
+        self.loss.set_empty_text("waiting for the first epoch…")
+        self.acc.set_empty_text("waiting for the first epoch…")
+        self.message.setText("Starting (loading TensorFlow and the backbone)…" if training_available()
+                             else "Starting…")
         self.w.start_training()
+
+    def failed(self, message: str) -> None:
+        """Training stopped with an error: said once, the charts say no epoch will come, Cancel is off."""
+        stop_controls(self.cancel_button, self.progress, self.phase_label)
+        for chart in (self.loss, self.acc):
+            chart.set_empty_text("no epochs: training stopped")
+        self.message.setText(f"<span style='color:#b02020'>Training stopped: {message}</span> Nothing was saved. "
+                             "Go Back to change settings or Cancel to close.")
 
     def cancel(self) -> None:
         self.w.host.cancel()
@@ -633,9 +653,12 @@ class RetrainWizard(QWizard):
     def _on_failed(self, stage: str, message: str) -> None:
         page = {"data": self.data_page, "train": self.train_page, "compare": self.compare_page,
                 "save": self.save_page, "adapt": self.adapt_run_page}.get(stage)
-        label = getattr(page, "status", None) or getattr(page, "message", None)
-        if label is not None:
-            label.setText(f"<span style='color:#b02020'>Failed ({stage}): {message}</span>")
+        if hasattr(page, "failed"):   # the page says it and stops its controls (train, adapt)
+            page.failed(message)
+        else:
+            label = getattr(page, "status", None) or getattr(page, "message", None)
+            if label is not None:
+                label.setText(f"<span style='color:#b02020'>Failed ({stage}): {message}</span>")
         if stage == "save" and page is not None:
             self.save_page.save_button.setEnabled(True)
         if stage == "train":

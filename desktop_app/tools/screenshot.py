@@ -2,6 +2,7 @@
 
     QT_QPA_PLATFORM=offscreen python -m desktop_app.tools.screenshot PHOTOS_DIR OUT.png --models-dir DIR
     DISPLAY=:77 QT_QPA_PLATFORM=xcb python -m desktop_app.tools.screenshot ... --size 1024x700 --max-kb 400
+    (--size screen: the size the window gives itself, e.g. under `Xvfb :78 -screen 0 1024x700x24`)
 
 Opens the folder, runs the first model choice (or --model), keeps the default order (highest risk
 first), reviews a few rows, selects one with its Grad-CAM and grabs the window. Uses a throw-away
@@ -23,7 +24,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("out")
     parser.add_argument("--models-dir", required=True)
     parser.add_argument("--model", default="", help="text in the model picker entry to choose (e.g. Both)")
-    parser.add_argument("--size", default="1400x860")
+    parser.add_argument("--size", default="1400x860", help="WxH, or 'screen' for the window's own first size")
     parser.add_argument("--select", type=int, default=1, help="row (in sorted order) to show in the detail pane")
     parser.add_argument("--max-kb", type=int, default=0, help="re-encode with a 256-colour palette above this size")
     parser.add_argument("--sort", choices=("risk", "p"), default="risk", help="table order in the picture")
@@ -41,8 +42,9 @@ def main(argv: list[str] | None = None) -> int:
     settings = AppSettings(QSettings(str(tmp / "settings.ini"), QSettings.Format.IniFormat))
     settings.reviewer = "j.doe"
     window = MainWindow(settings, models_dir=args.models_dir, sessions_dir=tmp / "sessions")
-    w, h = (int(v) for v in args.size.split("x"))
-    window.resize(w, h)
+    if args.size != "screen":   # "screen": the size the window gives itself on this screen
+        w, h = (int(v) for v in args.size.split("x"))
+        window.resize(w, h)
     window.show()
     if args.model:
         window.select_model(args.model)

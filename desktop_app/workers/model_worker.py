@@ -91,6 +91,7 @@ class ModelWorker(QObject):
     run_finished = Signal(object)        # RunSummary
     explained = Signal(str, str, object, object)  # path, model key, (H, W, 3) uint8 colorized, (H, W) float heat
     explain_failed = Signal(str, str, str)  # path, model key, message
+    attached = Signal(object, object)    # workspace, list of re-decided ResultRecords (see attach)
 
     def __init__(self, bundle_ref: str, batch_size: int = 32):
         super().__init__()
@@ -191,6 +192,22 @@ class ModelWorker(QObject):
                 summary.failed = (run.error if run is not None else "") or "failed"
             self.run_finished.emit(summary)
 
+    @Slot(object)
+    def attach(self, workspace) -> None:
+        """Bring this model's verdict on an opened folder up to date with what its session stores (after a killed
+        run the stored set has changed since the last verdict: core.workspace.Workspace.attach), here in the worker
+        because the shift test takes up to a second; stored rows move to the point the verdict gives."""
+        try:
+            bundle = self._ensure_loaded()
+            before = workspace.point_for(bundle.card)
+            workspace.attach(bundle)
+            moved = []
+            if not workspace.point_for(bundle.card).same_as(before):
+                moved = workspace.redecide(bundle.card)
+            self.attached.emit(workspace, moved)
+        except Exception:  # noqa: BLE001 - the folder stays usable; the next run's end tests it again
+            self.attached.emit(workspace, [])
+
     @Slot(str)
     def explain(self, path: str) -> None:
         try:
@@ -211,6 +228,7 @@ class ModelHandle(QObject):
     _load_requested = Signal()
     _run_requested = Signal(object)
     _explain_requested = Signal(str)
+    _attach_requested = Signal(object)
     ready = Signal(object)   # ModelCard, emitted on the GUI thread once the worker has the model loaded
 
     def __init__(self, bundle_ref: str, batch_size: int = 32, parent: QObject | None = None):
@@ -224,6 +242,7 @@ class ModelHandle(QObject):
         self._load_requested.connect(self.worker.load)
         self._run_requested.connect(self.worker.run)
         self._explain_requested.connect(self.worker.explain)
+        self._attach_requested.connect(self.worker.attach)
         self.worker.loaded.connect(self._remember_card)
         self.thread.start(QThread.Priority.LowPriority)
 
@@ -240,6 +259,10 @@ class ModelHandle(QObject):
 
     def explain(self, path: str) -> None:
         self._explain_requested.emit(str(path))
+
+    def attach(self, workspace) -> None:
+        """Ask the worker to bring its model's verdict on `workspace` up to date (ModelWorker.attach)."""
+        self._attach_requested.emit(workspace)
 
     def shutdown(self, wait_ms: int = 30000) -> None:
         """Stop the thread after its current request (cancel a run first so that is short)."""
