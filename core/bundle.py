@@ -3,8 +3,8 @@
 A bundle is a folder `models/<name>/` holding `model.keras`, `model_card.json` and optionally
 `ood.npz` and an attached runtime (`model-<sha>.tflite`). From release 1.4.0 a bundle holds no `model.keras`:
 its LiteRT backbone export and numpy head are the model (the head's SHA-256 is `model_sha256`; the backbone's is
-in the sealed card), and the Keras form is rebuilt from the ImageNet weights only when asked for (core.keras_form). The card records the SHA-256 of every file;
-loading refuses a bundle whose files do not match, whose card was edited (its own digest, which must be
+in the sealed card), and the Keras form is rebuilt from the ImageNet weights only when asked for (core.keras_form).
+The card records the SHA-256 of every file; loading refuses a bundle whose files do not match, whose card was edited (its own digest, which must be
 present), whose fields are malformed, or which claims the name and version of a shipped release without
 that release's digests (core.releases). Keras loads in safe mode (no arbitrary code such as Lambda layers).
 
@@ -409,13 +409,14 @@ def _runnable(card: ModelCard) -> str:
     listed = all(info.get(k) in card.files for k in ("file", "head") if info.get(k))
     light = bool(info) and listed and runtime_agrees(card, info) and not forced and (
         info.get("kind") == RUNTIME_HEAD or find_spec("ai_edge_litert") is not None or tensorflow_available())
-    if light or (MODEL_FILE in card.files and tensorflow_available()):
+    # With TensorFlow, a bundle without model.keras (release 1.4.0 on) runs through its rebuilt Keras form.
+    if light or tensorflow_available():
         return ""
-    if MODEL_FILE not in card.files:
-        return (f"this model exists only as its LiteRT runtime, which cannot run here"
-                + (f" ({RUNTIME_ENV}=keras is set)" if forced else ""))
     if forced:
-        return f"{RUNTIME_ENV}=keras is set, which needs TensorFlow; this install does not include it"
+        return (f"{RUNTIME_ENV}=keras is set, which needs TensorFlow; this install does not include it. Unset "
+                f"{RUNTIME_ENV} to run on LiteRT")
+    if MODEL_FILE not in card.files:
+        return "this model exists only as its LiteRT runtime, which cannot run here"
     return f"this model has no verified LiteRT export and needs TensorFlow to run: {TRAIN_EXTRA_HINT}"
 
 
@@ -720,8 +721,11 @@ def load_bundle(name_or_path: str | os.PathLike, models_dir: str | os.PathLike |
         return loader(bundle_dir, card, models_dir, runtime=runtime)
     runner = verified_runtime(bundle_dir, card) if runtime == "auto" else None
     if runner is None and MODEL_FILE not in card.files and not _tensorflow_available():
+        if os.environ.get(RUNTIME_ENV, "").lower() == "keras":
+            raise BundleError(f"{bundle_dir}: {RUNTIME_ENV}=keras is set, which runs models through Keras and needs "
+                              f"TensorFlow; this install does not include it. Unset {RUNTIME_ENV} to run on LiteRT")
         raise BundleError(f"{bundle_dir}: this model exists only as its LiteRT runtime (no {MODEL_FILE}), which "
-                          f"cannot run here (is ai-edge-litert installed? is {RUNTIME_ENV}=keras set?)")
+                          "cannot run here (is ai-edge-litert installed?)")
     model = _load_keras_model(bundle_dir, card) if runner is None else None
     ood = load_ood(bundle_dir)
     return Bundle(card, model, ood, bundle_dir, runtime=runner)

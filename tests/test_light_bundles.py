@@ -105,3 +105,14 @@ def test_shipped_bundles_from_release_1_4_0_carry_no_keras_model(tmp_path):
     (copy / MODEL_FILE).write_bytes(b"not listed")  # a file the loader would open, not in the card: refused
     with pytest.raises(BundleError, match="not listed in the model card"):
         load_bundle(copy)
+
+
+def test_attaching_a_runtime_to_a_bundle_without_model_keras_is_refused_and_changes_nothing(tmp_path):
+    from core.export import ExportError, attach_light_runtime
+
+    folder = light_copy(tmp_path)
+    before = {p.name: p.read_bytes() for p in folder.iterdir()}
+    with pytest.raises(ExportError, match="its LiteRT runtime is the model") as info:
+        attach_light_runtime(folder)
+    assert "\n" not in str(info.value)
+    assert {p.name: p.read_bytes() for p in folder.iterdir()} == before
