@@ -100,12 +100,14 @@ def load_predictions(path: Path):
     return d["y"], folds["loco"], folds["cv"]
 
 
-def choose(y, loco, cv, target=TARGET, previous_floor: float | None = None):
+def choose(y, loco, cv, target=TARGET, previous_floor: float | None = None, cv_floor: float | None = None):
+    """Both points and their triage figures; `cv_floor` replaces the cv5 floor (e.g. its bootstrap lower bound)."""
     from core.operating_point import floor_for_sensitivity, triage_report
 
     yl, pl = pooled(y, loco)
     yc, pc = pooled(y, cv)
-    f_loco, f_cv = floor_for_sensitivity(yl, pl, target), floor_for_sensitivity(yc, pc, target)
+    f_loco = floor_for_sensitivity(yl, pl, target)
+    f_cv = floor_for_sensitivity(yc, pc, target) if cv_floor is None else float(cv_floor)
     default = min(f_loco, f_cv)
     per_dir = {n: floor_for_sensitivity(y[te], p, target) for n, _tr, te, p, _t in loco}
     # Never above the default floor; each LOCO direction alone keeps the target.

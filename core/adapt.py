@@ -671,11 +671,13 @@ def adapt_bundle(bundle, paths: Sequence[str | os.PathLike], labels: Sequence[in
 
 
 def adapted_keras_model(bundle, head):
-    """The parent's model with the new head, as one Keras model, where TensorFlow is installed; else None (the
-    adapted bundle then exists only as its LiteRT runtime: the parent's backbone export and the head in numpy)."""
+    """The parent's model with the new head, as one Keras model, where TensorFlow is installed and the parent has a
+    model.keras; else None (the adapted bundle then exists only as its LiteRT runtime: the parent's backbone export
+    and the head in numpy, as release 1.4.0's bundles do)."""
+    from core.bundle import MODEL_FILE
     from core.tf_runtime import tensorflow_available
 
-    if not tensorflow_available():
+    if not tensorflow_available() or MODEL_FILE not in bundle.card.files:
         return None
     from core.heads import attach_head
 

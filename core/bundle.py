@@ -1,8 +1,10 @@
 """Model bundles: a Keras model, its model card and its out-of-scope statistics, verified on load.
 
 A bundle is a folder `models/<name>/` holding `model.keras`, `model_card.json` and optionally
-`ood.npz` and an attached runtime (`model-<sha>.tflite`). The card records the SHA-256 of every file;
-loading refuses a bundle whose files do not match, whose card was edited (its own digest, which must be
+`ood.npz` and an attached runtime (`model-<sha>.tflite`). From release 1.4.0 a bundle holds no `model.keras`:
+its LiteRT backbone export and numpy head are the model (the head's SHA-256 is `model_sha256`; the backbone's is
+in the sealed card), and the Keras form is rebuilt from the ImageNet weights only when asked for (core.keras_form).
+The card records the SHA-256 of every file; loading refuses a bundle whose files do not match, whose card was edited (its own digest, which must be
 present), whose fields are malformed, or which claims the name and version of a shipped release without
 that release's digests (core.releases). Keras loads in safe mode (no arbitrary code such as Lambda layers).
 
@@ -407,13 +409,14 @@ def _runnable(card: ModelCard) -> str:
     listed = all(info.get(k) in card.files for k in ("file", "head") if info.get(k))
     light = bool(info) and listed and runtime_agrees(card, info) and not forced and (
         info.get("kind") == RUNTIME_HEAD or find_spec("ai_edge_litert") is not None or tensorflow_available())
-    if light or (MODEL_FILE in card.files and tensorflow_available()):
+    # With TensorFlow, a bundle without model.keras (release 1.4.0 on) runs through its rebuilt Keras form.
+    if light or tensorflow_available():
         return ""
-    if MODEL_FILE not in card.files:
-        return (f"this model exists only as its LiteRT runtime, which cannot run here"
-                + (f" ({RUNTIME_ENV}=keras is set)" if forced else ""))
     if forced:
-        return f"{RUNTIME_ENV}=keras is set, which needs TensorFlow; this install does not include it"
+        return (f"{RUNTIME_ENV}=keras is set, which needs TensorFlow; this install does not include it. Unset "
+                f"{RUNTIME_ENV} to run on LiteRT")
+    if MODEL_FILE not in card.files:
+        return "this model exists only as its LiteRT runtime, which cannot run here"
     return f"this model has no verified LiteRT export and needs TensorFlow to run: {TRAIN_EXTRA_HINT}"
 
 
@@ -483,7 +486,7 @@ class Bundle:
     @property
     def model(self):
         if self._model is None and self.path is not None:
-            self._model = _load_keras_model(self.path)
+            self._model = _load_keras_model(self.path, self.card)
         return self._model
 
     @model.setter
@@ -582,8 +585,15 @@ class Bundle:
         return self.decide(self.calibrate(logits), ood_score, threshold)
 
 
-def _load_keras_model(bundle_dir: Path):
+def _load_keras_model(bundle_dir: Path, card: ModelCard | None = None):
+    """The bundle's Keras model: model.keras (safe mode), or for a bundle without one (release 1.4.0 on) the
+    model rebuilt from the ImageNet weights and its numpy head (core.keras_form)."""
     from core.tf_runtime import TensorFlowMissing, load_tensorflow
+
+    if card is not None and MODEL_FILE not in card.files:
+        from core.keras_form import rebuild_keras_model
+
+        return rebuild_keras_model(bundle_dir, card)
 
     try:
         _, keras = load_tensorflow()
@@ -626,7 +636,8 @@ def runtime_info(card: ModelCard) -> dict[str, Any]:
 
 def model_file(card: ModelCard) -> str:
     """The file whose SHA-256 is the model's identity (`model_sha256`): model.keras, or, for a bundle without
-    one (adapted where TensorFlow is not installed: core.adapt), the numpy head of its LiteRT runtime."""
+    one (release 1.4.0 on; adapted where TensorFlow is not installed: core.adapt), the numpy head of its LiteRT
+    runtime (its backbone export is pinned by the card's files table and digest)."""
     if MODEL_FILE in card.files:
         return MODEL_FILE
     info = runtime_info(card)
@@ -709,12 +720,21 @@ def load_bundle(name_or_path: str | os.PathLike, models_dir: str | os.PathLike |
             raise BundleError(f"{bundle_dir}: unknown kind of model bundle {kind!r}; update mpox-triage")
         return loader(bundle_dir, card, models_dir, runtime=runtime)
     runner = verified_runtime(bundle_dir, card) if runtime == "auto" else None
-    if runner is None and MODEL_FILE not in card.files:
+    if runner is None and MODEL_FILE not in card.files and not _tensorflow_available():
+        if os.environ.get(RUNTIME_ENV, "").lower() == "keras":
+            raise BundleError(f"{bundle_dir}: {RUNTIME_ENV}=keras is set, which runs models through Keras and needs "
+                              f"TensorFlow; this install does not include it. Unset {RUNTIME_ENV} to run on LiteRT")
         raise BundleError(f"{bundle_dir}: this model exists only as its LiteRT runtime (no {MODEL_FILE}), which "
-                          f"cannot run here (is ai-edge-litert installed? is {RUNTIME_ENV}=keras set?)")
-    model = _load_keras_model(bundle_dir) if runner is None else None
+                          "cannot run here (is ai-edge-litert installed?)")
+    model = _load_keras_model(bundle_dir, card) if runner is None else None
     ood = load_ood(bundle_dir)
     return Bundle(card, model, ood, bundle_dir, runtime=runner)
+
+
+def _tensorflow_available() -> bool:
+    from core.tf_runtime import tensorflow_available
+
+    return tensorflow_available()
 
 
 def load_ood(bundle_dir: Path) -> OODStats | None:

@@ -216,7 +216,7 @@ def load_combined(bundle_dir: str | os.PathLike, card: ModelCard, models_dir=Non
     from core.bundle import load_ood
 
     head = verified_head(bundle_dir, card) if runtime == "auto" else None
-    model = _load_keras_model(bundle_dir) if head is None else None
+    model = _load_keras_model(bundle_dir, card) if head is None else None
     return CombinedBundle(card, model, load_ood(bundle_dir), bundle_dir, components, head=head)
 
 

@@ -285,18 +285,27 @@ def attach_light_runtime(bundle_dir: str | os.PathLike, photos=None, tolerance: 
     `backbone_from`: an existing backbone `.tflite` of the same backbone (an adapted bundle's parent's) to use
     instead of converting again; it is checked the same way.
     """
-    from core.bundle import HEAD_FILE, BundleError, load_bundle, runtime_info
+    from core.bundle import CARD_FILE, HEAD_FILE, MODEL_FILE, BundleError, load_bundle, read_card, runtime_info
     from core.combined import record_component_cards
     from core.heads import LinearHead
     from core.releases import claims_release
 
+    def refuse_shipped(card) -> None:
+        if claims_release(card) is not None:  # write_card would refuse too; say so before converting
+            raise BundleError(f"{bundle_dir}: {card.display_name} is a shipped release and is never changed; "
+                              "export to a file instead (mpox-triage export OUT)")
+
+    if (Path(bundle_dir) / CARD_FILE).is_file():  # before loading (a bundle without model.keras rebuilds it)
+        card = read_card(bundle_dir)
+        refuse_shipped(card)
+        if MODEL_FILE not in card.files:  # release 1.4.0 on: the runtime is the model
+            raise ExportError(f"{bundle_dir}: this model has no {MODEL_FILE}: its LiteRT runtime is the model, so "
+                              "there is nothing to attach; export it to a file instead (mpox-triage export OUT)")
     record_component_cards(Path(bundle_dir))  # a combined bundle after its components got their runtimes
     bundle = load_bundle(bundle_dir, runtime="keras")
     bundle_dir = Path(bundle.path)
     card = bundle.card
-    if claims_release(card) is not None:  # write_card would refuse too; say so before converting
-        raise BundleError(f"{bundle_dir}: {card.display_name} is a shipped release and is never changed; "
-                          "export to a file instead (mpox-triage export OUT)")
+    refuse_shipped(card)
     images, source = bundle_check_inputs(bundle, photos)
     combined = bool(getattr(bundle, "components", None))
     head = LinearHead.from_keras(bundle.model)

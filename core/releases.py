@@ -13,6 +13,9 @@ with the card's `name`, `version`, `model_sha256` and `card_sha256` (`python -m 
 prints the line). tests/test_releases.py checks that every bundle in models/ is listed here and verifies.
 A release's name and version can then never be written again by save_bundle / attach_runtime.
 
+From release 1.4.0 a bundle has no model.keras: its model SHA-256 is its numpy head's, and its LiteRT backbone
+export is pinned through the card digest (the card lists every file's SHA-256).
+
 This module imports nothing from core.bundle: it works on any object (or dict) with the card's fields.
 """
 
@@ -31,7 +34,7 @@ ORIGIN_LOCAL = "local"
 class Release:
     name: str
     version: str
-    model_sha256: str                 # SHA-256 of model.keras
+    model_sha256: str                 # SHA-256 of model.keras; from 1.4.0 (no model.keras) of the numpy head
     card_sha256: tuple[str, ...]      # accepted card digests (a release re-issued with a runtime attached has two)
     notes: str = ""
 
@@ -61,6 +64,15 @@ RELEASES: tuple[Release, ...] = (
             ("1f3a9665a34783b849b92b34755a7e4ea6b2e323c67043cc3f51d2c4ad139a02",)),
     Release("combined", "1.3.0", "b36ad2813484609bce5834c414dd2eb266541ca9c590502b6ec357cb84759efa",
             ("62e3164cddb70de66d8aff695a65abee029f8c3debdea74c238767a2c1b40eda",)),
+    # 1.4.0 (parents: the 1.3.0 bundles, same LiteRT backbone exports): cross-fitted heads (core.crossfit), points
+    # chosen again on their out-of-fold evidence, no model.keras: model SHA-256 = the numpy head's, the backbone
+    # pinned through the card digest (bench/crossfit_release.py).
+    Release("mobilenetv2", "1.4.0", "207c84cb7097bfe236c034f17ccb7ed1353a9425a10e2ab1c363f4d8d789d6fe",
+            ("35a738b8aeef8de04092839593daa4260251885e6fb67f00437619d326e8e361",)),
+    Release("xception", "1.4.0", "64566c2de50aca1d82001ba4401504da7a0b2098f6226e3445ca21b31b4c62dd",
+            ("d804104ef9d73cfa8093650bf22662b264aae3f82a30e792770a89168d405170",)),
+    Release("combined", "1.4.0", "993aba3ea2e2682455c52f7b84b5eae36a2e311ff55ab30133f4b4866ae59923",
+            ("8229070d7b4b406d968bf9045e6ea233073c5a0a9951b6021372c0671d4c9947",)),
 )
 
 
