@@ -837,10 +837,36 @@ def sample_rank(seed: str, photo_sha256: str) -> str:
     return hashlib.sha256(f"{seed}:{photo_sha256}".encode("ascii")).hexdigest()
 
 
-def random_order(seed: str, sha256: Sequence[str | None]) -> list[int]:
-    """Indices in labelling-sample order (lowest rank first); photos without a hash (unreadable) last."""
-    known = [(sample_rank(seed, h), i) for i, h in enumerate(sha256) if h]
+def random_order(seed: str, sha256: Sequence[str | None], keep: Sequence[str] = ()) -> list[int]:
+    """Indices in labelling-sample order (lowest rank first); photos without a hash (unreadable) last. Photos of
+    `keep` (content hashes of a sample drawn before, in its order) come first, so a sample keeps its first photos
+    when the folder grows."""
+    first = {h: k for k, h in enumerate(dict.fromkeys(keep))}
+    known = [((0, first[h], "") if h in first else (1, 0, sample_rank(seed, h)), i) for i, h in enumerate(sha256) if h]
     return [i for _, i in sorted(known)] + [i for i, h in enumerate(sha256) if not h]
+
+
+ACTION_SAMPLE = "labelling_sample"   # session audit: the labelling sample as drawn (its photos' content hashes)
+
+
+def stored_sample(session: Any, seed: str) -> list[str]:
+    """The content hashes of the latest labelling sample drawn for this folder seed in a session ([] without)."""
+    if session is None:
+        return []
+    for entry in reversed(session.audit(ACTION_SAMPLE)):
+        d = entry.get("details") or {}
+        if isinstance(d, dict) and d.get("seed") == seed and isinstance(d.get("sha256"), list):
+            return [h for h in d["sha256"] if isinstance(h, str)]
+    return []
+
+
+def remember_sample(session: Any, seed: str, sample: "LabellingSample", sha256: Sequence[str | None]) -> None:
+    """Keep a labelling sample in the session (one audit entry when it changed), so it keeps its photos later."""
+    if session is None or getattr(session, "journal_mode", "") == "read-only":
+        return   # adapt opens a session read-only: it reads the sample the app keeps, and writes nothing
+    drawn = [sha256[i] for i in sample.order if sha256[i]]
+    if drawn != stored_sample(session, seed)[:len(drawn)] or not drawn:
+        session.log(ACTION_SAMPLE, {"seed": seed, "sha256": drawn})
 
 
 # How likely a labelling sample of the suggested size holds MIN_PER_CLASS photos of each class.
@@ -923,14 +949,15 @@ class LabellingSample:
 
 
 def labelling_sample(sha256: Sequence[str | None], n: int, seed: str,
-                     labels: Sequence[int | None] | None = None, min_per_class: int = MIN_PER_CLASS
-                     ) -> LabellingSample:
+                     labels: Sequence[int | None] | None = None, min_per_class: int = MIN_PER_CLASS,
+                     keep: Sequence[str] = ()) -> LabellingSample:
     """The first `n` photos in random_order, grown until their labels hold `min_per_class` of each class.
 
     `labels` (1 mpox, 0 not mpox, None not labelled yet) aligned with `sha256`. While every photo of the
     sample is labelled and a class is short, the sample takes the next photos of the same order: as many
-    as that class's share so far says will bring it to the minimum. It says why in `reason`."""
-    order = random_order(seed, sha256)
+    as that class's share so far says will bring it to the minimum. It says why in `reason`. `keep`: the content
+    hashes of the sample drawn before for this folder (stored_sample), which stay its first photos."""
+    order = random_order(seed, sha256, keep)
     usable = [i for i in order if sha256[i]]
     labels = list(labels) if labels is not None else [None] * len(sha256)
     size = min(max(int(n), 0), len(usable))
@@ -1105,7 +1132,7 @@ def odd_shape(path: str | os.PathLike) -> bool:
 
 
 def sample_paths(paths: Sequence[str | os.PathLike], n: int, labelled: dict | None = None,
-                 folder: str | os.PathLike | None = None) -> tuple[list[dict], LabellingSample]:
+                 folder: str | os.PathLike | None = None, session: Any = None) -> tuple[list[dict], LabellingSample]:
     """The labelling sample of a folder's photos (`paths`, unlabelled, plus `labelled`: path -> 1 / 0):
     ([{path, rank, p_mpox: None}] of its photos still to label, in order; the LabellingSample). No model
     runs: the sample is class-blind. `folder` seeds it (default: the photos' common folder). Photos of an
@@ -1115,7 +1142,9 @@ def sample_paths(paths: Sequence[str | os.PathLike], n: int, labelled: dict | No
     if folder is None:
         folder = os.path.commonpath([str(Path(p).resolve().parent) for p in every]) if every else "."
     shas = [h if h and not odd_shape(p) else None for p, h in zip(every, content_sha256(every))]
-    sample = labelling_sample(shas, n, folder_seed(folder), [labelled.get(p) for p in every])
+    seed = folder_seed(folder)
+    sample = labelling_sample(shas, n, seed, [labelled.get(p) for p in every], keep=stored_sample(session, seed))
+    remember_sample(session, seed, sample, shas)   # with a session, the sample keeps its photos as the folder grows
     picks = [{"path": every[i], "p_mpox": None, "rank": r + 1} for r, i in enumerate(sample.to_label)]
     return picks, sample
 

@@ -776,7 +776,7 @@ class MainWindow(QMainWindow):
         card = cards[0]
         n = labelling_sample_size(getattr(card, "card", card))
         pick = pick_for_labelling(self.paths, self.workspace.results[card.key], self.workspace.reviews,
-                                  str(self.workspace.folder), n)
+                                  str(self.workspace.folder), n, self.session)
         why = f" {pick.reason}." if pick.reason else ""
         if pick.path is None:
             self._set_message(f"The labelling sample ({pick.size} photos) is labelled: adapt with it.{why}")

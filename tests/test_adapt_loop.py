@@ -311,3 +311,22 @@ def test_a_shipped_release_whose_parent_is_the_previous_release_is_told_to_adapt
     card = read_card(REPO / "models" / "combined")
     assert card.parent and not is_adapted(card)
     assert "then adapt" in remedy(card) and "adapted to another site" not in remedy(card)
+
+
+def test_with_a_session_the_labelling_sample_keeps_its_photos_when_the_folder_grows(tmp_path):
+    """The defect: without memory, a photo added later could rank among the first N and push out one already asked
+    for. With a session, the sample drawn before stays first."""
+    from core.adapt import labelling_sample, random_order, remember_sample, stored_sample
+    from core.session import SessionStore
+
+    shas = [f"{i:064x}" for i in range(60)]
+    with SessionStore.open(tmp_path / "s") as session:
+        first = labelling_sample(shas, 20, "seed", keep=stored_sample(session, "seed"))
+        remember_sample(session, "seed", first, shas)
+        drawn = [shas[i] for i in first.order]
+        grown = shas + [f"{i:064x}" for i in range(1000, 1200)]   # 200 new photos, some rank before old ones
+        without = labelling_sample(grown, 20, "seed")
+        assert [grown[i] for i in without.order] != drawn          # a fresh draw moves the sample
+        again = labelling_sample(grown, 20, "seed", keep=stored_sample(session, "seed"))
+        assert [grown[i] for i in again.order] == drawn            # the stored sample keeps its photos
+        assert random_order("seed", grown, keep=drawn)[:20] == [grown.index(h) for h in drawn]

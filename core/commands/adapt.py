@@ -144,7 +144,20 @@ def run(args: argparse.Namespace) -> int:
         reason = ""
         if order == "random":
             folder = _session_folder(args.session) if args.session else args.pool
-            picks, sample = sample_paths(pool, n, {p: int(lab == "mpox") for p, lab, _ in labelled}, folder=folder)
+            session_store = None
+            if args.session:   # the sample the app keeps there stays first (read-only: adapt writes nothing)
+                from core.session import SessionError, SessionStore
+
+                try:
+                    session_store = SessionStore.open_read_only(args.session)
+                except SessionError:
+                    session_store = None
+            try:
+                picks, sample = sample_paths(pool, n, {p: int(lab == "mpox") for p, lab, _ in labelled},
+                                             folder=folder, session=session_store)
+            finally:
+                if session_store is not None:
+                    session_store.close()
             reason = sample.reason
             print(f"The labelling sample: {sample.size} photos of this folder drawn at random (seeded by the folder, "
                   f"blind to class and score; {sample.counts['mpox']} mpox and {sample.counts['not_mpox']} not-mpox "

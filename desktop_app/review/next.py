@@ -59,11 +59,11 @@ class LabelPick:
 
 
 def pick_for_labelling(order: Sequence[str], records: Mapping[str, object], reviews: Mapping[str, object],
-                       folder: str, n: int) -> LabelPick:
+                       folder: str, n: int, session: object = None) -> LabelPick:
     """The next photo of the folder's labelling sample (core.adapt.labelling_sample, seeded by `folder`) that has
     no mpox / not-mpox review; photos reviewed `unsure` are passed over. `records`: path -> ResultRecord of
     one model (their file SHA-256 places each photo; the sample is blind to the scores)."""
-    from core.adapt import folder_seed, labelling_sample
+    from core.adapt import folder_seed, labelling_sample, remember_sample, stored_sample
 
     def label(p):
         r = reviews.get(p)
@@ -72,7 +72,10 @@ def pick_for_labelling(order: Sequence[str], records: Mapping[str, object], revi
 
     photos = [p for p in order if label(p) != "unsure"]
     shas = [getattr(records.get(p), "file_sha256", None) for p in photos]
-    sample = labelling_sample(shas, n, folder_seed(folder), [label(p) for p in photos])
+    seed = folder_seed(folder)
+    # With a session the sample drawn before stays first (it keeps its photos when the folder grows).
+    sample = labelling_sample(shas, n, seed, [label(p) for p in photos], keep=stored_sample(session, seed))
+    remember_sample(session, seed, sample, shas)
     todo = sample.to_label
     if not todo:
         return LabelPick(None, 0, sample.size, 0, sample.reason)
