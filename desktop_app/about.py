@@ -88,7 +88,9 @@ def summary_rows(card) -> list[tuple[str, str]]:
     if flags:
         rows.append(("Flags", html.escape("; ".join(flags) + ".")))
     metrics = card.metrics or {}
-    for key, title in (("val", "On validation photos"), ("test", "On held-out test photos")):
+    for key, title in (("val", "On validation photos"),
+                       ("out_of_fold", "Out of fold (train + val photos, each scored by heads that never saw it)"),
+                       ("test", "On held-out test photos")):
         if isinstance(metrics.get(key), dict):
             rows.append((title, metrics_sentence(metrics[key])))
     transfer = metrics.get("transfer") or {}
