@@ -738,3 +738,18 @@ def test_forty_photos_three_models_fit_twelve_pages_with_overrides_marked_and_co
     assert re.search(rf"against the model's call {len(overrides)}\b", pages[0])
     assert text.count("overrides the model") == len(overrides) > 0
     assert not re.search(r"\{'|\['|\bNone\b(?! of these)|\bnan\b", text)
+
+
+def test_a_release_card_page_gives_its_out_of_fold_figures_in_words():
+    """The defect: 1.4.0 cards carry metrics.out_of_fold (val is training data there) and the card page dropped
+    every figure measured before test."""
+    from pathlib import Path
+
+    from core.bundle import read_card
+    from core.reports.cards import card_summary
+
+    card = read_card(Path(__file__).resolve().parent.parent / "models" / "combined")
+    if "out_of_fold" not in card.metrics:
+        pytest.skip("the shipped combined card has no out-of-fold figures")
+    rows = dict(card_summary(card))
+    assert "Out of fold" in rows and "sensitivity" in rows["Out of fold"]

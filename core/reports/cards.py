@@ -265,6 +265,10 @@ def card_summary(card: Any, origin: str | None = None, scope_limit: float | None
         rows.append(("Validation", escape(metrics_in_words(metrics["val"], "validation")
                                           + " The threshold and flags were chosen on these photos, so these "
                                             "figures flatter the model a little.")))
+    if isinstance(metrics.get("out_of_fold"), dict):
+        rows.append(("Out of fold", escape(metrics_in_words(metrics["out_of_fold"], "out-of-fold")
+                                           + " Train and validation photos, each scored by heads that never saw "
+                                             "it; the threshold and flags were chosen on these predictions.")))
     if isinstance(metrics.get("test"), dict):
         note = (" None of these photos was used to train the model or choose its settings."
                 if (card.training_data or {}).get("test_used_in_training") is False else "")
@@ -296,7 +300,7 @@ def card_summary(card: Any, origin: str | None = None, scope_limit: float | None
             rows.append(("Forgetting check", escape(
                 metrics_in_words(after, "validation") + f" These are {adapted.parent}'s own validation photos, "
                 "not used in adapting.")))
-    elif not any(k in metrics for k in ("val", "test")):
+    elif not any(k in metrics for k in ("val", "out_of_fold", "test")):
         rows.append(("Measured", escape("No validation or test figures in the model card.")))
     limits = [str(x) for x in card.limitations] or [
         "No limitations recorded in the model card; treat this as unknown, not as absent."]
