@@ -93,5 +93,18 @@ def main(argv: list[str] | None = None) -> int:
         return fail(f"{exc.strerror or exc}{where}")
 
 
+def entry() -> int:
+    """The `mpox-triage` command: main(), then a Ctrl+C that arrives while the finished process tears down (its
+    model runtimes' destructors) is ignored: every output is written by then, and it would print a traceback."""
+    code = main()
+    import signal
+
+    try:
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+    except (ValueError, OSError):  # not the main thread, or no signals here
+        pass
+    return code
+
+
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(entry())

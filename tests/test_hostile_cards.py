@@ -429,3 +429,16 @@ def test_a_number_out_of_range_on_the_command_line_is_one_line_before_any_work(a
     line = the_error(*run(argv + ["--quiet"], capsys)[:2], argv[0])
     assert line.split(": error: ")[1].startswith(f"{option} must be"), line
     assert not (tmp_path / "o").exists()
+
+
+def test_a_ctrl_c_after_the_command_has_finished_prints_no_traceback():
+    """The defect: Ctrl+C arriving while a finished classify tore down its LiteRT interpreters printed
+    "Exception ignored in Interpreter.__del__ ... KeyboardInterrupt" after every output was written."""
+    import subprocess
+    import sys
+
+    code = ("import signal, sys; import core.cli as c; sys.argv = ['mpox-triage', 'models']; rc = c.entry(); "
+            "print('ignored' if signal.getsignal(signal.SIGINT) is signal.SIG_IGN else 'live', rc)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300,
+                         cwd=str(Path(__file__).resolve().parent.parent))
+    assert out.stdout.strip().splitlines()[-1] == "ignored 0", out.stderr[-500:]
