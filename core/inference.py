@@ -327,7 +327,8 @@ def backbone_sharing(cards: Sequence) -> list[tuple | None]:
         if not refs or roles[i] is not None:
             continue
         mates = {j: k for k, ref in enumerate(refs) for j, key in enumerate(keys)
-                 if j != i and roles[j] is None and key and getattr(cards[j], "model_sha256", None) == ref.get("sha256")}
+                 if j != i and roles[j] is None and key
+                 and getattr(cards[j], "model_sha256", None) == ref.get("sha256")}
         if not mates:
             continue
         shared = SharedRows(len(refs))

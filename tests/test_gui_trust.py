@@ -420,7 +420,8 @@ def test_the_status_bar_names_the_model_in_use(qtbot, tmp_path, models):
 # --- one story: exports show what the table shows --------------------------------------------------------
 
 def test_a_csv_exported_with_one_model_picked_names_only_that_model_and_its_reasons(qtbot, tmp_path, models, folder):
-    """The defect: a CSV exported with one model picked gave reasons like "models disagree: combined ... MobileNetV2"."""
+    """The defect: a CSV exported with one model picked gave reasons like "models disagree: combined ...
+    MobileNetV2"."""
     import csv as csvmod
 
     window, first = scored_window(qtbot, tmp_path, models, folder)
