@@ -16,7 +16,6 @@ from __future__ import annotations
 import base64
 import mimetypes
 import os
-import tempfile
 import uuid
 from pathlib import Path
 from typing import Any, Callable, Mapping, Sequence
@@ -287,7 +286,7 @@ def bundle_json(bundle: Any) -> str:
 def write_bundle(bundle: Any, out: str | os.PathLike, check: Callable[[Any, str], None] | None = None) -> Path:
     """Write the Bundle's JSON atomically (a hidden temporary file, then core.outputs.publish). `check(out, what)`
     is the output policy to apply first (e.g. Workspace.check_output); default core.outputs.check_output."""
-    from core.outputs import check_output, publish
+    from core.outputs import check_output, write_text_atomic
     from core.workspace import write_error
 
     out = Path(out)
@@ -295,21 +294,10 @@ def write_bundle(bundle: Any, out: str | os.PathLike, check: Callable[[Any, str]
         check(out, "FHIR bundle")
     else:
         check_output(out, "FHIR bundle")
-    text = bundle_json(bundle)
     try:
-        fd, tmp = tempfile.mkstemp(prefix=f".{out.name}.", suffix=".partial", dir=out.parent)
+        write_text_atomic(out, bundle_json(bundle) + "\n")
     except OSError as exc:
         raise write_error("FHIR bundle", out, exc) from None
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            fh.write(text + "\n")
-        publish(tmp, out)
-    except OSError as exc:
-        Path(tmp).unlink(missing_ok=True)
-        raise write_error("FHIR bundle", out, exc) from None
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
     return out
 
 

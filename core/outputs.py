@@ -229,3 +229,19 @@ def publish(tmp: str | os.PathLike, out: str | os.PathLike) -> Path:
     os.chmod(tmp, mode)
     os.replace(tmp, out)
     return out
+
+
+def write_text_atomic(out: str | os.PathLike, text: str) -> Path:
+    """Write `text` (UTF-8) to `out` atomically: a hidden temporary file beside it, then publish. On any failure
+    `out` is as it was and no temporary file is left; OSError says why."""
+    import tempfile
+
+    out = Path(out)
+    fd, tmp = tempfile.mkstemp(prefix=f".{out.name}.", suffix=".partial", dir=out.parent)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as fh:
+            fh.write(text)
+        return publish(tmp, out)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise

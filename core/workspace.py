@@ -282,19 +282,16 @@ class Workspace:
         return found
 
     def _restore(self) -> None:
+        stored, reviews = self.session.results(), self.session.reviews()
+        if self._follow_moves(stored, reviews):   # moved rows now stand at their new paths: read them again
+            stored, reviews = self.session.results(), self.session.reviews()
         wanted = set(self.paths)
-        for rec in self.session.results():
+        for rec in stored:
             if rec.path in wanted:
                 self.results.setdefault(rec.model_key, {})[rec.path] = rec
-        self._reviews = {p: r for p, r in self.session.reviews().items() if p in wanted}
-        if self._follow_moves():
-            self.results = {}
-            for rec in self.session.results():
-                if rec.path in wanted:
-                    self.results.setdefault(rec.model_key, {})[rec.path] = rec
-            self._reviews = {p: r for p, r in self.session.reviews().items() if p in wanted}
+        self._reviews = {p: r for p, r in reviews.items() if p in wanted}
 
-    def _follow_moves(self) -> int:
+    def _follow_moves(self, stored: Sequence[ResultRecord], reviews: dict[str, dict]) -> int:
         """Photos renamed or moved inside the folder since they were stored (the same SHA-256 at a new path, the
         old path gone): their results and reviews follow them (SessionStore.move, one audit entry each), so they
         are neither scored again nor an error row. A copy (both paths present) is two photos. Returns how many
@@ -303,7 +300,7 @@ class Workspace:
         gone: dict[int | None, dict[str, str]] = {}   # size -> {sha: old path}
         known: set[str] = set()
         inside = str(self.folder) + os.sep
-        for rec in self.session.results():
+        for rec in stored:
             known.add(rec.path)
             if rec.path in listed or not rec.file_sha256 or not rec.ok:
                 continue
@@ -314,7 +311,7 @@ class Workspace:
             gone.setdefault(rec.file_size, {})[rec.file_sha256] = rec.path
         if not gone:
             return 0
-        known |= set(self.session.reviews())
+        known |= set(reviews)
         moved = 0
         for path in self.paths:
             if path in known:

@@ -10,7 +10,6 @@ import argparse
 import json
 import os
 import sys
-import tempfile
 import time
 from pathlib import Path
 
@@ -285,26 +284,13 @@ def _summary_point(summary: dict, ws, cards, threshold: float | None) -> dict:
 
 
 def _write_json_atomic(data: dict, path: str) -> None:
+    from core.outputs import write_text_atomic
     from core.workspace import WorkspaceError
 
-    out = Path(path)
     try:
-        fd, tmp = tempfile.mkstemp(prefix=f".{out.name}.", suffix=".partial", dir=out.parent)
+        write_text_atomic(path, json.dumps(data, indent=2, ensure_ascii=False, sort_keys=True) + "\n")
     except OSError as exc:
         raise WorkspaceError(f"cannot write summary {path}: {exc.strerror or exc}") from None
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            json.dump(data, fh, indent=2, ensure_ascii=False, sort_keys=True)
-            fh.write("\n")
-        from core.outputs import publish
-
-        publish(tmp, out)
-    except OSError as exc:
-        Path(tmp).unlink(missing_ok=True)
-        raise WorkspaceError(f"cannot write summary {path}: {exc.strerror or exc}") from None
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def run(args: argparse.Namespace) -> int:
