@@ -97,6 +97,8 @@ def whole_process(name: str, folder: Path, repeat: int) -> dict:
 def study_way(paths: list[Path]) -> dict:
     """The study's notebooks: keras load_img at the model's size, predict on a batch of one, per photo."""
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    # A 1.4.0 bundle has no model.keras: its Keras form is rebuilt from the local ImageNet weights.
+    os.environ.setdefault("MPOX_TRIAGE_WEIGHTS_DIR", str(SHARED.parent / "weights"))
     import numpy as np
 
     from core.bundle import load_bundle

@@ -877,14 +877,19 @@ LOWEST_SEEN_PREVALENCE = 0.24
 
 def sample_size(prevalence: float, min_per_class: int = MIN_PER_CLASS, confidence: float = SAMPLE_CONFIDENCE) -> int:
     """The smallest N whose random sample holds >= min_per_class of each class with probability >= confidence,
-    at `prevalence` mpox (binomial). 62 at 24% mpox; 50 falls short about a time in five there."""
-    from scipy.stats import binom
+    at `prevalence` mpox (binomial). 62 at 24% mpox; 50 falls short about a time in five there. Exact sums of
+    the 2 * min_per_class tail terms (no SciPy: the shift alarm's remedy asks for it on the classify path)."""
+    from math import comb
 
     p = float(min(max(prevalence, 0.01), 0.99))
-    n = 2 * min_per_class
+    q = 1.0 - p
+    k = int(min_per_class)
+    n = 2 * k
     while n < 5000:
-        # P(min_per_class <= X <= n - min_per_class)
-        if binom.cdf(n - min_per_class, n, p) - binom.cdf(min_per_class - 1, n, p) >= confidence:
+        # P(k <= X <= n - k) = 1 - P(X < k) - P(X > n - k)
+        below = sum(comb(n, i) * p ** i * q ** (n - i) for i in range(k))
+        above = sum(comb(n, i) * q ** i * p ** (n - i) for i in range(k))
+        if 1.0 - below - above >= confidence:
             return n
         n += 1
     return n

@@ -202,7 +202,11 @@ class Workspace:
         self.bundles: dict[str, Any] = {}             # model key -> loaded bundle (attach), for its shift test
         self.moved: list[tuple[str, str]] = []        # (old, new) photos found renamed or moved when opened
         self._changes = 0                              # results remembered so far (a verdict's cache is by it)
+        self._changes_of: dict[str, int] = {}          # the same, per model key
         self._verdict_seen: dict[str, int] = {}
+        # Models with a run in progress (a count per key): their verdict stays the one of the set stored when
+        # the run began until it ends (WorkspaceRun._after_run), so no partial set is ever tested.
+        self._running: dict[str, int] = {}
         # Embeddings of photos scored while this workspace is open, by model and content: the stored set of a
         # workspace without a session (with one, the session's `embeddings` table holds them too).
         self._embeddings: dict[str, dict[str, Any]] = {}
@@ -466,9 +470,11 @@ class Workspace:
         is not attached and no stored verdict fits. The test itself runs outside the workspace's lock, so the
         app's GUI thread never waits for it."""
         with self._lock:
-            changes = self._changes
+            if self._running.get(key):
+                return self.verdicts.get(key)   # a run of this model is in progress: the set it began from
+            changes = self._changes_of.get(key, 0)
             if self._verdict_seen.get(key) == changes and (key in self.verdicts or key not in self.bundles):
-                return self.verdicts.get(key)   # nothing stored has changed since
+                return self.verdicts.get(key)   # nothing stored for this model has changed since
             shas, vectors, fingerprint = self.stored_set(key)
             current = self.verdicts.get(key)
             if current is not None and current.get("fingerprint") == fingerprint:
@@ -481,13 +487,28 @@ class Workspace:
             if shas:   # an empty stored set has nothing to keep
                 self.store_verdict(key, verdict)
         with self._lock:
-            if self._changes == changes:
+            if self._changes_of.get(key, 0) == changes:
                 self._verdict_seen[key] = changes
             if verdict is None:
                 self.verdicts.pop(key, None)
                 return None
             self.verdicts[key] = verdict
             return verdict
+
+    def _hold_verdict(self, key: str) -> None:
+        """A run of this model begins: its verdict (refreshed now, on the set stored before the run) stands until
+        _release_verdict, so rows written and banners shown during the run never test a partial set."""
+        self.refresh_verdict(key)
+        with self._lock:
+            self._running[key] = self._running.get(key, 0) + 1
+
+    def _release_verdict(self, key: str) -> None:
+        with self._lock:
+            left = self._running.get(key, 0) - 1
+            if left > 0:
+                self._running[key] = left
+            else:
+                self._running.pop(key, None)
 
     def store_verdict(self, key: str, verdict: dict) -> None:
         """Keep a model's verdict on this source in the session (audit `shift_test`), for the stored set named by
@@ -567,6 +588,7 @@ class Workspace:
         with self._lock:
             self.results.setdefault(rec.model_key, {})[rec.path] = rec
             self._changes += 1
+            self._changes_of[rec.model_key] = self._changes_of.get(rec.model_key, 0) + 1
             if rec.embedding is not None and rec.ok and rec.file_sha256:
                 self._embeddings.setdefault(rec.model_key, {})[rec.file_sha256] = rec.embedding
 
@@ -972,6 +994,7 @@ class WorkspaceRun:
                                     str(ws.folder), plan.threshold, ws.actor)
         status = STATUS_FAILED
         records_iter = None
+        held = False
 
         def on_progress(p: Progress) -> None:
             self._flush()  # the engine reports progress once per batch: commit that batch
@@ -979,6 +1002,8 @@ class WorkspaceRun:
                 self.progress(p)
 
         try:
+            ws._hold_verdict(plan.key)
+            held = True
             if plan.redecide:
                 redone = [decide(plan.card, replace(ws.results[plan.key][p], timestamp=utc_now()), plan.point)
                           for p in plan.redecide]
@@ -1034,6 +1059,8 @@ class WorkspaceRun:
                     ws.session.finish_run(self.run_id, status, ws.actor)
                 except Exception:  # noqa: BLE001 - e.g. the disk is full; the run stays 'running' (killed)
                     pass
+            if held:
+                ws._release_verdict(plan.key)
             if not isinstance(self.engine, _Redecider):
                 self._after_run()
 
@@ -1070,7 +1097,7 @@ class CsvStream:
             if plan.key in keys:
                 for p in plan.score + plan.redecide:
                     self._pending.setdefault(p, set()).add(plan.key)
-        self._written: set[str] = set()
+        self._written: dict[str, dict[str, str]] = {}   # photo -> the row written for it
         self._index = {p: i for i, p in enumerate(ws.paths)}
         self._order: list[int] = []   # discovery index of each row written, to publish in discovery order
         try:
@@ -1091,7 +1118,7 @@ class CsvStream:
         if row is None or path in self._written:
             return
         self._write_row(row)
-        self._written.add(path)
+        self._written[path] = row
         self._order.append(self._index.get(path, len(self._index)))
 
     def _write_row(self, row: dict[str, str]) -> None:
@@ -1113,11 +1140,16 @@ class CsvStream:
             self._write(record.path)
 
     def close(self) -> Path:
-        """Write the photos still waiting (in discovery order), publish atomically, log one audit entry."""
+        """Write the photos still waiting (in discovery order), publish atomically, log one audit entry. When a row
+        written earlier no longer says what the workspace says now (the runs' end moved the folder's verdict or
+        operating point, or re-decided stored results), the whole file is written again from what is stored."""
         try:
             for path in self.ws.paths:
                 if path in self._pending:
                     self._write(path)
+            if any(self.ws.csv_row(path, self.keys) != row for path, row in self._written.items()):
+                self.abort()
+                return CsvStream(self.ws, self.out, self.keys, ()).close()
             if self._order != sorted(self._order):
                 # Rows went out as results arrived (a resume writes restored rows first); the published file
                 # lists photos in discovery order, as a fresh run would.

@@ -8,6 +8,8 @@ from __future__ import annotations
 import hashlib
 import json
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 from PIL import Image
@@ -82,6 +84,30 @@ def test_a_labelling_sample_short_of_a_class_asks_for_more_photos_until_it_reach
             known[i] = labels[i]
     assert s.counts["mpox"] >= MIN_PER_CLASS and s.counts["not_mpox"] >= MIN_PER_CLASS
     assert s.order[: len(sample.order)] == sample.order[: len(s.order)]
+
+
+def test_sample_size_is_the_binomial_rule_and_loads_no_scipy():
+    """The smallest N with P(k <= X <= N - k) >= the confidence, X ~ Binomial(N, p): the same N as SciPy's cdf
+    gives, computed without SciPy (the shift alarm's remedy asks for it on every classify run that fires)."""
+    import subprocess
+    import sys
+
+    from scipy.stats import binom
+
+    from core.adapt import sample_size
+
+    for p, k, conf in ((0.24, 10, 0.95), (0.05, 10, 0.95), (0.5, 3, 0.99), (0.9, 10, 0.8), (0.01, 5, 0.95)):
+        n = sample_size(p, k, conf)
+
+        def inside(m):
+            return binom.cdf(m - k, m, p) - binom.cdf(k - 1, m, p)
+
+        assert inside(n) >= conf - 1e-12 and (n == 2 * k or inside(n - 1) < conf + 1e-12), (p, k, conf, n)
+    code = ("import sys; from core.adapt import labelling_sample_size; labelling_sample_size({}); "
+            "print('scipy' in sys.modules)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
+                         cwd=str(Path(__file__).resolve().parent.parent))
+    assert out.stdout.strip() == "False"
 
 
 def test_the_suggested_sample_size_reaches_the_minimum_per_class_with_high_probability():

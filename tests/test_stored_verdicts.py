@@ -289,3 +289,64 @@ def test_a_file_with_our_mark_but_a_foreign_schema_is_refused(tmp_path):
     with pytest.raises(SessionError, match="another program"):
         SessionStore.open(tmp_path / "s")
     assert db.read_bytes() == before
+
+
+# --- one shift test per model when a run ends, never one per photo ----------------------------------------------
+def test_a_classify_run_tests_the_stored_set_once_per_model_not_once_per_photo(tmp_path, monkeypatch, capsys):
+    """The CSV is streamed row by row while the run goes on; each row names the folder's verdict. That verdict is
+    the one of the set stored when the run began until the run ends (a partial set is never tested), then the
+    stored set is tested once: 1.4.0's first build tested every partial set (301 tests for 300 photos)."""
+    import core.shift
+
+    calls = []
+    real = core.shift.folder_shift
+
+    def counting(*args, **kwargs):
+        calls.append(len(args[1]) if len(args) > 1 else None)
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(core.shift, "folder_shift", counting)
+    bdir = _alarm_bundle(tmp_path)
+    photos = make_image_folder(tmp_path / "photos", n_per_class=20, size=(40, 32))
+    out = tmp_path / "out.csv"
+    assert _cli("classify", photos, "--model", bdir, "--session", tmp_path / "s", "--csv", out, "--quiet") == 0
+    capsys.readouterr()
+    assert len(calls) <= 2, calls            # the empty set when the run began, the 40 photos when it ended
+    assert calls[-1] == 40
+    rows = _rows(out)
+    assert len(rows) == 40
+    # Every row says what the workspace says now, under the alarm the run's end raised (rows streamed before it
+    # were written again from what is stored): the same file as an export from the reopened session.
+    from core.bundle import load_bundle
+    from core.workspace import Workspace
+
+    with Workspace.open(photos, tmp_path / "s") as ws:
+        assert ws.attach(load_bundle(bdir))["detected"]
+        ws.export_csv(tmp_path / "again.csv")
+    assert rows == _rows(tmp_path / "again.csv")
+    assert all("widened review band" in r["needs_review"] for r in rows)
+
+
+def test_a_streamed_csv_row_that_changed_before_close_is_written_again(tmp_path):
+    """CsvStream.close publishes what the workspace says when it closes: a photo reviewed after its row was
+    streamed has its review in the published file."""
+    from core.bundle import load_bundle
+    from core.inference import InferenceEngine
+    from core.workspace import Workspace
+
+    bdir = _alarm_bundle(tmp_path)
+    photos = make_image_folder(tmp_path / "photos", n_per_class=4, size=(40, 32))
+    out = tmp_path / "out.csv"
+    bundle = load_bundle(bdir)
+    with Workspace.open(photos, tmp_path / "s") as ws:
+        ws.attach(bundle)
+        plan = ws.to_score(bundle.card)
+        stream = ws.csv_stream(out, [plan.key], [plan])
+        for rec in ws.run(InferenceEngine(bundle, batch_size=4), plan):
+            stream.add(rec)
+        first = ws.paths[0]
+        ws.review(first, "mpox", reviewer="dr test")
+        stream.close()
+    rows = {r["path"]: r for r in _rows(out)}
+    assert len(rows) == 8
+    assert rows[first]["reviewer_label"] == "mpox"

@@ -445,20 +445,13 @@ def _classify(args, ws, engines, keys, case_column: dict[str, str] | None, case_
                 raise
             except Exception as exc:  # noqa: BLE001 - an engine failure: one line, exit 2, nothing published
                 raise CliError(f"{card.display_name} failed: {exc}") from None
-        redecided = _shift_alarm(ws, engines, runs, args.threshold)
+        _shift_alarm(ws, engines, runs, args.threshold)
         if args.parquet_dir:
             _write_parquet(ws, keys, args.parquet_dir, case_column)
         if stream is not None:
-            if redecided or any(r.point_moved for r in runs):
-                # The rows streamed so far were decided (and their reasons written) at the point before the
-                # verdict moved it: write them all again.
-                stream.abort()
-                if case_column is not None:
-                    cases.export_csv(ws, args.csv_path, keys, case_column)
-                else:
-                    ws.export_csv(args.csv_path, keys)
-            else:
-                stream.close()
+            # Rows streamed during the runs that the runs' end changed (a verdict that moved the operating point,
+            # re-decided results, a new reason) are written again from what is stored (CsvStream.close).
+            stream.close()
     except BaseException:
         if stream is not None:
             stream.abort()
