@@ -4,9 +4,9 @@
     python bench/ablation.py --parts views,options --seeds 0      # a quicker subset
     python bench/ablation.py --limit 24 --cache-dir /tmp/abl-smoke  # smoke test on a few images
 
-Everything goes through the engine's own functions: core.features.FeatureExtractor.embed (with the
-on-disk cache), core.training.train_head, core.calibration (temperature scaling on val),
-core.evaluation.choose_threshold (val sensitivity >= 0.95, as shipped) and evaluate_probabilities. Each row
+Everything goes through the engine's own functions: core.learning.features.FeatureExtractor.embed (with the
+on-disk cache), core.learning.training.train_head, core.models.calibration (temperature scaling on val),
+core.learning.evaluation.choose_threshold (val sensitivity >= 0.95, as shipped) and evaluate_probabilities. Each row
 is scored as train_model scores a bundle: temperature fitted on val, the threshold chosen on the
 calibrated val probabilities, then test scored once at that temperature and threshold. Choices are
 read from the val columns; test is printed only as a secondary column and never selects anything.
@@ -22,7 +22,7 @@ Parts (--parts):
   xception    Xception rows, only from embeddings already in the cache (never computed here: 0.5 s
               per image view on the 2-core dev machine)
   layers      MobileNetV2 feature layer (the layer pooled into the embedding), shipped views: the val
-              columns plus the leave-one-collection-out estimate of core.training.transfer_estimate
+              columns plus the leave-one-collection-out estimate of core.learning.training.transfer_estimate
               (head trained on one collection's train photos, temperature and threshold on its val,
               scored on the other collection's train and val photos), the closest measure these
               photos allow of how a choice transfers to photos from elsewhere
@@ -57,7 +57,7 @@ LAYERS = ("top", "block_16_project_BN", "block_16_expand_relu", "block_15_expand
 AUG = [f"aug#{k}" for k in range(4)]
 AUGZ = [f"augz#{k}" for k in range(4)]
 SHIPPED_VIEWS = ["identity", "hflip"] + AUG + AUGZ
-# The quick preset's head settings (core.training.train_model): the shipped recipe.
+# The quick preset's head settings (core.learning.training.train_model): the shipped recipe.
 SHIPPED_HEAD = {"lr": 1e-3, "class_weight": True, "label_smoothing": 0.0, "dropout": 0.2, "patience": 5,
                 "epochs": 200, "batch_size": 32}
 # The shipped bundles choose the highest threshold with val sensitivity >= 0.90 + a 0.05 margin
@@ -103,14 +103,15 @@ class Row:
 
 
 # ---------------------------------------------------------------------------------------------
-# Scoring (the same steps as core.training.train_model after the head is fitted)
+# Scoring (the same steps as core.learning.training.train_model after the head is fitted)
 
 
 def score(z_va: np.ndarray, y_va: np.ndarray, z_te: np.ndarray | None, y_te: np.ndarray | None,
           target: float = MIN_SENSITIVITY) -> tuple[dict, dict]:
     """Temperature on val, threshold for val sensitivity >= target, then val and test metrics at both."""
-    from core.calibration import apply_temperature, fit_temperature, sigmoid
-    from core.evaluation import choose_threshold, evaluate_probabilities, expected_calibration_error
+    from core.models.calibration import apply_temperature, fit_temperature, sigmoid
+    from core.learning.evaluation import choose_threshold
+    from core.triage.metrics import evaluate_probabilities, expected_calibration_error
 
     t = fit_temperature(z_va, y_va)
     p_va = apply_temperature(z_va, t)
@@ -131,15 +132,15 @@ def score(z_va: np.ndarray, y_va: np.ndarray, z_te: np.ndarray | None, y_te: np.
 
 def tta_logit(z: np.ndarray) -> np.ndarray:
     """Test-time augmentation: the mean of the identity and hflip probabilities, back on the logit scale."""
-    from core.calibration import logit, sigmoid
+    from core.models.calibration import logit, sigmoid
 
     return logit(sigmoid(z).mean(axis=1))
 
 
 def fit_heads(x_tr: np.ndarray, y_tr: np.ndarray, sp: Split, seeds: list[int], **head) -> list[tuple]:
-    """One head per seed (core.training.train_head, early stopping on val identity); per seed the raw
+    """One head per seed (core.learning.training.train_head, early stopping on val identity); per seed the raw
     logits of val and test under identity and hflip, shape (M, 2)."""
-    from core.training import train_head
+    from core.learning.training import train_head
 
     kw = {**SHIPPED_HEAD, **head}
     out = []
@@ -157,8 +158,8 @@ def fit_heads(x_tr: np.ndarray, y_tr: np.ndarray, sp: Split, seeds: list[int], *
 
 def summarise(part: str, setting: str, fits: list[tuple], sp: Split, tta: bool = False, seconds: float = 0.0,
               note: str = "", target: float = MIN_SENSITIVITY) -> Row:
-    from core.calibration import apply_temperature
-    from core.evaluation import evaluate_probabilities
+    from core.models.calibration import apply_temperature
+    from core.triage.metrics import evaluate_probabilities
 
     if tta and not sp.has_flip:
         raise ValueError("TTA needs hflip embeddings of val and test")
@@ -184,8 +185,9 @@ def summarise(part: str, setting: str, fits: list[tuple], sp: Split, tta: bool =
 
 def calibration_report(fits: list[tuple], sp: Split, target: float, n_draws: int = 1000) -> str:
     """Temperature scaling of one setting's heads, seed by seed, as a markdown table plus noise figures."""
-    from core.calibration import apply_temperature, binary_nll, fit_temperature, sigmoid
-    from core.evaluation import choose_threshold, evaluate_probabilities, expected_calibration_error
+    from core.models.calibration import apply_temperature, binary_nll, fit_temperature, sigmoid
+    from core.learning.evaluation import choose_threshold
+    from core.triage.metrics import evaluate_probabilities, expected_calibration_error
 
     lines = ["\n### calibration (temperature scaling of the shipped head, per seed)\n",
              "| seed | T | val NLL raw -> T-scaled | val ECE raw -> T-scaled | test ECE raw -> T-scaled | "
@@ -223,7 +225,7 @@ def calibration_report(fits: list[tuple], sp: Split, target: float, n_draws: int
 
 def subsample(ds, limit: int, seed: int = 0):
     """Up to `limit` images per split, half per class (smoke tests)."""
-    from core.datasets import Dataset
+    from core.learning.datasets import Dataset
 
     rng = np.random.default_rng(seed)
     keep = []
@@ -237,7 +239,7 @@ def subsample(ds, limit: int, seed: int = 0):
 def embed_split(fx, ds, train_views: list[str], flip: bool = True, stress: bool = True, test: bool = True,
                 progress=None) -> Split:
     """Embeddings of one split (computed once, then read from the cache); `test` False leaves test empty."""
-    from core.datasets import Dataset
+    from core.learning.datasets import Dataset
 
     tr, va = ds.subset("train"), ds.subset("val")
     te = ds.subset("test") if test else Dataset([])
@@ -254,9 +256,9 @@ def embed_split(fx, ds, train_views: list[str], flip: bool = True, stress: bool 
 
 def transfer_auc(fx, ds, views: list[str], seeds: list[int], progress=None,
                  target: float = MIN_SENSITIVITY) -> dict[str, dict[str, float]]:
-    """Leave-one-collection-out with the engine's own estimate (core.training.transfer_estimate, as in a
+    """Leave-one-collection-out with the engine's own estimate (core.learning.training.transfer_estimate, as in a
     model card), with the shipped head settings; means over head seeds."""
-    from core.training import TrainConfig, transfer_estimate
+    from core.learning.training import TrainConfig, transfer_estimate
 
     tr, va = ds.subset("train"), ds.subset("val")
     x_tr = fx.embed(tr, views, progress)
@@ -272,7 +274,7 @@ def transfer_auc(fx, ds, views: list[str], seeds: list[int], progress=None,
 
 def cached_views(fx, samples, views: list[str]) -> bool:
     """Whether every (image, view) embedding is already in fx's cache (reads the cache, computes nothing)."""
-    from core.features import _key  # the cache's own key names, so the check matches embed() exactly
+    from core.learning.features import _key  # the cache's own key names, so the check matches embed() exactly
 
     for s in samples:
         entry = fx._read(s.file_hash())
@@ -344,8 +346,8 @@ def main(argv: list[str] | None = None) -> int:
         ap.error(f"unknown part(s) {', '.join(bad)}; choose from {', '.join(PARTS)}")
     seeds = [int(s) for s in args.seeds.split(",") if s.strip()]
 
-    from core.datasets import Dataset, load_manifest_dataset, split_dataset
-    from core.features import FeatureExtractor
+    from core.learning.datasets import Dataset, load_manifest_dataset, split_dataset
+    from core.learning.features import FeatureExtractor
 
     summarise_at = partial(summarise, target=args.min_sensitivity)
 

@@ -1,4 +1,4 @@
-"""Which photos to review first: review orders for adaptation, leave-one-collection-out (core/adapt.py's recipe).
+"""Which photos to review first: review orders for adaptation, leave-one-collection-out (core/learning/adapt.py's recipe).
 
 Base = one collection's train+val photos; site = the other collection's train+val photos (the test
 split is never read). Each draw splits the site photos at random (stratified) into a pool
@@ -8,14 +8,14 @@ never on the pool's leftovers (those are biased against any order that picks the
 K = 0 is the base head alone. Orders:
 
 - random: a random sample of the pool;
-- uncertainty: core.adapt.uncertainty_order from the base head (what `adapt --suggest K` did before 1.3.0);
+- uncertainty: core.triage.labelling.uncertainty_order from the base head (what `adapt --suggest K` did before 1.3.0);
 - uncertainty-rounds: the same in rounds of `--round` photos, refitting the head after each round;
-- medoids: core.adapt.medoid_order (k-means medoids of the embeddings, biggest cluster first);
-- stratified: core.adapt.stratified_order (spread over the base head's score range, widest gap first);
+- medoids: core.triage.labelling.medoid_order (k-means medoids of the embeddings, biggest cluster first);
+- stratified: core.triage.labelling.stratified_order (spread over the base head's score range, widest gap first);
 - medoids+uncertainty: half the photos by medoids, refit, the other half by uncertainty.
 
 With `--operating-point`, the orders named in `--op-orders` also get the adapted operating point of
-core.adapt.choose_operating_point on cross-validated predictions of their K photos, and its
+core.learning.adapt.choose_operating_point on cross-validated predictions of their K photos, and its
 sensitivity / specificity (at the threshold) and triage sensitivity / specificity (at the review
 floor) on the eval part.
 
@@ -57,7 +57,7 @@ def features(manifest: str, arch: str):
 
 def pick(order: str, k: int, pool: np.ndarray, xs, ys, fit, base_head, round_size: int, rng, seed: int) -> list[int]:
     """Site indices (into xs) of the K photos `order` would have labelled from `pool`."""
-    from core.adapt import medoid_order, stratified_order, uncertainty_order
+    from core.triage.labelling import medoid_order, stratified_order, uncertainty_order
 
     if k == 0:
         return []
@@ -86,9 +86,9 @@ def pick(order: str, k: int, pool: np.ndarray, xs, ys, fit, base_head, round_siz
 
 
 def operating_point_metrics(xb, yb, xs, ys, lab, held, weight, C, seed) -> dict:
-    """core.adapt's operating point from cross-validated predictions of the K labelled photos, on the eval part."""
-    from core.adapt import _folds, choose_operating_point, cv_site_logits, fit_with_site
-    from core.calibration import sigmoid
+    """core.learning.adapt's operating point from cross-validated predictions of the K labelled photos, on the eval part."""
+    from core.learning.adapt import _folds, choose_operating_point, cv_site_logits, fit_with_site
+    from core.models.calibration import sigmoid
 
     folds = _folds(ys[lab], None, 5, seed)
     z_cv = cv_site_logits(xb, yb, xs[lab], ys[lab], weight, C, folds)
@@ -106,7 +106,7 @@ def curve(xb, yb, xs, ys, ks, draws, weight, C, orders, round_size, pool_frac, o
     from sklearn.metrics import roc_auc_score
     from sklearn.model_selection import train_test_split
 
-    from core.adapt import fit_with_site
+    from core.learning.adapt import fit_with_site
 
     out = {(o, k): [] for o in orders for k in ks}
     ops = {(o, k): [] for o in op_orders for k in ks if k}
@@ -158,14 +158,14 @@ def short_share(ys, ks, draws, pool_frac, seed=0, minimum=10) -> dict:
 
 
 def cell(values) -> str:
-    from core.evaluation import mean_ci95
+    from core.learning.evaluation import mean_ci95
 
     m = mean_ci95(values)
     return f"{m['mean']:.3f} [{m['ci95'][0]:.3f}, {m['ci95'][1]:.3f}]" if m["n"] else "n/a"
 
 
 def main(argv=None) -> int:
-    from core.heads import DEFAULT_C
+    from core.models.heads import DEFAULT_C
 
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("manifest")
@@ -228,11 +228,11 @@ def floor_rules(xb, yb, xs, ys, ks, draws, weight, C, pool_frac, seed=0) -> dict
     under 0.30 triage specificity: then the parent's point), scored on the site's eval part."""
     from sklearn.model_selection import train_test_split
 
-    from core.adapt import _folds, choose_operating_point, cv_site_logits, fit_with_site, review_floor_lower_bound
-    from core.calibration import sigmoid
+    from core.learning.adapt import _folds, choose_operating_point, cv_site_logits, fit_with_site, review_floor_lower_bound
+    from core.models.calibration import sigmoid
 
-    from core.adapt import MIN_MPOX_FOR_OWN_POINT
-    from core.operating_point import floor_for_sensitivity
+    from core.learning.adapt import MIN_MPOX_FOR_OWN_POINT
+    from core.models.operating_point import floor_for_sensitivity
 
     tr_b, va_b = train_test_split(np.arange(len(yb)), test_size=0.2, stratify=yb, random_state=seed)
     # The parent's point: threshold 0.5, review floor keeping 95% of the held-out base mpox photos under the

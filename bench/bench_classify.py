@@ -47,7 +47,7 @@ def out(line: str = "") -> None:
 
 def decode_all(paths: list[Path], size: int, workers: int) -> tuple[list[np.ndarray], float]:
     """(a): the engine's per-file work (read, hash, decode with JPEG draft, resize) on all cores, nothing else."""
-    from core.preprocess import load_model_input_with_hash
+    from core.photos.preprocess import load_model_input_with_hash
 
     with Timer() as t:
         with ThreadPoolExecutor(workers) as pool:
@@ -68,7 +68,7 @@ def forward_all(bundle, arrays: list[np.ndarray], batch_size: int) -> float:
 
 
 def end_to_end(bundle, paths: list[Path], batch_size: int) -> tuple[float, int]:
-    from core.inference import InferenceEngine
+    from core.triage.inference import InferenceEngine
 
     engine = InferenceEngine(bundle, batch_size=batch_size)
     with Timer() as t:
@@ -119,7 +119,7 @@ def memory(bundle_dir: Path, base_folder: Path, sizes: list[int], runtime: str) 
 
 
 def len_files(folder: Path) -> int:
-    from core.images import discover_images
+    from core.photos.images import discover_images
 
     return len(discover_images(folder))
 
@@ -131,15 +131,15 @@ import core.cli, core.commands.classify
 t1 = time.perf_counter()
 import os
 if os.environ.get("MPOX_TRIAGE_RUNTIME") == "keras":
-    from core.tf_runtime import load_tensorflow
+    from core.models.tf_runtime import load_tensorflow
     load_tensorflow()
 t2 = time.perf_counter()
-from core.bundle import load_bundle, verify_bundle
+from core.models.bundle import load_bundle, verify_bundle
 verify_bundle(sys.argv[1])
 t3 = time.perf_counter()
 bundle = load_bundle(sys.argv[1])
 t4 = time.perf_counter()
-from core.inference import InferenceEngine
+from core.triage.inference import InferenceEngine
 list(InferenceEngine(bundle).run([sys.argv[2]]))
 t5 = time.perf_counter()
 list(InferenceEngine(bundle).run([sys.argv[2]]))
@@ -187,9 +187,9 @@ def litert_bundle_dir(arch: str, bundle_dir: Path, folder: Path) -> tuple[Path, 
     """
     import shutil
 
-    from core.bundle import read_card
-    from core.export import attach_runtime
-    from core.images import discover_images
+    from core.models.bundle import read_card
+    from core.models.export import attach_runtime
+    from core.photos.images import discover_images
 
     card = read_card(bundle_dir)
     if card.extra.get("runtime"):
@@ -205,8 +205,8 @@ def litert_bundle_dir(arch: str, bundle_dir: Path, folder: Path) -> tuple[Path, 
 
 
 def bench_arch(arch: str, args, folder: Path) -> dict:
-    from core.bundle import load_bundle
-    from core.images import discover_images
+    from core.models.bundle import load_bundle
+    from core.photos.images import discover_images
 
     bundle_dir, what = benchlib.shipped_or_standin_bundle(arch, prefer_shipped=not args.standin)
     dirs = {"keras": bundle_dir}
@@ -327,7 +327,7 @@ def main(argv: list[str] | None = None) -> int:
     if "c" in args.only or "d" in args.only:
         args.only = sorted(set(args.only) | {"a", "b"} | ({"c"} if "d" in args.only else set()))
 
-    from core.tf_runtime import load_tensorflow
+    from core.models.tf_runtime import load_tensorflow
 
     load_tensorflow()
     out(f"machine: {benchlib.machine_line()}")

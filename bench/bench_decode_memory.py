@@ -1,22 +1,22 @@
 """Peak memory of decoding hostile images: tiny PNGs that expand to huge 16-bit greyscale or RGB images.
 
 Issue 18, item 9: a 13000x13000 16-bit RGB PNG peaked at 1.74 GB, four of them at 3.4 GB with two decode
-threads. `--rgb --count 4 --threads 2` decodes four such photos as a run does (core.images.load_rgb with the
-model's input size as max_side, two threads sharing core.images.DECODE_BUDGET); targets: one photo <= 1 GiB
+threads. `--rgb --count 4 --threads 2` decodes four such photos as a run does (core.photos.images.load_rgb with the
+model's input size as max_side, two threads sharing core.photos.images.DECODE_BUDGET); targets: one photo <= 1 GiB
 peak, four <= 1.5 GiB.
 
     python bench/bench_decode_memory.py --rgb --max-side 299                 # one 16-bit RGB photo
     python bench/bench_decode_memory.py --rgb --max-side 299 --count 4 --threads 2
 
 Issue 12, hole 6: a 329 KB, 13000x13000 16-bit greyscale PNG (under the pixel limit) took 4.4 GB in
-core.images because of float64 copies in _to_rgb. This writes such a PNG (streamed through zlib, so
-writing it needs little memory), then decodes it with core.images.load_rgb in a fresh subprocess per
+core.photos.images because of float64 copies in _to_rgb. This writes such a PNG (streamed through zlib, so
+writing it needs little memory), then decodes it with core.photos.images.load_rgb in a fresh subprocess per
 repetition and prints that subprocess's peak RSS (resource.getrusage(RUSAGE_CHILDREN).ru_maxrss), the
 file size and the time. The target: peak RSS under 1 GB.
 
     python bench/bench_decode_memory.py                 # 13000x13000, 16-bit grey
     python bench/bench_decode_memory.py --side 8000 --repeat 3
-    python bench/bench_decode_memory.py --baseline-module /tmp/old_images.py   # an older core/images.py
+    python bench/bench_decode_memory.py --baseline-module /tmp/old_images.py   # an older core/photos/images.py
 """
 
 from __future__ import annotations
@@ -93,12 +93,12 @@ if module:
     sys.modules[spec.name] = images  # dataclasses look their module up while the module runs
     spec.loader.exec_module(images)
 else:
-    import core.images as images
+    import core.photos.images as images
 from concurrent.futures import ThreadPoolExecutor
 t0 = time.perf_counter()
 paths = {paths!r}
 try:
-    with ThreadPoolExecutor({threads}) as pool:   # as core.inference's decode threads
+    with ThreadPoolExecutor({threads}) as pool:   # as core.triage.inference's decode threads
         arrays = list(pool.map(lambda p: images.load_rgb(p, max_side={max_side!r}), paths))
     arr = arrays[0]
     result = {{"shape": list(arr.shape), "dtype": str(arr.dtype), "pixel_0_0": int(arr[0, 0, 0]),
@@ -133,7 +133,7 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--side", type=int, default=13000, help="width and height in pixels (default 13000)")
     ap.add_argument("--repeat", type=int, default=1)
-    ap.add_argument("--baseline-module", help="path of another core/images.py to measure instead (e.g. the old one)")
+    ap.add_argument("--baseline-module", help="path of another core/photos/images.py to measure instead (e.g. the old one)")
     ap.add_argument("--rgb", action="store_true", help="a 16-bit RGB PNG instead of 16-bit grey")
     ap.add_argument("--count", type=int, default=1, help="photos decoded in one process (default 1)")
     ap.add_argument("--threads", type=int, default=1, help="decode threads (default 1; a run uses 2 or more)")

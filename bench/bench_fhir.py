@@ -7,8 +7,8 @@ from __future__ import annotations
 import sys
 import time
 
-from core.cases import Grouping, records_view
-from core.fhir_export import build_bundle, bundle_json
+from core.store.cases import Grouping, records_view
+from core.reports.fhir_export import build_bundle, bundle_json
 from core.records import ResultRecord
 
 

@@ -3,9 +3,9 @@
     python bench/bench_retrain.py                         # both architectures, synthetic embeddings
     python bench/bench_retrain.py --arch mobilenetv2 --embeddings feats.npz
 
-What is timed is what a retrain does once the frozen-backbone embeddings are cached (core.features):
-  1. read the per-image cache files (.npz, one per image holding every view, as core.features writes them),
-  2. train the head with core.training.train_head (the `quick` preset: Adam 1e-3, up to 200 epochs,
+What is timed is what a retrain does once the frozen-backbone embeddings are cached (core.learning.features):
+  1. read the per-image cache files (.npz, one per image holding every view, as core.learning.features writes them),
+  2. train the head with core.learning.training.train_head (the `quick` preset: Adam 1e-3, up to 200 epochs,
      early stopping with patience 5, class weights, every view a training row),
   3. calibrate on val (temperature, threshold) and fit the out-of-scope statistics.
 Computing the embeddings in the first place is not part of it (that is the backbone's forward pass,
@@ -13,7 +13,7 @@ measured by bench_classify.py (b)).
 
 Embeddings: `--embeddings FILE.npz` with `feats` (V, N, D) or (N, D) and `y` (N,) uses real ones;
 otherwise synthetic ones of the right size (960-d MobileNetV2, 1536-d Xception: their default feature
-layers, core.preprocess.ArchSpec.feature_layer), non-negative like
+layers, core.photos.preprocess.ArchSpec.feature_layer), non-negative like
 pooled ReLU features, with two classes separated about as well as the real ones (val accuracy ~0.85).
 """
 
@@ -62,7 +62,7 @@ def load_real(path: Path, n: int) -> tuple[np.ndarray, np.ndarray]:
 
 
 def write_cache(folder: Path, x: np.ndarray) -> list[Path]:
-    """One .npz per image with one array per view, the layout core.features uses."""
+    """One .npz per image with one array per view, the layout core.learning.features uses."""
     paths = []
     for i, views in enumerate(x):
         p = folder / f"{i:02x}"[:2] / f"img{i:05d}.npz"
@@ -99,12 +99,12 @@ def bench(arch: str, args) -> None:
     x_tr, y_tr = cached[~val], y[~val]
     x_va, y_va = cached[val][:, 0], y[val]
     try:
-        from core.training import train_head
+        from core.learning.training import train_head
 
-        how = "core.training.train_head (quick preset settings)"
+        how = "core.learning.training.train_head (quick preset settings)"
     except ImportError:
         train_head = None
-        how = "a plain Keras Dropout+Dense head (core.training not available)"
+        how = "a plain Keras Dropout+Dense head (core.learning.training not available)"
     with Timer() as t_train:
         if train_head is not None:
             head, history, val_logits = train_head(x_tr, y_tr, x_va, y_va, lr=1e-3, epochs=200,
@@ -122,8 +122,8 @@ def bench(arch: str, args) -> None:
             epochs = len(h.history["loss"])
             val_logits = np.asarray(head(x_va), np.float64).reshape(-1)
     with Timer() as t_cal:
-        from core.calibration import apply_temperature, fit_temperature
-        from core.ood import fit_ood
+        from core.models.calibration import apply_temperature, fit_temperature
+        from core.models.ood import fit_ood
 
         temperature = fit_temperature(val_logits, y_va)
         p_val = apply_temperature(val_logits, temperature)
@@ -148,7 +148,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--batch-size", type=int, default=32, help="head training batch size (default 32, as the quick preset)")
     p.add_argument("--embeddings", help="npz with real `feats` and `y` (repeated to --n images if fewer)")
     args = p.parse_args(argv)
-    from core.tf_runtime import load_tensorflow
+    from core.models.tf_runtime import load_tensorflow
 
     load_tensorflow()
     print(f"machine: {benchlib.machine_line()}", flush=True)

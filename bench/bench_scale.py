@@ -10,7 +10,7 @@ alike), else generated 224x224 crops (benchlib.photo_folder). Scores are checked
 Figures:
   start-up   ray.init of a local instance (once), and each run's time to its first result (actors
              start, import TensorFlow / LiteRT and load and verify the bundle)
-  local      core.inference.InferenceEngine.run, bundle loaded beforehand (photos/s)
+  local      core.triage.inference.InferenceEngine.run, bundle loaded beforehand (photos/s)
   ray 1x2    RayEngine, 1 actor holding 2 CPUs (equal cores with local)
   ray 2x1    RayEngine, 2 actors of 1 CPU each (equal cores with local)
   For Ray, "steady" is the rate after the first result (start-up apart); "end to end" includes it.
@@ -48,7 +48,7 @@ def photo_rows(n: int) -> tuple[list[Path], str]:
         rows = [files[i % len(files)] for i in range(n)]
         return rows, f"{len(files)} real photos of ../shared/data, listed {n / len(files):.1f} times ({n} rows)"
     folder = benchlib.photo_folder(n, phone_fraction=0.0)
-    from core.images import discover_images
+    from core.photos.images import discover_images
 
     return discover_images(folder)[:n], f"{n} generated crops in {folder}"
 
@@ -145,8 +145,8 @@ def main() -> int:
     parser.add_argument("--batch-size", type=int, default=32)
     args = parser.parse_args()
 
-    from core.bundle import load_bundle
-    from core.inference import InferenceEngine
+    from core.models.bundle import load_bundle
+    from core.triage.inference import InferenceEngine
     from core.scale import RayEngine, ray_available
 
     if not ray_available():

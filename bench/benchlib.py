@@ -66,9 +66,9 @@ def shipped_or_standin_bundle(arch: str, prefer_shipped: bool = True) -> tuple[P
     out = BENCH_DIR / "bundles" / arch
     if not (out / "model_card.json").is_file():
         os.environ.setdefault("MPOX_TRIAGE_WEIGHTS_DIR", str(SHARED / "weights"))
-        from core.backbones import build_classifier
-        from core.bundle import ModelCard, save_bundle
-        from core.preprocess import arch_spec
+        from core.models.backbones import build_classifier
+        from core.models.bundle import ModelCard, save_bundle
+        from core.photos.preprocess import arch_spec
 
         spec = arch_spec(arch)
         model = build_classifier(arch)
@@ -164,7 +164,7 @@ def linked_folder(base: Path, n: int) -> Path:
 
     Every file is still opened, hashed, decoded and scored; only the disk space is shared.
     """
-    from core.images import discover_images
+    from core.photos.images import discover_images
 
     folder = BENCH_DIR / f"linked-{n}-{hashlib.sha1(str(base).encode()).hexdigest()[:8]}"
     if (folder / ".complete").is_file():
@@ -186,7 +186,7 @@ def linked_folder(base: Path, n: int) -> Path:
 
 
 def folder_summary(folder: Path) -> str:
-    from core.images import discover_images
+    from core.photos.images import discover_images
 
     paths = discover_images(folder)
     phones = [p for p in paths if p.parent.name == "phone"]

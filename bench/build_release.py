@@ -1,11 +1,11 @@
 """Build a release: mobilenetv2 and xception with the logistic head, and the combined bundle, each with its
-LiteRT runtime (core.export.attach_light_runtime: backbone .tflite + numpy head, checked against Keras on the
+LiteRT runtime (core.models.export.attach_light_runtime: backbone .tflite + numpy head, checked against Keras on the
 shared test photos; components first, then combined, whose card records their card digests).
 
 Every choice (head recipe, C, views, threshold, temperature) is made on val and leave-one-collection-out
 (bench/head_recipe.py, docs/training.md); the shared test split is scored once per bundle after
 everything is fixed and only reported in the cards. Embeddings come from the feature cache
-(core.features), so with a warm cache this takes a few minutes (test scoring runs the real models).
+(core.learning.features), so with a warm cache this takes a few minutes (test scoring runs the real models).
 
     MPOX_TRIAGE_WEIGHTS_DIR=../shared/weights python bench/build_release.py ../shared/data/manifest.csv
 
@@ -26,13 +26,13 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 
 def main(argv=None) -> int:
-    from core.bundle import Bundle, read_card
-    from core.combined import save_combined
-    from core.training import train_combined
-    from core.datasets import load_manifest_dataset
-    from core.evaluation import evaluate_bundle, to_jsonable
-    from core.features import EMBEDDINGS_FILE
-    from core.training import TrainConfig, save_trained, train_model
+    from core.models.bundle import Bundle, read_card
+    from core.models.combined import save_combined
+    from core.learning.training import train_combined
+    from core.learning.datasets import load_manifest_dataset
+    from core.learning.evaluation import evaluate_bundle, to_jsonable
+    from core.learning.features import EMBEDDINGS_FILE
+    from core.learning.training import TrainConfig, save_trained, train_model
 
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("manifest")
@@ -56,7 +56,7 @@ def main(argv=None) -> int:
 
     def attach(name):
         """The bundle's LiteRT runtime, checked against Keras on the shared test photos (only reported)."""
-        from core.export import attach_light_runtime
+        from core.models.export import attach_light_runtime
 
         t0 = time.monotonic()
         info = attach_light_runtime(models / name, [s.path for s in test.samples])
@@ -91,8 +91,8 @@ def main(argv=None) -> int:
         if arch == "xception":
             # Same maths as the bundle (the head on the frozen embedding of the 299 px input, which the
             # cache holds; train_model checked the assembled model against it), without 155 slow forwards.
-            from core.calibration import apply_temperature
-            from core.evaluation import evaluate_probabilities
+            from core.models.calibration import apply_temperature
+            from core.triage.metrics import evaluate_probabilities
 
             xt = result.extractor.embed(test, ["identity"])[:, 0]
             pt = apply_temperature(result.head.logits(xt), result.card.temperature)
@@ -117,10 +117,10 @@ def main(argv=None) -> int:
         # Val and test are scored the bundle's way: each component's embedding of the photo decoded straight
         # to its own size (the bundle does so since 1.3.0; before, it resized its 299 px input to 224 for
         # MobileNetV2), the head, the card's temperature and threshold.
-        from core.calibration import apply_temperature
-        from core.evaluation import evaluate_probabilities
-        from core.features import FeatureExtractor
-        from core.preprocess import load_model_input
+        from core.models.calibration import apply_temperature
+        from core.triage.metrics import evaluate_probabilities
+        from core.learning.features import FeatureExtractor
+        from core.photos.preprocess import load_model_input
 
         fx_m = FeatureExtractor("mobilenetv2", use_cache=False)
         fx_x = FeatureExtractor("xception")
@@ -129,7 +129,7 @@ def main(argv=None) -> int:
         def bundle_way(split_ds):
             em = []
             for i in range(0, len(split_ds.samples), 32):
-                # Since 1.3.0 the bundle decodes each photo once per component size (core.inference.load_input).
+                # Since 1.3.0 the bundle decodes each photo once per component size (core.triage.inference.load_input).
                 batch = np.stack([load_model_input(s.path, 224) for s in split_ds.samples[i:i + 32]])
                 em.append(fx_m.forward(batch))
             ex = fx_x.embed(split_ds, ["identity"])[:, 0]

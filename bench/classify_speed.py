@@ -56,8 +56,8 @@ def load() -> str:
 
 
 def forward_only(name: str, paths: list[Path], repeat: int) -> dict:
-    from core.bundle import load_bundle
-    from core.inference import load_input, stack_inputs
+    from core.models.bundle import load_bundle
+    from core.triage.inference import load_input, stack_inputs
 
     bundle = load_bundle(name, models_dir=REPO / "models")
     sizes = tuple(getattr(bundle, "input_sizes", (bundle.input_size,)))
@@ -101,7 +101,7 @@ def study_way(paths: list[Path]) -> dict:
     os.environ.setdefault("MPOX_TRIAGE_WEIGHTS_DIR", str(SHARED.parent / "weights"))
     import numpy as np
 
-    from core.bundle import load_bundle
+    from core.models.bundle import load_bundle
 
     bundle = load_bundle("mobilenetv2", models_dir=REPO / "models")
     import keras

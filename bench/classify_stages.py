@@ -31,13 +31,15 @@ sys.path.insert(0, str(REPO / "bench"))
 
 from classify_speed import photo_folder  # noqa: E402
 
-STAGES = {  # stage -> (file suffix, function name) whose cumulative time it is
+# stage -> (file suffix, function name) whose cumulative time it is; suffixes are bare file names so that a
+# checkout from before the package layout (core/bundle.py, not core/models/bundle.py) is profiled alike.
+STAGES = {
     "imports": [("<frozen importlib._bootstrap>", "_find_and_load")],
-    "forward pass": [("core/bundle.py", "forward"), ("core/combined.py", "forward_parts")],
+    "forward pass": [("/bundle.py", "forward"), ("/combined.py", "forward_parts")],
     "waiting for decoded photos": [("_base.py", "result")],
-    "shift test": [("core/shift.py", "folder_shift")],
-    "writing (CSV, summary)": [("core/csvio.py", "add"), ("core/csvio.py", "close"), ("core/workspace.py", "add"),
-                               ("core/commands/classify.py", "_write_json_atomic")],
+    "shift test": [("/shift.py", "folder_shift")],
+    "writing (CSV, summary)": [("/csvio.py", "add"), ("/csvio.py", "close"), ("/workspace.py", "add"),
+                               ("/classify.py", "_write_json_atomic")],
 }
 
 
@@ -66,9 +68,14 @@ def decode_cpu(code: Path, paths: list[Path], size: int) -> dict:
     probe = f"""
 import sys, time
 sys.path.insert(0, {str(code)!r})
-from core.images import load_rgb_with_hash
-from core.preprocess import to_model_input
-from core import scope
+try:
+    from core.photos.images import load_rgb_with_hash
+    from core.photos.preprocess import to_model_input
+    from core.photos import scope
+except ImportError:   # a checkout from before the package layout
+    from core.images import load_rgb_with_hash
+    from core.preprocess import to_model_input
+    from core import scope
 paths = sys.argv[1:]
 t0 = time.process_time(); rgbs = [load_rgb_with_hash(p, max_side={size})[0] for p in paths]
 t1 = time.process_time(); [to_model_input(r, {size}) for r in rgbs]

@@ -1,4 +1,4 @@
-"""Release 1.4.0: cross-fitted heads (core.crossfit) on the 1.3.0 LiteRT backbones, operating points chosen
+"""Release 1.4.0: cross-fitted heads (core.learning.crossfit) on the 1.3.0 LiteRT backbones, operating points chosen
 again on their out-of-fold evidence, bundles without model.keras. Resumable at every step.
 
 Steps (each skips what is already done; nothing but `test` reads the test split):
@@ -8,7 +8,7 @@ Steps (each skips what is already done; nothing but `test` reads the test split)
   build     write the 1.4.0 bundles into STAGE/models (backbone export copied unchanged, numpy head, ood.npz
             and embeddings.npz copied, no model.keras); components first, then combined
   test      score the test split once per bundle through the engine (as users run it) into its card
-  seal      copy the staged bundles into the repository's models/ and print the core/releases.py lines
+  seal      copy the staged bundles into the repository's models/ and print the core/models/releases.py lines
 
     nice -n 10 python bench/crossfit_release.py evidence ../shared/data/manifest.csv
     nice -n 10 python bench/crossfit_release.py build ../shared/data/manifest.csv
@@ -33,7 +33,7 @@ STAGE = Path("/work/wt/_cache/release")
 ORDER = ("mobilenetv2", "xception", "combined")
 COMPONENTS = ("mobilenetv2", "xception")
 VERSION = "1.4.0"
-TARGET = 0.95          # triage sensitivity the points aim at (core.operating_point.TARGET_TRIAGE_SENSITIVITY)
+TARGET = 0.95          # triage sensitivity the points aim at (core.models.operating_point.TARGET_TRIAGE_SENSITIVITY)
 CALL_TARGET = 0.95     # sensitivity of the call threshold on the evidence (1.3.0: 0.90 + 0.05 margin on val)
 BAND_LOGIT_WIDTH = 1.0  # the band's upper edge: the threshold's logit + 1 (as before)
 MIN_SPECIFICITY = 0.70  # the specificity target: the bootstrap floor only where the nested check keeps it
@@ -48,7 +48,7 @@ def log(msg: str) -> None:
 
 def trainval(manifest: str):
     """The train+val samples of the manifest (never test), with labels, groups and sources."""
-    from core.datasets import load_manifest_dataset
+    from core.learning.datasets import load_manifest_dataset
 
     samples = [s for s in load_manifest_dataset(manifest).samples if s.split in ("train", "val")]
     return (samples, np.array([s.y for s in samples]), np.array([s.group for s in samples]),
@@ -58,7 +58,7 @@ def trainval(manifest: str):
 def component_embeddings(arch: str, models: Path, samples, cache: Path) -> np.ndarray:
     """(N, V, D) embeddings through the 1.3.0 LiteRT backbone (bench/release_embeddings.py's cache)."""
     from bench.release_embeddings import cache_file, read_cache
-    from core.bundle import read_card, runtime_info
+    from core.models.bundle import read_card, runtime_info
 
     path = cache_file(cache, arch, runtime_info(read_card(models / arch))["sha256"])
     rows = read_cache(path)
@@ -83,10 +83,10 @@ def previous_head_on_val(name: str, models: Path, x: np.ndarray, y: np.ndarray, 
                          oof_p: np.ndarray) -> dict:
     """The 1.3.0 head (fitted on train, temperature on val) on the val photos against the cross-fitted
     out-of-fold probabilities of the same photos: how far the shipped head's scale sat from the evidence's."""
-    from core.bundle import read_card, runtime_info
-    from core.calibration import apply_temperature
-    from core.heads import LinearHead
-    from core.operating_point import triage_report
+    from core.models.bundle import read_card, runtime_info
+    from core.models.calibration import apply_temperature
+    from core.models.heads import LinearHead
+    from core.models.operating_point import triage_report
 
     card = read_card(models / name)
     head = LinearHead.load_npz(models / name / runtime_info(card)["head"])
@@ -105,7 +105,7 @@ def previous_head_on_val(name: str, models: Path, x: np.ndarray, y: np.ndarray, 
 def boot_floor_photos(y: np.ndarray, oof_p: np.ndarray, n_boot: int = 1000, seed: int = 0) -> np.ndarray:
     """The cv5 floor's bootstrap distribution, resampling photos (each with all its draws' scores, so a photo
     scored in 3 draws is not counted as 3 independent photos)."""
-    from core.operating_point import floor_for_sensitivity
+    from core.models.operating_point import floor_for_sensitivity
 
     rng = np.random.default_rng(seed)
     out = []
@@ -119,7 +119,7 @@ def boot_floor_photos(y: np.ndarray, oof_p: np.ndarray, n_boot: int = 1000, seed
 def evidence_folds(name: str):
     """(y, loco folds, cv5 folds) of a bundle's cached cross-fitted evidence, as bench/operating_point.choose reads
     them, and the cached npz."""
-    from core.calibration import apply_temperature
+    from core.models.calibration import apply_temperature
 
     ev = np.load(STAGE / "evidence" / f"{name}.npz")
     pts = json.loads((STAGE / "evidence" / f"points_{name}.json").read_text())[name]
@@ -158,9 +158,9 @@ def final_points(name: str) -> dict:
 
 def evidence(args) -> None:
     from bench.operating_point import choose
-    from core.bundle import read_card
-    from core.crossfit import cross_fit, loco_evidence
-    from core.evaluation import choose_threshold
+    from core.models.bundle import read_card
+    from core.learning.crossfit import cross_fit, loco_evidence
+    from core.learning.evaluation import choose_threshold
 
     samples, y, groups, sources, split = trainval(args.manifest)
     out = STAGE / "evidence"
@@ -192,7 +192,7 @@ def evidence(args) -> None:
         res["recipe"] = {"head": "logistic", "C": cf.info["C"], "cv5_draws": args.draws,
                          "loco_draws": args.loco_draws, "test_split_used": False, "views": cf.info["views"],
                          "features": "1.3.0 LiteRT backbone embeddings (bench/release_embeddings.py)",
-                         "calibration": "cross-fitted (core.crossfit)"}
+                         "calibration": "cross-fitted (core.learning.crossfit)"}
         np.savez(npz, w=cf.head.w, b=cf.head.b, C=cf.head.C, sqrt=cf.head.sqrt, temperature=cf.temperature,
                  oof_logits=cf.oof_logits, y=y,
                  **{f"loco{i}_p": p for i, (_n, _tr, _te, p, _t) in enumerate(loco)},
@@ -216,8 +216,8 @@ def nested(args) -> None:
     from sklearn.model_selection import StratifiedGroupKFold
 
     from bench.operating_point import boot_floor
-    from core.crossfit import cross_fit
-    from core.operating_point import floor_for_sensitivity, triage_report
+    from core.learning.crossfit import cross_fit
+    from core.models.operating_point import floor_for_sensitivity, triage_report
 
     samples, y, groups, sources, split = trainval(args.manifest)
     out = STAGE / "evidence"
@@ -262,11 +262,11 @@ def nested_control(name, x, y, groups, sources, split, js: Path) -> None:
     its val split, floor chosen on protocol_predictions' cv5 out-of-fold evidence (fold heads, inner temperatures)."""
     from sklearn.model_selection import StratifiedGroupKFold
 
-    from core.calibration import apply_temperature, fit_temperature
+    from core.models.calibration import apply_temperature, fit_temperature
     from core.commands.evaluate import recipe
-    from core.evaluation import protocol_predictions
-    from core.heads import fit_logistic
-    from core.operating_point import floor_for_sensitivity, triage_report
+    from core.learning.evaluation import protocol_predictions
+    from core.models.heads import fit_logistic
+    from core.models.operating_point import floor_for_sensitivity, triage_report
 
     p_out, floors = np.full(len(y), np.nan), np.full(len(y), np.nan)
     outer = StratifiedGroupKFold(5, shuffle=True, random_state=100)
@@ -341,7 +341,7 @@ def head_bytes(ev) -> tuple[bytes, str]:
     import hashlib
     import io
 
-    from core.heads import LinearHead
+    from core.models.heads import LinearHead
 
     buf = io.BytesIO()
     LinearHead(np.asarray(ev["w"], np.float64), float(ev["b"]), C=float(ev["C"]), sqrt=bool(ev["sqrt"])).save_npz(buf)
@@ -351,8 +351,9 @@ def head_bytes(ev) -> tuple[bytes, str]:
 
 def out_of_fold_metrics(ev, threshold: float) -> dict:
     """Metrics of the cross-fitted out-of-fold probabilities (first draw: each photo once) at the call threshold."""
-    from core.calibration import apply_temperature
-    from core.evaluation import evaluate_probabilities, to_jsonable
+    from core.models.calibration import apply_temperature
+    from core.learning.evaluation import to_jsonable
+    from core.triage.metrics import evaluate_probabilities
 
     p = apply_temperature(ev["oof_logits"][0], float(ev["temperature"]))
     m = evaluate_probabilities(ev["y"], p, threshold, n_bootstrap=1000)
@@ -364,8 +365,8 @@ def out_of_fold_metrics(ev, threshold: float) -> dict:
 def new_card(name: str, parent_dir: Path, pts: dict, ev, args):
     """The 1.4.0 card from the 1.3.0 card: cross-fitted temperature, threshold, both operating points."""
     from bench.retune_release import retune_card, shift_figures, floor_table
-    from core.bundle import ModelCard, read_card
-    from core.calibration import logit, sigmoid
+    from core.models.bundle import ModelCard, read_card
+    from core.models.calibration import logit, sigmoid
 
     card0 = read_card(parent_dir)
     card = ModelCard.from_dict(card0.to_dict())
@@ -390,7 +391,7 @@ def new_card(name: str, parent_dir: Path, pts: dict, ev, args):
     info = pts["crossfit"]
     card.training = dict(card.training)
     card.training["calibration"] = (
-        f"cross-fitted (core.crossfit): temperature fitted on the pooled out-of-fold logits of {info['members']} "
+        f"cross-fitted (core.learning.crossfit): temperature fitted on the pooled out-of-fold logits of {info['members']} "
         f"fold heads (group-aware {info['n_splits']}-fold, {info['draws']} draws, train+val); the head is their "
         "mean; threshold and review floors chosen on the same out-of-fold probabilities")
     card.training["uncertain_band_rule"] = ("lower edge: the default review floor (extra.operating_points); upper "
@@ -422,7 +423,7 @@ def light_runtime(card0, head_name: str, head_data: bytes, components=None) -> d
     """The card's runtime record: the parent's backbone export (unchanged) or the components', and the numpy head."""
     import hashlib
 
-    from core.bundle import RUNTIME_BACKBONE, RUNTIME_HEAD, runtime_info
+    from core.models.bundle import RUNTIME_BACKBONE, RUNTIME_HEAD, runtime_info
     from core.records import utc_now
 
     sha = hashlib.sha256(head_data).hexdigest()
@@ -436,7 +437,7 @@ def light_runtime(card0, head_name: str, head_data: bytes, components=None) -> d
 
 def check_photos(manifest: str, n: int, sizes: tuple[int, ...]):
     """n val photos (never test) decoded as the engine decodes them, per input size."""
-    from core.preprocess import load_model_input
+    from core.photos.preprocess import load_model_input
 
     samples, *_rest, split = trainval(manifest)
     val = [s for s, sp in zip(samples, split) if sp == "val"]
@@ -447,9 +448,9 @@ def check_photos(manifest: str, n: int, sizes: tuple[int, ...]):
 
 def record_agreement(out: Path, manifest: str, n: int) -> None:
     """Check the LiteRT backbone + numpy head against the Keras model rebuilt from the ImageNet weights and the head
-    (core.keras_form) on n val photos; the figures go into the card's runtime record."""
-    from core.bundle import load_bundle, read_card, runtime_info, write_card
-    from core.export import check_agreement
+    (core.models.bundle (rebuild_keras_model)) on n val photos; the figures go into the card's runtime record."""
+    from core.models.bundle import load_bundle, read_card, runtime_info, write_card
+    from core.models.export import check_agreement
 
     fast = load_bundle(out)
     keras = load_bundle(out, runtime="keras")
@@ -458,7 +459,7 @@ def record_agreement(out: Path, manifest: str, n: int) -> None:
     card = read_card(out)
     info = runtime_info(card)
     info["agreement"] = report | {"reference": "the Keras model rebuilt from the local ImageNet weights (fingerprint "
-                                               "checked) and this head (core.keras_form)"}
+                                               "checked) and this head (core.models.bundle (rebuild_keras_model))"}
     info["check_images"] = f"{k} val photos of the manifest (never test)"
     card.extra = {**card.extra, "runtime": info}
     write_card(out, card)
@@ -466,10 +467,10 @@ def record_agreement(out: Path, manifest: str, n: int) -> None:
 
 
 def build(args) -> None:
-    from core.bundle import BundleError, read_card, runtime_info, save_bundle, verify_bundle
-    from core.combined import component_ref, save_combined
-    from core.features import EMBEDDINGS_FILE
-    from core.bundle import OOD_FILE
+    from core.models.bundle import BundleError, read_card, runtime_info, save_bundle, verify_bundle
+    from core.models.combined import component_ref, save_combined
+    from core.learning.features import EMBEDDINGS_FILE
+    from core.models.bundle import OOD_FILE
 
     stage = STAGE / "models"
     stage.mkdir(parents=True, exist_ok=True)
@@ -515,9 +516,9 @@ def test(args) -> None:
     """Score the test split once per staged bundle (through the engine, LiteRT, as users run it) into its card:
     components first, then combined, which records their final cards first."""
     from bench.retune_release import test_once
-    from core.bundle import load_bundle, read_card, write_card
-    from core.combined import record_component_cards
-    from core.datasets import load_manifest_dataset
+    from core.models.bundle import load_bundle, read_card, write_card
+    from core.models.combined import record_component_cards
+    from core.learning.datasets import load_manifest_dataset
 
     split = load_manifest_dataset(args.manifest).subset("test")
     for name in args.only.split(","):
@@ -535,9 +536,9 @@ def test(args) -> None:
 
 def seal(args) -> None:
     """Put the staged bundles into the repository's models/ (files of the parent not in the new card removed) and
-    print the core/releases.py lines."""
-    from core.bundle import CARD_FILE, read_card, verify_bundle
-    from core.releases import release_line
+    print the core/models/releases.py lines."""
+    from core.models.bundle import CARD_FILE, read_card, verify_bundle
+    from core.models.releases import release_line
 
     lines = []
     for name in ORDER:

@@ -4,7 +4,7 @@
     python bench/feature_layers.py --arch xception --views identity,hflip,augz#0 --npz /tmp/xc-layers.npz
 
 One forward pass per image view gives the global-average-pooled feature map of every candidate layer
-at once (far cheaper than one core.features.FeatureExtractor per layer, which matters for Xception at
+at once (far cheaper than one core.learning.features.FeatureExtractor per layer, which matters for Xception at
 about 5 images/s on 2 cores). Each layer then gets a linear probe: scikit-learn logistic regression on
 standardised embeddings, balanced class weights, C chosen on val ROC-AUC. Columns:
 
@@ -15,7 +15,7 @@ standardised embeddings, balanced class weights, C chosen on val ROC-AUC. Column
   The two collections differ in camera, cropping and the non-mpox classes, so this is the closest
   measure these photos allow of how a layer transfers to photos from elsewhere.
 
-The rule used for the shipped default (core.preprocess.ArchSpec.feature_layer): among layers whose val
+The rule used for the shipped default (core.photos.preprocess.ArchSpec.feature_layer): among layers whose val
 ROC-AUC is within 0.01 of the best, the highest mean A -> B ROC-AUC. Test appears only as a
 secondary column. `bench/ablation.py --parts layers` repeats the MobileNetV2 comparison with the
 engine's own head, calibration and threshold.
@@ -55,10 +55,10 @@ def extract(arch: str, layers: list[str], views: list[str], manifest: str, weigh
     import keras
     import tensorflow as tf
 
-    from core.augment import apply_view
-    from core.backbones import build_backbone
-    from core.datasets import load_manifest_dataset
-    from core.preprocess import arch_spec, load_model_input
+    from core.learning.augment import apply_view
+    from core.models.backbones import build_backbone
+    from core.learning.datasets import load_manifest_dataset
+    from core.photos.preprocess import arch_spec, load_model_input
 
     spec = arch_spec(arch)
     net = build_backbone(arch, weights_dir=weights_dir, feature_layer="top")

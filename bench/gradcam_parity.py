@@ -18,9 +18,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 
 def main(argv=None) -> int:
-    from core.bundle import load_bundle
-    from core.explain import gradcam
-    from core.images import load_rgb
+    from core.models.bundle import load_bundle
+    from core.models.explain import gradcam
+    from core.photos.images import load_rgb
 
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("manifest")

@@ -3,7 +3,7 @@ signed square root, several L2 strengths), per backbone and on both backbones' e
 
 Chosen by leave-one-collection-out (train on one collection's train photos, its val for early
 stopping where a recipe uses it; score the other collection's train+val photos) and by val (train on train, score val). The test split is never read.
-Uses the feature cache (core.features), so it takes seconds once the embeddings are cached.
+Uses the feature cache (core.learning.features), so it takes seconds once the embeddings are cached.
 
     MPOX_TRIAGE_WEIGHTS_DIR=../shared/weights python bench/head_recipe.py ../shared/data/manifest.csv
 """
@@ -23,8 +23,8 @@ VIEWS = ["identity", "hflip", "aug#0", "augz#0"]
 
 
 def load_features(manifest: str, views=VIEWS, arches=("mobilenetv2", "xception")):
-    from core.datasets import load_manifest_dataset
-    from core.features import FeatureExtractor
+    from core.learning.datasets import load_manifest_dataset
+    from core.learning.features import FeatureExtractor
 
     ds = load_manifest_dataset(manifest)
     ds.samples = [s for s in ds.samples if s.split in ("train", "val")]  # test is never read
@@ -40,14 +40,14 @@ def load_features(manifest: str, views=VIEWS, arches=("mobilenetv2", "xception")
 
 
 def dense_fit(x_tr, y_tr, x_va, y_va):
-    from core.training import train_head
+    from core.learning.training import train_head
 
     head, _, _ = train_head(x_tr, y_tr, x_va, y_va)
     return lambda x: np.asarray(head(x.astype(np.float32), training=False)).reshape(-1)
 
 
 def logistic_fit(C, sqrt):
-    from core.heads import fit_logistic
+    from core.models.heads import fit_logistic
 
     def fit(x_tr, y_tr, x_va=None, y_va=None):
         return fit_logistic(x_tr, y_tr, C=C, sqrt=sqrt).logits

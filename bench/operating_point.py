@@ -36,7 +36,7 @@ def bundle_features(manifest: str, bundle_dir: Path):
     view the bundle itself computed), groups from the manifest by photo SHA-256."""
     import csv
 
-    from core.shift import read_embeddings
+    from core.triage.shift import read_embeddings
 
     data = read_embeddings(bundle_dir / "embeddings.npz")
     with open(manifest, newline="", encoding="utf-8") as fh:
@@ -48,7 +48,7 @@ def bundle_features(manifest: str, bundle_dir: Path):
 
 def predictions(manifest: str, arch: str, views: list[str], draws: int, C: float, bundles: Path | None = None):
     from core.commands.evaluate import protocol_features, recipe
-    from core.evaluation import protocol_predictions
+    from core.learning.evaluation import protocol_predictions
 
     if bundles is not None:
         x, y, groups, src = bundle_features(manifest, bundles / arch)
@@ -68,7 +68,7 @@ def pooled(y, folds):
 def boot_floor(y, p, target, n_boot=1000, seed=0):
     """The floor's bootstrap distribution (resampling photos): its 5th percentile is a floor that keeps the
     target in 95% of resamples."""
-    from core.operating_point import floor_for_sensitivity
+    from core.models.operating_point import floor_for_sensitivity
 
     rng = np.random.default_rng(seed)
     out = []
@@ -102,7 +102,7 @@ def load_predictions(path: Path):
 
 def choose(y, loco, cv, target=TARGET, previous_floor: float | None = None, cv_floor: float | None = None):
     """Both points and their triage figures; `cv_floor` replaces the cv5 floor (e.g. its bootstrap lower bound)."""
-    from core.operating_point import floor_for_sensitivity, triage_report
+    from core.models.operating_point import floor_for_sensitivity, triage_report
 
     yl, pl = pooled(y, loco)
     yc, pc = pooled(y, cv)
@@ -112,7 +112,7 @@ def choose(y, loco, cv, target=TARGET, previous_floor: float | None = None, cv_f
     per_dir = {n: floor_for_sensitivity(y[te], p, target) for n, _tr, te, p, _t in loco}
     # Never above the default floor; each LOCO direction alone keeps the target.
     ooc = min(default, *per_dir.values())
-    # The rank rule (core.operating_point.folder_point): the share of each folder that must go to review, by
+    # The rank rule (core.models.operating_point.folder_point): the share of each folder that must go to review, by
     # rank alone (no calibrated floor), for the target. Per LOCO direction (reported) and pooled over both
     # directions (each folder reviewing its own top share): the pooled one is the card's review_share.
     shares = {n: float(np.mean(p >= per_dir[n])) for n, _tr, _te, p, _t in loco}
@@ -171,7 +171,7 @@ def main(argv=None) -> int:
                 save_predictions(cache, y, loco, cv)
         previous = None
         if args.from_bundles:
-            from core.bundle import read_card
+            from core.models.bundle import read_card
 
             previous = float(read_card(Path(args.from_bundles) / arch).uncertain_band[0])
         res = choose(y, loco, cv, previous_floor=previous)

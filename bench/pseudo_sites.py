@@ -90,10 +90,10 @@ def _style_key(style: SiteStyle | None) -> str:
 
 def embed(bundle, samples, style: SiteStyle | None, cache: Path = DEFAULT_CACHE, seed: int = 0,
           batch: int = 32) -> np.ndarray:
-    """Embeddings (N, D) of `samples` (core.datasets.Sample) through `bundle` (its LiteRT runtime), each photo
+    """Embeddings (N, D) of `samples` (core.learning.datasets.Sample) through `bundle` (its LiteRT runtime), each photo
     seen through `style` (None: as it is); cached per bundle, style and photo list."""
-    from core.images import load_rgb
-    from core.preprocess import to_model_input
+    from core.photos.images import load_rgb
+    from core.photos.preprocess import to_model_input
 
     key = hashlib.sha256("\n".join(s.file_hash() for s in samples).encode()).hexdigest()[:16]
     path = cache / f"{bundle.card.name}-{bundle.card.model_sha256[:12]}-{_style_key(style)}-{seed}-{key}.npy"
@@ -118,8 +118,8 @@ def pseudo_sites(manifest: str, bundle_name: str, styles=STYLES, halves_seed: in
                  site_prevalence: float | None = None):
     """Yield (name, base x, base y, site x, site y) per style and half: base = one half of the groups as they are,
     site = the other half through the style; `site_prevalence` drops site mpox photos (seeded) to that share."""
-    from core.bundle import load_bundle
-    from core.datasets import load_manifest_dataset
+    from core.models.bundle import load_bundle
+    from core.learning.datasets import load_manifest_dataset
 
     bundle = load_bundle(bundle_name)
     ds = load_manifest_dataset(manifest)

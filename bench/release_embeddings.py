@@ -48,9 +48,9 @@ def write_cache(path: Path, rows: dict[str, np.ndarray], views: tuple[str, ...])
 
 def embed_bundle(bundle_dir: Path, samples, out: Path, every: int = 64) -> Path:
     """Cache (V, D) embeddings of `samples` through the bundle's verified LiteRT backbone; returns the file."""
-    from core.augment import apply_view
-    from core.bundle import load_bundle, runtime_info
-    from core.preprocess import load_model_input
+    from core.learning.augment import apply_view
+    from core.models.bundle import load_bundle, runtime_info
+    from core.photos.preprocess import load_model_input
 
     bundle = load_bundle(bundle_dir)
     backbone = getattr(bundle.runtime, "backbone", None)
@@ -76,7 +76,7 @@ def embed_bundle(bundle_dir: Path, samples, out: Path, every: int = 64) -> Path:
 
 
 def main(argv=None) -> int:
-    from core.datasets import load_manifest_dataset
+    from core.learning.datasets import load_manifest_dataset
 
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("manifest")

@@ -43,8 +43,8 @@ def floor_table(cal: dict) -> dict:
 
 def shift_figures(cal: dict, table: dict) -> dict:
     """Null and LOCO firing rates at the shipped floor (recomputed from the raw draws)."""
-    from core.operating_point import wilson
-    from core.shift import effect_floor
+    from core.models.operating_point import wilson
+    from core.triage.shift import effect_floor
 
     out = []
     for n in table["n"]:
@@ -79,7 +79,7 @@ def review_n(curve: dict | None, default: int = 100) -> int:
 
 def retune_card(card, pts: dict, table: dict, shift_fig: dict, scope: dict | None, curve: dict | None,
                 version: str) -> None:
-    from core.operating_point import OUT_OF_COLLECTION
+    from core.models.operating_point import OUT_OF_COLLECTION
 
     lo_old, hi = (float(b) for b in card.uncertain_band)
     thr = float(card.threshold)
@@ -121,7 +121,7 @@ def retune_card(card, pts: dict, table: dict, shift_fig: dict, scope: dict | Non
     if curve:
         card.metrics["adaptation_curve"] = curve
     card.metrics["previous_test"] = card.metrics.pop("test", None)
-    from core.heads import DEFAULT_C
+    from core.models.heads import DEFAULT_C
 
     for proto in (card.metrics.get("protocols") or {}).values():  # 1.2.0 recorded C: null for the default C
         if isinstance(proto, dict) and isinstance(proto.get("recipe"), dict) and proto["recipe"].get("C") is None:
@@ -130,7 +130,7 @@ def retune_card(card, pts: dict, table: dict, shift_fig: dict, scope: dict | Non
 
 def test_once(bundle, test) -> dict:
     """The test split, scored once through the engine at the card's (new) default point."""
-    from core.evaluation import evaluate_bundle, to_jsonable
+    from core.learning.evaluation import evaluate_bundle, to_jsonable
 
     m = evaluate_bundle(bundle, test, n_bootstrap=1000)
     t = m["triage"]
@@ -141,9 +141,9 @@ def test_once(bundle, test) -> dict:
 
 
 def main(argv=None) -> int:
-    from core.bundle import load_bundle, read_card, write_card
-    from core.datasets import load_manifest_dataset
-    from core.export import attach_light_runtime
+    from core.models.bundle import load_bundle, read_card, write_card
+    from core.learning.datasets import load_manifest_dataset
+    from core.models.export import attach_light_runtime
 
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("manifest")
@@ -175,7 +175,7 @@ def main(argv=None) -> int:
             retune_card(card, pts, table, shift_figures(cal[name], table), scope, curves.get(name), args.version)
             write_card(models / name, card)
         if name == "combined":  # record the 1.3.0 components (name, version, weights, final card digest)
-            from core.combined import component_ref
+            from core.models.combined import component_ref
 
             card = read_card(models / name)
             refs = [component_ref(models / r["name"], read_card(models / r["name"]), dim=r.get("dim"))
@@ -190,7 +190,7 @@ def main(argv=None) -> int:
             card = read_card(models / name)
             card.metrics["test"] = test_once(bundle, test)
             write_card(models / name, card)
-    from core.releases import release_line
+    from core.models.releases import release_line
 
     for name in ORDER:
         print(release_line(read_card(models / name)))

@@ -1,13 +1,13 @@
-"""Fit the per-photo scope model (core.scope), choose its limit without `test`, and report its figures.
+"""Fit the per-photo scope model (core.photos.scope), choose its limit without `test`, and report its figures.
 
     nice -n 10 python bench/scope_fit.py              # fit + choose + report (writes nothing)
     nice -n 10 python bench/scope_fit.py --write      # ... and write resources/scope_model.json
     nice -n 10 python bench/scope_fit.py --no-report  # fit + choose only (what to run while changing the recipe)
     nice -n 10 python bench/scope_fit.py --cost-only  # the CPU cost per photo only
 
-In scope: the shared photos and hard variants of them (core.scope.generate_hard_in_scope: frames, colour
+In scope: the shared photos and hard variants of them (core.photos.scope.generate_hard_in_scope: frames, colour
 casts, darker and lighter renderings, wider views, scanner grain, old slides, thumbnails), the proxy for photos from
-other collections. Not in scope: core.scope.generate_non_photos and core.scope.generate_from_photos
+other collections. Not in scope: core.photos.scope.generate_non_photos and core.photos.scope.generate_from_photos
 (inverted, false colour / heat map, gallery and web-page screenshots, blurred noise, flat fills and plain
 gradients). Fit: train photos, variants and non-photos made from train photos (each made per fold of
 train, so a fold's held-out scores come from a fit that never saw its photos), synthetic seed 0.
@@ -15,8 +15,8 @@ Limit: chosen on held-out in-scope scores (val under the train fit, train out of
 development non-photos (val photos, seed 1). Report, measured once: test photos, variants and
 non-photos made from test photos with seed 2, synthetic seed 2 (>= 100 of each family).
 
-Working images (core.scope.scope_image) of every set are cached in $MPOX_SCOPE_CACHE (default
-/work/wt/_cache/scope), keyed by the photos and by core.scope's generator and working-image code, so a
+Working images (core.photos.scope.scope_image) of every set are cached in $MPOX_SCOPE_CACHE (default
+/work/wt/_cache/scope), keyed by the photos and by core.photos.scope's generator and working-image code, so a
 change of the statistics recomputes them from the cache in about a minute.
 """
 
@@ -36,9 +36,9 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from core import scope  # noqa: E402
-from core.datasets import load_manifest_dataset  # noqa: E402
-from core.images import load_rgb  # noqa: E402
+from core.photos import scope  # noqa: E402
+from core.learning.datasets import load_manifest_dataset  # noqa: E402
+from core.photos.images import load_rgb  # noqa: E402
 
 SHARED = Path(os.environ.get("MPOX_TRIAGE_SHARED", Path(__file__).resolve().parent.parent.parent / "shared"))
 CACHE = Path(os.environ.get("MPOX_SCOPE_CACHE", "/work/wt/_cache/scope"))
@@ -71,7 +71,7 @@ def rate_dict(flags: np.ndarray) -> dict:
 
 
 def _code_key() -> str:
-    """What the cached working images depend on: core.scope's working image and generators."""
+    """What the cached working images depend on: core.photos.scope's working image and generators."""
     text = Path(scope.__file__).read_text(encoding="utf-8")
     parts = [text[text.index("def scope_image("):text.index("def scope_features(")], f"WORK_SIDE={scope.WORK_SIDE}",
              text[text.index("# -- generated non-photos"):]]
@@ -215,11 +215,11 @@ def main(argv=None) -> int:
 
     final = scope.ScopeModel(model.mean, model.scale, model.coef, model.intercept, limit, heads=model.heads, info={
         "fitted_on": f"shared train split ({int((split == 'train').sum())} photos) and "
-                     f"{len(hard[0])} hard variants of them (core.scope.generate_hard_in_scope, {N_HARD['fit']} per "
-                     f"fold) vs {len(syn[0])} generated non-photos (core.scope.generate_non_photos({N_SYN['fit']}, "
+                     f"{len(hard[0])} hard variants of them (core.photos.scope.generate_hard_in_scope, {N_HARD['fit']} per "
+                     f"fold) vs {len(syn[0])} generated non-photos (core.photos.scope.generate_non_photos({N_SYN['fit']}, "
                      f"seed=0), tiny ones left out) and {len(derived[0])} made from the train photos "
-                     f"(core.scope.generate_from_photos, {N_DERIVED['fit']} per fold)",
-        "heads": "one logistic regression per family of non-photos (core.scope.FAMILIES); the score is the highest",
+                     f"(core.photos.scope.generate_from_photos, {N_DERIVED['fit']} per fold)",
+        "heads": "one logistic regression per family of non-photos (core.photos.scope.FAMILIES); the score is the highest",
         "limit_rule": f"max of the {PHOTO_PCT:g}th percentile of held-out photos' scores and the {HARD_PCT:g}th "
                       f"of held-out hard variants' (val under the train fit, train out of fold, {FOLDS}-fold)",
         "work_side": scope.WORK_SIDE, "C": args.C, "refit": "python bench/scope_fit.py --write"})
@@ -307,7 +307,7 @@ def _ms(fn, items) -> float:
 
 def cost(ds, model: scope.ScopeModel) -> dict:
     """Median per-photo CPU ms of scope_score (one thread): on the 224 px test split, and on 1-12 MP JPEGs as
-    core.inference.load_input decodes them for a 224 and a 299 px model and at full size; and how far one
+    core.triage.inference.load_input decodes them for a 224 and a 299 px model and at full size; and how far one
     photo's score moves between a 224 and a 299 px decode (one score per photo, whatever the model)."""
     import cv2
 

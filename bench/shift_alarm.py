@@ -23,7 +23,8 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from core.shift import MIN_EFFECT, dataset_embeddings, shift_test  # noqa: E402
+from core.learning.features import dataset_embeddings  # noqa: E402
+from core.triage.shift import MIN_EFFECT, shift_test  # noqa: E402
 
 REPO = Path(__file__).resolve().parent.parent
 SHARED = Path(os.environ.get("MPOX_TRIAGE_SHARED", REPO.parent / "shared"))
@@ -46,8 +47,8 @@ def rate(hits: list[bool]) -> str:
 
 
 def embeddings(name: str, data: Path) -> dict:
-    from core.bundle import load_bundle
-    from core.datasets import load_manifest_dataset
+    from core.models.bundle import load_bundle
+    from core.learning.datasets import load_manifest_dataset
 
     return dataset_embeddings(load_bundle(name, models_dir=REPO / "models"), load_manifest_dataset(data),
                               cache_dir=CACHE)

@@ -2,7 +2,7 @@
 
 Null: folders of NEW photos from the training collections. Each draw splits the train+val photos by
 patient/photo group (manifest `group`) in two halves; one half is the reference (pooled and each
-collection, as core.shift.folder_shift compares), folders of n photos are drawn from the other half.
+collection, as core.triage.shift.folder_shift compares), folders of n photos are drawn from the other half.
 Shift: leave-one-collection-out folders, n photos of one collection against the other's photos.
 The test split is never read. For each n the floor is the 97.5th percentile of the null's effect
 (the intersection-union verdict's effect), so the null fires on <= 2.5% by construction at the sizes
@@ -23,7 +23,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from core.shift import read_embeddings, shift_test  # noqa: E402
+from core.triage.shift import read_embeddings, shift_test  # noqa: E402
 
 SIZES = (30, 60, 120, 250, 400)
 
@@ -71,7 +71,7 @@ def run(emb, src, groups, draws, perms, sizes):
 
 
 def summarise(null, loco, alpha=0.05, q=97.5):
-    from core.operating_point import wilson
+    from core.models.operating_point import wilson
 
     table = []
     for n in sorted(null):

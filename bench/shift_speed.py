@@ -5,7 +5,7 @@
 
 (a) Speed: folder_shift on the embeddings of 300 photos (150 MSID + 150 MSLD v1, any split: only time is
     measured) against the bundle's training embeddings, the 1.3.0 code (kept below, only here) vs
-    core.shift; median process time and wall time of --repeat runs after one warm-up, plus the one-off
+    core.triage.shift; median process time and wall time of --repeat runs after one warm-up, plus the one-off
     import of what each needs.
 (b) Agreement, folder by folder, on the designs of bench/shift_calibration.py (train+val only, never test):
     null folders = n NEW photos from the training collections (each draw splits train+val by manifest
@@ -15,7 +15,7 @@
     effect floor; the verdict (detected), the p < alpha category and the effect are compared.
 
 Embeddings of every shared photo are computed once per model through the shipped bundle's own runtime
-(LiteRT) by core.shift.dataset_embeddings and cached under --cache (default /work/wt/_cache/shiftspeed);
+(LiteRT) by core.learning.features.dataset_embeddings and cached under --cache (default /work/wt/_cache/shiftspeed);
 the combined model's embedding is its components' side by side, as its forward pass makes it.
 """
 
@@ -35,7 +35,7 @@ import numpy as np
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-from core.shift import ShiftResult, card_floor_table, effect_floor  # noqa: E402
+from core.triage.shift import ShiftResult, card_floor_table, effect_floor  # noqa: E402
 
 SHARED = Path(os.environ.get("MPOX_TRIAGE_SHARED", REPO.parent / "shared")) / "data"
 SIZES = (30, 60, 120, 250)
@@ -126,8 +126,8 @@ def bundle_embeddings(name: str) -> dict:
     """The train+val embeddings the bundle ships (embeddings.npz), with each photo's manifest group."""
     import csv
 
-    from core.bundle import load_bundle
-    from core.shift import read_embeddings
+    from core.models.bundle import load_bundle
+    from core.triage.shift import read_embeddings
 
     bundle = load_bundle(name, models_dir=REPO / "models")
     data = dict(read_embeddings(Path(bundle.path) / "embeddings.npz"))
@@ -140,9 +140,9 @@ def bundle_embeddings(name: str) -> dict:
 
 def embeddings(name: str, cache: Path, from_bundle: bool = False) -> dict:
     """Every shared photo's embedding under the shipped bundle `name` (cached), with its group."""
-    from core.bundle import load_bundle
-    from core.datasets import load_manifest_dataset
-    from core.shift import dataset_embeddings
+    from core.models.bundle import load_bundle
+    from core.learning.datasets import load_manifest_dataset
+    from core.learning.features import dataset_embeddings
 
     if from_bundle:
         return bundle_embeddings(name)
@@ -188,7 +188,7 @@ def import_cost(module_names: list[str]) -> float:
 
 
 def speed(data: dict, repeat: int) -> dict:
-    from core.shift import folder_shift, reference_sets
+    from core.triage.shift import folder_shift, reference_sets
 
     bundle = data["bundle"]
     rng = np.random.default_rng(0)
@@ -236,7 +236,7 @@ def folders(data: dict, draws: int, sizes: tuple[int, ...]):
 
 
 def agreement(data: dict, draws: int, sizes: tuple[int, ...], alpha: float = 0.05) -> dict:
-    from core.shift import shift_against
+    from core.triage.shift import shift_against
 
     table = card_floor_table(data["bundle"].card)
     rows = []

@@ -1,4 +1,5 @@
-"""Qt-free engine of mpox-triage: images, backbones, model bundles, inference, training, reports.
+"""Qt-free engine of mpox-triage, in packages by layer (docs/design.md): photos, models, triage, store, reports,
+learning, scale, commands; records, names and progress are shared by every layer.
 
 Research and triage support only. Not a medical device. Not a diagnosis.
 """

@@ -59,7 +59,7 @@ def main(argv: list[str] | None = None) -> int:
     import warnings
 
     from core.records import console_text
-    from core.tf_runtime import TensorFlowMissing
+    from core.models.tf_runtime import TensorFlowMissing
 
     def fail(message: str) -> int:  # one line, control characters escaped (a file name may hold a CR)
         print(f"mpox-triage {args.command}: error: {console_text(' '.join(str(message).split(chr(10))))}",
@@ -83,7 +83,7 @@ def main(argv: list[str] | None = None) -> int:
         # Input no check foresaw (a number too large, nesting too deep): one line rather than a traceback.
         return fail(f"an input could not be handled ({type(exc).__name__}: {' '.join(str(exc).split())[:160]})")
     except ValueError as exc:
-        from core.npz import ArrayFileError  # a bundle's garbage .npz met by any command: its one line
+        from core.models.npz import ArrayFileError  # a bundle's garbage .npz met by any command: its one line
 
         if not isinstance(exc, ArrayFileError):
             raise

@@ -134,8 +134,8 @@ class ResultRecord:
     # whose size or mtime (and then SHA-256) changed. Not CSV columns.
     file_size: int | None = None
     file_mtime_ns: int | None = None
-    # How unlike a skin photo the image is (core.scope: blank, text, screenshot, chart, drawing, noise,
-    # tiny); above core.scope.SCOPE_LIMIT the flag is out_of_scope. Independent of the model.
+    # How unlike a skin photo the image is (core.photos.scope: blank, text, screenshot, chart, drawing, noise,
+    # tiny); above core.photos.scope.SCOPE_LIMIT the flag is out_of_scope. Independent of the model.
     scope_score: float | None = None
     # The model that made p(mpox): ModelCard.scoring_digest (weights, runtime files, head, preprocessing, input
     # size, temperature). Results are keyed by it, so a card that changes any of those scores again.

@@ -68,7 +68,7 @@ def _trained_on(card) -> str:
 
 def summary_rows(card) -> list[tuple[str, str]]:
     """The card in words: what, trained on, decision rule and why, validation and test figures, limits."""
-    from core.preprocess import ARCHITECTURES
+    from core.photos.preprocess import ARCHITECTURES
 
     arch = ARCHITECTURES.get(card.architecture.lower())
     arch_name = arch.display_name if arch else card.architecture

@@ -1,6 +1,6 @@
 """The main window: open a folder, pick a model, run, review, export, retrain.
 
-Presentation and scheduling only: the window presents a core.workspace.Workspace (the folder, its
+Presentation and scheduling only: the window presents a core.store.workspace.Workspace (the folder, its
 session, results, reviews, exports; the same object the command line drives) and keeps no domain state
 of its own. Every ML step is a core call made in a worker thread. The window never imports TensorFlow;
 the model workers do, in their own threads.
@@ -38,7 +38,7 @@ def scan_bundles(models_dir: str | os.PathLike | None,
                  problems: list[str] | None = None) -> list[tuple[Path, object]]:
     """(bundle folder, ModelCard) for every readable bundle (shipped, then the user's own unless a models folder
     is set); reads JSON only, no TensorFlow. A malformed card is skipped with one line in `problems`."""
-    from core.bundle import scan_bundles as core_scan_bundles
+    from core.models.bundle import scan_bundles as core_scan_bundles
 
     return core_scan_bundles(models_dir, problems)
 
@@ -48,7 +48,7 @@ def model_choices(bundles: list[tuple[Path, object]]) -> list[tuple[str, list[st
 
     With a combined bundle whose components are installed, 'Both' runs the combined model first (it decides)
     and its two components (their scores are columns beside it); otherwise one bundle per architecture."""
-    from core.preprocess import ARCHITECTURES
+    from core.photos.preprocess import ARCHITECTURES
 
     def display(card) -> str:
         arch = ARCHITECTURES.get(card.architecture.lower())
@@ -125,7 +125,7 @@ class MainWindow(QMainWindow):
         self._models_dir = str(models_dir) if models_dir else (self.settings.models_dir or None)
         self.sessions_dir = Path(sessions_dir) if sessions_dir else Path(
             QStandardPaths.writableLocation(QStandardPaths.StandardLocation.AppDataLocation)) / "sessions"
-        self.workspace = None                          # core.workspace.Workspace of the open folder
+        self.workspace = None                          # core.store.workspace.Workspace of the open folder
         self.handles: dict[str, ModelHandle] = {}      # bundle folder -> handle
         self._key_of_handle: dict[str, str] = {}        # bundle folder -> model key (weights SHA-256)
         self._handle_of_key: dict[str, ModelHandle] = {}
@@ -333,7 +333,7 @@ class MainWindow(QMainWindow):
         tb.addAction(self.act_run)
         tb.addAction(self.act_cancel)
         tb.addSeparator()
-        tb.addWidget(self.results.group_combo)   # cases (core.cases): the results panel's grouping
+        tb.addWidget(self.results.group_combo)   # cases (core.store.cases): the results panel's grouping
         self.addToolBar(tb)
         # Open folder and Run are reachable with Tab (toolbar buttons take no focus by default).
         for act in (self.act_open, self.act_run):
@@ -536,7 +536,7 @@ class MainWindow(QMainWindow):
 
     def open_folder(self, folder: str | os.PathLike) -> bool:
         """Show a folder's photos: open its workspace (discover, open or resume its session, restore)."""
-        from core.workspace import Workspace, WorkspaceError
+        from core.store.workspace import Workspace, WorkspaceError
 
         if self.controller.running:
             self._set_message("A run is in progress: cancel it before opening another folder", error=True)
@@ -629,7 +629,7 @@ class MainWindow(QMainWindow):
             self.warn("No model bundle selected. Put bundles in the models folder "
                                 "(Tools > Settings) or train one with Tools > Retrain wizard.")
             return False
-        # A combined bundle decides for the photo (core.reasons.deciding_key); the others' scores are shown beside it.
+        # A combined bundle decides for the photo (core.triage.reasons.deciding_key); the others' scores are shown beside it.
         self.model.set_models(cards)
         jobs = []
         for path, card in zip(dirs, cards):
@@ -704,7 +704,7 @@ class MainWindow(QMainWindow):
         self.run_finished.emit(summary)
 
     def show_shift(self, shift: dict | None = None) -> None:
-        """Present the shift verdicts of the picked models (each model's own under Both: core.workspace keeps one
+        """Present the shift verdicts of the picked models (each model's own under Both: core.store.workspace keeps one
         per source and model, computed from what the session stores): a banner naming each model whose alarm
         stands, and the reasons the deciding verdict adds; shown again when the folder is reopened."""
         if self.workspace is None:
@@ -717,9 +717,9 @@ class MainWindow(QMainWindow):
         if not alarms:
             self.shift_banner.hide()
             return
-        from core.shift import SHIFT_MEANING
+        from core.triage.shift import SHIFT_MEANING
 
-        from core.operating_point import card_point, point_message
+        from core.models.operating_point import card_point, point_message
 
         parts = []
         for key, shift in alarms:
@@ -734,7 +734,8 @@ class MainWindow(QMainWindow):
                     name = getattr(card, "display_name", "") or f"{card.name} {card.version}"
                     text += f" {point_message(name, point, default)}."
             if shift.get("remedy"):
-                from core.adapt import MIN_PER_CLASS, ROUGH_BELOW
+                from core.learning.adapt import ROUGH_BELOW
+                from core.triage.remedy import MIN_PER_CLASS
 
                 # The same numbers the adapt page gives: what adapting needs, and what gives usable figures.
                 text += (f" What to do: {str(shift['remedy']).rstrip('.')} (adapting needs at least {MIN_PER_CLASS} "
@@ -743,7 +744,7 @@ class MainWindow(QMainWindow):
             parts.append(text)
         self.shift_banner.setText("\n".join(parts))
         self.shift_banner.setToolTip("A two-sample test compared this folder's photos with each model's training "
-                                     "photos (core.shift); each verdict is kept with the folder's session and is "
+                                     "photos (core.triage.shift); each verdict is kept with the folder's session and is "
                                      "printed on the report's cover. See docs/shift.md")
         self.shift_banner.show()
 
@@ -766,7 +767,7 @@ class MainWindow(QMainWindow):
     def label_next(self) -> str | None:
         """Select the next photo of the folder's labelling sample to label for adapting (review/next.py; no model
         call); returns its path, or None with the reason in the status bar."""
-        from core.adapt import labelling_sample_size
+        from core.triage.remedy import labelling_sample_size
         from desktop_app.review.next import pick_for_labelling
 
         cards = [c for c in self.selected_cards() if self.workspace is not None and self.workspace.results.get(c.key)]
@@ -803,7 +804,7 @@ class MainWindow(QMainWindow):
             self._set_message(f"Review next orders photos by the selected model's scores: run it first "
                               f"({left} photos unreviewed)" if left else "Every photo in this folder is reviewed")
             return None
-        from core.reasons import deciding_key
+        from core.triage.reasons import deciding_key
 
         decider = deciding_key(cards)   # under Both, the model whose call is the photo's call
         card = next((c for c in cards if c.key == decider), cards[0])
@@ -889,7 +890,7 @@ class MainWindow(QMainWindow):
 
     def export_csv(self, out_path: str | None = None) -> str | None:
         """The workspace's CSV (one row per photo, every model side by side), as `classify --csv` writes it."""
-        from core.workspace import WorkspaceError
+        from core.store.workspace import WorkspaceError
 
         keys = self._export_keys()
         if not keys:
@@ -903,8 +904,8 @@ class MainWindow(QMainWindow):
                 return None
         try:
             grouping = self.results.case_grouping()
-            if grouping is not None:   # grouped by case: the CSV carries each photo's case_id (core.cases)
-                from core.cases import assign, export_csv
+            if grouping is not None:   # grouped by case: the CSV carries each photo's case_id (core.store.cases)
+                from core.store.cases import assign, export_csv
 
                 export_csv(self.workspace, out_path, keys, assign(self.workspace.paths, grouping,
                                                                   self.workspace.folder))
@@ -936,9 +937,9 @@ class MainWindow(QMainWindow):
                                                       "PDF files (*.pdf)")
             if not out_path:
                 return False
-        from core.workspace import WorkspaceError
+        from core.store.workspace import WorkspaceError
 
-        try:  # the output policy (core.outputs) refuses now, not after the report is drawn
+        try:  # the output policy (core.store.outputs) refuses now, not after the report is drawn
             self.workspace.check_output(out_path, "report")
         except WorkspaceError as exc:
             self.warn(f"Could not write {out_path}: {exc}")
@@ -948,11 +949,12 @@ class MainWindow(QMainWindow):
         view = self._case_view(keys)
 
         def work(progress):
-            if view is not None:   # grouped by case: a case summary, photos under their cases (core.cases)
-                from core.cases import export_pdf
+            from core.reports.workspace_pdf import export_case_pdf, export_pdf
 
-                return export_pdf(workspace, out_path, view, cards=cards, gradcam=heatmaps or None, progress=progress)
-            return workspace.export_pdf(out_path, keys, cards=cards, gradcam=heatmaps or None, progress=progress)
+            if view is not None:   # grouped by case: a case summary, photos under their cases (core.store.cases)
+                return export_case_pdf(workspace, out_path, view, cards=cards, gradcam=heatmaps or None,
+                                       progress=progress)
+            return export_pdf(workspace, out_path, keys, cards=cards, gradcam=heatmaps or None, progress=progress)
 
         self._set_message("Writing the PDF report…")
         self.progress.setRange(0, 0)
@@ -970,7 +972,7 @@ class MainWindow(QMainWindow):
         if not keys:
             self._set_message("Nothing to print yet: run a model first", error=True)
             return False
-        from core.releases import bundle_origin
+        from core.models.releases import bundle_origin
         from core.reports.printable import printable_html
 
         workspace = self.workspace
@@ -1012,18 +1014,18 @@ class MainWindow(QMainWindow):
         self.print_finished.emit(True)
 
     def _case_view(self, keys: list[str]):
-        """core.cases.CaseView of the workspace under the panel's grouping, None when photos are not grouped."""
+        """core.store.cases.CaseView of the workspace under the panel's grouping, None when photos are not grouped."""
         grouping = self.results.case_grouping()
         if grouping is None or self.workspace is None:
             return None
-        from core.cases import workspace_view
+        from core.store.cases import workspace_view
 
         return workspace_view(self.workspace, keys, grouping)
 
     def export_fhir(self, out_path: str | None = None) -> str | None:
-        """File > Export FHIR bundle: one FHIR R4 Bundle (core.fhir_export) of the workspace, a DiagnosticReport per
+        """File > Export FHIR bundle: one FHIR R4 Bundle (core.reports.fhir_export) of the workspace, a DiagnosticReport per
         case (the panel's grouping; each photo its own case without one), as `classify --fhir` writes it."""
-        from core.workspace import WorkspaceError
+        from core.store.workspace import WorkspaceError
 
         keys = self._export_keys()
         if not keys:
@@ -1036,8 +1038,8 @@ class MainWindow(QMainWindow):
             if not out_path:
                 return None
         try:
-            from core.cases import workspace_view
-            from core.fhir_export import FhirExportError, export_workspace
+            from core.store.cases import workspace_view
+            from core.reports.fhir_export import FhirExportError, export_workspace
 
             view = workspace_view(self.workspace, keys, self.results.case_grouping())
             export_workspace(self.workspace, out_path, view)
@@ -1079,7 +1081,7 @@ class MainWindow(QMainWindow):
 
     @property
     def models_dir(self) -> Path:
-        from core.bundle import default_models_dir
+        from core.models.bundle import default_models_dir
 
         return Path(self._models_dir) if self._models_dir else default_models_dir()
 
@@ -1116,10 +1118,10 @@ class MainWindow(QMainWindow):
                                                       "JSON files (*.json)")
             if not out_path:
                 return None
-        from core.outputs import OutputError, check_output
-        from core.workspace import WorkspaceError
+        from core.store.outputs import OutputError, check_output
+        from core.store.workspace import WorkspaceError
 
-        try:  # the one output policy (core.outputs): never a bundle's own card, a photo, a session, a link
+        try:  # the one output policy (core.store.outputs): never a bundle's own card, a photo, a session, a link
             if self.workspace is not None:
                 self.workspace.check_output(out_path, "model card")
             else:
@@ -1147,7 +1149,7 @@ class MainWindow(QMainWindow):
                 if r["label"] in ("mpox", "not_mpox")]
 
     def reviewed_sha256(self) -> dict[str, str | None]:
-        """File path -> SHA-256 of the content each review labelled: core.adapt leaves out stale reviews."""
+        """File path -> SHA-256 of the content each review labelled: core.learning.adapt leaves out stale reviews."""
         if self.workspace is None:
             return {}
         return {str(self.workspace.file_of(p)): r.get("file_sha256") for p, r in self.workspace.reviews.items()}

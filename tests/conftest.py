@@ -16,7 +16,7 @@ SHARED = Path(os.environ.get("MPOX_TRIAGE_SHARED", REPO.parent / "shared"))
 SHARED_DATA = SHARED / "data"
 SHARED_WEIGHTS = SHARED / "weights"
 
-# Tests never read or write the real user's model folder (core.bundle.user_models_dir).
+# Tests never read or write the real user's model folder (core.models.bundle.user_models_dir).
 os.environ.setdefault("MPOX_TRIAGE_USER_MODELS_DIR", tempfile.mkdtemp(prefix="mpox-test-user-models-"))
 
 if SHARED_WEIGHTS.is_dir():

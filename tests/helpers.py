@@ -24,8 +24,8 @@ def make_tiny_model(input_size: int = 32, seed: int = 0):
 
 def make_tiny_bundle(out_dir: Path, name: str = "tiny", input_size: int = 32, threshold: float = 0.5,
                      version: str = "0.0.1", with_ood: bool = True, seed: int = 0) -> Path:
-    from core.bundle import ModelCard, save_bundle
-    from core.ood import fit_ood
+    from core.models.bundle import ModelCard, save_bundle
+    from core.models.ood import fit_ood
 
     model = make_tiny_model(input_size, seed)
     ood = None
@@ -41,7 +41,7 @@ def make_tiny_bundle(out_dir: Path, name: str = "tiny", input_size: int = 32, th
 
 def make_photo(size=(64, 48), seed: int = 0, mode: str = "RGB") -> Image.Image:
     """A small generated photo of skin: a varied skin tone under soft lighting with a few darker red lesions and
-    sensor noise, so JPEG compression behaves as on photos and the scope check (core.scope) sees it in scope."""
+    sensor noise, so JPEG compression behaves as on photos and the scope check (core.photos.scope) sees it in scope."""
     rng = np.random.default_rng(seed)
     w, h = size
     yy, xx = np.mgrid[0:h, 0:w]
@@ -78,7 +78,7 @@ def make_image_folder(root: Path, n_per_class: int = 4, classes=("mpox", "other"
 def make_light_combined(models: Path, photos: Path):
     """A tiny combined bundle and its two components, each with its LiteRT runtime attached (checked on
     `photos`), as a 1.3.0+ release ships them; returns (combined, alpha, beta) folders."""
-    from core.export import attach_light_runtime
+    from core.models.export import attach_light_runtime
     from tests.test_combined import make_combined
 
     out, a, b, _head = make_combined(models)

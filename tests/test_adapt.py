@@ -32,14 +32,14 @@ def colour_features(rgb: np.ndarray) -> np.ndarray:
     return np.concatenate([c, 1 - c], axis=1)
 
 
-PHOTO = 48   # the files' side: photos of skin to the scope check (core.scope), resized to SIZE by the model
+PHOTO = 48   # the files' side: photos of skin to the scope check (core.photos.scope), resized to SIZE by the model
 
 
 def photos(n: int, mpox: bool, site: bool, rng) -> np.ndarray:
     """Generated skin photos (tests.helpers.make_photo) with a class tint. Base: mpox photos are redder.
     Site: red says nothing; mpox photos are greener and bluer. A draw the scope check would call not a
     skin photo is drawn again, so adapt leaves none out."""
-    from core.scope import is_out_of_scope, scope_score
+    from core.photos.scope import is_out_of_scope, scope_score
     from tests.helpers import make_photo
 
     out = []
@@ -58,10 +58,10 @@ def photos(n: int, mpox: bool, site: bool, rng) -> np.ndarray:
 
 
 def make_base_bundle(out: Path, seed: int = 0) -> Path:
-    from core.bundle import ModelCard, save_bundle
-    from core.features import EMBEDDINGS_FILE, embeddings_npz_bytes
-    from core.heads import attach_head, fit_logistic
-    from core.ood import fit_ood
+    from core.models.bundle import ModelCard, save_bundle
+    from core.learning.features import EMBEDDINGS_FILE, embeddings_npz_bytes
+    from core.models.heads import attach_head, fit_logistic
+    from core.models.ood import fit_ood
 
     rng = np.random.default_rng(seed)
     x = np.concatenate([photos(30, True, False, rng), photos(30, False, False, rng)])
@@ -86,15 +86,15 @@ def site_folder(root: Path, n_mpox: int, n_other: int, seed: int = 1) -> Path:
 
 
 def folder_items(root: Path):
-    from core.datasets import load_folder_dataset
+    from core.learning.datasets import load_folder_dataset
 
     ds = load_folder_dataset(root)
     return [s.path for s in ds.samples], [s.y for s in ds.samples]
 
 
 def test_adapting_improves_the_sites_cross_validated_auc(tmp_path):
-    from core.adapt import adapt_bundle, save_adapted
-    from core.bundle import load_bundle
+    from core.learning.adapt import adapt_bundle, save_adapted
+    from core.models.bundle import load_bundle
 
     bundle = load_bundle(make_base_bundle(tmp_path / "base"))
     paths, labels = folder_items(site_folder(tmp_path / "site", 20, 20))
@@ -117,7 +117,7 @@ def test_adapting_improves_the_sites_cross_validated_auc(tmp_path):
     assert "embeddings.npz" in adapted.card.files
     # The saved model computes what the report describes: better ranking of the site photos.
     from sklearn.metrics import roc_auc_score
-    from core.preprocess import load_model_input
+    from core.photos.preprocess import load_model_input
 
     batch = np.stack([load_model_input(p, SIZE) for p in paths])
     assert roc_auc_score(labels, adapted.forward(batch)[0]) > roc_auc_score(labels, bundle.forward(batch)[0])
@@ -136,7 +136,7 @@ def test_too_few_photos_are_refused_with_how_many_more(tmp_path, capsys):
 
 
 def test_adapt_never_writes_over_a_bundle(tmp_path, monkeypatch, capsys):
-    from core.bundle import sha256_file
+    from core.models.bundle import sha256_file
     from core.cli import main
 
     shipped = tmp_path / "models"
@@ -153,14 +153,14 @@ def test_adapt_never_writes_over_a_bundle(tmp_path, monkeypatch, capsys):
     assert not (shipped / "new").exists()
     # A new folder elsewhere works, and the result is a loadable bundle naming its parent.
     assert main(["adapt", "--model", "base", "--labelled", str(site), "--out", str(tmp_path / "ok"), "--quiet"]) == 0
-    from core.bundle import read_card
+    from core.models.bundle import read_card
 
     assert read_card(tmp_path / "ok").parent["name"] == "base"
 
 
 def test_session_reviews_feed_adapt_and_unsure_is_left_out(tmp_path):
     from core.commands.adapt import _session_items
-    from core.session import SessionStore
+    from core.store.session import SessionStore
 
     site = site_folder(tmp_path / "site", 3, 3)
     files = sorted(site.rglob("*.png"))
@@ -174,7 +174,7 @@ def test_session_reviews_feed_adapt_and_unsure_is_left_out(tmp_path):
 
 
 def test_uncertainty_order_prefers_uncertain_and_diverse():
-    from core.adapt import suggest_next
+    from core.triage.labelling import suggest_next
 
     rng = np.random.default_rng(0)
     emb = np.abs(rng.normal(size=(40, 5)))

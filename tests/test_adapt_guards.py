@@ -35,7 +35,7 @@ def base_dir(tmp_path_factory) -> Path:
 # -- operating point -------------------------------------------------------------------------------------------
 
 def test_the_review_floor_keeps_triage_sensitivity_at_its_bootstrap_lower_bound():
-    from core.adapt import choose_operating_point, review_floor_lower_bound
+    from core.learning.adapt import choose_operating_point, review_floor_lower_bound
 
     rng = np.random.default_rng(0)
     y = np.array([1] * 60 + [0] * 60)
@@ -54,8 +54,8 @@ def test_the_review_floor_keeps_triage_sensitivity_at_its_bootstrap_lower_bound(
 
 
 def test_too_few_mpox_photos_keep_the_parents_out_of_collection_point():
-    from core.adapt import choose_operating_point, parent_out_of_collection_point
-    from core.bundle import ModelCard
+    from core.learning.adapt import choose_operating_point, parent_out_of_collection_point
+    from core.models.bundle import ModelCard
 
     card = ModelCard(name="p", version="1", architecture="mobilenetv2", input_size=16, threshold=0.6,
                      uncertain_band=[0.4, 0.8])
@@ -84,8 +84,8 @@ def test_a_photo_under_both_labels_is_refused_in_one_line(tmp_path, base_dir, ca
 
 
 def test_a_class_folder_outside_the_documented_names_is_refused(tmp_path, base_dir, capsys):
-    from core.adapt import class_name_problem
-    from core.datasets import load_folder_dataset
+    from core.learning.adapt import class_name_problem
+    from core.learning.datasets import load_folder_dataset
 
     site = site_folder(tmp_path / "site", 12, 12)
     (site / "suspected_mpox").mkdir()
@@ -103,8 +103,8 @@ def test_a_class_folder_outside_the_documented_names_is_refused(tmp_path, base_d
 
 
 def test_an_adapted_model_worse_than_chance_or_the_parent_is_refused_unless_accepted(tmp_path, base_dir):
-    from core.adapt import AdaptError, adapt_bundle
-    from core.bundle import load_bundle
+    from core.learning.adapt import AdaptError, adapt_bundle
+    from core.models.bundle import load_bundle
 
     bundle = load_bundle(base_dir)
     paths, labels = folder_items(site_folder(tmp_path / "site", 15, 15))
@@ -117,9 +117,9 @@ def test_an_adapted_model_worse_than_chance_or_the_parent_is_refused_unless_acce
 
 
 def test_stale_reviews_are_left_out(tmp_path, base_dir):
-    from core.adapt import adapt_bundle
-    from core.bundle import load_bundle
-    from core.images import file_sha256
+    from core.learning.adapt import adapt_bundle
+    from core.models.bundle import load_bundle
+    from core.photos.images import file_sha256
 
     paths, labels = folder_items(site_folder(tmp_path / "site", 12, 12))
     recorded = [file_sha256(p) for p in paths]
@@ -132,8 +132,8 @@ def test_stale_reviews_are_left_out(tmp_path, base_dir):
 
 
 def test_a_session_review_records_the_content_it_labelled(tmp_path):
-    from core.session import SessionStore
-    from core.images import file_sha256
+    from core.store.session import SessionStore
+    from core.photos.images import file_sha256
 
     site = site_folder(tmp_path / "site", 2, 2)
     f = sorted(site.rglob("*.png"))[0]
@@ -143,7 +143,7 @@ def test_a_session_review_records_the_content_it_labelled(tmp_path):
 
 
 def test_adapt_reads_a_read_only_session_and_writes_nothing_to_it(tmp_path, base_dir, capsys, monkeypatch):
-    from core.session import SessionStore
+    from core.store.session import SessionStore
 
     site = site_folder(tmp_path / "site", 12, 12)
     files = sorted(site.rglob("*.png"))
@@ -155,7 +155,7 @@ def test_adapt_reads_a_read_only_session_and_writes_nothing_to_it(tmp_path, base
     before = {p.name: p.read_bytes() for p in (tmp_path / "sess").iterdir() if p.is_file()}
     # A read-only disk: tests may run as root, for whom chmod is no barrier, so W_OK is refused here.
     real = os.access
-    monkeypatch.setattr("core.session.os.access", lambda p, mode, **kw: False if mode & os.W_OK else real(p, mode))
+    monkeypatch.setattr("core.store.session.os.access", lambda p, mode, **kw: False if mode & os.W_OK else real(p, mode))
     with pytest.raises(Exception, match="read-only"):
         SessionStore.open(tmp_path / "sess")
     out = tmp_path / "adapted"
@@ -169,7 +169,7 @@ def test_adapt_reads_a_read_only_session_and_writes_nothing_to_it(tmp_path, base
     assert after["session.sqlite"] == before["session.sqlite"]
     assert set(after) - set(before) <= {"session.sqlite-wal", "session.sqlite-shm"}
     assert not after.get("session.sqlite-wal")
-    from core.bundle import read_card
+    from core.models.bundle import read_card
 
     assert read_card(out).training_data["site"]["photos"] == 23
 
@@ -177,7 +177,7 @@ def test_adapt_reads_a_read_only_session_and_writes_nothing_to_it(tmp_path, base
 # -- --force, --suggest ---------------------------------------------------------------------------------------------
 
 def test_force_replaces_an_adapted_model_and_keeps_the_old_one(tmp_path, base_dir, capsys):
-    from core.bundle import read_card
+    from core.models.bundle import read_card
 
     site = site_folder(tmp_path / "site", 12, 12)
     out = make_base_bundle(tmp_path / "adapted", seed=4)      # a model the user made earlier
@@ -225,7 +225,7 @@ def test_suggest_never_ranks_a_tiny_or_strip_image_first(tmp_path, base_dir, cap
 # -- the review order --------------------------------------------------------------------------------------------
 
 def test_medoid_order_takes_the_biggest_groups_first_and_skips_covered_ones():
-    from core.adapt import medoid_order, suggest_next
+    from core.triage.labelling import medoid_order, suggest_next
 
     rng = np.random.default_rng(0)
     centres = np.array([[0, 0, 0], [40, 0, 0], [0, 40, 0]], dtype=float)
@@ -241,7 +241,7 @@ def test_medoid_order_takes_the_biggest_groups_first_and_skips_covered_ones():
 
 
 def test_the_stratified_order_spreads_over_the_score_range_and_fills_gaps_left_by_reviews():
-    from core.adapt import suggest_next
+    from core.triage.labelling import suggest_next
 
     z = np.linspace(-5, 5, 101)                        # index 50 is the median score
     emb = np.ones((101, 2))

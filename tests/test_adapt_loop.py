@@ -24,7 +24,7 @@ def _shas(n: int, start: int = 0) -> list[str]:
 # -- the review queue ---------------------------------------------------------------------------------------
 
 def test_the_review_queue_puts_the_highest_scored_unreviewed_photo_not_called_mpox_first():
-    from core.adapt import review_queue
+    from core.triage.labelling import review_queue
 
     p = [0.10, 0.45, 0.92, 0.30, 0.70, 0.44]
     called = [x >= 0.5 for x in p]
@@ -35,7 +35,7 @@ def test_the_review_queue_puts_the_highest_scored_unreviewed_photo_not_called_mp
 # -- the labelling sample -----------------------------------------------------------------------------------
 
 def test_the_labelling_sample_keeps_its_first_photos_when_the_folder_grows():
-    from core.adapt import labelling_sample
+    from core.triage.labelling import labelling_sample
 
     shas = _shas(200)
     first = labelling_sample(shas, 50, "seed-a").order
@@ -51,7 +51,7 @@ def test_the_labelling_sample_keeps_its_first_photos_when_the_folder_grows():
 
 
 def test_the_labelling_sample_is_blind_to_class():
-    from core.adapt import labelling_sample
+    from core.triage.labelling import labelling_sample
 
     shas = _shas(100)
     unlabelled = labelling_sample(shas, 30, "s").order
@@ -61,7 +61,8 @@ def test_the_labelling_sample_is_blind_to_class():
 
 
 def test_a_labelling_sample_short_of_a_class_asks_for_more_photos_until_it_reaches_the_minimum():
-    from core.adapt import MIN_PER_CLASS, labelling_sample
+    from core.triage.labelling import labelling_sample
+    from core.triage.remedy import MIN_PER_CLASS
 
     shas = _shas(400)
     rng = np.random.default_rng(0)
@@ -94,7 +95,7 @@ def test_sample_size_is_the_binomial_rule_and_loads_no_scipy():
 
     from scipy.stats import binom
 
-    from core.adapt import sample_size
+    from core.triage.remedy import sample_size
 
     for p, k, conf in ((0.24, 10, 0.95), (0.05, 10, 0.95), (0.5, 3, 0.99), (0.9, 10, 0.8), (0.01, 5, 0.95)):
         n = sample_size(p, k, conf)
@@ -103,7 +104,7 @@ def test_sample_size_is_the_binomial_rule_and_loads_no_scipy():
             return binom.cdf(m - k, m, p) - binom.cdf(k - 1, m, p)
 
         assert inside(n) >= conf - 1e-12 and (n == 2 * k or inside(n - 1) < conf + 1e-12), (p, k, conf, n)
-    code = ("import sys; from core.adapt import labelling_sample_size; labelling_sample_size({}); "
+    code = ("import sys; from core.triage.remedy import labelling_sample_size; labelling_sample_size({}); "
             "print('scipy' in sys.modules)")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
                          cwd=str(Path(__file__).resolve().parent.parent))
@@ -111,7 +112,8 @@ def test_sample_size_is_the_binomial_rule_and_loads_no_scipy():
 
 
 def test_the_suggested_sample_size_reaches_the_minimum_per_class_with_high_probability():
-    from core.adapt import MIN_PER_CLASS, labelling_sample, sample_size
+    from core.triage.labelling import labelling_sample
+    from core.triage.remedy import MIN_PER_CLASS, sample_size
 
     n = sample_size(0.24)
     assert 50 < n < 80
@@ -129,8 +131,8 @@ def test_the_suggested_sample_size_reaches_the_minimum_per_class_with_high_proba
 
 
 def test_the_shift_remedy_names_a_sample_that_reaches_the_minimum_and_review_more_once_adapted():
-    from core.adapt import labelling_sample_size, remedy
-    from core.shift import ShiftResult, verdict_entry
+    from core.triage.remedy import labelling_sample_size, remedy
+    from core.triage.shift import ShiftResult, verdict_entry
 
     card = {"name": "m", "threshold": 0.5, "uncertain_band": [0.3, 0.7],
             "training_data": {"counts": {"train": {"mpox": 40, "not_mpox": 60}}}}
@@ -178,9 +180,9 @@ def _text_image(path, seed: int) -> None:
 
 
 def test_adapt_leaves_out_photos_that_are_not_skin_photos_unless_asked(tmp_path, capsys):
-    from core.adapt import adapt_bundle
-    from core.bundle import load_bundle
-    from core.scope import is_out_of_scope, scope_score
+    from core.learning.adapt import adapt_bundle
+    from core.models.bundle import load_bundle
+    from core.photos.scope import is_out_of_scope, scope_score
 
     bundle = load_bundle(make_base_bundle(tmp_path / "base"))
     site = site_folder(tmp_path / "site", 20, 20)
@@ -215,11 +217,11 @@ def _parent_point():
 
 
 def test_an_adapted_card_carries_its_sites_point_and_the_parents_out_of_collection_point(tmp_path):
-    from core.adapt import adapt_bundle, save_adapted
-    from core.bundle import load_bundle
-    from core.card_schema import check_card
-    from core.operating_point import card_points
-    from core.shift import reference_sets
+    from core.learning.adapt import adapt_bundle, save_adapted
+    from core.models.bundle import load_bundle
+    from core.models.card_schema import check_card
+    from core.models.operating_point import card_points
+    from core.triage.shift import reference_sets
 
     bundle = load_bundle(make_base_bundle(tmp_path / "base"))
     paths, labels = folder_items(site_folder(tmp_path / "site", 24, 40))
@@ -246,7 +248,7 @@ def test_an_adapted_card_carries_its_sites_point_and_the_parents_out_of_collecti
 
 
 def test_a_site_point_that_clears_under_30_percent_of_other_photos_is_refused():
-    from core.adapt import MIN_TRIAGE_SPECIFICITY, choose_operating_point
+    from core.learning.adapt import MIN_TRIAGE_SPECIFICITY, choose_operating_point
 
     rng = np.random.default_rng(0)
     y = np.array([1] * 24 + [0] * 70)
@@ -264,7 +266,7 @@ def test_a_site_point_that_clears_under_30_percent_of_other_photos_is_refused():
 
 
 def test_too_few_site_mpox_keep_the_parents_point_on_the_card():
-    from core.adapt import card_operating_points, choose_operating_point
+    from core.learning.adapt import card_operating_points, choose_operating_point
 
     y = np.array([1] * 12 + [0] * 30)
     p = np.concatenate([np.linspace(0.5, 0.99, 12), np.linspace(0.01, 0.6, 30)])
@@ -275,9 +277,9 @@ def test_too_few_site_mpox_keep_the_parents_point_on_the_card():
 
 
 def test_after_adapting_the_rest_of_the_site_is_quiet_and_a_third_collection_still_alarms(tmp_path):
-    from core.adapt import adapt_bundle, save_adapted
-    from core.bundle import load_bundle
-    from core.shift import folder_shift
+    from core.learning.adapt import adapt_bundle, save_adapted
+    from core.models.bundle import load_bundle
+    from core.triage.shift import folder_shift
     from tests.test_adapt import SIZE
 
     parent = load_bundle(make_base_bundle(tmp_path / "base"))
@@ -298,9 +300,9 @@ def test_after_adapting_the_rest_of_the_site_is_quiet_and_a_third_collection_sti
 
 def test_suggest_from_a_session_and_the_apps_label_next_walk_the_same_sample(tmp_path):
     from core.cli import main
-    from core.images import file_sha256
+    from core.photos.images import file_sha256
     from core.records import ResultRecord
-    from core.session import SessionStore
+    from core.store.session import SessionStore
     from desktop_app.review.next import pick_for_labelling
 
     base = make_base_bundle(tmp_path / "base")
@@ -330,8 +332,8 @@ def test_suggest_from_a_session_and_the_apps_label_next_walk_the_same_sample(tmp
 
 def test_a_shipped_release_whose_parent_is_the_previous_release_is_told_to_adapt_not_to_review_more():
     """The defect: combined 1.3.0 (parent: combined 1.2.0) was told 'this model was adapted to another site'."""
-    from core.adapt import is_adapted, remedy
-    from core.bundle import read_card
+    from core.triage.remedy import is_adapted, remedy
+    from core.models.bundle import read_card
     from tests.conftest import REPO
 
     card = read_card(REPO / "models" / "combined")
@@ -342,8 +344,8 @@ def test_a_shipped_release_whose_parent_is_the_previous_release_is_told_to_adapt
 def test_with_a_session_the_labelling_sample_keeps_its_photos_when_the_folder_grows(tmp_path):
     """The defect: without memory, a photo added later could rank among the first N and push out one already asked
     for. With a session, the sample drawn before stays first."""
-    from core.adapt import labelling_sample, random_order, remember_sample, stored_sample
-    from core.session import SessionStore
+    from core.triage.labelling import labelling_sample, random_order, remember_sample, stored_sample
+    from core.store.session import SessionStore
 
     shas = [f"{i:064x}" for i in range(60)]
     with SessionStore.open(tmp_path / "s") as session:

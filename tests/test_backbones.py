@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from core.backbones import WEIGHT_FILE_NAMES, WEIGHTS_ENV, WeightsNotFoundError, resolve_weights
+from core.models.backbones import WEIGHT_FILE_NAMES, WEIGHTS_ENV, WeightsNotFoundError, resolve_weights
 
 
 @pytest.mark.parametrize("arch", ["mobilenetv2", "xception"])
@@ -44,7 +44,7 @@ def test_explicit_weights_folder_that_does_not_exist_is_an_error(tmp_path, monke
 
 
 def test_real_weights_build_a_backbone_without_network(shared_weights, monkeypatch):
-    from core.backbones import build_classifier
+    from core.models.backbones import build_classifier
 
     monkeypatch.setenv(WEIGHTS_ENV, str(shared_weights))
     model = build_classifier("mobilenetv2", input_size=96)
@@ -56,7 +56,7 @@ def test_real_weights_build_a_backbone_without_network(shared_weights, monkeypat
 
 
 def test_unknown_feature_layer_is_a_clear_error(shared_weights, monkeypatch):
-    from core.backbones import FeatureLayerError, build_backbone
+    from core.models.backbones import FeatureLayerError, build_backbone
 
     monkeypatch.setenv(WEIGHTS_ENV, str(shared_weights))
     with pytest.raises(FeatureLayerError, match="no layer 'block_99'.*'top'"):

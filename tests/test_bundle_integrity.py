@@ -10,8 +10,8 @@ from pathlib import Path
 
 import pytest
 
-import core.bundle as bundle_mod
-from core.bundle import CARD_FILE, MODEL_FILE, OOD_FILE, BundleError, ModelCard, load_bundle, save_bundle
+import core.models.bundle as bundle_mod
+from core.models.bundle import CARD_FILE, MODEL_FILE, OOD_FILE, BundleError, ModelCard, load_bundle, save_bundle
 from tests.conftest import REPO
 from tests.helpers import make_tiny_model
 

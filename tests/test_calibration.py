@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 from sklearn.metrics import roc_auc_score
 
-from core.calibration import apply_temperature, binary_nll, fit_temperature
-from core.evaluation import expected_calibration_error
+from core.models.calibration import apply_temperature, binary_nll, fit_temperature
+from core.triage.metrics import expected_calibration_error
 
 
 def _synthetic(n=2000, true_scale=1.0, seed=0):

@@ -1,4 +1,4 @@
-"""Issue 18, item 3: one card schema (core.card_schema, pydantic) used by core.bundle; a bad card is skipped with one
+"""Issue 18, item 3: one card schema (core.models.card_schema, pydantic) used by core.models.bundle; a bad card is skipped with one
 warning line in `models`, `classify` and the app's model list, never stops the app, never crashes the PDF."""
 
 from __future__ import annotations
@@ -9,10 +9,11 @@ from pathlib import Path
 
 import pytest
 
-from core import bundle as bundle_mod
-from core.bundle import CARD_FILE, BundleError, ModelCard, read_card
-from core.card_schema import FORMAT_VERSION, card_problem, check_card, CardError
+from core.models import bundle as bundle_mod
+from core.models.bundle import CARD_FILE, BundleError, ModelCard, read_card
+from core.models.card_schema import FORMAT_VERSION, card_problem, check_card, CardError
 from core.cli import main
+from core.reports.workspace_pdf import export_pdf
 from tests.conftest import REPO
 from tests.helpers import make_image_folder, make_tiny_bundle
 
@@ -123,7 +124,7 @@ def test_the_app_starts_with_a_bad_card_lists_the_good_one_and_shows_a_warning(q
 def test_a_card_with_malformed_extras_never_crashes_the_pdf(tmp_path):
     pytest.importorskip("reportlab")
     from core.records import ResultRecord
-    from core.workspace import Workspace
+    from core.store.workspace import Workspace
 
     photos = make_image_folder(tmp_path / "photos", n_per_class=1, size=(32, 32))
     bad = ModelCard(name="m", version="1", architecture="mobilenetv2", input_size=32, model_sha256="a" * 64,
@@ -134,5 +135,5 @@ def test_a_card_with_malformed_extras_never_crashes_the_pdf(tmp_path):
             ws.results.setdefault(bad.key, {})[p] = ResultRecord(p, "ok", 0.7, "mpox", model="m", model_version="1",
                                                                  model_sha256="a" * 64, threshold=0.5)
         ws.cards[bad.key] = bad
-        out = ws.export_pdf(tmp_path / "r.pdf", [bad.key], cards=[bad])
+        out = export_pdf(ws, tmp_path / "r.pdf", [bad.key], cards=[bad])
     assert out.stat().st_size > 1000

@@ -1,5 +1,5 @@
-"""Cases (core/cases.py): grouping photos by subfolder, file-name pattern or manifest column, and what a case says;
-the CLI's case_id column, case CSV, PDF case summary and FHIR Bundle (core/fhir_export.py) on a folder of case
+"""Cases (core/store/cases.py): grouping photos by subfolder, file-name pattern or manifest column, and what a case says;
+the CLI's case_id column, case CSV, PDF case summary and FHIR Bundle (core/reports/fhir_export.py) on a folder of case
 subfolders. Tiny bundles and generated photos (tests/helpers.py)."""
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ from types import SimpleNamespace
 
 import pytest
 
-from core.cases import CaseError, Grouping, assign, build_view, records_view, summarize
+from core.store.cases import CaseError, Grouping, assign, build_view, records_view, summarize
 from core.cli import main
 from core.records import ResultRecord
 from tests.helpers import make_photo, make_tiny_bundle
@@ -188,8 +188,8 @@ def fhir_bundle(path: Path):
 
 
 def test_the_fhir_bundle_validates_resolves_every_reference_and_counts_cases_photos_and_models(case_run):
-    from core.bundle import read_card
-    from core.fhir_export import (CARD_SHA256_SYSTEM, CASE_ID_SYSTEM, FHIR_DISCLAIMER, INTERPRETATION_SYSTEM,
+    from core.models.bundle import read_card
+    from core.reports.fhir_export import (CARD_SHA256_SYSTEM, CASE_ID_SYSTEM, FHIR_DISCLAIMER, INTERPRETATION_SYSTEM,
                                   WEIGHTS_SHA256_SYSTEM)
 
     bundle = fhir_bundle(case_run.out / "r.json")
@@ -234,7 +234,7 @@ def test_the_fhir_bundle_validates_resolves_every_reference_and_counts_cases_pho
 def test_an_observation_carries_its_photos_sha256_and_relative_path(case_run):
     import hashlib
 
-    from core.fhir_export import FILE_SHA256_SYSTEM, PHOTO_PATH_SYSTEM
+    from core.reports.fhir_export import FILE_SHA256_SYSTEM, PHOTO_PATH_SYSTEM
 
     bundle = fhir_bundle(case_run.out / "r.json")
     for e in bundle.entry:
@@ -288,7 +288,7 @@ def test_a_manifest_column_and_a_file_name_pattern_give_the_cases(case_run, tmp_
 
 def test_parquet_rows_carry_the_case_id_and_give_the_same_fhir_cases(case_run, tmp_path):
     pytest.importorskip("pyarrow")
-    from core.scale.sources import read_parquet_results
+    from core.store.sources import read_parquet_results
 
     shards = tmp_path / "shards"
     assert main(["classify", str(case_run.photos), "--model", str(case_run.bundle), "--cases", "subfolder",
@@ -307,8 +307,8 @@ def test_parquet_rows_carry_the_case_id_and_give_the_same_fhir_cases(case_run, t
 
 # --- evaluate: triage per case ----------------------------------------------------------------------------------
 def test_case_triage_counts_a_case_as_mpox_when_any_photo_is_and_as_reviewed_when_any_photo_is():
-    from core.cases import case_triage
-    from core.operating_point import wilson
+    from core.store.cases import case_triage
+    from core.models.operating_point import wilson
 
     labels = {"a1": 1, "a2": 0, "b1": 0, "b2": 0, "c1": 1, "d1": 0}
     review = {"a1": False, "a2": True, "b1": False, "b2": False, "c1": False, "d1": True}
@@ -371,7 +371,7 @@ def test_the_ray_engine_writes_the_same_case_ids_and_its_parquet_gives_the_fhir_
 
     if not all(importlib.util.find_spec(m) for m in ("ray", "pyarrow")):
         pytest.skip('Ray is not installed (pip install -e ".[scale]")')
-    from core.scale.sources import read_parquet_results
+    from core.store.sources import read_parquet_results
 
     repo = Path(__file__).resolve().parents[1]
     temp = tempfile.mkdtemp(prefix="mpox-ray-")   # Ray's socket paths must stay short
@@ -398,7 +398,7 @@ def test_the_ray_engine_writes_the_same_case_ids_and_its_parquet_gives_the_fhir_
 def test_fhir_images_embeds_each_scored_photo_once_only_when_asked(case_run, tmp_path):
     import base64
 
-    from core.fhir_export import PHOTO_PATH_SYSTEM
+    from core.reports.fhir_export import PHOTO_PATH_SYSTEM
 
     out = tmp_path / "img.json"
     assert main(["classify", str(case_run.photos), "--model", str(case_run.bundle), "--cases", "subfolder",
@@ -417,7 +417,7 @@ def test_fhir_images_embeds_each_scored_photo_once_only_when_asked(case_run, tmp
 
 
 def test_a_case_id_that_looks_like_a_formula_is_written_as_text_in_the_case_csv(tmp_path):
-    from core.cases import write_case_csv
+    from core.store.cases import write_case_csv
 
     view = view_of([rec("/r/=HYPERLINK(1)/a.jpg", 0.7)], {"/r/=HYPERLINK(1)/a.jpg": "=HYPERLINK(1)"})
     out = write_case_csv(view, tmp_path / "c.csv")
@@ -462,9 +462,9 @@ def test_evaluate_on_msld_v1_counts_one_case_per_patient_and_a_patient_as_mpox_w
 def test_the_case_csv_of_a_reopened_session_is_the_one_the_run_wrote(case_run, tmp_path):
     """Facts are functions of what the session stores: reopening the folder and its session gives the same cases
     (with the model's card met, as the app adds its bundles' cards when it opens a folder)."""
-    from core.bundle import read_card
-    from core.cases import workspace_view
-    from core.workspace import Workspace
+    from core.models.bundle import read_card
+    from core.store.cases import workspace_view
+    from core.store.workspace import Workspace
 
     with Workspace.open(case_run.photos, case_run.root / "session") as ws:
         card = read_card(case_run.bundle)
@@ -475,13 +475,13 @@ def test_the_case_csv_of_a_reopened_session_is_the_one_the_run_wrote(case_run, t
 
 
 def write_case_csv_again(view, out):
-    from core.cases import write_case_csv
+    from core.store.cases import write_case_csv
 
     return write_case_csv(view, out)
 
 
 def test_the_case_csv_and_the_fhir_bundle_each_leave_one_export_entry_in_the_audit_trail(case_run):
-    from core.workspace import ACTION_EXPORTED, Workspace
+    from core.store.workspace import ACTION_EXPORTED, Workspace
 
     with Workspace.open(case_run.photos, case_run.root / "session") as ws:
         entries = [e["details"] for e in ws.session.audit(ACTION_EXPORTED)]

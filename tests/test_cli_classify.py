@@ -50,7 +50,7 @@ def error_lines(err: str) -> list[str]:
 
 # --- hole 3: no cut-down CSV, odd names ----------------------------------------------------------------
 def test_csv_writer_keeps_the_previous_file_when_writing_fails(tmp_path):
-    from core.csvio import ResultCsvWriter
+    from core.store.csvio import ResultCsvWriter
     from core.records import ResultRecord
 
     out = tmp_path / "out.csv"
@@ -66,7 +66,7 @@ def test_csv_writer_keeps_the_previous_file_when_writing_fails(tmp_path):
 def test_engine_failure_mid_run_leaves_the_previous_csv_as_it_was(capsys, folder, bundles, tmp_path, monkeypatch):
     out = tmp_path / "out.csv"
     out.write_text("previous\n")
-    from core.inference import InferenceEngine
+    from core.triage.inference import InferenceEngine
 
     real_run = InferenceEngine.run
 
@@ -128,7 +128,7 @@ def test_empty_output_name_is_an_error(capsys, folder, bundles, option):
 
 # --- full disk: one line, exit 2, nothing half-published ---------------------------------------------
 def test_sqlite_full_disk_is_one_line_and_keeps_the_previous_csv(capsys, folder, bundles, tmp_path, monkeypatch):
-    from core.session import SessionStore
+    from core.store.session import SessionStore
 
     out = tmp_path / "out.csv"
     out.write_text("previous\n")
@@ -143,7 +143,7 @@ def test_sqlite_full_disk_is_one_line_and_keeps_the_previous_csv(capsys, folder,
 
 
 def test_csv_full_disk_is_one_line_and_keeps_the_previous_csv(capsys, folder, bundles, tmp_path, monkeypatch):
-    from core.csvio import ResultCsvWriter
+    from core.store.csvio import ResultCsvWriter
 
     out = tmp_path / "out.csv"
     out.write_text("previous\n")
@@ -242,7 +242,7 @@ def test_resume_retries_error_rows(capsys, folder, bundles, tmp_path):
     code, err = cli(capsys, folder, "--model", bundles[0], "--session", session, "--resume", "--csv", out)
     assert code == 0 and "6 already scored, 1 to go (1 error)" in err
     assert all(r["status"] == "ok" for r in rows_of(out))
-    # A session: reviewer columns, then why the photo needs review (core.reasons).
+    # A session: reviewer columns, then why the photo needs review (core.triage.reasons).
     assert list(rows_of(out)[0])[-4:] == ["reviewer_label", "reviewer", "review_time", "needs_review"]
 
 
@@ -260,8 +260,8 @@ def test_another_engine_plugs_in_through_the_workspace(capsys, folder, bundles, 
     and drives it like the local engine; here a stand-in that ignores --threshold (the workspace re-decides)."""
     import types
 
-    from core.bundle import load_bundle
-    from core.inference import InferenceEngine
+    from core.models.bundle import load_bundle
+    from core.triage.inference import InferenceEngine
 
     made = {}
 
@@ -293,7 +293,7 @@ def test_another_engine_plugs_in_through_the_workspace(capsys, folder, bundles, 
 # --- hole 7 and the origin of each model, as the CSV and summary show them --------------------------------
 def test_links_leaving_the_folder_are_counted_and_an_unreadable_folder_leaves_a_csv_row(tmp_path, capsys, bundles,
                                                                                        folder, monkeypatch):
-    import core.images as images
+    import core.photos.images as images
 
     outside = make_image_folder(tmp_path / "elsewhere", n_per_class=2)
     (folder / "linked_outside").symlink_to(outside, target_is_directory=True)
@@ -332,7 +332,7 @@ def test_every_row_names_its_models_origin(tmp_path, capsys, bundles, folder):
 
 
 def test_a_shipped_release_is_named_as_such(tmp_path, capsys, folder):
-    from core.bundle import default_models_dir
+    from core.models.bundle import default_models_dir
 
     if not (default_models_dir() / "mobilenetv2" / "model_card.json").is_file():
         pytest.skip("the shipped mobilenetv2 bundle is not in this checkout")
@@ -361,12 +361,12 @@ def _photos(folder: Path, n: int, seed: int, bright: bool) -> Path:
 
 def test_the_shift_alarm_fires_on_a_shifted_folder_and_stays_quiet_on_a_like_one(tmp_path, capsys):
     """A bundle that carries its training embeddings (embeddings.npz): classify's summary says whether the
-    folder differs from them (core.shift), as the PDF cover and the app's banner do."""
+    folder differs from them (core.triage.shift), as the PDF cover and the app's banner do."""
     import numpy as np
 
-    from core.bundle import load_bundle
-    from core.images import load_rgb
-    from core.preprocess import to_model_input
+    from core.models.bundle import load_bundle
+    from core.photos.images import load_rgb
+    from core.photos.preprocess import to_model_input
     from tests.helpers import make_tiny_bundle
 
     base = make_tiny_bundle(tmp_path / "plain" / "tiny")
@@ -377,7 +377,7 @@ def test_the_shift_alarm_fires_on_a_shifted_folder_and_stays_quiet_on_a_like_one
     npz = tmp_path / "embeddings.npz"
     np.savez_compressed(npz, embedding=emb, label=np.zeros(len(emb), np.int8),
                         source=np.array(["ref"] * len(emb)), split=np.array(["train"] * len(emb)))
-    from core.bundle import ModelCard, save_bundle
+    from core.models.bundle import ModelCard, save_bundle
     from tests.helpers import make_tiny_model
 
     card = ModelCard(name="tiny-emb", version="0.0.1", architecture="mobilenetv2", input_size=32, threshold=0.5,

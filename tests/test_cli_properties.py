@@ -16,7 +16,7 @@ import pytest
 hypothesis = pytest.importorskip("hypothesis")
 from hypothesis import HealthCheck, given, settings, strategies as st  # noqa: E402
 
-from core.bundle import CARD_FILE, ModelCard  # noqa: E402
+from core.models.bundle import CARD_FILE, ModelCard  # noqa: E402
 from core.cli import main  # noqa: E402
 from tests.helpers import make_image_folder, make_tiny_bundle  # noqa: E402
 
@@ -189,7 +189,7 @@ VERDICT_KEYS = ["detected", "p_value", "statistic", "min_effect", "alpha", "n", 
 def test_generated_audit_row_verdicts_are_typed_or_refused(verdict):
     import math
 
-    from core.shift import clean_verdict
+    from core.triage.shift import clean_verdict
 
     clean = clean_verdict(verdict)
     if clean is None:
@@ -230,7 +230,7 @@ def test_generated_ood_files_never_crash_classify_and_never_warn(world, which, v
 
     import numpy as np
 
-    from core.bundle import OOD_FILE, read_card, write_card
+    from core.models.bundle import OOD_FILE, read_card, write_card
 
     with tempfile.TemporaryDirectory(dir=world["root"]) as tmp:
         models = Path(tmp) / "models"

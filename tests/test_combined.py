@@ -10,10 +10,10 @@ from tests.helpers import make_image_folder, make_tiny_bundle
 
 def make_combined(models, head_seed: int = 0):
     """Two tiny components (input 32 and 48 px) and a combined head over their 16 + 16 embeddings."""
-    from core.bundle import ModelCard, read_card
-    from core.combined import component_ref, save_combined
-    from core.features import EMBEDDINGS_FILE, embeddings_npz_bytes
-    from core.heads import LinearHead, embedding_head_model
+    from core.models.bundle import ModelCard, read_card
+    from core.models.combined import component_ref, save_combined
+    from core.learning.features import EMBEDDINGS_FILE, embeddings_npz_bytes
+    from core.models.heads import LinearHead, embedding_head_model
 
     a = make_tiny_bundle(models / "alpha", name="alpha", input_size=32, seed=1)
     b = make_tiny_bundle(models / "beta", name="beta", input_size=48, seed=2)
@@ -30,11 +30,11 @@ def make_combined(models, head_seed: int = 0):
 
 
 def test_combined_loads_verifies_components_and_classifies(tmp_path):
-    from core.bundle import load_bundle
-    from core.combined import CombinedBundle
-    from core.explain import gradcam
-    from core.inference import classify_paths
-    from core.preprocess import load_model_input, to_model_input
+    from core.models.bundle import load_bundle
+    from core.models.combined import CombinedBundle
+    from core.models.explain import gradcam
+    from core.triage.inference import classify_paths
+    from core.photos.preprocess import load_model_input, to_model_input
 
     models = tmp_path / "models"
     out, a, b, head = make_combined(models)
@@ -60,7 +60,7 @@ def test_combined_loads_verifies_components_and_classifies(tmp_path):
 def test_combined_refuses_a_missing_or_mismatched_component(tmp_path):
     import shutil
 
-    from core.bundle import BundleError, load_bundle
+    from core.models.bundle import BundleError, load_bundle
 
     models = tmp_path / "models"
     make_combined(models)
@@ -74,8 +74,8 @@ def test_combined_refuses_a_missing_or_mismatched_component(tmp_path):
 
 
 def test_embeddings_are_hash_covered(tmp_path):
-    from core.bundle import BundleError, load_bundle
-    from core.features import load_embeddings
+    from core.models.bundle import BundleError, load_bundle
+    from core.learning.features import load_embeddings
 
     models = tmp_path / "models"
     out, *_ = make_combined(models)
@@ -93,16 +93,16 @@ def test_a_logistic_head_bundle_loads_in_a_fresh_process(tmp_path):
     """Safe-mode loading must register the SignedSqrt layer itself (as in a new process, not via training)."""
     import keras
 
-    import core.heads
-    from core.bundle import load_bundle
-    from core.heads import LinearHead, attach_head
-    from core.bundle import ModelCard, save_bundle
+    import core.models.heads
+    from core.models.bundle import load_bundle
+    from core.models.heads import LinearHead, attach_head
+    from core.models.bundle import ModelCard, save_bundle
     from tests.helpers import make_tiny_model
 
     model = attach_head(make_tiny_model(), LinearHead(np.ones(16), 0.0))
     out = save_bundle(model, ModelCard(name="t", version="1", architecture="mobilenetv2", input_size=32), tmp_path / "b")
     keras.saving.get_custom_objects().pop("mpox_triage>SignedSqrt", None)   # forget the registration
-    core.heads._LAYER = None
+    core.models.heads._LAYER = None
     bundle = load_bundle(out, runtime="keras")
     assert any(layer.name == "signed_sqrt" for layer in bundle.model.layers)
 
@@ -115,7 +115,7 @@ def test_both_in_the_app_decides_with_the_combined_model_and_shows_each_backbone
 
     from PySide6.QtCore import QSettings, Qt
 
-    from core.reasons import call_text
+    from core.triage.reasons import call_text
     from desktop_app.mainwindow import MainWindow
     from desktop_app.settings.store import AppSettings
 

@@ -10,10 +10,10 @@ from pathlib import Path
 
 import pytest
 
-from core.bundle import CARD_FILE, BundleError, ModelCard, load_bundle, verify_bundle
+from core.models.bundle import CARD_FILE, BundleError, ModelCard, load_bundle, verify_bundle
 from core.cli import main
-from core.combined import component_mismatch
-from core.releases import bundle_origin, components_genuine, origin_text
+from core.models.combined import component_mismatch
+from core.models.releases import bundle_origin, components_genuine, origin_text
 from tests.conftest import REPO
 from tests.helpers import make_image_folder
 

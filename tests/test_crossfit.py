@@ -1,13 +1,13 @@
-"""Cross-fitted heads (core.crossfit): the shipped head scores new photos on the scale its evidence was chosen on."""
+"""Cross-fitted heads (core.learning.crossfit): the shipped head scores new photos on the scale its evidence was chosen on."""
 
 from __future__ import annotations
 
 import numpy as np
 import pytest
 
-from core.crossfit import cross_fit, loco_evidence, mean_head
-from core.heads import LinearHead
-from core.operating_point import floor_for_sensitivity
+from core.learning.crossfit import cross_fit, loco_evidence, mean_head
+from core.models.heads import LinearHead
+from core.models.operating_point import floor_for_sensitivity
 
 
 def photos(n: int, seed: int, shift: float = 0.0, dim: int = 16):

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from core.datasets import (DatasetError, binary_label, dataset_from_labels, leaking_groups, load_dataset,
+from core.learning.datasets import (DatasetError, binary_label, dataset_from_labels, leaking_groups, load_dataset,
                            load_folder_dataset, load_manifest_dataset, merge_duplicate_groups, patient_group,
                            split_dataset)
 from tests.helpers import make_photo
@@ -167,7 +167,7 @@ def test_shared_manifest_split_is_leak_free(shared_data):
 
 
 def test_folder_dataset_does_not_follow_links_outside_and_says_so(tmp_path):
-    from core.datasets import load_folder_dataset, split_dataset
+    from core.learning.datasets import load_folder_dataset, split_dataset
     from tests.helpers import make_image_folder
 
     root = make_image_folder(tmp_path / "data", n_per_class=4, classes=("mpox", "other"))

@@ -14,8 +14,8 @@ import pytest
 from PIL import Image
 
 from bench.bench_decode_memory import write_rgb16_png
-from core import images
-from core.images import DecodeBudget, decode_rgb, load_rgb
+from core.photos import images
+from core.photos.images import DecodeBudget, decode_rgb, load_rgb
 
 
 def test_16bit_rgb_is_converted_without_whole_image_copies(tmp_path):

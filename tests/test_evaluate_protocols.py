@@ -19,7 +19,7 @@ def data(seed: int = 0):
 
 
 def spying_recipe(log):
-    from core.heads import fit_logistic
+    from core.models.heads import fit_logistic
 
     def fit(x, y):
         trained = set(x[:, 0, -1].astype(int))
@@ -33,7 +33,7 @@ def spying_recipe(log):
 
 
 def test_cv5_is_group_aware_and_reports_intervals():
-    from core.evaluation import recipe_protocol
+    from core.learning.evaluation import recipe_protocol
 
     x, y, groups, sources = data()
     log = []
@@ -47,7 +47,7 @@ def test_cv5_is_group_aware_and_reports_intervals():
 
 
 def test_loco_trains_on_one_collection_and_scores_the_other():
-    from core.evaluation import recipe_protocol
+    from core.learning.evaluation import recipe_protocol
 
     x, y, groups, sources = data()
     log = []

@@ -7,8 +7,8 @@ import pytest
 from sklearn.metrics import (accuracy_score, average_precision_score, brier_score_loss, f1_score, precision_score,
                              recall_score, roc_auc_score)
 
-from core.evaluation import (choose_threshold, evaluate_probabilities, expected_calibration_error, fast_metrics,
-                             save_plots)
+from core.learning.evaluation import choose_threshold, save_plots
+from core.triage.metrics import evaluate_probabilities, expected_calibration_error, fast_metrics
 
 Y = np.array([0, 0, 0, 0, 0, 1, 1, 1, 1, 1, 0, 1])
 P = np.array([0.05, 0.20, 0.35, 0.60, 0.10, 0.40, 0.70, 0.80, 0.95, 0.55, 0.45, 0.30])
@@ -88,7 +88,7 @@ def test_plots_are_written_as_png(tmp_path):
 
 
 def test_plots_fall_back_to_pil_without_matplotlib(tmp_path, monkeypatch):
-    import core.evaluation as ev
+    import core.learning.evaluation as ev
 
     monkeypatch.setattr(ev, "_mpl", lambda: None)
     files = ev.save_plots(Y, P, 0.5, tmp_path, history=[{"loss": 1.0, "val_loss": 1.2}], title="t")

@@ -1,12 +1,12 @@
-"""Grad-CAM (core/explain.py): shape, range, localisation and both architectures."""
+"""Grad-CAM (core/models/explain.py): shape, range, localisation and both architectures."""
 
 from __future__ import annotations
 
 import numpy as np
 import pytest
 
-from core.bundle import Bundle, ModelCard, load_bundle
-from core.explain import ExplainError, colorize, gradcam, overlay
+from core.models.bundle import Bundle, ModelCard, load_bundle
+from core.models.explain import ExplainError, colorize, gradcam, overlay
 
 
 def _red_detector(size: int = 32):
@@ -47,7 +47,7 @@ def test_gradcam_on_tiny_bundle_has_the_photo_shape(tiny_bundle):
 
 @pytest.mark.parametrize("arch", ["mobilenetv2", "xception"])
 def test_gradcam_uses_the_nested_backbone_feature_map(arch):
-    from core.backbones import build_classifier
+    from core.models.backbones import build_classifier
 
     model = build_classifier(arch, weights=None, input_size=71)
     bundle = Bundle(ModelCard(name=arch, version="0", architecture=arch, input_size=71), model, None)

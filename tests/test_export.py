@@ -9,8 +9,8 @@ import sys
 import numpy as np
 import pytest
 
-from core.bundle import load_bundle
-from core.export import ExportError, check_agreement, check_inputs, export_model, load_exported
+from core.models.bundle import load_bundle
+from core.models.export import ExportError, check_agreement, check_inputs, export_model, load_exported
 
 
 def test_tflite_export_agrees_with_keras_on_generated_images(tiny_bundle, tmp_path):
@@ -48,7 +48,7 @@ def test_agreement_check_refuses_a_different_model(tiny_bundle, tmp_path):
 
 
 def test_export_leaves_no_file_when_the_converted_model_disagrees(tiny_bundle, tmp_path, monkeypatch):
-    import core.export as export
+    import core.models.export as export
 
     right = load_bundle(tiny_bundle("right", seed=0))
     wrong = load_bundle(tiny_bundle("wrong", seed=1))
@@ -109,14 +109,14 @@ def test_cli_export_reports_user_errors(tiny_bundle, tmp_path):
 
 
 def _attach(bundle_dir, folder):
-    from core.export import attach_runtime
+    from core.models.export import attach_runtime
 
     return attach_runtime(bundle_dir, check_images=folder)
 
 
 def test_attached_runtime_scores_like_keras_without_loading_keras(tiny_bundle, image_folder):
-    from core.images import discover_images
-    from core.inference import classify_paths
+    from core.photos.images import discover_images
+    from core.triage.inference import classify_paths
 
     bundle_dir = tiny_bundle()
     folder = image_folder(3)
@@ -135,7 +135,7 @@ def test_attached_runtime_scores_like_keras_without_loading_keras(tiny_bundle, i
 
 
 def test_tampered_attached_runtime_is_refused(tiny_bundle, image_folder):
-    from core.bundle import BundleError
+    from core.models.bundle import BundleError
 
     bundle_dir = tiny_bundle()
     result = _attach(bundle_dir, image_folder(1))
@@ -152,7 +152,7 @@ def test_runtime_of_another_model_or_forced_keras_falls_back(tiny_bundle, image_
     monkeypatch.setenv("MPOX_TRIAGE_RUNTIME", "keras")
     assert load_bundle(bundle_dir).runtime is None
     monkeypatch.delenv("MPOX_TRIAGE_RUNTIME")
-    from core.bundle import read_card
+    from core.models.bundle import read_card
 
     card = read_card(bundle_dir)
     card.extra["runtime"]["model_sha256"] = "0" * 64  # recorded for a different model.keras
@@ -199,17 +199,17 @@ def test_shipped_mobilenetv2_runs_on_litert_only_after_agreeing_on_real_photos(s
     """The runtime path for the real model: attach on test-split photos, then score other photos alike."""
     import shutil
 
-    from core.bundle import default_models_dir
-    from core.export import attach_runtime
-    from core.inference import classify_paths
+    from core.models.bundle import default_models_dir
+    from core.models.export import attach_runtime
+    from core.triage.inference import classify_paths
 
     shipped = default_models_dir() / "mobilenetv2"
     if not (shipped / "model_card.json").is_file():
         pytest.skip(f"no shipped bundle at {shipped}")
-    from core.bundle import MODEL_FILE, load_ood, read_card, save_bundle, write_card
+    from core.models.bundle import MODEL_FILE, load_ood, read_card, save_bundle, write_card
 
     card = read_card(shipped)
-    card.version += "-local-copy"  # a shipped release is never rewritten (core.releases): a local copy is
+    card.version += "-local-copy"  # a shipped release is never rewritten (core.models.releases): a local copy is
     if MODEL_FILE in card.files:
         bundle_dir = shutil.copytree(shipped, tmp_path / "mobilenetv2")  # never modify the shipped bundle
         write_card(bundle_dir, card)
@@ -230,8 +230,8 @@ def test_shipped_mobilenetv2_runs_on_litert_only_after_agreeing_on_real_photos(s
 def test_attaching_to_a_shipped_release_is_refused_and_changes_nothing(tmp_path):
     import shutil
 
-    from core.bundle import BundleError, default_models_dir
-    from core.export import attach_runtime
+    from core.models.bundle import BundleError, default_models_dir
+    from core.models.export import attach_runtime
 
     shipped = default_models_dir() / "xception"
     if not (shipped / "model_card.json").is_file():
@@ -247,13 +247,13 @@ def test_runtimes_live_below_bundle_and_export():
     import ast
     from pathlib import Path
 
-    import core.runtimes as runtimes
+    import core.models.runtimes as runtimes
 
     tree = ast.parse(Path(runtimes.__file__).read_text())
     imported = {n.module for n in ast.walk(tree) if isinstance(n, ast.ImportFrom)} | {
         a.name for n in ast.walk(tree) if isinstance(n, ast.Import) for a in n.names}
-    assert not {"core.bundle", "core.export"} & imported
+    assert not {"core.models.bundle", "core.models.export"} & imported
     bundle_src = Path(runtimes.__file__).with_name("bundle.py").read_text()
-    assert "core.export" not in bundle_src.replace("core.export.attach_runtime", "")
+    assert "core.models.export" not in bundle_src.replace("core.models.export.attach_runtime", "")
     export_src = Path(runtimes.__file__).with_name("export.py").read_text()
     assert "content_digest" not in export_src and "card_sha256" not in export_src  # sealed by write_card only

@@ -1,8 +1,8 @@
 """The wizard's "Adapt to this site's reviewed photos" path and "Review next" (Ctrl+J).
 
-Adapting: core.adapt's one-line refusal below MIN_PER_CLASS (Next disabled), Next enabled when there are
+Adapting: core.learning.adapt's one-line refusal below MIN_PER_CLASS (Next disabled), Next enabled when there are
 enough, a bundle without embeddings named as such, a saved adapted bundle in the user's model folder, an
-existing folder refused. Review next: core.adapt's default order (the median score first, then the widest gaps
+existing folder refused. Review next: core.learning.adapt's default order (the median score first, then the widest gaps
 in the score range), reviewed photos skipped, and "nothing left" said when all are reviewed.
 Tiny generated data: the base bundle of tests/test_adapt.py (embeddings = mean colour features).
 """
@@ -38,7 +38,7 @@ def _wizard(qtbot, bundles, items, models_dir=None):
 
 @pytest.fixture
 def base(tmp_path):
-    from core.bundle import read_card
+    from core.models.bundle import read_card
     from tests.test_adapt import make_base_bundle
 
     path = make_base_bundle(tmp_path / "models" / "base")
@@ -46,7 +46,7 @@ def base(tmp_path):
 
 
 def test_too_few_reviewed_photos_are_refused_and_enough_enable_next(qtbot, tmp_path, base):
-    from core.adapt import count_problem
+    from core.learning.adapt import count_problem
     from tests.test_adapt import site_folder
 
     few = _items(site_folder(tmp_path / "few", 6, 12))
@@ -72,7 +72,7 @@ def test_too_few_reviewed_photos_are_refused_and_enough_enable_next(qtbot, tmp_p
 
 
 def test_a_bundle_without_embeddings_is_named_and_cannot_be_adapted(qtbot, tmp_path, base, tiny_bundle):
-    from core.bundle import read_card
+    from core.models.bundle import read_card
     from tests.test_adapt import site_folder
 
     old = tiny_bundle("old")
@@ -89,7 +89,7 @@ def test_a_bundle_without_embeddings_is_named_and_cannot_be_adapted(qtbot, tmp_p
 
 
 def test_adapt_path_compares_and_saves_into_the_user_models_folder(qtbot, tmp_path, base):
-    from core.bundle import load_bundle, user_models_dir
+    from core.models.bundle import load_bundle, user_models_dir
     from tests.test_adapt import site_folder
 
     items = _items(site_folder(tmp_path / "site", 12, 12))
@@ -244,7 +244,7 @@ def test_adapts_refusal_shows_on_the_run_page(qtbot, tmp_path, base):
 
 
 def test_label_next_walks_the_folders_labelling_sample_and_passes_over_unsure():
-    from core.adapt import folder_seed, labelling_sample
+    from core.triage.labelling import folder_seed, labelling_sample
     from desktop_app.review.next import pick_for_labelling
 
     order = [f"/f/p{i}.jpg" for i in range(30)]

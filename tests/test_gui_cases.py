@@ -42,8 +42,8 @@ def test_grouping_by_subfolder_shows_a_case_column_and_a_case_row_with_call_scor
     assert "3 photos" in tree.index(mpox.row(), model.column_of("file")).data()
     other = rows["other"]
     assert tree.rowCount(other) == 4   # three photos and the broken file: every photo is listed
-    # Case figures are core.cases', over the same records the CLI reads.
-    from core.cases import workspace_view
+    # Case figures are core.store.cases', over the same records the CLI reads.
+    from core.store.cases import workspace_view
 
     view = workspace_view(window.workspace, None, window.results.case_grouping())
     by = {c.case_id: c for c in view.cases}

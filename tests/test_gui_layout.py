@@ -28,7 +28,7 @@ def test_needs_review_column_gives_true_reasons_and_the_default_order_is_highest
     assert window.model.column_of("prediction") == window.model.column_of("file") + 1
     rows = shown_rows(window)
     reasons = [window.model.reason(r)[1] for r in rows]
-    # The figure, the limit and the side it is on, from core.reasons (the CSV and the PDF say the same).
+    # The figure, the limit and the side it is on, from core.triage.reasons (the CSV and the PDF say the same).
     assert reasons[0] == "unlike the training photos, embedding distance 0.90 > limit 0.70"
     assert window.model.reason(rows[0])[0] == "out of scope 0.90 > 0.70"   # the cell, briefly
     assert reasons[1] == "flagged uncertain, p(mpox) 0.48"
@@ -171,7 +171,7 @@ def test_progress_has_a_loading_phase_counts_photos_and_no_eta_before_the_first_
 def test_model_card_dialog_is_a_summary_in_words_with_the_full_card_as_a_readable_appendix(qtbot):
     from pathlib import Path
 
-    from core.bundle import read_card
+    from core.models.bundle import read_card
     from desktop_app.about import ModelCardDialog
 
     shipped = Path(__file__).resolve().parent.parent / "models" / "mobilenetv2"

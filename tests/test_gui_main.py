@@ -245,7 +245,7 @@ def test_detail_pane_shows_photo_and_gradcam_overlay(qtbot, make_window, tiny_bu
 
 
 def test_both_models_give_one_row_per_file_with_both_scores(qtbot, make_window, tiny_bundle, photos, tmp_path):
-    from core.bundle import ModelCard, save_bundle
+    from core.models.bundle import ModelCard, save_bundle
     from tests.helpers import make_tiny_model
 
     tiny_bundle("tiny_a", seed=0)
@@ -361,8 +361,8 @@ def test_gradcam_after_a_run_on_a_nested_backbone_bundle(qtbot, make_window, ima
     worker thread. With a plain QThread this path segfaulted in the screenshot tool on a real MobileNetV2
     (stale Python thread state in TensorFlow's pybind11 layer); the crash depends on memory reuse, so this
     test exercises the path but cannot always reproduce the crash."""
-    from core.backbones import build_classifier
-    from core.bundle import ModelCard, save_bundle
+    from core.models.backbones import build_classifier
+    from core.models.bundle import ModelCard, save_bundle
 
     model = build_classifier("mobilenetv2", weights=None, input_size=64)
     save_bundle(model, ModelCard(name="mnv2-random", version="0.0.1", architecture="mobilenetv2", input_size=64),

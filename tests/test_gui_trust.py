@@ -18,7 +18,7 @@ pytest.importorskip("pytestqt")
 from PySide6.QtCore import QSettings, Qt  # noqa: E402
 from PySide6.QtWidgets import QApplication  # noqa: E402
 
-from core.bundle import ModelCard, write_card  # noqa: E402
+from core.models.bundle import ModelCard, write_card  # noqa: E402
 from core.records import ResultRecord  # noqa: E402
 from desktop_app.mainwindow import MainWindow, run_message  # noqa: E402
 from desktop_app.settings.store import AppSettings  # noqa: E402
@@ -351,7 +351,7 @@ def test_showing_x_of_y_sits_above_the_table(qtbot, tmp_path, models, folder):
 
 
 def test_photo_large_shows_the_original_fitted_to_the_screen(qtbot, tmp_path):
-    from desktop_app.detail.photo_dialog import PhotoDialog
+    from desktop_app.results.photo_dialog import PhotoDialog
 
     path = tmp_path / "small.png"
     make_photo((224, 224), seed=1).save(path)
@@ -439,9 +439,9 @@ def test_a_csv_exported_with_one_model_picked_names_only_that_model_and_its_reas
 
 def test_a_reopened_folder_after_a_killed_run_gets_its_verdict_and_banner_from_the_worker(qtbot, tmp_path):
     """The defect: a cancelled or killed run left no verdict (the alarm was lost until a later run tested again)."""
-    from core.bundle import load_bundle
-    from core.inference import InferenceEngine
-    from core.workspace import Workspace
+    from core.models.bundle import load_bundle
+    from core.triage.inference import InferenceEngine
+    from core.store.workspace import Workspace
     from tests.test_never_miss import _alarm_bundle
 
     bdir = _alarm_bundle(tmp_path)

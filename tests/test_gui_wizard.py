@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 pytest.importorskip("pytestqt")
-pytest.importorskip("core.training", reason="core.training (the training engine) is not built yet")
+pytest.importorskip("core.learning.training", reason="core.learning.training (the training engine) is not built yet")
 
 from desktop_app.retrain.chart import LineChart  # noqa: E402
 from desktop_app.retrain.wizard import RetrainWizard, next_version  # noqa: E402
@@ -15,7 +15,7 @@ TIMEOUT_MS = 240_000
 
 @pytest.fixture
 def wizard(qtbot, tmp_path, tiny_bundle):
-    from core.bundle import read_card
+    from core.models.bundle import read_card
 
     current_dir = tiny_bundle("tiny")
     w = RetrainWizard(None, models_dir=tmp_path / "models", current=[(current_dir, read_card(current_dir))],
@@ -35,8 +35,8 @@ def wizard(qtbot, tmp_path, tiny_bundle):
 def test_wizard_trains_compares_and_saves_a_new_bundle_version(qtbot, wizard, image_folder, tmp_path):
     from types import SimpleNamespace
 
-    from core.bundle import load_bundle, read_card
-    from core.session import SessionStore
+    from core.models.bundle import load_bundle, read_card
+    from core.store.session import SessionStore
 
     folder = image_folder(n_per_class=12)
     worker = wizard.host.worker

@@ -18,7 +18,7 @@ TIMEOUT_MS = 120_000
 
 
 def test_eight_reviewed_photos_are_refused_with_a_clear_message(qtbot, tmp_path, image_folder):
-    pytest.importorskip("core.datasets")
+    pytest.importorskip("core.learning.datasets")
     folder = image_folder(n_per_class=4)
     items = [(str(p), "mpox" if p.parent.name == "mpox" else "not_mpox") for p in sorted(folder.rglob("*.jpg"))]
     w = RetrainWizard(None, models_dir=tmp_path / "models", current=[], session_items=items)
@@ -63,7 +63,7 @@ def test_paired_verdict_says_better_worse_or_not_measurably_different():
 def test_retrain_bar_moves_one_way_within_a_phase_and_names_it():
     bar = PhaseProgress()
     seen = []
-    # What core.training reports: batches restart every epoch, epoch ends in between.
+    # What core.learning.training reports: batches restart every epoch, epoch ends in between.
     for stage, done, total, msg in [("features", 5, 10, "computing embeddings"),
                                     ("features", 10, 10, "computing embeddings"),
                                     ("head", 5, 6, "head: epoch 1/3"), ("head", 1, 3, "head: epoch 1 loss 0.6"),
@@ -81,7 +81,7 @@ def test_save_needs_keep_cancel_after_training_asks_and_the_default_folder_is_th
     w = RetrainWizard(None, current=[], session_items=[])
     qtbot.addWidget(w)
     assert w.models_dir == user_models_dir()
-    from core.bundle import default_models_dir
+    from core.models.bundle import default_models_dir
 
     assert w.models_dir.resolve() != default_models_dir().resolve()
     page = w.save_page

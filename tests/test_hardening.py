@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from core.bundle import CARD_FILE, ModelCard, read_card, write_card
+from core.models.bundle import CARD_FILE, ModelCard, read_card, write_card
 from core.cli import main
 from core.records import escape_path, unescape_path
 from tests.helpers import make_image_folder, make_tiny_bundle
@@ -196,7 +196,7 @@ def test_classify_csv_never_starts_a_text_cell_with_a_formula_character(capsys, 
 
 
 def test_multi_model_csv_and_the_reviewer_column_are_neutralised_too(capsys, photos, models, tmp_path):
-    from core.workspace import Workspace
+    from core.store.workspace import Workspace
 
     code, _out, err = cli(capsys, "classify", photos, "--model", models / "formula", "--model", models / "alpha",
                           "--session", tmp_path / "s", "--csv", tmp_path / "wide.csv", "--quiet")
@@ -211,7 +211,7 @@ def test_multi_model_csv_and_the_reviewer_column_are_neutralised_too(capsys, pho
 
 # --- 10: small ones ---------------------------------------------------------------------------------
 def test_threshold_moves_the_uncertain_band_with_it(capsys, photos, models, tmp_path):
-    from core.bundle import Bundle, uncertain_band_at
+    from core.models.bundle import Bundle, uncertain_band_at
 
     card = read_card(models / "alpha")   # threshold 0.5, band [0.45, 0.55]
     lo, hi = uncertain_band_at(card, 0.9)

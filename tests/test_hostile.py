@@ -2,7 +2,7 @@
 
 The corpus is built in code in a temporary folder: empty, truncated and mislabelled files,
 decompression bombs, extreme sizes, every pixel mode, EXIF rotation, animations, names in several
-scripts, nested folders, a symlink loop and unreadable files. `core.images` is tested directly, then
+scripts, nested folders, a symlink loop and unreadable files. `core.photos.images` is tested directly, then
 the CLI runs over the whole corpus as a user would.
 """
 
@@ -21,8 +21,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from core import images
-from core.images import ImageDecodeError, discover_images, load_rgb, load_rgb_with_hash
+from core.photos import images
+from core.photos.images import ImageDecodeError, discover_images, load_rgb, load_rgb_with_hash
 from tests.conftest import REPO
 
 IS_ROOT = hasattr(os, "geteuid") and os.geteuid() == 0
@@ -156,7 +156,7 @@ def _rel(root: Path, path: str | Path) -> str:
     return Path(path).relative_to(root).as_posix()
 
 
-# --- core.images directly ----------------------------------------------------------------------------
+# --- core.photos.images directly ----------------------------------------------------------------------------
 def test_discover_finds_each_file_once_despite_symlink_loop_and_skips_hidden(corpus):
     root, expect = corpus
     found = discover_images(root)

@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from core.bundle import CARD_FILE, OOD_FILE, ModelCard, model_file, sha256_file
+from core.models.bundle import CARD_FILE, OOD_FILE, ModelCard, model_file, sha256_file
 from core.cli import main
 from tests.conftest import REPO
 from tests.helpers import make_image_folder
@@ -212,7 +212,7 @@ def test_a_card_that_makes_no_sense_is_refused_by_classify_and_skipped_by_models
 
 
 def test_the_shipped_cards_pass_every_cross_field_rule_and_draw_no_warning():
-    from core.card_schema import check_card, load_card_json, unusual_values
+    from core.models.card_schema import check_card, load_card_json, unusual_values
 
     for folder in sorted(p for p in SHIPPED.iterdir() if (p / CARD_FILE).is_file()):
         data = load_card_json(folder / CARD_FILE)
@@ -296,7 +296,7 @@ def test_models_lists_a_combined_model_with_a_tampered_component_as_refused(tmp_
 
 
 def test_a_replaced_bundle_is_listed_as_a_dated_backup(tmp_path, empty_models, capsys):
-    from core.bundle import load_bundle, save_bundle
+    from core.models.bundle import load_bundle, save_bundle
 
     src = copy_bundle("mobilenetv2", tmp_path / "src")
     bundle = load_bundle(src)
@@ -316,8 +316,8 @@ def test_a_replaced_bundle_is_listed_as_a_dated_backup(tmp_path, empty_models, c
 def test_adapted_models_get_a_version_to_the_second(tmp_path):
     import re
 
-    from core.adapt import adapt_bundle
-    from core.bundle import load_bundle
+    from core.learning.adapt import adapt_bundle
+    from core.models.bundle import load_bundle
     from tests.test_adapt import folder_items, make_base_bundle, site_folder
 
     bundle = load_bundle(make_base_bundle(tmp_path / "base"))
@@ -372,7 +372,7 @@ def test_a_malformed_stored_verdict_is_ignored_by_the_pdf_cover_with_a_warning(t
 
 
 def test_clean_verdict_keeps_a_well_formed_verdict_and_types_its_fields():
-    from core.shift import ShiftResult, clean_verdict, verdict_entry
+    from core.triage.shift import ShiftResult, clean_verdict, verdict_entry
 
     card = ModelCard(name="m", version="1", architecture="mobilenetv2", input_size=32)
     entry = verdict_entry(ShiftResult(True, 0.01, 0.05, 40, extra={"min_effect": 0.01}), card)

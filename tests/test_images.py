@@ -10,8 +10,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from core.images import ImageDecodeError, decode_rgb, discover_images, load_rgb, load_rgb_with_hash
-from core.preprocess import load_model_input, to_model_input
+from core.photos.images import ImageDecodeError, decode_rgb, discover_images, load_rgb, load_rgb_with_hash
+from core.photos.preprocess import load_model_input, to_model_input
 
 
 def _bytes(im: Image.Image, fmt: str, **kw) -> bytes:
@@ -135,7 +135,7 @@ def test_to_model_input_keeps_whole_field_of_view():
 
 # --- discovery: links that leave the folder, unreadable folders, depth (issue 12, holes 5 and 7) -------------
 def test_links_leaving_the_folder_are_not_followed_and_are_counted(tmp_path):
-    from core.images import discover
+    from core.photos.images import discover
 
     outside = tmp_path / "outside"
     (outside / "sub").mkdir(parents=True)
@@ -155,7 +155,7 @@ def test_links_leaving_the_folder_are_not_followed_and_are_counted(tmp_path):
 
 
 def test_scanning_through_a_linked_root_still_stays_inside(tmp_path):
-    from core.images import discover
+    from core.photos.images import discover
 
     real = tmp_path / "real"
     (real / "s").mkdir(parents=True)
@@ -166,7 +166,7 @@ def test_scanning_through_a_linked_root_still_stays_inside(tmp_path):
 
 
 def test_unreadable_subfolder_is_recorded_and_the_walk_goes_on(tmp_path, monkeypatch):
-    import core.images as images
+    import core.photos.images as images
 
     (tmp_path / "locked").mkdir()
     (tmp_path / "locked" / "x.jpg").write_bytes(b"x")
@@ -232,7 +232,7 @@ def _reference_gray(arr: np.ndarray, mode: str) -> np.ndarray:
 
 @pytest.mark.parametrize("mode", ["I;16", "I-wide", "I-narrow", "F"])
 def test_wide_greyscale_is_converted_strip_by_strip_exactly(mode, monkeypatch):
-    import core.images as images
+    import core.photos.images as images
 
     rng = np.random.default_rng(0)
     if mode == "I;16":
@@ -261,7 +261,7 @@ def test_wide_greyscale_is_converted_strip_by_strip_exactly(mode, monkeypatch):
 
 
 def test_decoder_memory_is_bounded_by_bytes_not_only_pixels(monkeypatch):
-    import core.images as images
+    import core.photos.images as images
 
     assert images.decoded_bytes(100, 50, "I;16") == 10_000 and images.decoded_bytes(100, 50, "RGBA") == 20_000
     monkeypatch.setattr(images, "MAX_DECODED_BYTES", 15_000)
@@ -289,7 +289,7 @@ def test_huge_16bit_greyscale_png_decodes_in_bounded_memory(tmp_path):
     spec.loader.exec_module(bench)
     png = bench.write_gray16_png(tmp_path / "big.png", 8000, 8000)
     assert png.stat().st_size < 1_000_000
-    code = ("import resource, sys; sys.path.insert(0, sys.argv[1]); from core.images import load_rgb; "
+    code = ("import resource, sys; sys.path.insert(0, sys.argv[1]); from core.photos.images import load_rgb; "
             "a = load_rgb(sys.argv[2]); assert a.shape == (8000, 8000, 3) and a[-1, 0, 0] == ((7999 * 97) % 65536 + 128) // 257; "
             # VmHWM, not ru_maxrss: Linux keeps ru_maxrss across exec, so a child forked from a large pytest
             # process (TensorFlow loaded by earlier tests) would report the parent's size.

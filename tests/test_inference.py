@@ -10,9 +10,9 @@ import sys
 import numpy as np
 import pytest
 
-from core.bundle import load_bundle
-from core.images import discover_images
-from core.inference import InferenceEngine, classify_paths
+from core.models.bundle import load_bundle
+from core.photos.images import discover_images
+from core.triage.inference import InferenceEngine, classify_paths
 from core.progress import CancelToken
 from core.records import CSV_COLUMNS
 
@@ -75,7 +75,7 @@ def test_cancel_mid_run_keeps_results_so_far(tiny_bundle, image_folder):
 
 def test_cli_classify_writes_csv_contract(tiny_bundle, image_folder, tmp_path):
     """classify --csv writes the record columns, then needs_review (docs/reports.md, CSV): the photo's
-    core.reasons sentences, with the figure and the card's limit, and no machine folders."""
+    core.triage.reasons sentences, with the figure and the card's limit, and no machine folders."""
     folder = image_folder(3)
     (folder / "mpox" / "bad.png").write_bytes(b"\x89PNG\r\n\x1a\n truncated")
     out = tmp_path / "results.csv"

@@ -19,7 +19,7 @@ CORE = Path(__file__).resolve().parent.parent / "core"
 REPO = CORE.parent
 QT_MODULES = {"PySide6", "PyQt5", "PyQt6", "shiboken6", "qtpy"}
 # Modules that train, or that pull TensorFlow/Keras in: a run that only scores photos never imports them.
-TRAINING_MODULES = ("core.training", "core.features", "core.backbones", "core.augment", "core.scale.distribute")
+TRAINING_MODULES = ("core.learning.training", "core.learning.features", "core.models.backbones", "core.learning.augment", "core.learning.distribute")
 HEAVY = ("tensorflow", "keras", "tf_keras")
 # Libraries no step of a classify run uses (the shift test is numpy only): each costs start-up time.
 UNUSED_BY_CLASSIFY = ("scipy.stats", "sklearn", "pandas")
@@ -35,18 +35,51 @@ def _imports(path: Path) -> list[str]:
     return names
 
 
-def test_core_never_imports_qt():
-    offenders = [f"{path.name}: {n}" for path in CORE.rglob("*.py") for n in _imports(path)
-                 if n.split(".")[0] in QT_MODULES]
-    assert offenders == []
+def _contracts() -> list[dict]:
+    import tomllib
+
+    with open(REPO / "pyproject.toml", "rb") as fh:
+        return tomllib.load(fh)["tool"]["importlinter"]["contracts"]
 
 
-def test_runtime_layer_never_imports_training_code_even_lazily():
-    """The modules a classify run loads name no training module anywhere (bundle -> combined -> training
-    was a circle; bundle kinds now load through core.runtimes' loader registry)."""
-    runtime_layer = ["bundle.py", "runtimes.py", "combined.py", "inference.py", "explain.py"]
-    offenders = [f"{name}: {n}" for name in runtime_layer for n in _imports(CORE / name)
-                 if n in TRAINING_MODULES or n.split(".")[0] in HEAVY]
+def test_the_import_contracts_name_the_layers_and_ignore_nothing():
+    """pyproject.toml's import-linter contracts (docs/design.md): the layers top to bottom, core never imports
+    Qt, the scoring path never imports learning, TensorFlow only where a Keras model is built or loaded,
+    desktop_app only through core, no circle; none of them ignores an import."""
+    contracts = {c["id"]: c for c in _contracts()}
+    assert all("ignore_imports" not in c for c in contracts.values())
+    assert contracts["layers"]["layers"][:9] == ["core.cli", "core.commands", "core.scale", "core.learning",
+                                                 "core.reports", "core.store", "core.triage", "core.models",
+                                                 "core.photos"]
+    assert {"PySide6", "desktop_app"} <= set(contracts["no-qt-in-core"]["forbidden_modules"])
+    assert contracts["scoring-path"]["forbidden_modules"] == ["core.learning"]
+    assert set(contracts["scoring-path"]["source_modules"]) == {"core.photos", "core.models", "core.triage",
+                                                                 "core.store", "core.reports"}
+    assert contracts["tensorflow"]["protected_modules"] == ["tensorflow", "keras"]
+    assert contracts["app-on-core"]["layers"] == ["desktop_app", "core"]
+    assert contracts["acyclic"]["type"] == "acyclic_siblings"
+    # core's root keeps only the modules every layer shares (and the command line).
+    assert sorted(p.name for p in CORE.glob("*.py")) == ["__init__.py", "cli.py", "names.py", "progress.py",
+                                                        "records.py"]
+
+
+def test_the_import_contracts_hold():
+    """lint-imports (as .ci/run runs it): every contract kept, imports inside functions included."""
+    from importlinter.cli import lint_imports
+
+    cwd = os.getcwd()
+    os.chdir(REPO)
+    try:
+        assert lint_imports(no_cache=True, no_logo=True) == 0
+    finally:
+        os.chdir(cwd)
+
+
+def test_core_modules_name_no_qt_even_in_strings():
+    """What a contract cannot see: a Qt module imported by name (importlib) anywhere in core."""
+    offenders = [str(path.relative_to(REPO)) for path in CORE.rglob("*.py")
+                 if any(f'"{q}' in path.read_text(encoding="utf-8") or f"'{q}" in path.read_text(encoding="utf-8")
+                        for q in QT_MODULES)]
     assert offenders == []
 
 
@@ -65,9 +98,9 @@ import json, sys
 from core.cli import main
 rc = main(sys.argv[1:])
 unused = sorted(m for m in sys.modules if m in {unused!r} or m.split(".")[0] in {unused!r})
-from core.bundle import load_bundle
-from core.explain import gradcam
-from core.images import load_rgb
+from core.models.bundle import load_bundle
+from core.models.explain import gradcam
+from core.photos.images import load_rgb
 import glob, os
 bundle = load_bundle("combined")
 photo = sorted(glob.glob(os.path.join(sys.argv[2], "**", "*.jpg"), recursive=True))[0]
@@ -82,9 +115,9 @@ def _reference_embeddings(bundle_dir: Path, photos: Path) -> None:
     classify run performs the shift test."""
     import numpy as np
 
-    from core.bundle import load_bundle
-    from core.images import discover_images
-    from core.inference import InferenceEngine
+    from core.models.bundle import load_bundle
+    from core.photos.images import discover_images
+    from core.triage.inference import InferenceEngine
 
     engine = InferenceEngine(load_bundle(bundle_dir))
     list(engine.run(discover_images(photos)))

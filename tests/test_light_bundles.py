@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from core.bundle import CARD_FILE, MODEL_FILE, BundleError, ModelCard, load_bundle, read_card, runtime_info, save_bundle
+from core.models.bundle import CARD_FILE, MODEL_FILE, BundleError, ModelCard, load_bundle, read_card, runtime_info, save_bundle
 from tests.conftest import REPO
 
 SHIPPED = REPO / "models"
@@ -56,7 +56,7 @@ def test_a_changed_backbone_or_head_of_a_bundle_without_model_keras_is_refused(t
 
 @pytest.mark.slow
 def test_the_keras_form_is_rebuilt_from_the_imagenet_weights_and_agrees_with_litert(tmp_path, shared_weights):
-    from core.preprocess import load_model_input
+    from core.photos.preprocess import load_model_input
     from tests.helpers import make_photo
 
     folder = light_copy(tmp_path)
@@ -86,7 +86,7 @@ def test_the_keras_form_is_not_rebuilt_from_weights_other_than_the_recorded_ones
 
 
 def test_shipped_bundles_from_release_1_4_0_carry_no_keras_model(tmp_path):
-    from core.releases import find_release
+    from core.models.releases import find_release
 
     bundles = [p for p in sorted(SHIPPED.iterdir()) if (p / CARD_FILE).is_file()] if SHIPPED.is_dir() else []
     newer = [(p, read_card(p)) for p in bundles]
@@ -108,7 +108,7 @@ def test_shipped_bundles_from_release_1_4_0_carry_no_keras_model(tmp_path):
 
 
 def test_attaching_a_runtime_to_a_bundle_without_model_keras_is_refused_and_changes_nothing(tmp_path):
-    from core.export import ExportError, attach_light_runtime
+    from core.models.export import ExportError, attach_light_runtime
 
     folder = light_copy(tmp_path)
     before = {p.name: p.read_bytes() for p in folder.iterdir()}

@@ -17,7 +17,7 @@ from tests.helpers import make_image_folder, make_light_combined, make_tiny_bund
 
 
 def _photos(folder):
-    from core.images import discover_images
+    from core.photos.images import discover_images
 
     return discover_images(folder / "mpox") + discover_images(folder / "other")
 
@@ -32,7 +32,7 @@ def light(tmp_path_factory):
 
 
 def test_attached_runtime_is_a_litert_backbone_and_a_numpy_head_recorded_in_the_card(light):
-    from core.bundle import load_bundle, read_card, sha256_file
+    from core.models.bundle import load_bundle, read_card, sha256_file
 
     _models, photos, _c, a, _b = light
     card = read_card(a)
@@ -54,8 +54,8 @@ def test_attached_runtime_is_a_litert_backbone_and_a_numpy_head_recorded_in_the_
 
 
 def test_reattaching_keeps_other_card_fields_and_removes_the_old_runtime_files(tmp_path, image_folder):
-    from core.bundle import read_card, write_card
-    from core.export import attach_light_runtime
+    from core.models.bundle import read_card, write_card
+    from core.models.export import attach_light_runtime
 
     bundle_dir = make_tiny_bundle(tmp_path / "tiny")
     card = read_card(bundle_dir)
@@ -73,8 +73,8 @@ def test_reattaching_keeps_other_card_fields_and_removes_the_old_runtime_files(t
 
 
 def test_a_combined_runtime_needs_its_components_runtimes_first(tmp_path, image_folder):
-    from core.bundle import read_card
-    from core.export import ExportError, attach_light_runtime
+    from core.models.bundle import read_card
+    from core.models.export import ExportError, attach_light_runtime
     from tests.test_combined import make_combined
 
     combined, a, _b, _head = make_combined(tmp_path / "models")
@@ -87,7 +87,7 @@ def test_a_combined_runtime_needs_its_components_runtimes_first(tmp_path, image_
 
 
 def test_combined_runs_on_numpy_head_and_records_its_components_runtimes(light):
-    from core.bundle import load_bundle, read_card
+    from core.models.bundle import load_bundle, read_card
 
     models, _photos, combined, a, b = light
     card = read_card(combined)
@@ -104,8 +104,8 @@ def test_combined_runs_on_numpy_head_and_records_its_components_runtimes(light):
 
 def test_combined_scores_its_components_in_the_same_pass_as_standalone_runs_do(light, monkeypatch):
     """Each backbone runs once per photo; the component rows equal standalone runs of the components."""
-    from core.bundle import load_bundle
-    from core.inference import ComponentEngine, InferenceEngine, share_backbones
+    from core.models.bundle import load_bundle
+    from core.triage.inference import ComponentEngine, InferenceEngine, share_backbones
 
     models, photos, *_ = light
     paths = _photos(photos) + [photos / "missing.jpg"]
@@ -160,9 +160,9 @@ def test_cli_both_writes_component_columns_from_one_pass(light, tmp_path, monkey
 def test_gradcam_without_tensorflow_matches_the_tensorflow_gradcam(light):
     """The numpy class activation map (exact gradient of the linear head on pooled features) against the
     gradient-tape Grad-CAM of the Keras model, on the same photos."""
-    from core.bundle import load_bundle
-    from core.explain import gradcam
-    from core.images import load_rgb
+    from core.models.bundle import load_bundle
+    from core.models.explain import gradcam
+    from core.photos.images import load_rgb
 
     models, photos, *_ = light
     for name in ("alpha", "beta", "combined"):
@@ -177,8 +177,8 @@ def test_gradcam_without_tensorflow_matches_the_tensorflow_gradcam(light):
 
 
 def test_signed_sqrt_gradient_is_finite_and_exact():
-    from core.explain import signed_sqrt_grad
-    from core.heads import signed_sqrt
+    from core.models.explain import signed_sqrt_grad
+    from core.models.heads import signed_sqrt
 
     e = np.array([0.0, 1e-6, 0.25, 4.0, -4.0])
     g = signed_sqrt_grad(e)
@@ -190,8 +190,8 @@ def test_signed_sqrt_gradient_is_finite_and_exact():
 
 
 def test_without_tensorflow_a_bundle_without_runtime_and_training_say_so_in_one_line(tmp_path, monkeypatch, capsys):
-    import core.tf_runtime as tfr
-    from core.bundle import BundleError, load_bundle
+    import core.models.tf_runtime as tfr
+    from core.models.bundle import BundleError, load_bundle
     from core.cli import main
 
     bundle_dir = make_tiny_bundle(tmp_path / "models" / "plain")
@@ -212,7 +212,7 @@ SHIPPED = ("mobilenetv2", "xception", "combined")
 
 
 def _light_bundle_or_skip(name):
-    from core.bundle import BundleError, default_models_dir, read_card, resolve_bundle_dir, runtime_info
+    from core.models.bundle import BundleError, default_models_dir, read_card, resolve_bundle_dir, runtime_info
 
     try:
         folder = resolve_bundle_dir(name, default_models_dir())
@@ -221,7 +221,7 @@ def _light_bundle_or_skip(name):
     card = read_card(folder)
     if runtime_info(card).get("kind") not in ("backbone", "head"):
         pytest.skip(f"{card.display_name} in {folder} has no LiteRT export yet (bundles carry one from release 1.3.0; "
-                    "core.export.attach_light_runtime adds it)")
+                    "core.models.export.attach_light_runtime adds it)")
     return folder, card
 
 
@@ -235,8 +235,8 @@ def _test_photos(shared_data, n):
 @pytest.mark.slow
 @pytest.mark.parametrize("name", SHIPPED)
 def test_shipped_bundle_on_litert_agrees_with_keras_on_shared_test_photos(name, shared_data):
-    from core.bundle import load_bundle
-    from core.inference import classify_paths
+    from core.models.bundle import load_bundle
+    from core.triage.inference import classify_paths
 
     folder, card = _light_bundle_or_skip(name)
     agreement = card.extra["runtime"]["agreement"]
@@ -254,8 +254,8 @@ def test_shipped_bundle_on_litert_agrees_with_keras_on_shared_test_photos(name, 
 @pytest.mark.shared_data
 @pytest.mark.slow
 def test_shipped_combined_component_rows_equal_standalone_runs(shared_data):
-    from core.bundle import load_bundle
-    from core.inference import InferenceEngine, share_backbones
+    from core.models.bundle import load_bundle
+    from core.triage.inference import InferenceEngine, share_backbones
 
     folder, _card = _light_bundle_or_skip("combined")
     photos = _test_photos(shared_data, 16)
@@ -273,9 +273,9 @@ def test_shipped_combined_component_rows_equal_standalone_runs(shared_data):
 @pytest.mark.slow
 @pytest.mark.parametrize("name", ("mobilenetv2", "xception"))
 def test_shipped_gradcam_without_tensorflow_matches_the_tensorflow_one(name, shared_data):
-    from core.bundle import load_bundle
-    from core.explain import gradcam
-    from core.images import load_rgb
+    from core.models.bundle import load_bundle
+    from core.models.explain import gradcam
+    from core.photos.images import load_rgb
 
     folder, _card = _light_bundle_or_skip(name)
     fast, keras = load_bundle(folder), load_bundle(folder, runtime="keras")
@@ -290,7 +290,7 @@ def test_shipped_gradcam_without_tensorflow_matches_the_tensorflow_one(name, sha
 @pytest.fixture
 def light_base(tmp_path):
     """(light base bundle folder, site photo paths, labels): the adapt tests' base bundle with its runtime."""
-    from core.export import attach_light_runtime
+    from core.models.export import attach_light_runtime
     from tests.test_adapt import folder_items, make_base_bundle, site_folder
 
     base = make_base_bundle(tmp_path / "base")
@@ -301,10 +301,10 @@ def light_base(tmp_path):
 
 def test_adapting_without_tensorflow_writes_a_bundle_that_runs_on_litert_and_numpy(light_base, tmp_path,
                                                                                     monkeypatch):
-    import core.tf_runtime as tfr
-    from core.adapt import adapt_bundle, save_adapted
-    from core.bundle import load_bundle, read_card, sha256_file
-    from core.preprocess import load_model_input
+    import core.models.tf_runtime as tfr
+    from core.learning.adapt import adapt_bundle, save_adapted
+    from core.models.bundle import load_bundle, read_card, sha256_file
+    from core.photos.preprocess import load_model_input
 
     base, paths, labels = light_base
     monkeypatch.setattr(tfr, "tensorflow_available", lambda: False)
@@ -325,9 +325,9 @@ def test_adapting_without_tensorflow_writes_a_bundle_that_runs_on_litert_and_num
 
 
 def test_adapting_with_tensorflow_also_writes_keras_and_checks_the_runtime_against_it(light_base, tmp_path):
-    from core.adapt import adapt_bundle, save_adapted
-    from core.bundle import load_bundle, read_card
-    from core.preprocess import load_model_input
+    from core.learning.adapt import adapt_bundle, save_adapted
+    from core.models.bundle import load_bundle, read_card
+    from core.photos.preprocess import load_model_input
 
     base, paths, labels = light_base
     result = adapt_bundle(load_bundle(base), paths, labels, n_bootstrap=20)
@@ -349,8 +349,8 @@ def test_both_in_separate_threads_waits_for_the_combined_pass_and_scores_what_it
     rows; a photo the combined run does not score (already in its session) is scored by the component."""
     import threading
 
-    from core.bundle import load_bundle
-    from core.inference import InferenceEngine, backbone_sharing, shared_engine
+    from core.models.bundle import load_bundle
+    from core.triage.inference import InferenceEngine, backbone_sharing, shared_engine
 
     models, photos, *_ = light
     paths = _photos(photos)

@@ -11,15 +11,15 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from core.operating_point import (DEFAULT, MANUAL, OUT_OF_COLLECTION, OperatingPoint, card_point, card_points,
+from core.models.operating_point import (DEFAULT, MANUAL, OUT_OF_COLLECTION, OperatingPoint, card_point, card_points,
                                   floor_for_sensitivity, triage_rates, triage_report)
-from core.shift import ShiftResult, effect_floor, shift_message, shift_test, verdict_entry
+from core.triage.shift import ShiftResult, effect_floor, shift_message, shift_test, verdict_entry
 
 OOC = {"threshold": 0.4, "uncertain_band": [0.05, 0.7], "review_n": 60}
 
 
 def _card(**extra):
-    from core.bundle import ModelCard
+    from core.models.bundle import ModelCard
 
     return ModelCard(name="m", version="1.0", architecture="mobilenetv2", input_size=32, threshold=0.5,
                      uncertain_band=[0.3, 0.7], ood_threshold=10.0, extra=extra)
@@ -65,7 +65,7 @@ def test_cards_without_an_out_of_collection_point_use_the_default_for_both():
 
 
 def test_bundle_decide_flags_scores_inside_the_band_of_the_point_it_is_given():
-    from core.bundle import Bundle
+    from core.models.bundle import Bundle
 
     b = Bundle(_card(operating_points={OUT_OF_COLLECTION: OOC}), None, None)
     p = np.array([0.1, 0.35, 0.8])
@@ -100,7 +100,7 @@ def test_the_message_never_says_no_shift_when_p_is_below_alpha():
 def test_a_fired_verdict_names_the_point_and_the_remedy_with_a_number():
     card = _card(operating_points={OUT_OF_COLLECTION: OOC})
     fired = verdict_entry(ShiftResult(True, 0.001, 0.05, 120, extra={"min_effect": 0.005}), card)
-    from core.adapt import labelling_sample_size
+    from core.triage.remedy import labelling_sample_size
 
     n = labelling_sample_size(card)   # reaches adapt's minimum per class (issue 23), not the card's review_n
     assert fired["operating_point"] == OUT_OF_COLLECTION and fired["review_n"] == n
@@ -115,7 +115,7 @@ def test_a_fired_verdict_names_the_point_and_the_remedy_with_a_number():
 def _alarm_bundle(tmp_path: Path, engine_embeddings: np.ndarray | None = None) -> Path:
     """A tiny bundle whose card has an out-of-collection point and whose training embeddings lie far from
     what its model gives generated photos, so the shift test fires on any folder of 30+ photos."""
-    from core.bundle import read_card, write_card
+    from core.models.bundle import read_card, write_card
     from tests.helpers import make_tiny_bundle
 
     bdir = make_tiny_bundle(tmp_path / "models" / "shifty", name="shifty")
@@ -130,7 +130,7 @@ def _alarm_bundle(tmp_path: Path, engine_embeddings: np.ndarray | None = None) -
     np.savez_compressed(bdir / "embeddings.npz", embedding=emb, label=np.zeros(200, np.int8),
                         source=np.array(["A"] * 200), split=np.array(["train"] * 200))
     card = read_card(bdir)
-    card.files["embeddings.npz"] = __import__("core.bundle", fromlist=["sha256_file"]).sha256_file(
+    card.files["embeddings.npz"] = __import__("core.models.bundle", fromlist=["sha256_file"]).sha256_file(
         bdir / "embeddings.npz")
     write_card(bdir, card)
     return bdir
@@ -143,7 +143,7 @@ def _rows(path: Path) -> list[dict[str, str]]:
 
 def test_classify_under_an_alarm_moves_the_folder_and_a_resume_and_reopen_keep_it(tmp_path, capsys):
     from core.cli import main
-    from core.workspace import Workspace
+    from core.store.workspace import Workspace
     from tests.helpers import make_image_folder
 
     bdir = _alarm_bundle(tmp_path)
@@ -157,7 +157,7 @@ def test_classify_under_an_alarm_moves_the_folder_and_a_resume_and_reopen_keep_i
     summary = json.loads((tmp_path / "s.json").read_text())
     shift = summary["shift"]
     assert shift["detected"] and shift["operating_point"] == OUT_OF_COLLECTION and shift["review_n"] >= 62
-    n = shift["review_n"]     # core.adapt.labelling_sample_size: reaches adapt's minimum per class
+    n = shift["review_n"]     # core.triage.remedy.labelling_sample_size: reaches adapt's minimum per class
     assert f"label the {n} photos of the labelling sample" in err and "out-of-collection" in err
     rows = _rows(out)
     assert len(rows) == 36
@@ -177,14 +177,14 @@ def test_classify_under_an_alarm_moves_the_folder_and_a_resume_and_reopen_keep_i
     # A reopened workspace (what the app and a later report do) carries the verdict.
     with Workspace.open(photos, session) as ws:
         assert ws.shift_alarm and ws.shift["model"] == shift["model"]
-        from core.bundle import read_card
+        from core.models.bundle import read_card
 
         assert ws.point_for(read_card(bdir)).name == OUT_OF_COLLECTION
 
 
 def test_without_an_alarm_the_default_point_decides(tmp_path, capsys):
     from core.cli import main
-    from core.workspace import Workspace
+    from core.store.workspace import Workspace
     from tests.helpers import make_image_folder
 
     bdir = _alarm_bundle(tmp_path)
@@ -195,7 +195,7 @@ def test_without_an_alarm_the_default_point_decides(tmp_path, capsys):
     capsys.readouterr()
     assert "not run" in json.loads((tmp_path / "s.json").read_text())["shift"]["message"]
     with Workspace.open(photos, session) as ws:
-        from core.bundle import read_card
+        from core.models.bundle import read_card
 
         assert not ws.shift_alarm and ws.point_for(read_card(bdir)).name == DEFAULT
 
@@ -221,7 +221,7 @@ def test_shift_test_on_real_collections_fires_on_the_other_collection_and_not_on
 
 
 def test_under_an_alarm_the_folder_also_reviews_its_top_share_by_rank():
-    from core.operating_point import folder_point
+    from core.models.operating_point import folder_point
 
     base = OperatingPoint(0.5, (0.3, 0.7), OUT_OF_COLLECTION)
     scores = np.linspace(0.0, 0.2, 100)  # a folder whose scores all fell below the card's floor
@@ -255,14 +255,14 @@ SHIPPED = Path(__file__).resolve().parent.parent / "models"
 
 @pytest.mark.parametrize("name", ["mobilenetv2", "xception", "combined"])
 def test_every_shipped_bundle_states_its_triage_figures_at_points_chosen_out_of_collection(name):
-    from core.bundle import read_card
+    from core.models.bundle import read_card
 
     card = read_card(SHIPPED / name)
     ops = card.extra.get("operating_points")
     assert ops, f"{name} {card.version} has no operating points (release 1.3.0 on)"
-    from core.releases import find_release
+    from core.models.releases import find_release
 
-    assert card.parent and card.parent.get("card_sha256")  # the previous release, pinned in core/releases.py
+    assert card.parent and card.parent.get("card_sha256")  # the previous release, pinned in core/models/releases.py
     assert find_release(card.parent["name"], card.parent["version"]) is not None
     assert card.parent["version"] < card.version
     default, ooc = ops["default"], ops[OUT_OF_COLLECTION]
@@ -285,8 +285,8 @@ def test_every_shipped_bundle_states_its_triage_figures_at_points_chosen_out_of_
 
 @pytest.mark.parametrize("name", ["mobilenetv2", "xception", "combined"])
 def test_the_shipped_alarm_floor_is_quiet_on_new_patients_and_fires_on_other_collections(name):
-    from core.bundle import read_card
-    from core.shift import card_floor_table
+    from core.models.bundle import read_card
+    from core.triage.shift import card_floor_table
 
     card = read_card(SHIPPED / name)
     table = card_floor_table(card)
@@ -303,7 +303,7 @@ def test_the_shipped_alarm_floor_is_quiet_on_new_patients_and_fires_on_other_col
                                  {"threshold": 0.5, "uncertain_band": [0.1, 0.9], "review_share": 1.0},
                                  {"threshold": 0.5}])
 def test_a_card_with_a_malformed_operating_point_is_refused_naming_the_field(bad):
-    from core.bundle import BundleError, validate_card
+    from core.models.bundle import BundleError, validate_card
 
     with pytest.raises(BundleError, match="operating_points") as exc:
         validate_card(_card(operating_points={OUT_OF_COLLECTION: bad}))
@@ -311,7 +311,7 @@ def test_a_card_with_a_malformed_operating_point_is_refused_naming_the_field(bad
 
 
 def test_the_deciding_model_speaks_for_the_folder_whichever_model_finished_first():
-    from core.shift import folder_verdict
+    from core.triage.shift import folder_verdict
 
     mob = {"detected": True, "p_value": 0.001, "model": "mobilenetv2", "model_key": "m"}
     comb = {"detected": False, "p_value": 0.4, "model": "combined", "model_key": "c"}

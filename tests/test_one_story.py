@@ -17,7 +17,7 @@ from core.records import CALLS, LABEL_MPOX, LABEL_NOT_MPOX
 
 def _labelled_folder_with_non_photos(root: Path, n: int = 6, odd: int = 3) -> tuple[Path, int]:
     """mpox/ and other/ of generated skin photos, plus `odd` tiny images per class, which the scope check
-    (core.scope: below TINY_SIDE pixels) calls out of scope whatever the model says."""
+    (core.photos.scope: below TINY_SIDE pixels) calls out of scope whatever the model says."""
     from PIL import Image
 
     from tests.helpers import make_image_folder
@@ -62,8 +62,8 @@ def test_evaluate_gives_out_of_scope_photos_no_call_and_explains_each_triage_fig
 
 def _alarmed_bundle(tmp_path: Path) -> Path:
     """test_never_miss's bundle whose shift test fires on any folder, with a review share, so the folder's own
-    floor (core.operating_point.folder_point) sets the review floor, not the card's."""
-    from core.bundle import read_card, write_card
+    floor (core.models.operating_point.folder_point) sets the review floor, not the card's."""
+    from core.models.bundle import read_card, write_card
     from tests.test_never_miss import _alarm_bundle
 
     bdir = _alarm_bundle(tmp_path)
@@ -75,10 +75,10 @@ def _alarmed_bundle(tmp_path: Path) -> Path:
 
 
 def test_classify_prints_one_operating_point_text_in_stderr_and_the_summary(tmp_path, capsys):
-    from core.bundle import read_card
+    from core.models.bundle import read_card
     from core.cli import main
-    from core.operating_point import card_point, point_message
-    from core.workspace import Workspace
+    from core.models.operating_point import card_point, point_message
+    from core.store.workspace import Workspace
     from tests.helpers import make_image_folder
 
     bdir = _alarmed_bundle(tmp_path)
@@ -133,8 +133,8 @@ def test_the_apps_shift_banner_prints_the_folders_operating_point_as_classify_do
     import pytest
 
     pytest.importorskip("pytestqt")
-    from core.bundle import ModelCard
-    from core.operating_point import card_point, point_message
+    from core.models.bundle import ModelCard
+    from core.models.operating_point import card_point, point_message
     from tests.gui_fixtures import window_with_rows
 
     window, _folder, _recs = window_with_rows(qtbot, tmp_path)

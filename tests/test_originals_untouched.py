@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
-from core.session import SessionStore
+from core.store.session import SessionStore
 from tests.conftest import REPO
 from tests.helpers import make_image_folder, make_photo
 
@@ -56,9 +56,9 @@ def photos(tmp_path) -> Path:
 
 
 def _classify_records(folder: Path, bundle_dir: Path):
-    from core.bundle import load_bundle
-    from core.images import discover_images
-    from core.inference import classify_paths
+    from core.models.bundle import load_bundle
+    from core.photos.images import discover_images
+    from core.triage.inference import classify_paths
 
     bundle = load_bundle(bundle_dir)
     return bundle, classify_paths(discover_images(folder), bundle, batch_size=4)
@@ -102,8 +102,8 @@ def test_pdf_report_leaves_originals_untouched(photos, tiny_bundle, tmp_path):
 
 
 def test_retrain_leaves_originals_untouched(tmp_path):
-    training = pytest.importorskip("core.training", reason="core.training (retraining, issue 3) is not built yet")
-    from core.datasets import load_folder_dataset
+    training = pytest.importorskip("core.learning.training", reason="core.learning.training (retraining, issue 3) is not built yet")
+    from core.learning.datasets import load_folder_dataset
 
     # Enough photos per class that a group-aware split has both classes in train and val.
     photos = make_image_folder(tmp_path / "originals", n_per_class=12)

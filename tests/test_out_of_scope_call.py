@@ -7,10 +7,10 @@ import hashlib
 
 import numpy as np
 
-from core.bundle import Bundle, ModelCard
+from core.models.bundle import Bundle, ModelCard
 from core.records import (FLAG_OUT_OF_SCOPE, FLAG_UNCERTAIN, LABEL_MPOX, LABEL_NOT_MPOX, PREDICTION_OUT_OF_SCOPE,
                           ResultRecord, decide)
-from core.workspace import decide as redecide
+from core.store.workspace import decide as redecide
 
 
 def _card(ood_threshold=None) -> ModelCard:
@@ -48,7 +48,7 @@ def test_re_deciding_at_another_threshold_keeps_an_out_of_scope_photo_out_of_sco
 
 
 def test_agreement_leaves_out_of_scope_photos_out_of_the_confusion_and_says_so():
-    from core.agreement import compute_agreement
+    from core.triage.agreement import compute_agreement
 
     recs = [ResultRecord(path=f"{i}.jpg", status="ok", p_mpox=p, prediction=pred, flag=flag)
             for i, (p, pred, flag) in enumerate([(0.9, LABEL_MPOX, ""), (0.2, LABEL_NOT_MPOX, ""),

@@ -1,4 +1,4 @@
-"""Issue 18, item 2: one output policy (core.outputs) refuses, from every entry point, outputs over a session
+"""Issue 18, item 2: one output policy (core.store.outputs) refuses, from every entry point, outputs over a session
 database, over any file of any model bundle, over special files and links; nothing is written or replaced.
 
 The CLI runs in-process (core.cli.main); every refusal comes before any model is loaded, so these are fast."""
@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from core.cli import main
-from core.outputs import OutputError, check_output, publish
+from core.store.outputs import OutputError, check_output, publish
 from tests.conftest import REPO
 from tests.helpers import make_image_folder, make_tiny_bundle
 

@@ -10,8 +10,8 @@ from pathlib import Path
 import pytest
 from pypdf import PdfReader
 
-from core.bundle import ModelCard, write_card
-from core.portable import REPO_ROOT, is_absolute_path, portable_fields, portable_path
+from core.models.bundle import ModelCard, write_card
+from core.models.portable import REPO_ROOT, is_absolute_path, portable_fields, portable_path
 
 MODELS = REPO_ROOT / "models"
 # An absolute POSIX path of two or more parts, a home-relative one, or a Windows drive path.
@@ -66,7 +66,7 @@ def test_shipped_cards_hold_no_absolute_paths(card_file):
     version = tuple(int(x) for x in re.findall(r"\d+", card.get("version", "0"))[:3])
     found = absolute_paths(card_file.read_text())
     if version < (1, 3, 0) and found:
-        pytest.xfail(f"release {card['version']} cards predate core.portable (rebuilt in 1.3.0): {found[:2]}")
+        pytest.xfail(f"release {card['version']} cards predate core.models.portable (rebuilt in 1.3.0): {found[:2]}")
     assert found == []
     # "C: not set" for a head whose C is 0.01: every recorded C is a number.
     assert '"C": null' not in card_file.read_text() or version < (1, 3, 0)

@@ -10,8 +10,8 @@ import numpy as np
 import pytest
 from sklearn.metrics import accuracy_score, roc_auc_score
 
-from core.bundle import load_bundle, list_bundles
-from core.inference import classify_paths
+from core.models.bundle import load_bundle, list_bundles
+from core.triage.inference import classify_paths
 
 pytestmark = pytest.mark.shared_data
 

@@ -1,12 +1,13 @@
-"""core.reasons: each photo's reasons to review are true (the figure really is past its limit), name their
+"""core.triage.reasons: each photo's reasons to review are true (the figure really is past its limit), name their
 model and are said once; the table, CSV and PDF all read them from here."""
 
 from __future__ import annotations
 
-from core.bundle import ModelCard
-from core.reasons import (DISAGREE, ERROR, NOT_A_PHOTO, NOT_SCORED, OUT_OF_SCOPE, SHIFT, UNCERTAIN, ModelRef,
+from core.models.bundle import ModelCard
+from core.triage.reasons import (DISAGREE, ERROR, NOT_A_PHOTO, NOT_SCORED, OUT_OF_SCOPE, SHIFT, UNCERTAIN, ModelRef,
                           deciding_key, model_refs, photo_call, photo_reasons, reasons_text)
 from core.records import ResultRecord
+from core.reports.workspace_pdf import export_pdf
 
 SHA_C, SHA_M, SHA_X = "cc" * 32, "aa" * 32, "bb" * 32
 
@@ -130,7 +131,7 @@ def test_two_models_of_one_architecture_are_told_apart_by_version():
 # --- the CSV, the PDF and the CLI read the same reasons ----------------------------------------------------
 
 def _workspace_with_results(tmp_path):
-    from core.workspace import Workspace
+    from core.store.workspace import Workspace
     from tests.helpers import make_photo
 
     folder = tmp_path / "ward"
@@ -166,7 +167,7 @@ def test_a_report_made_later_from_the_session_carries_the_folders_shift_alarm(tm
     from pypdf import PdfReader
 
     from core.records import safe_text
-    from core.workspace import ACTION_SHIFT, Workspace
+    from core.store.workspace import ACTION_SHIFT, Workspace
 
     ws, first = _workspace_with_results(tmp_path)
     verdict = {"detected": True, "p_value": 0.001, "statistic": 0.08, "n": 60, "model": "combined",
@@ -187,7 +188,7 @@ def test_a_report_made_later_from_the_session_carries_the_folders_shift_alarm(tm
         again.results = {c.key: {first: ResultRecord(path=first, status="ok", p_mpox=0.2, prediction="not_mpox",
                                                      model=c.name, model_version=c.version,
                                                      model_sha256=c.model_sha256, threshold=0.5)} for c in BOTH}
-        out = again.export_pdf(tmp_path / "later.pdf", [c.key for c in BOTH], cards=BOTH)
+        out = export_pdf(again, tmp_path / "later.pdf", [c.key for c in BOTH], cards=BOTH)
     cover = " ".join(PdfReader(str(out)).pages[0].extract_text().split())
     assert "Shift alarm (combined)" in cover and "review about 60 photos with Review next, then adapt" in cover
 
@@ -247,10 +248,10 @@ def test_an_out_of_scope_flag_no_limit_here_explains_gives_both_figures_against_
 
 
 def _alarmed_folder(n: int = 40):
-    """A combined model's records of a folder under a shift alarm, decided as core.workspace.decide decides them
+    """A combined model's records of a folder under a shift alarm, decided as core.store.workspace.decide decides them
     at Workspace.point_for's point (the card's out-of-collection point with the folder's review floor)."""
-    from core.operating_point import decided_point, stored_scores
-    from core.workspace import decide
+    from core.models.operating_point import decided_point, stored_scores
+    from core.store.workspace import decide
 
     points = {"default": {"threshold": 0.51, "uncertain_band": [0.21, 0.74]},
               "out_of_collection": {"threshold": 0.51, "uncertain_band": [0.17, 0.74], "review_share": 0.9}}
@@ -263,7 +264,7 @@ def _alarmed_folder(n: int = 40):
 
 
 def test_under_a_shift_alarm_every_uncertain_row_cites_the_one_band_it_was_decided_at():
-    from core.operating_point import records_point
+    from core.models.operating_point import records_point
 
     c, point, recs = _alarmed_folder()
     assert point.band[0] < 0.17   # the folder's own floor widened the band below the card's

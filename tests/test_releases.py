@@ -1,4 +1,4 @@
-"""Shipped releases are pinned in core/releases.py: impostors are refused, everything else is a local model."""
+"""Shipped releases are pinned in core/models/releases.py: impostors are refused, everything else is a local model."""
 
 from __future__ import annotations
 
@@ -8,9 +8,9 @@ from pathlib import Path
 
 import pytest
 
-import core.bundle as bundle_mod
-from core import releases
-from core.bundle import CARD_FILE, BundleError, ModelCard, load_bundle, read_card, verify_bundle
+import core.models.bundle as bundle_mod
+from core.models import releases
+from core.models.bundle import CARD_FILE, BundleError, ModelCard, load_bundle, read_card, verify_bundle
 from tests.conftest import REPO
 
 SHIPPED = REPO / "models"
@@ -28,7 +28,7 @@ def test_every_bundle_in_models_is_a_listed_release_and_verifies():
         card = verify_bundle(folder)  # hashes every file the card lists
         release = releases.find_release(card.name, card.version)
         assert release is not None, (
-            f"{folder} ({card.name} {card.version}) is not in core/releases.py RELEASES; add:\n"
+            f"{folder} ({card.name} {card.version}) is not in core/models/releases.py RELEASES; add:\n"
             + releases.release_line(card))
         assert card.model_sha256 == release.model_sha256 and card.card_sha256 in release.card_sha256
         assert bundle_mod.bundle_origin(card) == "shipped" and releases.origin_text(card) == "shipped release"

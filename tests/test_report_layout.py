@@ -21,7 +21,7 @@ PADDING = 12   # ReportLab's default left + right cell padding
 
 
 def adapted_card(**kw):
-    """A card as core.adapt writes it: cross-validated site figures, the site counts, the parent."""
+    """A card as core.learning.adapt writes it: cross-validated site figures, the site counts, the parent."""
     cv = {"roc_auc": 0.91, "sensitivity": 0.85, "specificity": 0.8, "accuracy": 0.82, "ece": 0.05, "n": 12,
           "n_mpox": 5, "ci95": {"sensitivity": [0.7, 0.95], "specificity": [0.6, 0.93], "roc_auc": [0.8, 0.99],
                                 "accuracy": [0.7, 0.9]}}

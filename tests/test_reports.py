@@ -18,8 +18,8 @@ from PIL import ExifTags, Image
 from pypdf import PdfReader
 
 from core import DISCLAIMER, __version__
-from core.agreement import ENGINE_ONE_THRESHOLD, ENGINE_OWN_CALLS
-from core.bundle import ModelCard
+from core.triage.agreement import ENGINE_ONE_THRESHOLD, ENGINE_OWN_CALLS
+from core.models.bundle import ModelCard
 from core.progress import CancelToken, Cancelled
 from core.records import ResultRecord
 from core.reports import (
@@ -469,7 +469,7 @@ def test_agreement_prefers_truth_over_review_and_skips_unsure():
 def test_agreement_uses_core_evaluation_and_sklearn():
     from sklearn.metrics import roc_auc_score
 
-    from core.evaluation import bootstrap_ci, evaluate_probabilities
+    from core.triage.metrics import bootstrap_ci, evaluate_probabilities
 
     rng = np.random.default_rng(3)
     y = rng.random(300) < 0.4
@@ -642,7 +642,7 @@ _BIG_REPORT_CHILD = r"""
 import json, resource, sys
 from pathlib import Path
 import reportlab.platypus, reportlab.pdfgen.canvas  # imported before the baseline: they are not the report
-import sklearn.metrics, core.evaluation  # the agreement's libraries: about 170 MiB of imports, not the report
+import sklearn.metrics, core.learning.evaluation  # the agreement's libraries: about 170 MiB of imports, not the report
 from core.reports import write_pdf_report
 from tests.test_reports import make_card, rec
 
@@ -694,7 +694,7 @@ def test_two_thousand_photos_build_within_bounded_memory(tmp_path):
 
 
 def test_truth_from_class_folders_only_for_labelled_layouts(tmp_path):
-    from core.reports import truth_from_class_folders
+    from core.learning.datasets import truth_from_class_folders
 
     root = tmp_path / "set"
     paths = [root / "Monkeypox" / "a.jpg", root / "chickenpox" / "b.jpg", root / "loose.jpg"]
@@ -705,7 +705,7 @@ def test_truth_from_class_folders_only_for_labelled_layouts(tmp_path):
 
 
 def test_forty_photos_three_models_fit_twelve_pages_with_overrides_marked_and_counted(tmp_path):
-    from core.bundle import read_card
+    from core.models.bundle import read_card
 
     repo = Path(__file__).resolve().parent.parent
     cards = [read_card(repo / "models" / m) for m in ("combined", "mobilenetv2", "xception")]
@@ -745,7 +745,7 @@ def test_a_release_card_page_gives_its_out_of_fold_figures_in_words():
     every figure measured before test."""
     from pathlib import Path
 
-    from core.bundle import read_card
+    from core.models.bundle import read_card
     from core.reports.cards import card_summary
 
     card = read_card(Path(__file__).resolve().parent.parent / "models" / "combined")

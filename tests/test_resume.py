@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
-from core.session import SESSION_FILE, SessionStore
+from core.store.session import SESSION_FILE, SessionStore
 from tests.conftest import REPO
 
 N_IMAGES = 200

@@ -41,7 +41,7 @@ def test_csv_manifest_paths_are_read_in_order_relative_to_the_manifest(tmp_path)
 
 
 def test_manifest_without_a_path_column_is_refused_with_its_name(tmp_path):
-    from core.scale.sources import ManifestError, read_manifest
+    from core.store.sources import ManifestError, read_manifest
 
     (tmp_path / "m.csv").write_text("file,label\na.jpg,mpox\n")
     with pytest.raises(ManifestError, match=r"m\.csv: no 'path' column"):

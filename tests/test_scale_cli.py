@@ -127,7 +127,7 @@ def _count_results(db: Path) -> int:
 def test_engine_ray_run_whose_driver_is_killed_resumes_to_the_local_csv(tmp_path, tiny_bundle, ray_env):
     from PIL import Image
 
-    from core.session import SESSION_FILE
+    from core.store.session import SESSION_FILE
 
     folder = tmp_path / "photos"
     folder.mkdir()

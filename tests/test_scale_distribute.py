@@ -13,7 +13,7 @@ import textwrap
 
 import pytest
 
-from core.training import TrainConfig
+from core.learning.training import TrainConfig
 from tests.conftest import REPO
 
 TWO_DEVICE_TRAINING = textwrap.dedent("""
@@ -24,9 +24,9 @@ TWO_DEVICE_TRAINING = textwrap.dedent("""
     cpu = tf.config.list_physical_devices("CPU")[0]
     tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
 
-    from core.datasets import load_folder_dataset, split_dataset
-    from core.features import weights_fingerprint
-    from core.training import TrainConfig, train_model
+    from core.learning.datasets import load_folder_dataset, split_dataset
+    from core.models.backbones import weights_fingerprint
+    from core.learning.training import TrainConfig, train_model
     from tests.helpers import make_image_folder
 
     tmp = Path(sys.argv[1])

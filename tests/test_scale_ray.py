@@ -19,9 +19,9 @@ import pytest
 pytest.importorskip("ray", reason='Ray is not installed (pip install -e ".[scale]"); the Ray tests need it')
 pytest.importorskip("pyarrow", reason='pyarrow is not installed (pip install -e ".[scale]")')
 
-from core.bundle import load_bundle  # noqa: E402
-from core.images import discover_images  # noqa: E402
-from core.inference import InferenceEngine  # noqa: E402
+from core.models.bundle import load_bundle  # noqa: E402
+from core.photos.images import discover_images  # noqa: E402
+from core.triage.inference import InferenceEngine  # noqa: E402
 from core.progress import CancelToken  # noqa: E402
 from core.records import ResultRecord  # noqa: E402
 
@@ -150,7 +150,7 @@ def test_an_actor_killed_mid_run_is_restarted_and_the_rows_are_still_the_local_o
 
 
 def test_ray_engine_refuses_a_tampered_bundle_before_starting(ray_instance, tmp_path):
-    from core.bundle import BundleError
+    from core.models.bundle import BundleError
     from core.scale import RayEngine
     from tests.helpers import make_tiny_bundle
 
@@ -172,10 +172,10 @@ def test_a_node_that_sees_another_bundle_fails_the_run_with_one_line(ray_instanc
 
 
 def test_feature_cache_filled_on_ray_is_what_train_reads(ray_instance, image_folder, tmp_path, monkeypatch):
-    from core.datasets import load_folder_dataset, split_dataset
-    from core.features import FeatureExtractor
+    from core.learning.datasets import load_folder_dataset, split_dataset
+    from core.learning.features import FeatureExtractor
     from core.scale import fill_feature_cache
-    from core.training import TrainConfig, train_model
+    from core.learning.training import TrainConfig, train_model
 
     ds = split_dataset(load_folder_dataset(image_folder(n_per_class=8)), "group", seed=0, fractions=(0.5, 0.25, 0.25))
     config = TrainConfig("mobilenetv2", preset="quick", base_model="tiny:32", views=["identity", "hflip"],
@@ -198,7 +198,7 @@ def test_ray_engine_gives_the_local_engines_rows_for_the_shared_test_split(ray_i
     """The shipped bundle on the real test photos (scored here only to compare engines, never to choose)."""
     import csv
 
-    from core.bundle import default_models_dir
+    from core.models.bundle import default_models_dir
     from core.scale import RayEngine, read_manifest
 
     bundle_dir = default_models_dir() / "mobilenetv2"

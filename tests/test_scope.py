@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from PIL import Image, ImageDraw, ImageFont
 
-from core import scope
+from core.photos import scope
 from tests.helpers import make_photo
 
 
@@ -61,7 +61,7 @@ def test_generated_photos_of_skin_like_blobs_are_in_scope():
 def test_shared_val_photos_are_mostly_in_scope(shared_data):
     import csv
 
-    from core.images import load_rgb
+    from core.photos.images import load_rgb
 
     rows = [r for r in csv.DictReader(open(shared_data / "manifest.csv")) if r["split"] == "val"][::8]
     flagged = [r["path"] for r in rows if scope.is_out_of_scope(scope.scope_score(load_rgb(shared_data / r["path"])))]
@@ -90,7 +90,7 @@ def test_model_roundtrips_through_json_and_refuses_other_features(tmp_path):
     assert np.all(model.score_features(others) > 0.5) and np.all(model.score_features(photos) < 0.5)
     model.save(tmp_path / "m.json")
     again = scope.load_scope_model(str(tmp_path / "m.json"))
-    # The file keeps 6 significant digits (core.scope._rounded): the same scores to far below their noise.
+    # The file keeps 6 significant digits (core.photos.scope._rounded): the same scores to far below their noise.
     np.testing.assert_allclose(again.score_features(photos), model.score_features(photos), rtol=1e-4, atol=1e-7)
     data = model.to_json()
     data["features"] = data["features"][:-1]
@@ -106,9 +106,9 @@ def test_shipped_scope_model_is_small_and_records_how_to_refit():
 
 
 def test_engine_flags_non_photos_out_of_scope_and_keeps_photos(tiny_bundle, image_folder):
-    from core.bundle import load_bundle
-    from core.images import discover_images
-    from core.inference import InferenceEngine
+    from core.models.bundle import load_bundle
+    from core.photos.images import discover_images
+    from core.triage.inference import InferenceEngine
 
     folder = image_folder(3)
     odd = folder / "odd"
@@ -132,7 +132,7 @@ def test_engine_flags_non_photos_out_of_scope_and_keeps_photos(tiny_bundle, imag
 def _val_photos(shared_data, step: int = 4) -> list[np.ndarray]:
     import csv
 
-    from core.images import load_rgb
+    from core.photos.images import load_rgb
 
     rows = [r for r in csv.DictReader(open(shared_data / "manifest.csv")) if r["split"] == "val"][::step]
     return [load_rgb(shared_data / r["path"]) for r in rows]
@@ -183,7 +183,7 @@ def test_one_head_per_family_roundtrips_and_the_score_is_the_highest_head():
 
 
 def test_load_input_computes_one_scope_score_per_photo_whatever_the_model_sizes(tmp_path, monkeypatch):
-    from core import inference
+    from core.triage import inference
 
     path = tmp_path / "photo.jpg"
     make_photo((640, 480), 3).save(path, quality=90)
@@ -245,7 +245,7 @@ def test_a_photo_gets_the_same_scope_score_whichever_thread_computes_it(tmp_path
     scored 0.189836 in one run and 0.189839 in another (and a CSV differed by the order models were named)."""
     from concurrent.futures import ThreadPoolExecutor
 
-    from core.images import load_rgb
+    from core.photos.images import load_rgb
     from tests.helpers import make_image_folder
 
     folder = make_image_folder(tmp_path / "f", n_per_class=4)

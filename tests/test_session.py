@@ -8,9 +8,9 @@ import sqlite3
 import pytest
 
 from core import __version__
-from core.bundle import ModelCard
+from core.models.bundle import ModelCard
 from core.records import ResultRecord
-from core.session import FORMAT_VERSION, SESSION_FILE, SessionError, SessionStore
+from core.store.session import FORMAT_VERSION, SESSION_FILE, SessionError, SessionStore
 
 
 def _card(sha: str = "a" * 64) -> ModelCard:
@@ -293,7 +293,7 @@ def test_read_only_session_is_refused_with_one_line(tmp_path):
     tmp_path = Path(tempfile.mkdtemp(prefix="ro-session-"))  # pytest's tmp_path is not enterable by others
     os.chmod(tmp_path, 0o755)
     db = _session_with_rows(tmp_path / "s", n=3)
-    code = ("import sys; sys.path.insert(0, sys.argv[1]); from core.session import SessionStore, SessionError\n"
+    code = ("import sys; sys.path.insert(0, sys.argv[1]); from core.store.session import SessionStore, SessionError\n"
             "try:\n    SessionStore.open(sys.argv[2])\nexcept SessionError as e:\n    print('REFUSED', e)\n"
             "else:\n    print('OPENED')\n")
     repo = str(Path(__file__).resolve().parent.parent)

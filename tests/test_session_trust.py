@@ -10,9 +10,9 @@ from pathlib import Path
 
 import pytest
 
-from core import session as session_mod
+from core.store import session as session_mod
 from core.cli import main
-from core.session import APPLICATION_ID, SessionError, SessionStore
+from core.store.session import APPLICATION_ID, SessionError, SessionStore
 from tests.helpers import make_image_folder, make_tiny_bundle
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from core.shift import MIN_PHOTOS, folder_shift, reference_embeddings, shift_test
+from core.triage.shift import MIN_PHOTOS, folder_shift, reference_embeddings, shift_test
 
 
 def _source(rng: np.random.Generator, n: int, centre: np.ndarray, dim: int = 64) -> np.ndarray:
@@ -75,9 +75,9 @@ def test_folder_shift_without_reference_explains_why():
 
 
 def test_engine_collects_in_scope_embeddings_for_the_shift_test(tiny_bundle, image_folder):
-    from core.bundle import load_bundle
-    from core.images import discover_images
-    from core.inference import InferenceEngine
+    from core.models.bundle import load_bundle
+    from core.photos.images import discover_images
+    from core.triage.inference import InferenceEngine
 
     bundle = load_bundle(tiny_bundle())
     engine = InferenceEngine(bundle, batch_size=4)
@@ -99,7 +99,7 @@ def test_real_collections_shift_fires_and_val_is_quiet(shared_data):
     import glob
     import os
 
-    from core.shift import read_embeddings
+    from core.triage.shift import read_embeddings
 
     cache = os.environ.get("MPOX_SHIFT_CACHE", "/tmp/mpox-shift-cache")
     files = sorted(glob.glob(f"{cache}/shift/mobilenetv2-*.npz"))
@@ -136,7 +136,7 @@ def test_a_folder_from_one_training_collection_or_their_mix_is_no_shift_but_a_ne
 
 
 def test_a_run_of_several_models_reports_the_first_alarm_else_the_first_test_that_ran():
-    from core.shift import folder_verdict
+    from core.triage.shift import folder_verdict
 
     not_run = {"detected": False, "p_value": None, "reason": "too few", "model": "a"}
     quiet = {"detected": False, "p_value": 0.4, "model": "b"}
@@ -164,7 +164,7 @@ def test_the_effect_is_the_statistic_above_its_exact_permutation_mean():
     """The null mean is the average of MMD^2 over every split of the pooled rows (here all 70 of 8 rows)."""
     from itertools import combinations
 
-    from core.shift import _permutation_null, _rbf_kernel
+    from core.triage.shift import _permutation_null, _rbf_kernel
 
     x = np.random.default_rng(6).normal(size=(8, 3))
     K = _rbf_kernel(x, 1.0)

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from core.operating_point import DEFAULT, OUT_OF_COLLECTION
+from core.models.operating_point import DEFAULT, OUT_OF_COLLECTION
 from tests.helpers import make_image_folder, make_photo
 from tests.test_never_miss import _alarm_bundle
 
@@ -33,8 +33,8 @@ def _rows(path: Path) -> list[dict[str, str]]:
 
 
 def _verdict(photos: Path, session: Path, bdir: Path, source: Path | None = None) -> dict:
-    from core.bundle import load_bundle
-    from core.workspace import Workspace
+    from core.models.bundle import load_bundle
+    from core.store.workspace import Workspace
 
     with Workspace.open(photos, session) as ws:
         if source is not None:
@@ -44,10 +44,10 @@ def _verdict(photos: Path, session: Path, bdir: Path, source: Path | None = None
 
 # --- the verdict is a function of the stored set --------------------------------------------------------------
 def test_a_cancelled_run_then_a_resume_gives_the_verdict_of_a_one_shot_run(tmp_path, capsys):
-    from core.bundle import load_bundle
-    from core.inference import InferenceEngine
+    from core.models.bundle import load_bundle
+    from core.triage.inference import InferenceEngine
     from core.progress import CancelToken
-    from core.workspace import STATUS_CANCELLED, Workspace
+    from core.store.workspace import STATUS_CANCELLED, Workspace
 
     bdir = _alarm_bundle(tmp_path)
     photos = make_image_folder(tmp_path / "photos", n_per_class=20, size=(40, 32))
@@ -116,9 +116,9 @@ def test_two_manifests_over_one_folder_keep_verdicts_of_their_own(tmp_path, caps
 
 def test_a_killed_run_is_tested_again_at_the_next_open(tmp_path, capsys):
     """A run killed before it could end leaves results but no verdict for them: the next open computes it."""
-    from core.bundle import load_bundle
-    from core.inference import InferenceEngine
-    from core.workspace import Workspace
+    from core.models.bundle import load_bundle
+    from core.triage.inference import InferenceEngine
+    from core.store.workspace import Workspace
 
     bdir = _alarm_bundle(tmp_path)
     photos = make_image_folder(tmp_path / "photos", n_per_class=18, size=(40, 32))
@@ -150,7 +150,7 @@ def test_a_malformed_stored_verdict_is_ignored_and_computed_again(tmp_path, caps
     conn.execute("INSERT INTO audit (time, actor, action, details) VALUES ('t', 'x', 'shift_test', '[1, 2]')")
     conn.commit()
     conn.close()
-    from core.workspace import Workspace
+    from core.store.workspace import Workspace
 
     with Workspace.open(photos, session) as ws:
         assert ws.verdict_for(good["model_key"]) is None    # not trusted without the model
@@ -160,8 +160,8 @@ def test_a_malformed_stored_verdict_is_ignored_and_computed_again(tmp_path, caps
 
 
 def test_the_default_point_decides_a_source_below_thirty_photos(tmp_path, capsys):
-    from core.bundle import read_card
-    from core.workspace import Workspace
+    from core.models.bundle import read_card
+    from core.store.workspace import Workspace
 
     bdir = _alarm_bundle(tmp_path)
     photos = make_image_folder(tmp_path / "photos", n_per_class=5, size=(40, 32))
@@ -173,7 +173,7 @@ def test_the_default_point_decides_a_source_below_thirty_photos(tmp_path, capsys
 
 # --- results belong to what scored them; reviews to a photo's content ------------------------------------------
 def test_a_resealed_card_with_another_temperature_scores_again_and_a_threshold_only_redecides(tmp_path, capsys):
-    from core.bundle import read_card, write_card
+    from core.models.bundle import read_card, write_card
 
     bdir = _alarm_bundle(tmp_path)
     photos = make_image_folder(tmp_path / "photos", n_per_class=4, size=(40, 32))
@@ -204,7 +204,7 @@ def test_a_resealed_card_with_another_temperature_scores_again_and_a_threshold_o
 
 
 def test_a_renamed_photo_keeps_its_result_and_review_with_no_error_row(tmp_path, capsys):
-    from core.workspace import Workspace
+    from core.store.workspace import Workspace
 
     bdir = _alarm_bundle(tmp_path)
     photos = make_image_folder(tmp_path / "photos", n_per_class=3, size=(40, 32))
@@ -233,8 +233,8 @@ def test_a_renamed_photo_keeps_its_result_and_review_with_no_error_row(tmp_path,
 # --- every older format migrates once, with every review -----------------------------------------------------
 @pytest.mark.parametrize("version", [1, 2, 3, 4])
 def test_every_older_session_format_migrates_to_5_keeping_reviews_and_readable_results(tmp_path, version):
-    from core.session import APPLICATION_ID, FORMAT_VERSION, SessionStore
-    from core.workspace import Workspace
+    from core.store.session import APPLICATION_ID, FORMAT_VERSION, SessionStore
+    from core.store.workspace import Workspace
     from tests.session_formats import write_old_session
 
     photos = tmp_path / "photos"
@@ -278,7 +278,7 @@ def test_a_foreign_database_with_our_table_names_is_refused_untouched(tmp_path, 
 
 
 def test_a_file_with_our_mark_but_a_foreign_schema_is_refused(tmp_path):
-    from core.session import APPLICATION_ID, SessionError, SessionStore
+    from core.store.session import APPLICATION_ID, SessionError, SessionStore
 
     db = tmp_path / "s" / "session.sqlite"
     db.parent.mkdir()
@@ -296,16 +296,16 @@ def test_a_classify_run_tests_the_stored_set_once_per_model_not_once_per_photo(t
     """The CSV is streamed row by row while the run goes on; each row names the folder's verdict. That verdict is
     the one of the set stored when the run began until the run ends (a partial set is never tested), then the
     stored set is tested once: 1.4.0's first build tested every partial set (301 tests for 300 photos)."""
-    import core.shift
+    import core.triage.shift
 
     calls = []
-    real = core.shift.folder_shift
+    real = core.triage.shift.folder_shift
 
     def counting(*args, **kwargs):
         calls.append(len(args[1]) if len(args) > 1 else None)
         return real(*args, **kwargs)
 
-    monkeypatch.setattr(core.shift, "folder_shift", counting)
+    monkeypatch.setattr(core.triage.shift, "folder_shift", counting)
     bdir = _alarm_bundle(tmp_path)
     photos = make_image_folder(tmp_path / "photos", n_per_class=20, size=(40, 32))
     out = tmp_path / "out.csv"
@@ -317,8 +317,8 @@ def test_a_classify_run_tests_the_stored_set_once_per_model_not_once_per_photo(t
     assert len(rows) == 40
     # Every row says what the workspace says now, under the alarm the run's end raised (rows streamed before it
     # were written again from what is stored): the same file as an export from the reopened session.
-    from core.bundle import load_bundle
-    from core.workspace import Workspace
+    from core.models.bundle import load_bundle
+    from core.store.workspace import Workspace
 
     with Workspace.open(photos, tmp_path / "s") as ws:
         assert ws.attach(load_bundle(bdir))["detected"]
@@ -330,9 +330,9 @@ def test_a_classify_run_tests_the_stored_set_once_per_model_not_once_per_photo(t
 def test_a_streamed_csv_row_that_changed_before_close_is_written_again(tmp_path):
     """CsvStream.close publishes what the workspace says when it closes: a photo reviewed after its row was
     streamed has its review in the published file."""
-    from core.bundle import load_bundle
-    from core.inference import InferenceEngine
-    from core.workspace import Workspace
+    from core.models.bundle import load_bundle
+    from core.triage.inference import InferenceEngine
+    from core.store.workspace import Workspace
 
     bdir = _alarm_bundle(tmp_path)
     photos = make_image_folder(tmp_path / "photos", n_per_class=4, size=(40, 32))

@@ -10,11 +10,11 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from core.bundle import load_bundle
-from core.datasets import load_folder_dataset, split_dataset
-from core.inference import classify_paths
+from core.models.bundle import load_bundle
+from core.learning.datasets import load_folder_dataset, split_dataset
+from core.triage.inference import classify_paths
 from core.progress import CancelToken, Cancelled
-from core.training import TrainConfig, save_trained, train_model
+from core.learning.training import TrainConfig, save_trained, train_model
 
 TINY = "tiny:32"
 
@@ -105,8 +105,8 @@ def test_quick_training_saves_a_bundle_that_loads_and_classifies(split, tmp_path
 
 
 def test_feature_cache_is_reused_and_matches_the_model_input(split, tmp_path):
-    from core.features import FeatureExtractor
-    from core.preprocess import load_model_input
+    from core.learning.features import FeatureExtractor
+    from core.photos.preprocess import load_model_input
 
     fx = FeatureExtractor("mobilenetv2", base_model=TINY, cache_dir=tmp_path / "c")
     train = split.subset("train")
@@ -120,7 +120,7 @@ def test_feature_cache_is_reused_and_matches_the_model_input(split, tmp_path):
 
 
 def test_feature_layer_cuts_the_backbone_and_keys_the_cache(split, tmp_path):
-    from core.features import FeatureExtractor
+    from core.learning.features import FeatureExtractor
 
     whole = FeatureExtractor("mobilenetv2", base_model=TINY, cache_dir=tmp_path / "c")
     cut = FeatureExtractor("mobilenetv2", base_model=TINY, cache_dir=tmp_path / "c", feature_layer="tiny_conv2")
@@ -148,7 +148,7 @@ def test_trained_bundle_records_its_feature_layer(split, tmp_path, cache_dir):
 def test_transfer_estimate_scores_each_collection_with_a_head_trained_on_the_other(split, cache_dir):
     from dataclasses import replace
 
-    from core.datasets import Dataset
+    from core.learning.datasets import Dataset
 
     two = Dataset([replace(s, source="siteA" if i % 2 else "siteB") for i, s in enumerate(split.samples)],
                   split.root, dict(split.split_info))
@@ -176,7 +176,7 @@ def test_study_preset_runs_both_phases(split, tmp_path, cache_dir):
 
 
 def test_fine_tuning_batches_are_augmented_reproducibly_and_differ_by_epoch():
-    from core.training import _augmented_images
+    from core.learning.training import _augmented_images
 
     x = np.stack([np.asarray(_lesion_photo(i % 2 == 0, i, size=32)) for i in range(10)])
     y = np.arange(10, dtype=np.float32)
@@ -202,9 +202,9 @@ def test_fine_tuning_batches_are_augmented_reproducibly_and_differ_by_epoch():
 def test_fine_tuning_keeps_batchnorm_in_inference_mode():
     import keras
 
-    from core.backbones import build_classifier
-    from core.features import build_tiny_backbone
-    from core.training import prepare_fine_tune
+    from core.models.backbones import build_classifier
+    from core.learning.features import build_tiny_backbone
+    from core.learning.training import prepare_fine_tune
 
     backbone = build_tiny_backbone(32, seed=0)
     clf = build_classifier("mobilenetv2", backbone=backbone)
@@ -244,7 +244,7 @@ def test_cli_train_then_evaluate(lesion_folder, tmp_path, cache_dir, capsys):
     assert code == 0
     card = json.loads((out / "model_card.json").read_text())
     assert card["training_data"]["split"]["protocol"] == "group" and "test" in card["metrics"]
-    from core.session import SessionStore
+    from core.store.session import SessionStore
 
     with SessionStore.open(tmp_path / "session") as store:
         (retrain,) = store.audit("retrain")
@@ -267,12 +267,12 @@ def test_cli_train_then_evaluate(lesion_folder, tmp_path, cache_dir, capsys):
 
 # --- training never writes over a bundle; unreadable images are reported (issue 12, holes 1 and 8) ---------
 def test_train_result_scores_test_in_core_and_gives_its_bundle(split, cache_dir, tmp_path, monkeypatch):
-    from core.bundle import USER_MODELS_ENV, BundleExistsError
+    from core.models.bundle import USER_MODELS_ENV, BundleExistsError
 
     monkeypatch.setenv(USER_MODELS_ENV, str(tmp_path / "user-models"))
     result = train_model(split, _config(cache_dir, version="0.0.2"))
     n_test = len(split.subset("test"))
-    # Test metrics come from core.training (so the app's retrain gets them too); never used for choosing.
+    # Test metrics come from core.learning.training (so the app's retrain gets them too); never used for choosing.
     assert result.test_metrics is not None and result.test_metrics["n_scored"] == n_test
     assert result.card.metrics["test"] == result.test_metrics and len(result.test_report["predictions"]) == n_test
     assert result.bundle_path is None
@@ -291,7 +291,7 @@ def test_cli_train_writes_a_new_user_bundle_reports_unreadable_images_and_never_
         lesion_folder, tmp_path, cache_dir, capsys, monkeypatch):
     import shutil
 
-    from core.bundle import USER_MODELS_ENV
+    from core.models.bundle import USER_MODELS_ENV
     from core.cli import main
 
     user = tmp_path / "user-models"

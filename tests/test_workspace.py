@@ -1,4 +1,4 @@
-"""core.workspace: one resume policy, one run status vocabulary, one commit policy, exports with one audit
+"""core.store.workspace: one resume policy, one run status vocabulary, one commit policy, exports with one audit
 entry each, counts in photos. Uses a fake engine (any object with .card and .run plugs in): no TensorFlow."""
 
 from __future__ import annotations
@@ -10,11 +10,12 @@ from pathlib import Path
 
 import pytest
 
-from core.bundle import ModelCard
+from core.models.bundle import ModelCard
 from core.progress import CancelToken, report
 from core.records import ResultRecord
-from core.session import FORMAT_VERSION, SessionStore
-from core.workspace import (ACTION_EXPORTED, STATUS_CANCELLED, STATUS_FAILED, STATUS_FINISHED, STATUS_INTERRUPTED,
+from core.reports.workspace_pdf import export_pdf
+from core.store.session import FORMAT_VERSION, SessionStore
+from core.store.workspace import (ACTION_EXPORTED, STATUS_CANCELLED, STATUS_FAILED, STATUS_FINISHED, STATUS_INTERRUPTED,
                             Workspace, WorkspaceError)
 
 
@@ -192,7 +193,7 @@ def test_counts_are_photos_and_multi_model_csv_has_one_row_per_photo(folder, tmp
         assert sum(counts["predictions"].values()) == 6
         assert sum(counts["agreement"].values()) == 7 and counts["agreement"]["n/a"] == 1
         out = ws.export_csv(tmp_path / "wide.csv")
-    from core.csvio import read_results_csv
+    from core.store.csvio import read_results_csv
 
     rows = read_results_csv(out)
     assert len(rows) == 7
@@ -212,7 +213,7 @@ def test_each_export_writes_exactly_one_audit_entry_of_one_shape(folder, tmp_pat
     with Workspace.open(folder, tmp_path / "s") as ws:
         run_all(ws, FakeEngine(card))
         ws.export_csv(tmp_path / "a.csv")
-        ws.export_pdf(tmp_path / "a.pdf", cards=[card])
+        export_pdf(ws, tmp_path / "a.pdf", cards=[card])
         entries = ws.session.audit(ACTION_EXPORTED)
     assert [e["details"]["kind"] for e in entries] == ["csv", "pdf"]
     for e in entries:

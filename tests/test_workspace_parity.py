@@ -12,7 +12,7 @@ pytest.importorskip("pytestqt")
 
 from PySide6.QtCore import QSettings  # noqa: E402
 
-from core.session import SessionStore, default_actor  # noqa: E402
+from core.store.session import SessionStore, default_actor  # noqa: E402
 
 RUN_TIMEOUT_MS = 120_000
 
@@ -49,7 +49,7 @@ def _csv_rows(path: str) -> tuple[list[str], list[dict]]:
 
 @pytest.mark.parametrize("n_models", [1, 2])
 def test_cli_and_app_give_the_same_session_csv_and_audit(qtbot, tmp_path, image_folder, n_models):
-    from core.bundle import ModelCard, save_bundle
+    from core.models.bundle import ModelCard, save_bundle
     from core.cli import main
     from desktop_app.mainwindow import MainWindow
     from desktop_app.settings.store import AppSettings
@@ -69,9 +69,9 @@ def test_cli_and_app_give_the_same_session_csv_and_audit(qtbot, tmp_path, image_
     for b in bundles:
         args += ["--model", str(b)]
     assert main(args) == 0
-    from core.workspace import Workspace
+    from core.store.workspace import Workspace
 
-    from core.bundle import read_card
+    from core.models.bundle import read_card
 
     with Workspace.open(folder, cli_session, actor=default_actor()) as ws:
         for b in bundles:   # the cards classify met (their bands and limits word the needs_review column)

@@ -15,10 +15,10 @@ def warn(message: str) -> None:
 
 
 def check_outputs(outputs, **policy) -> None:
-    """core.outputs.check_outputs (the one output policy) for a sub-command; a refusal is a CliError.
+    """core.store.outputs.check_outputs (the one output policy) for a sub-command; a refusal is a CliError.
 
     `outputs`: (option, path) pairs, None paths skipped; `policy`: folder, inputs, protected, dirs, bundles."""
-    from core.outputs import OutputError, check_outputs as check
+    from core.store.outputs import OutputError, check_outputs as check
 
     try:
         check([(o, p) for o, p in outputs if p is not None], **policy)

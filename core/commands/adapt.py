@@ -1,11 +1,11 @@
 """`mpox-triage adapt --model NAME (--labelled FOLDER | --session DIR) --out DIR`: adapt a bundle to a site.
 
 Trains a new head on the bundle's own training embeddings plus the site's labelled photos (site
-weight, temperature and threshold from cross-validation on the site photos; see core/adapt.py),
+weight, temperature and threshold from cross-validation on the site photos; see core/learning/adapt.py),
 prints the cross-validated site figures next to the parent's on the same photos, and saves a new
 bundle into `--out` (a new folder, never a shipped bundle). `--suggest N` instead lists the photos of the
 labelling sample still to label (a seeded random sample of the folder, grown until it holds adapt's
-minimum of each class; core.adapt.labelling_sample).
+minimum of each class; core.triage.labelling.labelling_sample).
 """
 
 from __future__ import annotations
@@ -51,7 +51,7 @@ def add_parser(sub) -> None:
 def _session_items(session_dir: str) -> tuple[list[tuple[str, str, str | None]], list[str]]:
     """(reviewed (path, label, SHA-256 the review labelled) without 'unsure', unreviewed paths scored in the
     session). The session is opened read-only: adapt never writes to it."""
-    from core.session import SessionError, SessionStore
+    from core.store.session import SessionError, SessionStore
 
     try:
         store = SessionStore.open_read_only(session_dir)
@@ -71,7 +71,7 @@ def _session_items(session_dir: str) -> tuple[list[tuple[str, str, str | None]],
 
 def _session_folder(session_dir: str) -> str | None:
     """The photo folder the session's latest run scored (the labelling sample's seed, as the app's), or None."""
-    from core.session import SessionError, SessionStore
+    from core.store.session import SessionError, SessionStore
 
     try:
         store = SessionStore.open_read_only(session_dir)
@@ -90,13 +90,14 @@ def _point(p: dict) -> str:
 
 
 def run(args: argparse.Namespace) -> int:
-    from core.adapt import (DEFAULT_ORDER, AdaptError, adapt_bundle, check_out_dir, labelling_sample_size,
-                            sample_paths, save_adapted, suggest_paths)
-    from core.bundle import BundleError, load_bundle
+    from core.learning.adapt import AdaptError, adapt_bundle, check_out_dir, save_adapted
+    from core.triage.labelling import DEFAULT_ORDER, sample_paths, suggest_paths
+    from core.triage.remedy import labelling_sample_size
+    from core.models.bundle import BundleError, load_bundle
     from core.commands import CliError
     from core.commands.train import _printer
-    from core.datasets import DatasetError, dataset_from_labels, load_folder_dataset
-    from core.evaluation import save_json
+    from core.learning.datasets import DatasetError, dataset_from_labels, load_folder_dataset
+    from core.learning.evaluation import save_json
 
     progress = _printer(args.quiet)
     if args.suggest is None and not args.out:
@@ -106,9 +107,9 @@ def run(args: argparse.Namespace) -> int:
     if args.suggest is None and args.pool:
         raise CliError("--pool is for --suggest; adapt with --labelled FOLDER or --session DIR")
     from core.commands import check_outputs
-    from core.outputs import session_files
+    from core.store.outputs import session_files
 
-    # The output policy (core.outputs) on --out (a bundle folder) and --json, before any slow work.
+    # The output policy (core.store.outputs) on --out (a bundle folder) and --json, before any slow work.
     check_outputs([("--out", args.out), ("--json", args.json_path)], inputs=[p for p in (args.labelled, args.pool)
                   if p], protected=session_files(args.session), bundles=("--out",))
     if args.out:
@@ -127,7 +128,7 @@ def run(args: argparse.Namespace) -> int:
             labelled, pool = _session_items(args.session)
             labelled_paths = [p for p, _, _ in labelled]
         elif args.pool:
-            from core.images import discover_images
+            from core.photos.images import discover_images
 
             if not Path(args.pool).is_dir():
                 raise CliError(f"{args.pool}: not a folder; --pool takes a folder of unlabelled photos")
@@ -146,7 +147,7 @@ def run(args: argparse.Namespace) -> int:
             folder = _session_folder(args.session) if args.session else args.pool
             session_store = None
             if args.session:   # the sample the app keeps there stays first (read-only: adapt writes nothing)
-                from core.session import SessionError, SessionStore
+                from core.store.session import SessionError, SessionStore
 
                 try:
                     session_store = SessionStore.open_read_only(args.session)
@@ -179,7 +180,7 @@ def run(args: argparse.Namespace) -> int:
                        "suggestions": picks}, args.json_path)
         return 0
 
-    from core.adapt import class_name_problem
+    from core.learning.adapt import class_name_problem
 
     review_sha = None
     try:
@@ -200,7 +201,7 @@ def run(args: argparse.Namespace) -> int:
     paths = [s.path for s in ds.samples]
     labels = [s.y for s in ds.samples]
     groups = [s.group for s in ds.samples]
-    from core.adapt import check_site
+    from core.learning.adapt import check_site
 
     try:
         check_site(paths, labels, groups, review_sha)   # one line, before the slow work (adapt_bundle checks again)
@@ -243,7 +244,7 @@ def run(args: argparse.Namespace) -> int:
     print(line("base val, adapted", rep["base_val_after"]))
     print("learning curve (site photos per fold -> CV ROC-AUC): "
           + ", ".join(f"{c['k_site']}: {c['cv_roc_auc']:.3f}" for c in rep["learning_curve"]))
-    from core.bundle import replaced_bundle_dir
+    from core.models.bundle import replaced_bundle_dir
 
     target = Path(args.out).expanduser().resolve()
     keep = replaced_bundle_dir(target) if args.force and target.exists() else None

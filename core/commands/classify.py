@@ -1,6 +1,6 @@
 """`mpox-triage classify FOLDER`: score every photo in a folder offline; CSV, PDF and JSON summary.
 
-Arguments -> core.workspace.Workspace -> summary. Every rule (what to resume, when to commit, how a
+Arguments -> core.store.workspace.Workspace -> summary. Every rule (what to resume, when to commit, how a
 run ends, what the CSV holds, what the audit says) lives in the workspace, shared with the app.
 """
 
@@ -18,7 +18,7 @@ from core.commands import warn
 from core.progress import Progress
 
 RAY_MISSING = '--engine ray needs the scale extra: pip install -e ".[scale]"'
-# (argument dest, what it is): every output a run writes, each checked by the one output policy (core.outputs:
+# (argument dest, what it is): every output a run writes, each checked by the one output policy (core.store.outputs:
 # never an input or inside the scanned folder, a session database, a file in a bundle, a link or a special file,
 # nor another output's path). A new output is added here too.
 OUTPUTS = (("csv_path", "--csv"), ("report_path", "--report"), ("summary_path", "--summary"),
@@ -42,7 +42,7 @@ def add_parser(sub) -> None:
     p.add_argument("--parquet", dest="parquet_dir",
                    help="write the results as Parquet shards into this new folder (needs the scale extra; one row "
                         "per file and model, for archives of millions of photos)")
-    from core.cases import CASES_HELP
+    from core.store.cases import CASES_HELP
 
     p.add_argument("--cases", help=CASES_HELP + "; the CSV gains a case_id column, the PDF a case summary")
     p.add_argument("--case-csv", dest="case_csv_path",
@@ -83,7 +83,7 @@ def _model_refs(values: list[str] | None) -> list[str]:
 
 def check_outputs(outputs: list[tuple[str, str]], folder: Path | None, inputs: list[Path],
                   protected: list[Path] = ()) -> None:
-    """The one output policy (core.outputs) on a run's outputs; a refusal is a CliError (one line, exit 2)."""
+    """The one output policy (core.store.outputs) on a run's outputs; a refusal is a CliError (one line, exit 2)."""
     from core.commands import check_outputs as policy
 
     policy(outputs, folder=folder, inputs=inputs, protected=protected, dirs=("--parquet",))
@@ -122,7 +122,7 @@ class ProgressBar:
 
 def _warn_bad_bundles() -> None:
     """One warning line per bundle in the models folders whose card is malformed (it is skipped, never fatal)."""
-    from core.bundle import scan_bundles
+    from core.models.bundle import scan_bundles
 
     problems: list[str] = []
     scan_bundles(None, problems)
@@ -135,7 +135,7 @@ def _make_engines(args: argparse.Namespace, refs: list[str]) -> list:
     a --model that is one of their components reuses the component already loaded (one copy in memory)."""
     if args.engine != "local":
         return [_make_engine(args, ref) for ref in refs]
-    from core.bundle import BundleError, read_card, resolve_bundle_dir
+    from core.models.bundle import BundleError, read_card, resolve_bundle_dir
 
     kinds = []
     for ref in refs:
@@ -163,18 +163,18 @@ def _make_engine(args: argparse.Namespace, ref: str, loaded: dict | None = None)
         except ImportError:
             raise CliError(RAY_MISSING) from None
         try:
-            # The threshold is the workspace's: it re-decides what an engine returns (core.workspace.decide).
+            # The threshold is the workspace's: it re-decides what an engine returns (core.store.workspace.decide).
             engine = RayEngine(ref, address=args.address, actors=args.actors, batch_size=args.batch_size)
         except Exception as exc:  # noqa: BLE001 - a cluster or bundle problem, said in one line
             raise CliError(f"cannot start the Ray engine for {ref}: {exc}") from None
         return engine, engine.card, "ray"
-    from core.bundle import BundleError, load_bundle
-    from core.inference import InferenceEngine
+    from core.models.bundle import BundleError, load_bundle
+    from core.triage.inference import InferenceEngine
 
     try:
         bundle = None
         if loaded:
-            from core.bundle import resolve_bundle_dir
+            from core.models.bundle import resolve_bundle_dir
 
             bundle = loaded.get(str(resolve_bundle_dir(ref).resolve()))  # the very folder a combined model uses
         bundle = bundle or load_bundle(ref)
@@ -188,10 +188,10 @@ def _make_engine(args: argparse.Namespace, ref: str, loaded: dict | None = None)
 
 
 def _read_manifest(source: Path):
-    """A manifest (CSV/TSV/Parquet with a `path` column) as a core.images.Discovery of its files, in its order."""
+    """A manifest (CSV/TSV/Parquet with a `path` column) as a core.photos.images.Discovery of its files, in its order."""
     from core.commands import CliError
-    from core.images import Discovery
-    from core.scale.sources import ManifestError, read_manifest
+    from core.photos.images import Discovery
+    from core.store.sources import ManifestError, read_manifest
 
     from collections import Counter
 
@@ -215,7 +215,7 @@ def _read_manifest(source: Path):
 def _write_parquet(ws, keys: list[str], out_dir: str, case_of: dict[str, str] | None = None) -> None:
     """Every record of these models (one row per file and model) as Parquet shards, each published atomically."""
     from core.scale import ParquetShardWriter
-    from core.workspace import WorkspaceError
+    from core.store.workspace import WorkspaceError
 
     writer = None
     try:
@@ -237,11 +237,11 @@ def _write_parquet(ws, keys: list[str], out_dir: str, case_of: dict[str, str] | 
 
 
 def _shift_alarm(ws, engines, runs, threshold: float | None) -> list:
-    """Say each model's shift verdict on this source (core.workspace: a test of every in-scope photo stored for
+    """Say each model's shift verdict on this source (core.store.workspace: a test of every in-scope photo stored for
     that model and source, recomputed when each run ended, so a resume or a cancelled run cannot replace it with
     a test of only the new photos). Under a model's alarm its stored rows were moved to its out-of-collection
     operating point when its run ended; the re-decided records are returned (the CSV is then written from the
-    workspace). The point each model is decided at is said by the one point text (core.operating_point)."""
+    workspace). The point each model is decided at is said by the one point text (core.models.operating_point)."""
     changed = [rec for run in runs for rec in run.redecided]
     for _engine, card, _rt in engines:
         verdict = ws.verdict_for(card.key)
@@ -257,9 +257,9 @@ def _shift_alarm(ws, engines, runs, threshold: float | None) -> list:
 
 
 def _point_messages(ws, cards, threshold: float | None) -> dict[str, str]:
-    """core.operating_point.point_message of each model whose folder point is not its default one (under a shift
+    """core.models.operating_point.point_message of each model whose folder point is not its default one (under a shift
     alarm), by model key: stderr and --summary's point_message print exactly these."""
-    from core.operating_point import card_point, point_message
+    from core.models.operating_point import card_point, point_message
 
     out = {}
     for card in cards:
@@ -284,8 +284,8 @@ def _summary_point(summary: dict, ws, cards, threshold: float | None) -> dict:
 
 
 def _write_json_atomic(data: dict, path: str) -> None:
-    from core.outputs import write_text_atomic
-    from core.workspace import WorkspaceError
+    from core.store.outputs import write_text_atomic
+    from core.store.workspace import WorkspaceError
 
     try:
         write_text_atomic(path, json.dumps(data, indent=2, ensure_ascii=False, sort_keys=True) + "\n")
@@ -295,7 +295,7 @@ def _write_json_atomic(data: dict, path: str) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from core.commands import CliError
-    from core.workspace import WorkspaceError
+    from core.store.workspace import WorkspaceError
 
     try:
         return _run(args)
@@ -306,7 +306,7 @@ def run(args: argparse.Namespace) -> int:
 def _run(args: argparse.Namespace) -> int:
     from core.commands import CliError
     from core.records import safe_text
-    from core.workspace import Workspace
+    from core.store.workspace import Workspace
 
     # --- arguments --------------------------------------------------------------------------------
     for dest, option in OUTPUTS:
@@ -325,7 +325,7 @@ def _run(args: argparse.Namespace) -> int:
         raise CliError("--fhir-images needs --fhir OUT.json")
     grouping = None
     if args.cases is not None:
-        from core.cases import CaseError, Grouping
+        from core.store.cases import CaseError, Grouping
 
         try:
             grouping = Grouping.parse(args.cases)
@@ -340,7 +340,7 @@ def _run(args: argparse.Namespace) -> int:
         raise CliError(f"no such folder: {safe_text(str(source))}")
     if not manifest and not source.is_dir():
         raise CliError(f"not a folder or a manifest (.csv, .tsv, .parquet): {safe_text(str(source))}")
-    from core.outputs import session_files
+    from core.store.outputs import session_files
 
     outputs = [(option, getattr(args, dest)) for dest, option in OUTPUTS if getattr(args, dest, None)]
     check_outputs(outputs, None if manifest else folder, [source], session_files(args.session))
@@ -360,7 +360,7 @@ def _run(args: argparse.Namespace) -> int:
         print(f"note: {len(found.skipped_links)} symbolic link(s) lead outside {safe_text(str(folder))} and were "
               "not followed", file=sys.stderr)
     # A manifest's photos may live anywhere: outputs must not be one of them, nor the manifest itself. Every
-    # model bundle (the ones in use, their components, shipped or the user's) is refused by core.outputs.
+    # model bundle (the ones in use, their components, shipped or the user's) is refused by core.store.outputs.
     if manifest:
         check_outputs(outputs, None, list(paths) + [source], session_files(args.session))
 
@@ -371,14 +371,14 @@ def _run(args: argparse.Namespace) -> int:
             raise CliError(f"--model {card.display_name} is given twice")
         keys.append(card.key)
     if args.engine == "local":
-        from core.inference import share_backbones
+        from core.triage.inference import share_backbones
 
         # A combined model given with its components scores them in its own pass (each backbone once).
         engines = [(e, e.card, e.bundle.runtime_name) for e in share_backbones([e for e, _c, _rt in engines])]
 
     column = None
     if grouping is not None and grouping.kind == "column":
-        from core.cases import CaseError, manifest_column
+        from core.store.cases import CaseError, manifest_column
 
         if not manifest:
             raise CliError(f"--cases {grouping.text} needs a manifest (CSV, TSV or Parquet) that lists the photos; "
@@ -398,7 +398,7 @@ def _run(args: argparse.Namespace) -> int:
         for engine, _card, _rt in engines:
             if getattr(engine, "bundle", None) is not None:
                 ws.attach(engine.bundle)   # its verdict on what is stored decides the operating point of its plan
-        from core.cases import assign
+        from core.store.cases import assign
 
         case_of = assign(ws.paths, grouping, ws.folder, column)
         return _classify(args, ws, engines, keys, case_of if grouping is not None else None, case_of)
@@ -409,10 +409,10 @@ def _run(args: argparse.Namespace) -> int:
 def _classify(args, ws, engines, keys, case_column: dict[str, str] | None, case_of: dict[str, str]) -> int:
     """The runs and outputs; `case_column`: photo -> case id for the CSV's and Parquet's case_id column (with
     --cases), `case_of`: the cases of the case CSV, the PDF and the FHIR Bundle (each photo its own without)."""
-    from core import cases
+    from core.store import cases
     from core.commands import CliError
     from core.records import console_text
-    from core.workspace import WorkspaceError, combined_status
+    from core.store.workspace import WorkspaceError, combined_status
 
     try:
         plans = [ws.to_score(card, args.threshold, resume=args.resume) for _e, card, _rt in engines]
@@ -462,14 +462,16 @@ def _classify(args, ws, engines, keys, case_column: dict[str, str] | None, case_
     if case_column is not None or args.case_csv_path or args.fhir_path:
         view = cases.workspace_view(ws, keys, grouping, case_of=case_of)
     if args.report_path:
+        from core.reports.workspace_pdf import export_case_pdf, export_pdf
+
         if case_column is not None:
-            cases.export_pdf(ws, args.report_path, view, cards=[card for _e, card, _rt in engines])
+            export_case_pdf(ws, args.report_path, view, cards=[card for _e, card, _rt in engines])
         else:
-            ws.export_pdf(args.report_path, keys, cards=[card for _e, card, _rt in engines])
+            export_pdf(ws, args.report_path, keys, cards=[card for _e, card, _rt in engines])
     if args.case_csv_path:
         cases.write_case_csv(view, args.case_csv_path, ws)
     if args.fhir_path:
-        from core.fhir_export import export_workspace
+        from core.reports.fhir_export import export_workspace
 
         run_ids = ",".join(r.run_id for r in runs if r.run_id)
         export_workspace(ws, args.fhir_path, view, run=run_ids, images=args.fhir_images)

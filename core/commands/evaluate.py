@@ -54,10 +54,10 @@ def add_parser(sub) -> None:
 
 def protocol_features(data: str, arch: str, views: list[str], progress=None):
     """(embeddings (N, V, D), labels, groups, sources) of DATA's train+val photos (all photos when unsplit)."""
-    from core.datasets import load_dataset
-    from core.features import FeatureExtractor
+    from core.learning.datasets import load_dataset
+    from core.learning.features import FeatureExtractor
 
-    from core.tf_runtime import tensorflow_available
+    from core.models.tf_runtime import tensorflow_available
 
     ds = load_dataset(data)
     if ds.has_splits():
@@ -75,12 +75,12 @@ def protocol_features(data: str, arch: str, views: list[str], progress=None):
 
 
 def runtime_extractor(arch: str):
-    """A core.features.RuntimeFeatureExtractor over the installed bundle named `arch` (the shipped release's
+    """A core.learning.features.RuntimeFeatureExtractor over the installed bundle named `arch` (the shipped release's
     name), when it runs on LiteRT and was trained on its frozen backbone; CliError (one line) otherwise."""
-    from core.bundle import BundleError, load_bundle
+    from core.models.bundle import BundleError, load_bundle
     from core.commands import CliError
-    from core.features import RuntimeFeatureExtractor
-    from core.tf_runtime import TRAIN_EXTRA_HINT
+    from core.learning.features import RuntimeFeatureExtractor
+    from core.models.tf_runtime import TRAIN_EXTRA_HINT
 
     try:
         bundle = load_bundle(arch)
@@ -98,18 +98,18 @@ def runtime_extractor(arch: str):
 def recipe(head: str, C: float | None):
     """The head recipe as fit(x (n, V, D), y) -> (x (m, D) -> logits)."""
     if head == "logistic":
-        from core.heads import DEFAULT_C, fit_logistic
+        from core.models.heads import DEFAULT_C, fit_logistic
 
         return lambda x, y: fit_logistic(x, y, C=C or DEFAULT_C).logits
 
-    from core.tf_runtime import require_tensorflow
+    from core.models.tf_runtime import require_tensorflow
 
     require_tensorflow("--head dense (a Keras head)")  # one line; --head logistic runs without it
 
     def fit(x, y):
         from sklearn.model_selection import train_test_split
 
-        from core.training import train_head
+        from core.learning.training import train_head
 
         tr, va = train_test_split(np.arange(len(y)), test_size=0.15, stratify=y, random_state=0)
         model, _, _ = train_head(x[tr], y[tr], x[va][:, 0], y[va])
@@ -120,8 +120,8 @@ def recipe(head: str, C: float | None):
 def run_protocol(args: argparse.Namespace) -> int:
     from core.commands import CliError
     from core.commands.train import _printer
-    from core.datasets import DatasetError
-    from core.evaluation import recipe_protocol, save_json
+    from core.learning.datasets import DatasetError
+    from core.learning.evaluation import recipe_protocol, save_json
 
     if args.arch not in ("mobilenetv2", "xception", "combined"):
         raise CliError(f"--arch must be mobilenetv2, xception or combined, got {args.arch!r}")
@@ -140,9 +140,9 @@ def run_protocol(args: argparse.Namespace) -> int:
                               progress=_printer(args.quiet))
     except ValueError as exc:
         raise CliError(str(exc)) from None
-    from core.heads import DEFAULT_C
-    from core.portable import portable_path
-    from core.tf_runtime import tensorflow_available
+    from core.models.heads import DEFAULT_C
+    from core.models.portable import portable_path
+    from core.models.tf_runtime import tensorflow_available
 
     # The C actually used (the default when none was given), and the data as the card may record it.
     res["recipe"] = {"arch": args.arch, "head": args.head,
@@ -171,7 +171,7 @@ def run_protocol(args: argparse.Namespace) -> int:
 
 
 def _check_outputs(args: argparse.Namespace, photos=()) -> None:
-    """The output policy (core.outputs) on --json and --plots: never DATA (or inside it), a photo, any bundle."""
+    """The output policy (core.store.outputs) on --json and --plots: never DATA (or inside it), a photo, any bundle."""
     from core.commands import check_outputs
 
     data = Path(args.data).expanduser()
@@ -180,10 +180,10 @@ def _check_outputs(args: argparse.Namespace, photos=()) -> None:
 
 
 def _grouping(text: str | None, data: str):
-    """--cases as a core.cases.Grouping (None without it); a bad value or `subfolder` is one line, exit 2."""
+    """--cases as a core.store.cases.Grouping (None without it); a bad value or `subfolder` is one line, exit 2."""
     if not text:
         return None
-    from core.cases import CaseError, Grouping
+    from core.store.cases import CaseError, Grouping
     from core.commands import CliError
 
     try:
@@ -200,11 +200,11 @@ def _grouping(text: str | None, data: str):
 
 
 def run(args: argparse.Namespace) -> int:
-    from core.bundle import BundleError, load_bundle
+    from core.models.bundle import BundleError, load_bundle
     from core.commands import CliError
     from core.commands.train import _printer
-    from core.datasets import DatasetError, load_dataset
-    from core.evaluation import evaluate_bundle, save_json, save_plots
+    from core.learning.datasets import DatasetError, load_dataset
+    from core.learning.evaluation import evaluate_bundle, save_json, save_plots
 
     if args.protocol:
         return run_protocol(args)
@@ -248,7 +248,7 @@ def run(args: argparse.Namespace) -> int:
         lo, hi = t[k + "_ci95"]
         print(f"{k:<19} {t[k]:>7.3f}  [{lo:.3f}, {hi:.3f}]  ({t['meaning'][k]})")
     if grouping is not None:
-        from core.cases import CaseError, evaluation_cases
+        from core.store.cases import CaseError, evaluation_cases
 
         try:
             result["cases"] = cases = evaluation_cases(result["predictions"], grouping, args.data)

@@ -38,8 +38,8 @@ def run(args: argparse.Namespace) -> int:
     from pathlib import Path
 
     from core.commands import CliError
-    from core.export import FORMATS, ExportError
-    from core.tf_runtime import require_tensorflow
+    from core.models.export import FORMATS, ExportError
+    from core.models.tf_runtime import require_tensorflow
 
     require_tensorflow("exporting a model (it converts the Keras model)")
     if not 0.0 < args.tolerance < 1.0:
@@ -62,13 +62,13 @@ def run(args: argparse.Namespace) -> int:
         raise CliError(f"--check-images {args.check_images}: no such folder")
     from core.commands import check_outputs
 
-    # The output policy (core.outputs): never inside any bundle (the model exported included), a check photo,
+    # The output policy (core.store.outputs): never inside any bundle (the model exported included), a check photo,
     # a session, a link or a special file; the same for the OUT.json sidecar.
     check_outputs([("OUT", out), ("OUT.json", out.with_name(out.name + ".json"))],
                   inputs=[args.check_images] if args.check_images else [])
 
-    from core.bundle import BundleError, load_bundle
-    from core.export import export_model
+    from core.models.bundle import BundleError, load_bundle
+    from core.models.export import export_model
 
     try:
         bundle = load_bundle(args.model, runtime="keras")
@@ -92,9 +92,9 @@ def run(args: argparse.Namespace) -> int:
 def _attach(args: argparse.Namespace) -> int:
     from pathlib import Path
 
-    from core.bundle import BundleError, resolve_bundle_dir
+    from core.models.bundle import BundleError, resolve_bundle_dir
     from core.commands import CliError
-    from core.export import ExportError, attach_light_runtime
+    from core.models.export import ExportError, attach_light_runtime
 
     if args.out:
         raise CliError("--attach writes into the bundle; give no OUT file")

@@ -1,5 +1,5 @@
 """`mpox-triage fhir PARQUET_DIR OUT.json`: a FHIR R4 Bundle from the Parquet shards of a run (classify --parquet,
-e.g. with --engine ray), for runs too large to keep a session; the mapping is core.fhir_export's (docs/interop.md)."""
+e.g. with --engine ray), for runs too large to keep a session; the mapping is core.reports.fhir_export's (docs/interop.md)."""
 
 from __future__ import annotations
 
@@ -24,13 +24,13 @@ def add_parser(sub) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from core.bundle import BundleError, read_card, resolve_bundle_dir, scan_bundles
+    from core.models.bundle import BundleError, read_card, resolve_bundle_dir, scan_bundles
     from core.commands import CliError
-    from core.fhir_export import FhirExportError, parquet_bundle, write_bundle
-    from core.outputs import OutputError, check_output
+    from core.reports.fhir_export import FhirExportError, parquet_bundle, write_bundle
+    from core.store.outputs import OutputError, check_output
     from core.records import safe_text
     from core.scale import RayMissingError
-    from core.workspace import WorkspaceError
+    from core.store.workspace import WorkspaceError
 
     folder = Path(args.parquet).expanduser()
     if not folder.is_dir():

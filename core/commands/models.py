@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import argparse
 
-from core.bundle import model_search_dirs, scan_bundles
+from core.models.bundle import model_search_dirs, scan_bundles
 from core.commands import warn
-from core.releases import origin_text
+from core.models.releases import origin_text
 
 
 def add_parser(sub) -> None:
@@ -28,7 +28,7 @@ def run(args: argparse.Namespace) -> int:
         raise CliError(f"no model bundles in {', '.join(str(d) for d in model_search_dirs(args.models_dir or None))}")
     if getattr(args, "card", None):
         return print_card(found, args.card)
-    from core.bundle import refusal, replaced_on
+    from core.models.bundle import refusal, replaced_on
     from core.records import console_text
 
     print(f"{'name':<14} {'version':<10} {'arch':<12} {'input':>5} {'threshold':>9}  sha256        test metrics"

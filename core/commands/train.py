@@ -4,7 +4,7 @@ DATA is a folder of class subfolders or a manifest CSV. A manifest's own split i
 `--protocol` asks for a new one; a folder without a split is split group-aware (seeded).
 
 Where the bundle goes: without `--out`, a new folder `<name>-<version>` in the user's model folder
-(core.bundle.user_models_dir: $MPOX_TRIAGE_USER_MODELS_DIR, else the platform's per-user data folder),
+(core.models.bundle.user_models_dir: $MPOX_TRIAGE_USER_MODELS_DIR, else the platform's per-user data folder),
 never the install's models/. Training never writes over an existing bundle: an existing `--out` (or a
 name and version already saved) is refused before training starts, unless `--force`; with `--force`
 the previous bundle is kept whole beside it as `<out>.replaced-<time>` (its .tflite included), and a
@@ -106,17 +106,17 @@ def _printer(quiet: bool):
 
 
 def run(args: argparse.Namespace) -> int:
-    from core.tf_runtime import require_tensorflow
+    from core.models.tf_runtime import require_tensorflow
 
     require_tensorflow("training")  # before reading any data: one line, what to install
-    from core.bundle import BundleError, check_save_target, load_bundle, new_bundle_dir
-    from core.releases import find_release
+    from core.models.bundle import BundleError, check_save_target, load_bundle, new_bundle_dir
+    from core.models.releases import find_release
     from core.commands import CliError
-    from core.datasets import DatasetError, load_dataset, split_dataset
-    from core.evaluation import save_json, save_plots
-    from core.augment import default_views
-    from core.backbones import FeatureLayerError, WeightsNotFoundError
-    from core.training import TrainConfig, save_trained, train_model
+    from core.learning.datasets import DatasetError, load_dataset, split_dataset
+    from core.learning.evaluation import save_json, save_plots
+    from core.learning.augment import default_views
+    from core.models.backbones import FeatureLayerError, WeightsNotFoundError
+    from core.learning.training import TrainConfig, save_trained, train_model
 
     if args.batch_size < 1:
         raise CliError("--batch-size must be at least 1")
@@ -136,7 +136,7 @@ def run(args: argparse.Namespace) -> int:
     from core.commands import check_outputs
 
     data = Path(args.data).expanduser()
-    # The output policy (core.outputs): no output in DATA or inside a bundle; --out is a bundle folder.
+    # The output policy (core.store.outputs): no output in DATA or inside a bundle; --out is a bundle folder.
     check_outputs([("--out", out), ("--json", args.json_path), ("--plots", args.plots)],
                   folder=data if data.is_dir() else None, inputs=[data], dirs=("--plots",), bundles=("--out",))
     try:  # refuse before training, not after it
@@ -145,7 +145,7 @@ def run(args: argparse.Namespace) -> int:
         hint = "" if args.out else "; give another --version (or --out)"
         raise CliError(f"{exc}{hint}") from None
     if args.session:  # a damaged, read-only or wrong session is refused now, not after training
-        from core.session import SessionError, SessionStore
+        from core.store.session import SessionError, SessionStore
 
         try:
             SessionStore.open(Path(args.session).expanduser()).close()
@@ -199,7 +199,7 @@ def run(args: argparse.Namespace) -> int:
     report = {"val": result.val_metrics}
     if "transfer" in card.metrics:
         report["transfer"] = card.metrics["transfer"]
-    if result.test_report is not None:  # scored once by core.training after every choice was made on val
+    if result.test_report is not None:  # scored once by core.learning.training after every choice was made on val
         report["test"] = result.test_report
     _report_lines(result.unreadable, "image{s} could not be read and {were} skipped",
                   "listed in the model card's training_data.unreadable_files")
@@ -210,8 +210,8 @@ def run(args: argparse.Namespace) -> int:
     if result.replaced_path is not None:
         print(f"The previous bundle at {path} was kept, whole, at {result.replaced_path}", file=sys.stderr)
     if args.session:
-        from core.session import ACTION_RETRAIN, SessionError, SessionStore
-        from core.training import retrain_audit_details
+        from core.store.session import ACTION_RETRAIN, SessionError, SessionStore
+        from core.learning.training import retrain_audit_details
 
         try:
             with SessionStore.open(Path(args.session).expanduser()) as store:
@@ -264,6 +264,6 @@ def _report_lines(lines: list[str], what: str, where: str = "", show: int = 5) -
 
 
 def _calibrated(result):
-    from core.calibration import apply_temperature
+    from core.models.calibration import apply_temperature
 
     return apply_temperature(result.val_logits, result.card.temperature)

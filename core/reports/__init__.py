@@ -12,7 +12,7 @@ a failure leaves the previous file as it was.
 
 from __future__ import annotations
 
-from core.agreement import compute_agreement, truth_from_class_folders
+from core.triage.agreement import compute_agreement
 from core.reports.cards import card_summary, metrics_in_words, model_card_section
 from core.reports.charts import agreement_section, distribution_section
 from core.reports.context import DEFAULT_TITLE, ReportContext, build_context
@@ -30,5 +30,5 @@ __all__ = [
     "ReportWriteError", "agreement_section", "build_context", "card_summary", "compute_agreement", "count_photos",
     "count_records", "cover_section", "distribution_section", "make_gradcam_thumbnail", "make_thumbnail",
     "metrics_in_words", "model_card_section", "model_key", "models_of", "photo_rows", "photos_section",
-    "publish_atomically", "sign_off_section", "truth_from_class_folders", "write_pdf_report",
+    "publish_atomically", "sign_off_section", "write_pdf_report",
 ]

@@ -67,7 +67,7 @@ _SET_NAMES = {"val": "Validation", "test": "Test", "train": "Training"}
 
 _HEADLINE_HEADER = ("Photos", "n", "accuracy", "sensitivity", "specificity", "ROC-AUC", "ECE")
 _HEADLINE_KEYS = ("n", "accuracy", "sensitivity", "specificity", "roc_auc", "ece")
-# An adapted card's evaluated sets (core.adapt writes them), by what they are.
+# An adapted card's evaluated sets (core.learning.adapt writes them), by what they are.
 _ADAPT_SET_NAMES = {"site_cv": "Site photos, cross-validated", "site_parent": "Site photos, original model",
                     "base_val_before": "Original's validation photos, before",
                     "base_val_after": "Original's validation photos, after",
@@ -76,7 +76,7 @@ _ADAPT_SET_NAMES = {"site_cv": "Site photos, cross-validated", "site_parent": "S
 
 @dataclass
 class Adaptation:
-    """What an adapted model's card records about the site photos it was adapted on (core.adapt)."""
+    """What an adapted model's card records about the site photos it was adapted on (core.learning.adapt)."""
 
     photos: int
     mpox: int
@@ -145,8 +145,8 @@ def metrics_in_words(m: dict, kind: str = "") -> str:
 
 
 def triage_in_words(t: Any) -> list[str]:
-    """Triage sensitivity and specificity (core.operating_point) as phrases; none when not recorded."""
-    from core.operating_point import TRIAGE_MEANING
+    """Triage sensitivity and specificity (core.models.operating_point) as phrases; none when not recorded."""
+    from core.models.operating_point import TRIAGE_MEANING
 
     if not isinstance(t, dict):
         return []

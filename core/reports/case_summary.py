@@ -1,6 +1,6 @@
 """The case summary (one row per case, before the photo list) and the photo list grouped under its cases.
 
-Present only when the report is given cases (core.cases.CaseView): a clinician decides per patient or visit, so
+Present only when the report is given cases (core.store.cases.CaseView): a clinician decides per patient or visit, so
 the report says each case's call, its highest p(mpox), why it needs review, and then lists every photo once,
 under its case, in the order the summary gives.
 """
@@ -12,7 +12,7 @@ from typing import Any
 from reportlab.lib import colors
 from reportlab.platypus import CondPageBreak, Paragraph, Spacer, Table
 
-from core.reasons import call_text
+from core.triage.reasons import call_text
 from core.records import LABEL_MPOX
 from core.reports.context import ReportContext
 from core.reports.layout import FRAME_W, _BG_FLAG, _BG_MPOX, _C_MPOX, _cell, _fmt_p, _grid_style, _styles, markup
@@ -30,7 +30,7 @@ def _call_words(call: str) -> str:
 
 
 def _ordered(ctx: ReportContext) -> list[Any]:
-    from core.cases import review_order
+    from core.store.cases import review_order
 
     return review_order(ctx.cases.cases) if ctx.cases is not None else []
 

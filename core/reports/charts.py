@@ -10,7 +10,7 @@ import numpy as np
 from reportlab.lib import colors
 from reportlab.platypus import CondPageBreak, PageBreak, Paragraph, Spacer, Table
 
-from core.agreement import Agreement, reference_labels
+from core.triage.agreement import Agreement, reference_labels
 from core.records import ResultRecord
 from core.reports.cards import Adaptation, adaptation_of
 from core.reports.context import ReportContext

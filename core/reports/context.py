@@ -8,9 +8,9 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from core.agreement import Agreement, compute_agreement, reference_labels
+from core.triage.agreement import Agreement, compute_agreement, reference_labels
 from core.progress import CancelToken, ProgressFn, report
-from core.reasons import deciding_key
+from core.triage.reasons import deciding_key
 from core.records import ResultRecord
 from core.reports.rows import (ModelInfo, PhotoCounts, PhotoRow, count_photos, folder_points, model_key, models_of,
                                 photo_rows)
@@ -41,9 +41,9 @@ class ReportContext:
     progress: ProgressFn | None = None
     cancel: CancelToken | None = None
     drawn: int = 0
-    decider: str = ""                  # core.reasons.deciding_key: the model whose call is the photo's
+    decider: str = ""                  # core.triage.reasons.deciding_key: the model whose call is the photo's
     points: dict[str, Any] | None = None   # the operating point each model decides the folder at (folder_points)
-    cases: Any = None                  # core.cases.CaseView: a case summary, photos listed under their cases
+    cases: Any = None                  # core.store.cases.CaseView: a case summary, photos listed under their cases
 
     @property
     def multi(self) -> bool:

@@ -10,8 +10,8 @@ from reportlab.lib import colors
 from reportlab.platypus import KeepTogether, Paragraph, Spacer, Table
 
 from core import DISCLAIMER, __version__
-from core.agreement import REVIEW_UNSURE
-from core.reasons import DISAGREE, KIND_TEXT, NOT_SCORED, ORDER, SHIFT, short_name
+from core.triage.agreement import REVIEW_UNSURE
+from core.triage.reasons import DISAGREE, KIND_TEXT, NOT_SCORED, ORDER, SHIFT, short_name
 from core.records import LABEL_MPOX, LABEL_NOT_MPOX
 from core.reports.context import ReportContext
 from core.reports.layout import (
@@ -48,9 +48,9 @@ def cover_section(ctx: ReportContext) -> list[Any]:
 
 
 def _point_messages(ctx: ReportContext) -> list[str]:
-    """core.operating_point.point_message of each model whose folder point is not its default one: the text
+    """core.models.operating_point.point_message of each model whose folder point is not its default one: the text
     classify printed and the app's banner shows."""
-    from core.operating_point import card_point, point_message
+    from core.models.operating_point import card_point, point_message
 
     out = []
     for m in ctx.models:
@@ -66,7 +66,7 @@ def _point_messages(ctx: ReportContext) -> list[str]:
 def _shift_paragraphs(shift: dict | None, points: Sequence[str] = ()) -> list[Any]:
     """The folder's stored shift result (Workspace.shift): the alarm, with the model whose test decides, what it
     changed and what to do; a quiet line when it ran and found nothing or did not run."""
-    from core.shift import clean_verdict
+    from core.triage.shift import clean_verdict
 
     st = _styles()
     if not shift:

@@ -10,8 +10,8 @@ from reportlab.lib import colors
 from reportlab.lib.pagesizes import A4
 from reportlab.platypus import CondPageBreak, Paragraph, Spacer, Table
 
-from core.agreement import lookup
-from core.reasons import call_text
+from core.triage.agreement import lookup
+from core.triage.reasons import call_text
 from core.records import FLAG_OUT_OF_SCOPE, FLAG_UNCERTAIN, LABEL_MPOX
 from core.reports.context import ReportContext
 from core.reports.layout import (

@@ -1,7 +1,7 @@
 """The report as simple HTML for printing from the app (File > Print): the cover's counts, the models, every
 photo's call and reasons to review, the reviewer's label and the sign-off lines.
 
-Made from the same rows, counts and reason sentences as the PDF (`rows.py`, `core.reasons`), so the printout and
+Made from the same rows, counts and reason sentences as the PDF (`rows.py`, `core.triage.reasons`), so the printout and
 the PDF cannot disagree; it leaves out thumbnails, charts and the model-card pages (the PDF has them).
 """
 
@@ -12,7 +12,7 @@ from html import escape
 from typing import Any, Sequence
 
 from core import DISCLAIMER, __version__
-from core.reasons import call_text
+from core.triage.reasons import call_text
 from core.records import ResultRecord
 from core.reports.context import DEFAULT_TITLE
 from core.reports.layout import _display_name, folder_label

@@ -49,7 +49,7 @@ def publish_atomically(out_path: str | os.PathLike, data: bytes | memoryview) ->
         out_path.parent.mkdir(parents=True, exist_ok=True)
         tmp_name = _create_sibling(out_path)
         _write_file(tmp_name, data)
-        from core.outputs import publish  # the tool's one publish step: the replaced file's permissions kept
+        from core.store.outputs import publish  # the tool's one publish step: the replaced file's permissions kept
 
         publish(tmp_name, out_path)
         tmp_name = None

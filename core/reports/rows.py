@@ -7,8 +7,8 @@ from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any, Sequence
 
-from core.agreement import lookup
-from core.reasons import (
+from core.triage.agreement import lookup
+from core.triage.reasons import (
     CALLS, ORDER, OUT_OF_SCOPE_CALL, ModelRef, Reason, deciding_key, model_refs, photo_call, photo_reasons,
 )
 from core.records import FLAG_OUT_OF_SCOPE, FLAG_UNCERTAIN, LABEL_MPOX, LABEL_NOT_MPOX, ResultRecord
@@ -94,9 +94,9 @@ def short_version(version: str) -> str:
 
 def short_labels(models: Sequence[ModelInfo]) -> list[str]:
     """One short name per model, used alike by the photo table, the per-model counts and the charts: the
-    architecture as core.reasons names it ("MobileNetV2", "combined") and the short version; the model's own
+    architecture as core.triage.reasons names it ("MobileNetV2", "combined") and the short version; the model's own
     name instead when two would read the same."""
-    from core.reasons import short_name
+    from core.triage.reasons import short_name
 
     def short(m: ModelInfo, own_name: bool) -> str:
         name = m.name or "?"
@@ -117,8 +117,8 @@ class PhotoRow:
     results: dict[str, ResultRecord]            # model key -> record
     review: dict | None = None
     truth: str | None = None
-    reasons: list[Reason] = field(default_factory=list)   # core.reasons, most urgent first
-    call: str = ""                                        # core.reasons.photo_call: the photo's call
+    reasons: list[Reason] = field(default_factory=list)   # core.triage.reasons, most urgent first
+    call: str = ""                                        # core.triage.reasons.photo_call: the photo's call
 
     @property
     def ok_results(self) -> list[ResultRecord]:
@@ -143,7 +143,7 @@ class PhotoRow:
 
     @property
     def reason(self) -> str:
-        """The first reason's kind (core.reasons.ORDER), or "" when nothing calls for a look."""
+        """The first reason's kind (core.triage.reasons.ORDER), or "" when nothing calls for a look."""
         return self.reasons[0].kind if self.reasons else ""
 
     @property
@@ -168,8 +168,8 @@ def photo_rows(records: Sequence[ResultRecord], models: Sequence[ModelInfo] | No
                points: dict[str, Any] | None = None) -> list[PhotoRow]:
     """One row per photo (records of several models for one path are merged), needs-review first.
 
-    Reasons come from core.reasons (the app's table and the CSV say the same). Order: by the first reason
-    (core.reasons.ORDER: unreadable, not a skin photo, out of scope, disagree, uncertain, ...; each highest
+    Reasons come from core.triage.reasons (the app's table and the CSV say the same). Order: by the first reason
+    (core.triage.reasons.ORDER: unreadable, not a skin photo, out of scope, disagree, uncertain, ...; each highest
     risk first), then every other photo by its highest p(mpox). A later record of the same model and path
     replaces an earlier one (a resumed run lists the newest result last). `points`: the operating point each
     model decides this folder at (folder_points), so an uncertain row cites the band it was decided at.
@@ -201,8 +201,8 @@ def photo_rows(records: Sequence[ResultRecord], models: Sequence[ModelInfo] | No
 
 def folder_points(records: Sequence[ResultRecord], models: Sequence[ModelInfo], shift: dict | None) -> dict[str, Any]:
     """The operating point each model with a card decides these records' folder at (the workspace's rule,
-    core.operating_point.records_point, over the records the report holds), by model key."""
-    from core.operating_point import records_point
+    core.models.operating_point.records_point, over the records the report holds), by model key."""
+    from core.models.operating_point import records_point
 
     alarm = bool(shift and shift.get("detected"))
     return {m.key: records_point(m.card, alarm, [r for r in records if model_key(r) == m.key])
@@ -210,7 +210,7 @@ def folder_points(records: Sequence[ResultRecord], models: Sequence[ModelInfo], 
 
 
 def model_refs_of(models: Sequence[ModelInfo]) -> list[ModelRef]:
-    """core.reasons' view of the report's models: short names from the cards, else "name version"."""
+    """core.triage.reasons' view of the report's models: short names from the cards, else "name version"."""
     with_cards = [m for m in models if m.card is not None]
     named = {r.key: r for r in model_refs([m.card for m in with_cards])}
     return [named.get(m.key) or ModelRef(m.key, m.label, m.card) for m in models]
@@ -224,7 +224,7 @@ class PhotoCounts:
     errors: int = 0                  # at least one model could not read it
     scored: int = 0
     partly_scored: int = 0           # scored, but not by every model in the report
-    mpox: int = 0                    # scored photos whose call (core.reasons.photo_call) is mpox
+    mpox: int = 0                    # scored photos whose call (core.triage.reasons.photo_call) is mpox
     not_mpox: int = 0
     out_of_scope: int = 0            # called out of scope: not a skin photo, no mpox call made
     overrides: int = 0               # a reviewer labelled it against the model's call

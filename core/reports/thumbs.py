@@ -12,7 +12,7 @@ from reportlab.lib import colors
 from reportlab.lib.utils import ImageReader
 from reportlab.platypus import Flowable
 
-from core.images import ImageDecodeError, load_rgb
+from core.photos.images import ImageDecodeError, load_rgb
 
 
 THUMB_MAX_SIDE = 96        # pixels: sharp at the ~34 pt printed size (about 140 dpi)

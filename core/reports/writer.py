@@ -63,10 +63,10 @@ def write_pdf_report(
     per photo. `cards` are the models' ModelCards; `reviews` maps a path to {"label": "mpox"|"not_mpox"|
     "unsure", "reviewer", "time"}; `truth` maps a path to "mpox"/"not_mpox" (e.g. from class folders);
     `gradcam` maps a path to a heat map or overlay; `shift` is a folder's shift test ({"detected",
-    "p_value", "statistic", "n"}, e.g. core.shift's ShiftResult.to_dict()); `origins` maps a model key
+    "p_value", "statistic", "n"}, e.g. core.triage.shift's ShiftResult.to_dict()); `origins` maps a model key
     (model SHA-256, else "name version") to "shipped" or "local"; `scope_limit` is the limit out-of-scope
     scores were compared with (default: each card's ood_threshold); it is printed beside the score, while
-    the record's flag decides whether a photo is out of scope. `cases` (core.cases.CaseView) adds a case summary
+    the record's flag decides whether a photo is out of scope. `cases` (core.store.cases.CaseView) adds a case summary
     and lists the photos under their cases.
 
     The PDF is published atomically: on any failure the previous file at `out_path` stays as it was and

@@ -7,18 +7,7 @@ schedules, queues or sends work itself: Ray Data runs the actor pools, tf.distri
 
 from __future__ import annotations
 
-import importlib.util
-
-RAY_MISSING = 'Ray is not installed; install the scale extra: pip install -e ".[scale]"'
-
-
-class RayMissingError(RuntimeError):
-    """Ray (or pyarrow) is needed for this and is not installed; str(error) says how to install it."""
-
-
-def ray_available() -> bool:
-    """True when Ray Data and pyarrow can be imported (without importing them)."""
-    return all(importlib.util.find_spec(name) is not None for name in ("ray", "pyarrow"))
+from core.store.sources import RAY_MISSING, RayMissingError, ray_available  # noqa: F401 - the extra's check
 
 
 def require_ray():
@@ -32,7 +21,7 @@ def require_ray():
 
 from core.scale.engine import RayEngine, RayRunError  # noqa: E402  (the engine imports ray lazily itself)
 from core.scale.features import fill_feature_cache  # noqa: E402
-from core.scale.sources import ParquetShardWriter, read_manifest, read_parquet_results  # noqa: E402
+from core.store.sources import ParquetShardWriter, read_manifest, read_parquet_results  # noqa: E402
 
 __all__ = ["RAY_MISSING", "RayEngine", "RayMissingError", "RayRunError", "ParquetShardWriter", "fill_feature_cache",
            "ray_available", "read_manifest", "read_parquet_results", "require_ray"]

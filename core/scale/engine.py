@@ -2,7 +2,7 @@
 
 Files are listed on the driver (the caller passes paths). Ray Data splits them into batches and
 hands each batch to one of N actors; each actor loads and verifies the bundle once and scores its
-batch with core.inference.InferenceEngine, the very code the local engine runs, so rows, statuses,
+batch with core.triage.inference.InferenceEngine, the very code the local engine runs, so rows, statuses,
 error messages and probabilities are the same. The driver turns the returned columns back into
 ResultRecords, in input order.
 """
@@ -51,8 +51,8 @@ class _Scorer:
     """One Ray actor: a verified bundle, loaded once, scoring batches of paths with the local engine's code."""
 
     def __init__(self, bundle_dir: str, model_sha256: str, threshold: float, batch_size: int, threads: int):
-        from core.bundle import BundleError, load_bundle
-        from core.inference import InferenceEngine
+        from core.models.bundle import BundleError, load_bundle
+        from core.triage.inference import InferenceEngine
 
         bundle = load_bundle(bundle_dir)  # verifies every file's SHA-256 and the card's digest
         if bundle.card.model_sha256 != model_sha256:
@@ -61,7 +61,7 @@ class _Scorer:
                 f"{model_sha256[:12]}…; every node must see the same bundle at the same path")
         if bundle.runtime is not None:
             # Same verified runtime, but with the actor's share of the cores instead of all of the machine's.
-            from core.bundle import verified_runtime
+            from core.models.bundle import verified_runtime
 
             bundle.runtime = verified_runtime(bundle.path, bundle.card, num_threads=threads) or bundle.runtime
         self.engine = InferenceEngine(bundle, batch_size=batch_size, threshold=threshold)
@@ -89,7 +89,7 @@ class _Scorer:
 class RayEngine:
     """Streams one ResultRecord per input path, in input order, scored by a pool of Ray actors.
 
-    The same interface as core.inference.InferenceEngine (`run`, `card`, `threshold`). `bundle_ref` is a
+    The same interface as core.triage.inference.InferenceEngine (`run`, `card`, `threshold`). `bundle_ref` is a
     bundle name or folder, resolved and verified on the driver; every node must see it at the same path.
     address None starts (or reuses) a local Ray instance; "auto" or "HOST:PORT" joins a cluster.
     """
@@ -97,7 +97,7 @@ class RayEngine:
     def __init__(self, bundle_ref: str | os.PathLike, models_dir: str | os.PathLike | None = None,
                  address: str | None = None, actors: int = 1, batch_size: int = 32,
                  threshold: float | None = None, cpus_per_actor: float = 1):
-        from core.bundle import resolve_bundle_dir, verify_bundle
+        from core.models.bundle import resolve_bundle_dir, verify_bundle
         from core.scale import require_ray
 
         require_ray()  # fail at construction, with the install hint, not mid-run

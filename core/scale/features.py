@@ -1,6 +1,6 @@
 """Filling the training embedding cache on a Ray actor pool.
 
-Each actor builds the same core.features.FeatureExtractor that train_model builds for a TrainConfig
+Each actor builds the same core.learning.features.FeatureExtractor that train_model builds for a TrainConfig
 (same backbone, input size, feature layer, so the same cache folder) and calls its `embed`, which
 writes the per-image .npz entries. `train` and `adapt` then find every embedding cached. The cache
 folder must be one that every node writes to and the trainer reads (a shared filesystem).
@@ -19,14 +19,14 @@ from core.scale.cluster import actor_map, connect, shutdown_if_started
 
 def training_views(config) -> dict[str, list[str]]:
     """The views train_model embeds for each split of a TrainConfig: train under its views, val identity only."""
-    from core.training import reuse_views
+    from core.learning.training import reuse_views
 
     train = reuse_views(config.views or (["identity"] if config.preset == "study" else None))
     return {"train": train, "val": ["identity"]}
 
 
 def _extractor_kwargs(config) -> dict:
-    from core.preprocess import arch_spec
+    from core.photos.preprocess import arch_spec
 
     return {"arch": arch_spec(config.arch).name, "input_size": config.input_size, "weights_dir": config.weights_dir,
             "base_model": config.base_model, "cache_dir": config.cache_dir, "batch_size": config.batch_size,
@@ -37,7 +37,7 @@ class _Embedder:
     """One Ray actor: a FeatureExtractor built once; embeds batches (and so writes the cache)."""
 
     def __init__(self, extractor_kwargs: dict, cache_dir: str):
-        from core.features import FeatureExtractor
+        from core.learning.features import FeatureExtractor
 
         self.fx = FeatureExtractor(**extractor_kwargs)
         if str(self.fx.cache_dir) != cache_dir:
@@ -74,11 +74,11 @@ def fill_feature_cache(dataset, config, actors: int = 1, address: str | None = N
                        progress: ProgressFn | None = None, cancel: CancelToken | None = None) -> CacheFill:
     """Embed a dataset's train and val images (the views `train_model(dataset, config)` asks for) on Ray.
 
-    `dataset` is a core.datasets.Dataset with a split (train_model makes one when there is none: split
-    first with core.datasets.split_dataset and the config's protocol and seed). Returns a CacheFill;
+    `dataset` is a core.learning.datasets.Dataset with a split (train_model makes one when there is none: split
+    first with core.learning.datasets.split_dataset and the config's protocol and seed). Returns a CacheFill;
     cancelling stops consuming and shuts the pipeline down (entries already written stay: they are valid).
     """
-    from core.features import FeatureExtractor
+    from core.learning.features import FeatureExtractor
     from core.scale import require_ray
 
     require_ray()

@@ -10,7 +10,7 @@ from PySide6.QtGui import QColor, QImage, QPainter, QPixmap
 from PySide6.QtWidgets import (QCheckBox, QComboBox, QHBoxLayout, QLabel, QSizePolicy, QSlider, QVBoxLayout,
                                QWidget)
 
-from core.reasons import call_text, limit_text
+from core.triage.reasons import call_text, limit_text
 from desktop_app.results.model import FLAG_TEXT, REVIEW_TEXT, FileRow, error_text
 
 DISPLAY_SIDE = 1024
@@ -63,7 +63,7 @@ class DetailPane(QWidget):
     def __init__(self, parent: QWidget | None = None):
         super().__init__(parent)
         self.row: FileRow | None = None
-        # Set by the window to the table's model: the chosen models' records and core.reasons for a row, so
+        # Set by the window to the table's model: the chosen models' records and core.triage.reasons for a row, so
         # the pane says exactly what the table and the exports say.
         self.results_model = None
         self._heat_cache: dict[tuple[str, str], QPixmap] = {}
@@ -223,7 +223,7 @@ class DetailPane(QWidget):
     def _scope_lines(self, row: FileRow) -> list[str]:
         """The not-a-skin-photo score against its limit: once when every model saw the same score, else each
         model's own (the one its out-of-scope flag was decided with)."""
-        from core.scope import SCOPE_LIMIT  # NumPy and OpenCV only; no TensorFlow on the GUI thread
+        from core.photos.scope import SCOPE_LIMIT  # NumPy and OpenCV only; no TensorFlow on the GUI thread
 
         limit = getattr(self.results_model, "scope_limit", None)
         limit = float(SCOPE_LIMIT if limit is None else limit)

@@ -1,10 +1,10 @@
 """Group by case: a tree over the results with one row per case (call, highest p(mpox), counts, why to look) and
-its photos under it. What a case says is core.cases' (the CLI's case CSV, the PDF and the FHIR export say the
+its photos under it. What a case says is core.store.cases' (the CLI's case CSV, the PDF and the FHIR export say the
 same); this module only presents it.
 
 The tree reads the results proxy, so the filter and the sort the user chose apply to the photos under each case;
 a case's own figures are always over all of its photos (a filter never changes a case's call). Cases come in
-review order (core.cases.review_order). Review stays photo by photo: M / N / U on a photo row label that photo
+review order (core.store.cases.review_order). Review stays photo by photo: M / N / U on a photo row label that photo
 (the table's own review signals, so undo and the reviewer name work as in the flat table), on a case row they do
 nothing, and Up / Down move from photo to photo (case rows are headings).
 """
@@ -19,8 +19,9 @@ from PySide6.QtCore import QAbstractItemModel, QModelIndex, QPersistentModelInde
 from PySide6.QtGui import QBrush, QFont, QKeyEvent
 from PySide6.QtWidgets import QAbstractItemView, QTreeView, QWidget
 
-from core.cases import CaseResult, Grouping, assign, photo_facts, review_order, summarize
-from core.reasons import call_text
+from core.store.cases import CaseResult, Grouping, assign, photo_facts, review_order, summarize
+from core.triage.reasons import call_text
+from desktop_app.results.keys import review_key_press
 from desktop_app.results.model import FLAG_BG, MPOX_BG, ROW_ROLE, SORT_ROLE, ResultsModel
 
 CASE_ROLE = Qt.ItemDataRole.UserRole + 10    # the CaseResult of a case row (None on a photo row)
@@ -279,8 +280,6 @@ class CaseTree(QTreeView):
         self._keep = None
 
     def keyPressEvent(self, event: QKeyEvent) -> None:
-        from desktop_app.results.view import review_key_press
-
         row = self.model().source_row(self.currentIndex())
         if not review_key_press(self, event, row, self.table.review_requested, self.table.clear_requested,
                                 self.table.ignored_typing):

@@ -3,7 +3,7 @@
 Why one row per file (not per file+model): a reviewer labels a photo, not a model output, so a
 review belongs on one line. The table shows the models chosen in the picker only (set_models), in the
 picker's fixed order: the deciding model's p(mpox) in one column, the other models' scores in one compact
-column. Why a photo needs review comes from core.reasons (the CSV and the PDF say the same words).
+column. Why a photo needs review comes from core.triage.reasons (the CSV and the PDF say the same words).
 Predictions and reviews live in separate fields and never overwrite each other.
 """
 
@@ -16,7 +16,7 @@ from typing import Any
 from PySide6.QtCore import QAbstractTableModel, QModelIndex, QPersistentModelIndex, Qt, QTimer
 from PySide6.QtGui import QBrush, QColor, QPixmap
 
-from core.reasons import ModelRef, call_text
+from core.triage.reasons import ModelRef, call_text
 
 SORT_ROLE = Qt.ItemDataRole.UserRole + 1
 ROW_ROLE = Qt.ItemDataRole.UserRole + 2
@@ -25,9 +25,9 @@ KIND_ROLE = Qt.ItemDataRole.UserRole + 3
 REVIEW_TEXT = {"mpox": "mpox", "not_mpox": "not mpox", "unsure": "unsure"}
 PRED_TEXT = {"mpox": "mpox", "not_mpox": "not mpox"}
 FLAG_TEXT = {"uncertain": "uncertain", "out_of_scope": "out of scope", "disagree": "models disagree"}
-# Predictions read as core.reasons.call_text says ("out of scope" for a photo the scope check refused).
+# Predictions read as core.triage.reasons.call_text says ("out of scope" for a photo the scope check refused).
 
-# Needs-review tiers by the first reason's kind (core.reasons): the higher, the sooner a person should look.
+# Needs-review tiers by the first reason's kind (core.triage.reasons): the higher, the sooner a person should look.
 # Errors sort below everything (nothing to look at but the file), so "highest risk first" keeps scored photos on top.
 RISK_TIER = {"not_a_photo": 5.0, "out_of_scope": 4.0, "disagree": 3.0, "uncertain": 2.0, "shift": 1.5,
              "shift_alarm": 1.0, "not_scored": 0.5, "": 0.0}
@@ -108,15 +108,15 @@ class ResultsModel(QAbstractTableModel):
         self.rows: list[FileRow] = []
         self._index: dict[str, int] = {}
         self.models: list[tuple[str, str]] = []   # (model key, display name) of the chosen models, in order
-        self.refs: list[ModelRef] = []            # the same models for core.reasons (with their cards)
-        self.decider = ""                         # core.reasons.deciding_key of the chosen models
+        self.refs: list[ModelRef] = []            # the same models for core.triage.reasons (with their cards)
+        self.decider = ""                         # core.triage.reasons.deciding_key of the chosen models
         self.chosen = False                       # set_models called: records of other models stay hidden
         self.thumbnails = None                    # an ImageLoader, set by the window
         self.cards: dict[str, Any] = {}           # model key -> card, for limits and bands
         self.shift: dict | None = None            # the folder's stored shift result (Workspace.shift)
-        self.scope_limit: float | None = None     # None: core.scope.SCOPE_LIMIT
+        self.scope_limit: float | None = None     # None: core.photos.scope.SCOPE_LIMIT
         self.points: dict | None = None            # model key -> the point the folder is decided at (point_for)
-        self.case_of: dict[str, str] | None = None  # photo -> case id (core.cases) while photos are grouped
+        self.case_of: dict[str, str] | None = None  # photo -> case id (core.store.cases) while photos are grouped
         self._columns: list[tuple[str, str]] = []
         self._rebuild_columns()
         # Thumbnails arrive one by one from the decoder; their repaints are coalesced into one
@@ -164,7 +164,7 @@ class ResultsModel(QAbstractTableModel):
     def set_models(self, cards: list) -> None:
         """Show the chosen models' results only, in this order (the picker's choice): their columns, calls and
         reasons. Records of other models stay in the rows, hidden, and come back when they are chosen again."""
-        from core.reasons import deciding_key, model_refs
+        from core.triage.reasons import deciding_key, model_refs
 
         refs = model_refs(cards)
         models = [(r.key, r.name) for r in refs]
@@ -181,7 +181,7 @@ class ResultsModel(QAbstractTableModel):
         self.endResetModel()
 
     def set_cases(self, case_of: dict[str, str] | None) -> None:
-        """Photo -> case id (core.cases.assign) to show in a Case column after the file; None hides the column."""
+        """Photo -> case id (core.store.cases.assign) to show in a Case column after the file; None hides the column."""
         self.beginResetModel()
         self.case_of = dict(case_of) if case_of is not None else None
         self._rebuild_columns()
@@ -208,7 +208,7 @@ class ResultsModel(QAbstractTableModel):
 
     def _analysis(self, row: FileRow) -> tuple:
         if row.reason_cache is None:
-            from core.reasons import ERROR, photo_call, photo_reasons
+            from core.triage.reasons import ERROR, photo_call, photo_reasons
 
             records = {k: row.records.get(k) for k, _n in self.models}
             reasons = photo_reasons(records, self.refs, decider=self.decider, shift=self.shift,
@@ -235,11 +235,11 @@ class ResultsModel(QAbstractTableModel):
         return self._analysis(row)[:3]
 
     def reasons(self, row: FileRow) -> list:
-        """core.reasons.Reason list of the chosen models for this photo (the side panel lists them)."""
+        """core.triage.reasons.Reason list of the chosen models for this photo (the side panel lists them)."""
         return self._analysis(row)[3]
 
     def call(self, row: FileRow) -> str:
-        """core.reasons.photo_call over the chosen models ("" while not every needed model scored it)."""
+        """core.triage.reasons.photo_call over the chosen models ("" while not every needed model scored it)."""
         return self._analysis(row)[4]
 
     def shown_records(self, row: FileRow) -> list:

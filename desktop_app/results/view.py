@@ -16,12 +16,10 @@ from PySide6.QtWidgets import (QAbstractItemView, QComboBox, QHBoxLayout, QHeade
                                QMenu, QStackedWidget, QTableView, QVBoxLayout, QWidget)
 
 from desktop_app.elide import ElideDelegate
+from desktop_app.results.keys import review_key_press
 from desktop_app.results.model import ROW_ROLE, ResultsModel
 from desktop_app.results.proxy import FILTERS, ResultsProxy
 
-REVIEW_KEYS = {Qt.Key.Key_M: "mpox", Qt.Key.Key_N: "not_mpox", Qt.Key.Key_U: "unsure"}
-CLEAR_KEYS = {Qt.Key.Key_Delete, Qt.Key.Key_Backspace}
-TYPING_BURST_S = 0.3
 FILE_MIN, FILE_MAX = 130, 380
 NEEDS_MIN, NEEDS_PREF, NEEDS_MAX = 150, 200, 420
 CALL_WORDS = ("out of scope", "not mpox", "disagree", "mpox")
@@ -37,39 +35,6 @@ EMPTY_FILTER_TEXT = {
 DESCENDING_FIRST = {"needs", "p"}
 # A focus frame that shows where the keyboard is (M/N/U act only here).
 FOCUS_STYLE = "QTableView { border: 2px solid transparent; } QTableView:focus { border: 2px solid palette(highlight); }"
-
-
-def review_key_press(view: QAbstractItemView, event: QKeyEvent, row: int | None, review, clear, ignored) -> bool:
-    """The review keys of a results view (the table, the case tree): M / N / U emit `review(row, label)`, Delete /
-    Backspace `clear(row)`, a review key inside a typing burst `ignored(text)`; True when the key was taken.
-    `view` keeps `clock`, `_last_printable` and `_last_was_review`; `row` is the current photo's source row."""
-    mods = event.modifiers() & (Qt.KeyboardModifier.ControlModifier | Qt.KeyboardModifier.AltModifier
-                                | Qt.KeyboardModifier.MetaModifier)
-    key = Qt.Key(event.key())
-    text = event.text()
-    printable = bool(text) and text.isprintable() and not mods
-    if printable:
-        now = view.clock()
-        in_burst = now - view._last_printable < TYPING_BURST_S and not view._last_was_review
-        view._last_printable = now
-        label = REVIEW_KEYS.get(key)
-        editing = view.state() == QAbstractItemView.State.EditingState
-        if label is not None and not in_burst and not editing:
-            view._last_was_review = True
-            if row is not None:
-                review.emit(row, label)
-        else:
-            view._last_was_review = False
-            if label is not None:
-                ignored.emit(text)
-        event.accept()   # letters never jump rows (no keyboard search) and never label by accident
-        return True
-    if key in CLEAR_KEYS and not mods:
-        if row is not None:
-            clear.emit(row)
-        event.accept()
-        return True
-    return False
 
 
 class ResultsTable(QTableView):
@@ -138,7 +103,7 @@ class ResultsPanel(QWidget):
         bar.addWidget(QLabel("Show:"))
         bar.addWidget(self.filter_combo)
         bar.addWidget(self.search, 1)
-        # Cases (core.cases): a folder's first-level subfolders or a pattern on the file name (docs/desktop.md).
+        # Cases (core.store.cases): a folder's first-level subfolders or a pattern on the file name (docs/desktop.md).
         self.group_combo = QComboBox()
         for label, key in (("No cases", ""), ("Cases: subfolders", "subfolder"),
                            ("Cases: file-name pattern…", "regex")):
@@ -250,9 +215,9 @@ class ResultsPanel(QWidget):
         return 0 if grouping is None else 1 if grouping.kind == "subfolder" else 2
 
     def set_grouping(self, text: str | None, root: str | None = None) -> bool:
-        """Group by `text` ('subfolder' or 'regex:PATTERN', core.cases.Grouping; None: no cases): a Case column in
+        """Group by `text` ('subfolder' or 'regex:PATTERN', core.store.cases.Grouping; None: no cases): a Case column in
         the table and the case tree in its place. A bad pattern is said in the hint line and changes nothing."""
-        from core.cases import CaseError, Grouping
+        from core.store.cases import CaseError, Grouping
 
         try:
             grouping = Grouping.parse(text) if text else None
@@ -288,7 +253,7 @@ class ResultsPanel(QWidget):
             self.set_grouping(self.case_model.grouping.text)
 
     def case_grouping(self):
-        """The grouping shown (core.cases.Grouping), None without cases."""
+        """The grouping shown (core.store.cases.Grouping), None without cases."""
         return self.case_model.grouping
 
     def _tree_context_menu(self, pos) -> None:
@@ -389,7 +354,7 @@ class ResultsPanel(QWidget):
 
     def open_photo(self, path: str):
         """A simple dialog with the full-size photo scaled to the screen."""
-        from desktop_app.detail.photo_dialog import PhotoDialog
+        from desktop_app.results.photo_dialog import PhotoDialog
 
         if self.photo_dialog is not None:
             self.photo_dialog.close()

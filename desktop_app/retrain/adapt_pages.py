@@ -1,6 +1,6 @@
 """The wizard's "Adapt to this site's reviewed photos" path: base model -> adapt -> same-photos verdict.
 
-Presentation and scheduling only: core.adapt does the work (count_problem / count_warnings decide what is
+Presentation and scheduling only: core.learning.adapt does the work (count_problem / count_warnings decide what is
 refused or rough, adapt_bundle adapts, save_adapted saves) in the wizard's worker thread
 (retrain/worker.py). After the comparison the wizard goes to its shared Keep-or-discard page, with the
 same guardrails as a retrain (Save only after Keep, confirm before discarding, the user's model folder,
@@ -20,7 +20,7 @@ from desktop_app.retrain.common import WizardLike, stop_controls
 from desktop_app.retrain.progress import PhaseProgress
 from desktop_app.retrain.verdict import paired_verdict
 
-EMBEDDINGS_FILE = "embeddings.npz"   # core.features.EMBEDDINGS_FILE (not imported: it pulls in no Qt, but numpy)
+EMBEDDINGS_FILE = "embeddings.npz"   # core.learning.features.EMBEDDINGS_FILE (not imported: it pulls in no Qt, but numpy)
 SITE_METRICS = [("roc_auc", "ROC AUC"), ("sensitivity", "Sensitivity"), ("specificity", "Specificity"),
                 ("accuracy", "Accuracy"), ("ece", "Calibration error (lower is better)")]
 RED, AMBER = "#b02020", "#8a5a00"
@@ -38,7 +38,7 @@ def site_counts(items: list[tuple[str, str]]) -> tuple[int, int]:
 
 
 class AdaptPage(QWizardPage):
-    """Choose the base bundle; shows the site counts and core.adapt's refusal or warning."""
+    """Choose the base bundle; shows the site counts and core.learning.adapt's refusal or warning."""
 
     def __init__(self, wizard: WizardLike):
         super().__init__()
@@ -86,7 +86,7 @@ class AdaptPage(QWizardPage):
         self.base.setCurrentIndex(self.base.findData(str(bundle_dir)))
 
     def refresh(self) -> None:
-        from core.adapt import MIN_PER_CLASS
+        from core.triage.remedy import MIN_PER_CLASS
 
         path, card = self.chosen()
         n_pos, n_neg = site_counts(self.w.session_items)
@@ -94,7 +94,7 @@ class AdaptPage(QWizardPage):
                             "of each are needed; photos marked unsure are left out)")
         if card is not None:
             self.name.setText(f"{card.name}-site")
-            from core.adapt import site_version
+            from core.learning.adapt import site_version
 
             self.version.setText(site_version(card.version))
             self.base_note.setText(f"{path}" if has_embeddings(path, card) else
@@ -110,8 +110,8 @@ class AdaptPage(QWizardPage):
         return [1 if label == "mpox" else 0 for _p, label in self.w.session_items]
 
     def problem(self) -> str:
-        """core.adapt's one-line refusal, or why the chosen bundle cannot be adapted ("" = can go on)."""
-        from core.adapt import count_problem
+        """core.learning.adapt's one-line refusal, or why the chosen bundle cannot be adapted ("" = can go on)."""
+        from core.learning.adapt import count_problem
 
         path, card = self.chosen()
         if card is None:
@@ -122,7 +122,7 @@ class AdaptPage(QWizardPage):
         return count_problem(self.labels()) or ""
 
     def warnings(self) -> list[str]:
-        from core.adapt import count_warnings
+        from core.learning.adapt import count_warnings
 
         return count_warnings(self.labels())
 
@@ -134,7 +134,7 @@ class AdaptPage(QWizardPage):
 
 
 class AdaptRunPage(QWizardPage):
-    """Runs core.adapt.adapt_bundle in the worker thread, with the phase bar and Cancel."""
+    """Runs core.learning.adapt.adapt_bundle in the worker thread, with the phase bar and Cancel."""
 
     def __init__(self, wizard: WizardLike):
         super().__init__()
@@ -180,7 +180,7 @@ class AdaptRunPage(QWizardPage):
     def _on_progress(self, stage: str, done: int, total: int, message: str) -> None:
         if self.w.currentPage() is not self or self.done:
             return
-        # core.adapt reports every step under one stage: each message is its own phase here.
+        # core.learning.adapt reports every step under one stage: each message is its own phase here.
         _new, fraction, label = self.phases.update(message or stage, done, total, "")
         if total <= 1 or fraction >= 1.0:
             # A step without counts, or one whose counted part is done but still working: busy, never a
@@ -205,7 +205,7 @@ class AdaptRunPage(QWizardPage):
         self.completeChanged.emit()
 
     def failed(self, message: str) -> None:
-        """core.adapt's refusal or error: said once, and no control left looking alive."""
+        """core.learning.adapt's refusal or error: said once, and no control left looking alive."""
         stop_controls(self.cancel_button, self.progress, self.phase_label)
         self.message.setText(f"<span style='color:{RED}'>Adapting stopped: {message}</span> Nothing was saved. Go "
                              "Back to change the model or the reviews, or Cancel to close.")

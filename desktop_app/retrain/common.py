@@ -12,14 +12,14 @@ from typing import Any, Protocol, Sequence
 
 def training_available() -> bool:
     """Whether TensorFlow and Keras can be imported (checked without importing them)."""
-    from core.tf_runtime import tensorflow_available
+    from core.models.tf_runtime import tensorflow_available
 
     return tensorflow_available()
 
 
 def train_extra_note() -> str:
     """The data page's first words in an install without TensorFlow: why training is off and what works."""
-    from core.tf_runtime import TRAIN_EXTRA_HINT
+    from core.models.tf_runtime import TRAIN_EXTRA_HINT
 
     return ("Training a new model needs TensorFlow, which this install does not include (install the [train] "
             f"extra: {TRAIN_EXTRA_HINT}). Adapting a model to this site's reviewed photos works without it: "

@@ -1,6 +1,6 @@
 """The retrain bar: one phase at a time, named, and never moving backwards within a phase.
 
-core.training reports per-batch progress (batch/steps, restarting every epoch) and per-epoch
+core.learning.training reports per-batch progress (batch/steps, restarting every epoch) and per-epoch
 progress (epoch/epochs) under the same stage; shown raw the bar jumps 82% -> 7% -> 62%. This turns
 both into one fraction of the phase (epochs done + the current epoch's share), kept monotonic.
 """

@@ -6,7 +6,7 @@ binomial test of b against b + c at 5%. "Better" / "worse" only when that test s
 "not measurably different on these N photos", however the point estimates lean. Paired, because
 the two models see the same photos (overlapping bootstrap intervals of unpaired figures would be
 weaker and harder to explain).
-TODO: the statistics belong in core.evaluation (no Qt here, so it can move as is).
+TODO: the statistics belong in core.learning.evaluation (no Qt here, so it can move as is).
 """
 
 from __future__ import annotations
@@ -43,13 +43,9 @@ def paired_verdict(new: dict, current: dict | None, alpha: float = ALPHA, what: 
         return Verdict("no comparison", 0, 0, 0, None, "The two evaluations share no scored photos.")
     new_only = sum(a[p] and not b[p] for p in both)
     current_only = sum(b[p] and not a[p] for p in both)
-    discordant = new_only + current_only
-    if discordant == 0:
-        p_value = 1.0
-    else:
-        from scipy.stats import binomtest
+    from core.learning.evaluation import paired_exact_p
 
-        p_value = float(binomtest(new_only, discordant, 0.5).pvalue)
+    p_value = paired_exact_p(new_only, current_only)
     if p_value < alpha:
         word = "better" if new_only > current_only else "worse"
     else:

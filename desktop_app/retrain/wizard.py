@@ -1,9 +1,9 @@
 """Retrain wizard: data -> architecture and preset -> live training -> new vs current -> save or discard.
 
 Or, from the data page, "Adapt to this site's reviewed photos" (retrain/adapt_pages.py): base model ->
-core.adapt in the worker -> old vs new on the same site photos with a verdict -> the same save page.
+core.learning.adapt in the worker -> old vs new on the same site photos with a verdict -> the same save page.
 
-Every step is a core call (core.datasets, core.training, core.evaluation) made in the wizard's own
+Every step is a core call (core.learning.datasets, core.learning.training, core.learning.evaluation) made in the wizard's own
 worker thread; the pages only present and schedule.
 
 Guardrails (docs/desktop.md): at least MIN_PER_CLASS photos of each class overall and
@@ -81,7 +81,7 @@ class DataPage(QWizardPage):
         self.from_adapt = QRadioButton("Adapt to this site's reviewed photos")
         self.load_button = None
         self.from_adapt.setToolTip("Keep a model's training data and add this folder's reviewed photos "
-                                   "(core.adapt; needs a bundle that carries its training embeddings)")
+                                   "(core.learning.adapt; needs a bundle that carries its training embeddings)")
         group = QButtonGroup(self)
         group.addButton(self.from_folder)
         group.addButton(self.from_session)
@@ -193,7 +193,7 @@ class DataPage(QWizardPage):
 
     def isComplete(self) -> bool:
         if self.from_adapt.isChecked():
-            return True   # the adapt page checks the counts (core.adapt's rule)
+            return True   # the adapt page checks the counts (core.learning.adapt's rule)
         return self.dataset is not None and not self.problem()
 
     def nextId(self) -> int:
@@ -207,7 +207,7 @@ class ModelPage(QWizardPage):
         self.setTitle("Architecture and preset")
         self.setSubTitle("Quick trains only the head on cached features (minutes). Full also fine-tunes the top "
                          "blocks of the backbone (much longer).")
-        from core.preprocess import ARCHITECTURES
+        from core.photos.preprocess import ARCHITECTURES
 
         self.arch = QComboBox()
         for key, spec in ARCHITECTURES.items():
@@ -534,7 +534,7 @@ class RetrainWizard(QWizard):
             list(zip(window.selected_dirs(), window.selected_cards())) if window is not None else [])
         self.session_items = session_items if session_items is not None else (
             window.reviewed_items() if window is not None else [])
-        # The content each review labelled: core.adapt leaves out photos changed since (stale reviews).
+        # The content each review labelled: core.learning.adapt leaves out photos changed since (stale reviews).
         self.review_sha256 = review_sha256 if review_sha256 is not None else (
             window.reviewed_sha256() if window is not None and hasattr(window, "reviewed_sha256") else {})
         self.weights_dir = weights_dir if weights_dir is not None else (
@@ -577,13 +577,13 @@ class RetrainWizard(QWizard):
         result = getattr(self.host.worker, "adapt_result" if self.adapting else "result", None)
         if session is None or result is None:
             return
-        from core.session import ACTION_RETRAIN
-        from core.training import retrain_audit_details
+        from core.store.session import ACTION_RETRAIN
+        from core.learning.training import retrain_audit_details
 
         session.log(ACTION_RETRAIN, retrain_audit_details(result.card, path))
 
     def train_config(self):
-        from core.training import TrainConfig
+        from core.learning.training import TrainConfig
 
         page = self.model_page
         fields = dict(arch=page.arch.currentData(), preset=page.preset.currentData(), name=page.name.text().strip(),
@@ -634,16 +634,16 @@ class RetrainWizard(QWizard):
             where = "the Adapt page" if self.adapting else "the Architecture page"
             return f"{target} already exists: change the version on {where}, nothing is overwritten."
         try:
-            from core.bundle import default_models_dir
+            from core.models.bundle import default_models_dir
 
             shipped = default_models_dir().resolve()
             if target.resolve().is_relative_to(shipped):
                 return f"{target} is inside the shipped models folder; bundles go to {user_models_dir()}."
         except Exception:  # noqa: BLE001 - no shipped folder to protect
             pass
-        from core.outputs import OutputError, check_output
+        from core.store.outputs import OutputError, check_output
 
-        try:  # the one output policy (core.outputs): never inside another bundle, the photos, a session
+        try:  # the one output policy (core.store.outputs): never inside another bundle, the photos, a session
             check_output(target, "model folder", folder=self.data_page.folder.text().strip() or None,
                          kind="bundle")
         except OutputError as exc:

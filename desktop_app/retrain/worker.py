@@ -14,16 +14,16 @@ from desktop_app.workers.model_worker import PythonThread
 
 
 class RetrainWorker(QObject):
-    prepared = Signal(object)            # core.datasets.Dataset with splits
+    prepared = Signal(object)            # core.learning.datasets.Dataset with splits
     progress = Signal(int, int, str)     # done, total, message
     stage_progress = Signal(str, int, int, str)   # stage, done, total, message (the bar's phases)
-    epoch = Signal(object)               # core.training.EpochLog
-    trained = Signal(object)             # core.training.TrainResult
+    epoch = Signal(object)               # core.learning.training.EpochLog
+    trained = Signal(object)             # core.learning.training.TrainResult
     compared = Signal(object, object)    # metrics of the new model, of the current one (or None)
     saved = Signal(str)                  # bundle folder
     failed = Signal(str, str)            # stage, message
     cancelled = Signal(str)              # stage
-    adapted = Signal(object, object)     # core.adapt.AdaptResult, (new, parent) per-photo predictions or None
+    adapted = Signal(object, object)     # core.learning.adapt.AdaptResult, (new, parent) per-photo predictions or None
 
     def __init__(self):
         super().__init__()
@@ -39,7 +39,7 @@ class RetrainWorker(QObject):
     def prepare(self, source: dict) -> None:
         """source: {"folder": path} or {"items": [(path, label)]}; then a group-aware split."""
         try:
-            from core.datasets import dataset_from_labels, load_folder_dataset, split_dataset
+            from core.learning.datasets import dataset_from_labels, load_folder_dataset, split_dataset
 
             if "folder" in source:
                 ds = load_folder_dataset(source["folder"])
@@ -58,10 +58,10 @@ class RetrainWorker(QObject):
         self.cancel = CancelToken()
         self.result = None
         try:
-            from core.tf_runtime import load_tensorflow
+            from core.models.tf_runtime import load_tensorflow
 
             load_tensorflow()
-            from core.training import train_model
+            from core.learning.training import train_model
 
             result = train_model(dataset, config, progress=self._progress, cancel=self.cancel,
                                  on_epoch=self.epoch.emit, parent=parent_card)
@@ -78,8 +78,8 @@ class RetrainWorker(QObject):
     def compare(self, val_dataset, current_bundle_dir, n_bootstrap: int) -> None:
         """Evaluate the new model and the current one on the same validation images."""
         try:
-            from core.bundle import Bundle, load_bundle
-            from core.evaluation import evaluate_bundle
+            from core.models.bundle import Bundle, load_bundle
+            from core.learning.evaluation import evaluate_bundle
 
             new = Bundle(self.result.card, self.result.model, self.result.ood)
             new_metrics = evaluate_bundle(new, val_dataset, progress=self._progress, n_bootstrap=n_bootstrap)
@@ -95,9 +95,9 @@ class RetrainWorker(QObject):
     @Slot(object)
     def adapt(self, spec: dict) -> None:
         """spec: {"bundle": folder, "items": [(path, label)], "review_sha256": {path: SHA-256 the review labelled},
-        "name", "version", "seed", "n_bootstrap"}. core.adapt's refusals reach the page as `failed` (one line).
+        "name", "version", "seed", "n_bootstrap"}. core.learning.adapt's refusals reach the page as `failed` (one line).
 
-        core.adapt.adapt_bundle on the session's reviewed photos (as `mpox-triage adapt --session`), then the
+        core.learning.adapt.adapt_bundle on the session's reviewed photos (as `mpox-triage adapt --session`), then the
         per-photo predictions of both models on the same site photos for the paired verdict."""
         from core.progress import CancelToken, Cancelled
 
@@ -105,10 +105,10 @@ class RetrainWorker(QObject):
         self.cancel = spec.get("cancel") or CancelToken()
         self.adapt_result = None
         try:
-            from core.adapt import adapt_bundle  # LiteRT and numpy; TensorFlow only if the model needs it
-            from core.bundle import load_bundle
-            from core.datasets import dataset_from_labels
-            from desktop_app.retrain.adapt_compare import site_predictions
+            from core.learning.adapt import adapt_bundle  # LiteRT and numpy; TensorFlow only if the model needs it
+            from core.models.bundle import load_bundle
+            from core.learning.datasets import dataset_from_labels
+            from core.learning.adapt import site_predictions
 
             bundle = load_bundle(spec["bundle"])
             ds = dataset_from_labels(spec["items"], source="session")
@@ -146,9 +146,9 @@ class RetrainWorker(QObject):
 
     @Slot(str)
     def save_adapted(self, out_dir: str) -> None:
-        """core.adapt.save_adapted: refuses an existing folder and the shipped models folder."""
+        """core.learning.adapt.save_adapted: refuses an existing folder and the shipped models folder."""
         try:
-            from core.adapt import save_adapted
+            from core.learning.adapt import save_adapted
 
             self.saved.emit(str(save_adapted(self.adapt_result, out_dir, force=False)))
         except Exception as exc:
@@ -157,7 +157,7 @@ class RetrainWorker(QObject):
     @Slot(str)
     def save(self, out_dir: str) -> None:
         try:
-            from core.training import save_trained
+            from core.learning.training import save_trained
 
             if Path(out_dir).exists():
                 raise FileExistsError(f"{out_dir} already exists; choose another version so no bundle is replaced")

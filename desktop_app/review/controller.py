@@ -96,7 +96,7 @@ class ReviewController(QObject):
         if source_row is None:
             return
         reviewer = self.window.settings.reviewer
-        # Through the workspace (core.workspace), the one place that defines a review for the CLI and the app.
+        # Through the workspace (core.store.workspace), the one place that defines a review for the CLI and the app.
         workspace = getattr(self.window, "workspace", None)
         saved = True
         if workspace is not None:

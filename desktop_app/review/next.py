@@ -1,12 +1,12 @@
 """Review next (Ctrl+J): the review queue, for safety (no Qt).
 
 From stored results only, so it is instant and never blocks the window: among the unreviewed photos the
-current model did not call mpox, the one it scores highest first (core.adapt.review_queue): the photos
+current model did not call mpox, the one it scores highest first (core.triage.labelling.review_queue): the photos
 most likely to be a missed mpox are looked at first. Photos called mpox come after them (they are
 reviewed as positives anyway).
 
 Photos to label for adapting are another job with another order: the labelling sample
-(`mpox-triage adapt --suggest N`, core.adapt.labelling_sample), a seeded random sample of the folder.
+(`mpox-triage adapt --suggest N`, core.triage.labelling.labelling_sample), a seeded random sample of the folder.
 """
 
 from __future__ import annotations
@@ -27,7 +27,7 @@ def pick_next(order: Sequence[str], records: Mapping[str, object], reviewed: Ite
               default_threshold: float = 0.5) -> NextPick:
     """`order`: the folder's photos in display order; `records`: path -> ResultRecord of one model;
     `reviewed`: paths with any review (mpox, not mpox, unsure)."""
-    from core.adapt import review_queue
+    from core.triage.labelling import review_queue
 
     done = set(reviewed)
     cands, p_of, thr_of, called = [], [], {}, []
@@ -60,10 +60,10 @@ class LabelPick:
 
 def pick_for_labelling(order: Sequence[str], records: Mapping[str, object], reviews: Mapping[str, object],
                        folder: str, n: int, session: object = None) -> LabelPick:
-    """The next photo of the folder's labelling sample (core.adapt.labelling_sample, seeded by `folder`) that has
+    """The next photo of the folder's labelling sample (core.triage.labelling.labelling_sample, seeded by `folder`) that has
     no mpox / not-mpox review; photos reviewed `unsure` are passed over. `records`: path -> ResultRecord of
     one model (their file SHA-256 places each photo; the sample is blind to the scores)."""
-    from core.adapt import folder_seed, labelling_sample, remember_sample, stored_sample
+    from core.triage.labelling import folder_seed, labelling_sample, remember_sample, stored_sample
 
     def label(p):
         r = reviews.get(p)

@@ -6,7 +6,7 @@ import html
 
 from PySide6.QtWidgets import QDialog, QDialogButtonBox, QTextBrowser, QVBoxLayout, QWidget
 
-from desktop_app.results.view import TYPING_BURST_S
+from desktop_app.results.keys import TYPING_BURST_S
 
 SHORTCUTS: list[tuple[str, str]] = [
     ("Ctrl+O", "Open a folder of photos"),

@@ -15,8 +15,8 @@ MAX_RECENT = 8
 
 def user_models_dir() -> Path:
     """The user's own model folder (where retrained and adapted models go): core's one rule
-    (core.bundle.user_models_dir: $MPOX_TRIAGE_USER_MODELS_DIR, else the platform's per-user data folder)."""
-    from core.bundle import user_models_dir as core_user_models_dir
+    (core.models.bundle.user_models_dir: $MPOX_TRIAGE_USER_MODELS_DIR, else the platform's per-user data folder)."""
+    from core.models.bundle import user_models_dir as core_user_models_dir
 
     return core_user_models_dir()
 
@@ -41,7 +41,7 @@ class AppSettings:
 
     @property
     def models_dir(self) -> str:
-        """Empty = the shipped models folder (core.bundle.default_models_dir)."""
+        """Empty = the shipped models folder (core.models.bundle.default_models_dir)."""
         return self._str("paths/models_dir", "")
 
     @models_dir.setter
@@ -83,7 +83,7 @@ class AppSettings:
 
     def export_path(self, fallback_folder: str, file_name: str) -> str:
         """Where an export dialog starts: the last export folder, else the folder that holds the photo folder
-        (outputs never go inside the scanned folder: core.workspace refuses that, as classify does)."""
+        (outputs never go inside the scanned folder: core.store.workspace refuses that, as classify does)."""
         folder = self.last_export_dir if self.last_export_dir and os.path.isdir(self.last_export_dir) \
             else (os.path.dirname(os.path.abspath(fallback_folder)) if fallback_folder else "")
         return os.path.join(folder or os.path.expanduser("~"), file_name)

@@ -1,7 +1,7 @@
 """Thumbnails and display images decoded off the GUI thread, cached in memory and in the session folder.
 
 Thumbnails are never written beside the original photos: the disk cache lives in the session's
-cache folder (core.session.SessionStore.cache_dir), keyed by a hash of the path and file time.
+cache folder (core.store.session.SessionStore.cache_dir), keyed by a hash of the path and file time.
 """
 
 from __future__ import annotations

@@ -52,13 +52,13 @@ class PythonThread(QThread):
 
 @dataclass
 class RunJob:
-    """One run request for one model: a core.workspace.ScorePlan on a core.workspace.Workspace."""
+    """One run request for one model: a core.store.workspace.ScorePlan on a core.store.workspace.Workspace."""
 
-    workspace: Any                   # core.workspace.Workspace
-    plan: Any                        # core.workspace.ScorePlan for this worker's model
+    workspace: Any                   # core.store.workspace.Workspace
+    plan: Any                        # core.store.workspace.ScorePlan for this worker's model
     cancel: Any                      # core.progress.CancelToken
     job_id: int = 0
-    # core.inference.backbone_sharing role: a combined model run beside its components scores them in its pass
+    # core.triage.inference.backbone_sharing role: a combined model run beside its components scores them in its pass
     share: Any = None
 
 
@@ -70,7 +70,7 @@ class RunSummary:
     total: int
     done: int = 0
     errors: int = 0
-    status: str = ""                 # core.workspace.RUN_STATUSES
+    status: str = ""                 # core.store.workspace.RUN_STATUSES
     cancelled: bool = False
     failed: str = ""
     elapsed_s: float = 0.0
@@ -81,7 +81,7 @@ class RunSummary:
 
 
 class ModelWorker(QObject):
-    """Lives in its own QThread; owns one core.bundle.Bundle."""
+    """Lives in its own QThread; owns one core.models.bundle.Bundle."""
 
     loaded = Signal(object)              # ModelCard
     load_failed = Signal(str)
@@ -102,7 +102,7 @@ class ModelWorker(QObject):
     def _ensure_loaded(self):
         if self.bundle is None:
             # TensorFlow is imported (here, in this thread) only for a bundle without a LiteRT runtime.
-            from core.bundle import load_bundle
+            from core.models.bundle import load_bundle
 
             bundle = load_bundle(self.bundle_ref)
             self._warm_up(bundle)
@@ -146,7 +146,7 @@ class ModelWorker(QObject):
         try:
             bundle = self._ensure_loaded()
             summary.card = bundle.card
-            from core.inference import shared_engine
+            from core.triage.inference import shared_engine
 
             engine = shared_engine(bundle, job.share, batch_size=self.batch_size, threshold=job.plan.threshold)
 
@@ -169,7 +169,7 @@ class ModelWorker(QObject):
                     pending.append(record)
             finally:
                 emit_pending()
-            # However the run ended, the workspace recomputed this model's verdict on what is stored (core.workspace,
+            # However the run ended, the workspace recomputed this model's verdict on what is stored (core.store.workspace,
             # WorkspaceRun._after_run: the shift test, here in the worker) and moved its stored rows to the point that
             # verdict gives: the re-decided rows go to the table like results.
             pending.extend(run.redecided)
@@ -195,7 +195,7 @@ class ModelWorker(QObject):
     @Slot(object)
     def attach(self, workspace) -> None:
         """Bring this model's verdict on an opened folder up to date with what its session stores (after a killed
-        run the stored set has changed since the last verdict: core.workspace.Workspace.attach), here in the worker
+        run the stored set has changed since the last verdict: core.store.workspace.Workspace.attach), here in the worker
         because the shift test takes up to a second; stored rows move to the point the verdict gives."""
         try:
             bundle = self._ensure_loaded()
@@ -212,8 +212,8 @@ class ModelWorker(QObject):
     def explain(self, path: str) -> None:
         try:
             bundle = self._ensure_loaded()
-            from core.explain import colorize, gradcam
-            from core.images import load_rgb
+            from core.models.explain import colorize, gradcam
+            from core.photos.images import load_rgb
 
             rgb = load_rgb(path, max_side=768)
             heat = gradcam(bundle, rgb)

@@ -1,6 +1,6 @@
 """Runs a workspace through one or more model workers and merges their signals for the window.
 
-Each worker iterates `core.workspace.Workspace.run` for its model (the workspace commits and records
+Each worker iterates `core.store.workspace.Workspace.run` for its model (the workspace commits and records
 the run's status); this controller only schedules, merges and counts in photos.
 """
 
@@ -33,7 +33,7 @@ class RunController(QObject):
     from a timer, so a backlog never becomes one long stretch of GUI work; `finished` comes after the last
     record.
 
-    The finished summary: {status (finished | cancelled | failed; see core.workspace), total (photos to score),
+    The finished summary: {status (finished | cancelled | failed; see core.store.workspace), total (photos to score),
     kept (photos that got a result), errors (photos that could not be read), results (records, file x model),
     cancelled, elapsed_s, failures, models}.
     """
@@ -66,7 +66,7 @@ class RunController(QObject):
         self._flush_timer.timeout.connect(self._flush)
 
     def start(self, jobs: Iterable[tuple[ModelHandle, object]], workspace, names: dict | None = None) -> None:
-        """Start one run per (model handle, core.workspace.ScorePlan) pair on `workspace`; all share one
+        """Start one run per (model handle, core.store.workspace.ScorePlan) pair on `workspace`; all share one
         CancelToken."""
         from core.progress import CancelToken  # pure Python, no TensorFlow
 
@@ -102,7 +102,7 @@ class RunController(QObject):
             w.run_finished.connect(self._on_finished)
         self.started.emit(self.total)
         self._flush_timer.start()
-        from core.inference import backbone_sharing  # NumPy only, no TensorFlow
+        from core.triage.inference import backbone_sharing  # NumPy only, no TensorFlow
 
         # "Both": the combined model scores its components in its own pass; their workers hand out those rows.
         roles = backbone_sharing([plan.card for _h, plan in jobs])
@@ -182,7 +182,7 @@ class RunController(QObject):
             return
         self._disconnect()
         self._progress_dirty = True
-        from core.shift import folder_verdict  # NumPy only, no TensorFlow
+        from core.triage.shift import folder_verdict  # NumPy only, no TensorFlow
 
         summaries = list(self._summaries.values())
         failures = [s.failed for s in summaries if s.failed]
