@@ -3,8 +3,9 @@
 Called by packaging/mpox-triage.spec after COLLECT (PyInstaller's own strip=True cannot skip a file, and it breaks
 the OpenBLAS and libgfortran copies of numpy.libs/ and scipy.libs/: auditwheel's patchelf gave them a layout
 that `strip` rewrites into segments the loader refuses with "ELF load command address/offset not page-aligned").
-Each library is stripped into a copy; the copy replaces it only when `strip` succeeded and every loadable segment
-of the copy still satisfies the loader's rule, so a library is either stripped and loadable or left as it was.
+Each library is stripped into a copy; the copy replaces it only when `strip` succeeded, the copy is smaller, and
+every loadable segment of the copy still satisfies the loader's rule, so a library is either stripped and loadable
+or left as it was.
 Usage: python packaging/strip_libs.py DIST_INTERNAL_DIR   (prints what it saved and what it left unstripped)
 """
 
@@ -56,6 +57,9 @@ def strip_tree(root: Path, strip: str = "strip") -> tuple[int, int, list[str]]:
             tmp.unlink(missing_ok=True)
             continue
         before, after = path.stat().st_size, tmp.stat().st_size
+        if after >= before:   # nothing to strip (some of auditwheel's libraries even grow a little)
+            tmp.unlink()
+            continue
         shutil.copymode(path, tmp)
         os.replace(tmp, path)
         done, saved = done + 1, saved + before - after
