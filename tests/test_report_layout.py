@@ -136,3 +136,20 @@ def test_long_local_model_names_and_versions_break_no_word_and_overprint_no_cell
     # One rule for narrow places: architecture and short version, the same for every model.
     assert [m.short for m in ctx.models] == ["combined 1.3.0", "MobileNetV2 1.3.0+site", "MobileNetV2 1.3.0",
                                              "Xception 1.3.0"]
+
+
+def test_each_shipped_font_of_the_chain_loads_from_its_compressed_file_and_draws_its_script():
+    """The fonts ship xz-compressed (resources/fonts/*.ttf.xz) and are decompressed in memory: a file that is
+    missing, not compressed as named, or not a TrueType font would silently drop its script to a later font
+    (or to no font) in every PDF, so each one is loaded here on its own."""
+    from core.reports.layout import FONT_CHAIN, FONT_DIR, open_font
+
+    probes = {"NotoSans": "Łд", "NotoSansDevanagari": "फ", "NotoSansArabic": "ص", "Unifont": "病한",
+              "UnifontEmoji": "😀"}
+    assert [name for name, _ in FONT_CHAIN] == list(probes)
+    for name, file in FONT_CHAIN:
+        path = FONT_DIR / file
+        assert path.is_file() and path.suffix == ".xz", path
+        font = open_font(f"Probe{name}", path)
+        assert all(ord(ch) in font.face.charToGlyph for ch in probes[name]), name
+        assert font.face.name.startswith(b"Noto" if name.startswith("Noto") else b"Unifont"), font.face.name
