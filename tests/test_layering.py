@@ -75,6 +75,20 @@ def test_the_import_contracts_hold():
         os.chdir(cwd)
 
 
+def test_desktop_app_uses_only_public_names_of_core():
+    """desktop_app presents and schedules through core's public names: no `_private` name and no private module
+    of core is imported by the app (what it computes lives in core, where the contracts above hold)."""
+    offenders = []
+    for path in (REPO / "desktop_app").rglob("*.py"):
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            if isinstance(node, ast.ImportFrom) and node.module and node.module.split(".")[0] == "core":
+                names = [a.name for a in node.names]
+                private = [n for n in names if n.startswith("_") and not n.startswith("__")]   # __version__ is public
+                if any(part.startswith("_") for part in node.module.split(".")) or private:
+                    offenders.append(f"{path.relative_to(REPO)}:{node.lineno}: from {node.module} import {names}")
+    assert offenders == []
+
+
 def test_core_modules_name_no_qt_even_in_strings():
     """What a contract cannot see: a Qt module imported by name (importlib) anywhere in core."""
     offenders = [str(path.relative_to(REPO)) for path in CORE.rglob("*.py")
