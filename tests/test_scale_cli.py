@@ -171,3 +171,25 @@ def test_engine_ray_run_whose_driver_is_killed_resumes_to_the_local_csv(tmp_path
     assert local.returncode == 0, local.stderr[-3000:]
     _assert_same_csv(ray_csv, local_csv)
     assert _count_results(session / SESSION_FILE) == n  # each file once in the session
+
+
+@needs_engine_flag
+@needs_ray
+def test_a_folder_scored_on_ray_gets_the_shift_verdict_of_a_local_run(tmp_path, ray_env):
+    """Each Ray row carries its photo's embedding back to the driver's session, so the folder's shift test
+    covers photos scored on Ray: the same alarm, p-value and CSV as the local engine (before, a Ray-only folder
+    had no embeddings stored and so no verdict)."""
+    from tests.helpers import make_image_folder
+    from tests.test_never_miss import _alarm_bundle
+
+    bundle = _alarm_bundle(tmp_path)
+    folder = make_image_folder(tmp_path / "photos", n_per_class=20, size=(40, 32))
+    lines = {}
+    for name, extra in (("local", []), ("ray", ["--engine", "ray", "--actors", "1"])):
+        proc = subprocess.run(_cli("classify", str(folder), "--model", str(bundle), "--session", str(tmp_path / name),
+                                   "--csv", str(tmp_path / f"{name}.csv"), "--quiet", *extra),
+                              cwd=REPO, env=ray_env, capture_output=True, text=True, timeout=600)
+        assert proc.returncode == 0, proc.stderr[-3000:]
+        lines[name] = [ln for ln in proc.stderr.splitlines() if "shift test p =" in ln or ln.startswith("Shift alarm")]
+    assert lines["ray"] and lines["ray"] == lines["local"], lines
+    _assert_same_csv(tmp_path / "ray.csv", tmp_path / "local.csv")

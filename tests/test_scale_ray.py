@@ -56,6 +56,11 @@ def _assert_same_records(got: list[ResultRecord], want: list[ResultRecord]) -> N
             assert (a is None) == (b is None), (g.path, key)
             if a is not None:
                 assert abs(a - b) <= 1e-5, (g.path, key, a, b)
+        # The embedding the folder's shift test needs comes back from the actor (float16, as the local engine's).
+        assert (g.embedding is None) == (w.embedding is None), g.path
+        if w.embedding is not None:
+            assert g.embedding.dtype == np.float16 and np.abs(g.embedding.astype(np.float32)
+                                                              - w.embedding.astype(np.float32)).max() <= 2e-3, g.path
 
 
 @pytest.fixture(scope="module")

@@ -395,9 +395,12 @@ def _run(args: argparse.Namespace) -> int:
         for moved_from, moved_to in ws.moved:
             print(f"moved: {safe_text(moved_from)} -> {safe_text(moved_to)} (same photo: its results and review "
                   "follow it)", file=sys.stderr)
+        from core.store.workspace import shift_reference
+
         for engine, _card, _rt in engines:
-            if getattr(engine, "bundle", None) is not None:
-                ws.attach(engine.bundle)   # its verdict on what is stored decides the operating point of its plan
+            if shift_reference(engine) is not None:
+                # its verdict on what is stored decides the operating point of its plan
+                ws.attach(shift_reference(engine))
         from core.store.cases import assign
 
         case_of = assign(ws.paths, grouping, ws.folder, column)

@@ -24,7 +24,7 @@ MAX_BLOCKS = 10_000  # beyond ~320,000 files a block holds several batches: fewe
 
 # Columns an actor sends back for each input row (the driver adds model, threshold and timestamp).
 _RESULT_COLUMNS = ("i", "status", "p_mpox", "prediction", "flag", "ood_score", "has_ood", "scope_score", "file_sha256",
-                   "error")
+                   "error", "embedding", "has_embedding")
 
 
 class RayRunError(RuntimeError):
@@ -69,7 +69,17 @@ class _Scorer:
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         paths = [os.fsdecode(bytes(p)) for p in batch["path"]]
         records = list(self.engine.run(paths))
+        self.engine.embeddings.clear()   # each row carries its own; the actor keeps none (memory stays flat)
         ok = [r.status == STATUS_OK for r in records]
+        # The embedding of each photo the scope check kept (float16), on its way to the driver's session: the
+        # folder's shift test covers photos scored on Ray as it covers photos scored here.
+        dim = next((len(r.embedding) for r in records if r.embedding is not None), 0)
+        emb = np.zeros((len(records), dim), dtype=np.float16)
+        has_emb = np.zeros(len(records), dtype=bool)
+        for k, r in enumerate(records):
+            if r.embedding is not None and len(r.embedding) == dim:
+                emb[k] = r.embedding
+                has_emb[k] = True
         return {
             "i": np.asarray(batch["i"], dtype=np.int64),
             "status": np.asarray([r.status for r in records], dtype=object),
@@ -83,6 +93,8 @@ class _Scorer:
                                       dtype=np.float64),
             "file_sha256": np.asarray([r.file_sha256 or "" for r in records], dtype=object),
             "error": np.asarray([r.error for r in records], dtype=object),
+            "embedding": emb,
+            "has_embedding": has_emb,
         }
 
 
@@ -113,6 +125,14 @@ class RayEngine:
         if not 0.0 <= self.threshold <= 1.0:
             raise ValueError(f"threshold must be between 0 and 1, got {self.threshold}")
         self._started = False
+
+    @property
+    def reference(self):
+        """What the driver's shift test reads of this model (core.triage.shift.folder_shift): its card and its
+        verified folder, whose embeddings.npz is the training reference. No model is loaded on the driver."""
+        from types import SimpleNamespace
+
+        return SimpleNamespace(card=self.card, path=self.bundle_dir)
 
     @property
     def runtime_name(self) -> str:
@@ -158,7 +178,8 @@ class RayEngine:
             scope_score=None if np.isnan(row["scope_score"]) else float(row["scope_score"]),
             model=card.name, model_version=card.version, model_sha256=card.model_sha256,
             scoring_digest=card.scoring_digest, threshold=self.threshold,
-            file_sha256=str(row["file_sha256"]) or None, error=str(row["error"]))
+            file_sha256=str(row["file_sha256"]) or None, error=str(row["error"]),
+            embedding=np.asarray(row["embedding"], dtype=np.float16) if ok and row["has_embedding"] else None)
 
     def run(self, paths: Iterable[str | os.PathLike], progress: ProgressFn | None = None,
             cancel: CancelToken | None = None) -> Iterator[ResultRecord]:

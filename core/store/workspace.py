@@ -63,6 +63,12 @@ class WorkspaceError(Exception):
     """A workspace could not be opened or written (session, CSV, PDF); the message is one line for the user."""
 
 
+def shift_reference(engine: Any) -> Any:
+    """What a model's shift test on this workspace reads (its card and its bundle folder's training
+    embeddings): the local engine's loaded bundle, or a Ray engine's verified folder (core.scale.RayEngine)."""
+    return getattr(engine, "bundle", None) or getattr(engine, "reference", None)
+
+
 def card_key(card: Any) -> str:
     """ModelCard.key for a card (or a dict with the same fields)."""
     key = getattr(card, "key", None)
@@ -414,7 +420,7 @@ class Workspace:
         key = card_key(engine_card(engine))
         if key != plan.key:
             raise ValueError(f"engine runs model {key!r} but the plan is for {plan.key!r}")
-        bundle = getattr(engine, "bundle", None)
+        bundle = shift_reference(engine)
         if bundle is not None and getattr(bundle, "card", None) is not None and card_key(bundle.card) == key:
             self.bundles.setdefault(key, bundle)
         size = commit_every or getattr(engine, "batch_size", None) or 32
