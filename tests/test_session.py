@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import sqlite3
 
 import pytest
@@ -136,6 +137,11 @@ def test_export_audit_jsonl_writes_one_json_object_per_entry(tmp_path):
     lines = out.read_text(encoding="utf-8").splitlines()
     assert [json.loads(line)["action"] for line in lines] == ["review", "report_exported"]
     assert json.loads(lines[0])["details"]["path"] == "/photos/ünïcode 写真.jpg"
+    # The permissions every output gets (core.store.outputs.publish), not a temporary file's private 0600.
+    umask = os.umask(0)
+    os.umask(umask)
+    assert out.stat().st_mode & 0o777 == 0o666 & ~umask
+    assert [p.name for p in out.parent.iterdir()] == ["audit.jsonl"]   # no temporary file left
 
 
 def _make_format1_session(db) -> None:

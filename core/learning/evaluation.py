@@ -169,22 +169,12 @@ def to_jsonable(value: Any) -> Any:
 
 def save_json(data: dict, path: str | os.PathLike) -> Path:
     """Write metrics as strict JSON (NaN becomes null so any JSON reader accepts it), atomically
-    (core.store.outputs.publish). The caller checked `path` with the output policy (core.store.outputs)."""
-    import tempfile
-
-    from core.store.outputs import publish
+    (core.store.outputs.write_text_atomic). The caller checked `path` with the output policy (core.store.outputs)."""
+    from core.store.outputs import write_text_atomic
 
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    text = json.dumps(to_jsonable(data), indent=2, allow_nan=False)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".partial", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            fh.write(text)
-        publish(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    write_text_atomic(path, json.dumps(to_jsonable(data), indent=2, allow_nan=False))
     return path
 
 

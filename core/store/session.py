@@ -17,7 +17,6 @@ import json
 import os
 import sqlite3
 import stat
-import tempfile
 import threading
 import uuid
 from pathlib import Path
@@ -537,21 +536,14 @@ class SessionStore:
         ]
 
     def export_audit_jsonl(self, path: str | os.PathLike) -> Path:
-        """Write the audit log as JSON Lines (one entry per line), atomically; returns the path."""
+        """Write the audit log as JSON Lines (one entry per line), atomically, with the permissions every output
+        gets (core.store.outputs.write_text_atomic); returns the path."""
+        from core.store.outputs import write_text_atomic
+
         out = Path(path)
         entries = self.audit()
         out.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=f".{out.name}.", suffix=".tmp", dir=out.parent)
-        try:
-            with os.fdopen(fd, "w", encoding="utf-8") as fh:
-                for entry in entries:
-                    fh.write(json.dumps(entry, ensure_ascii=False, sort_keys=True) + "\n")
-                fh.flush()
-                os.fsync(fh.fileno())
-            os.replace(tmp, out)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
+        write_text_atomic(out, "".join(json.dumps(e, ensure_ascii=False, sort_keys=True) + "\n" for e in entries))
         return out
 
     # --- runs and results ----------------------------------------------------------------
