@@ -83,7 +83,7 @@ def main(argv: list[str] | None = None) -> int:
         # Input no check foresaw (a number too large, nesting too deep): one line rather than a traceback.
         return fail(f"an input could not be handled ({type(exc).__name__}: {' '.join(str(exc).split())[:160]})")
     except ValueError as exc:
-        from core.models.npz import ArrayFileError  # a bundle's garbage .npz met by any command: its one line
+        from core.models.array_files import ArrayFileError  # a bundle's garbage .npz met by any command: its one line
 
         if not isinstance(exc, ArrayFileError):
             raise

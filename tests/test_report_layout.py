@@ -12,7 +12,7 @@ from reportlab.platypus import Paragraph
 from core.reports import write_pdf_report
 from core.reports.context import build_context
 from core.reports.cover import _models_table
-from core.reports.photos import _PhotoTable
+from core.reports.photo_table import _PhotoTable
 from tests.helpers import make_photo
 from tests.test_reports import SHA, SHA2, make_card, pdf_pages, rec
 

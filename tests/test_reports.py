@@ -355,7 +355,7 @@ def test_full_disk_raises_one_line_and_leaves_the_previous_report(tmp_path, phot
 
 
 def test_a_failure_while_building_leaves_the_previous_report_and_no_new_file(tmp_path, photos, monkeypatch):
-    import core.reports.photos as photos_section
+    import core.reports.photo_table as photos_section
 
     target = tmp_path / "report.pdf"
     target.write_bytes(b"%PDF previous report")

@@ -281,7 +281,7 @@ def load_embeddings(bundle_or_dir) -> dict[str, np.ndarray]:
         if expected is None or sha256_file(path) != expected:
             raise BundleError(f"{path}: not listed in the model card or changed since the bundle was saved; "
                               "refusing unverified embeddings")
-    from core.models.npz import read_arrays  # garbage or a missing `embedding` array: one line (ArrayFileError)
+    from core.models.array_files import read_arrays  # garbage or a missing `embedding` array: one line (ArrayFileError)
 
     out = read_arrays(path, {"embedding": 2})
     out["embedding"] = out["embedding"].astype(np.float32)

@@ -35,8 +35,8 @@ class OODStats:
 
     @classmethod
     def load(cls, path: str | Path) -> "OODStats":
-        """Read and check (core.models.npz.ArrayFileError, one line, on garbage or inconsistent shapes)."""
-        from core.models.npz import ArrayFileError, read_arrays
+        """Read and check (core.models.array_files.ArrayFileError, one line, on garbage or inconsistent shapes)."""
+        from core.models.array_files import ArrayFileError, read_arrays
 
         data = read_arrays(path, {"mean": 1, "components": 2, "scales": 1, "residual_scale": 0})
         d, (k, dc), ks = data["mean"].shape[0], data["components"].shape, data["scales"].shape[0]

@@ -17,7 +17,7 @@ from core.reports.cards import card_summary, metrics_in_words, model_card_sectio
 from core.reports.charts import agreement_section, distribution_section
 from core.reports.context import DEFAULT_TITLE, ReportContext, build_context
 from core.reports.cover import SHIFT_ADVICE, cover_section, sign_off_section
-from core.reports.photos import photos_section
+from core.reports.photo_table import photos_section
 from core.reports.publish import ReportWriteError, publish_atomically
 from core.reports.rows import (
     Counts, ModelInfo, PhotoCounts, PhotoRow, count_photos, count_records, model_key, models_of, photo_rows,

@@ -73,7 +73,7 @@ def case_summary_section(ctx: ReportContext) -> list[Any]:
 
 def photos_by_case(ctx: ReportContext, layout: Any) -> list[Any]:
     """The photo list under its cases (each photo once), cases in the summary's order; `layout` is the photo
-    section's table maker (core.reports.photos._PhotoTable)."""
+    section's table maker (core.reports.photo_table._PhotoTable)."""
     st = _styles()
     rows = {r.path: r for r in ctx.photos}
     order = {r.path: i for i, r in enumerate(ctx.photos)}   # needs review first, highest risk first

@@ -22,7 +22,7 @@ from core.reports.charts import agreement_section, distribution_section
 from core.reports.context import DEFAULT_TITLE, ReportContext, build_context
 from core.reports.cover import cover_section, sign_off_section
 from core.reports.layout import MARGIN, _NumberedCanvas, folder_label
-from core.reports.photos import photos_section
+from core.reports.photo_table import photos_section
 from core.reports.publish import publish_atomically
 
 

@@ -20,7 +20,7 @@ def require_ray():
 
 
 from core.scale.engine import RayEngine, RayRunError  # noqa: E402  (the engine imports ray lazily itself)
-from core.scale.features import fill_feature_cache  # noqa: E402
+from core.scale.feature_cache import fill_feature_cache  # noqa: E402
 from core.store.sources import ParquetShardWriter, read_manifest, read_parquet_results  # noqa: E402
 
 __all__ = ["RAY_MISSING", "RayEngine", "RayMissingError", "RayRunError", "ParquetShardWriter", "fill_feature_cache",

@@ -326,7 +326,7 @@ def shift_test(folder_emb: np.ndarray, reference_emb: np.ndarray, alpha: float =
 
 def read_embeddings(path: str | os.PathLike) -> dict[str, np.ndarray]:
     """An embeddings.npz: `embedding` (N, D), `label`, `source`, `split` (N,) each."""
-    from core.models.npz import read_arrays  # garbage or a missing `embedding` array: one line (ArrayFileError)
+    from core.models.array_files import read_arrays  # garbage or a missing `embedding` array: one line (ArrayFileError)
 
     return read_arrays(path, {"embedding": 2})
 
@@ -411,7 +411,7 @@ def folder_shift(bundle, embeddings, reference: np.ndarray | None = None, alpha:
     folder = np.stack(emb) if emb else np.zeros((0, 1), np.float32)
     try:
         sets = {"all": np.asarray(reference, dtype=np.float32)} if reference is not None else reference_sets(bundle)
-    except ValueError as exc:  # garbage embeddings.npz (core.models.npz.ArrayFileError): the test is skipped, said once
+    except ValueError as exc:  # garbage embeddings.npz (core.models.array_files.ArrayFileError): the test is skipped, said once
         return ShiftResult(False, None, None, len(folder), alpha=alpha, reason=" ".join(str(exc).split()))
     if not sets:
         return ShiftResult(False, None, None, len(folder), alpha=alpha,
