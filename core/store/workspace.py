@@ -1046,6 +1046,11 @@ class WorkspaceRun:
             self._buffer = []
 
 
+def _row_hash(row: dict[str, str] | None) -> int:
+    """A CSV row's fingerprint within this process (CsvStream.close compares rows written with rows now)."""
+    return hash(tuple(row.items())) if row is not None else 0
+
+
 class CsvStream:
     """See Workspace.csv_stream."""
 
@@ -1059,7 +1064,8 @@ class CsvStream:
             if plan.key in keys:
                 for p in plan.score + plan.redecide:
                     self._pending.setdefault(p, set()).add(plan.key)
-        self._written: dict[str, dict[str, str]] = {}   # photo -> the row written for it
+        # photo -> a hash of the row written for it (a row of an archive's CSV is not kept in memory)
+        self._written: dict[str, int] = {}
         self._index = {p: i for i, p in enumerate(ws.paths)}
         self._order: list[int] = []   # discovery index of each row written, to publish in discovery order
         try:
@@ -1080,7 +1086,7 @@ class CsvStream:
         if row is None or path in self._written:
             return
         self._write_row(row)
-        self._written[path] = row
+        self._written[path] = _row_hash(row)
         self._order.append(self._index.get(path, len(self._index)))
 
     def _write_row(self, row: dict[str, str]) -> None:
@@ -1109,7 +1115,7 @@ class CsvStream:
             for path in self.ws.paths:
                 if path in self._pending:
                     self._write(path)
-            if any(self.ws.csv_row(path, self.keys) != row for path, row in self._written.items()):
+            if any(_row_hash(self.ws.csv_row(path, self.keys)) != h for path, h in self._written.items()):
                 self.abort()
                 return CsvStream(self.ws, self.out, self.keys, ()).close()
             if self._order != sorted(self._order):
