@@ -135,3 +135,32 @@ def test_resume_without_session_is_a_clear_error(tmp_path):
                           capture_output=True, text=True, timeout=120)
     assert proc.returncode == 2
     assert "--resume needs --session" in proc.stderr and "Traceback" not in proc.stderr
+
+
+def test_a_resume_where_combined_has_nothing_left_still_scores_its_component(tmp_path):
+    """Day 1: classify with the combined model. Day 2: resume with combined and one of its components. The
+    combined pass has nothing to score, so it hands its component no rows: the component scores every photo
+    itself (before, it waited for rows that never came, and the run hung at 0/N)."""
+    import csv
+    import subprocess
+    import sys
+
+    from tests.helpers import make_image_folder, make_light_combined
+
+    models = tmp_path / "models"
+    photos = make_image_folder(tmp_path / "photos", n_per_class=6)
+    combined, alpha, _beta = make_light_combined(models, photos)
+    env = {**os.environ, "MPOX_TRIAGE_MODELS_DIR": str(models), "PYTHONPATH": str(REPO)}
+    session = tmp_path / "s"
+    day1 = [sys.executable, "-m", "core.cli", "classify", str(photos), "--model", str(combined), "--session",
+            str(session), "--quiet"]
+    assert subprocess.run(day1, env=env, capture_output=True, text=True, timeout=300).returncode == 0
+    out = tmp_path / "day2.csv"
+    day2 = day1 + ["--resume", "--model", str(alpha), "--csv", str(out)]
+    proc = subprocess.run(day2, env=env, capture_output=True, text=True, timeout=120)   # hung forever before
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    with open(out, newline="", encoding="utf-8") as fh:
+        rows = list(csv.DictReader(fh))
+    assert len(rows) == 12
+    slugs = [k[len("p_mpox__"):] for k in rows[0] if k.startswith("p_mpox__")]
+    assert len(slugs) == 2 and all(r[f"p_mpox__{s}"] for r in rows for s in slugs)

@@ -173,6 +173,8 @@ class InferenceEngine:
         size = self.input_sizes
         report(progress, 0, total, "starting", "classify")
         if not paths:
+            if self.shared is not None:
+                self.shared.close()  # nothing to score here (a resume): its components score their photos themselves
             return
         # Enough decodes in flight to keep the model busy, few enough to bound memory.
         prefetch = self.batch_size * 2 + self.decode_workers
