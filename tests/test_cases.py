@@ -305,6 +305,26 @@ def test_parquet_rows_carry_the_case_id_and_give_the_same_fhir_cases(case_run, t
     assert reports == ["P1", "P2", "P3", "loose.jpg"]
 
 
+def test_fhir_from_parquet_never_writes_over_a_photo_or_into_a_photo_folder(case_run, tmp_path, capsys):
+    """`mpox-triage fhir SHARDS OUT` refuses, as classify does, an OUT that is one of the run's photos or lies in a
+    folder its photos came from (it wrote JSON over a photo before); the photo is unchanged."""
+    pytest.importorskip("pyarrow")
+    import hashlib
+
+    shards = tmp_path / "shards"
+    assert main(["classify", str(case_run.photos), "--model", str(case_run.bundle), "--parquet", str(shards),
+                 "--quiet"]) == 0
+    photo = case_run.photos / "P1" / "P1_0.jpg"
+    before = hashlib.sha256(photo.read_bytes()).hexdigest()
+    capsys.readouterr()
+    for out in (photo, case_run.photos / "P2" / "bundle.json", case_run.photos / "bundle.json"):
+        assert main(["fhir", str(shards), str(out), "--model", str(case_run.bundle)]) == 2
+        err = capsys.readouterr().err.strip().splitlines()
+        assert len(err) == 1 and "lies inside the folder" in err[0], err
+    assert hashlib.sha256(photo.read_bytes()).hexdigest() == before
+    assert not (case_run.photos / "P2" / "bundle.json").exists() and not (case_run.photos / "bundle.json").exists()
+
+
 # --- evaluate: triage per case ----------------------------------------------------------------------------------
 def test_case_triage_counts_a_case_as_mpox_when_any_photo_is_and_as_reviewed_when_any_photo_is():
     from core.store.cases import case_triage
