@@ -396,3 +396,29 @@ def test_the_shift_alarm_fires_on_a_shifted_folder_and_stays_quiet_on_a_like_one
         assert verdicts[name]["n"] == 40 and verdicts[name]["p_value"] is not None
     assert verdicts["shifted"]["detected"] is True and verdicts["shifted"]["p_value"] < 0.05
     assert verdicts["like"]["detected"] is False
+
+
+def test_an_interrupt_while_writing_the_outputs_says_which_were_written(tmp_path, folder, bundles, capsys,
+                                                                       monkeypatch):
+    """Ctrl+C after the CSV was published but before the PDF: the CSV is the new file, the earlier PDF and summary
+    are as they were, and two lines say which outputs this run wrote and which it did not (a late Ctrl+C left new
+    and old files side by side without a word)."""
+    import core.reports.workspace_pdf as workspace_pdf
+
+    out = tmp_path / "out"
+    out.mkdir()
+    csv_path, pdf, summary = out / "r.csv", out / "r.pdf", out / "s.json"
+    pdf.write_bytes(b"%PDF earlier")
+    summary.write_text("{}", encoding="utf-8")
+
+    def interrupted(*_a, **_k):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(workspace_pdf, "export_pdf", interrupted)
+    code, err = cli(capsys, folder, "--model", bundles[0], "--csv", csv_path, "--report", pdf, "--summary", summary)
+    assert code == 130
+    assert len(rows_of(csv_path)) == 7
+    assert pdf.read_bytes() == b"%PDF earlier" and summary.read_text(encoding="utf-8") == "{}"
+    lines = err.strip().splitlines()
+    assert f"Interrupted after writing: CSV {csv_path}." in lines
+    assert f"Not written (any earlier file there is unchanged): Report {pdf}; Summary {summary}." in lines

@@ -404,12 +404,38 @@ def _run(args: argparse.Namespace) -> int:
         from core.store.cases import assign
 
         case_of = assign(ws.paths, grouping, ws.folder, column)
-        return _classify(args, ws, engines, keys, case_of if grouping is not None else None, case_of)
+        written: list[str] = []
+        try:
+            return _classify(args, ws, engines, keys, case_of if grouping is not None else None, case_of, written)
+        except KeyboardInterrupt:
+            _say_outputs(args, written)
+            raise
     finally:
         ws.close()
 
 
-def _classify(args, ws, engines, keys, case_column: dict[str, str] | None, case_of: dict[str, str]) -> int:
+def _say_outputs(args, written: list[str]) -> None:
+    """After an interrupt: which of the asked outputs were written by this run and which were not (each is
+    published whole or not at all, so one not written is as it was before)."""
+    from core.records import safe_text
+
+    asked = [(label, path) for label, path in _output_labels(args) if path]
+    if not asked:
+        return
+    done = [f"{label} {safe_text(str(path))}" for label, path in asked if label in written]
+    left = [f"{label} {safe_text(str(path))}" for label, path in asked if label not in written]
+    if done:
+        print(f"Interrupted after writing: {'; '.join(done)}.", file=sys.stderr)
+    print(f"Not written (any earlier file there is unchanged): {'; '.join(left)}.", file=sys.stderr)
+
+
+def _output_labels(args) -> list[tuple[str, str | None]]:
+    return [("Parquet", args.parquet_dir), ("CSV", args.csv_path), ("Report", args.report_path),
+            ("Case CSV", args.case_csv_path), ("FHIR", args.fhir_path), ("Summary", args.summary_path)]
+
+
+def _classify(args, ws, engines, keys, case_column: dict[str, str] | None, case_of: dict[str, str],
+              written: list[str]) -> int:
     """The runs and outputs; `case_column`: photo -> case id for the CSV's and Parquet's case_id column (with
     --cases), `case_of`: the cases of the case CSV, the PDF and the FHIR Bundle (each photo its own without)."""
     from core.store import cases
@@ -451,10 +477,12 @@ def _classify(args, ws, engines, keys, case_column: dict[str, str] | None, case_
         _shift_alarm(ws, engines, runs, args.threshold)
         if args.parquet_dir:
             _write_parquet(ws, keys, args.parquet_dir, case_column)
+            written.append("Parquet")
         if stream is not None:
             # Rows streamed during the runs that the runs' end changed (a verdict that moved the operating point,
             # re-decided results, a new reason) are written again from what is stored (CsvStream.close).
             stream.close()
+            written.append("CSV")
     except BaseException:
         if stream is not None:
             stream.abort()
@@ -471,13 +499,16 @@ def _classify(args, ws, engines, keys, case_column: dict[str, str] | None, case_
             export_case_pdf(ws, args.report_path, view, cards=[card for _e, card, _rt in engines])
         else:
             export_pdf(ws, args.report_path, keys, cards=[card for _e, card, _rt in engines])
+        written.append("Report")
     if args.case_csv_path:
         cases.write_case_csv(view, args.case_csv_path, ws)
+        written.append("Case CSV")
     if args.fhir_path:
         from core.reports.fhir_export import export_workspace
 
         run_ids = ",".join(r.run_id for r in runs if r.run_id)
         export_workspace(ws, args.fhir_path, view, run=run_ids, images=args.fhir_images)
+        written.append("FHIR")
     outputs = {"csv": args.csv_path, "report": args.report_path, "summary": args.summary_path,
                "parquet": args.parquet_dir, "case_csv": args.case_csv_path, "fhir": args.fhir_path}
     summary = _summary_point(ws.summary(keys, status, runs, outputs), ws, [c for _e, c, _rt in engines],
@@ -486,6 +517,7 @@ def _classify(args, ws, engines, keys, case_column: dict[str, str] | None, case_
         summary["cases"] = cases.case_counts(view)
     if args.summary_path:
         _write_json_atomic(summary, args.summary_path)
+        written.append("Summary")
 
     preds = ", ".join(f"{k}: {v}" for k, v in summary["predictions"].items())
     if summary["errors"]:
