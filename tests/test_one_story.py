@@ -91,6 +91,8 @@ def test_classify_prints_one_operating_point_text_in_stderr_and_the_summary(tmp_
     err = capsys.readouterr().err
     message = json.loads(summary.read_text())["shift"]["point_message"]
     assert message in err.splitlines()
+    # Each model's own verdict in the summary says the same (it kept the stored verdict's older text before).
+    assert [v["point_message"] for v in json.loads(summary.read_text())["shifts"].values()] == [message]
     from pypdf import PdfReader
 
     cover = " ".join(PdfReader(str(report)).pages[0].extract_text().split())
@@ -179,3 +181,29 @@ def test_the_detail_pane_gives_each_models_own_scope_score_when_they_differ(qtbo
     text = window.detail.scores.text()
     assert "n 1.0.0: Not-a-skin-photo score 0.87 (limit 0.86): above the limit" in text
     assert "m 1.0.0: Not-a-skin-photo score 0.82 (limit 0.86): within the limit" in text
+
+
+def test_the_summary_gives_each_models_verdict_the_point_text_of_now(tmp_path, capsys):
+    """--summary's `shift` and every entry of `shifts` carry the point text of the point the folder is decided at
+    now, not the text stored with the verdict (which predates the folder's review floor): the non-deciding
+    model's entry kept the stored text before."""
+    from core.cli import main
+    from core.commands.classify import _summary_point
+    from core.models.bundle import load_bundle
+    from core.models.operating_point import card_point, point_message
+    from core.store.workspace import Workspace
+    from tests.helpers import make_image_folder
+
+    bdir = _alarmed_bundle(tmp_path)
+    photos = make_image_folder(tmp_path / "photos", n_per_class=18, size=(40, 32))
+    session = tmp_path / "session"
+    assert main(["classify", str(photos), "--model", str(bdir), "--session", str(session), "--quiet"]) == 0
+    capsys.readouterr()
+    with Workspace.open(photos, session) as ws:
+        card = load_bundle(bdir).card
+        ws.attach(load_bundle(bdir))
+        stale = {"model_key": card.key, "detected": True, "point_message": "a stale text from the verdict"}
+        out = _summary_point({"shift": dict(stale), "shifts": {card.display_name: dict(stale)}}, ws, [card], None)
+        want = point_message(card.display_name, ws.point_for(card), card_point(card))
+    assert out["shift"]["point_message"] == want
+    assert out["shifts"][card.display_name]["point_message"] == want

@@ -270,17 +270,24 @@ def _point_messages(ws, cards, threshold: float | None) -> dict[str, str]:
 
 
 def _summary_point(summary: dict, ws, cards, threshold: float | None) -> dict:
-    """The summary with its shift verdict's point_message rendered from the point the folder is decided at now
-    (the stored verdict's own text predates the folder's review floor), the one text stderr printed."""
-    shift = summary.get("shift")
-    if not isinstance(shift, dict):
-        return summary
+    """The summary with its shift verdicts' point_message rendered from the point the folder is decided at now
+    (a stored verdict's own text predates the folder's review floor), the one text stderr printed: the deciding
+    verdict (`shift`) and each model's (`shifts`)."""
     messages = _point_messages(ws, cards, threshold)
-    shift = {k: v for k, v in shift.items() if k != "point_message"}
-    message = messages.get(shift.get("model_key", ""), next(iter(messages.values()), None))
-    if message:
-        shift["point_message"] = message
-    return {**summary, "shift": shift}
+
+    def now(verdict: dict, fallback: str | None = None) -> dict:
+        verdict = {k: v for k, v in verdict.items() if k != "point_message"}
+        message = messages.get(verdict.get("model_key", ""), fallback)
+        if message:
+            verdict["point_message"] = message
+        return verdict
+
+    out = dict(summary)
+    if isinstance(summary.get("shift"), dict):
+        out["shift"] = now(summary["shift"], next(iter(messages.values()), None))
+    if isinstance(summary.get("shifts"), dict):
+        out["shifts"] = {name: now(v) if isinstance(v, dict) else v for name, v in summary["shifts"].items()}
+    return out
 
 
 def _write_json_atomic(data: dict, path: str) -> None:
