@@ -286,3 +286,22 @@ def test_under_a_shift_alarm_every_uncertain_row_cites_the_one_band_it_was_decid
     texts = [photo_reasons({SHA_C: r}, models, shift=shift)[0].text for r in flagged]
     assert all("widened review band (below 0.74; its lower edge is set by this folder's scores)" in t for t in texts)
     assert not any("–" in t for t in texts)   # no lower edge, so no "lo–hi" band
+
+
+def test_the_csv_agreement_is_the_reports_disagreement():
+    """One definition of 'models disagree' (one model calls mpox, another not mpox) for the CSV's agreement column
+    and the summary (core.store.csvio.agreement), the PDF's count and the table (PhotoRow.disagree): an
+    out-of-scope call beside an mpox call counted as a disagreement in the CSV only (35 against 29 in the PDF)."""
+    import itertools
+
+    from core.reports.rows import PhotoRow
+    from core.store.csvio import AGREE, DISAGREE, agreement
+
+    kinds = ("mpox", "not_mpox", "out_of_scope")
+    for n in (2, 3):
+        for preds in itertools.product(kinds, repeat=n):
+            recs = [rec(f"s{i}", 0.5, prediction=p) for i, p in enumerate(preds)]
+            row = PhotoRow(path="/f/a.png", results={f"s{i}": r for i, r in enumerate(recs)})
+            got = agreement(recs)
+            assert (got == DISAGREE) == row.disagree, preds
+            assert (got == AGREE) == (len(set(preds)) == 1), preds

@@ -17,7 +17,7 @@ import tempfile
 from pathlib import Path
 from typing import Iterable, Sequence
 
-from core.records import CSV_COLUMNS, ResultRecord, safe_text
+from core.records import CALLS, CSV_COLUMNS, ResultRecord, safe_text
 
 # Formula injection (OWASP "CSV Injection"): a spreadsheet runs a cell that starts with = + - @ (or a tab or
 # carriage return before one) as a formula, e.g. a model named =HYPERLINK(...) or a reviewer named =cmd|...
@@ -151,10 +151,15 @@ def wide_columns(slugs: Sequence[str], with_reviews: bool) -> list[str]:
 
 
 def agreement(records: Sequence[ResultRecord | None]) -> str:
-    """agree / disagree when every model scored the photo, else n/a."""
+    """One definition with the reasons, the table and the PDF (core.triage.reasons DISAGREE): `disagree` when one
+    model calls the photo mpox and another not mpox; `agree` when every model scored it and all gave the same
+    call; else n/a (a model could not read it, has no result yet, or has no call: out of scope)."""
     if len(records) < 2 or any(r is None or not r.ok for r in records):
         return AGREEMENT_NA
-    return AGREE if len({r.prediction for r in records}) == 1 else DISAGREE
+    calls = {r.prediction for r in records if r.prediction in CALLS}
+    if len(calls) > 1:
+        return DISAGREE
+    return AGREE if len({r.prediction for r in records}) == 1 else AGREEMENT_NA
 
 
 def photo_status(records: Sequence[ResultRecord | None]) -> str:
