@@ -242,6 +242,24 @@ def test_shift_alarm_banner_when_detected_only(tmp_path, photos):
     assert "Shift alarm" not in pdf_pages(none)[0] and "Shift check" not in pdf_pages(none)[0]
 
 
+def test_the_cover_names_every_models_standing_alarm_not_only_the_deciding_ones(tmp_path, photos):
+    """Two models: the deciding one finds no shift, the other's alarm stands (stderr and the app's banner say so).
+    The cover names both; the band is said to be widened only for a model whose point actually moved."""
+    cards = [make_card(), make_card(name="other-model", version="9.9", model_sha256=SHA2)]
+    keys = [c.key for c in cards]
+    quiet = {"detected": False, "p_value": 0.41, "statistic": 0.01, "n": 5, "model": "mpox-test 1.2.3",
+             "model_key": keys[0]}
+    alarm = {"detected": True, "p_value": 0.004, "statistic": 0.08, "n": 5, "model": "other-model 9.9",
+             "model_key": keys[1], "operating_point": "out_of_collection", "remedy": "label the sample"}
+    out = write_pdf_report(two_model_records(photos), tmp_path / "r.pdf", folder=str(photos[0].parent),
+                           cards=cards, shift=quiet, shifts={keys[0]: quiet, keys[1]: alarm})
+    cover = " ".join(pdf_pages(out)[0].split())
+    assert "Shift check (mpox-test 1.2.3): no shift detected (p = 0.41" in cover
+    assert "Shift alarm (other-model 9.9)" in cover and "What to do: label the sample." in cover
+    # This card has no out-of-collection point of its own, so its point did not move: no "widened" claim.
+    assert "review band was widened" not in cover
+
+
 def test_each_model_origin_is_shown_with_a_local_models_parent(tmp_path, photos):
     cards = [make_card(), make_card(name="other-model", version="9.9", model_sha256=SHA2,
                                     parent={"name": "mpox-test", "version": "1.0.0", "sha256": "00" * 32})]

@@ -44,6 +44,7 @@ class ReportContext:
     decider: str = ""                  # core.triage.reasons.deciding_key: the model whose call is the photo's
     points: dict[str, Any] | None = None   # the operating point each model decides the folder at (folder_points)
     cases: Any = None                  # core.store.cases.CaseView: a case summary, photos listed under their cases
+    shifts: dict[str, dict | None] | None = None   # each model's own verdict, by key (the cover names every alarm)
 
     @property
     def multi(self) -> bool:
@@ -71,7 +72,8 @@ def build_context(records: Sequence[ResultRecord], *, folder: str, cards: Sequen
                   origins: dict[str, str] | None = None, scope_limit: float | None = None,
                   title: str = DEFAULT_TITLE, generated: datetime | None = None,
                   progress: ProgressFn | None = None, cancel: CancelToken | None = None,
-                  points: dict[str, Any] | None = None, cases: Any = None) -> ReportContext:
+                  points: dict[str, Any] | None = None, cases: Any = None,
+                  shifts: dict[str, dict | None] | None = None) -> ReportContext:
     """Everything the sections need, computed once: models, one row per photo, counts, agreement per model."""
     records = list(records)
     cards = list(cards or [])
@@ -91,4 +93,4 @@ def build_context(records: Sequence[ResultRecord], *, folder: str, cards: Sequen
                          truth=truth, gradcam=gradcam, shift=shift, origins=origins, scope_limit=scope_limit,
                          title=title, decider=deciding_key([m.card for m in models if m.card is not None]),
                          when=generated.astimezone().strftime("%Y-%m-%d %H:%M %Z").strip(), progress=progress,
-                         cancel=cancel, points=points, cases=cases)
+                         cancel=cancel, points=points, cases=cases, shifts=shifts)

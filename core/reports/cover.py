@@ -36,7 +36,7 @@ def cover_section(ctx: ReportContext) -> list[Any]:
         Paragraph(f"<b>Folder:</b> {markup(folder_label(ctx.folder))} ({ctx.counts.photos:,} photos; the CSV "
                   "export and the session record each photo's full path)", st["body"]),
     ]
-    out += _shift_paragraphs(ctx.shift, _point_messages(ctx))
+    out += _shift_section(ctx)
     out += [Paragraph("Summary (counts are photos)", st["h2"]), _counts_block(ctx)]
     out += [Paragraph("Models", st["h2"]), _models_table(ctx),
             Spacer(1, 3),
@@ -47,23 +47,45 @@ def cover_section(ctx: ReportContext) -> list[Any]:
     return out
 
 
-def _point_messages(ctx: ReportContext) -> list[str]:
-    """core.models.operating_point.point_message of each model whose folder point is not its default one: the text
-    classify printed and the app's banner shows."""
+def _point_messages(ctx: ReportContext) -> dict[str, str]:
+    """core.models.operating_point.point_message of each model whose folder point is not its default one, by model
+    key: the text classify printed and the app's banner shows."""
     from core.models.operating_point import card_point, point_message
 
-    out = []
+    out = {}
     for m in ctx.models:
         point = (ctx.points or {}).get(m.key)
         if m.card is None or point is None:
             continue
         default = card_point(m.card, threshold=point.threshold if point.name == "manual" else None)
         if not point.same_as(default):
-            out.append(point_message(m.card.display_name, point, default))
+            out[m.key] = point_message(m.card.display_name, point, default)
     return out
 
 
-def _shift_paragraphs(shift: dict | None, points: Sequence[str] = ()) -> list[Any]:
+def _shift_section(ctx: ReportContext) -> list[Any]:
+    """The deciding verdict (ctx.shift), then the alarm of every other model shown whose own alarm stands
+    (ctx.shifts), each with the point its model decides the folder at: what stderr and the app's banner say."""
+    from core.triage.shift import clean_verdict
+
+    messages = _point_messages(ctx)
+    deciding = clean_verdict(ctx.shift) if ctx.shift else None
+    deciding_key = (deciding or {}).get("model_key", "")
+    others = []
+    for key, verdict in (ctx.shifts or {}).items():
+        verdict = clean_verdict(verdict) if verdict else None
+        if key != deciding_key and verdict is not None and verdict.get("detected"):
+            others.append((key, verdict))
+    alarm_keys = {k for k, _v in others} | ({deciding_key} if (deciding or {}).get("detected") else set())
+    # A point text of a model with no alarm paragraph of its own (none here before) still goes with the decider's.
+    own = [messages[k] for k in messages if k == deciding_key or k not in alarm_keys]
+    out = _shift_paragraphs(ctx.shift, own, widened=bool(deciding_key and deciding_key in messages))
+    for key, verdict in others:
+        out += _shift_paragraphs(verdict, [messages[key]] if key in messages else [], widened=key in messages)
+    return out
+
+
+def _shift_paragraphs(shift: dict | None, points: Sequence[str] = (), widened: bool = True) -> list[Any]:
     """The folder's stored shift result (Workspace.shift): the alarm, with the model whose test decides, what it
     changed and what to do; a quiet line when it ran and found nothing or did not run."""
     from core.triage.shift import clean_verdict
@@ -83,7 +105,7 @@ def _shift_paragraphs(shift: dict | None, points: Sequence[str] = ()) -> list[An
     if shift.get("detected"):
         text = (f"<b>Shift alarm{escape(model)}: these photos differ from the photos the model learned from</b> "
                 f"({escape(figures)}). {escape(SHIFT_ADVICE)}")
-        if shift.get("operating_point") == "out_of_collection":
+        if shift.get("operating_point") == "out_of_collection" and widened:
             text += (" The review band was widened to the model's out-of-collection operating point, so more "
                      "photos are marked for review.")
         for message in points:

@@ -42,7 +42,8 @@ def export_pdf(ws: Any, out: str | os.PathLike, keys: Sequence[str] | None = Non
         origins = {card_key(c): bundle_origin(c) for c in use_cards}
         core.reports.write_pdf_report(records, tmp, folder=str(ws.folder), cards=use_cards, reviews=reviews,
                                       gradcam=gradcam or None, progress=progress, cancel=cancel, origins=origins,
-                                      shift=ws.deciding_verdict(keys), points=ws.points(keys), cases=cases)
+                                      shift=ws.deciding_verdict(keys), points=ws.points(keys), cases=cases,
+                                      shifts={k: ws.verdict_for(k) for k in keys})
         publish(tmp, out)
     except OSError as exc:
         Path(tmp).unlink(missing_ok=True)

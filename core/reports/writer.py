@@ -56,6 +56,7 @@ def write_pdf_report(
     points: dict[str, Any] | None = None,
     sections: Sequence[Callable[[ReportContext], list[Any]]] = SECTIONS,
     cases: Any = None,
+    shifts: dict[str, dict | None] | None = None,
 ) -> Path:
     """Write the PDF report of one classified folder and return its path.
 
@@ -67,7 +68,8 @@ def write_pdf_report(
     (model SHA-256, else "name version") to "shipped" or "local"; `scope_limit` is the limit out-of-scope
     scores were compared with (default: each card's ood_threshold); it is printed beside the score, while
     the record's flag decides whether a photo is out of scope. `cases` (core.store.cases.CaseView) adds a case summary
-    and lists the photos under their cases.
+    and lists the photos under their cases. `shifts` maps a model key to that model's own verdict: the cover names
+    every model whose alarm stands, as stderr and the app's banner do, not only the deciding one.
 
     The PDF is published atomically: on any failure the previous file at `out_path` stays as it was and
     nothing half-written is left. Raises ReportWriteError (one line) when the file cannot be written,
@@ -76,7 +78,7 @@ def write_pdf_report(
     out_path = Path(out_path)
     ctx = build_context(records, folder=folder, cards=cards, reviews=reviews, truth=truth, gradcam=gradcam,
                         shift=shift, origins=origins, scope_limit=scope_limit, title=title, generated=generated,
-                        points=points,
+                        points=points, shifts=shifts,
                         progress=progress, cancel=cancel, cases=cases)
     story: list[Any] = []
     for section in sections:
