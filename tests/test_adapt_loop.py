@@ -145,6 +145,10 @@ def test_the_shift_remedy_names_a_sample_that_reaches_the_minimum_and_review_mor
     assert remedy(adapted).startswith("review more")
     entry = verdict_entry(ShiftResult(True, 0.001, 0.05, 80), card)
     assert entry["remedy"] == remedy(card) and entry["review_n"] == n
+    # A folder with fewer usable photos than the sample: all of them, never more than it has.
+    small = verdict_entry(ShiftResult(True, 0.001, 0.05, 40), card)
+    assert small["remedy"].startswith("label all 40 photos of this folder (adapt --suggest 40;")
+    assert remedy(card, photos=n) == remedy(card) and remedy(card, photos=0) == remedy(card)
 
 
 def test_suggest_lists_the_same_labelling_sample_each_time(tmp_path, capsys):

@@ -68,13 +68,19 @@ def is_adapted(card) -> bool:
     return isinstance(data, dict) and isinstance(data.get("site"), dict)
 
 
-def remedy(card, adapted: bool | None = None) -> str:
+def remedy(card, adapted: bool | None = None, photos: int | None = None) -> str:
     """The shift alarm's remedy line for a model (core.triage.shift.verdict_entry): label the labelling sample, then
-    adapt; for a model already adapted (is_adapted), review more and re-adapt with them."""
+    adapt; for a model already adapted (is_adapted), review more and re-adapt with them. `photos`: how many usable
+    photos the folder has; when fewer than the sample, the line asks for all of them (it asked for 62 of 40)."""
     if adapted is None:
         adapted = is_adapted(card)
     if adapted:
         return ("review more of this folder's photos (Review next), then adapt again with them: this model was "
                 "adapted to another site, or this site has changed")
     n = labelling_sample_size(card)
+    if photos is not None and 0 < int(photos) < n:
+        m = int(photos)
+        return (f"label all {m} photos of this folder (adapt --suggest {m}; a labelling sample needs {n} to hold "
+                f"{MIN_PER_CLASS} of each class with {SAMPLE_CONFIDENCE:.0%} probability, so adapt may ask for "
+                "more), then adapt")
     return f"label the {n} photos of the labelling sample (adapt --suggest {n}), then adapt"

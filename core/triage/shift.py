@@ -125,7 +125,7 @@ def verdict_entry(result: "ShiftResult", card) -> dict:
         review_n = labelling_sample_size(card)
         moved = has_distinct_out_of_collection_point(card)
         entry.update({"operating_point": OUT_OF_COLLECTION if moved else DEFAULT, "review_n": review_n,
-                      "remedy": remedy(card)})
+                      "remedy": remedy(card, photos=result.n)})
         if moved:
             from core.models.operating_point import point_message
 
