@@ -422,3 +422,20 @@ def test_an_interrupt_while_writing_the_outputs_says_which_were_written(tmp_path
     lines = err.strip().splitlines()
     assert f"Interrupted after writing: CSV {csv_path}." in lines
     assert f"Not written (any earlier file there is unchanged): Report {pdf}; Summary {summary}." in lines
+
+
+def test_a_folder_name_that_is_not_utf8_classifies_with_a_session(tmp_path, bundles, capsys):
+    """A folder whose name holds a byte that is not UTF-8 and a newline: the run with --session finishes (the
+    session stored the raw name and failed: "surrogates not allowed", blamed on the model), the folder is
+    recorded escaped, and the header line is one line."""
+    folder = Path(os.fsdecode(os.fsencode(str(tmp_path)) + b"/dir\xff\nname"))
+    make_image_folder(folder, n_per_class=3, size=(40, 32))
+    session = tmp_path / "s"
+    code, err = cli(capsys, folder, "--model", bundles[0], "--session", session, "--csv", tmp_path / "r.csv")
+    assert code == 0, err
+    header = err.splitlines()[0]
+    assert "photos in " in header and "\\n" in header and header.endswith("Not a diagnosis.")
+    with sqlite3.connect(session / "session.sqlite") as conn:
+        folders = [r[0] for r in conn.execute("SELECT folder FROM runs")]
+    assert folders and all("\\xff" in f for f in folders), folders   # escaped as the photo paths are
+    assert len(rows_of(tmp_path / "r.csv")) == 6

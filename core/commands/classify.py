@@ -456,7 +456,8 @@ def _classify(args, ws, engines, keys, case_column: dict[str, str] | None, case_
         raise CliError(str(exc)) from None
     for (_e, card, runtime), plan in zip(engines, plans):
         print(f"{card.name} {card.version} (sha256 {card.short_sha}, threshold {plan.threshold:.3f}, "
-              f"runtime {runtime}) on {len(ws.paths)} photos in {ws.folder}. {DISCLAIMER}", file=sys.stderr)
+              f"runtime {runtime}) on {len(ws.paths)} photos in {console_text(str(ws.folder))}. {DISCLAIMER}",
+              file=sys.stderr)
         if args.resume:
             prefix = f"{card.display_name}: " if len(engines) > 1 else ""
             print(f"Resuming: {prefix}{plan.describe()}", file=sys.stderr)

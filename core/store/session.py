@@ -25,7 +25,7 @@ from typing import Any, Iterable
 import numpy as np
 
 from core import __version__
-from core.records import RECORD_FIELDS, ResultRecord, utc_now
+from core.records import RECORD_FIELDS, ResultRecord, safe_text, utc_now
 
 FORMAT_VERSION = 5
 SESSION_FILE = "session.sqlite"
@@ -551,6 +551,7 @@ class SessionStore:
                   actor: str | None = None) -> str:
         """Record the start of a run of the model described by `card` (ModelCard or dict); returns run_id."""
         run_id = uuid.uuid4().hex
+        folder = safe_text(str(folder))   # a folder name with bytes that are not UTF-8 is stored escaped, as paths are
         thr = float(threshold) if threshold is not None else _card_value(card, "threshold", None)
         model_sha = _card_value(card, "model_sha256", "")
         info = {
