@@ -93,9 +93,18 @@ def main(argv: list[str] | None = None) -> int:
         return fail(f"{exc.strerror or exc}{where}")
 
 
+def _quiet_unraisable(unraisable) -> None:
+    """A Ctrl+C that lands inside a destructor (a model runtime freed as a run ends) cannot interrupt anything;
+    Python would print it as "Exception ignored ... Traceback". Anything else is reported as Python would."""
+    if isinstance(getattr(unraisable, "exc_value", None), KeyboardInterrupt):
+        return
+    sys.__unraisablehook__(unraisable)
+
+
 def entry() -> int:
     """The `mpox-triage` command: main(), then a Ctrl+C that arrives while the finished process tears down (its
     model runtimes' destructors) is ignored: every output is written by then, and it would print a traceback."""
+    sys.unraisablehook = _quiet_unraisable
     code = main()
     import signal
 

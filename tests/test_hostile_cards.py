@@ -442,3 +442,25 @@ def test_a_ctrl_c_after_the_command_has_finished_prints_no_traceback():
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300,
                          cwd=str(Path(__file__).resolve().parent.parent))
     assert out.stdout.strip().splitlines()[-1] == "ignored 0", out.stderr[-500:]
+
+
+def test_a_ctrl_c_inside_a_destructor_during_the_command_prints_no_traceback():
+    """A Ctrl+C that lands in a model runtime's destructor (freed as the last run ends, before main returns)
+    cannot interrupt anything; it printed "Exception ignored in ... __del__ ... KeyboardInterrupt". Other
+    unraisable errors are still reported."""
+    import subprocess
+    import sys
+
+    code = ("import gc, sys; import core.cli as c\n"
+            "class Runtime:\n"
+            "    def __init__(self, exc): self.exc = exc\n"
+            "    def __del__(self): raise self.exc\n"
+            "def main(argv=None):\n"
+            "    Runtime(KeyboardInterrupt()); gc.collect(); Runtime(ValueError('a real problem')); gc.collect()\n"
+            "    return 0\n"
+            "c.main = main\n"
+            "sys.exit(c.entry())\n")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300,
+                         cwd=str(Path(__file__).resolve().parent.parent))
+    assert out.returncode == 0
+    assert "KeyboardInterrupt" not in out.stderr and "ValueError: a real problem" in out.stderr, out.stderr
