@@ -439,3 +439,21 @@ def test_a_folder_name_that_is_not_utf8_classifies_with_a_session(tmp_path, bund
         folders = [r[0] for r in conn.execute("SELECT folder FROM runs")]
     assert folders and all("\\xff" in f for f in folders), folders   # escaped as the photo paths are
     assert len(rows_of(tmp_path / "r.csv")) == 6
+
+
+def test_an_unwritable_parquet_folder_is_refused_before_any_photo_is_scored(tmp_path, folder, bundles, capsys,
+                                                                             monkeypatch):
+    """--parquet names a folder the run cannot write: one line, exit 2, before scoring (it was said only after
+    the whole run). Tests may run as root, for whom chmod is no barrier, so W_OK is refused here."""
+    pytest.importorskip("pyarrow")
+    locked = tmp_path / "locked"
+    locked.mkdir()
+    real = os.access
+    monkeypatch.setattr("core.store.outputs.os.access",
+                        lambda p, mode, **kw: False if mode & os.W_OK and str(p).startswith(str(locked))
+                        else real(p, mode, **kw))
+    session = tmp_path / "s"
+    code, err = cli(capsys, folder, "--model", bundles[0], "--parquet", locked / "shards", "--session", session)
+    assert code == 2 and len(err.strip().splitlines()) == 1, err
+    assert "--parquet" in err and "is not writable" in err
+    assert not (session / "session.sqlite").exists()      # refused before anything ran

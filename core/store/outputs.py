@@ -138,6 +138,12 @@ def check_output(path: str | os.PathLike, what: str, *, folder: str | os.PathLik
         elif kind in ("dir", "bundle"):   # created with its parents; core.models.bundle.check_save_target judges a bundle
             if kind == "dir":
                 _check_file_type(p, what, shown, kind)
+                # The folder, or the nearest folder above it that exists, must be writable: said before any run.
+                near = target
+                while not near.exists() and near.parent != near:
+                    near = near.parent
+                if near.is_dir() and not os.access(near, os.W_OK):
+                    raise OutputError(f"cannot write {what} {shown}: folder {safe_text(str(near))} is not writable")
         else:
             _check_file_type(p, what, shown, kind)
             parent = target.parent
