@@ -457,3 +457,16 @@ def test_an_unwritable_parquet_folder_is_refused_before_any_photo_is_scored(tmp_
     assert code == 2 and len(err.strip().splitlines()) == 1, err
     assert "--parquet" in err and "is not writable" in err
     assert not (session / "session.sqlite").exists()      # refused before anything ran
+
+
+def test_an_empty_folder_says_no_photos_were_found_and_engine_options_without_ray_are_named(tmp_path, bundles,
+                                                                                           capsys):
+    """An empty folder (often the wrong one) says so in one line naming the extensions looked for; --actors
+    without --engine ray is said to be ignored rather than silently dropped."""
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    code, err = cli(capsys, empty, "--model", bundles[0], "--model", bundles[1], "--actors", "2")
+    assert code == 0
+    lines = err.splitlines()
+    assert sum(ln.startswith("No photos found in ") and ".jpg" in ln for ln in lines) == 1
+    assert "warning: --actors and --address apply to --engine ray only; this run scores locally" in lines

@@ -316,6 +316,10 @@ def _run(args: argparse.Namespace) -> int:
     from core.store.workspace import Workspace
 
     # --- arguments --------------------------------------------------------------------------------
+    if args.engine != "ray" and (args.actors != 1 or args.address):
+        from core.commands import warn
+
+        warn("--actors and --address apply to --engine ray only; this run scores locally")
     for dest, option in OUTPUTS:
         value = getattr(args, dest, None)
         if value is not None and not str(value).strip():
@@ -462,6 +466,11 @@ def _classify(args, ws, engines, keys, case_column: dict[str, str] | None, case_
             prefix = f"{card.display_name}: " if len(engines) > 1 else ""
             print(f"Resuming: {prefix}{plan.describe()}", file=sys.stderr)
 
+    if not ws.paths:
+        from core.photos.images import IMAGE_EXTENSIONS
+
+        print(f"No photos found in {console_text(str(ws.folder))} (looked for {', '.join(sorted(IMAGE_EXTENSIONS))}); "
+              "nothing to classify.", file=sys.stderr)
     stream = None
     if args.csv_path:
         stream = (cases.csv_stream(ws, args.csv_path, keys, plans, case_column) if case_column is not None
