@@ -317,8 +317,6 @@ def _run(args: argparse.Namespace) -> int:
 
     # --- arguments --------------------------------------------------------------------------------
     if args.engine != "ray" and (args.actors != 1 or args.address):
-        from core.commands import warn
-
         warn("--actors and --address apply to --engine ray only; this run scores locally")
     for dest, option in OUTPUTS:
         value = getattr(args, dest, None)
