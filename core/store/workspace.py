@@ -6,7 +6,8 @@ and every rule about them, so `mpox-triage classify` and the desktop app cannot 
 * what still needs scoring for a model (`to_score`: one resume policy),
 * a run (`run`: start, commit, finish with one status vocabulary),
 * reviews (`review`, `clear_review`),
-* exports (`export_csv`, `export_pdf`, `csv_stream`), each with exactly one audit entry of one shape,
+* exports (`export_csv`, `csv_stream`; the PDF through core.reports.workspace_pdf, which logs with `log_export`),
+  each with exactly one audit entry of one shape,
 * counts, always in photos (`counts`, `summary`).
 
 Qt-free and TensorFlow-free: an engine is any object with `.run(paths, progress=None, cancel=None)`
