@@ -71,15 +71,12 @@ class _Scorer:
         records = list(self.engine.run(paths))
         self.engine.embeddings.clear()   # each row carries its own; the actor keeps none (memory stays flat)
         ok = [r.status == STATUS_OK for r in records]
-        # The embedding of each photo the scope check kept (float16), on its way to the driver's session: the
-        # folder's shift test covers photos scored on Ray as it covers photos scored here.
-        dim = next((len(r.embedding) for r in records if r.embedding is not None), 0)
-        emb = np.zeros((len(records), dim), dtype=np.float16)
-        has_emb = np.zeros(len(records), dtype=bool)
-        for k, r in enumerate(records):
-            if r.embedding is not None and len(r.embedding) == dim:
-                emb[k] = r.embedding
-                has_emb[k] = True
+        # The embedding of each photo the scope check kept (float16 bytes: one column type whatever a batch holds),
+        # on its way to the driver's session: the folder's shift test covers photos scored on Ray as it covers
+        # photos scored here.
+        emb = np.asarray([np.asarray(r.embedding, dtype=np.float16).tobytes() if r.embedding is not None else b""
+                          for r in records], dtype=object)
+        has_emb = np.asarray([r.embedding is not None for r in records], dtype=bool)
         return {
             "i": np.asarray(batch["i"], dtype=np.int64),
             "status": np.asarray([r.status for r in records], dtype=object),
@@ -179,7 +176,8 @@ class RayEngine:
             model=card.name, model_version=card.version, model_sha256=card.model_sha256,
             scoring_digest=card.scoring_digest, threshold=self.threshold,
             file_sha256=str(row["file_sha256"]) or None, error=str(row["error"]),
-            embedding=np.asarray(row["embedding"], dtype=np.float16) if ok and row["has_embedding"] else None)
+            embedding=np.frombuffer(bytes(row["embedding"]), dtype=np.float16).copy()
+            if ok and row["has_embedding"] else None)
 
     def run(self, paths: Iterable[str | os.PathLike], progress: ProgressFn | None = None,
             cancel: CancelToken | None = None) -> Iterator[ResultRecord]:
