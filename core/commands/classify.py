@@ -236,13 +236,12 @@ def _write_parquet(ws, keys: list[str], out_dir: str, case_of: dict[str, str] | 
         raise WorkspaceError(f"cannot write Parquet folder {out_dir}: {exc.strerror or exc}") from None
 
 
-def _shift_alarm(ws, engines, runs, threshold: float | None) -> list:
+def _shift_alarm(ws, engines, threshold: float | None) -> None:
     """Say each model's shift verdict on this source (core.store.workspace: a test of every in-scope photo stored for
     that model and source, recomputed when each run ended, so a resume or a cancelled run cannot replace it with
     a test of only the new photos). Under a model's alarm its stored rows were moved to its out-of-collection
-    operating point when its run ended; the re-decided records are returned (the CSV is then written from the
-    workspace). The point each model is decided at is said by the one point text (core.models.operating_point)."""
-    changed = [rec for run in runs for rec in run.redecided]
+    operating point when its run ended (CsvStream.close then writes the CSV again from the workspace). The point
+    each model is decided at is said by the one point text (core.models.operating_point)."""
     for _engine, card, _rt in engines:
         verdict = ws.verdict_for(card.key)
         if verdict is None:
@@ -253,7 +252,6 @@ def _shift_alarm(ws, engines, runs, threshold: float | None) -> list:
                   f"{verdict.get('remedy', '')}.", file=sys.stderr)
     for message in _point_messages(ws, [card for _e, card, _rt in engines], threshold).values():
         print(message, file=sys.stderr)
-    return changed
 
 
 def _point_messages(ws, cards, threshold: float | None) -> dict[str, str]:
@@ -407,9 +405,9 @@ def _run(args: argparse.Namespace) -> int:
         from core.store.workspace import shift_reference
 
         for engine, _card, _rt in engines:
-            if shift_reference(engine) is not None:
-                # its verdict on what is stored decides the operating point of its plan
-                ws.attach(shift_reference(engine))
+            reference = shift_reference(engine)
+            if reference is not None:
+                ws.attach(reference)   # its verdict on what is stored decides the operating point of its plan
         from core.store.cases import assign
 
         case_of = assign(ws.paths, grouping, ws.folder, column)
@@ -439,8 +437,9 @@ def _say_outputs(args, written: list[str]) -> None:
 
 
 def _output_labels(args) -> list[tuple[str, str | None]]:
-    return [("Parquet", args.parquet_dir), ("CSV", args.csv_path), ("Report", args.report_path),
-            ("Case CSV", args.case_csv_path), ("FHIR", args.fhir_path), ("Summary", args.summary_path)]
+    """(label, path) of every output a run may write, in the order the last lines of a run name them."""
+    return [("CSV", args.csv_path), ("Report", args.report_path), ("Summary", args.summary_path),
+            ("Case CSV", args.case_csv_path), ("FHIR", args.fhir_path), ("Parquet", args.parquet_dir)]
 
 
 def _classify(args, ws, engines, keys, case_column: dict[str, str] | None, case_of: dict[str, str],
@@ -489,7 +488,7 @@ def _classify(args, ws, engines, keys, case_column: dict[str, str] | None, case_
                 raise
             except Exception as exc:  # noqa: BLE001 - an engine failure: one line, exit 2, nothing published
                 raise CliError(f"{card.display_name} failed: {exc}") from None
-        _shift_alarm(ws, engines, runs, args.threshold)
+        _shift_alarm(ws, engines, args.threshold)
         if args.parquet_dir:
             _write_parquet(ws, keys, args.parquet_dir, case_column)
             written.append("Parquet")
@@ -545,9 +544,8 @@ def _classify(args, ws, engines, keys, case_column: dict[str, str] | None, case_
     if view is not None:
         c = summary["cases"]
         print(f"Cases: {c['cases']} ({c['mpox']} called mpox, {c['needs_review']} need review)", file=sys.stderr)
-    for label, path in (("CSV", args.csv_path), ("Report", args.report_path), ("Summary", args.summary_path),
-                        ("Case CSV", args.case_csv_path), ("FHIR", args.fhir_path)):
-        if path:
+    for label, path in _output_labels(args):
+        if path and label != "Parquet":   # these lines name files; the shard folder is not among them
             print(f"{label}: {path}", file=sys.stderr)
     if not args.csv_path and not args.report_path:
         for path in ws.paths:

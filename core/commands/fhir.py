@@ -28,7 +28,8 @@ def run(args: argparse.Namespace) -> int:
     from core.commands import CliError
     from core.reports.fhir_export import FhirExportError, parquet_bundle, write_bundle
     from core.store.outputs import OutputError, check_output
-    from core.records import safe_text
+    from core.records import safe_text, unescape_path
+    from core.store.sources import read_parquet_records
     from core.scale import RayMissingError
     from core.store.workspace import WorkspaceError
 
@@ -37,23 +38,15 @@ def run(args: argparse.Namespace) -> int:
         raise CliError(f"no such folder: {safe_text(str(folder))}")
     try:
         check_output(args.out, "OUT", folder=folder)
-        for photos in _photo_folders(folder):
+        loaded = read_parquet_records(folder)
+        for photos in sorted({str(Path(unescape_path(r.path)).parent) for r in loaded[0]}):
             # As classify refuses: never a photo of the run, never inside a folder its photos came from.
             check_output(args.out, "OUT", folder=photos)
         cards = [read_card(resolve_bundle_dir(ref)) for ref in args.model] or [c for _p, c in scan_bundles()]
-        bundle = parquet_bundle(folder, cards, root=args.root, images=args.images)
+        bundle = parquet_bundle(folder, cards, root=args.root, images=args.images, loaded=loaded)
         write_bundle(bundle, args.out)
     except (OutputError, BundleError, FhirExportError, WorkspaceError, RayMissingError) as exc:
         raise CliError(safe_text(str(exc))) from None
     n = sum(1 for e in bundle.entry if e.resource.get_resource_type() == "DiagnosticReport")
     print(f"FHIR: {args.out} ({n} case(s)). {DISCLAIMER}", file=sys.stderr)
     return 0
-
-
-def _photo_folders(shards: Path) -> list[str]:
-    """The folders the shards' photos lie in (their paths as recorded, unescaped), each once."""
-    from core.records import unescape_path
-    from core.store.sources import read_parquet_records
-
-    records, _cases = read_parquet_records(shards)
-    return sorted({str(Path(unescape_path(r.path)).parent) for r in records})

@@ -313,14 +313,15 @@ def export_workspace(ws: Any, out: str | os.PathLike, view: CaseView, *, run: st
 
 
 def parquet_bundle(out_dir: str | os.PathLike, cards: Sequence[Any] = (), root: str | os.PathLike | None = None,
-                   run: str = "", images: bool = False) -> Any:
+                   run: str = "", images: bool = False, loaded: tuple | None = None) -> Any:
     """The Bundle of a Parquet shard folder (classify --parquet, e.g. from the Ray engine): its rows' records and
     `case_id` column (each photo its own case without one); `cards`: the models' cards for their Devices (a model
-    without one gets a Device from its rows: name, version and weights SHA-256, no card digest)."""
+    without one gets a Device from its rows: name, version and weights SHA-256, no card digest). `loaded`: the
+    folder's core.store.sources.read_parquet_records, when the caller has read it already."""
     from core.store.cases import records_view
     from core.store.sources import read_parquet_records
 
-    records, case_of = read_parquet_records(out_dir)
+    records, case_of = loaded if loaded is not None else read_parquet_records(out_dir)
     if not records:
         raise FhirExportError(f"{out_dir}: no result rows (part-*.parquet) to export")
     view = records_view(records, cards, case_of=case_of, root=root)
