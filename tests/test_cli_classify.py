@@ -470,3 +470,28 @@ def test_an_empty_folder_says_no_photos_were_found_and_engine_options_without_ra
     lines = err.splitlines()
     assert sum(ln.startswith("No photos found in ") and ".jpg" in ln for ln in lines) == 1
     assert "warning: --actors and --address apply to --engine ray only; this run scores locally" in lines
+
+
+def test_a_full_disk_while_writing_the_outputs_says_which_were_written(tmp_path, folder, bundles, capsys,
+                                                                       monkeypatch):
+    """The disk fills up after the CSV was published, while the PDF is written: the error line says the report
+    could not be written, and the line before it says the CSV is this run's and the summary was not written."""
+    import errno
+
+    import core.reports as reports
+
+    out = tmp_path / "out"
+    out.mkdir()
+    csv_path, pdf, summary = out / "r.csv", out / "r.pdf", out / "s.json"
+
+    def full(_records, path, **_kw):
+        raise OSError(errno.ENOSPC, "No space left on device", str(path))
+
+    monkeypatch.setattr(reports, "write_pdf_report", full)
+    code, err = cli(capsys, folder, "--model", bundles[0], "--csv", csv_path, "--report", pdf, "--summary", summary)
+    assert code == 2
+    lines = err.strip().splitlines()
+    assert lines[-3] == f"Stopped by an error after writing: CSV {csv_path}."
+    assert lines[-2] == f"Not written (any earlier file there is unchanged): Report {pdf}; Summary {summary}."
+    assert lines[-1].startswith("mpox-triage classify: error: ") and "report" in lines[-1], lines[-1]
+    assert len(rows_of(csv_path)) == 7 and not pdf.exists() and not summary.exists()

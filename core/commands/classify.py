@@ -415,15 +415,19 @@ def _run(args: argparse.Namespace) -> int:
         try:
             return _classify(args, ws, engines, keys, case_of if grouping is not None else None, case_of, written)
         except KeyboardInterrupt:
-            _say_outputs(args, written)
+            _say_outputs(args, written, "Interrupted")
+            raise
+        except Exception:   # an output that could not be written (a full disk...): its own line follows this one
+            if written:
+                _say_outputs(args, written, "Stopped by an error")
             raise
     finally:
         ws.close()
 
 
-def _say_outputs(args, written: list[str]) -> None:
-    """After an interrupt: which of the asked outputs were written by this run and which were not (each is
-    published whole or not at all, so one not written is as it was before)."""
+def _say_outputs(args, written: list[str], why: str) -> None:
+    """After an interrupt or an error: which of the asked outputs were written by this run and which were not
+    (each is published whole or not at all, so one not written is as it was before)."""
     from core.records import safe_text
 
     asked = [(label, path) for label, path in _output_labels(args) if path]
@@ -432,7 +436,7 @@ def _say_outputs(args, written: list[str]) -> None:
     done = [f"{label} {safe_text(str(path))}" for label, path in asked if label in written]
     left = [f"{label} {safe_text(str(path))}" for label, path in asked if label not in written]
     if done:
-        print(f"Interrupted after writing: {'; '.join(done)}.", file=sys.stderr)
+        print(f"{why} after writing: {'; '.join(done)}.", file=sys.stderr)
     print(f"Not written (any earlier file there is unchanged): {'; '.join(left)}.", file=sys.stderr)
 
 
